@@ -1,0 +1,383 @@
+"""The computation: per-sample gradient statistics for every target matrix, batch by batch.
+
+The fast method never forms a weight gradient through autograd. One forward and one backward
+of a right-padded batch (the batch loss is the sum of the per-sample mean losses, so each
+sample's output gradients are exactly its own) give, per target module, the inputs ``X`` and
+the output gradients ``D`` of every sample, captured by hooks. With all weights frozen the
+backward pass computes activation gradients only. A sample's weight gradient is ``D^T X``, and
+everything reported about it comes from those factors (see ``spectral``): a T-by-T SVD instead
+of a full one, Gram-free and exact.
+
+The reference method is the paper's procedure and the tests' oracle: one sample at a time, the
+full weight gradient from ``loss.backward()``, ``torch.linalg.svd``.
+
+``compute_statistics`` is a plain generator: it yields a ``BatchResult`` per batch, checks a
+``threading.Event`` between batches, and knows nothing of threads, caches or UIs.
+"""
+
+from __future__ import annotations
+
+import math
+import threading
+import time
+from collections.abc import Iterator, Sequence
+from contextlib import contextmanager
+from typing import TYPE_CHECKING, Any
+
+from layerscope.analysis.records import (
+    BatchResult,
+    ComputeSettings,
+    MatrixStatistics,
+    Sample,
+    SampleResult,
+    SkippedSample,
+)
+from layerscope.analysis.spectral import (
+    factor_entry_statistics,
+    full_spectrum,
+    reference_statistics,
+    singular_values_from_factors,
+    summarize_spectrum,
+    working_dtype,
+)
+from layerscope.analysis.text import EncodedSample, SampleSkipped, encode_sample
+
+if TYPE_CHECKING:
+    import torch
+
+    from layerscope.analysis.models import LoadedModel
+    from layerscope.analysis.targets import Target
+
+PAIRS = (("q", "o"), ("k", "v"))
+
+
+def compute_statistics(
+    loaded: LoadedModel,
+    samples: Sequence[Sample],
+    settings: ComputeSettings,
+    cancel: threading.Event | None = None,
+) -> Iterator[BatchResult]:
+    """Yield the statistics of ``samples`` batch by batch; stops early when ``cancel`` is set."""
+    targets = loaded.target_modules(settings.modules)
+    total = len(samples)
+    done = 0
+    batch_size = max(1, settings.batch_size if settings.method == "fast" else 1)
+    with _frozen_weights(loaded.model, frozen=settings.method == "fast"):
+        for start in range(0, total, batch_size):
+            if cancel is not None and cancel.is_set():
+                return
+            began = time.perf_counter()
+            chunk = samples[start : start + batch_size]
+            encoded: list[EncodedSample] = []
+            skipped: list[SkippedSample] = []
+            for sample in chunk:
+                try:
+                    encoded.append(encode_sample(sample, loaded.tokenizer, settings))
+                except SampleSkipped as reason:
+                    skipped.append(SkippedSample(sample.index, str(reason)))
+            results: list[SampleResult] = []
+            if encoded:
+                if settings.method == "reference":
+                    for one in encoded:
+                        results.append(_reference_sample(loaded, targets, one, settings))
+                else:
+                    batch_results, oom = _fast_batch_splitting(loaded, targets, encoded, settings)
+                    results.extend(batch_results)
+                    skipped.extend(oom)
+            done += len(chunk)
+            yield BatchResult(results, skipped, done, total, time.perf_counter() - began)
+
+
+@contextmanager
+def _frozen_weights(model: Any, frozen: bool) -> Iterator[None]:
+    """Freeze (fast) or unfreeze (reference) every weight, restoring the old state after."""
+    parameters = list(model.parameters())
+    before = [p.requires_grad for p in parameters]
+    for p in parameters:
+        p.requires_grad_(not frozen)
+        p.grad = None
+    try:
+        yield
+    finally:
+        for p, flag in zip(parameters, before, strict=True):
+            p.grad = None
+            p.requires_grad_(flag)
+
+
+def _response_loss(
+    logits: torch.Tensor, input_ids: torch.Tensor, encoded: EncodedSample
+) -> torch.Tensor:
+    """Mean cross-entropy over the response tokens of one sample, in float32 or wider."""
+    import torch
+
+    first = max(encoded.response_start, 1)
+    predicted = logits[first - 1 : encoded.length - 1]
+    predicted = predicted.to(working_dtype(predicted.dtype))
+    return torch.nn.functional.cross_entropy(predicted, input_ids[first : encoded.length])
+
+
+def _is_out_of_memory(error: BaseException) -> bool:
+    text = str(error).lower()
+    return type(error).__name__ == "OutOfMemoryError" or (
+        "out of memory" in text or "can't allocate memory" in text
+    )
+
+
+def _fast_batch_splitting(
+    loaded: LoadedModel,
+    targets: Sequence[Target],
+    encoded: list[EncodedSample],
+    settings: ComputeSettings,
+) -> tuple[list[SampleResult], list[SkippedSample]]:
+    """Run a batch; on out-of-memory split it in halves and retry, down to single samples."""
+    try:
+        return _fast_batch(loaded, targets, encoded, settings), []
+    except (RuntimeError, MemoryError) as error:
+        if not _is_out_of_memory(error):
+            raise
+    _release_memory(loaded)
+    if len(encoded) == 1:
+        sample = encoded[0]
+        reason = f"out of memory on {loaded.device} at {sample.length} tokens"
+        return [], [SkippedSample(sample.index, reason)]
+    half = len(encoded) // 2
+    first, first_skipped = _fast_batch_splitting(loaded, targets, encoded[:half], settings)
+    second, second_skipped = _fast_batch_splitting(loaded, targets, encoded[half:], settings)
+    return first + second, first_skipped + second_skipped
+
+
+def _release_memory(loaded: LoadedModel) -> None:
+    import gc
+
+    import torch
+
+    gc.collect()
+    if loaded.device.type == "cuda":
+        torch.cuda.empty_cache()
+
+
+def _padded_batch(
+    loaded: LoadedModel, encoded: list[EncodedSample]
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """Right-padded ids and mask (positions are 0..T-1 whatever the mask, so pad right)."""
+    import torch
+
+    longest = max(e.length for e in encoded)
+    pad = loaded.tokenizer.pad_token_id or 0
+    input_ids = torch.full((len(encoded), longest), pad, dtype=torch.long)
+    mask = torch.zeros((len(encoded), longest), dtype=torch.long)
+    for row, sample in enumerate(encoded):
+        input_ids[row, : sample.length] = torch.tensor(sample.input_ids)
+        mask[row, : sample.length] = 1
+    return input_ids.to(loaded.device), mask.to(loaded.device)
+
+
+class _Capture:
+    """Forward hooks that keep each target module's input and output gradient."""
+
+    def __init__(self, model: Any, targets: Sequence[Target]) -> None:
+        self.inputs: dict[int, torch.Tensor] = {}
+        self.output_grads: dict[int, torch.Tensor] = {}
+        self.handles: list[Any] = []
+        modules = {id(t.module): t.module for t in targets}
+        for module in modules.values():
+            self.handles.append(module.register_forward_hook(self._forward_hook))
+        # Weights are frozen, so make the embeddings' output the leaf that gradients flow from.
+        embeddings = model.get_input_embeddings()
+        self.handles.append(embeddings.register_forward_hook(_require_grad_hook))
+
+    def _forward_hook(self, module: Any, args: tuple[Any, ...], output: torch.Tensor) -> None:
+        key = id(module)
+        self.inputs[key] = args[0].detach()
+
+        def keep_gradient(gradient: torch.Tensor) -> None:
+            self.output_grads[key] = gradient.detach()
+
+        output.register_hook(keep_gradient)
+
+    def close(self) -> None:
+        for handle in self.handles:
+            handle.remove()
+        self.inputs.clear()
+        self.output_grads.clear()
+
+
+def _require_grad_hook(module: Any, args: tuple[Any, ...], output: torch.Tensor) -> torch.Tensor:
+    return output.detach().requires_grad_(True)
+
+
+def _fast_batch(
+    loaded: LoadedModel,
+    targets: Sequence[Target],
+    encoded: list[EncodedSample],
+    settings: ComputeSettings,
+) -> list[SampleResult]:
+    import torch
+
+    input_ids, mask = _padded_batch(loaded, encoded)
+    capture = _Capture(loaded.model, targets)
+    try:
+        with torch.enable_grad():
+            logits = loaded.model(input_ids=input_ids, attention_mask=mask, use_cache=False).logits
+            losses = [
+                _response_loss(logits[row], input_ids[row], e) for row, e in enumerate(encoded)
+            ]
+            del logits
+            torch.stack(losses).sum().backward()
+        return [
+            _factor_sample_statistics(capture, targets, row, sample, losses[row].item(), settings)
+            for row, sample in enumerate(encoded)
+        ]
+    finally:
+        capture.close()
+
+
+class _GradientStore:
+    """Gradients kept for one sample's cosines: flattened, per projection and layer."""
+
+    def __init__(self) -> None:
+        self.flat: dict[tuple[str, int], torch.Tensor] = {}
+        self.layers: dict[str, list[int]] = {}
+
+    def add(self, projection: str, layer: int, matrix: torch.Tensor) -> None:
+        self.flat[(projection, layer)] = matrix.reshape(-1)
+        self.layers.setdefault(projection, []).append(layer)
+
+    def layer_cosines(self) -> dict[str, list[list[float]]]:
+        return {p: _cosine_matrix([self.flat[(p, i)] for i in ls]) for p, ls in self.layers.items()}
+
+    def pair_cosines(self) -> dict[str, list[float]]:
+        pairs: dict[str, list[float]] = {}
+        for a, b in PAIRS:
+            layers = [i for i in self.layers.get(a, []) if (b, i) in self.flat]
+            values = []
+            for i in layers:
+                x, y = self.flat[(a, i)], self.flat[(b, i)]
+                if x.shape != y.shape:
+                    break
+                values.append(_cosine(x, y))
+            if values and len(values) == len(layers):
+                pairs[f"{a}-{b}"] = values
+        return pairs
+
+
+def _cosine(x: torch.Tensor, y: torch.Tensor) -> float:
+    import torch
+
+    norms = float(torch.linalg.vector_norm(x)) * float(torch.linalg.vector_norm(y))
+    return float(torch.dot(x, y)) / norms if norms > 0 else math.nan
+
+
+def _cosine_matrix(vectors: list[torch.Tensor]) -> list[list[float]]:
+    import torch
+
+    count = len(vectors)
+    norms = [float(torch.linalg.vector_norm(v)) for v in vectors]
+    matrix = [[math.nan] * count for _ in range(count)]
+    for i in range(count):
+        for j in range(i, count):
+            denominator = norms[i] * norms[j]
+            value = (
+                float(torch.dot(vectors[i], vectors[j])) / denominator if denominator else math.nan
+            )
+            matrix[i][j] = matrix[j][i] = value
+    return matrix
+
+
+def _factor_sample_statistics(
+    capture: _Capture,
+    targets: Sequence[Target],
+    row: int,
+    sample: EncodedSample,
+    loss: float,
+    settings: ComputeSettings,
+) -> SampleResult:
+    """One sample's statistics from the captured factors (the last position's D is zero)."""
+    positions = sample.length - 1
+    store = _GradientStore() if settings.cosines else None
+    matrices: list[MatrixStatistics] = []
+    for target in targets:
+        key = id(target.module)
+        dtype = working_dtype(capture.inputs[key].dtype)
+        inputs = capture.inputs[key][row, :positions].to(dtype)
+        output_grads = capture.output_grads[key][row, :positions]
+        if target.output_features is not None:
+            output_grads = output_grads.index_select(
+                -1, target.output_features.to(output_grads.device)
+            )
+        output_grads = output_grads.to(dtype)
+        rows, cols = target.info.rows, target.info.cols
+        needs_matrix = (
+            settings.entry_statistics or store is not None or positions >= min(rows, cols)
+        )
+        matrix = output_grads.T @ inputs if needs_matrix else None
+        singular_values = singular_values_from_factors(output_grads, inputs, matrix)
+        values = summarize_spectrum(singular_values, rows, cols, loss)
+        if settings.entry_statistics and matrix is not None:
+            values.update(factor_entry_statistics(output_grads, inputs, matrix))
+        if store is not None and matrix is not None:
+            store.add(target.info.projection, target.info.layer, matrix)
+        spectrum = full_spectrum(singular_values, rows, cols) if settings.spectra else None
+        matrices.append(
+            MatrixStatistics(target.info.layer, target.info.projection, values, spectrum)
+        )
+    return SampleResult(
+        index=sample.index,
+        loss=loss,
+        prompt_tokens=sample.prompt_tokens,
+        response_tokens=sample.response_tokens,
+        matrices=matrices,
+        layer_cosines=store.layer_cosines() if store else {},
+        pair_cosines=store.pair_cosines() if store else {},
+    )
+
+
+def _reference_sample(
+    loaded: LoadedModel,
+    targets: Sequence[Target],
+    sample: EncodedSample,
+    settings: ComputeSettings,
+) -> SampleResult:
+    """The paper's procedure: full backward, full weight gradients, full SVD of each."""
+    import torch
+
+    model = loaded.model
+    input_ids = torch.tensor([sample.input_ids], device=loaded.device)
+    model.zero_grad(set_to_none=True)
+    with torch.enable_grad():
+        logits = model(input_ids=input_ids, use_cache=False).logits
+        loss = _response_loss(logits[0], input_ids[0], sample)
+        del logits
+        loss.backward()
+    loss_value = loss.item()
+    store = _GradientStore() if settings.cosines else None
+    matrices = []
+    for target in targets:
+        gradient = target.module.weight.grad
+        if target.transposed:
+            gradient = gradient.T
+        if target.output_features is not None:
+            gradient = gradient.index_select(0, target.output_features.to(gradient.device))
+        gradient = gradient.to(working_dtype(gradient.dtype))
+        matrices.append(
+            reference_statistics(
+                gradient,
+                target.info.layer,
+                target.info.projection,
+                loss_value,
+                settings.entry_statistics,
+                settings.spectra,
+            )
+        )
+        if store is not None:
+            store.add(target.info.projection, target.info.layer, gradient.clone())
+    model.zero_grad(set_to_none=True)
+    return SampleResult(
+        index=sample.index,
+        loss=loss_value,
+        prompt_tokens=sample.prompt_tokens,
+        response_tokens=sample.response_tokens,
+        matrices=matrices,
+        layer_cosines=store.layer_cosines() if store else {},
+        pair_cosines=store.pair_cosines() if store else {},
+    )

@@ -1,0 +1,138 @@
+"""Plain records shared by the engine, the cache, the CLI and the UI.
+
+They live apart from the engine so that the cache and the UI can use them without importing
+torch: a user browsing cached results never pays for it.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Literal
+
+Mode = Literal["base", "instruct"]
+ModuleSet = Literal["attn", "mlp", "all"]
+Method = Literal["fast", "reference"]
+
+ATTENTION_PROJECTIONS = ("q", "k", "v", "o")
+MLP_PROJECTIONS = ("gate", "up", "down")
+
+# Per-matrix statistics, in the order the cache and exports use. Names say what they are; the
+# paper's short names (S_sum, S_max, ...) appear only in the paper-format import and export.
+MATRIX_STATISTICS = (
+    "mean",
+    "max",
+    "min",
+    "frobenius_norm",
+    "nuclear_norm",
+    "sigma_max",
+    "sigma_min",
+    "sigma1_ratio",
+    "nuclear_per_loss",
+    "effective_rank",
+    "stable_rank",
+)
+# The statistics that need every entry of the gradient matrix, not just its spectrum.
+ENTRY_STATISTICS = ("mean", "max", "min")
+
+DEFAULT_SYSTEM_PROMPT = "You are a helpful assistant."
+STATISTICS_VERSION = 1
+
+
+@dataclass(frozen=True)
+class Sample:
+    """One record of a dataset: an instruction (plus optional input) and a response."""
+
+    index: int  # position in its file, 0-based; stable key for resume
+    instruction: str
+    output: str
+    input: str = ""
+
+    @property
+    def prompt(self) -> str:
+        """The prompt as the paper's scripts build it: instruction, then input on a new line."""
+        if self.input:
+            return f"{self.instruction}\n{self.input}"
+        return self.instruction
+
+
+@dataclass(frozen=True)
+class ComputeSettings:
+    """Everything besides model and data that changes the numbers (part of a run's key)."""
+
+    mode: Mode = "base"
+    system_prompt: str = DEFAULT_SYSTEM_PROMPT
+    max_length: int = 1024
+    modules: ModuleSet = "attn"
+    method: Method = "fast"
+    spectra: bool = False  # keep the whole singular-value spectrum of every matrix
+    entry_statistics: bool = True  # mean/max/min: need the full matrix
+    cosines: bool = True  # layer-by-layer cosine matrices and q-o / k-v cosines
+    batch_size: int = 4  # not part of the key: it does not change the numbers
+
+    def key_fields(self) -> dict[str, object]:
+        """The fields that identify a run's numbers (batch size excluded)."""
+        return {
+            "mode": self.mode,
+            "system_prompt": self.system_prompt if self.mode == "instruct" else None,
+            "max_length": self.max_length,
+            "modules": self.modules,
+            "spectra": self.spectra,
+            "entry_statistics": self.entry_statistics,
+            "cosines": self.cosines,
+            "statistics_version": STATISTICS_VERSION,
+        }
+
+
+@dataclass(frozen=True)
+class TargetInfo:
+    """One gradient matrix that is measured: a projection of one layer."""
+
+    layer: int
+    projection: str  # q, k, v, o, gate, up, down
+    parameter: str  # the model's own parameter name; fused parts get a [q]/[k]/[v] suffix
+    rows: int  # output features
+    cols: int  # input features
+
+
+@dataclass
+class MatrixStatistics:
+    """Statistics of one sample's gradient with respect to one target matrix."""
+
+    layer: int
+    projection: str
+    values: dict[str, float]  # keys from MATRIX_STATISTICS (entry statistics may be absent)
+    spectrum: list[float] | None = None  # descending, all min(rows, cols) values
+
+
+@dataclass
+class SampleResult:
+    """Everything measured for one sample."""
+
+    index: int
+    loss: float
+    prompt_tokens: int
+    response_tokens: int
+    matrices: list[MatrixStatistics]
+    # projection -> L x L cosine similarity between the gradients of layers i and j
+    layer_cosines: dict[str, list[list[float]]] = field(default_factory=dict)
+    # "q-o" / "k-v" -> per-layer cosine between the two gradients (only where shapes match)
+    pair_cosines: dict[str, list[float]] = field(default_factory=dict)
+
+
+@dataclass(frozen=True)
+class SkippedSample:
+    """A sample that was not measured, and why. Recorded, never dropped silently."""
+
+    index: int
+    reason: str
+
+
+@dataclass
+class BatchResult:
+    """What the engine yields after each batch: the results and its progress."""
+
+    results: list[SampleResult]
+    skipped: list[SkippedSample]
+    done: int  # samples handled so far in this call (results + skipped)
+    total: int  # samples this call was asked for
+    seconds: float = 0.0  # wall time of this batch
