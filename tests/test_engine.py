@@ -58,7 +58,10 @@ def assert_results_close(fast, reference, tolerance):
             if mb.spectrum is not None:
                 assert len(ma.spectrum) == len(mb.spectrum)
                 top = mb.spectrum[0]
-                assert max(abs(x - y) for x, y in zip(ma.spectrum, mb.spectrum)) <= tolerance * top
+                assert (
+                    max(abs(x - y) for x, y in zip(ma.spectrum, mb.spectrum, strict=True))
+                    <= tolerance * top
+                )
         assert a.layer_cosines.keys() == b.layer_cosines.keys()
         for projection, matrix in b.layer_cosines.items():
             for row_a, row_b in zip(a.layer_cosines[projection], matrix, strict=True):
