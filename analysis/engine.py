@@ -35,6 +35,7 @@ from layerscope.analysis.records import (
 from layerscope.analysis.spectral import (
     factor_entry_statistics,
     full_spectrum,
+    input_r_factor,
     reference_statistics,
     singular_values_from_factors,
     summarize_spectrum,
@@ -76,16 +77,47 @@ def compute_statistics(
                 except SampleSkipped as reason:
                     skipped.append(SkippedSample(sample.index, str(reason)))
             results: list[SampleResult] = []
+            timer = _Timer(loaded)
             if encoded:
                 if settings.method == "reference":
                     for one in encoded:
-                        results.append(_reference_sample(loaded, targets, one, settings))
+                        results.append(_reference_sample(loaded, targets, one, settings, timer))
                 else:
-                    batch_results, oom = _fast_batch_splitting(loaded, targets, encoded, settings)
+                    batch_results, oom = _fast_batch_splitting(
+                        loaded, targets, encoded, settings, timer
+                    )
                     results.extend(batch_results)
                     skipped.extend(oom)
             done += len(chunk)
-            yield BatchResult(results, skipped, done, total, time.perf_counter() - began)
+            yield BatchResult(
+                results,
+                skipped,
+                done,
+                total,
+                time.perf_counter() - began,
+                timer.seconds["forward_backward"],
+                timer.seconds["statistics"],
+            )
+
+
+class _Timer:
+    """Wall time per phase; synchronizes CUDA at phase ends so the split is honest."""
+
+    def __init__(self, loaded: LoadedModel) -> None:
+        self.cuda = loaded.device.type == "cuda"
+        self.seconds = {"forward_backward": 0.0, "statistics": 0.0}
+
+    @contextmanager
+    def phase(self, name: str) -> Iterator[None]:
+        began = time.perf_counter()
+        try:
+            yield
+        finally:
+            if self.cuda:
+                import torch
+
+                torch.cuda.synchronize()
+            self.seconds[name] += time.perf_counter() - began
 
 
 @contextmanager
@@ -128,10 +160,11 @@ def _fast_batch_splitting(
     targets: Sequence[Target],
     encoded: list[EncodedSample],
     settings: ComputeSettings,
+    timer: _Timer,
 ) -> tuple[list[SampleResult], list[SkippedSample]]:
     """Run a batch; on out-of-memory split it in halves and retry, down to single samples."""
     try:
-        return _fast_batch(loaded, targets, encoded, settings), []
+        return _fast_batch(loaded, targets, encoded, settings, timer), []
     except (RuntimeError, MemoryError) as error:
         if not _is_out_of_memory(error):
             raise
@@ -141,8 +174,8 @@ def _fast_batch_splitting(
         reason = f"out of memory on {loaded.device} at {sample.length} tokens"
         return [], [SkippedSample(sample.index, reason)]
     half = len(encoded) // 2
-    first, first_skipped = _fast_batch_splitting(loaded, targets, encoded[:half], settings)
-    second, second_skipped = _fast_batch_splitting(loaded, targets, encoded[half:], settings)
+    first, first_skipped = _fast_batch_splitting(loaded, targets, encoded[:half], settings, timer)
+    second, second_skipped = _fast_batch_splitting(loaded, targets, encoded[half:], settings, timer)
     return first + second, first_skipped + second_skipped
 
 
@@ -211,23 +244,27 @@ def _fast_batch(
     targets: Sequence[Target],
     encoded: list[EncodedSample],
     settings: ComputeSettings,
+    timer: _Timer,
 ) -> list[SampleResult]:
     import torch
 
     input_ids, mask = _padded_batch(loaded, encoded)
     capture = _Capture(loaded.model, targets)
     try:
-        with torch.enable_grad():
+        with timer.phase("forward_backward"), torch.enable_grad():
             logits = loaded.model(input_ids=input_ids, attention_mask=mask, use_cache=False).logits
             losses = [
                 _response_loss(logits[row], input_ids[row], e) for row, e in enumerate(encoded)
             ]
             del logits
             torch.stack(losses).sum().backward()
-        return [
-            _factor_sample_statistics(capture, targets, row, sample, losses[row].item(), settings)
-            for row, sample in enumerate(encoded)
-        ]
+        with timer.phase("statistics"):
+            return [
+                _factor_sample_statistics(
+                    capture, targets, row, sample, losses[row].item(), settings
+                )
+                for row, sample in enumerate(encoded)
+            ]
     finally:
         capture.close()
 
@@ -296,10 +333,12 @@ def _factor_sample_statistics(
     positions = sample.length - 1
     store = _GradientStore() if settings.cosines else None
     matrices: list[MatrixStatistics] = []
+    input_factors: dict[tuple[int, tuple[int, ...]], torch.Tensor] = {}  # q, k, v share inputs
     for target in targets:
         key = id(target.module)
-        dtype = working_dtype(capture.inputs[key].dtype)
-        inputs = capture.inputs[key][row, :positions].to(dtype)
+        captured = capture.inputs[key]
+        dtype = working_dtype(captured.dtype)
+        inputs = captured[row, :positions].to(dtype)
         output_grads = capture.output_grads[key][row, :positions]
         if target.output_features is not None:
             output_grads = output_grads.index_select(
@@ -311,7 +350,13 @@ def _factor_sample_statistics(
             settings.entry_statistics or store is not None or positions >= min(rows, cols)
         )
         matrix = output_grads.T @ inputs if needs_matrix else None
-        singular_values = singular_values_from_factors(output_grads, inputs, matrix)
+        input_factor = None
+        if positions < min(rows, cols):
+            shared = (captured.data_ptr(), tuple(captured.shape))
+            if shared not in input_factors:
+                input_factors[shared] = input_r_factor(inputs)
+            input_factor = input_factors[shared]
+        singular_values = singular_values_from_factors(output_grads, inputs, matrix, input_factor)
         values = summarize_spectrum(singular_values, rows, cols, loss)
         if settings.entry_statistics and matrix is not None:
             values.update(factor_entry_statistics(output_grads, inputs, matrix))
@@ -337,6 +382,7 @@ def _reference_sample(
     targets: Sequence[Target],
     sample: EncodedSample,
     settings: ComputeSettings,
+    timer: _Timer,
 ) -> SampleResult:
     """The paper's procedure: full backward, full weight gradients, full SVD of each."""
     import torch
@@ -344,12 +390,20 @@ def _reference_sample(
     model = loaded.model
     input_ids = torch.tensor([sample.input_ids], device=loaded.device)
     model.zero_grad(set_to_none=True)
-    with torch.enable_grad():
+    with timer.phase("forward_backward"), torch.enable_grad():
         logits = model(input_ids=input_ids, use_cache=False).logits
         loss = _response_loss(logits[0], input_ids[0], sample)
         del logits
         loss.backward()
-    loss_value = loss.item()
+    with timer.phase("statistics"):
+        result = _reference_statistics(targets, sample, loss.item(), settings)
+    model.zero_grad(set_to_none=True)
+    return result
+
+
+def _reference_statistics(
+    targets: Sequence[Target], sample: EncodedSample, loss_value: float, settings: ComputeSettings
+) -> SampleResult:
     store = _GradientStore() if settings.cosines else None
     matrices = []
     for target in targets:
@@ -371,7 +425,6 @@ def _reference_sample(
         )
         if store is not None:
             store.add(target.info.projection, target.info.layer, gradient.clone())
-    model.zero_grad(set_to_none=True)
     return SampleResult(
         index=sample.index,
         loss=loss_value,

@@ -136,3 +136,5 @@ class BatchResult:
     done: int  # samples handled so far in this call (results + skipped)
     total: int  # samples this call was asked for
     seconds: float = 0.0  # wall time of this batch
+    forward_backward_seconds: float = 0.0  # of which: the model's forward and backward passes
+    statistics_seconds: float = 0.0  # of which: the statistics from the captured gradients

@@ -33,13 +33,17 @@ def working_dtype(dtype: torch.dtype) -> torch.dtype:
 
 
 def singular_values_from_factors(
-    output_grads: torch.Tensor, inputs: torch.Tensor, matrix: torch.Tensor | None = None
+    output_grads: torch.Tensor,
+    inputs: torch.Tensor,
+    matrix: torch.Tensor | None = None,
+    input_factor: torch.Tensor | None = None,
 ) -> torch.Tensor:
-    """Non-zero-able singular values of ``output_grads^T @ inputs``, descending.
+    """Singular values of ``output_grads^T @ inputs``, descending.
 
     ``output_grads`` is T x rows, ``inputs`` is T x cols. Returns min(T, rows, cols) values;
     the other singular values of the rows x cols matrix are exactly zero. ``matrix`` may pass
-    an already computed ``output_grads^T @ inputs`` for the large-T case.
+    an already computed ``output_grads^T @ inputs`` for the large-T case, and
+    ``input_factor`` the R of ``inputs^T`` (q, k and v share their inputs, so it is reused).
     """
     import torch
 
@@ -47,11 +51,18 @@ def singular_values_from_factors(
     cols = inputs.shape[1]
     if positions < min(rows, cols):
         r_out = torch.linalg.qr(output_grads.T, mode="r").R  # T x T
-        r_in = torch.linalg.qr(inputs.T, mode="r").R  # T x T
+        r_in = input_factor if input_factor is not None else input_r_factor(inputs)
         return torch.linalg.svdvals(r_out @ r_in.T)
     if matrix is None:
         matrix = output_grads.T @ inputs
     return torch.linalg.svdvals(matrix)
+
+
+def input_r_factor(inputs: torch.Tensor) -> torch.Tensor:
+    """R of the thin QR of ``inputs^T`` (T x T when T <= cols); the Q is never formed."""
+    import torch
+
+    return torch.linalg.qr(inputs.T, mode="r").R
 
 
 def summarize_spectrum(

@@ -193,12 +193,12 @@ def test_out_of_memory_splits_the_batch(monkeypatch):
     loaded = loaded_from_objects(make_model("llama"), make_tokenizer())
     real = engine._fast_batch
 
-    def small_batches_only(loaded, targets, encoded, settings):
+    def small_batches_only(loaded, targets, encoded, settings, timer):
         if len(encoded) > 1:
             raise RuntimeError("CUDA out of memory. Tried to allocate 2.00 GiB")
         if encoded[0].index == 3:
             raise torch.OutOfMemoryError("CUDA out of memory")
-        return real(loaded, targets, encoded, settings)
+        return real(loaded, targets, encoded, settings, timer)
 
     monkeypatch.setattr(engine, "_fast_batch", small_batches_only)
     batches = list(compute_statistics(loaded, SAMPLES, ComputeSettings(batch_size=4)))
