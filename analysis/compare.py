@@ -1,0 +1,188 @@
+"""The paper's comparisons of layer-wise curves: MAD over depth and relative difference.
+
+Why here and not in the UI: the CLI's ``show``/``check``, the TUI and the tests must report the
+same numbers for the same curves, so the arithmetic lives in one torch-free module. Averaging over
+samples (mean, std, confidence interval, length control) is SQL in :mod:`layerscope.analysis.cache`;
+this module works on the resulting :class:`LayerCurve` objects.
+
+Definitions (after arXiv 2410.23743 and its released ``code_vis/exp_utils.py``):
+
+* **MAD** of a curve v over layers is the mean absolute difference between adjacent layers,
+  ``mean(|v[i+1] - v[i]|)``. A segment's MAD (early, middle, late) uses only the differences
+  inside the segment, as the paper's script does.
+* **Layer splits**: the paper's split points for the models it studies, by number of layers:
+  26 (Gemma 2 2B) 7/13/6, 28 (Qwen2 1.5B) 7/14/7, 32 (Llama 2 7B, Llama 3 8B) 10/10/12 and
+  42 (Gemma 2 9B) 12/18/12. Any other depth is cut into thirds, the remainder going to the middle
+  and then the late part (e.g. 4 layers: 1/2/1, 8 layers: 2/3/3).
+* **Relative difference** of curve b against baseline a: ``mean over layers of |a - b| / |a|``,
+  where a zero baseline value is replaced by 1e-10 as in the paper; layers where either value is
+  not finite are left out. The five layers where it is largest are reported with their values.
+"""
+
+from __future__ import annotations
+
+import itertools
+import math
+from collections.abc import Sequence
+from dataclasses import dataclass
+from typing import TYPE_CHECKING
+
+if TYPE_CHECKING:
+    from layerscope.analysis.cache import LayerCurve, ResultsCache
+
+# The paper's (early, middle, late) layer counts for the depths it studies.
+PAPER_SPLITS: dict[int, tuple[int, int, int]] = {
+    26: (7, 13, 6),
+    28: (7, 14, 7),
+    32: (10, 10, 12),
+    42: (12, 18, 12),
+}
+# What the paper's script substitutes for a zero baseline value in the relative difference.
+ZERO_BASELINE = 1e-10
+TOP_LAYERS = 5
+
+
+def layer_splits(n_layers: int) -> tuple[range, range, range]:
+    """The early, middle and late layer indices of a model with ``n_layers`` layers."""
+    if n_layers < 0:
+        raise ValueError(f"number of layers must not be negative, got {n_layers}")
+    if n_layers in PAPER_SPLITS:
+        early, middle, _late = PAPER_SPLITS[n_layers]
+    else:
+        early = n_layers // 3
+        middle = n_layers // 3 + (1 if n_layers % 3 else 0)
+    return (
+        range(0, early),
+        range(early, early + middle),
+        range(early + middle, n_layers),
+    )
+
+
+def mad(values: Sequence[float]) -> float:
+    """Mean absolute difference between adjacent values; NaN with fewer than two values."""
+    if len(values) < 2:
+        return math.nan
+    total = 0.0
+    for previous, current in itertools.pairwise(values):
+        total += abs(current - previous)
+    return total / (len(values) - 1)
+
+
+@dataclass(frozen=True)
+class MadRow:
+    """MAD of one run's curve for one projection, over all layers and per depth segment."""
+
+    run_id: str
+    projection: str
+    all: float
+    early: float
+    middle: float
+    late: float
+
+
+def mad_row(curve: LayerCurve) -> MadRow:
+    values = list(curve.mean)
+    early, middle, late = layer_splits(len(values))
+    return MadRow(
+        run_id=curve.run_id,
+        projection=curve.projection,
+        all=mad(values),
+        early=mad(values[early.start : early.stop]),
+        middle=mad(values[middle.start : middle.stop]),
+        late=mad(values[late.start : late.stop]),
+    )
+
+
+def mad_table(curves: Sequence[LayerCurve]) -> list[MadRow]:
+    """One :class:`MadRow` per curve, in the curves' order."""
+    return [mad_row(curve) for curve in curves]
+
+
+@dataclass(frozen=True)
+class RelativeDifference:
+    """Mean relative difference of two curves and the layers where it is largest."""
+
+    value: float
+    top_layers: list[tuple[int, float]]  # (layer, relative difference), largest first
+
+
+def relative_difference(a: LayerCurve, b: LayerCurve, top: int = TOP_LAYERS) -> RelativeDifference:
+    """Relative difference of curve ``b`` against the baseline curve ``a`` (see module docs)."""
+    if list(a.layers) != list(b.layers):
+        raise ValueError(
+            f"cannot compare curves over different layers: {a.run_id[:12]} has "
+            f"{len(a.layers)}, {b.run_id[:12]} has {len(b.layers)}"
+        )
+    per_layer: list[tuple[int, float]] = []
+    for layer, base, other in zip(a.layers, a.mean, b.mean, strict=True):
+        if not (math.isfinite(base) and math.isfinite(other)):
+            continue
+        denominator = abs(base) if base != 0 else ZERO_BASELINE
+        per_layer.append((layer, abs(base - other) / denominator))
+    if not per_layer:
+        return RelativeDifference(math.nan, [])
+    value = sum(rd for _, rd in per_layer) / len(per_layer)
+    largest = sorted(per_layer, key=lambda item: (-item[1], item[0]))[:top]
+    return RelativeDifference(value, largest)
+
+
+@dataclass(frozen=True)
+class RelativeDifferenceRow:
+    """Relative difference of one run's curve against the baseline run, for one projection."""
+
+    baseline_run_id: str
+    run_id: str
+    projection: str
+    value: float
+    top_layers: list[tuple[int, float]]
+
+
+@dataclass(frozen=True)
+class Comparison:
+    """Curves of several runs for one metric, their MADs and differences against the first run."""
+
+    metric: str
+    curves: list[LayerCurve]
+    mad: list[MadRow]
+    relative: list[RelativeDifferenceRow]
+    response_tokens: tuple[int, int] | None = None
+
+
+def relative_rows(
+    curves: Sequence[LayerCurve], baseline_run_id: str
+) -> list[RelativeDifferenceRow]:
+    """Each run's relative difference against the baseline run, projection by projection."""
+    baseline = {c.projection: c for c in curves if c.run_id == baseline_run_id}
+    rows = []
+    for curve in curves:
+        base = baseline.get(curve.projection)
+        if curve.run_id == baseline_run_id or base is None:
+            continue
+        if list(base.layers) != list(curve.layers):
+            continue  # different depths (e.g. two models): no layer-wise difference
+        rd = relative_difference(base, curve)
+        rows.append(
+            RelativeDifferenceRow(
+                baseline_run_id, curve.run_id, curve.projection, rd.value, rd.top_layers
+            )
+        )
+    return rows
+
+
+def compare_runs(
+    cache: ResultsCache,
+    run_ids: Sequence[str],
+    metric: str,
+    projections: Sequence[str] | None = None,
+    response_tokens: tuple[int, int] | None = None,
+) -> Comparison:
+    """Curves, MAD table and relative differences (against the first run) of cached runs.
+
+    ``response_tokens`` (inclusive range) restricts every run to samples whose response length
+    falls in it: the length control the paper's comparisons need, since nuclear norm and rank
+    grow with the response length.
+    """
+    curves = cache.curves(run_ids, metric, projections, response_tokens=response_tokens)
+    full_ids = [info.id for info in (cache.run(r) for r in run_ids[:1])]
+    relative = relative_rows(curves, full_ids[0]) if full_ids else []
+    return Comparison(metric, curves, mad_table(curves), relative, response_tokens)

@@ -1,0 +1,156 @@
+"""Synthetic engine output for the cache, comparison and CLI tests (no torch, no model).
+
+Values are simple closed forms of (sample, layer, projection) so that tests can compute the
+expected means by hand.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import math
+from collections.abc import Sequence
+
+from layerscope.analysis.records import (
+    MATRIX_STATISTICS,
+    BatchResult,
+    MatrixStatistics,
+    Sample,
+    SampleResult,
+    SkippedSample,
+    TargetInfo,
+)
+
+PROJECTIONS = ("q", "k", "v", "o")
+
+
+def run_id_for(name: str) -> str:
+    return hashlib.sha256(name.encode()).hexdigest()
+
+
+def targets(layers: int, projections: Sequence[str] = PROJECTIONS) -> list[TargetInfo]:
+    names = {"q": "q_proj", "k": "k_proj", "v": "v_proj", "o": "o_proj"}
+    return [
+        TargetInfo(
+            layer,
+            p,
+            f"model.layers.{layer}.self_attn.{names.get(p, p + '_proj')}.weight",
+            8,
+            8,
+        )
+        for layer in range(layers)
+        for p in projections
+    ]
+
+
+def nuclear(index: int, layer: int, projection: str) -> float:
+    """The synthetic nuclear norm of a sample's matrix."""
+    return float((index + 1) * (layer + 1) + PROJECTIONS.index(projection))
+
+
+def make_result(
+    index: int,
+    layers: int = 4,
+    projections: Sequence[str] = PROJECTIONS,
+    *,
+    response_tokens: int | None = None,
+    spectra: bool = False,
+    cosines: bool = True,
+    overrides: dict[tuple[int, str], dict[str, float]] | None = None,
+) -> SampleResult:
+    loss = 1.0 + index / 10
+    matrices = []
+    for layer in range(layers):
+        for projection in projections:
+            n = nuclear(index, layer, projection)
+            spectrum = [n * 0.5, n * 0.3, n * 0.2]
+            values = {
+                "mean": 0.001 * (index + 1),
+                "max": 0.5 + layer,
+                "min": -0.5 - layer,
+                "frobenius_norm": math.sqrt(sum(s * s for s in spectrum)),
+                "nuclear_norm": n,
+                "sigma_max": spectrum[0],
+                "sigma_min": spectrum[-1],
+                "sigma1_ratio": spectrum[0] / n,
+                "nuclear_per_loss": n / loss,
+                "effective_rank": 2.5,
+                "stable_rank": sum(s * s for s in spectrum) / spectrum[0] ** 2,
+            }
+            assert set(values) == set(MATRIX_STATISTICS)
+            values.update((overrides or {}).get((layer, projection), {}))
+            matrices.append(
+                MatrixStatistics(layer, projection, values, spectrum if spectra else None)
+            )
+    layer_cosines = {}
+    pair_cosines = {}
+    if cosines:
+        for p_i, projection in enumerate(projections):
+            layer_cosines[projection] = [
+                [1.0 if i == j else 0.1 * (p_i + 1) + 0.01 * index for j in range(layers)]
+                for i in range(layers)
+            ]
+        pair_cosines = {"q-o": [0.2] * layers, "k-v": [0.3 + 0.01 * index] * layers}
+    return SampleResult(
+        index=index,
+        loss=loss,
+        prompt_tokens=10 + index,
+        response_tokens=response_tokens if response_tokens is not None else 20 + index,
+        matrices=matrices,
+        layer_cosines=layer_cosines,
+        pair_cosines=pair_cosines,
+    )
+
+
+def make_samples(count: int) -> dict[int, Sample]:
+    return {
+        i: Sample(i, f"Question {i}: what is {i} + {i}?", f"The answer is {2 * i}.")
+        for i in range(count)
+    }
+
+
+def batch(results: Sequence[SampleResult], skipped: Sequence[SkippedSample] = ()) -> BatchResult:
+    return BatchResult(list(results), list(skipped), len(results) + len(skipped), 0)
+
+
+def fill_run(
+    cache,
+    name: str,
+    count: int,
+    layers: int = 4,
+    *,
+    batch_size: int = 4,
+    spectra: bool = False,
+    response_tokens=None,
+    model: str = "synthetic",
+    dataset: str = "math",
+    response_type: str = "none_cot",
+    finish: str | None = "complete",
+) -> str:
+    """Create a complete synthetic run of ``count`` samples; returns its id."""
+    run_id = run_id_for(name)
+    cache.begin_run(
+        run_id,
+        model=model,
+        dataset=dataset,
+        response_type=response_type,
+        mode="base",
+        samples_total=count,
+        targets=targets(layers),
+        settings={"max_length": 1024, "spectra": spectra},
+        provenance={"layerscope": "test", "batch_size": batch_size},
+    )
+    samples = make_samples(count)
+    for start in range(0, count, batch_size):
+        results = [
+            make_result(
+                i,
+                layers,
+                spectra=spectra,
+                response_tokens=response_tokens(i) if response_tokens else None,
+            )
+            for i in range(start, min(count, start + batch_size))
+        ]
+        cache.write_batch(run_id, batch(results), samples)
+    if finish:
+        cache.finish_run(run_id, finish)
+    return run_id
