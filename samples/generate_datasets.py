@@ -69,15 +69,21 @@ DEFAULT_OUTPUT = Path(__file__).resolve().parent / "datasets"
 Record = dict[str, str]
 
 
-def derangement(count: int, rng: random.Random) -> list[int]:
-    """A uniformly random permutation of range(count) with no fixed point (count >= 2)."""
-    if count < 2:
-        raise ValueError("a derangement needs at least 2 items")
-    while True:
-        order = list(range(count))
+def derangement(keys: Sequence[str], rng: random.Random) -> list[int]:
+    """A random permutation `order` with keys[order[i]] != keys[i] for every i.
+
+    With distinct keys this is a plain derangement (no item keeps its place). Equal keys count
+    as the same item, so two problems whose bare answers are both "The answer is 8." never swap:
+    an irrelevant response must differ from the correct one, not merely come from elsewhere.
+    """
+    if len(set(keys)) < 2:
+        raise ValueError("a derangement needs at least 2 distinct items")
+    for _ in range(100_000):
+        order = list(range(len(keys)))
         rng.shuffle(order)
-        if all(index != source for index, source in enumerate(order)):
+        if all(keys[index] != keys[source] for index, source in enumerate(order)):
             return order
+    raise ValueError("no derangement found: one item repeats in more than half of the places")
 
 
 def _record(instruction: str, output: str) -> Record:
@@ -96,8 +102,11 @@ def correct_records(
 
 
 def irrelevant_records(records: Sequence[Record], seed: int) -> list[Record]:
-    """The same instructions, in the same order, each paired with another record's output."""
-    order = derangement(len(records), random.Random(seed))
+    """The same instructions, in the same order, each paired with another record's output.
+
+    No output stays with its own instruction, nor moves to one whose correct output is equal.
+    """
+    order = derangement([record["output"] for record in records], random.Random(seed))
     return [_record(record["instruction"], records[source]["output"]) for record, source in
             zip(records, order, strict=True)]  # fmt: skip
 
