@@ -301,13 +301,17 @@ class _GradientStore:
 def _cosine(x: torch.Tensor, y: torch.Tensor) -> float:
     import torch
 
+    x, y = x.double(), y.double()
     norms = float(torch.linalg.vector_norm(x)) * float(torch.linalg.vector_norm(y))
     return float(torch.dot(x, y)) / norms if norms > 0 else math.nan
 
 
 def _cosine_matrix(vectors: list[torch.Tensor]) -> list[list[float]]:
+    """Cosines of every pair, accumulated in float64 (float32 dots over millions of entries
+    lose digits)."""
     import torch
 
+    vectors = [v.double() for v in vectors]
     count = len(vectors)
     norms = [float(torch.linalg.vector_norm(v)) for v in vectors]
     matrix = [[math.nan] * count for _ in range(count)]

@@ -177,6 +177,16 @@ def inspect_model_path(spec: str) -> ModelCheck:
     return ModelCheck(True, described, model_type, layers, chat, size)
 
 
+def _needs_remote_code(path: Path) -> bool:
+    try:
+        config = _read_config(path)
+    except (OSError, ValueError):
+        return False
+    from layerscope.analysis.targets import ARCHITECTURES
+
+    return bool(config.get("auto_map")) and config.get("model_type") not in ARCHITECTURES
+
+
 def has_chat_template(spec: str) -> bool:
     return inspect_model_path(spec).has_chat_template
 
@@ -329,6 +339,11 @@ def load_model(
     identity = model_identity(spec)
     torch_device = _torch_device(device)
     torch_dtype = _torch_dtype(dtype, torch_device)
+    if not trust_remote_code and _needs_remote_code(source.path):
+        raise ModelLoadError(
+            f"model {spec!r} ships its own code (auto_map in config.json); layerscope runs it "
+            "only when asked to trust remote code (--trust-remote-code)"
+        )
     from transformers import AutoModelForCausalLM, AutoTokenizer
 
     try:
@@ -336,7 +351,7 @@ def load_model(
         model = AutoModelForCausalLM.from_pretrained(
             source.path, dtype=torch_dtype, trust_remote_code=trust_remote_code
         )
-    except (OSError, ValueError, KeyError) as error:
+    except Exception as error:  # any loader failure becomes one line for the user
         first_line = str(error).strip().splitlines()[0] if str(error).strip() else repr(error)
         raise ModelLoadError(f"model {spec!r} failed to load: {first_line}") from error
     if tokenizer.pad_token_id is None:
