@@ -1,0 +1,303 @@
+"""The Chart tab: overlaid layer-wise curves of the selected runs, and their comparison table.
+
+Holds the view's choices (statistic, projections, interval, log scale, response-length filter),
+reads curves from the cache in a thread worker (a large cache must not freeze the keyboard) and
+hands them to the chart and the table. Reloads are coalesced: while one read is in flight,
+further requests (a batch landing every second during a run) only mark the view stale.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any, ClassVar
+
+from textual import work
+from textual.app import ComposeResult
+from textual.binding import Binding, BindingType
+from textual.containers import Vertical
+from textual.widgets import Static
+
+from layerscope.analysis.records import ATTENTION_PROJECTIONS, MLP_PROJECTIONS
+from layerscope.app.tui.labels import run_labels
+from layerscope.app.tui.messages import ChartLoaded
+from layerscope.app.tui.screens.length_filter import LengthFilterScreen, format_length_range
+from layerscope.app.tui.widgets.comparison_table import ComparisonTable
+from layerscope.app.tui.widgets.layer_chart import (
+    BAND_LABELS,
+    BAND_MODES,
+    DARK_PALETTE,
+    LIGHT_PALETTE,
+    MONO_MARKERS,
+    BandMode,
+    ChartSeries,
+    LayerChart,
+)
+
+# The order statistics are cycled in: the paper's headline statistics first.
+STATISTICS = (
+    "nuclear_norm",
+    "sigma1_ratio",
+    "frobenius_norm",
+    "effective_rank",
+    "stable_rank",
+    "mean",
+    "max",
+    "min",
+    "nuclear_per_loss",
+    "sigma_max",
+    "sigma_min",
+    "loss",
+)
+
+
+PROJECTION_GROUP = Binding.Group("Proj ", compact=True)
+
+
+class ComparePane(Vertical):
+    """Chart + comparison table for `run_ids`; keys change what is drawn."""
+
+    BINDINGS: ClassVar[list[BindingType]] = [
+        Binding(
+            "s", "cycle_statistic(1)", "Stat", tooltip="Next statistic", id="chart.statistic_next"
+        ),
+        Binding(
+            "S", "cycle_statistic(-1)", "Previous statistic", show=False, id="chart.statistic_prev"
+        ),
+        *(
+            Binding(
+                p,
+                f"toggle_projection('{p}')",
+                f"Show/hide {p}",
+                group=PROJECTION_GROUP,
+                id=f"chart.toggle_{p}",
+            )
+            for p in ATTENTION_PROJECTIONS
+        ),
+        Binding(
+            "m", "toggle_mlp", "MLP", tooltip="Show/hide MLP gate, up, down", id="chart.toggle_mlp"
+        ),
+        Binding("b", "cycle_band", "CI", tooltip="95% CI: band, error bars, none", id="chart.band"),
+        Binding("l", "toggle_log", "Log", tooltip="Log scale on/off", id="chart.log"),
+        Binding(
+            "f", "length_filter", "Len", tooltip="Response-length filter", id="chart.length_filter"
+        ),
+    ]
+
+    def __init__(self, *, id: str | None = None) -> None:
+        super().__init__(id=id)
+        self.run_ids: list[str] = []
+        self.metric = "nuclear_norm"
+        self.shown_projections: set[str] = set(ATTENTION_PROJECTIONS)
+        self.band: BandMode = "none"
+        self.log_scale = False
+        self.length_range: tuple[int, int] | None = None
+        self.labels: dict[str, str] = {}
+        self.colours: dict[str, str] = {}
+        self._token = 0
+        self._loading = False
+        self._stale = False
+
+    def compose(self) -> ComposeResult:
+        yield Static("", id="chart-status", classes="status-line")
+        yield LayerChart(id="layer-chart")
+        yield ComparisonTable(id="comparison-table")
+
+    def on_mount(self) -> None:
+        self._update_status()
+
+    # --- what to show -----------------------------------------------------------------------
+
+    def show_runs(self, run_ids: list[str]) -> None:
+        """Overlay these runs (in this order; the first is the baseline)."""
+        self.run_ids = list(run_ids)
+        self.reload()
+
+    def projection_order(self) -> list[str]:
+        return [
+            p for p in (*ATTENTION_PROJECTIONS, *MLP_PROJECTIONS) if p in self.shown_projections
+        ]
+
+    def action_cycle_statistic(self, step: int) -> None:
+        position = STATISTICS.index(self.metric) if self.metric in STATISTICS else 0
+        self.set_metric(STATISTICS[(position + step) % len(STATISTICS)])
+
+    def set_metric(self, metric: str) -> None:
+        self.metric = metric
+        self.reload()
+
+    def action_toggle_projection(self, projection: str) -> None:
+        if projection in self.shown_projections:
+            if len(self.shown_projections) == 1:
+                self.notify("At least one projection stays shown.", severity="warning")
+                return
+            self.shown_projections.discard(projection)
+        else:
+            self.shown_projections.add(projection)
+        self.reload()
+
+    def action_toggle_mlp(self) -> None:
+        if any(p in self.shown_projections for p in MLP_PROJECTIONS):
+            if self.shown_projections <= set(MLP_PROJECTIONS):
+                self.shown_projections |= set(ATTENTION_PROJECTIONS)
+            self.shown_projections -= set(MLP_PROJECTIONS)
+        else:
+            self.shown_projections |= set(MLP_PROJECTIONS)
+            if not self._has_mlp():
+                self.notify(
+                    "No MLP statistics in these runs: compute with module set 'mlp' or 'all'.",
+                    severity="warning",
+                )
+        self.reload()
+
+    def _has_mlp(self) -> bool:
+        runs = getattr(self.app, "runs_by_id", {})
+        return any(
+            p in MLP_PROJECTIONS
+            for run_id in self.run_ids
+            for p in getattr(runs.get(run_id), "projections", ())
+        )
+
+    def action_cycle_band(self) -> None:
+        position = BAND_MODES.index(self.band)
+        self.band = BAND_MODES[(position + 1) % len(BAND_MODES)]
+        self.reload()
+
+    def action_toggle_log(self) -> None:
+        self.log_scale = not self.log_scale
+        self.reload()
+
+    def action_length_filter(self) -> None:
+        def chosen(value: tuple[int, int] | bool | None) -> None:
+            if value is False:
+                return
+            self.length_range = value if isinstance(value, tuple) else None
+            self.app.length_range = self.length_range  # type: ignore[attr-defined]
+            self.reload()
+
+        self.app.push_screen(LengthFilterScreen(self.length_range), chosen)
+
+    # --- loading ----------------------------------------------------------------------------
+
+    def reload(self) -> None:
+        """Read the curves again (now, or as soon as the read in flight ends)."""
+        self._update_status()
+        if not self.run_ids:
+            self._token += 1
+            self._show_empty()
+            return
+        if self._loading:
+            self._stale = True
+            return
+        self._loading = True
+        self._stale = False
+        self._token += 1
+        self._load(
+            self._token,
+            Path(self.app.db_path),  # type: ignore[attr-defined]
+            list(self.run_ids),
+            self.metric,
+            self.projection_order(),
+            self.length_range,
+        )
+
+    @work(thread=True, group="chart-load", exit_on_error=False)
+    def _load(
+        self,
+        token: int,
+        db_path: Path,
+        run_ids: list[str],
+        metric: str,
+        projections: list[str],
+        length_range: tuple[int, int] | None,
+    ) -> None:
+        from layerscope.analysis.cache import CacheError, ResultsCache
+        from layerscope.analysis.compare import compare_runs
+
+        try:
+            with ResultsCache(db_path) as cache:
+                comparison = compare_runs(
+                    cache, run_ids, metric, projections, response_tokens=length_range
+                )
+        except (CacheError, ValueError, OSError) as error:
+            self.post_message(ChartLoaded(token, [], error=str(error)))
+            return
+        self.post_message(
+            ChartLoaded(token, comparison.curves, comparison.mad, comparison.relative)
+        )
+
+    def on_chart_loaded(self, message: ChartLoaded) -> None:
+        message.stop()
+        self._loading = False
+        if self._stale:
+            self.reload()
+            return
+        if message.token != self._token:
+            return
+        if message.error:
+            self.query_one(LayerChart).placeholder = f"Could not read the curves: {message.error}"
+            self._show_empty()
+            return
+        self._show(message.curves, message.mad_rows, message.differences)
+
+    def _show_empty(self) -> None:
+        self.query_one(LayerChart).show([], [], self.metric, self.band, self.log_scale)
+        self.query_one(ComparisonTable).show([], [], {}, {}, None)
+
+    def _show(self, curves: list[Any], mad_rows: list[Any], differences: list[Any]) -> None:
+        runs = getattr(self.app, "runs_by_id", {})
+        known = [runs[run_id] for run_id in self.run_ids if run_id in runs]
+        self.labels = run_labels(known)
+        dark = bool(getattr(self.app.current_theme, "dark", True))
+        palette = DARK_PALETTE if dark else LIGHT_PALETTE
+        mono = bool(getattr(self.app, "no_color", False))
+        self.colours = {}
+        markers: dict[str, str] = {}
+        for position, run_id in enumerate(self.run_ids):
+            self.colours[run_id] = palette[position % len(palette)]
+            markers[run_id] = MONO_MARKERS[position % len(MONO_MARKERS)] if mono else "braille"
+        series = [
+            ChartSeries(
+                label=self.labels.get(curve.run_id, curve.run_id[:8]),
+                projection=curve.projection,
+                layers=list(curve.layers),
+                mean=list(curve.mean),
+                ci95=list(curve.ci95),
+                colour=self.colours.get(curve.run_id, palette[0]),
+                marker=markers.get(curve.run_id, "braille"),
+            )
+            for curve in curves
+        ]
+        chart = self.query_one(LayerChart)
+        chart.placeholder = (
+            "No data yet for these runs (or none in this length range)."
+            if self.run_ids
+            else "Select runs to compare (Runs tab, space) or start a run (r)."
+        )
+        chart.show(series, self.projection_order(), self.metric, self.band, self.log_scale)
+        if chart.log_refused:
+            self.notify(
+                f"{self.metric} has values <= 0: log scale needs positive values.",
+                severity="warning",
+            )
+        baseline = self.run_ids[0] if self.run_ids else None
+        self.query_one(ComparisonTable).show(
+            mad_rows, differences, self.labels, self.colours, baseline
+        )
+
+    def _update_status(self) -> None:
+        projections = " ".join(self.projection_order())
+        length = format_length_range(self.length_range) or "all"
+        scale = "log" if self.log_scale else "linear"
+        runs = len(self.run_ids)
+        self.query_one("#chart-status", Static).update(
+            f"[b]{self.metric}[/b] · {projections} · {BAND_LABELS[self.band]} · {scale}"
+            f" · length {length} · {runs} run{'s' if runs != 1 else ''}"
+        )
+
+    # --- export -----------------------------------------------------------------------------
+
+    def export_chart_text(self) -> str:
+        return self.query_one(LayerChart).as_text()
+
+    def export_table_rows(self) -> list[list[str]]:
+        return self.query_one(ComparisonTable).csv_rows

@@ -1,0 +1,128 @@
+"""A layer-by-layer cosine similarity heatmap with a keyboard cursor.
+
+Colour alone is not readable everywhere (16-colour terminals, colour-blind users, NO_COLOR), so
+every cell also carries a shade character for its value band, and the cell under the cursor is
+spelled out below the map ("layer 3 x layer 7: 0.812"). Rows are halved with half blocks only
+when the map would not fit otherwise.
+"""
+
+from __future__ import annotations
+
+import math
+from typing import ClassVar
+
+from rich.style import Style
+from rich.text import Text
+from textual.app import RenderResult
+from textual.binding import Binding, BindingType
+from textual.reactive import reactive
+from textual.widget import Widget
+
+# Value bands from -1 to 1: shade character and a diverging blue-white-red colour (xterm-256).
+_BANDS = (
+    (-0.5, "=", 19),
+    (-0.1, "-", 27),
+    (0.1, "·", 250),
+    (0.3, ":", 222),
+    (0.5, "░", 215),
+    (0.7, "▒", 209),
+    (0.9, "▓", 202),
+    (math.inf, "█", 196),
+)
+
+
+def band_of(value: float) -> tuple[str, int]:
+    """Shade character and colour code of a cosine value."""
+    if not math.isfinite(value):
+        return ("?", 244)
+    for upper, shade, colour in _BANDS:
+        if value < upper:
+            return (shade, colour)
+    return ("█", 196)
+
+
+class CosineHeatmap(Widget, can_focus=True):
+    """Renders an L x L matrix; arrow keys move the cursor over cells."""
+
+    BINDINGS: ClassVar[list[BindingType]] = [
+        Binding("up", "move(-1, 0)", "Up", show=False, id="heatmap.up"),
+        Binding("down", "move(1, 0)", "Down", show=False, id="heatmap.down"),
+        Binding("left", "move(0, -1)", "Left", show=False, id="heatmap.left"),
+        Binding("right", "move(0, 1)", "Right", show=False, id="heatmap.right"),
+    ]
+
+    cursor: reactive[tuple[int, int]] = reactive((0, 0))
+
+    def __init__(self, *, id: str | None = None, classes: str | None = None) -> None:
+        super().__init__(id=id, classes=classes)
+        self.matrix: list[list[float]] = []
+        self.title = ""
+        self.placeholder = "No cosine matrix: select a run computed with cosines."
+
+    def show(self, matrix: list[list[float]], title: str) -> None:
+        self.matrix = matrix
+        self.title = title
+        size = len(matrix)
+        row, column = self.cursor
+        self.cursor = (min(row, max(size - 1, 0)), min(column, max(size - 1, 0)))
+        self.refresh()
+
+    def action_move(self, rows: int, columns: int) -> None:
+        size = len(self.matrix)
+        if not size:
+            return
+        row, column = self.cursor
+        self.cursor = (max(0, min(size - 1, row + rows)), max(0, min(size - 1, column + columns)))
+
+    def watch_cursor(self) -> None:
+        self.refresh()
+
+    def render(self) -> RenderResult:
+        if not self.matrix:
+            return Text(self.placeholder, style="italic")
+        size = len(self.matrix)
+        width = self.content_size.width or 80
+        height = self.content_size.height or 24
+        label_width = len(str(size - 1)) + 1
+        cell = max(1, min(3, (width - label_width - 24) // max(size, 1)))
+        half_rows = size > height - 4
+        text = Text(no_wrap=True, end="")
+        text.append(self.title + "\n", style="bold")
+        row_cursor, column_cursor = self.cursor
+        step = 2 if half_rows else 1
+        for row in range(0, size, step):
+            text.append(f"{row:>{label_width - 1}} ", style="dim")
+            for column in range(size):
+                value = self.matrix[row][column]
+                shade, colour = band_of(value)
+                selected = (row == row_cursor or (half_rows and row + 1 == row_cursor)) and (
+                    column == column_cursor
+                )
+                if half_rows:
+                    lower = self.matrix[row + 1][column] if row + 1 < size else float("nan")
+                    _, lower_colour = band_of(lower)
+                    style = Style(color=f"color({colour})", bgcolor=f"color({lower_colour})")
+                    glyph = "▀" * cell
+                else:
+                    style = Style(color=f"color({colour})")
+                    glyph = shade * cell
+                if selected:
+                    style = style + Style(reverse=True)
+                text.append(glyph, style=style)
+            text.append("\n")
+        text.append(self._legend())
+        value = self.matrix[row_cursor][column_cursor]
+        text.append(
+            f"\nlayer {row_cursor} x layer {column_cursor}: {value:.3f}   (arrows move)",
+            style="bold",
+        )
+        return text
+
+    @staticmethod
+    def _legend() -> Text:
+        legend = Text("scale: ", style="dim")
+        for upper, shade, colour in _BANDS:
+            bound = "≥.9" if math.isinf(upper) else f"<{upper:.1f}".replace("0.", ".")
+            legend.append(shade * 2, style=Style(color=f"color({colour})"))
+            legend.append(f"{bound} ", style="dim")
+        return legend

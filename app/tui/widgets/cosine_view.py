@@ -1,0 +1,120 @@
+"""The Cosines tab: a run's layer-by-layer gradient cosine similarity, one projection at a time.
+
+Blocks of layers whose gradients point the same way show up as warm squares; the heatmap is the
+mean over the run's samples, which the cache keeps as running sums (cheap to read).
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import ClassVar
+
+from textual import work
+from textual.app import ComposeResult
+from textual.binding import Binding, BindingType
+from textual.containers import Vertical
+from textual.widgets import Static
+
+from layerscope.analysis.records import ATTENTION_PROJECTIONS, MLP_PROJECTIONS
+from layerscope.app.tui.labels import full_label
+from layerscope.app.tui.messages import CosinesLoaded
+from layerscope.app.tui.widgets.cosine_heatmap import CosineHeatmap
+
+PROJECTION_GROUP = Binding.Group("Projection ", compact=True)
+
+
+class CosinePane(Vertical):
+    """Heatmap of `run_id` for `projection`; q/k/v/o (and g/u/d) switch the projection."""
+
+    BINDINGS: ClassVar[list[BindingType]] = [
+        *(
+            Binding(
+                p,
+                f"projection('{p}')",
+                f"Show projection {p}",
+                group=PROJECTION_GROUP,
+                id=f"cosines.{p}",
+            )
+            for p in ATTENTION_PROJECTIONS
+        ),
+        Binding("g", "projection('gate')", "Show MLP gate", show=False, id="cosines.gate"),
+        Binding("u", "projection('up')", "Show MLP up", show=False, id="cosines.up"),
+        Binding("d", "projection('down')", "Show MLP down", show=False, id="cosines.down"),
+    ]
+
+    def __init__(self, *, id: str | None = None) -> None:
+        super().__init__(id=id)
+        self.run_id: str | None = None
+        self.projection = "q"
+        self._token = 0
+
+    def compose(self) -> ComposeResult:
+        yield Static("", id="cosine-status", classes="status-line")
+        yield CosineHeatmap(id="cosine-heatmap")
+
+    def on_mount(self) -> None:
+        self._update_status()
+
+    def show_run(self, run_id: str | None) -> None:
+        if run_id == self.run_id:
+            return
+        self.run_id = run_id
+        self.reload()
+
+    def action_projection(self, projection: str) -> None:
+        if projection not in (*ATTENTION_PROJECTIONS, *MLP_PROJECTIONS):
+            return
+        self.projection = projection
+        self.reload()
+
+    def reload(self) -> None:
+        self._token += 1
+        self._update_status()
+        heatmap = self.query_one(CosineHeatmap)
+        if self.run_id is None:
+            heatmap.placeholder = "No run chosen: pick one in the Runs tab (h)."
+            heatmap.show([], "")
+            return
+        self._load(self._token, Path(self.app.db_path), self.run_id, self.projection)  # type: ignore[attr-defined]
+
+    @work(thread=True, group="cosines-load", exit_on_error=False)
+    def _load(self, token: int, db_path: Path, run_id: str, projection: str) -> None:
+        from layerscope.analysis.cache import CacheError, ResultsCache
+
+        try:
+            with ResultsCache(db_path) as cache:
+                matrix = cache.layer_cosines(run_id, projection)
+        except (CacheError, ValueError, OSError) as error:
+            self.post_message(CosinesLoaded(token, run_id, projection, [], error=str(error)))
+            return
+        self.post_message(CosinesLoaded(token, run_id, projection, matrix))
+
+    def on_cosines_loaded(self, message: CosinesLoaded) -> None:
+        message.stop()
+        if message.token != self._token:
+            return
+        heatmap = self.query_one(CosineHeatmap)
+        if message.error:
+            heatmap.placeholder = f"Could not read the cosines: {message.error}"
+        else:
+            heatmap.placeholder = (
+                f"No layer cosines stored for projection {message.projection} of this run "
+                "(computed without cosines, or no samples yet)."
+            )
+        heatmap.show(
+            message.matrix, f"cosine similarity between layers' gradients: {message.projection}"
+        )
+
+    def _update_status(self) -> None:
+        status = self.query_one("#cosine-status", Static)
+        if self.run_id is None:
+            status.update("No run chosen.")
+            return
+        run = getattr(self.app, "runs_by_id", {}).get(self.run_id)
+        name = full_label(run) if run is not None else self.run_id[:12]
+        status.update(f"[b]{name}[/b] · projection {self.projection} (q k v o to switch)")
+
+    def export_rows(self) -> list[list[str]]:
+        matrix = self.query_one(CosineHeatmap).matrix
+        header = ["layer", *(str(i) for i in range(len(matrix)))]
+        return [header, *([str(i), *(repr(v) for v in row)] for i, row in enumerate(matrix))]

@@ -1,0 +1,212 @@
+"""Pick the dataset and its response types.
+
+The bundled samples, recently used datasets and a path field (a .json/.jsonl file, a folder in
+the paper's layout, or a .toml manifest), validated as you type with the dataset reader's own
+one-line errors. Response types are a multi-select list with their sample counts and, for the
+chosen model and settings, whether they are already in the cache (complete or partial): a user
+sees before pressing a key what will be computed and what is only read.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any
+
+from rich.text import Text
+from textual import on, work
+from textual.app import ComposeResult
+from textual.containers import Vertical
+from textual.widgets import Input, Label, OptionList, SelectionList, Static
+from textual.widgets.option_list import Option
+from textual.widgets.selection_list import Selection
+
+from layerscope.app.tui.messages import DatasetChosen
+
+# What a newcomer gets preselected: the paper's fast vs slow thinking comparison.
+DEFAULT_TYPES = ("none_cot", "simplified_cot", "detailed_cot")
+
+
+def resolve_dataset(dataset: str) -> Path:
+    """A bundled dataset's name or a path -> the path to read."""
+    from layerscope.analysis.datasets import BUNDLED_DATASETS, bundled_dataset_path
+
+    if dataset in BUNDLED_DATASETS:
+        return bundled_dataset_path(dataset)
+    return Path(dataset).expanduser()
+
+
+class DatasetPicker(Vertical):
+    """Posts DatasetChosen when the dataset changes; `types` are the checked response types."""
+
+    def __init__(
+        self,
+        initial: str,
+        types: Sequence[str] | None,
+        recent: Sequence[str],
+        *,
+        id: str | None = None,
+    ) -> None:
+        super().__init__(id=id)
+        self.dataset = initial
+        self.initial_types = list(types) if types else None
+        self.recent = [item for item in recent if item]
+        self.sources: list[Any] = []
+        self.counts: dict[str, int] = {}
+        self.cached: dict[str, tuple[int, int, bool]] = {}  # type -> (cached, total, complete)
+        self._entries: list[tuple[str, str]] = []
+
+    def compose(self) -> ComposeResult:
+        yield Label("Dataset", classes="section-title")
+        yield OptionList(id="dataset-list", compact=True)
+        yield Input(
+            placeholder="or type a file, paper-layout folder or manifest",
+            id="dataset-path",
+            compact=True,
+        )
+        yield Static("", id="dataset-check", classes="check-line")
+        yield Label("Response types (space toggles)", classes="section-title")
+        yield SelectionList[str](id="type-list", compact=True)
+        yield Static("", id="type-summary")
+
+    def on_mount(self) -> None:
+        from layerscope.analysis.datasets import BUNDLED_DATASETS
+
+        entries = [(name, "bundled samples") for name in BUNDLED_DATASETS]
+        for item in self.recent:
+            if item not in BUNDLED_DATASETS:
+                entries.append((item, "recent"))
+        if self.dataset not in [spec for spec, _ in entries]:
+            entries.append((self.dataset, "given"))
+        self._entries = entries
+        options = self.query_one("#dataset-list", OptionList)
+        for position, (spec, description) in enumerate(entries):
+            options.add_option(
+                Option(
+                    Text.assemble((spec, "bold"), "  ", (description, "dim")), id=f"ds-{position}"
+                )
+            )
+        options.highlighted = [spec for spec, _ in entries].index(self.dataset)
+
+    @property
+    def types(self) -> list[str]:
+        return list(self.query_one("#type-list", SelectionList).selected)
+
+    @on(OptionList.OptionHighlighted, "#dataset-list")
+    def _highlighted(self, event: OptionList.OptionHighlighted) -> None:
+        index = event.option_index
+        if 0 <= index < len(self._entries):
+            spec = self._entries[index][0]
+            if spec != self.dataset or not self.sources:
+                self.query_one("#dataset-path", Input).value = ""
+                self._discover(spec, typed=False)
+
+    @on(Input.Changed, "#dataset-path")
+    def _typed(self, event: Input.Changed) -> None:
+        value = event.value.strip()
+        if value:
+            self._discover(value, typed=True)
+
+    @work(thread=True, exclusive=True, group="dataset-discover", exit_on_error=False)
+    def _discover(self, spec: str, typed: bool) -> None:
+        from layerscope.analysis.datasets import DatasetError, count_samples, discover_sources
+
+        try:
+            path = resolve_dataset(spec)
+            if not path.exists():
+                raise DatasetError(f"{path}: no such file or folder")
+            sources = discover_sources(path)
+            counts = {source.response_type: count_samples(source) for source in sources}
+        except (DatasetError, OSError, ValueError) as error:
+            self.app.call_from_thread(self._failed, spec, str(error), typed)
+            return
+        self.app.call_from_thread(self._found, spec, sources, counts, typed)
+
+    def _failed(self, spec: str, message: str, typed: bool) -> None:
+        line = self.query_one("#dataset-check", Static)
+        line.update(Text.assemble(("✗ ", "bold red"), (message, "red")))
+        if not typed:
+            self.dataset = spec
+            self.sources = []
+            self._fill_types()
+
+    def _found(self, spec: str, sources: list[Any], counts: dict[str, int], typed: bool) -> None:
+        if typed:
+            self.query_one("#dataset-list", OptionList).highlighted = None
+        previous = set(self.types) if self.sources else None
+        self.dataset = spec
+        self.sources = sources
+        self.counts = counts
+        names = sorted({source.dataset for source in sources})
+        total = sum(counts.values())
+        self.query_one("#dataset-check", Static).update(
+            Text.assemble(
+                ("✓ ", "bold green"),
+                f"{', '.join(names)}: {len(sources)} response types, {total} samples",
+            )
+        )
+        self._fill_types(previous)
+        self.post_message(DatasetChosen(spec, sources))
+
+    def _fill_types(self, previous: set[str] | None = None) -> None:
+        selection = self.query_one("#type-list", SelectionList)
+        selection.clear_options()
+        available = [source.response_type for source in self.sources]
+        if previous is not None:
+            wanted = previous & set(available) or set(available[:1])
+        elif self.initial_types is not None:
+            wanted = set(self.initial_types) & set(available)
+            self.initial_types = None
+        else:
+            wanted = set(DEFAULT_TYPES) & set(available) or set(available[:1])
+        for response_type in available:
+            selection.add_option(
+                Selection(
+                    self._type_prompt(response_type),
+                    response_type,
+                    response_type in wanted,
+                    id=f"type-{response_type}",
+                )
+            )
+        self._summarise()
+
+    def _type_prompt(self, response_type: str) -> Text:
+        count = self.counts.get(response_type, 0)
+        prompt = Text.assemble(f"{response_type:<26}", (f"{count:>5}", "dim"))
+        cached = self.cached.get(response_type)
+        if cached is not None:
+            done, total, complete = cached
+            if complete:
+                prompt.append("  cached", style="green")
+            elif done:
+                prompt.append(f"  partial {done}/{total}", style="yellow")
+        return prompt
+
+    def set_cached(self, cached: dict[str, tuple[int, int, bool]]) -> None:
+        """Show which types are already cached for the current model and settings."""
+        self.cached = cached
+        selection = self.query_one("#type-list", SelectionList)
+        for response_type in [source.response_type for source in self.sources]:
+            try:
+                selection.replace_option_prompt(
+                    f"type-{response_type}", self._type_prompt(response_type)
+                )
+            except Exception:  # the list was refilled meanwhile; the next plan fixes it
+                continue
+
+    @on(SelectionList.SelectedChanged, "#type-list")
+    def _types_changed(self, event: SelectionList.SelectedChanged) -> None:
+        event.stop()
+        self._summarise()
+
+    def _summarise(self) -> None:
+        """Spell out what is checked: the check marks alone need colour to be read."""
+        types = self.types
+        summary = self.query_one("#type-summary", Static)
+        if not self.sources:
+            summary.update("")
+        elif not types:
+            summary.update("nothing checked")
+        else:
+            samples = sum(self.counts.get(t, 0) for t in types)
+            summary.update(f"checked {len(types)}: {', '.join(types)} ({samples} samples)")

@@ -1,0 +1,181 @@
+"""The layer-wise chart: layer on x, a statistic on y, one panel per projection, runs overlaid.
+
+This is the figure of the paper (one panel per q/k/v/o, fast vs slow thinking overlaid), drawn
+with plotext. The widget only draws: curves arrive already aggregated by the cache (mean,
+std, 95% interval per layer), so a redraw is cheap enough to follow a live computation.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+from typing import Literal
+
+from layerscope.app.tui.widgets.plotext_chart import PlotextChart
+
+BandMode = Literal["none", "band", "bars"]
+BAND_MODES: tuple[BandMode, ...] = ("none", "band", "bars")
+BAND_LABELS = {"none": "no interval", "band": "95% CI band", "bars": "95% CI error bars"}
+
+# Base ANSI colours only (codes 0-15): readable in any terminal, tmux and plain SSH included.
+DARK_PALETTE = ("blue+", "red+", "green+", "magenta+", "cyan+", "orange+", "gray+", "white")
+LIGHT_PALETTE = ("blue", "red", "green", "magenta", "cyan", "orange", "gray", "black")
+# Without colour, runs are told apart by their marker instead.
+MONO_MARKERS = ("braille", "•", "x", "+", "*", "o", "#", "%")
+_ANSI_CODES = {
+    "black": 0,
+    "red": 1,
+    "green": 2,
+    "orange": 3,
+    "blue": 4,
+    "magenta": 5,
+    "cyan": 6,
+    "white": 7,
+    "gray": 8,
+    "red+": 9,
+    "green+": 10,
+    "orange+": 11,
+    "blue+": 12,
+    "magenta+": 13,
+    "cyan+": 14,
+    "gray+": 15,
+}
+
+
+def rich_colour(plotext_colour: str) -> str:
+    """The rich style colour of a plotext palette colour (for legends in tables)."""
+    return f"color({_ANSI_CODES.get(plotext_colour, 7)})"
+
+
+@dataclass(frozen=True)
+class ChartSeries:
+    """One curve: a run's mean statistic per layer for one projection."""
+
+    label: str
+    projection: str
+    layers: list[int]
+    mean: list[float]
+    ci95: list[float]
+    colour: str
+    marker: str = "braille"
+
+
+class LayerChart(PlotextChart):
+    """Curves per projection panel; keeps its data so that it can redraw at any size."""
+
+    can_focus = True
+
+    def __init__(
+        self,
+        *,
+        name: str | None = None,
+        id: str | None = None,
+        classes: str | None = None,
+    ) -> None:
+        super().__init__(name=name, id=id, classes=classes)
+        self.series: list[ChartSeries] = []
+        self.projections: list[str] = []
+        self.metric = ""
+        self.band: BandMode = "none"
+        self.log_scale = False
+        self.log_refused = False
+        self.placeholder = "Select runs to compare (Runs tab, space) or start a run (r)."
+
+    def show(
+        self,
+        series: list[ChartSeries],
+        projections: list[str],
+        metric: str,
+        band: BandMode,
+        log_scale: bool,
+    ) -> None:
+        """Replace the data and redraw."""
+        self.series = series
+        self.projections = projections
+        self.metric = metric
+        self.band = band
+        self.log_scale = log_scale
+        self.log_refused = log_scale and any(
+            value <= 0 or not math.isfinite(value) for item in series for value in item.mean
+        )
+        self.replot()
+
+    def empty_message(self) -> str | None:
+        if not self.series or not self.projections:
+            return self.placeholder
+        return None
+
+    def plot(self) -> None:
+        if all(item.projection == "loss" for item in self.series):
+            self._plot_loss()
+            return
+        shown = [p for p in self.projections if any(s.projection == p for s in self.series)]
+        if not shown:
+            return
+        width = self.content_size.width or 80
+        columns = max(1, min(len(shown), width // 38))
+        rows = math.ceil(len(shown) / columns)
+        figure = self.plt
+        figure.subplots(rows, columns)
+        for position, projection in enumerate(shown):
+            panel = figure.subplot(position // columns + 1, position % columns + 1)
+            panel.theme("clear")
+            title = f"{projection}: {self.metric}"
+            if self.log_scale and not self.log_refused:
+                title += " (log)"
+            panel.title(title)
+            first = position == 0
+            layers = sorted(
+                {layer for s in self.series if s.projection == projection for layer in s.layers}
+            )
+            if layers:
+                panel_width = width // columns - 8
+                step = max(1, math.ceil(len(layers) * 4 / max(panel_width, 8)))
+                panel.xticks(layers[::step])
+            for item in self.series:
+                if item.projection != projection:
+                    continue
+                self._draw_series(panel, item, legend=first)
+
+    def _plot_loss(self) -> None:
+        """Loss has no layers: one bar per run (mean loss), interval as error bars."""
+        figure = self.plt
+        figure.theme("clear")
+        figure.title("loss (mean over samples)")
+        labels = [item.label for item in self.series if item.mean]
+        means = [item.mean[0] for item in self.series if item.mean]
+        colours = [item.colour for item in self.series if item.mean]
+        if not means:
+            return
+        figure.bar(labels, means, color=colours, width=0.4)
+        if self.band != "none":
+            intervals = [item.ci95[0] if item.ci95 else 0.0 for item in self.series if item.mean]
+            finite = [c if math.isfinite(c) else 0.0 for c in intervals]
+            figure.error(list(range(1, len(means) + 1)), means, yerr=finite, color="gray")
+
+    def _draw_series(self, panel: object, item: ChartSeries, legend: bool) -> None:
+        points = [
+            (layer, mean, ci)
+            for layer, mean, ci in zip(item.layers, item.mean, item.ci95, strict=False)
+            if math.isfinite(mean)
+        ]
+        if not points:
+            return
+        layers = [p[0] for p in points]
+        means = [p[1] for p in points]
+        intervals = [p[2] if math.isfinite(p[2]) else 0.0 for p in points]
+        use_log = self.log_scale and not self.log_refused
+        label = item.label if legend else None
+        # The interval first, so that the mean curve is drawn on top of it.
+        if self.band == "band" and any(intervals):
+            upper = [m + c for m, c in zip(means, intervals, strict=True)]
+            lower = [m - c for m, c in zip(means, intervals, strict=True)]
+            if use_log:
+                lower = [value if value > 0 else m for value, m in zip(lower, means, strict=True)]
+            panel.plot(layers, upper, color=item.colour, marker="·")  # type: ignore[attr-defined]
+            panel.plot(layers, lower, color=item.colour, marker="·")  # type: ignore[attr-defined]
+        elif self.band == "bars" and any(intervals):
+            panel.error(layers, means, yerr=intervals, color=item.colour)  # type: ignore[attr-defined]
+        panel.plot(layers, means, color=item.colour, marker=item.marker, label=label)  # type: ignore[attr-defined]
+        if use_log:
+            panel.yscale("log")  # type: ignore[attr-defined]

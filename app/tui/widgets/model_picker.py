@@ -1,0 +1,179 @@
+"""Pick the model: the built-in one, recent ones, those in the local Hugging Face cache, or a path.
+
+Everything here reads files only (config.json, tokenizer_config.json): no torch, so the list and
+the as-you-type validation ("not a folder", "no config.json", "not a causal LM") are instant and
+work even where torch is broken. The instruct mode is offered only when the tokenizer has a chat
+template, since instruct mode formats samples with it.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from typing import Any
+
+from rich.text import Text
+from textual import on, work
+from textual.app import ComposeResult
+from textual.containers import Vertical
+from textual.widgets import Input, Label, OptionList, RadioButton, RadioSet, Static
+from textual.widgets.option_list import Option
+
+from layerscope.app.tui.messages import ModelChosen
+
+
+def human_size(size_bytes: int) -> str:
+    """1.2 GB, 340 MB, 7.9 MB: weights size at a glance."""
+    if size_bytes <= 0:
+        return ""
+    size = float(size_bytes)
+    for unit in ("B", "KB", "MB", "GB", "TB"):
+        if size < 1000 or unit == "TB":
+            return f"{size:.0f} {unit}" if unit in ("B", "KB") else f"{size:.1f} {unit}"
+        size /= 1000
+    return ""
+
+
+def describe_check(check: Any) -> str:
+    """'llama, 4 layers, 7.9 MB, chat template' from a ModelCheck."""
+    parts = [check.model_type or "?"]
+    if check.num_layers:
+        parts.append(f"{check.num_layers} layers")
+    if check.size_bytes:
+        parts.append(human_size(check.size_bytes))
+    if check.has_chat_template:
+        parts.append("chat template")
+    return ", ".join(parts)
+
+
+class ModelPicker(Vertical):
+    """Posts ModelChosen whenever the chosen model (list highlight or valid path) changes."""
+
+    def __init__(self, initial: str, mode: str, recent: Sequence[str], *, id: str | None = None):
+        super().__init__(id=id)
+        self.spec = initial
+        self.initial_mode = mode
+        self.recent = [item for item in recent if item]
+        self.has_chat_template = False
+        self.ok = False
+        self._entries: list[tuple[str, str]] = []  # (spec, description)
+
+    def compose(self) -> ComposeResult:
+        yield Label("Model", classes="section-title")
+        yield OptionList(id="model-list", compact=True)
+        yield Input(
+            placeholder="or type a model folder / cached hub id",
+            id="model-path",
+            compact=True,
+        )
+        yield Static("", id="model-check", classes="check-line")
+        with RadioSet(id="mode-set", compact=True):
+            yield RadioButton("base", value=self.initial_mode != "instruct", id="mode-base")
+            yield RadioButton("instruct", value=self.initial_mode == "instruct", id="mode-instruct")
+
+    def on_mount(self) -> None:
+        self.query_one("#model-check", Static).update("Looking for models…")
+        self._scan()
+
+    @property
+    def mode(self) -> str:
+        pressed = self.query_one(RadioSet).pressed_button
+        return "instruct" if pressed is not None and pressed.id == "mode-instruct" else "base"
+
+    # --- the list -----------------------------------------------------------------------------
+
+    @work(thread=True, exclusive=True, group="model-scan", exit_on_error=False)
+    def _scan(self) -> None:
+        from layerscope.analysis.models import TINY, inspect_model_path, list_cached_models
+
+        entries: list[tuple[str, str]] = []
+        tiny = inspect_model_path(TINY)
+        entries.append((TINY, "built-in, " + describe_check(tiny) if tiny.ok else tiny.message))
+        cached = list_cached_models()
+        cached_names = {model.name for model in cached}
+        for spec in self.recent:
+            if spec != TINY and spec not in cached_names:
+                entries.append((spec, "recent"))
+        for model in cached:
+            details = [model.model_type or "?"]
+            if model.num_layers:
+                details.append(f"{model.num_layers} layers")
+            if model.size_bytes:
+                details.append(human_size(model.size_bytes))
+            recent = " recent," if model.name in self.recent else ""
+            entries.append((model.name, f"HF cache,{recent} " + ", ".join(details)))
+        self.app.call_from_thread(self._fill, entries)
+
+    def _fill(self, entries: list[tuple[str, str]]) -> None:
+        self._entries = entries
+        options = self.query_one("#model-list", OptionList)
+        options.clear_options()
+        for position, (spec, description) in enumerate(entries):
+            prompt = Text.assemble((spec, "bold"), "  ", (description, "dim"))
+            options.add_option(Option(prompt, id=f"model-{position}"))
+        specs = [spec for spec, _ in entries]
+        if self.spec in specs:
+            options.highlighted = specs.index(self.spec)
+        else:
+            # Preselected path that is not in the list: show it in the path field.
+            self.query_one("#model-path", Input).value = self.spec
+            options.highlighted = None
+            self._check(self.spec)
+        if options.highlighted is not None:
+            self._check(self.spec)
+
+    @on(OptionList.OptionHighlighted, "#model-list")
+    def _highlighted(self, event: OptionList.OptionHighlighted) -> None:
+        index = event.option_index
+        if 0 <= index < len(self._entries):
+            spec = self._entries[index][0]
+            if spec != self.spec or not self.ok:
+                self.spec = spec
+                self._check(spec)
+
+    # --- the path field -----------------------------------------------------------------------
+
+    @on(Input.Changed, "#model-path")
+    def _typed(self, event: Input.Changed) -> None:
+        value = event.value.strip()
+        if value:
+            self._check(value, typed=True)
+
+    @on(Input.Submitted, "#model-path")
+    def _submitted(self, event: Input.Submitted) -> None:
+        value = event.value.strip()
+        if value:
+            self._check(value, typed=True)
+
+    @work(thread=True, exclusive=True, group="model-check", exit_on_error=False)
+    def _check(self, spec: str, typed: bool = False) -> None:
+        from layerscope.analysis.models import inspect_model_path
+
+        check = inspect_model_path(spec)
+        self.app.call_from_thread(self._checked, spec, check, typed)
+
+    def _checked(self, spec: str, check: Any, typed: bool) -> None:
+        line = self.query_one("#model-check", Static)
+        if typed and not check.ok:
+            line.update(Text.assemble(("✗ ", "bold red"), (check.message, "red")))
+            return
+        if typed:
+            self.spec = spec
+            self.query_one("#model-list", OptionList).highlighted = None
+        if spec != self.spec:
+            return
+        self.ok = check.ok
+        self.has_chat_template = check.has_chat_template
+        if check.ok:
+            line.update(Text.assemble(("✓ ", "bold green"), describe_check(check)))
+        else:
+            line.update(Text.assemble(("✗ ", "bold red"), (check.message, "red")))
+        instruct = self.query_one("#mode-instruct", RadioButton)
+        instruct.disabled = not check.has_chat_template
+        if not check.has_chat_template and instruct.value:
+            self.query_one("#mode-base", RadioButton).value = True
+        self.post_message(ModelChosen(spec, check.ok, check.has_chat_template, check.num_layers))
+
+    @on(RadioSet.Changed)
+    def _mode_changed(self, event: RadioSet.Changed) -> None:
+        event.stop()
+        self.post_message(ModelChosen(self.spec, self.ok, self.has_chat_template, None))

@@ -1,0 +1,85 @@
+"""A widget that draws a plotext figure, sized to itself.
+
+textual-plotext is not a dependency, so this is the small part of it we need: every widget owns
+its own plotext figure (plotext's module-level figure is shared global state), keeps the data it
+draws on itself, and `replot()` clears the figure, calls `plot()` again and refreshes. Rendering
+converts plotext's ANSI output with `Text.from_ansi`, so colours follow the terminal's palette
+(256 colours at most: fine inside tmux and over plain SSH).
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from plotext._figure import _figure_class
+from rich.text import Text
+from textual.app import RenderResult
+from textual.widget import Widget
+
+
+class PlotextChart(Widget):
+    """Base class: subclasses keep their data on the instance and draw it in `plot()`."""
+
+    def __init__(
+        self,
+        *,
+        name: str | None = None,
+        id: str | None = None,
+        classes: str | None = None,
+        disabled: bool = False,
+    ) -> None:
+        super().__init__(name=name, id=id, classes=classes, disabled=disabled)
+        self._figure: Any = _figure_class()
+        self._built: tuple[tuple[int, int], Text] | None = None
+
+    @property
+    def plt(self) -> Any:
+        """The widget's own plotext figure."""
+        return self._figure
+
+    def plot(self) -> None:
+        """Draw the widget's data onto `self.plt`; the default draws nothing."""
+
+    def empty_message(self) -> str | None:
+        """A line to show instead of a chart, or None when there is something to draw."""
+        return None
+
+    def replot(self) -> None:
+        """Redraw from the widget's data: clear the figure, plot, refresh."""
+        self._figure.clear_figure()
+        self._built = None
+        self.refresh()
+
+    def render(self) -> RenderResult:
+        message = self.empty_message()
+        if message is not None:
+            return Text(message, style="italic", justify="center")
+        width, height = self.content_size.width, self.content_size.height
+        if width < 20 or height < 6:
+            return Text("(too small for a chart)", style="italic")
+        if self._built is not None and self._built[0] == (width, height):
+            return self._built[1]
+        text = self._build(width, height)
+        self._built = ((width, height), text)
+        return text
+
+    def _build(self, width: int, height: int) -> Text:
+        self._figure.clear_figure()
+        self._figure.plot_size(width, height)
+        try:
+            self.plot()
+            ansi = self._figure.build()
+        except Exception as error:  # plotext raises on degenerate input; never crash the UI
+            return Text(f"(chart could not be drawn: {error})", style="italic")
+        return Text.from_ansi(ansi.rstrip("\n"), no_wrap=True, end="")
+
+    def as_text(self, width: int | None = None, height: int | None = None) -> str:
+        """The chart as plain text (for export), at the widget's size unless given."""
+        message = self.empty_message()
+        if message is not None:
+            return message + "\n"
+        width = width or max(self.content_size.width, 60)
+        height = height or max(self.content_size.height, 20)
+        text = self._build(width, height)
+        self._built = None
+        return "\n".join(line.rstrip() for line in text.plain.splitlines()) + "\n"

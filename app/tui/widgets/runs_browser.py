@@ -1,0 +1,178 @@
+"""The runs browser: every run in the cache as model > dataset > response type.
+
+Each leaf is one run with its status and counts, so a run started by `layerscope compute` in
+another terminal shows up (and its counts grow) while it is still running. Runs marked with a
+dot are overlaid in the chart; space toggles the mark, enter shows the chart.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from typing import Any, ClassVar
+
+from rich.text import Text
+from textual.binding import Binding, BindingType
+from textual.widgets import Tree
+from textual.widgets.tree import TreeNode
+
+from layerscope.app.tui.labels import short_model
+from layerscope.app.tui.messages import ComparisonChanged, RunFocused
+
+STATUS_STYLES = {
+    "complete": "green",
+    "running": "bold yellow",
+    "cancelled": "magenta",
+    "failed": "bold red",
+}
+_TYPE_ORDER = {"none_cot": 0, "simplified_cot": 1, "detailed_cot": 2}
+
+
+def type_sort_key(response_type: str) -> tuple[int, str, str]:
+    """Paper order (none, simplified, detailed), correct before irrelevant, then by name."""
+    irrelevant = response_type.endswith("_irrelevant")
+    base = response_type.removesuffix("_irrelevant")
+    return (_TYPE_ORDER.get(base, 9), base, "1" if irrelevant else "0")
+
+
+def run_counts(run: Any) -> str:
+    """'12/40' (samples handled of total) plus skipped/failed counts when there are any."""
+    text = f"{run.samples_done + run.samples_skipped}/{run.samples_total}"
+    extra = []
+    if run.samples_skipped:
+        extra.append(f"{run.samples_skipped} skipped")
+    if run.samples_failed:
+        extra.append(f"{run.samples_failed} failed")
+    return text + (f" ({', '.join(extra)})" if extra else "")
+
+
+class RunsBrowser(Tree[str]):
+    """A tree whose leaves carry run ids; keeps the compare selection (in order)."""
+
+    BINDINGS: ClassVar[list[BindingType]] = [
+        Binding("space", "toggle_compare", "Compare", id="runs.toggle_compare"),
+        Binding("enter", "open_chart", "Chart", id="runs.open_chart"),
+        Binding("s", "open_samples", "Samples", id="runs.open_samples"),
+        Binding("h", "open_cosines", "Heatmap", id="runs.open_cosines"),
+        Binding("u", "clear_compare", "Uncheck all", id="runs.clear_compare"),
+    ]
+
+    def __init__(self, *, id: str | None = None) -> None:
+        super().__init__("Runs in the cache", id=id)
+        self.show_root = False
+        self.guide_depth = 3
+        self.runs: list[Any] = []
+        self.selected: list[str] = []
+
+    def update_runs(self, runs: Sequence[Any]) -> None:
+        """Rebuild the tree from RunInfo records, keeping the cursor on the same run."""
+        runs = list(runs)
+        if runs == self.runs and self.root.children:
+            return
+        self.runs = runs
+        known = {run.id for run in runs}
+        self.selected = [run_id for run_id in self.selected if run_id in known]
+        current = self.cursor_node.data if self.cursor_node is not None else None
+        self.clear()
+        if not runs:
+            self.root.add_leaf(Text("No runs yet: start one on the Setup tab (r).", style="italic"))
+            return
+        by_model: dict[str, dict[str, list[Any]]] = {}
+        for run in runs:
+            by_model.setdefault(run.model, {}).setdefault(run.dataset, []).append(run)
+        target: TreeNode[str] | None = None
+        first_leaf: TreeNode[str] | None = None
+        for model in sorted(by_model):
+            datasets = by_model[model]
+            count = sum(len(items) for items in datasets.values())
+            model_node = self.root.add(
+                Text.assemble((short_model(model), "bold"), f"  {count} run{'s' * (count != 1)}"),
+                expand=True,
+            )
+            for dataset in sorted(datasets):
+                dataset_node = model_node.add(Text(dataset), expand=True)
+                ordered = sorted(
+                    datasets[dataset], key=lambda r: (type_sort_key(r.response_type), r.mode, r.id)
+                )
+                for run in ordered:
+                    leaf = dataset_node.add_leaf(self._leaf_label(run), data=run.id)
+                    first_leaf = first_leaf or leaf
+                    if run.id == current:
+                        target = leaf
+        target = target or first_leaf
+        if target is not None:
+            self.call_after_refresh(self.move_cursor, target)
+
+    def _leaf_label(self, run: Any) -> Text:
+        marked = run.id in self.selected
+        label = Text()
+        label.append("● " if marked else "○ ", style="bold" if marked else "dim")
+        label.append(f"{run.response_type:<26} ")
+        label.append(f"{run.mode:<8} ")
+        label.append(f"{run.status:<9} ", style=STATUS_STYLES.get(run.status, ""))
+        label.append(run_counts(run), style="dim")
+        return label
+
+    def _relabel(self) -> None:
+        runs = {run.id: run for run in self.runs}
+
+        def visit(node: TreeNode[str]) -> None:
+            for child in node.children:
+                if child.data in runs:
+                    child.set_label(self._leaf_label(runs[child.data]))
+                visit(child)
+
+        visit(self.root)
+
+    def current_run(self) -> str | None:
+        node = self.cursor_node
+        return node.data if node is not None and node.data else None
+
+    def set_selected(self, run_ids: Sequence[str]) -> None:
+        """Mark exactly these runs (the app's comparison), without posting a change."""
+        self.selected = list(run_ids)
+        self._relabel()
+
+    def on_tree_node_highlighted(self, event: Tree.NodeHighlighted[str]) -> None:
+        if event.node.data:
+            self.post_message(RunFocused(event.node.data))
+
+    def action_toggle_compare(self) -> None:
+        run_id = self.current_run()
+        if run_id is None:
+            node = self.cursor_node
+            if node is not None and node.allow_expand:
+                node.toggle()
+            return
+        if run_id in self.selected:
+            self.selected.remove(run_id)
+        else:
+            self.selected.append(run_id)
+        self._relabel()
+        self.post_message(ComparisonChanged(list(self.selected)))
+
+    def action_clear_compare(self) -> None:
+        self.selected = []
+        self._relabel()
+        self.post_message(ComparisonChanged([]))
+
+    def _open(self, tab: str) -> None:
+        run_id = self.current_run()
+        if run_id is None:
+            node = self.cursor_node
+            if node is not None and node.allow_expand:
+                node.toggle()
+            return
+        if tab == "chart" and run_id not in self.selected:
+            self.selected.append(run_id)
+            self._relabel()
+            self.post_message(ComparisonChanged(list(self.selected)))
+        self.post_message(RunFocused(run_id, open_tab=tab))
+
+    def action_open_chart(self) -> None:
+        self._open("chart")
+
+    def action_open_samples(self) -> None:
+        self._open("samples")
+
+    def action_open_cosines(self) -> None:
+        self._open("cosines")

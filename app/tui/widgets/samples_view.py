@@ -1,0 +1,224 @@
+"""The Samples tab: one run's samples in a table, sortable by any statistic.
+
+This is how a user finds the samples a model finds hardest: sort by loss (or nuclear norm,
+effective rank, response length, ...) and open one to read it and see its curve over the run's
+mean. Sorting happens in the cache (SQL), so a run of thousands of samples sorts instantly and
+only the first rows are drawn.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any, ClassVar
+
+from textual import work
+from textual.app import ComposeResult
+from textual.binding import Binding, BindingType
+from textual.containers import Vertical
+from textual.widgets import DataTable, Static
+
+from layerscope.app.tui.labels import full_label
+from layerscope.app.tui.messages import SamplesLoaded
+from layerscope.app.tui.screens.sample_detail import SampleDetailScreen
+from layerscope.app.tui.widgets.comparison_table import number
+
+ROW_LIMIT = 500
+BASE_COLUMNS = (
+    ("index", "#"),
+    ("loss", "loss"),
+    ("response_tokens", "resp tok"),
+    ("prompt_tokens", "prompt tok"),
+)
+STAT_COLUMNS = (
+    "nuclear_norm",
+    "sigma1_ratio",
+    "effective_rank",
+    "stable_rank",
+    "frobenius_norm",
+    "nuclear_per_loss",
+    "sigma_max",
+    "sigma_min",
+    "mean",
+    "max",
+    "min",
+)
+
+
+class SamplesPane(Vertical):
+    """Samples of `run_id`, sorted in the cache; enter opens a sample."""
+
+    BINDINGS: ClassVar[list[BindingType]] = [
+        Binding(
+            "s",
+            "sort_by_column",
+            "Sort by column",
+            tooltip="Sort by the cursor's column (again: reverse)",
+            id="samples.sort",
+        ),
+        Binding(
+            "d",
+            "open_sample",
+            "Detail (enter)",
+            tooltip="Open the sample: text and its curve over the run's mean (also enter)",
+            id="samples.open",
+        ),
+    ]
+
+    def __init__(self, *, id: str | None = None) -> None:
+        super().__init__(id=id)
+        self.run_id: str | None = None
+        self.sort_by = "loss"
+        self.descending = True
+        self.rows: list[Any] = []
+        self._token = 0
+
+    def compose(self) -> ComposeResult:
+        yield Static("", id="samples-status", classes="status-line")
+        table: DataTable[str] = DataTable(
+            id="samples-table", cursor_type="cell", zebra_stripes=True
+        )
+        yield table
+
+    def on_mount(self) -> None:
+        table = self.query_one(DataTable)
+        for key, title in BASE_COLUMNS:
+            table.add_column(title, key=key)
+        for key in STAT_COLUMNS:
+            table.add_column(key, key=key)
+        self._update_status()
+
+    def show_run(self, run_id: str | None) -> None:
+        if run_id == self.run_id and self.rows:
+            return
+        self.run_id = run_id
+        self.reload()
+
+    def reload(self) -> None:
+        self._token += 1
+        self._update_status()
+        if self.run_id is None:
+            self.rows = []
+            self.query_one(DataTable).clear()
+            return
+        length = getattr(self.app, "length_range", None)
+        self._load(
+            self._token,
+            Path(self.app.db_path),  # type: ignore[attr-defined]
+            self.run_id,
+            self.sort_by,
+            self.descending,
+            length,
+        )
+
+    @work(thread=True, group="samples-load", exit_on_error=False)
+    def _load(
+        self,
+        token: int,
+        db_path: Path,
+        run_id: str,
+        sort_by: str,
+        descending: bool,
+        length: tuple[int, int] | None,
+    ) -> None:
+        from layerscope.analysis.cache import CacheError, ResultsCache
+
+        try:
+            with ResultsCache(db_path) as cache:
+                rows = cache.samples(
+                    run_id,
+                    sort_by=sort_by,
+                    descending=descending,
+                    limit=ROW_LIMIT,
+                    response_tokens=length,
+                )
+        except (CacheError, ValueError, OSError) as error:
+            self.post_message(SamplesLoaded(token, run_id, [], error=str(error)))
+            return
+        self.post_message(SamplesLoaded(token, run_id, rows))
+
+    def on_samples_loaded(self, message: SamplesLoaded) -> None:
+        message.stop()
+        if message.token != self._token:
+            return
+        if message.error:
+            self.notify(f"Could not read the samples: {message.error}", severity="error")
+        self.rows = message.rows
+        table = self.query_one(DataTable)
+        cursor = table.cursor_coordinate
+        table.clear()
+        for row in self.rows:
+            cells = [
+                str(row.index),
+                number(row.loss),
+                str(row.response_tokens),
+                str(row.prompt_tokens),
+                *(number(row.stats.get(key, float("nan"))) for key in STAT_COLUMNS),
+            ]
+            table.add_row(*cells, key=str(row.index))
+        if self.rows:
+            table.move_cursor(row=0, column=cursor.column)
+        self._update_status()
+
+    def _update_status(self) -> None:
+        status = self.query_one("#samples-status", Static)
+        if self.run_id is None:
+            status.update("No run chosen: pick one in the Runs tab (s) or run something (r).")
+            return
+        runs = getattr(self.app, "runs_by_id", {})
+        run = runs.get(self.run_id)
+        name = full_label(run) if run is not None else self.run_id[:12]
+        arrow = "↓" if self.descending else "↑"
+        status.update(
+            f"[b]{name}[/b] · sorted by {self.sort_by} {arrow} · {len(self.rows)} shown"
+            f"{f' (first {ROW_LIMIT})' if len(self.rows) >= ROW_LIMIT else ''}"
+        )
+
+    def action_sort_by_column(self) -> None:
+        table = self.query_one(DataTable)
+        if not table.columns:
+            return
+        column_key = list(table.columns)[table.cursor_coordinate.column].value or "loss"
+        if column_key == self.sort_by:
+            self.descending = not self.descending
+        else:
+            self.sort_by = column_key
+            self.descending = column_key != "index"
+        self.reload()
+
+    def on_data_table_header_selected(self, event: DataTable.HeaderSelected) -> None:
+        table = self.query_one(DataTable)
+        table.move_cursor(column=event.column_index)
+        self.action_sort_by_column()
+
+    def action_open_sample(self) -> None:
+        table = self.query_one(DataTable)
+        if not self.rows or self.run_id is None:
+            return
+        row = self.rows[min(table.cursor_coordinate.row, len(self.rows) - 1)]
+        runs = getattr(self.app, "runs_by_id", {})
+        run = runs.get(self.run_id)
+        metric = self.sort_by if self.sort_by in STAT_COLUMNS else "nuclear_norm"
+        self.app.push_screen(
+            SampleDetailScreen(self.run_id, row, full_label(run) if run else self.run_id, metric)
+        )
+
+    def on_data_table_cell_selected(self, event: DataTable.CellSelected) -> None:
+        event.stop()
+        self.action_open_sample()
+
+    def export_rows(self) -> list[list[str]]:
+        header = [key for key, _ in BASE_COLUMNS] + list(STAT_COLUMNS) + ["instruction", "output"]
+        lines = [header]
+        for row in self.rows:
+            lines.append(
+                [
+                    str(row.index),
+                    repr(row.loss),
+                    str(row.response_tokens),
+                    str(row.prompt_tokens),
+                    *(repr(row.stats.get(key, float("nan"))) for key in STAT_COLUMNS),
+                    row.instruction,
+                    row.output,
+                ]
+            )
+        return lines

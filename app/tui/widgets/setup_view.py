@@ -1,0 +1,90 @@
+"""The Setup tab: model, dataset and response types, settings, and the Run button.
+
+Left: model and settings; right: dataset and response types. Everything a run needs is on one
+screen, prefilled (first start: the built-in tiny model with the bundled math samples), so a
+newcomer's first key press (r) already computes something worth looking at.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from textual.app import ComposeResult
+from textual.containers import Horizontal, Vertical, VerticalScroll
+from textual.widgets import Button, Label
+
+from layerscope.app.tui.state import LastPicks
+from layerscope.app.tui.widgets.dataset_picker import DatasetPicker
+from layerscope.app.tui.widgets.model_picker import ModelPicker
+from layerscope.app.tui.widgets.settings_form import FormValues, SettingsForm
+
+
+@dataclass(frozen=True)
+class Picks:
+    """What the user picked: enough to build a run request."""
+
+    model: str
+    model_ok: bool
+    mode: str
+    dataset: str
+    dataset_ok: bool
+    types: list[str]
+    values: FormValues
+
+
+class SetupPane(VerticalScroll):
+    """Pickers and form; `picks()` reads them (ValueError names a wrong field)."""
+
+    def __init__(
+        self,
+        last: LastPicks,
+        recent_models: list[str],
+        recent_datasets: list[str],
+        *,
+        id: str | None = None,
+    ) -> None:
+        super().__init__(id=id)
+        self.last = last
+        self.recent_models = recent_models
+        self.recent_datasets = recent_datasets
+
+    def compose(self) -> ComposeResult:
+        last = self.last
+        with Horizontal(id="setup-columns"):
+            with Vertical(id="setup-left"):
+                yield ModelPicker(last.model, last.mode, self.recent_models, id="model-picker")
+                yield Label("Settings", classes="section-title")
+                yield SettingsForm(
+                    samples=last.samples,
+                    sample_seed=last.sample_seed,
+                    max_length=last.max_length,
+                    batch_size=last.batch_size,
+                    dtype=last.dtype,
+                    device=last.device,
+                    modules=last.modules,
+                    id="settings-form",
+                )
+            with Vertical(id="setup-right"):
+                yield DatasetPicker(
+                    last.dataset, last.types, self.recent_datasets, id="dataset-picker"
+                )
+                yield Button(
+                    "Run the checked types (r)", id="run-button", variant="primary", compact=True
+                )
+
+    def picks(self) -> Picks:
+        model = self.query_one(ModelPicker)
+        dataset = self.query_one(DatasetPicker)
+        values = self.query_one(SettingsForm).read()
+        return Picks(
+            model=model.spec,
+            model_ok=model.ok,
+            mode=model.mode,
+            dataset=dataset.dataset,
+            dataset_ok=bool(dataset.sources),
+            types=dataset.types,
+            values=values,
+        )
+
+    def set_cached(self, cached: dict[str, tuple[int, int, bool]]) -> None:
+        self.query_one(DatasetPicker).set_cached(cached)
