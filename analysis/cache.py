@@ -60,7 +60,15 @@ after truncation; not retried) or ``failed`` (computing it raised; retried on re
 model's own parameter names (the paper-format export keys its objects by them); rows/cols are 0
 when unknown (imported runs).
 
-Version 2 added the optional per-sample extras, kept apart so that a run without them costs nothing:
+Version 2 added what makes reading fast and the optional extras:
+``curve_sums(run_no, projection, layer, statistic, samples, total, squares, nonfinite_samples)``,
+primary key (run_no, projection, layer, statistic): per run, the count, sum and sum of squares of
+every statistic by layer, over the samples whose statistic is finite at every layer of that
+projection (``nonfinite_samples`` counts the others). ``write_batch`` updates it in the batch's
+transaction, so ``show`` and the TUI get mean, std and CI of any run in O(layers) instead of
+scanning its rows: 32 million rows would take a second or more to scan, the sums milliseconds
+(benchmarks/bench_cache.py). Length control needs a per-sample filter, so it scans the rows with
+GROUP BY (same numbers: the sums add the values rounded to float32 exactly as stored).
 ``spectra(run_no, sample_index, layer, projection, singular_values REAL[])`` (only with
 ``--spectra``) and ``cosine_sums(run_no, kind, name, size, totals DOUBLE[], counts INTEGER[])``:
 running sums over samples of the gradient cosines, kind ``layers`` (name = projection, the L x L
@@ -85,7 +93,8 @@ import socket
 import tempfile
 import threading
 import time
-from collections.abc import Iterable, Iterator, Mapping, Sequence
+from array import array
+from collections.abc import Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import datetime, timezone
 from pathlib import Path
@@ -98,6 +107,7 @@ from layerscope.analysis.records import (
     MATRIX_STATISTICS,
     MLP_PROJECTIONS,
     BatchResult,
+    MatrixStatistics,
     Sample,
     SampleResult,
     SkippedSample,
@@ -221,7 +231,9 @@ class LayerCurve:
 
 @dataclass(frozen=True)
 class SampleRow:
-    """One measured sample with its per-sample means over layers and projections."""
+    """One measured sample with its per-sample means over layers and projections.
+
+    Token counts are -1 where unknown (runs imported from the paper's files)."""
 
     index: int
     loss: float
@@ -265,6 +277,33 @@ def t_critical_975(dof: int) -> float:
 
 _STAT_COLUMNS = ", ".join(f'"{name}" REAL' for name in MATRIX_STATISTICS)
 _PROJECTION_ENUM = ", ".join(f"'{p}'" for p in PROJECTIONS)
+
+
+def _rebuild_curve_sums_sql(statistic: str) -> str:
+    """SQL that (re)computes ``curve_sums`` of one statistic for every run from its rows.
+
+    Used when upgrading a file that has statistics but no sums, and after bulk loads that
+    bypass ``write_batch`` (the benchmark). ``statistic`` is one of MATRIX_STATISTICS.
+    """
+    column = f't."{statistic}"'
+    return f"""
+        INSERT OR REPLACE INTO curve_sums
+        WITH bad AS (
+            SELECT DISTINCT run_no, projection, sample_index FROM statistics t
+            WHERE NOT isfinite({column})
+        ),
+        bad_count AS (SELECT run_no, projection, count(*) AS n FROM bad GROUP BY ALL)
+        SELECT t.run_no, t.projection::VARCHAR, t.layer, '{statistic}',
+               count({column}) FILTER (WHERE b.sample_index IS NULL),
+               coalesce(sum({column}::DOUBLE) FILTER (WHERE b.sample_index IS NULL), 0),
+               coalesce(sum({column}::DOUBLE * {column}) FILTER (WHERE b.sample_index IS NULL), 0),
+               coalesce(any_value(c.n), 0)
+        FROM statistics t
+        LEFT JOIN bad b USING (run_no, projection, sample_index)
+        LEFT JOIN bad_count c USING (run_no, projection)
+        GROUP BY ALL
+    """  # noqa: S608 (statistic is a constant of this module)
+
 
 MIGRATIONS: dict[int, tuple[str, ...]] = {
     1: (
@@ -331,6 +370,18 @@ MIGRATIONS: dict[int, tuple[str, ...]] = {
             projection projection_name NOT NULL,
             singular_values REAL[] NOT NULL
         )""",
+        """CREATE TABLE curve_sums (
+            run_no INTEGER NOT NULL,
+            projection VARCHAR NOT NULL,
+            layer SMALLINT NOT NULL,
+            statistic VARCHAR NOT NULL,
+            samples BIGINT NOT NULL,
+            total DOUBLE NOT NULL,
+            squares DOUBLE NOT NULL,
+            nonfinite_samples BIGINT NOT NULL,
+            PRIMARY KEY (run_no, projection, layer, statistic)
+        )""",
+        *(_rebuild_curve_sums_sql(name) for name in MATRIX_STATISTICS),
         """CREATE TABLE cosine_sums (
             run_no INTEGER NOT NULL,
             kind VARCHAR NOT NULL,
@@ -558,6 +609,14 @@ class ResultsCache:
                 raise
             con.commit()
 
+    def rebuild_summaries(self) -> None:
+        """Recompute every run's per-layer sums from its statistics rows (after bulk loads
+        that bypass ``write_batch``)."""
+        with self._transaction() as con:
+            con.execute("DELETE FROM curve_sums")
+            for name in MATRIX_STATISTICS:
+                con.execute(_rebuild_curve_sums_sql(name))
+
     def checkpoint(self) -> None:
         """Move the write-ahead log into the main file (readers then open faster)."""
         with self._connection(write=True) as con:
@@ -712,6 +771,8 @@ class ResultsCache:
                 assert con is not None
                 if metric == "loss":
                     curves.append(_loss_curve(con, run_no, info.id, low, high))
+                elif response_tokens is None:
+                    curves.extend(_summed_curves(con, run_no, info.id, metric, wanted))
                 else:
                     curves.extend(_metric_curves(con, run_no, info.id, metric, wanted, low, high))
         return curves
@@ -747,7 +808,8 @@ class ResultsCache:
             SELECT s.sample_index, s.loss, s.prompt_tokens, s.response_tokens, s.instruction,
                    s.output, {stat_columns}
             FROM samples s LEFT JOIN m USING (sample_index)
-            WHERE s.run_no = $run AND s.response_tokens BETWEEN $low AND $high
+            WHERE s.run_no = $run
+              AND ($all_lengths OR s.response_tokens BETWEEN $low AND $high)
             ORDER BY {order} {direction} NULLS LAST,
                      sample_index
             LIMIT $limit
@@ -757,7 +819,13 @@ class ResultsCache:
             assert con is not None
             rows = con.execute(
                 query,
-                {"run": run_no, "low": low, "high": high, "limit": limit if limit else 2**62},
+                {
+                    "run": run_no,
+                    "all_lengths": response_tokens is None,
+                    "low": low,
+                    "high": high,
+                    "limit": limit if limit else 2**62,
+                },
             ).fetchall()
         result = []
         for row in rows:
@@ -768,8 +836,8 @@ class ResultsCache:
                 SampleRow(
                     index=int(row[0]),
                     loss=_float(row[1]),
-                    prompt_tokens=int(row[2] or 0),
-                    response_tokens=int(row[3] or 0),
+                    prompt_tokens=_count(row[2]),
+                    response_tokens=_count(row[3]),
                     instruction=row[4] or "",
                     output=row[5] or "",
                     stats=stats,
@@ -907,8 +975,8 @@ class ResultsCache:
                 sample = {
                     "index": int(index),
                     "loss": _float(loss),
-                    "prompt_tokens": int(prompt or 0),
-                    "response_tokens": int(response or 0),
+                    "prompt_tokens": _count(prompt),
+                    "response_tokens": _count(response),
                     "instruction": instruction or "",
                     "input": input_text or "",
                     "output": output or "",
@@ -1127,6 +1195,7 @@ class ResultsCache:
                     [run_no, [f.index for f in failures]],
                 )
                 _insert_skipped(con, run_no, [(f.index, "failed", f.reason) for f in failures])
+            _add_curve_sums(con, run_no, results)
             _add_cosines(con, run_no, results)
         return len(results) + len(skipped)
 
@@ -1180,6 +1249,7 @@ class ResultsCache:
                 "targets",
                 "spectra",
                 "cosine_sums",
+                "curve_sums",
                 "runs",
             ):
                 con.execute(f"DELETE FROM {table} WHERE run_no = ?", [run_no])  # noqa: S608 (constant table names)
@@ -1194,6 +1264,16 @@ def _float(value: Any) -> float:
     return math.nan if value is None else float(value)
 
 
+def _tokens(count: int | None) -> int | None:
+    """Token counts as stored: NULL when unknown (imported runs pass -1)."""
+    return None if count is None or count < 0 else int(count)
+
+
+def _count(value: Any) -> int:
+    """Token counts as returned: -1 when unknown."""
+    return -1 if value is None else int(value)
+
+
 def _token_range(response_tokens: tuple[int, int] | None) -> tuple[int, int]:
     if response_tokens is None:
         return (-(2**31), 2**31 - 1)
@@ -1203,23 +1283,28 @@ def _token_range(response_tokens: tuple[int, int] | None) -> tuple[int, int]:
     return int(low), int(high)
 
 
-def _curve_from_rows(
+def _curve_from_sums(
     run_id: str,
     projection: str,
-    rows: Iterable[tuple[int, int, float | None, float | None]],
+    sums: Mapping[int, tuple[int, float, float]],
     excluded: int,
 ) -> LayerCurve:
+    """A curve from per-layer (count, sum, sum of squares) of the values it averages."""
     layers, means, stds, cis, counts = [], [], [], [], []
-    for layer, count, mean, std in rows:
+    for layer in sorted(sums):
+        count, total, squares = sums[layer]
+        mean = total / count if count else math.nan
+        if count >= 2:
+            variance = max(0.0, (squares - total * total / count) / (count - 1))
+            std = math.sqrt(variance)
+            ci = t_critical_975(count - 1) * std / math.sqrt(count)
+        else:
+            std = ci = math.nan
         layers.append(int(layer))
         counts.append(int(count))
-        means.append(_float(mean))
-        stds.append(_float(std))
-        cis.append(
-            t_critical_975(count - 1) * float(std) / math.sqrt(count)
-            if count >= 2 and std is not None
-            else math.nan
-        )
+        means.append(mean)
+        stds.append(std)
+        cis.append(ci)
     return LayerCurve(run_id, projection, layers, means, stds, cis, counts, excluded)
 
 
@@ -1232,65 +1317,108 @@ def _metric_curves(
     low: int,
     high: int,
 ) -> list[LayerCurve]:
+    """Per-projection curves of one statistic, in one scan of the statistics rows.
+
+    The paper leaves out a sample whose statistic is not finite at any layer. Doing that with
+    an anti-join costs a hash probe per row; instead one scan sums count, sum and sum of
+    squares of the finite values per (projection, layer), a filtered scan finds the (rare)
+    non-finite (projection, sample) pairs, and the finite values of those samples are then
+    subtracted. Standard deviations come from the sums in double precision, ample for float32
+    statistics whose spread is not many orders of magnitude below their mean.
+    """
     column = f'"{metric}"'  # metric is one of MATRIX_STATISTICS (checked by the caller)
+    unfiltered = low == -(2**31) and high == 2**31 - 1
     length_filter = (
-        "AND t.sample_index IN (SELECT sample_index FROM samples WHERE run_no = $run "
+        ""
+        if unfiltered
+        else "AND t.sample_index IN (SELECT sample_index FROM samples WHERE run_no = $run "
         "AND response_tokens BETWEEN $low AND $high)"
     )
-    unfiltered = low == -(2**31) and high == 2**31 - 1
-    if unfiltered:
-        length_filter = ""
-    query = f"""
-        WITH bad AS (
-            SELECT DISTINCT t.projection, t.sample_index FROM statistics t
-            WHERE t.run_no = $run AND NOT isfinite(t.{column}) {length_filter}
-        )
-        SELECT t.projection::VARCHAR, t.layer, count(t.{column}), avg(t.{column}),
-               stddev_samp(t.{column})
-        FROM statistics t
-        WHERE t.run_no = $run {length_filter}
-          AND NOT EXISTS (SELECT 1 FROM bad b
-                          WHERE b.projection = t.projection AND b.sample_index = t.sample_index)
-        GROUP BY t.projection, t.layer
-        ORDER BY t.projection, t.layer
-    """  # noqa: S608 (identifier from MATRIX_STATISTICS, values are parameters)
-    params: dict[str, int] = {"run": run_no}
+    params: dict[str, Any] = {"run": run_no}
     if not unfiltered:
         params.update(low=low, high=high)
-    rows = con.execute(query, params).fetchall()
-    excluded_query = f"""
-        SELECT projection::VARCHAR, count(DISTINCT sample_index) FROM statistics t
-        WHERE t.run_no = $run AND NOT isfinite(t.{column}) {length_filter}
-        GROUP BY projection
+    value = f"CASE WHEN isfinite(t.{column}) THEN t.{column}::DOUBLE END"
+    sums_query = f"""
+        SELECT t.projection::VARCHAR, t.layer, count(v), sum(v), sum(v * v)
+        FROM (SELECT t.projection, t.layer, {value} AS v FROM statistics t
+              WHERE t.run_no = $run {length_filter}) t
+        GROUP BY ALL
     """  # noqa: S608 (identifier from MATRIX_STATISTICS, values are parameters)
-    excluded = dict(con.execute(excluded_query, params).fetchall())
-    by_projection: dict[str, list[tuple[int, int, float | None, float | None]]] = {}
-    for projection, layer, count, mean, std in rows:
-        by_projection.setdefault(projection, []).append((layer, count, mean, std))
+    bad_query = f"""
+        SELECT DISTINCT t.projection::VARCHAR, t.sample_index FROM statistics t
+        WHERE t.run_no = $run AND NOT isfinite(t.{column}) {length_filter}
+    """  # noqa: S608 (identifier from MATRIX_STATISTICS, values are parameters)
+    sums: dict[str, dict[int, list[float]]] = {}
+    for projection, layer, count, total, squares in con.execute(sums_query, params).fetchall():
+        sums.setdefault(projection, {})[int(layer)] = [count, total or 0.0, squares or 0.0]
+    bad = {(p, int(i)) for p, i in con.execute(bad_query, params).fetchall()}
+    if bad:
+        correction_query = f"""
+            SELECT t.projection::VARCHAR, t.sample_index, t.layer, {value}
+            FROM statistics t
+            WHERE t.run_no = $run AND t.sample_index = ANY($bad::INTEGER[])
+        """  # noqa: S608 (identifier from MATRIX_STATISTICS, values are parameters)
+        rows = con.execute(
+            correction_query, {"run": run_no, "bad": sorted({i for _p, i in bad})}
+        ).fetchall()
+        for projection, index, layer, finite in rows:
+            if (projection, int(index)) in bad and finite is not None:
+                entry = sums[projection][int(layer)]
+                entry[0] -= 1
+                entry[1] -= finite
+                entry[2] -= finite * finite
+    excluded: dict[str, int] = {}
+    for projection, _index in bad:
+        excluded[projection] = excluded.get(projection, 0) + 1
     curves = []
     for projection in PROJECTIONS:
-        if projection not in by_projection or (projections and projection not in projections):
+        if projection not in sums or (projections and projection not in projections):
             continue
-        curves.append(
-            _curve_from_rows(
-                run_id, projection, by_projection[projection], int(excluded.get(projection, 0))
-            )
-        )
+        per_layer = {layer: (int(c), t, q) for layer, (c, t, q) in sums[projection].items()}
+        curves.append(_curve_from_sums(run_id, projection, per_layer, excluded.get(projection, 0)))
     return curves
+
+
+def _summed_curves(
+    con: duckdb.DuckDBPyConnection,
+    run_no: int,
+    run_id: str,
+    metric: str,
+    projections: tuple[str, ...] | None,
+) -> list[LayerCurve]:
+    """Per-projection curves from the sums kept up to date by every batch (no row scan)."""
+    rows = con.execute(
+        "SELECT projection, layer, samples, total, squares, nonfinite_samples FROM curve_sums "
+        "WHERE run_no = ? AND statistic = ?",
+        [run_no, metric],
+    ).fetchall()
+    sums: dict[str, dict[int, tuple[int, float, float]]] = {}
+    excluded: dict[str, int] = {}
+    for projection, layer, count, total, squares, nonfinite in rows:
+        sums.setdefault(projection, {})[int(layer)] = (int(count), total, squares)
+        excluded[projection] = max(excluded.get(projection, 0), int(nonfinite))
+    return [
+        _curve_from_sums(run_id, projection, sums[projection], excluded[projection])
+        for projection in PROJECTIONS
+        if projection in sums and (not projections or projection in projections)
+    ]
 
 
 def _loss_curve(
     con: duckdb.DuckDBPyConnection, run_no: int, run_id: str, low: int, high: int
 ) -> LayerCurve:
     row = con.execute(
-        "SELECT count(loss) FILTER (WHERE isfinite(loss)), avg(loss) FILTER (WHERE isfinite(loss)), "
-        "stddev_samp(loss) FILTER (WHERE isfinite(loss)), count(*) FILTER (WHERE NOT isfinite(loss)) "
-        "FROM samples WHERE run_no = ? AND response_tokens BETWEEN ? AND ?",
-        [run_no, low, high],
+        "SELECT count(loss) FILTER (WHERE isfinite(loss)), sum(loss) FILTER (WHERE isfinite(loss)), "
+        "sum(loss * loss) FILTER (WHERE isfinite(loss)), "
+        "count(*) FILTER (WHERE NOT isfinite(loss)) "
+        "FROM samples WHERE run_no = ? AND (? OR response_tokens BETWEEN ? AND ?)",
+        [run_no, (low, high) == _token_range(None), low, high],
     ).fetchone()
     assert row is not None
-    count, mean, std, excluded = row
-    return _curve_from_rows(run_id, "loss", [(0, count, mean, std)], int(excluded or 0))
+    count, total, squares, excluded = row
+    return _curve_from_sums(
+        run_id, "loss", {0: (int(count), total or 0.0, squares or 0.0)}, int(excluded or 0)
+    )
 
 
 def _insert_columns(
@@ -1345,8 +1473,8 @@ def _insert_results(
             "run_no": ("INTEGER", [run_no] * len(results)),
             "sample_index": ("INTEGER", [r.index for r in results]),
             "loss": ("DOUBLE", [float(r.loss) for r in results]),
-            "prompt_tokens": ("INTEGER", [int(r.prompt_tokens) for r in results]),
-            "response_tokens": ("INTEGER", [int(r.response_tokens) for r in results]),
+            "prompt_tokens": ("INTEGER", [_tokens(r.prompt_tokens) for r in results]),
+            "response_tokens": ("INTEGER", [_tokens(r.response_tokens) for r in results]),
             "instruction": ("VARCHAR", [s.instruction if s else "" for s in texts]),
             "input": ("VARCHAR", [s.input if s else "" for s in texts]),
             "output": ("VARCHAR", [s.output if s else "" for s in texts]),
@@ -1392,6 +1520,60 @@ def _insert_results(
             "projection": ("projection_name", spectra[2]),
             "singular_values": ("REAL[]", spectra[3]),
         },
+    )
+
+
+def _add_curve_sums(
+    con: duckdb.DuckDBPyConnection, run_no: int, results: Sequence[SampleResult]
+) -> None:
+    """Add the batch's samples to the run's per-layer sums of every statistic.
+
+    Applies the paper's rule as the samples arrive: a sample whose statistic is not finite at
+    some layer of a projection contributes nothing to that projection's curve and is counted in
+    ``nonfinite_samples``. Values are rounded to float32 first, exactly as the statistics table
+    stores them, so the sums agree with a scan of the rows.
+    """
+    if not results:
+        return
+    acc: dict[tuple[str, int, str], list[float]] = {}
+    for result in results:
+        by_projection: dict[str, list[MatrixStatistics]] = {}
+        for matrix in result.matrices:
+            by_projection.setdefault(matrix.projection, []).append(matrix)
+        for projection, matrices in by_projection.items():
+            for name in MATRIX_STATISTICS:
+                raw = [(m.layer, m.values.get(name)) for m in matrices]
+                present = [(layer, v) for layer, v in raw if v is not None]
+                rounded = array("f", [float(v) for _layer, v in present])
+                for layer, _v in raw:  # a statistic absent here still has a (0-sample) curve
+                    acc.setdefault((projection, layer, name), [0, 0.0, 0.0, 0])
+                if all(math.isfinite(v) for v in rounded):
+                    for (layer, _v), value in zip(present, rounded, strict=True):
+                        entry = acc.setdefault((projection, layer, name), [0, 0.0, 0.0, 0])
+                        entry[0] += 1
+                        entry[1] += value
+                        entry[2] += value * value
+                else:
+                    for layer, _v in raw:
+                        acc.setdefault((projection, layer, name), [0, 0.0, 0.0, 0])[3] += 1
+    keys = list(acc)
+    con.execute(
+        "INSERT INTO curve_sums SELECT unnest(?::INTEGER[]), unnest(?::VARCHAR[]), "
+        "unnest(?::SMALLINT[]), unnest(?::VARCHAR[]), unnest(?::BIGINT[]), unnest(?::DOUBLE[]), "
+        "unnest(?::DOUBLE[]), unnest(?::BIGINT[]) ON CONFLICT DO UPDATE SET "
+        "samples = samples + excluded.samples, total = total + excluded.total, "
+        "squares = squares + excluded.squares, "
+        "nonfinite_samples = nonfinite_samples + excluded.nonfinite_samples",
+        [
+            [run_no] * len(keys),
+            [k[0] for k in keys],
+            [k[1] for k in keys],
+            [k[2] for k in keys],
+            [int(acc[k][0]) for k in keys],
+            [acc[k][1] for k in keys],
+            [acc[k][2] for k in keys],
+            [int(acc[k][3]) for k in keys],
+        ],
     )
 
 

@@ -73,7 +73,7 @@ def make_result(
                 "sigma_min": spectrum[-1],
                 "sigma1_ratio": spectrum[0] / n,
                 "nuclear_per_loss": n / loss,
-                "effective_rank": 2.5,
+                "effective_rank": math.exp(-sum(s / n * math.log(s / n) for s in spectrum)),
                 "stable_rank": sum(s * s for s in spectrum) / spectrum[0] ** 2,
             }
             assert set(values) == set(MATRIX_STATISTICS)

@@ -126,6 +126,48 @@ def test_a_sample_with_a_nonfinite_value_is_left_out_of_the_whole_curve(cache):
     assert k.excluded_nonfinite == 0 and k.count == [3, 3]
 
 
+def test_per_run_sums_agree_with_a_scan_of_the_rows(cache):
+    run_id = run_id_for("agree")
+    cache.begin_run(
+        run_id,
+        model="m",
+        dataset="d",
+        response_type="t",
+        mode="base",
+        samples_total=9,
+        targets=targets(3),
+        settings={},
+        provenance={},
+    )
+    rng = random.Random(1)
+    for start in (0, 3, 6):
+        results = []
+        for index in range(start, start + 3):
+            overrides = {(1, "v"): {"sigma_max": math.nan}} if index == 4 else {}
+            result = make_result(index, 3, overrides=overrides)
+            for matrix in result.matrices:
+                matrix.values = {k: v * rng.uniform(0.5, 1.5) for k, v in matrix.values.items()}
+            results.append(result)
+        cache.write_batch(run_id, batch(results), make_samples(9))
+    everything = (0, 10**6)
+    for metric in ("sigma_max", "nuclear_norm", "effective_rank"):
+        summed = cache.curves([run_id], metric)
+        scanned = cache.curves([run_id], metric, response_tokens=everything)
+        for a, b in zip(summed, scanned, strict=True):
+            assert (a.projection, a.layers, a.count) == (b.projection, b.layers, b.count)
+            assert a.excluded_nonfinite == b.excluded_nonfinite
+            assert a.mean == pytest.approx(b.mean, rel=1e-12)
+            assert a.std == pytest.approx(b.std, rel=1e-9)
+    v = cache.curves([run_id], "sigma_max", projections=["v"])[0]
+    assert v.excluded_nonfinite == 1 and v.count == [8, 8, 8]
+    before = cache.curves([run_id], "sigma_max")
+    cache.rebuild_summaries()
+    after = cache.curves([run_id], "sigma_max")
+    for a, b in zip(before, after, strict=True):
+        assert a.mean == pytest.approx(b.mean, rel=1e-12) and a.count == b.count
+        assert a.excluded_nonfinite == b.excluded_nonfinite
+
+
 def test_length_control_restricts_samples_by_response_tokens(cache):
     run_id = fill_run(cache, "len", 10, layers=2, response_tokens=lambda i: 10 * i)
     [q] = cache.curves([run_id], "nuclear_norm", projections=["q"], response_tokens=(20, 50))
