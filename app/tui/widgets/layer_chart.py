@@ -11,6 +11,8 @@ import math
 from dataclasses import dataclass
 from typing import Literal
 
+from rich.text import Text
+
 from layerscope.app.tui.widgets.plotext_chart import PlotextChart
 
 BandMode = Literal["none", "band", "bars"]
@@ -45,6 +47,24 @@ _ANSI_CODES = {
 def rich_colour(plotext_colour: str) -> str:
     """The rich style colour of a plotext palette colour (for legends in tables)."""
     return f"color({_ANSI_CODES.get(plotext_colour, 7)})"
+
+
+def panel_grid(panels: int, width: int, height: int) -> tuple[int, int]:
+    """Rows and columns of panels that keep each panel most readable.
+
+    A panel is judged by its smaller side, with width counted at 2.5 characters per line of
+    height (terminal cells are tall): 4 panels become 2x2 on a tall terminal, 1x4 on a flat one.
+    """
+    best = (1, panels)
+    best_score = -1.0
+    for columns in range(1, panels + 1):
+        rows = math.ceil(panels / columns)
+        if (rows - 1) * columns >= panels:
+            continue
+        score = min(width / columns / 2.5, height / rows)
+        if score > best_score:
+            best, best_score = (rows, columns), score
+    return best
 
 
 @dataclass(frozen=True)
@@ -112,9 +132,8 @@ class LayerChart(PlotextChart):
         shown = [p for p in self.projections if any(s.projection == p for s in self.series)]
         if not shown:
             return
-        width = self.content_size.width or 80
-        columns = max(1, min(len(shown), width // 38))
-        rows = math.ceil(len(shown) / columns)
+        width, height = self.figure_size
+        rows, columns = panel_grid(len(shown), width, height)
         figure = self.plt
         figure.subplots(rows, columns)
         for position, projection in enumerate(shown):
@@ -124,7 +143,6 @@ class LayerChart(PlotextChart):
             if self.log_scale and not self.log_refused:
                 title += " (log)"
             panel.title(title)
-            first = position == 0
             layers = sorted(
                 {layer for s in self.series if s.projection == projection for layer in s.layers}
             )
@@ -135,7 +153,7 @@ class LayerChart(PlotextChart):
             for item in self.series:
                 if item.projection != projection:
                     continue
-                self._draw_series(panel, item, legend=first)
+                self._draw_series(panel, item)
 
     def _plot_loss(self) -> None:
         """Loss has no layers: one bar per run (mean loss), interval as error bars."""
@@ -153,7 +171,23 @@ class LayerChart(PlotextChart):
             finite = [c if math.isfinite(c) else 0.0 for c in intervals]
             figure.error(list(range(1, len(means) + 1)), means, yerr=finite, color="gray")
 
-    def _draw_series(self, panel: object, item: ChartSeries, legend: bool) -> None:
+    def header(self, width: int) -> Text | None:
+        """The legend: each run's name in its colour (and marker, without colour)."""
+        if not self.series:
+            return None
+        legend = Text(no_wrap=True, overflow="ellipsis")
+        seen: set[str] = set()
+        for item in self.series:
+            if item.label in seen:
+                continue
+            seen.add(item.label)
+            glyph = "━━" if item.marker == "braille" else item.marker * 2
+            legend.append(f" {glyph} ", style=rich_colour(item.colour))
+            legend.append(item.label)
+        legend.truncate(width, overflow="ellipsis")
+        return legend
+
+    def _draw_series(self, panel: object, item: ChartSeries) -> None:
         points = [
             (layer, mean, ci)
             for layer, mean, ci in zip(item.layers, item.mean, item.ci95, strict=False)
@@ -165,7 +199,6 @@ class LayerChart(PlotextChart):
         means = [p[1] for p in points]
         intervals = [p[2] if math.isfinite(p[2]) else 0.0 for p in points]
         use_log = self.log_scale and not self.log_refused
-        label = item.label if legend else None
         # The interval first, so that the mean curve is drawn on top of it.
         if self.band == "band" and any(intervals):
             upper = [m + c for m, c in zip(means, intervals, strict=True)]
@@ -176,6 +209,6 @@ class LayerChart(PlotextChart):
             panel.plot(layers, lower, color=item.colour, marker="·")  # type: ignore[attr-defined]
         elif self.band == "bars" and any(intervals):
             panel.error(layers, means, yerr=intervals, color=item.colour)  # type: ignore[attr-defined]
-        panel.plot(layers, means, color=item.colour, marker=item.marker, label=label)  # type: ignore[attr-defined]
+        panel.plot(layers, means, color=item.colour, marker=item.marker)  # type: ignore[attr-defined]
         if use_log:
             panel.yscale("log")  # type: ignore[attr-defined]

@@ -31,17 +31,27 @@ class PlotextChart(Widget):
         super().__init__(name=name, id=id, classes=classes, disabled=disabled)
         self._figure: Any = _figure_class()
         self._built: tuple[tuple[int, int], Text] | None = None
+        self._figure_dims = (80, 24)  # the figure's size while plot() runs
 
     @property
     def plt(self) -> Any:
         """The widget's own plotext figure."""
         return self._figure
 
+    @property
+    def figure_size(self) -> tuple[int, int]:
+        """Width and height (characters) of the figure being drawn, for layout in plot()."""
+        return self._figure_dims
+
     def plot(self) -> None:
         """Draw the widget's data onto `self.plt`; the default draws nothing."""
 
     def empty_message(self) -> str | None:
         """A line to show instead of a chart, or None when there is something to draw."""
+        return None
+
+    def header(self, width: int) -> Text | None:
+        """One line drawn above the figure (a legend, say), or None."""
         return None
 
     def replot(self) -> None:
@@ -64,14 +74,19 @@ class PlotextChart(Widget):
         return text
 
     def _build(self, width: int, height: int) -> Text:
+        header = self.header(width)
         self._figure.clear_figure()
-        self._figure.plot_size(width, height)
+        self._figure.plot_size(width, height - (1 if header is not None else 0))
+        self._figure_dims = (width, height - (1 if header is not None else 0))
         try:
             self.plot()
             ansi = self._figure.build()
         except Exception as error:  # plotext raises on degenerate input; never crash the UI
             return Text(f"(chart could not be drawn: {error})", style="italic")
-        return Text.from_ansi(ansi.rstrip("\n"), no_wrap=True, end="")
+        figure = Text.from_ansi(ansi.rstrip("\n"), no_wrap=True, end="")
+        if header is None:
+            return figure
+        return Text.assemble(header, "\n", figure, no_wrap=True, end="")
 
     def as_text(self, width: int | None = None, height: int | None = None) -> str:
         """The chart as plain text (for export), at the widget's size unless given."""

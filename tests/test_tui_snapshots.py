@@ -1,0 +1,141 @@
+"""Snapshot tests of the explorer's main screens at 100x32, over fixed synthetic runs.
+
+Everything on these screens is deterministic: run ids are hashes of fixed names, the numbers
+come from tui_synthetic's formulas, and no screen shown here carries a time or a duration.
+Update after a deliberate change with `pytest tests/test_tui_snapshots.py --snapshot-update`
+and look at the report before committing.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+
+from layerscope.app.tui.app import LayerscopeApp
+from layerscope.app.tui.widgets.runs_browser import RunsBrowser
+from tui_synthetic import fill_cache
+
+SIZE = (100, 32)
+
+
+@pytest.fixture
+def runs(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> dict[str, str]:
+    db = tmp_path / "results.duckdb"
+    monkeypatch.setenv("LAYERSCOPE_DB", str(db))
+    monkeypatch.setenv("LAYERSCOPE_STATE", str(tmp_path / "state.json"))
+    monkeypatch.setenv("HF_HUB_CACHE", str(tmp_path / "hf"))
+    monkeypatch.delenv("NO_COLOR", raising=False)
+    return fill_cache(db)
+
+
+async def settle(pilot) -> None:
+    for _ in range(3):
+        await pilot.app.workers.wait_for_complete()
+        await pilot.pause()
+    await pilot.wait_for_scheduled_animations()
+
+
+def go_to(*run_ids: str):
+    """run_before: mark these runs in the Runs tab, open the chart."""
+
+    async def before(pilot) -> None:
+        app = pilot.app
+        await settle(pilot)
+        await pilot.press("2")
+        await settle(pilot)
+        tree = app.query_one(RunsBrowser)
+        for run_id in run_ids:
+            line = next(
+                line
+                for line in range(tree.last_line + 1)
+                if (node := tree.get_node_at_line(line)) is not None and node.data == run_id
+            )
+            tree.cursor_line = line
+            await pilot.press("space")
+        await pilot.press("enter")
+        await settle(pilot)
+
+    return before
+
+
+def test_runs_browser(snap_compare, runs: dict[str, str]):
+    async def before(pilot) -> None:
+        await settle(pilot)
+        await pilot.press("2")
+        await settle(pilot)
+        await pilot.press("space")  # mark the first run
+
+    assert snap_compare(LayerscopeApp(poll_seconds=0), terminal_size=SIZE, run_before=before)
+
+
+def test_chart_fast_vs_slow_thinking(snap_compare, runs: dict[str, str]):
+    before = go_to(runs["none_cot"], runs["simplified_cot"], runs["detailed_cot"])
+    assert snap_compare(LayerscopeApp(poll_seconds=0), terminal_size=SIZE, run_before=before)
+
+
+def test_chart_correct_vs_irrelevant_one_projection_with_band(snap_compare, runs: dict[str, str]):
+    select = go_to(runs["none_cot"], runs["none_cot_irrelevant"])
+
+    async def before(pilot) -> None:
+        await select(pilot)
+        await pilot.press("q", "k", "v", "b")  # only o, with its 95% CI band
+        await settle(pilot)
+
+    assert snap_compare(LayerscopeApp(poll_seconds=0), terminal_size=SIZE, run_before=before)
+
+
+def test_samples_table_sorted_by_loss(snap_compare, runs: dict[str, str]):
+    select = go_to(runs["detailed_cot"])
+
+    async def before(pilot) -> None:
+        await select(pilot)
+        await pilot.press("5")
+        await settle(pilot)
+
+    assert snap_compare(LayerscopeApp(poll_seconds=0), terminal_size=SIZE, run_before=before)
+
+
+def test_sample_detail(snap_compare, runs: dict[str, str]):
+    select = go_to(runs["none_cot"])
+
+    async def before(pilot) -> None:
+        await select(pilot)
+        await pilot.press("5")
+        await settle(pilot)
+        await pilot.press("enter")
+        await settle(pilot)
+
+    assert snap_compare(LayerscopeApp(poll_seconds=0), terminal_size=SIZE, run_before=before)
+
+
+def test_cosine_heatmap(snap_compare, runs: dict[str, str]):
+    select = go_to(runs["none_cot"])
+
+    async def before(pilot) -> None:
+        await select(pilot)
+        await pilot.press("4")
+        await settle(pilot)
+        await pilot.press("down", "right", "right")
+
+    assert snap_compare(LayerscopeApp(poll_seconds=0), terminal_size=SIZE, run_before=before)
+
+
+def test_help_screen(snap_compare, runs: dict[str, str]):
+    async def before(pilot) -> None:
+        await settle(pilot)
+        await pilot.press("question_mark")
+        await settle(pilot)
+
+    assert snap_compare(LayerscopeApp(poll_seconds=0), terminal_size=SIZE, run_before=before)
+
+
+def test_chart_light_theme_at_80x24(snap_compare, runs: dict[str, str]):
+    select = go_to(runs["none_cot"], runs["detailed_cot"])
+
+    async def before(pilot) -> None:
+        await select(pilot)
+        await pilot.press("t")
+        await settle(pilot)
+
+    assert snap_compare(LayerscopeApp(poll_seconds=0), terminal_size=(80, 24), run_before=before)
