@@ -41,6 +41,28 @@ PAPER_SPLITS: dict[int, tuple[int, int, int]] = {
 ZERO_BASELINE = 1e-10
 TOP_LAYERS = 5
 
+# Short names users type (CLI --metric) -> statistic names in the cache.
+METRIC_ALIASES = {
+    "nuclear": "nuclear_norm",
+    "frobenius": "frobenius_norm",
+    "sigma1": "sigma1_ratio",
+    "ratio": "sigma1_ratio",
+    "erank": "effective_rank",
+    "srank": "stable_rank",
+}
+
+
+def resolve_metric(name: str) -> str:
+    """A statistic name (or ``loss``) from a name or alias; ValueError naming the choices."""
+    from layerscope.analysis.cache import METRICS
+
+    key = name.strip().lower().replace("-", "_")
+    key = METRIC_ALIASES.get(key, key)
+    if key not in METRICS:
+        choices = ", ".join([*METRIC_ALIASES, *METRICS])
+        raise ValueError(f"unknown metric {name!r}; choose one of {choices}")
+    return key
+
 
 def layer_splits(n_layers: int) -> tuple[range, range, range]:
     """The early, middle and late layer indices of a model with ``n_layers`` layers."""

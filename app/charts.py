@@ -1,0 +1,78 @@
+"""Layer-wise curves drawn as text with plotext, for the headless CLI (and anyone who wants a
+chart as a string).
+
+Why a string: ``layerscope show`` runs over SSH and in scripts; a chart that is just text can be
+printed, piped, logged or compared in a test. plotext keeps global figure state, so every call
+starts from a cleared figure; colours are kept only for a terminal.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Sequence
+from dataclasses import dataclass
+
+import plotext
+
+# plotext colour names, in legend order (distinct on dark and light terminals)
+COLORS = ("red", "green", "blue", "orange", "magenta", "cyan", "gray", "yellow")
+# Without colour, curves differ by their marker character instead.
+MARKERS = ("•", "+", "x", "o", "*", "#", "@", "%")
+
+
+@dataclass(frozen=True)
+class Series:
+    """One curve: a label and y values by layer (NaN values are left out of the line)."""
+
+    label: str
+    layers: Sequence[int]
+    values: Sequence[float]
+
+
+def render_curves(
+    series: Sequence[Series],
+    *,
+    title: str = "",
+    ylabel: str = "",
+    width: int = 80,
+    height: int = 18,
+    color: bool = False,
+) -> str:
+    """The curves overlaid in one chart, as text (ANSI colours only with ``color``)."""
+    plotext.clear_figure()
+    plotext.plotsize(max(width, 30), max(height, 8))
+    plotext.theme("clear" if not color else "pro")
+    drawn = 0
+    layers: set[int] = set()
+    for number, curve in enumerate(series):
+        points = [
+            (layer, value)
+            for layer, value in zip(curve.layers, curve.values, strict=False)
+            if value is not None and math.isfinite(value)
+        ]
+        if not points:
+            continue
+        xs, ys = zip(*points, strict=True)
+        plotext.plot(
+            list(xs),
+            list(ys),
+            label=curve.label,
+            marker="braille" if color else MARKERS[number % len(MARKERS)],
+            color=COLORS[number % len(COLORS)],
+        )
+        drawn += 1
+        layers.update(xs)
+    if title:
+        plotext.title(title)
+    plotext.xlabel("layer")
+    if layers:
+        first, last = min(layers), max(layers)
+        step = max(1, (last - first) // 10)
+        plotext.xticks(list(range(first, last + 1, step)))
+    if ylabel:
+        plotext.ylabel(ylabel)
+    if drawn == 0:
+        return f"{title}: no finite values to plot" if title else "no finite values to plot"
+    text = plotext.build()
+    plotext.clear_figure()
+    return text if color else plotext.uncolorize(text)
