@@ -11,10 +11,11 @@ from __future__ import annotations
 from pathlib import Path
 
 import pytest
+from textual.worker import WorkerCancelled
+from tui_synthetic import fill_cache
 
 from layerscope.app.tui.app import LayerscopeApp
 from layerscope.app.tui.widgets.runs_browser import RunsBrowser
-from tui_synthetic import fill_cache
 
 SIZE = (100, 32)
 
@@ -31,7 +32,10 @@ def runs(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> dict[str, str]:
 
 async def settle(pilot) -> None:
     for _ in range(3):
-        await pilot.app.workers.wait_for_complete()
+        try:
+            await pilot.app.workers.wait_for_complete()
+        except WorkerCancelled:
+            continue
         await pilot.pause()
     await pilot.wait_for_scheduled_animations()
 

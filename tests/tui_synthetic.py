@@ -65,7 +65,7 @@ def _statistics(scale: float, layer: int, projection: str, sample: int) -> dict[
     return values
 
 
-def _sample_text(response_type: str, index: int) -> Sample:
+def sample_text(response_type: str, index: int) -> Sample:
     a, b = 3 + index, 4 + 2 * index
     instruction = f"Tom has {a} apples and buys {b} more. How many apples does he have now?"
     if response_type.startswith("none_cot"):
@@ -82,7 +82,7 @@ def _sample_text(response_type: str, index: int) -> Sample:
     return Sample(index=index, instruction=instruction, output=output)
 
 
-def add_run(
+def begin(
     db_path: Path,
     response_type: str,
     *,
@@ -90,18 +90,15 @@ def add_run(
     dataset: str = "math",
     mode: str = "base",
     samples: int = SAMPLES,
-    stored: int | None = None,
-    status: str = "complete",
 ) -> str:
-    """Write one run; `stored` < `samples` leaves it partial with the given status."""
-    cache = ResultsCache(db_path)
+    """Create (or reopen) a run and mark it running; returns its id."""
     run_id = run_id_for(model, dataset, response_type, mode)
     targets = [
         TargetInfo(layer, p, f"model.layers.{layer}.self_attn.{p}_proj", 64, 64)
         for layer in range(LAYERS)
         for p in ATTENTION_PROJECTIONS
     ]
-    cache.begin_run(
+    ResultsCache(db_path).begin_run(
         run_id,
         model=model,
         dataset=dataset,
@@ -112,17 +109,19 @@ def add_run(
         settings={**SETTINGS, "mode": mode},
         provenance={"source": "synthetic test data"},
     )
+    return run_id
+
+
+def batch(response_type: str, indices: list[int], total: int, mode: str = "base") -> BatchResult:
+    """Synthetic results for these sample indices (sample 5 is always skipped)."""
     scale = TYPE_SCALE.get(response_type, 2.0) * (0.8 if mode == "instruct" else 1.0)
-    count = samples if stored is None else stored
     results = []
-    texts = {}
     skipped = []
-    for index in range(count):
+    for index in indices:
         if index == 5:
             skipped.append(SkippedSample(index, "no response tokens left after truncation"))
             continue
-        text = _sample_text(response_type, index)
-        texts[index] = text
+        text = sample_text(response_type, index)
         matrices = [
             MatrixStatistics(layer, p, _statistics(scale, layer, p, index))
             for layer in range(LAYERS)
@@ -148,9 +147,38 @@ def add_run(
                 layer_cosines=cosines,
             )
         )
-    cache.write_batch(run_id, BatchResult(results, skipped, count, samples), texts)
+    return BatchResult(results, skipped, len(indices), total)
+
+
+def write(
+    db_path: Path,
+    run_id: str,
+    response_type: str,
+    indices: list[int],
+    total: int,
+    mode: str = "base",
+) -> None:
+    texts = {index: sample_text(response_type, index) for index in indices}
+    ResultsCache(db_path).write_batch(run_id, batch(response_type, indices, total, mode), texts)
+
+
+def add_run(
+    db_path: Path,
+    response_type: str,
+    *,
+    model: str = "tiny",
+    dataset: str = "math",
+    mode: str = "base",
+    samples: int = SAMPLES,
+    stored: int | None = None,
+    status: str = "complete",
+) -> str:
+    """Write one run; `stored` < `samples` leaves it partial with the given status."""
+    run_id = begin(db_path, response_type, model=model, dataset=dataset, mode=mode, samples=samples)
+    count = samples if stored is None else stored
+    write(db_path, run_id, response_type, list(range(count)), samples, mode)
     if status != "running":
-        cache.finish_run(run_id, status)
+        ResultsCache(db_path).finish_run(run_id, status)
     return run_id
 
 

@@ -27,6 +27,7 @@ from typing import Any, ClassVar
 from textual import work
 from textual.app import App, ComposeResult, SystemCommand
 from textual.binding import Binding, BindingType
+from textual.css.query import NoMatches
 from textual.screen import Screen
 from textual.widgets import Button, Footer, TabbedContent, TabPane
 from textual.worker import Worker, WorkerState
@@ -245,7 +246,7 @@ class LayerscopeApp(App[None]):
         self._plan_timer = None
         try:
             request = self._request_from_picks(require_types=False)
-        except ValueError:
+        except (ValueError, NoMatches):  # picks incomplete, or the app is closing
             return
         self._plan_token += 1
         self._plan(self._plan_token, request)

@@ -215,8 +215,14 @@ class ComparePane(Vertical):
 
         try:
             with ResultsCache(db_path) as cache:
+                # Runs of a request that have not started yet are not in the cache: skip them.
+                stored = {run.id for run in cache.runs()}
+                present = [run_id for run_id in run_ids if run_id in stored]
+                if not present:
+                    self.post_message(ChartLoaded(token, []))
+                    return
                 comparison = compare_runs(
-                    cache, run_ids, metric, projections, response_tokens=length_range
+                    cache, present, metric, projections, response_tokens=length_range
                 )
         except (CacheError, ValueError, OSError) as error:
             self.post_message(ChartLoaded(token, [], error=str(error)))

@@ -112,14 +112,10 @@ class ModelPicker(Vertical):
             options.add_option(Option(prompt, id=f"model-{position}"))
         specs = [spec for spec, _ in entries]
         if self.spec in specs:
-            options.highlighted = specs.index(self.spec)
+            options.highlighted = specs.index(self.spec)  # checks it (OptionHighlighted)
         else:
             # Preselected path that is not in the list: show it in the path field.
             self.query_one("#model-path", Input).value = self.spec
-            options.highlighted = None
-            self._check(self.spec)
-        if options.highlighted is not None:
-            self._check(self.spec)
 
     @on(OptionList.OptionHighlighted, "#model-list")
     def _highlighted(self, event: OptionList.OptionHighlighted) -> None:

@@ -1,0 +1,346 @@
+"""How the explorer drives a computation: progress, live charts, cancel and resume, errors.
+
+The runner is replaced by a scripted one (same contract: `plan`, `execute` yielding RunProgress,
+honouring the cancel Event) that writes synthetic batches through the real cache, and waits on
+a gate between batches so that a test can act mid-run deterministically, without sleeping.
+The real tiny model goes through the same code in test_tui_flow.py.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import sys
+import threading
+import types
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import pytest
+from textual.widgets import TabbedContent
+from textual.worker import WorkerCancelled
+from tui_synthetic import begin, run_id_for, write
+
+from layerscope.analysis.cache import ResultsCache
+from layerscope.analysis.records import ComputeSettings
+from layerscope.app.tui.app import LayerscopeApp
+from layerscope.app.tui.widgets.comparison_table import ComparisonTable
+from layerscope.app.tui.widgets.layer_chart import LayerChart
+from layerscope.app.tui.widgets.log_panel import LogPanel
+from layerscope.app.tui.widgets.progress_row import ProgressRow
+from layerscope.app.tui.widgets.run_progress import RunProgressPanel
+
+SIZE = (100, 32)
+BATCH = 4
+TOTAL = 12
+
+
+@dataclass
+class Request:
+    model: str
+    dataset: Any
+    types: list[str] | None
+    settings: ComputeSettings
+    limit: int | None = None
+    sample_seed: int | None = None
+    dtype: str = "auto"
+    device: str = "auto"
+    trust_remote_code: bool = False
+
+
+@dataclass
+class Progress:
+    run_id: str
+    dataset: str
+    response_type: str
+    done: int
+    total: int
+    samples_per_second: float
+    eta_seconds: float | None
+    mean_loss: float | None
+    status: str
+    message: str = ""
+
+
+@dataclass
+class Planned:
+    run_id: str
+    dataset: str
+    response_type: str
+    total: int
+    cached: int
+
+
+@dataclass
+class Script:
+    """What the scripted runner does; the test opens `gate` once per batch it allows."""
+
+    gate: threading.Semaphore = field(default_factory=lambda: threading.Semaphore(0))
+    fail_after: int | None = None  # raise after this many batches
+    failure: Exception = field(default_factory=lambda: RuntimeError("CUDA out of memory."))
+    requests: list[Any] = field(default_factory=list)
+    batches_written: int = 0
+
+
+def scripted_runner(script: Script) -> types.ModuleType:
+    module = types.ModuleType("layerscope.analysis.runner")
+
+    def plan(request: Request, db_path: Path | None = None) -> list[Planned]:
+        cache = ResultsCache(db_path)
+        planned = []
+        for response_type in request.types or []:
+            run_id = run_id_for(request.model, "math", response_type, request.settings.mode)
+            planned.append(
+                Planned(run_id, "math", response_type, TOTAL, len(cache.done_indices(run_id)))
+            )
+        return planned
+
+    def execute(request: Request, db_path: Path | None = None, cancel=None):
+        script.requests.append(request)
+        cache = ResultsCache(db_path)
+        for response_type in request.types or []:
+            run_id = begin(
+                db_path,
+                response_type,
+                model=request.model,
+                samples=TOTAL,
+                mode=request.settings.mode,
+            )
+            missing = [i for i in range(TOTAL) if i not in cache.done_indices(run_id)]
+            done = TOTAL - len(missing)
+            for start in range(0, len(missing), BATCH):
+                if cancel is not None and cancel.is_set():
+                    cache.finish_run(run_id, "cancelled")
+                    yield Progress(
+                        run_id, "math", response_type, done, TOTAL, 0, None, None, "cancelled"
+                    )
+                    return
+                if not script.gate.acquire(timeout=60):
+                    return  # the test ended without opening the gate
+                if script.fail_after is not None and script.batches_written >= script.fail_after:
+                    cache.finish_run(run_id, "failed", str(script.failure))
+                    raise script.failure
+                indices = missing[start : start + BATCH]
+                write(db_path, run_id, response_type, indices, TOTAL, request.settings.mode)
+                script.batches_written += 1
+                done += len(indices)
+                yield Progress(
+                    run_id,
+                    "math",
+                    response_type,
+                    done,
+                    TOTAL,
+                    8.0,
+                    (TOTAL - done) / 8,
+                    1.5,
+                    "running",
+                )
+            cache.finish_run(run_id, "complete")
+            yield Progress(run_id, "math", response_type, TOTAL, TOTAL, 8.0, 0, 1.5, "complete")
+
+    module.RunRequest = Request  # type: ignore[attr-defined]
+    module.RunProgress = Progress  # type: ignore[attr-defined]
+    module.PlannedRun = Planned  # type: ignore[attr-defined]
+    module.plan = plan  # type: ignore[attr-defined]
+    module.execute = execute  # type: ignore[attr-defined]
+    return module
+
+
+@pytest.fixture
+def model(tmp_path: Path) -> str:
+    """A model folder whose files say: a 6-layer causal LM with a chat template."""
+    folder = tmp_path / "model"
+    folder.mkdir()
+    config = {"architectures": ["LlamaForCausalLM"], "model_type": "llama", "num_hidden_layers": 6}
+    (folder / "config.json").write_text(json.dumps(config))
+    (folder / "tokenizer_config.json").write_text(json.dumps({"chat_template": "{{ messages }}"}))
+    return str(folder)
+
+
+@pytest.fixture
+def script(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Script:
+    monkeypatch.setenv("LAYERSCOPE_DB", str(tmp_path / "results.duckdb"))
+    monkeypatch.setenv("LAYERSCOPE_STATE", str(tmp_path / "state.json"))
+    monkeypatch.setenv("HF_HUB_CACHE", str(tmp_path / "hf"))
+    script = Script()
+    monkeypatch.setitem(sys.modules, "layerscope.analysis.runner", scripted_runner(script))
+    return script
+
+
+async def settle(app: LayerscopeApp, pilot, *, keep_compute: bool = False) -> None:
+    """Wait for the UI's short workers (not a compute worker that waits on the gate)."""
+    for _ in range(3):
+        workers = [w for w in app.workers if not (keep_compute and w.group == "compute")]
+        for worker in workers:
+            with contextlib.suppress(WorkerCancelled):
+                await worker.wait()
+        await pilot.pause()
+
+
+async def until(app: LayerscopeApp, pilot, condition, what: str) -> None:
+    """Process messages until `condition()` holds (bounded, no sleeping)."""
+    for _ in range(400):
+        if condition():
+            return
+        await pilot.pause()
+        await settle(app, pilot, keep_compute=True)
+    raise AssertionError(f"timed out waiting for {what}")
+
+
+async def start(app: LayerscopeApp, pilot, types_wanted: list[str]) -> None:
+    """On the Setup tab, check exactly these response types and press r."""
+    await settle(app, pilot)
+    picker = app.query_one("#type-list")
+    picker.deselect_all()
+    for response_type in types_wanted:
+        picker.select(response_type)
+    await pilot.pause()
+    await pilot.press("r")
+    await pilot.pause()
+
+
+def progress_rows(app: LayerscopeApp) -> dict[str, str]:
+    panel = app.query_one(RunProgressPanel)
+    return {
+        row.title: str(row.query_one(".progress-details").render()) for row in panel.rows.values()
+    }
+
+
+async def test_a_run_shows_progress_and_updates_the_chart_live(script: Script, model: str):
+    app = LayerscopeApp(model=model, poll_seconds=0)
+    async with app.run_test(size=SIZE) as pilot:
+        await start(app, pilot, ["none_cot", "detailed_cot"])
+        assert app.query_one(TabbedContent).active == "chart"
+        script.gate.release()  # first batch of none_cot
+        await until(app, pilot, lambda: "math/none_cot" in progress_rows(app), "progress")
+        assert progress_rows(app)["math/none_cot"].startswith("4/12 · 8.0/s · ETA 1s")
+        # The chart already shows the first batch, while the run goes on.
+        chart = app.query_one(LayerChart)
+        await until(app, pilot, lambda: chart.series, "a live curve")
+        assert {s.label for s in chart.series} == {"none_cot"}
+        # Keys are answered while the worker waits mid-run.
+        await pilot.press("s")
+        await until(app, pilot, lambda: chart.metric == "sigma1_ratio" and chart.series, "redraw")
+        for _ in range(10):
+            script.gate.release()
+        await app.workers.wait_for_complete()
+        await settle(app, pilot)
+        rows = progress_rows(app)
+        assert rows["math/none_cot"].endswith("done") and rows["math/detailed_cot"].endswith("done")
+        assert {s.label for s in chart.series} == {"none_cot", "detailed_cot"}
+        assert app.query_one(ComparisonTable).row_count == 8
+        statuses = {run.response_type: run.status for run in app.runs_by_id.values()}
+        assert statuses == {"none_cot": "complete", "detailed_cot": "complete"}
+
+
+async def test_cancel_keeps_finished_samples_and_running_again_resumes(script: Script, model: str):
+    app = LayerscopeApp(model=model, poll_seconds=0)
+    async with app.run_test(size=SIZE) as pilot:
+        await start(app, pilot, ["simplified_cot"])
+        script.gate.release()
+        await until(app, pilot, lambda: progress_rows(app), "first batch")
+        await pilot.press("c")
+        script.gate.release()  # let the worker reach its next cancel check
+        await app.workers.wait_for_complete()
+        await settle(app, pilot)
+        run = next(iter(app.runs_by_id.values()))
+        assert run.status == "cancelled"
+        kept = run.samples_done + run.samples_skipped
+        assert 4 <= kept < TOTAL
+        assert "cancelled" in progress_rows(app)["math/simplified_cot"]
+        log = "\n".join(app.query_one(LogPanel).lines_recorded)
+        assert "cancelled" in log
+        # Setup shows the run as partial; r resumes and computes only the missing samples.
+        await pilot.press("1")
+        await settle(app, pilot)
+        prompt = str(app.query_one("#type-list").get_option("type-simplified_cot").prompt)
+        assert f"partial {kept}/{TOTAL}" in prompt
+        written_before = script.batches_written
+        for _ in range(10):
+            script.gate.release()
+        await pilot.press("r")
+        await app.workers.wait_for_complete()
+        await settle(app, pilot)
+        run = next(iter(app.runs_by_id.values()))
+        assert run.status == "complete" and run.samples_done + run.samples_skipped == TOTAL
+        assert script.batches_written - written_before == -(-(TOTAL - kept) // BATCH)
+        await pilot.press("1")
+        await settle(app, pilot)
+        prompt = str(app.query_one("#type-list").get_option("type-simplified_cot").prompt)
+        assert "cached" in prompt and "partial" not in prompt
+
+
+async def test_a_failing_run_is_reported_and_the_app_keeps_working(script: Script, model: str):
+    script.fail_after = 1
+    app = LayerscopeApp(model=model, poll_seconds=0)
+    async with app.run_test(size=SIZE) as pilot:
+        await start(app, pilot, ["none_cot"])
+        script.gate.release()
+        script.gate.release()
+        await app.workers.wait_for_complete()
+        await settle(app, pilot)
+        log = "\n".join(app.query_one(LogPanel).lines_recorded)
+        assert "Run failed: CUDA out of memory." in log
+        assert any("CUDA out of memory." in str(n.message) for n in app._notifications)
+        run = next(iter(app.runs_by_id.values()))
+        assert run.status == "failed" and run.samples_done == 4
+        # Still alive and usable: browse, and start again.
+        await pilot.press("2")
+        await settle(app, pilot)
+        assert app.query_one(TabbedContent).active == "runs"
+        assert not app._active
+
+
+async def test_nothing_runs_without_a_checked_type_and_the_reason_is_shown(
+    script: Script, model: str
+):
+    app = LayerscopeApp(model=model, poll_seconds=0)
+    async with app.run_test(size=SIZE) as pilot:
+        await start(app, pilot, [])
+        assert not script.requests
+        assert app.query_one(TabbedContent).active == "setup"
+        log = "\n".join(app.query_one(LogPanel).lines_recorded)
+        assert "check at least one response type" in log
+
+
+async def test_the_request_carries_the_settings_and_is_remembered(
+    script: Script, model: str, tmp_path: Path
+):
+    app = LayerscopeApp(model=model, poll_seconds=0)
+    async with app.run_test(size=SIZE) as pilot:
+        await settle(app, pilot)
+        app.query_one("#setting-samples").value = "6"
+        app.query_one("#setting-seed").value = "7"
+        app.query_one("#setting-max-length").value = "256"
+        app.query_one("#setting-batch").value = "2"
+        for _ in range(10):
+            script.gate.release()
+        await start(app, pilot, ["detailed_cot"])
+        await app.workers.wait_for_complete()
+        await settle(app, pilot)
+    request = script.requests[0]
+    assert request.model == model and request.types == ["detailed_cot"]
+    assert Path(request.dataset).name == "math"
+    assert (request.limit, request.sample_seed) == (6, 7)
+    assert request.settings.max_length == 256 and request.settings.batch_size == 2
+    # The next start preselects what was used.
+    again = LayerscopeApp(poll_seconds=0)
+    async with again.run_test(size=SIZE) as pilot:
+        await settle(again, pilot)
+        assert again.query_one("#type-list").selected == ["detailed_cot"]
+        assert again.query_one("#setting-samples").value == "6"
+        assert again.query_one("#setting-max-length").value == "256"
+    assert (tmp_path / "state.json").is_file()
+
+
+def test_progress_details_read_at_a_glance():
+    from layerscope.app.tui.widgets.progress_row import format_duration, progress_details
+
+    running = Progress("x", "math", "none_cot", 12, 40, 3.14, 9.2, 2.3456, "running")
+    assert progress_details(running) == "12/40 · 3.1/s · ETA 9s · loss 2.346"
+    assert format_duration(185) == "3m05s" and format_duration(7300) == "2h01m"
+    assert format_duration(None) == "?"
+    done = Progress("x", "math", "none_cot", 40, 40, 3.0, 0, 2.0, "complete")
+    assert progress_details(done).endswith("· done")
+    assert isinstance(ProgressRow("t"), ProgressRow)
