@@ -63,7 +63,8 @@ def render_curves(
         drawn += 1
         layers.update(xs)
     if title:
-        plotext.title(title)
+        room = max(width, 30) - 2
+        plotext.title(title if len(title) <= room else title[: room - 1] + "…")
     plotext.xlabel("layer")
     if layers:
         first, last = min(layers), max(layers)

@@ -283,6 +283,24 @@ def _settings(args: argparse.Namespace) -> ComputeSettings:
     )
 
 
+def _quiet_loading(quiet: bool) -> None:
+    """--quiet also silences the loader's own progress bar ("Loading weights")."""
+    if not quiet:
+        return
+    os.environ["HF_HUB_DISABLE_PROGRESS_BARS"] = "1"  # read when transformers is imported
+    if "transformers" in sys.modules:
+        from transformers.utils import logging as transformers_logging
+
+        transformers_logging.disable_progress_bar()
+
+
+def _metric(name: str) -> str:
+    try:
+        return resolve_metric(name)
+    except ValueError as error:
+        raise UsageError(f"--metric: {error}") from None
+
+
 def _check_instruct(model: str, mode: str) -> None:
     if mode != "instruct":
         return
@@ -374,7 +392,7 @@ def _execute(request: Any, db: str | None, quiet: bool) -> tuple[list[Any], bool
 def cmd_compute(args: argparse.Namespace) -> int:
     from layerscope.analysis.runner import RunRequest
 
-    os.environ.setdefault("HF_HUB_DISABLE_PROGRESS_BARS", "1")  # ours are enough
+    _quiet_loading(args.quiet)
     _check_instruct(args.model, args.mode)
     if args.sample_seed is not None and args.limit is None:
         raise UsageError("--sample-seed needs --limit")
@@ -627,6 +645,22 @@ def _print_loss(comparison: Comparison, labels: dict[str, str]) -> None:
     _console().print(table)
 
 
+def _no_samples(
+    cache: ResultsCache, infos: Sequence[RunInfo], tokens: tuple[int, int] | None
+) -> str:
+    """Why there is nothing to show, in one line."""
+    names = ", ".join(i.short_id for i in infos)
+    if tokens:
+        return f"no samples with {tokens[0]}-{tokens[1]} response tokens in run(s) {names}"
+    skipped = [i for i in infos if i.samples_skipped or i.samples_failed]
+    if skipped:
+        first = cache.skipped(skipped[0].id)
+        reason = f": {first[0].reason}" if first else ""
+        total = sum(i.samples_skipped + i.samples_failed for i in infos)
+        return f"no measured samples in run(s) {names}; {total} were skipped or failed{reason}"
+    return f"no measured samples in run(s) {names}"
+
+
 def _report(
     cache: ResultsCache,
     infos: Sequence[RunInfo],
@@ -634,7 +668,7 @@ def _report(
     pairs: Sequence[tuple[str, str]],
     title: str,
 ) -> int:
-    metric = resolve_metric(args.metric)
+    metric = _metric(args.metric)
     projections = _projections(args.proj)
     tokens = getattr(args, "tokens", None)
     comparison = compare_runs(cache, [i.id for i in infos], metric, projections, tokens)
@@ -645,8 +679,7 @@ def _report(
         print(json.dumps(record, indent=2, default=str))
         return 0
     if not comparison.curves:
-        where = f" with {tokens[0]}-{tokens[1]} response tokens" if tokens else ""
-        raise CacheError(f"no samples{where} in run(s) {', '.join(i.short_id for i in infos)}")
+        raise CacheError(_no_samples(cache, infos, tokens))
     console = _console()
     if metric == "loss":
         _print_loss(comparison, labels)
@@ -662,19 +695,20 @@ def _report(
 
 
 def cmd_show(args: argparse.Namespace) -> int:
+    metric = _metric(args.metric)  # usage errors before the cache is opened
+    _projections(args.proj)
     cache = ResultsCache(_db(args))
     infos = [cache.run(run) for run in args.runs]
-    resolve_metric(args.metric)  # a usage error before any output
     first = infos[0].id
     pairs = [(first, info.id) for info in infos[1:]]
-    return _report(cache, infos, args, pairs, resolve_metric(args.metric))
+    return _report(cache, infos, args, pairs, metric)
 
 
 def cmd_check(args: argparse.Namespace) -> int:
     from layerscope.analysis.runner import RunRequest, resolve_sources
 
-    os.environ.setdefault("HF_HUB_DISABLE_PROGRESS_BARS", "1")
-    resolve_metric(args.metric)
+    _quiet_loading(args.quiet)
+    _metric(args.metric)
     _projections(args.proj)
     _check_instruct(args.model, args.mode)
     request = RunRequest(
@@ -711,7 +745,9 @@ def cmd_check(args: argparse.Namespace) -> int:
     ]
     if not args.proj:
         args.proj = ",".join(p for p in ATTENTION_PROJECTIONS if p in infos[0].projections)
-    title = f"{resolve_metric(args.metric)} by layer, {infos[0].model}, {args.limit} samples/type"
+    from layerscope.app.tui.labels import short_model
+
+    title = f"{_metric(args.metric)} by layer, {short_model(infos[0].model)}, ≤{args.limit}/type"
     return _report(cache, infos, args, pairs, title)
 
 
@@ -743,7 +779,7 @@ def cmd_import(args: argparse.Namespace) -> int:
 
     cache = ResultsCache(_db(args))
     columns = (TextColumn(f"importing {args.file.name}"), BarColumn(), MofNCompleteColumn())
-    with Progress(*columns, console=_console(stderr=True)) as progress:
+    with Progress(*columns, console=_console(stderr=True), transient=True) as progress:
         task = progress.add_task("import", total=None)
 
         def advance(done: int, total: int) -> None:

@@ -1,0 +1,285 @@
+"""The command line as a user runs it: every command, its output, and its error paths (one
+line on stderr, a non-zero exit status, never a traceback)."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+import textwrap
+
+import duckdb
+import pytest
+from test_runner import model_folder, write_dataset  # noqa: F401 (fixture)
+
+from layerscope.app import cli
+
+
+def run(capsys, *argv):
+    status = cli.main([str(a) for a in argv])
+    out, err = capsys.readouterr()
+    return status, out, err
+
+
+def assert_one_line_error(status, err, expected_status, *fragments):
+    assert status == expected_status
+    lines = err.strip().splitlines()
+    assert len(lines) == 1, err
+    assert lines[0].startswith("layerscope: error: ")
+    assert "Traceback" not in err
+    for fragment in fragments:
+        assert fragment in lines[0], lines[0]
+
+
+@pytest.fixture(scope="module")
+def computed(tmp_path_factory, model_folder):  # noqa: F811
+    """A cache with two runs (correct and irrelevant none_cot) of a small paper-layout set."""
+    root = tmp_path_factory.mktemp("cli")
+    write_dataset(root / "toy", 5, "toy_no_cot")
+    write_dataset(root / "toy_wrong_answer_shuffle", 5, "toy_no_cot")
+    db = root / "c.duckdb"
+    status = cli.main(
+        ["compute", "--model", str(model_folder), "--dataset", str(root / "toy"),
+         "--batch-size", "2", "--max-length", "64", "--db", str(db), "--quiet"]
+    )  # fmt: skip
+    assert status == 0
+    return db
+
+
+def test_compute_prints_run_ids_and_runs_lists_them(capsys, computed, model_folder):  # noqa: F811
+    status, out, err = run(capsys, "runs", "--json", "--db", computed)
+    assert status == 0
+    runs = json.loads(out)
+    assert [r["type"] for r in runs] == ["none_cot", "none_cot_irrelevant"]
+    for record in runs:
+        for key in ("id", "model", "dataset", "type", "status", "samples"):
+            assert key in record
+        assert (record["dataset"], record["status"], record["samples"]) == ("toy", "complete", 5)
+    # computing again prints the same ids and computes nothing
+    status, out, err = run(
+        capsys, "compute", "--model", model_folder, "--dataset", computed.parent / "toy",
+        "--batch-size", "2", "--max-length", "64", "--db", computed, "--quiet",
+    )  # fmt: skip
+    assert status == 0
+    assert out.split() == [r["id"] for r in runs]
+    assert "cached" in err
+    status, out, _ = run(capsys, "--db", computed, "runs")  # --db before the command
+    assert status == 0 and "none_cot_irrelevant" in out and "5/5" in out
+
+
+def test_show_draws_curves_and_tables(capsys, computed):
+    ids = [r.id for r in cli.ResultsCache(computed).runs()]
+    status, out, err = run(
+        capsys, "show", ids[0][:10], ids[1][:10], "--proj", "q,o", "--db", computed, "--width", "70"
+    )
+    assert status == 0, err
+    assert "nuclear_norm · q" in out and "nuclear_norm · o" in out
+    assert "MAD of nuclear_norm" in out and "relative difference" in out
+    assert "none_cot_irrelevant" in out
+    status, out, err = run(
+        capsys, "show", ids[0], "--metric", "sigma1_ratio", "--json", "--db", computed
+    )
+    record = json.loads(out)
+    assert record["metric"] == "sigma1_ratio"
+    assert [c["projection"] for c in record["curves"]] == ["q", "k", "v", "o"]
+    assert record["curves"][0]["count"] == [5, 5, 5]
+    assert set(record["mad"][0]) == {"run_id", "projection", "all", "early", "middle", "late"}
+    status, out, _ = run(capsys, "show", ids[0], "--metric", "loss", "--db", computed)
+    assert status == 0 and "loss over samples" in out
+    status, out, _ = run(capsys, "show", ids[0], "--tokens", "0-5", "--db", computed)
+    assert status == 1
+
+
+def test_export_and_import_round_trip(capsys, computed, tmp_path):
+    run_id = cli.ResultsCache(computed).runs()[0].id
+    db = tmp_path / "copy.duckdb"
+    db.write_bytes(computed.read_bytes())
+    for fmt, name in (("parquet", "s.parquet"), ("csv", "s.csv"), ("paper-jsonl", "s.jsonl")):
+        status, _, err = run(
+            capsys, "export", run_id[:8], "--format", fmt, "--output", tmp_path / name, "--db", db
+        )
+        assert status == 0, err
+        assert f"to {tmp_path / name}" in err
+    assert duckdb.sql(f"SELECT count(*) FROM '{tmp_path / 's.parquet'}'").fetchall() == [(60,)]
+    status, out, err = run(
+        capsys, "import", tmp_path / "s.jsonl", "--model", "paper-model", "--dataset", "toy",
+        "--type", "none_cot", "--db", db,
+    )  # fmt: skip
+    assert status == 0, err
+    imported = out.strip()
+    status, out, _ = run(capsys, "show", run_id, imported, "--json", "--db", db)
+    record = json.loads(out)
+    [a, b] = [c["mean"] for c in record["curves"] if c["projection"] == "k"]
+    assert a == pytest.approx(b, rel=1e-12)
+    assert all(row["value"] == pytest.approx(0, abs=1e-9) for row in record["relative_differences"])
+
+
+def test_describe_lists_targets(capsys, model_folder):  # noqa: F811
+    status, out, _ = run(capsys, "describe", "--model", model_folder, "--json")
+    assert status == 0
+    targets = json.loads(out)
+    assert len(targets) == 12
+    assert targets[0] == {
+        "layer": 0,
+        "projection": "q",
+        "parameter": "model.layers.0.self_attn.q_proj.weight",
+        "rows": 32,
+        "cols": 32,
+    }
+    status, out, _ = run(capsys, "describe", "--model", model_folder, "--modules", "mlp")
+    assert status == 0 and "model.layers.2.mlp.down_proj.weight" in out
+
+
+def test_check_profiles_a_model(capsys, tmp_path, model_folder):  # noqa: F811
+    status, out, err = run(
+        capsys, "check", model_folder, "--limit", "2", "--proj", "q", "--max-length", "512",
+        "--db", tmp_path / "c.duckdb", "--quiet", "--width", "70",
+    )  # fmt: skip
+    assert status == 0, err
+    assert "nuclear_norm by layer" in out
+    for label in ("none_cot", "detailed_cot", "none_cot_irrelevant", "detailed_cot_irrelevant"):
+        assert label in out
+    assert "relative difference" in out
+    status, out, err = run(
+        capsys, "check", model_folder, "--limit", "2", "--json", "--max-length", "512",
+        "--db", tmp_path / "c.duckdb", "--quiet",
+    )  # fmt: skip
+    pairs = {(r["a_label"], r["b_label"]) for r in json.loads(out)["relative_differences"]}
+    assert pairs == {
+        ("none_cot", "detailed_cot"),
+        ("none_cot", "none_cot_irrelevant"),
+        ("detailed_cot", "detailed_cot_irrelevant"),
+    }
+
+
+# ---- errors ---------------------------------------------------------------------------------
+
+
+def test_missing_model(capsys, tmp_path):
+    data = write_dataset(tmp_path / "d", 2)
+    status, _, err = run(
+        capsys, "compute", "--model", tmp_path / "no-model", "--dataset", data,
+        "--db", tmp_path / "c.duckdb",
+    )  # fmt: skip
+    assert_one_line_error(status, err, 1, "no-model")
+    status, _, err = run(capsys, "describe", "--model", tmp_path / "no-model")
+    assert_one_line_error(status, err, 1, "no-model")
+
+
+def test_malformed_data_line(capsys, tmp_path, model_folder):  # noqa: F811
+    data = tmp_path / "bad.jsonl"
+    data.write_text('{"instruction": "a", "output": "b"}\n{"instruction": "a", "output": \n')
+    status, _, err = run(
+        capsys, "compute", "--model", model_folder, "--dataset", data, "--db", tmp_path / "c.duckdb"
+    )
+    assert_one_line_error(status, err, 1, f"{data}:2")
+
+
+def test_empty_dataset(capsys, tmp_path, model_folder):  # noqa: F811
+    data = tmp_path / "empty.json"
+    data.write_text("[]")
+    status, _, err = run(
+        capsys, "compute", "--model", model_folder, "--dataset", data, "--db", tmp_path / "c.duckdb"
+    )
+    assert_one_line_error(status, err, 1, str(data), "no samples")
+
+
+def test_malformed_import_line(capsys, tmp_path):
+    path = tmp_path / "stats.jsonl"
+    path.write_text('{"loss": 1.0}\n')
+    status, _, err = run(
+        capsys, "import", path, "--model", "m", "--dataset", "d", "--type", "t",
+        "--db", tmp_path / "c.duckdb",
+    )  # fmt: skip
+    assert_one_line_error(status, err, 1, f"{path}:1", "no gradient statistics")
+
+
+def test_unknown_run(capsys, computed):
+    for argv in (
+        ("show", "ffffffff"),
+        ("export", "abc123", "--format", "csv", "--output", "x.csv"),
+    ):
+        status, _, err = run(capsys, *argv, "--db", computed)
+        assert_one_line_error(status, err, 1, "unknown run")
+
+
+def test_locked_database(capsys, tmp_path, monkeypatch):
+    db = tmp_path / "locked.duckdb"
+    cli.ResultsCache(db).upgrade()
+    holder = subprocess.Popen(
+        [sys.executable, "-c", textwrap.dedent(f"""
+            import duckdb, time
+            con = duckdb.connect({str(db)!r})
+            print("locked", flush=True)
+            time.sleep(60)
+        """)],
+        stdout=subprocess.PIPE,
+        text=True,
+    )  # fmt: skip
+    try:
+        assert holder.stdout.readline().strip() == "locked"
+        monkeypatch.setenv("LAYERSCOPE_LOCK_TIMEOUT", "0.3")
+        status, _, err = run(capsys, "runs", "--db", db)
+        assert_one_line_error(status, err, 1, "is locked", f"PID {holder.pid}")
+    finally:
+        holder.kill()
+        holder.wait()
+
+
+@pytest.mark.parametrize(
+    ("argv", "fragment"),
+    [
+        (["show", "abc", "--metric", "bogus"], "unknown metric 'bogus'"),
+        (["show", "abc", "--proj", "q,x"], "unknown projection 'x'"),
+        (["compute", "--model", "tiny"], "--dataset"),
+        (["compute", "--model", "tiny", "--dataset", "math", "--limit", "0"], "--limit"),
+        (["export", "abc", "--format", "xml", "--output", "x"], "invalid choice"),
+        (["show", "abc", "--tokens", "9-1"], "empty token range"),
+        (["frobnicate"], "invalid choice"),
+    ],
+)
+def test_usage_errors_exit_2(capsys, tmp_path, argv, fragment):
+    status, _, err = run(capsys, *argv, "--db", tmp_path / "c.duckdb")
+    assert_one_line_error(status, err, 2, fragment)
+
+
+def test_no_command_opens_the_explorer(monkeypatch, tmp_path):
+    import layerscope.app.tui as tui
+
+    calls = []
+    monkeypatch.setattr(tui, "run_tui", lambda **kwargs: calls.append(kwargs))
+    assert cli.main(["--model", "tiny", "--dataset", "math", "--db", str(tmp_path / "x")]) == 0
+    assert calls == [{"model": "tiny", "dataset": "math", "db": str(tmp_path / "x")}]
+
+
+def test_browsing_never_imports_torch(computed, tmp_path):
+    run_id = cli.ResultsCache(computed).runs()[0].id
+    db = tmp_path / "copy.duckdb"
+    db.write_bytes(computed.read_bytes())
+    script = textwrap.dedent(f"""
+        import sys
+        from layerscope.app.cli import main
+        statuses = [
+            main(["runs", "--db", {str(db)!r}]),
+            main(["show", {run_id!r}, "--db", {str(db)!r}]),
+            main(["export", {run_id!r}, "--format", "paper-jsonl",
+                  "--output", {str(tmp_path / "x.jsonl")!r}, "--db", {str(db)!r}]),
+            main(["import", {str(tmp_path / "x.jsonl")!r}, "--model", "m", "--dataset", "d",
+                  "--type", "t", "--db", {str(db)!r}]),
+        ]
+        print("RESULT", statuses, "torch" in sys.modules, "transformers" in sys.modules)
+    """)
+    output = subprocess.run(
+        [sys.executable, "-c", script], capture_output=True, text=True, timeout=120
+    ).stdout
+    assert output.strip().splitlines()[-1] == "RESULT [0, 0, 0, 0] False False"
+
+
+def test_python_dash_m_works():
+    result = subprocess.run(
+        [sys.executable, "-m", "layerscope.app", "runs", "--help"],
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
+    assert result.returncode == 0 and "--json" in result.stdout

@@ -1,0 +1,122 @@
+"""Two real processes on one cache: a `layerscope compute` killed with SIGKILL mid-run while
+another process reads, then resumed. Every sample must be stored exactly once."""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+
+import duckdb
+import pytest
+from test_runner import model_folder, write_dataset  # noqa: F401 (fixture)
+
+from layerscope.analysis.cache import ResultsCache
+
+pytestmark = pytest.mark.slow
+
+SAMPLES = 60
+MATRICES = 3 * 4  # the test Llama: 3 layers x q, k, v, o
+
+
+def compute_command(model, data, db):
+    return [
+        sys.executable,
+        "-m",
+        "layerscope.app",
+        "compute",
+        "--model",
+        str(model),
+        "--dataset",
+        str(data),
+        "--batch-size",
+        "2",
+        "--max-length",
+        "64",
+        "--db",
+        str(db),
+        "--quiet",
+    ]
+
+
+def assert_stored_once(db, run_id, expected_samples=None):
+    with duckdb.connect(str(db), read_only=True) as con:
+        run_no = con.execute("SELECT run_no FROM runs WHERE id = ?", [run_id]).fetchone()[0]
+        samples, distinct = con.execute(
+            "SELECT count(*), count(DISTINCT sample_index) FROM samples WHERE run_no = ?",
+            [run_no],
+        ).fetchone()
+        rows, distinct_rows, sampled = con.execute(
+            "SELECT count(*), count(DISTINCT (sample_index, layer, projection)), "
+            "count(DISTINCT sample_index) FROM statistics WHERE run_no = ?",
+            [run_no],
+        ).fetchone()
+        sums = con.execute(
+            "SELECT min(samples), max(samples) FROM curve_sums WHERE run_no = ? "
+            "AND statistic = 'nuclear_norm'",
+            [run_no],
+        ).fetchone()
+    assert samples == distinct  # no sample twice
+    assert rows == distinct_rows == samples * MATRICES  # no partial batch, no duplicate row
+    assert sampled == samples
+    assert sums == (samples, samples)  # the per-run sums match the rows
+    if expected_samples is not None:
+        assert samples == expected_samples
+    return samples
+
+
+def test_sigkill_mid_run_with_a_concurrent_reader_then_resume(tmp_path, model_folder):  # noqa: F811
+    data = write_dataset(tmp_path / "data", SAMPLES)
+    db = tmp_path / "c.duckdb"
+    command = compute_command(model_folder, data, db)
+    writer = subprocess.Popen(command, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    cache = ResultsCache(db, lock_timeout=20)
+    observed: list[int] = []
+    other_reader = None
+    deadline = time.monotonic() + 180
+    try:
+        while True:
+            assert time.monotonic() < deadline, "compute made no progress"
+            assert writer.poll() is None, f"compute ended early: {writer.stderr.read()}"
+            runs = cache.runs()
+            done = runs[0].samples_done if runs else 0
+            if not observed or done != observed[-1]:
+                observed.append(done)
+            if done >= 2 and other_reader is None:
+                # a second reader process, as `layerscope runs` in another terminal
+                other_reader = subprocess.run(
+                    [sys.executable, "-m", "layerscope.app", "runs", "--json", "--db", str(db)],
+                    capture_output=True,
+                    text=True,
+                    timeout=60,
+                )
+            if done >= 16:
+                break
+            time.sleep(0.05)
+        os.kill(writer.pid, signal.SIGKILL)
+    finally:
+        if writer.poll() is None:
+            writer.kill()
+        writer.wait()
+    assert writer.returncode == -signal.SIGKILL
+    # the readers saw samples land while the writer was running
+    assert len([n for n in observed if n > 0]) >= 2, observed
+    assert other_reader is not None and other_reader.returncode == 0, other_reader.stderr
+    [listed] = json.loads(other_reader.stdout)
+    assert listed["status"] == "running" and 0 < listed["samples"] < SAMPLES
+
+    info = cache.runs()[0]
+    assert info.status == "cancelled"  # its process is gone
+    killed_at = assert_stored_once(db, info.id)
+    assert 16 <= killed_at < SAMPLES
+
+    resumed = subprocess.run(command, capture_output=True, text=True, timeout=300)
+    assert resumed.returncode == 0, resumed.stderr
+    assert resumed.stdout.split() == [info.id]
+    info = cache.run(info.id)
+    assert (info.status, info.samples_done, info.samples_total) == ("complete", SAMPLES, SAMPLES)
+    assert_stored_once(db, info.id, SAMPLES)
+    assert len(info.provenance["sessions"]) == 2
