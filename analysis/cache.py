@@ -31,54 +31,16 @@ never stored twice: the writer skips, inside the transaction, the samples alread
 two processes computing the same run cannot duplicate rows. A run left "running" by a process that
 no longer exists (same host) is reported as "cancelled".
 
-Schema (version :data:`SCHEMA_VERSION`, stored in ``layerscope_meta``)
------------------------------------------------------------------------
-``layerscope_meta(key PRIMARY KEY, value)``: ``schema_version``.
+Storage: files are created with 16 KiB blocks instead of DuckDB's 256 KiB, because a cache holds
+many small tables and small runs (a 500-sample run of a 32-layer model takes about 3-4 MB). Writers
+do not checkpoint at every close: the write-ahead log is folded into the main file when it passes
+8 MB and when a run finishes. Checkpointing at every batch would rewrite the run's last, partly
+filled row group each time, which fragments the file and makes every batch slower; readers pay
+only a few milliseconds to replay a log of that size when they open the file.
 
-``runs``: one row per run. ``run_no`` INTEGER PRIMARY KEY (a 4-byte surrogate used by the large
-tables instead of the 64-character id), ``id`` VARCHAR UNIQUE (the content hash that is the run's
-key), ``model``, ``dataset``, ``response_type``, ``mode``, ``status`` (running, complete,
-cancelled, failed), ``samples_total`` (samples in the data file), ``layers``, ``projections``
-VARCHAR[], ``settings`` and ``provenance`` (JSON text), ``started_at``/``finished_at`` (UTC),
-``owner_pid``/``owner_host`` (the process computing it, to tell a live run from a killed one).
-
-``samples(run_no, sample_index, loss DOUBLE, prompt_tokens, response_tokens, instruction, input,
-output)``, primary key (run_no, sample_index): one row per measured sample.
-
-``statistics(run_no, sample_index, layer SMALLINT, projection ENUM, <one REAL column per name in
-MATRIX_STATISTICS>)``: long format, one row per sample and gradient matrix, one column per
-statistic, so every aggregate is a GROUP BY. REAL (float32) keeps 7 significant digits, more than
-the gradients themselves carry, and halves the file: a 500-sample run of a 32-layer model is
-64,000 rows, about 3 MB. No index: rows of one run are appended together, so DuckDB's per-row-group
-min/max (zone maps) on ``run_no`` prune the scan.
-
-``skipped(run_no, sample_index, kind, reason)``, primary key (run_no, sample_index): samples not
-measured. ``kind`` is ``skipped`` (the engine refused the sample, e.g. no response token left
-after truncation; not retried) or ``failed`` (computing it raised; retried on resume).
-
-``targets(run_no, layer, projection, parameter, rows, cols)``: the measured matrices and the
-model's own parameter names (the paper-format export keys its objects by them); rows/cols are 0
-when unknown (imported runs).
-
-Version 2 added what makes reading fast and the optional extras:
-``curve_sums(run_no, projection, layer, statistic, samples, total, squares, nonfinite_samples)``,
-primary key (run_no, projection, layer, statistic): per run, the count, sum and sum of squares of
-every statistic by layer, over the samples whose statistic is finite at every layer of that
-projection (``nonfinite_samples`` counts the others). ``write_batch`` updates it in the batch's
-transaction, so ``show`` and the TUI get mean, std and CI of any run in O(layers) instead of
-scanning its rows: 32 million rows would take a second or more to scan, the sums milliseconds
-(benchmarks/bench_cache.py). Length control needs a per-sample filter, so it scans the rows with
-GROUP BY (same numbers: the sums add the values rounded to float32 exactly as stored).
-``spectra(run_no, sample_index, layer, projection, singular_values REAL[])`` (only with
-``--spectra``) and ``cosine_sums(run_no, kind, name, size, totals DOUBLE[], counts INTEGER[])``:
-running sums over samples of the gradient cosines, kind ``layers`` (name = projection, the L x L
-layer-by-layer matrix, row-major) or ``pair`` (name ``q-o``/``k-v``, one value per layer), with
-per-cell counts of finite values. Their mean over samples then costs O(L^2) per run instead of
-O(samples x L^2) rows; the price is that cosines are not length-controlled.
-
-Migrations: :data:`MIGRATIONS` lists, per version, the statements that bring a file from the
-previous version to it; a new file runs them all, an older file is upgraded in place (one
-transaction per step), a file from a newer layerscope is refused with :class:`SchemaVersionError`.
+Where things are: the schema, its versions and migrations in :mod:`cache_schema` (its docstring
+documents every table and column); the SQL that inserts a batch and aggregates rows in
+:mod:`cache_sql`; this module holds the public API, connections and locking.
 """
 
 from __future__ import annotations
@@ -93,7 +55,6 @@ import socket
 import tempfile
 import threading
 import time
-from array import array
 from collections.abc import Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import datetime, timezone
@@ -102,14 +63,27 @@ from typing import Any
 
 import duckdb
 
+from layerscope.analysis.cache_schema import (
+    PROJECTIONS,
+    SCHEMA_VERSION,
+    apply_migrations,
+    rebuild_curve_sums_sql,
+    schema_version,
+)
+from layerscope.analysis.cache_sql import (
+    add_cosines,
+    add_curve_sums,
+    insert_columns,
+    insert_results,
+    insert_skipped,
+    loss_sums,
+    scanned_sums,
+    stored_sums,
+)
 from layerscope.analysis.records import (
-    ATTENTION_PROJECTIONS,
     MATRIX_STATISTICS,
-    MLP_PROJECTIONS,
     BatchResult,
-    MatrixStatistics,
     Sample,
-    SampleResult,
     SkippedSample,
     TargetInfo,
 )
@@ -129,8 +103,6 @@ __all__ = [
     "t_critical_975",
 ]
 
-SCHEMA_VERSION = 2
-PROJECTIONS = ATTENTION_PROJECTIONS + MLP_PROJECTIONS
 RUN_STATUSES = ("running", "complete", "cancelled", "failed")
 # What ``curves`` can average: every per-matrix statistic, plus the per-sample loss.
 METRICS = (*MATRIX_STATISTICS, "loss")
@@ -270,158 +242,6 @@ def t_critical_975(dof: int) -> float:
         + (5 * z**5 + 16 * z**3 + 3 * z) / (96 * dof**2)
         + (3 * z**7 + 19 * z**5 + 17 * z**3 - 15 * z) / (384 * dof**3)
     )
-
-
-# --------------------------------------------------------------------------------------------
-# Schema
-
-_STAT_COLUMNS = ", ".join(f'"{name}" REAL' for name in MATRIX_STATISTICS)
-_PROJECTION_ENUM = ", ".join(f"'{p}'" for p in PROJECTIONS)
-
-
-def _rebuild_curve_sums_sql(statistic: str) -> str:
-    """SQL that (re)computes ``curve_sums`` of one statistic for every run from its rows.
-
-    Used when upgrading a file that has statistics but no sums, and after bulk loads that
-    bypass ``write_batch`` (the benchmark). ``statistic`` is one of MATRIX_STATISTICS.
-    """
-    column = f't."{statistic}"'
-    return f"""
-        INSERT OR REPLACE INTO curve_sums
-        WITH bad AS (
-            SELECT DISTINCT run_no, projection, sample_index FROM statistics t
-            WHERE NOT isfinite({column})
-        ),
-        bad_count AS (SELECT run_no, projection, count(*) AS n FROM bad GROUP BY ALL)
-        SELECT t.run_no, t.projection::VARCHAR, t.layer, '{statistic}',
-               count({column}) FILTER (WHERE b.sample_index IS NULL),
-               coalesce(sum({column}::DOUBLE) FILTER (WHERE b.sample_index IS NULL), 0),
-               coalesce(sum({column}::DOUBLE * {column}) FILTER (WHERE b.sample_index IS NULL), 0),
-               coalesce(any_value(c.n), 0)
-        FROM statistics t
-        LEFT JOIN bad b USING (run_no, projection, sample_index)
-        LEFT JOIN bad_count c USING (run_no, projection)
-        GROUP BY ALL
-    """  # noqa: S608 (statistic is a constant of this module)
-
-
-MIGRATIONS: dict[int, tuple[str, ...]] = {
-    1: (
-        "CREATE TABLE layerscope_meta (key VARCHAR PRIMARY KEY, value VARCHAR)",
-        f"CREATE TYPE projection_name AS ENUM ({_PROJECTION_ENUM})",
-        """CREATE TABLE runs (
-            run_no INTEGER PRIMARY KEY,
-            id VARCHAR NOT NULL UNIQUE,
-            model VARCHAR NOT NULL,
-            dataset VARCHAR NOT NULL,
-            response_type VARCHAR NOT NULL,
-            mode VARCHAR NOT NULL,
-            status VARCHAR NOT NULL,
-            samples_total INTEGER NOT NULL,
-            layers INTEGER NOT NULL,
-            projections VARCHAR[] NOT NULL,
-            settings VARCHAR NOT NULL,
-            provenance VARCHAR NOT NULL,
-            started_at TIMESTAMP,
-            finished_at TIMESTAMP,
-            owner_pid INTEGER,
-            owner_host VARCHAR
-        )""",
-        """CREATE TABLE samples (
-            run_no INTEGER NOT NULL,
-            sample_index INTEGER NOT NULL,
-            loss DOUBLE,
-            prompt_tokens INTEGER,
-            response_tokens INTEGER,
-            instruction VARCHAR,
-            input VARCHAR,
-            output VARCHAR,
-            PRIMARY KEY (run_no, sample_index)
-        )""",
-        f"""CREATE TABLE statistics (
-            run_no INTEGER NOT NULL,
-            sample_index INTEGER NOT NULL,
-            layer SMALLINT NOT NULL,
-            projection projection_name NOT NULL,
-            {_STAT_COLUMNS}
-        )""",
-        """CREATE TABLE skipped (
-            run_no INTEGER NOT NULL,
-            sample_index INTEGER NOT NULL,
-            kind VARCHAR NOT NULL,
-            reason VARCHAR NOT NULL,
-            PRIMARY KEY (run_no, sample_index)
-        )""",
-        """CREATE TABLE targets (
-            run_no INTEGER NOT NULL,
-            layer SMALLINT NOT NULL,
-            projection projection_name NOT NULL,
-            parameter VARCHAR NOT NULL,
-            rows INTEGER NOT NULL,
-            cols INTEGER NOT NULL,
-            PRIMARY KEY (run_no, layer, projection)
-        )""",
-    ),
-    2: (
-        """CREATE TABLE spectra (
-            run_no INTEGER NOT NULL,
-            sample_index INTEGER NOT NULL,
-            layer SMALLINT NOT NULL,
-            projection projection_name NOT NULL,
-            singular_values REAL[] NOT NULL
-        )""",
-        """CREATE TABLE curve_sums (
-            run_no INTEGER NOT NULL,
-            projection VARCHAR NOT NULL,
-            layer SMALLINT NOT NULL,
-            statistic VARCHAR NOT NULL,
-            samples BIGINT NOT NULL,
-            total DOUBLE NOT NULL,
-            squares DOUBLE NOT NULL,
-            nonfinite_samples BIGINT NOT NULL,
-            PRIMARY KEY (run_no, projection, layer, statistic)
-        )""",
-        *(_rebuild_curve_sums_sql(name) for name in MATRIX_STATISTICS),
-        """CREATE TABLE cosine_sums (
-            run_no INTEGER NOT NULL,
-            kind VARCHAR NOT NULL,
-            name VARCHAR NOT NULL,
-            size INTEGER NOT NULL,
-            totals DOUBLE[] NOT NULL,
-            counts INTEGER[] NOT NULL,
-            PRIMARY KEY (run_no, kind, name)
-        )""",
-    ),
-}
-assert max(MIGRATIONS) == SCHEMA_VERSION
-
-
-def _apply_migrations(con: duckdb.DuckDBPyConnection, current: int, target: int) -> None:
-    """Bring the open file from version ``current`` to ``target``, one transaction per step."""
-    for version in range(current + 1, target + 1):
-        con.begin()
-        try:
-            for statement in MIGRATIONS[version]:
-                con.execute(statement)
-            con.execute(
-                "INSERT OR REPLACE INTO layerscope_meta VALUES ('schema_version', ?)",
-                [str(version)],
-            )
-            con.commit()
-        except BaseException:
-            con.rollback()
-            raise
-
-
-def _schema_version(con: duckdb.DuckDBPyConnection) -> int | None:
-    """The stored schema version; 0 for an empty file; None for a file that is not ours."""
-    tables = {row[0] for row in con.execute("SELECT table_name FROM duckdb_tables()").fetchall()}
-    if not tables:
-        return 0
-    if "layerscope_meta" not in tables:
-        return None
-    row = con.execute("SELECT value FROM layerscope_meta WHERE key = 'schema_version'").fetchone()
-    return int(row[0]) if row else None
 
 
 # --------------------------------------------------------------------------------------------
@@ -566,7 +386,7 @@ class ResultsCache:
     def _prepare_schema(
         self, con: duckdb.DuckDBPyConnection, write: bool
     ) -> duckdb.DuckDBPyConnection:
-        version = _schema_version(con)
+        version = schema_version(con)
         if version is None:
             raise SchemaVersionError(f"{self.path} is a DuckDB file but not a layerscope cache")
         if version > SCHEMA_VERSION:
@@ -580,8 +400,8 @@ class ResultsCache:
             if not write:  # upgrade needs the file read-write: reopen
                 con.close()
                 con = self._open(write=True)
-                version = _schema_version(con) or 0
-            _apply_migrations(con, version, SCHEMA_VERSION)
+                version = schema_version(con) or 0
+            apply_migrations(con, version, SCHEMA_VERSION)
             if not write:
                 con.close()
                 con = self._open(write=False)
@@ -615,7 +435,7 @@ class ResultsCache:
         with self._transaction() as con:
             con.execute("DELETE FROM curve_sums")
             for name in MATRIX_STATISTICS:
-                con.execute(_rebuild_curve_sums_sql(name))
+                con.execute(rebuild_curve_sums_sql(name))
 
     def checkpoint(self) -> None:
         """Move the write-ahead log into the main file (readers then open faster)."""
@@ -763,18 +583,26 @@ class ResultsCache:
                 raise ValueError(
                     f"unknown projection {unknown[0]!r}; choose from {', '.join(PROJECTIONS)}"
                 )
-        low, high = _token_range(response_tokens)
+        low, high = _token_range(response_tokens) if response_tokens else (None, None)
         curves: list[LayerCurve] = []
         with self._reading() as con:
             for run_id in run_ids:
                 run_no, info = self._resolve(con, run_id)
                 assert con is not None
                 if metric == "loss":
-                    curves.append(_loss_curve(con, run_no, info.id, low, high))
-                elif response_tokens is None:
-                    curves.extend(_summed_curves(con, run_no, info.id, metric, wanted))
+                    count, total, squares, excluded = loss_sums(con, run_no, low, high)
+                    sums = {0: (count, total, squares)}
+                    curves.append(_curve_from_sums(info.id, "loss", sums, excluded))
+                    continue
+                if response_tokens is None:
+                    by_projection, nonfinite = stored_sums(con, run_no, metric)
                 else:
-                    curves.extend(_metric_curves(con, run_no, info.id, metric, wanted, low, high))
+                    by_projection, nonfinite = scanned_sums(con, run_no, metric, low, high)
+                curves.extend(
+                    _curve_from_sums(info.id, p, by_projection[p], nonfinite.get(p, 0))
+                    for p in PROJECTIONS
+                    if p in by_projection and (not wanted or p in wanted)
+                )
         return curves
 
     def samples(
@@ -1091,7 +919,7 @@ class ResultsCache:
                     ],
                 )
                 if targets:
-                    _insert_columns(
+                    insert_columns(
                         con,
                         "targets",
                         {
@@ -1186,17 +1014,17 @@ class ResultsCache:
                     "AND list_contains(?, sample_index)",
                     [run_no, sorted(fresh)],
                 )
-            _insert_results(con, run_no, results, samples_by_index)
-            _insert_skipped(con, run_no, [(s.index, "skipped", s.reason) for s in skipped])
+            insert_results(con, run_no, results, samples_by_index)
+            insert_skipped(con, run_no, [(s.index, "skipped", s.reason) for s in skipped])
             failures = [f for f in failed if f.index not in existing and f.index not in fresh]
             if failures:
                 con.execute(
                     "DELETE FROM skipped WHERE run_no = ? AND list_contains(?, sample_index)",
                     [run_no, [f.index for f in failures]],
                 )
-                _insert_skipped(con, run_no, [(f.index, "failed", f.reason) for f in failures])
-            _add_curve_sums(con, run_no, results)
-            _add_cosines(con, run_no, results)
+                insert_skipped(con, run_no, [(f.index, "failed", f.reason) for f in failures])
+            add_curve_sums(con, run_no, results)
+            add_cosines(con, run_no, results)
         return len(results) + len(skipped)
 
     def finish_run(self, run_id: str, status: str, message: str = "") -> RunInfo:
@@ -1257,16 +1085,11 @@ class ResultsCache:
 
 
 # --------------------------------------------------------------------------------------------
-# Query helpers
+# Helpers
 
 
 def _float(value: Any) -> float:
     return math.nan if value is None else float(value)
-
-
-def _tokens(count: int | None) -> int | None:
-    """Token counts as stored: NULL when unknown (imported runs pass -1)."""
-    return None if count is None or count < 0 else int(count)
 
 
 def _count(value: Any) -> int:
@@ -1306,335 +1129,6 @@ def _curve_from_sums(
         stds.append(std)
         cis.append(ci)
     return LayerCurve(run_id, projection, layers, means, stds, cis, counts, excluded)
-
-
-def _metric_curves(
-    con: duckdb.DuckDBPyConnection,
-    run_no: int,
-    run_id: str,
-    metric: str,
-    projections: tuple[str, ...] | None,
-    low: int,
-    high: int,
-) -> list[LayerCurve]:
-    """Per-projection curves of one statistic, in one scan of the statistics rows.
-
-    The paper leaves out a sample whose statistic is not finite at any layer. Doing that with
-    an anti-join costs a hash probe per row; instead one scan sums count, sum and sum of
-    squares of the finite values per (projection, layer), a filtered scan finds the (rare)
-    non-finite (projection, sample) pairs, and the finite values of those samples are then
-    subtracted. Standard deviations come from the sums in double precision, ample for float32
-    statistics whose spread is not many orders of magnitude below their mean.
-    """
-    column = f'"{metric}"'  # metric is one of MATRIX_STATISTICS (checked by the caller)
-    unfiltered = low == -(2**31) and high == 2**31 - 1
-    length_filter = (
-        ""
-        if unfiltered
-        else "AND t.sample_index IN (SELECT sample_index FROM samples WHERE run_no = $run "
-        "AND response_tokens BETWEEN $low AND $high)"
-    )
-    params: dict[str, Any] = {"run": run_no}
-    if not unfiltered:
-        params.update(low=low, high=high)
-    value = f"CASE WHEN isfinite(t.{column}) THEN t.{column}::DOUBLE END"
-    sums_query = f"""
-        SELECT t.projection::VARCHAR, t.layer, count(v), sum(v), sum(v * v)
-        FROM (SELECT t.projection, t.layer, {value} AS v FROM statistics t
-              WHERE t.run_no = $run {length_filter}) t
-        GROUP BY ALL
-    """  # noqa: S608 (identifier from MATRIX_STATISTICS, values are parameters)
-    bad_query = f"""
-        SELECT DISTINCT t.projection::VARCHAR, t.sample_index FROM statistics t
-        WHERE t.run_no = $run AND NOT isfinite(t.{column}) {length_filter}
-    """  # noqa: S608 (identifier from MATRIX_STATISTICS, values are parameters)
-    sums: dict[str, dict[int, list[float]]] = {}
-    for projection, layer, count, total, squares in con.execute(sums_query, params).fetchall():
-        sums.setdefault(projection, {})[int(layer)] = [count, total or 0.0, squares or 0.0]
-    bad = {(p, int(i)) for p, i in con.execute(bad_query, params).fetchall()}
-    if bad:
-        correction_query = f"""
-            SELECT t.projection::VARCHAR, t.sample_index, t.layer, {value}
-            FROM statistics t
-            WHERE t.run_no = $run AND t.sample_index = ANY($bad::INTEGER[])
-        """  # noqa: S608 (identifier from MATRIX_STATISTICS, values are parameters)
-        rows = con.execute(
-            correction_query, {"run": run_no, "bad": sorted({i for _p, i in bad})}
-        ).fetchall()
-        for projection, index, layer, finite in rows:
-            if (projection, int(index)) in bad and finite is not None:
-                entry = sums[projection][int(layer)]
-                entry[0] -= 1
-                entry[1] -= finite
-                entry[2] -= finite * finite
-    excluded: dict[str, int] = {}
-    for projection, _index in bad:
-        excluded[projection] = excluded.get(projection, 0) + 1
-    curves = []
-    for projection in PROJECTIONS:
-        if projection not in sums or (projections and projection not in projections):
-            continue
-        per_layer = {layer: (int(c), t, q) for layer, (c, t, q) in sums[projection].items()}
-        curves.append(_curve_from_sums(run_id, projection, per_layer, excluded.get(projection, 0)))
-    return curves
-
-
-def _summed_curves(
-    con: duckdb.DuckDBPyConnection,
-    run_no: int,
-    run_id: str,
-    metric: str,
-    projections: tuple[str, ...] | None,
-) -> list[LayerCurve]:
-    """Per-projection curves from the sums kept up to date by every batch (no row scan)."""
-    rows = con.execute(
-        "SELECT projection, layer, samples, total, squares, nonfinite_samples FROM curve_sums "
-        "WHERE run_no = ? AND statistic = ?",
-        [run_no, metric],
-    ).fetchall()
-    sums: dict[str, dict[int, tuple[int, float, float]]] = {}
-    excluded: dict[str, int] = {}
-    for projection, layer, count, total, squares, nonfinite in rows:
-        sums.setdefault(projection, {})[int(layer)] = (int(count), total, squares)
-        excluded[projection] = max(excluded.get(projection, 0), int(nonfinite))
-    return [
-        _curve_from_sums(run_id, projection, sums[projection], excluded[projection])
-        for projection in PROJECTIONS
-        if projection in sums and (not projections or projection in projections)
-    ]
-
-
-def _loss_curve(
-    con: duckdb.DuckDBPyConnection, run_no: int, run_id: str, low: int, high: int
-) -> LayerCurve:
-    row = con.execute(
-        "SELECT count(loss) FILTER (WHERE isfinite(loss)), sum(loss) FILTER (WHERE isfinite(loss)), "
-        "sum(loss * loss) FILTER (WHERE isfinite(loss)), "
-        "count(*) FILTER (WHERE NOT isfinite(loss)) "
-        "FROM samples WHERE run_no = ? AND (? OR response_tokens BETWEEN ? AND ?)",
-        [run_no, (low, high) == _token_range(None), low, high],
-    ).fetchone()
-    assert row is not None
-    count, total, squares, excluded = row
-    return _curve_from_sums(
-        run_id, "loss", {0: (int(count), total or 0.0, squares or 0.0)}, int(excluded or 0)
-    )
-
-
-def _insert_columns(
-    con: duckdb.DuckDBPyConnection, table: str, columns: Mapping[str, tuple[str, list[Any]]]
-) -> None:
-    """Insert rows given column by column, as one statement with one list parameter per column.
-
-    Much faster than ``executemany`` (DuckDB unnests the lists in bulk). Table, column and type
-    names are constants of this module; the values are parameters.
-    """
-    if not columns:
-        return
-    first = next(iter(columns.values()))[1]
-    if not first:
-        return
-    names = ", ".join(f'"{name}"' for name in columns)
-    selects = ", ".join(f"unnest(?::{sql_type}[])" for sql_type, _values in columns.values())
-    con.execute(
-        f"INSERT INTO {table} ({names}) SELECT {selects}",
-        [values for _sql_type, values in columns.values()],
-    )
-
-
-def _insert_skipped(
-    con: duckdb.DuckDBPyConnection, run_no: int, rows: Sequence[tuple[int, str, str]]
-) -> None:
-    _insert_columns(
-        con,
-        "skipped",
-        {
-            "run_no": ("INTEGER", [run_no] * len(rows)),
-            "sample_index": ("INTEGER", [r[0] for r in rows]),
-            "kind": ("VARCHAR", [r[1] for r in rows]),
-            "reason": ("VARCHAR", [r[2] for r in rows]),
-        },
-    )
-
-
-def _insert_results(
-    con: duckdb.DuckDBPyConnection,
-    run_no: int,
-    results: Sequence[SampleResult],
-    samples_by_index: Mapping[int, Sample],
-) -> None:
-    if not results:
-        return
-    texts = [samples_by_index.get(r.index) for r in results]
-    _insert_columns(
-        con,
-        "samples",
-        {
-            "run_no": ("INTEGER", [run_no] * len(results)),
-            "sample_index": ("INTEGER", [r.index for r in results]),
-            "loss": ("DOUBLE", [float(r.loss) for r in results]),
-            "prompt_tokens": ("INTEGER", [_tokens(r.prompt_tokens) for r in results]),
-            "response_tokens": ("INTEGER", [_tokens(r.response_tokens) for r in results]),
-            "instruction": ("VARCHAR", [s.instruction if s else "" for s in texts]),
-            "input": ("VARCHAR", [s.input if s else "" for s in texts]),
-            "output": ("VARCHAR", [s.output if s else "" for s in texts]),
-        },
-    )
-    stat_values: dict[str, list[float | None]] = {name: [] for name in MATRIX_STATISTICS}
-    sample_column: list[int] = []
-    layer_column: list[int] = []
-    projection_column: list[str] = []
-    spectra: tuple[list[int], list[int], list[str], list[list[float]]] = ([], [], [], [])
-    for result in results:
-        for matrix in result.matrices:
-            sample_column.append(result.index)
-            layer_column.append(matrix.layer)
-            projection_column.append(matrix.projection)
-            for name in MATRIX_STATISTICS:
-                value = matrix.values.get(name)
-                stat_values[name].append(None if value is None else float(value))
-            if matrix.spectrum is not None:
-                spectra[0].append(result.index)
-                spectra[1].append(matrix.layer)
-                spectra[2].append(matrix.projection)
-                spectra[3].append([float(v) for v in matrix.spectrum])
-    rows = len(sample_column)
-    _insert_columns(
-        con,
-        "statistics",
-        {
-            "run_no": ("INTEGER", [run_no] * rows),
-            "sample_index": ("INTEGER", sample_column),
-            "layer": ("SMALLINT", layer_column),
-            "projection": ("projection_name", projection_column),
-            **{name: ("REAL", stat_values[name]) for name in MATRIX_STATISTICS},
-        },
-    )
-    _insert_columns(
-        con,
-        "spectra",
-        {
-            "run_no": ("INTEGER", [run_no] * len(spectra[0])),
-            "sample_index": ("INTEGER", spectra[0]),
-            "layer": ("SMALLINT", spectra[1]),
-            "projection": ("projection_name", spectra[2]),
-            "singular_values": ("REAL[]", spectra[3]),
-        },
-    )
-
-
-def _add_curve_sums(
-    con: duckdb.DuckDBPyConnection, run_no: int, results: Sequence[SampleResult]
-) -> None:
-    """Add the batch's samples to the run's per-layer sums of every statistic.
-
-    Applies the paper's rule as the samples arrive: a sample whose statistic is not finite at
-    some layer of a projection contributes nothing to that projection's curve and is counted in
-    ``nonfinite_samples``. Values are rounded to float32 first, exactly as the statistics table
-    stores them, so the sums agree with a scan of the rows.
-    """
-    if not results:
-        return
-    acc: dict[tuple[str, int, str], list[float]] = {}
-    for result in results:
-        by_projection: dict[str, list[MatrixStatistics]] = {}
-        for matrix in result.matrices:
-            by_projection.setdefault(matrix.projection, []).append(matrix)
-        for projection, matrices in by_projection.items():
-            for name in MATRIX_STATISTICS:
-                raw = [(m.layer, m.values.get(name)) for m in matrices]
-                present = [(layer, v) for layer, v in raw if v is not None]
-                rounded = array("f", [float(v) for _layer, v in present])
-                for layer, _v in raw:  # a statistic absent here still has a (0-sample) curve
-                    acc.setdefault((projection, layer, name), [0, 0.0, 0.0, 0])
-                if all(math.isfinite(v) for v in rounded):
-                    for (layer, _v), value in zip(present, rounded, strict=True):
-                        entry = acc.setdefault((projection, layer, name), [0, 0.0, 0.0, 0])
-                        entry[0] += 1
-                        entry[1] += value
-                        entry[2] += value * value
-                else:
-                    for layer, _v in raw:
-                        acc.setdefault((projection, layer, name), [0, 0.0, 0.0, 0])[3] += 1
-    keys = list(acc)
-    con.execute(
-        "INSERT INTO curve_sums SELECT unnest(?::INTEGER[]), unnest(?::VARCHAR[]), "
-        "unnest(?::SMALLINT[]), unnest(?::VARCHAR[]), unnest(?::BIGINT[]), unnest(?::DOUBLE[]), "
-        "unnest(?::DOUBLE[]), unnest(?::BIGINT[]) ON CONFLICT DO UPDATE SET "
-        "samples = samples + excluded.samples, total = total + excluded.total, "
-        "squares = squares + excluded.squares, "
-        "nonfinite_samples = nonfinite_samples + excluded.nonfinite_samples",
-        [
-            [run_no] * len(keys),
-            [k[0] for k in keys],
-            [k[1] for k in keys],
-            [k[2] for k in keys],
-            [int(acc[k][0]) for k in keys],
-            [acc[k][1] for k in keys],
-            [acc[k][2] for k in keys],
-            [int(acc[k][3]) for k in keys],
-        ],
-    )
-
-
-def _add_cosines(
-    con: duckdb.DuckDBPyConnection, run_no: int, results: Sequence[SampleResult]
-) -> None:
-    """Add the batch's cosines to the run's running sums (one row per matrix kind and name).
-
-    Layer-by-layer matrices are summed cell by cell (row-major, ``size`` = L); pair cosines
-    (q-o, k-v) layer by layer (``size`` = L). Non-finite cosines are not counted.
-    """
-    import numpy as np  # a dependency of transformers; only needed when writing cosines
-
-    sums: dict[tuple[str, str], tuple[int, Any, Any]] = {}
-
-    def add(kind: str, name: str, size: int, values: Any) -> None:
-        array = np.asarray(values, dtype=np.float64).ravel()
-        if array.size != (size * size if kind == "layers" else size):
-            return
-        finite = np.isfinite(array)
-        key = (kind, name)
-        if key not in sums:
-            sums[key] = (size, np.zeros(array.size), np.zeros(array.size, dtype=np.int64))
-        known, totals, counts = sums[key]
-        if known == size:
-            totals += np.where(finite, array, 0.0)
-            counts += finite
-
-    for result in results:
-        for projection, matrix in result.layer_cosines.items():
-            if matrix:
-                add("layers", projection, len(matrix), matrix)
-        for pair, values in result.pair_cosines.items():
-            if values:
-                add("pair", pair, len(values), values)
-    if not sums:
-        return
-    stored = con.execute(
-        "SELECT kind, name, size, totals, counts FROM cosine_sums WHERE run_no = ?", [run_no]
-    ).fetchall()
-    merged = {(kind, name): (size, totals, counts) for kind, name, size, totals, counts in stored}
-    for key, (size, totals, counts) in sums.items():
-        old = merged.get(key)
-        if old is not None and old[0] == size and len(old[1]) == len(totals):
-            totals = totals + np.asarray(old[1], dtype=np.float64)
-            counts = counts + np.asarray(old[2], dtype=np.int64)
-        merged[key] = (size, totals.tolist(), counts.tolist())
-    con.execute("DELETE FROM cosine_sums WHERE run_no = ?", [run_no])
-    keys = list(merged)
-    _insert_columns(
-        con,
-        "cosine_sums",
-        {
-            "run_no": ("INTEGER", [run_no] * len(keys)),
-            "kind": ("VARCHAR", [k[0] for k in keys]),
-            "name": ("VARCHAR", [k[1] for k in keys]),
-            "size": ("INTEGER", [merged[k][0] for k in keys]),
-            "totals": ("DOUBLE[]", [list(merged[k][1]) for k in keys]),
-            "counts": ("INTEGER[]", [list(merged[k][2]) for k in keys]),
-        },
-    )
 
 
 def _sql_path(path: Path) -> str:

@@ -22,7 +22,7 @@ from cache_helpers import (
     targets,
 )
 
-from layerscope.analysis import cache as cache_module
+from layerscope.analysis import cache_schema
 from layerscope.analysis.cache import (
     SCHEMA_VERSION,
     CacheError,
@@ -356,7 +356,7 @@ def test_t_critical_values():
 def test_old_schema_is_upgraded_in_place(tmp_path):
     path = tmp_path / "old.duckdb"
     with duckdb.connect(str(path)) as con:
-        cache_module._apply_migrations(con, 0, 1)
+        cache_schema.apply_migrations(con, 0, 1)
         con.execute(
             "INSERT INTO runs VALUES (1, ?, 'm', 'd', 't', 'base', 'complete', 1, 1, ['q'], "
             "'{}', '{}', now()::TIMESTAMP, NULL, NULL, NULL)",

@@ -1,0 +1,210 @@
+"""The results cache's schema: its tables, its versions and the migrations between them.
+
+Why a versioned schema: cache files outlive layerscope versions (users keep months of GPU time
+in them), so a file records its schema version, an older file is upgraded in place and a newer
+one is refused instead of misread. Version :data:`SCHEMA_VERSION`, stored in ``layerscope_meta``.
+
+``layerscope_meta(key PRIMARY KEY, value)``: ``schema_version``.
+
+``runs``: one row per run. ``run_no`` INTEGER PRIMARY KEY (a 4-byte surrogate used by the large
+tables instead of the 64-character id), ``id`` VARCHAR UNIQUE (the content hash that is the run's
+key), ``model``, ``dataset``, ``response_type``, ``mode``, ``status`` (running, complete,
+cancelled, failed), ``samples_total`` (samples in the data file), ``layers``, ``projections``
+VARCHAR[], ``settings`` and ``provenance`` (JSON text), ``started_at``/``finished_at`` (UTC),
+``owner_pid``/``owner_host`` (the process computing it, to tell a live run from a killed one).
+
+``samples(run_no, sample_index, loss DOUBLE, prompt_tokens, response_tokens, instruction, input,
+output)``, primary key (run_no, sample_index): one row per measured sample.
+
+``statistics(run_no, sample_index, layer SMALLINT, projection ENUM, <one REAL column per name in
+MATRIX_STATISTICS>)``: long format, one row per sample and gradient matrix, one column per
+statistic, so every aggregate is a GROUP BY. REAL (float32) keeps 7 significant digits, more than
+the gradients themselves carry, and halves the file: a 500-sample run of a 32-layer model is
+64,000 rows, about 3 MB. No index: rows of one run are appended together, so DuckDB's per-row-group
+min/max (zone maps) on ``run_no`` prune the scan.
+
+``skipped(run_no, sample_index, kind, reason)``, primary key (run_no, sample_index): samples not
+measured. ``kind`` is ``skipped`` (the engine refused the sample, e.g. no response token left
+after truncation; not retried) or ``failed`` (computing it raised; retried on resume).
+
+``targets(run_no, layer, projection, parameter, rows, cols)``: the measured matrices and the
+model's own parameter names (the paper-format export keys its objects by them); rows/cols are 0
+when unknown (imported runs).
+
+Version 2 added what makes reading fast and the optional extras:
+``curve_sums(run_no, projection, layer, statistic, samples, total, squares, nonfinite_samples)``,
+primary key (run_no, projection, layer, statistic): per run, the count, sum and sum of squares of
+every statistic by layer, over the samples whose statistic is finite at every layer of that
+projection (``nonfinite_samples`` counts the others). ``write_batch`` updates it in the batch's
+transaction, so ``show`` and the TUI get mean, std and CI of any run in O(layers) instead of
+scanning its rows: 32 million rows would take a second or more to scan, the sums milliseconds
+(benchmarks/bench_cache.py). Length control needs a per-sample filter, so it scans the rows with
+GROUP BY (same numbers: the sums add the values rounded to float32 exactly as stored).
+``spectra(run_no, sample_index, layer, projection, singular_values REAL[])`` (only with
+``--spectra``) and ``cosine_sums(run_no, kind, name, size, totals DOUBLE[], counts INTEGER[])``:
+running sums over samples of the gradient cosines, kind ``layers`` (name = projection, the L x L
+layer-by-layer matrix, row-major) or ``pair`` (name ``q-o``/``k-v``, one value per layer), with
+per-cell counts of finite values. Their mean over samples then costs O(L^2) per run instead of
+O(samples x L^2) rows; the price is that cosines are not length-controlled.
+
+Migrations: :data:`MIGRATIONS` lists, per version, the statements that bring a file from the
+previous version to it; a new file runs them all, an older file is upgraded in place (one
+transaction per step), a file from a newer layerscope is refused with :class:`SchemaVersionError`.
+"""
+
+from __future__ import annotations
+
+import duckdb
+
+from layerscope.analysis.records import ATTENTION_PROJECTIONS, MATRIX_STATISTICS, MLP_PROJECTIONS
+
+SCHEMA_VERSION = 2
+PROJECTIONS = ATTENTION_PROJECTIONS + MLP_PROJECTIONS
+
+_STAT_COLUMNS = ", ".join(f'"{name}" REAL' for name in MATRIX_STATISTICS)
+_PROJECTION_ENUM = ", ".join(f"'{p}'" for p in PROJECTIONS)
+
+
+def rebuild_curve_sums_sql(statistic: str) -> str:
+    """SQL that (re)computes ``curve_sums`` of one statistic for every run from its rows.
+
+    Used when upgrading a file that has statistics but no sums, and after bulk loads that
+    bypass ``write_batch`` (the benchmark). ``statistic`` is one of MATRIX_STATISTICS.
+    """
+    column = f't."{statistic}"'
+    return f"""
+        INSERT OR REPLACE INTO curve_sums
+        WITH bad AS (
+            SELECT DISTINCT run_no, projection, sample_index FROM statistics t
+            WHERE NOT isfinite({column})
+        ),
+        bad_count AS (SELECT run_no, projection, count(*) AS n FROM bad GROUP BY ALL)
+        SELECT t.run_no, t.projection::VARCHAR, t.layer, '{statistic}',
+               count({column}) FILTER (WHERE b.sample_index IS NULL),
+               coalesce(sum({column}::DOUBLE) FILTER (WHERE b.sample_index IS NULL), 0),
+               coalesce(sum({column}::DOUBLE * {column}) FILTER (WHERE b.sample_index IS NULL), 0),
+               coalesce(any_value(c.n), 0)
+        FROM statistics t
+        LEFT JOIN bad b USING (run_no, projection, sample_index)
+        LEFT JOIN bad_count c USING (run_no, projection)
+        GROUP BY ALL
+    """  # noqa: S608 (statistic is a constant of this module)
+
+
+MIGRATIONS: dict[int, tuple[str, ...]] = {
+    1: (
+        "CREATE TABLE layerscope_meta (key VARCHAR PRIMARY KEY, value VARCHAR)",
+        f"CREATE TYPE projection_name AS ENUM ({_PROJECTION_ENUM})",
+        """CREATE TABLE runs (
+            run_no INTEGER PRIMARY KEY,
+            id VARCHAR NOT NULL UNIQUE,
+            model VARCHAR NOT NULL,
+            dataset VARCHAR NOT NULL,
+            response_type VARCHAR NOT NULL,
+            mode VARCHAR NOT NULL,
+            status VARCHAR NOT NULL,
+            samples_total INTEGER NOT NULL,
+            layers INTEGER NOT NULL,
+            projections VARCHAR[] NOT NULL,
+            settings VARCHAR NOT NULL,
+            provenance VARCHAR NOT NULL,
+            started_at TIMESTAMP,
+            finished_at TIMESTAMP,
+            owner_pid INTEGER,
+            owner_host VARCHAR
+        )""",
+        """CREATE TABLE samples (
+            run_no INTEGER NOT NULL,
+            sample_index INTEGER NOT NULL,
+            loss DOUBLE,
+            prompt_tokens INTEGER,
+            response_tokens INTEGER,
+            instruction VARCHAR,
+            input VARCHAR,
+            output VARCHAR,
+            PRIMARY KEY (run_no, sample_index)
+        )""",
+        f"""CREATE TABLE statistics (
+            run_no INTEGER NOT NULL,
+            sample_index INTEGER NOT NULL,
+            layer SMALLINT NOT NULL,
+            projection projection_name NOT NULL,
+            {_STAT_COLUMNS}
+        )""",
+        """CREATE TABLE skipped (
+            run_no INTEGER NOT NULL,
+            sample_index INTEGER NOT NULL,
+            kind VARCHAR NOT NULL,
+            reason VARCHAR NOT NULL,
+            PRIMARY KEY (run_no, sample_index)
+        )""",
+        """CREATE TABLE targets (
+            run_no INTEGER NOT NULL,
+            layer SMALLINT NOT NULL,
+            projection projection_name NOT NULL,
+            parameter VARCHAR NOT NULL,
+            rows INTEGER NOT NULL,
+            cols INTEGER NOT NULL,
+            PRIMARY KEY (run_no, layer, projection)
+        )""",
+    ),
+    2: (
+        """CREATE TABLE spectra (
+            run_no INTEGER NOT NULL,
+            sample_index INTEGER NOT NULL,
+            layer SMALLINT NOT NULL,
+            projection projection_name NOT NULL,
+            singular_values REAL[] NOT NULL
+        )""",
+        """CREATE TABLE curve_sums (
+            run_no INTEGER NOT NULL,
+            projection VARCHAR NOT NULL,
+            layer SMALLINT NOT NULL,
+            statistic VARCHAR NOT NULL,
+            samples BIGINT NOT NULL,
+            total DOUBLE NOT NULL,
+            squares DOUBLE NOT NULL,
+            nonfinite_samples BIGINT NOT NULL,
+            PRIMARY KEY (run_no, projection, layer, statistic)
+        )""",
+        *(rebuild_curve_sums_sql(name) for name in MATRIX_STATISTICS),
+        """CREATE TABLE cosine_sums (
+            run_no INTEGER NOT NULL,
+            kind VARCHAR NOT NULL,
+            name VARCHAR NOT NULL,
+            size INTEGER NOT NULL,
+            totals DOUBLE[] NOT NULL,
+            counts INTEGER[] NOT NULL,
+            PRIMARY KEY (run_no, kind, name)
+        )""",
+    ),
+}
+assert max(MIGRATIONS) == SCHEMA_VERSION
+
+
+def apply_migrations(con: duckdb.DuckDBPyConnection, current: int, target: int) -> None:
+    """Bring the open file from version ``current`` to ``target``, one transaction per step."""
+    for version in range(current + 1, target + 1):
+        con.begin()
+        try:
+            for statement in MIGRATIONS[version]:
+                con.execute(statement)
+            con.execute(
+                "INSERT OR REPLACE INTO layerscope_meta VALUES ('schema_version', ?)",
+                [str(version)],
+            )
+            con.commit()
+        except BaseException:
+            con.rollback()
+            raise
+
+
+def schema_version(con: duckdb.DuckDBPyConnection) -> int | None:
+    """The stored schema version; 0 for an empty file; None for a file that is not ours."""
+    tables = {row[0] for row in con.execute("SELECT table_name FROM duckdb_tables()").fetchall()}
+    if not tables:
+        return 0
+    if "layerscope_meta" not in tables:
+        return None
+    row = con.execute("SELECT value FROM layerscope_meta WHERE key = 'schema_version'").fetchone()
+    return int(row[0]) if row else None
