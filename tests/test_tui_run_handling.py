@@ -212,8 +212,13 @@ async def test_a_run_shows_progress_and_updates_the_chart_live(script: Script, m
     async with app.run_test(size=SIZE) as pilot:
         await start(app, pilot, ["none_cot", "detailed_cot"])
         assert app.query_one(TabbedContent).active == "chart"
+        # Planned runs show at once, waiting (a real model would be loading now).
+        await until(app, pilot, lambda: len(progress_rows(app)) == 2, "planned rows")
+        assert set(progress_rows(app).values()) == {"waiting…"}
         script.gate.release()  # first batch of none_cot
-        await until(app, pilot, lambda: "math/none_cot" in progress_rows(app), "progress")
+        await until(
+            app, pilot, lambda: progress_rows(app)["math/none_cot"] != "waiting…", "progress"
+        )
         assert progress_rows(app)["math/none_cot"].startswith("4/12 · 8.0/s · ETA 1s")
         # The chart already shows the first batch, while the run goes on.
         chart = app.query_one(LayerChart)
@@ -239,7 +244,12 @@ async def test_cancel_keeps_finished_samples_and_running_again_resumes(script: S
     async with app.run_test(size=SIZE) as pilot:
         await start(app, pilot, ["simplified_cot"])
         script.gate.release()
-        await until(app, pilot, lambda: progress_rows(app), "first batch")
+        await until(
+            app,
+            pilot,
+            lambda: progress_rows(app).get("math/simplified_cot", "waiting…") != "waiting…",
+            "first batch",
+        )
         await pilot.press("c")
         script.gate.release()  # let the worker reach its next cancel check
         await app.workers.wait_for_complete()

@@ -82,7 +82,8 @@ def one_line(error: BaseException) -> str:
 class LayerscopeApp(App[None]):
     """The explorer. `db` is the results cache file; `model`/`dataset` preselect the pickers."""
 
-    CSS_PATH: ClassVar[str] = "layerscope.tcss"
+    # Absolute, so that subclasses defined elsewhere still find the styles.
+    CSS_PATH: ClassVar[str] = str(Path(__file__).parent / "layerscope.tcss")
     TITLE = "layerscope"
     BINDINGS: ClassVar[list[BindingType]] = [
         Binding(
@@ -366,9 +367,7 @@ class LayerscopeApp(App[None]):
             from layerscope.analysis.runner import execute, plan
 
             planned = plan(request, self.db_path)
-            self.post_message(
-                RunStarted(request_id, description, [item.run_id for item in planned])
-            )
+            self.post_message(RunStarted(request_id, description, planned))
             for progress in execute(request, db_path=self.db_path, cancel=cancel):
                 self.post_message(RunProgressed(request_id, progress))
                 if progress.status == "failed":
@@ -390,6 +389,7 @@ class LayerscopeApp(App[None]):
     def on_run_started(self, message: RunStarted) -> None:
         if not message.run_ids:
             return
+        self.query_one(RunProgressPanel).show_planned(message.planned)
         self.set_comparison(message.run_ids)
         self.focused_run = message.run_ids[0]
         self.scan_cache()
@@ -415,6 +415,11 @@ class LayerscopeApp(App[None]):
         self.scan_cache()
         self.query_one(ComparePane).reload()
         self._schedule_plan()
+
+    @property
+    def computing(self) -> bool:
+        """Whether a compute worker is running."""
+        return bool(self._active)
 
     def action_cancel(self) -> None:
         if not self._active:

@@ -63,7 +63,11 @@ class RunStarted(_Fact):
 
     request_id: int
     description: str
-    run_ids: list[str]
+    planned: list[Any]  # PlannedRun: run_id, dataset, response_type, total, cached
+
+    @property
+    def run_ids(self) -> list[str]:
+        return [item.run_id for item in self.planned]
 
 
 @dataclass(eq=False)

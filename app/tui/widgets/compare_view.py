@@ -274,11 +274,12 @@ class ComparePane(Vertical):
             for curve in curves
         ]
         chart = self.query_one(LayerChart)
-        chart.placeholder = (
-            "No data yet for these runs (or none in this length range)."
-            if self.run_ids
-            else "Select runs to compare (Runs tab, space) or start a run (r)."
-        )
+        if not self.run_ids:
+            chart.placeholder = "Select runs to compare (Runs tab, space) or start a run (r)."
+        elif getattr(self.app, "computing", False):
+            chart.placeholder = "Computing: the curves appear here as batches land."
+        else:
+            chart.placeholder = "No data for these runs (or none in this length range)."
         chart.show(series, self.projection_order(), self.metric, self.band, self.log_scale)
         if chart.log_refused:
             self.notify(

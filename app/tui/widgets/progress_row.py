@@ -11,6 +11,7 @@ from textual.widgets import Label, ProgressBar, Static
 
 STATUS_TEXT = {
     "running": "",
+    "cached": " · already cached",
     "complete": " · done",
     "cancelled": " · cancelled (kept)",
     "failed": " · failed",
@@ -49,15 +50,27 @@ class ProgressRow(Horizontal):
     def __init__(self, title: str, *, id: str | None = None) -> None:
         super().__init__(id=id, classes="progress-row")
         self.title = title
+        self.progress: Any = None
 
     def compose(self) -> ComposeResult:
         yield Label(self.title, classes="progress-title")
         yield ProgressBar(total=None, show_eta=False, show_percentage=False)
         yield Static("waiting…", classes="progress-details")
 
+    def on_mount(self) -> None:
+        if self.progress is not None:
+            self._apply()
+
     def show(self, progress: Any) -> None:
+        """Show this progress now, or as soon as the row is mounted."""
+        self.progress = progress
+        if self.is_mounted and self.children:
+            self._apply()
+
+    def _apply(self) -> None:
+        progress = self.progress
         bar = self.query_one(ProgressBar)
         bar.update(total=max(progress.total, 1), progress=progress.done)
         self.query_one(".progress-details", Static).update(progress_details(progress))
         self.set_class(progress.status == "failed", "-failed")
-        self.set_class(progress.status == "complete", "-complete")
+        self.set_class(progress.status in ("complete", "cached"), "-complete")

@@ -27,13 +27,20 @@ class RunProgressPanel(Vertical):
         self.rows = {}
         self.display = False
 
+    def show_planned(self, planned: list[Any]) -> None:
+        """A waiting row for every run of a request (the model loads before the first batch)."""
+        for item in planned:
+            if item.run_id not in self.rows:
+                row = ProgressRow(f"{item.dataset}/{item.response_type}")
+                self.rows[item.run_id] = row
+                self.mount(row)
+        self.display = bool(self.rows)
+
     def show_progress(self, progress: Any) -> None:
         row = self.rows.get(progress.run_id)
         if row is None:
             row = ProgressRow(f"{progress.dataset}/{progress.response_type}")
             self.rows[progress.run_id] = row
             self.mount(row)
-            row.call_after_refresh(row.show, progress)
-        else:
-            row.show(progress)
+        row.show(progress)
         self.display = True

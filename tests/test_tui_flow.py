@@ -1,0 +1,173 @@
+"""The whole explorer flow on the bundled tiny model, with the real runner and engine.
+
+A newcomer's path: the app opens with the tiny model and the math samples preselected; they
+check two response types, press r, wait, and see both runs overlaid with the MAD table filled;
+then they cancel a run mid-way and start it again, which resumes instead of recomputing.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import threading
+from pathlib import Path
+
+import pytest
+from textual.widgets import TabbedContent
+from textual.worker import WorkerCancelled
+
+from layerscope.analysis.cache import ResultsCache
+from layerscope.analysis.models import TINY, inspect_model_path
+from layerscope.app.tui.app import LayerscopeApp
+from layerscope.app.tui.widgets.comparison_table import ComparisonTable
+from layerscope.app.tui.widgets.layer_chart import LayerChart
+from layerscope.app.tui.widgets.model_picker import ModelPicker
+from layerscope.app.tui.widgets.run_progress import RunProgressPanel
+
+SIZE = (100, 32)
+MODEL = TINY
+
+pytestmark = pytest.mark.slow
+
+
+@pytest.fixture
+def db(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
+    if not inspect_model_path(MODEL).ok:
+        pytest.fail(f"the bundled model is missing: {inspect_model_path(MODEL).message}")
+    path = tmp_path / "results.duckdb"
+    monkeypatch.setenv("LAYERSCOPE_DB", str(path))
+    monkeypatch.setenv("LAYERSCOPE_STATE", str(tmp_path / "state.json"))
+    monkeypatch.setenv("HF_HUB_CACHE", str(tmp_path / "hf"))
+    return path
+
+
+async def settle(app: LayerscopeApp, pilot, *, keep_compute: bool = False) -> None:
+    for _ in range(3):
+        for worker in [w for w in app.workers if not (keep_compute and w.group == "compute")]:
+            with contextlib.suppress(WorkerCancelled):
+                await worker.wait()
+        await pilot.pause()
+
+
+async def check_types(app: LayerscopeApp, pilot, wanted: list[str]) -> None:
+    """Check exactly these response types, by keyboard: cursor to each, space."""
+    await pilot.press("1")
+    await settle(app, pilot)
+    types = app.query_one("#type-list")
+    types.focus()
+    await pilot.pause()
+    for index in range(types.option_count):
+        option = types.get_option_at_index(index)
+        if (option.value in wanted) != (option.value in types.selected):
+            types.highlighted = index
+            await pilot.press("space")
+    await pilot.pause()
+    assert sorted(types.selected) == sorted(wanted)
+
+
+async def set_field(app: LayerscopeApp, pilot, selector: str, value: str) -> None:
+    field = app.query_one(selector)
+    field.focus()
+    await pilot.press("ctrl+a", "ctrl+k", *value)
+
+
+async def test_first_start_preselects_tiny_and_math_and_one_key_gives_charts(db: Path):
+    app = LayerscopeApp(poll_seconds=0)
+    async with app.run_test(size=SIZE) as pilot:
+        await settle(app, pilot)
+        assert app.query_one(ModelPicker).spec == TINY and app.query_one(ModelPicker).ok
+        assert app.query_one("#dataset-picker").dataset == "math"
+        assert app.query_one("#type-list").selected == ["none_cot", "simplified_cot", "detailed_cot"]
+        # Keep it quick: 2 samples per type.
+        await set_field(app, pilot, "#setting-samples", "2")
+        app.query_one("#model-list").focus()
+        await pilot.press("r")
+        await app.workers.wait_for_complete()
+        await settle(app, pilot)
+        assert app.query_one(TabbedContent).active == "chart"
+        chart = app.query_one(LayerChart)
+        assert {s.label for s in chart.series} == {"none_cot", "simplified_cot", "detailed_cot"}
+        assert "(chart could not be drawn" not in chart.as_text(100, 24)
+
+
+async def test_two_types_run_overlaid_with_the_mad_table(db: Path):
+    app = LayerscopeApp(poll_seconds=0)
+    async with app.run_test(size=SIZE) as pilot:
+        await settle(app, pilot)
+        await check_types(app, pilot, ["none_cot", "detailed_cot"])
+        await set_field(app, pilot, "#setting-samples", "3")
+        await set_field(app, pilot, "#setting-batch", "2")
+        app.query_one("#type-list").focus()
+        await pilot.press("r")
+        await app.workers.wait_for_complete()
+        await settle(app, pilot)
+        runs = list(app.runs_by_id.values())
+        assert sorted(r.response_type for r in runs) == ["detailed_cot", "none_cot"]
+        assert all(r.model == TINY or r.model.endswith("tiny") for r in runs)
+        assert all(r.samples_done + r.samples_skipped == 3 for r in runs)
+        chart = app.query_one(LayerChart)
+        assert {s.label for s in chart.series} == {"none_cot", "detailed_cot"}
+        layers = runs[0].layers
+        assert all(len(s.mean) == layers for s in chart.series)
+        table = app.query_one(ComparisonTable)
+        assert table.row_count == 2 * len(runs[0].projections)
+        assert all(row[2] != "-" for row in table.csv_rows[1:])  # MAD over all layers
+        panel = app.query_one(RunProgressPanel)
+        details = [str(row.query_one(".progress-details").render()) for row in panel.rows.values()]
+        assert all(text.startswith("3/3") and text.endswith("done") for text in details)
+
+
+async def test_cancel_mid_run_keeps_samples_and_starting_again_resumes(
+    db: Path, monkeypatch: pytest.MonkeyPatch
+):
+    from layerscope.analysis import runner
+
+    real_execute = runner.execute
+    first_batch = threading.Event()
+    carry_on = threading.Event()
+    first_done: list[int] = []
+
+    def paced(request, db_path=None, cancel=None):
+        """The real runner, held after its first stored batch until the test has pressed c."""
+        for progress in real_execute(request, db_path=db_path, cancel=cancel):
+            yield progress
+            if progress.status == "running" and progress.done and not first_batch.is_set():
+                first_batch.set()
+                carry_on.wait(60)
+            if progress.status == "running" and not first_done:
+                first_done.append(progress.done)
+
+    monkeypatch.setattr(runner, "execute", paced)
+    app = LayerscopeApp(poll_seconds=0)
+    async with app.run_test(size=SIZE) as pilot:
+        await settle(app, pilot)
+        await check_types(app, pilot, ["simplified_cot"])
+        await set_field(app, pilot, "#setting-samples", "6")
+        await set_field(app, pilot, "#setting-batch", "1")
+        app.query_one("#type-list").focus()
+        await pilot.press("r")
+        for _ in range(600):
+            if first_batch.is_set():
+                break
+            await settle(app, pilot, keep_compute=True)
+        assert first_batch.is_set()
+        await pilot.press("c")
+        carry_on.set()
+        await app.workers.wait_for_complete()
+        await settle(app, pilot)
+        (run,) = app.runs_by_id.values()
+        kept = run.samples_done + run.samples_skipped
+        assert run.status == "cancelled" and 1 <= kept < 6
+        # Starting the same run again computes only what is missing.
+        first_done.clear()
+        await pilot.press("1")
+        await settle(app, pilot)
+        app.query_one("#type-list").focus()
+        await pilot.press("r")
+        await app.workers.wait_for_complete()
+        await settle(app, pilot)
+        (run,) = app.runs_by_id.values()
+        assert run.status == "complete"
+        assert first_done and first_done[0] == kept  # resumed where it stopped
+        stored = ResultsCache(db).samples(run.id, sort_by="index", descending=False)
+        assert [row.index for row in stored] == sorted({row.index for row in stored})
+        assert len(stored) + run.samples_skipped == 6
