@@ -22,6 +22,7 @@ import argparse
 import hashlib
 import os
 import platform
+import random
 import statistics
 import sys
 import tempfile
@@ -31,7 +32,14 @@ from pathlib import Path
 import duckdb
 
 from layerscope.analysis.cache import ResultsCache
-from layerscope.analysis.records import MATRIX_STATISTICS
+from layerscope.analysis.records import (
+    MATRIX_STATISTICS,
+    BatchResult,
+    MatrixStatistics,
+    Sample,
+    SampleResult,
+    TargetInfo,
+)
 
 GOAL_SECONDS = 1.0
 PROJECTIONS = ("q", "k", "v", "o")
@@ -93,6 +101,69 @@ def fill(path: Path, samples: int, layers: int) -> str:
     return run_id
 
 
+def synthetic_batch(first: int, count: int, layers: int, rng: random.Random) -> BatchResult:
+    """Engine-like output: random statistics, layer cosine matrices and pair cosines."""
+    results = []
+    for index in range(first, first + count):
+        matrices = [
+            MatrixStatistics(
+                layer, projection, {name: rng.uniform(0.1, 10) for name in MATRIX_STATISTICS}
+            )
+            for layer in range(layers)
+            for projection in PROJECTIONS
+        ]
+        cosines = {
+            p: [[rng.uniform(-1, 1) for _ in range(layers)] for _ in range(layers)]
+            for p in PROJECTIONS
+        }
+        pairs = {"q-o": [rng.uniform(-1, 1) for _ in range(layers)]}
+        results.append(SampleResult(index, rng.uniform(1, 3), 40, 200, matrices, cosines, pairs))
+    return BatchResult(results, [], count, count)
+
+
+def write_benchmark(folder: Path, samples: int, layers: int, batch_size: int) -> None:
+    """Per-batch cost of storing a run the way the runner does, and the file it leaves."""
+    path = folder / "write.duckdb"
+    cache = ResultsCache(path)
+    run_id = hashlib.sha256(b"write-bench").hexdigest()
+    targets = [
+        TargetInfo(layer, p, f"model.layers.{layer}.self_attn.{p}_proj.weight", 4096, 4096)
+        for layer in range(layers)
+        for p in PROJECTIONS
+    ]
+    cache.begin_run(
+        run_id,
+        model="bench",
+        dataset="synthetic",
+        response_type="none_cot",
+        mode="base",
+        samples_total=samples,
+        targets=targets,
+        settings={},
+        provenance={},
+    )
+    rng = random.Random(0)
+    texts = {i: Sample(i, f"question {i} " * 20, f"answer {i} " * 60) for i in range(samples)}
+    batches = [
+        synthetic_batch(first, min(batch_size, samples - first), layers, rng)
+        for first in range(0, samples, batch_size)
+    ]
+    times = []
+    for batch in batches:
+        started = time.perf_counter()
+        cache.write_batch(run_id, batch, texts)
+        times.append(time.perf_counter() - started)
+    started = time.perf_counter()
+    cache.finish_run(run_id, "complete")
+    finish = time.perf_counter() - started
+    print(
+        f"write: {samples} samples of a {layers}-layer model in batches of {batch_size}: "
+        f"median {statistics.median(times) * 1000:.0f} ms per batch transaction "
+        f"(max {max(times) * 1000:.0f} ms), finish + checkpoint {finish * 1000:.0f} ms, "
+        f"file {path.stat().st_size / 1e6:.1f} MB (no spectra)"
+    )
+
+
 def timed(function, repeats: int) -> tuple[float, object]:
     times = []
     result = None
@@ -142,6 +213,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--keep", action="store_true", help="keep the cache file afterwards")
     parser.add_argument("--repeats", type=int, default=5)
     parser.add_argument("--no-baseline", action="store_true", help="skip the numpy comparison")
+    parser.add_argument("--no-write", action="store_true", help="skip the write benchmark")
     args = parser.parse_args(argv)
 
     folder = None
@@ -220,6 +292,9 @@ def main(argv: list[str] | None = None) -> int:
             f"side by side: SQL scan {scan_seconds:.3f} s vs fetch + numpy {baseline:.3f} s "
             f"= {baseline / scan_seconds:.1f}x (max |difference| of q means {agree:.2e})"
         )
+    if not args.no_write:
+        with tempfile.TemporaryDirectory(prefix="layerscope-bench-write-") as scratch:
+            write_benchmark(Path(scratch), 500, 32, 4)
     if folder is not None and not args.keep:
         for leftover in Path(folder).iterdir():
             leftover.unlink()
