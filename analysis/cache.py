@@ -346,7 +346,7 @@ class ResultsCache:
                 if write and not self.path.exists():
                     # Small blocks keep small runs small (the default 256 KiB block would be
                     # mostly empty for a table of a few hundred rows).
-                    config = {"default_block_size": str(BLOCK_SIZE)}
+                    config: dict[str, Any] = {"default_block_size": str(BLOCK_SIZE)}
                     return duckdb.connect(str(self.path), config=config)
                 return duckdb.connect(str(self.path), read_only=not write)
             except duckdb.Error as error:
@@ -791,8 +791,9 @@ class ResultsCache:
                 if not samples:
                     return
                 first, last = samples[0][0], samples[-1][0]
-                rows = con.execute(stats_query, {"run": run_no, "first": first, "last": last})
-                rows = rows.fetchall()
+                rows = con.execute(
+                    stats_query, {"run": run_no, "first": first, "last": last}
+                ).fetchall()
             by_sample: dict[int, list[tuple[int, str, dict[str, float], list[float] | None]]] = {}
             for row in rows:
                 values = dict(zip(MATRIX_STATISTICS, row[3:-1], strict=True))
@@ -1042,7 +1043,7 @@ class ResultsCache:
                 "(SELECT count(*) FROM skipped WHERE run_no = $r AND kind = 'failed')",
                 {"r": run_no},
             ).fetchone()
-            closing = {"finished_at": now.isoformat() + "Z", "status": status}
+            closing: dict[str, Any] = {"finished_at": now.isoformat() + "Z", "status": status}
             if counts:
                 closing["samples_done"], closing["samples_skipped"], closing["samples_failed"] = (
                     int(c) for c in counts

@@ -174,7 +174,8 @@ def _parse_line(text: str, where: str, index: int, line: int) -> PaperSample:
     for key in ("instruction", "output"):
         if not isinstance(record.get(key, ""), str):
             raise PaperFormatError(f"{where}: {key} must be a string")
-    metadata = record.get(METADATA_KEY) if isinstance(record.get(METADATA_KEY), dict) else {}
+    raw_metadata = record.get(METADATA_KEY)
+    metadata: dict[str, Any] = raw_metadata if isinstance(raw_metadata, dict) else {}
     matrices: list[MatrixStatistics] = []
     parameters: dict[tuple[int, str], str] = {}
     for key, entry in record.items():
@@ -356,7 +357,7 @@ def import_paper_jsonl(
 
 
 def _paper_entry(values: dict[str, float], spectrum: list[float] | None) -> dict[str, Any]:
-    entry = {
+    entry: dict[str, Any] = {
         paper_key: values[name] for paper_key, name in PAPER_STATISTICS.items() if name in values
     }
     if spectrum is not None:
