@@ -304,14 +304,20 @@ def import_paper_jsonl(
 ) -> RunInfo:
     """Read a statistics file into the cache as a run (importing it again adds nothing).
 
-    The file is validated completely before anything is written, so a malformed line leaves
-    the cache untouched. ``progress(done, total)`` is called after each stored batch.
+    The file is read twice, streaming: first to validate every line, so a malformed line leaves
+    the cache untouched, then to store it in batches; memory stays bounded even for files with
+    full spectra. ``progress(done, total)`` is called after each stored batch.
     """
     path = Path(path)
     if not path.is_file():
         raise PaperFormatError(f"{path}: no such file")
-    parsed = list(read_paper_jsonl(path))
-    first = parsed[0]
+    first: PaperSample | None = None
+    total = 0
+    for parsed in read_paper_jsonl(path):
+        if first is None:
+            first = parsed
+        total += 1
+    assert first is not None  # read_paper_jsonl raises for a file without samples
     targets = [
         TargetInfo(layer, projection, name, 0, 0)
         for (layer, projection), name in sorted(
@@ -328,7 +334,7 @@ def import_paper_jsonl(
         dataset=dataset,
         response_type=response_type,
         mode=mode,
-        samples_total=len(parsed),
+        samples_total=total,
         targets=targets,
         settings={
             "source": "import",
@@ -343,13 +349,26 @@ def import_paper_jsonl(
     status = "failed"
     try:
         done = cache.done_indices(run_id)
-        pending = [p for p in parsed if p.sample.index not in done]
-        for start in range(0, len(pending), IMPORT_BATCH):
-            chunk = pending[start : start + IMPORT_BATCH]
-            batch = BatchResult([p.result for p in chunk], [], start + len(chunk), len(pending))
+        handled = len(done)
+        chunk: list[PaperSample] = []
+
+        def store() -> None:
+            nonlocal handled
+            batch = BatchResult([p.result for p in chunk], [], len(chunk), len(chunk))
             cache.write_batch(run_id, batch, {p.sample.index: p.sample for p in chunk})
+            handled += len(chunk)
+            chunk.clear()
             if progress is not None:
-                progress(len(parsed) - len(pending) + start + len(chunk), len(parsed))
+                progress(handled, total)
+
+        for parsed in read_paper_jsonl(path):
+            if parsed.sample.index in done:
+                continue
+            chunk.append(parsed)
+            if len(chunk) >= IMPORT_BATCH:
+                store()
+        if chunk:
+            store()
         status = "complete"
     finally:
         info = cache.finish_run(run_id, status)
