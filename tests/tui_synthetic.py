@@ -13,6 +13,8 @@ from __future__ import annotations
 
 import hashlib
 import math
+import shutil
+import tempfile
 from pathlib import Path
 
 from layerscope.analysis.cache import ResultsCache
@@ -182,8 +184,10 @@ def add_run(
     return run_id
 
 
-def fill_cache(db_path: Path) -> dict[str, str]:
-    """Four complete runs of tiny on math plus an instruct run: response type -> run id."""
+_TEMPLATE: tuple[Path, dict[str, str]] | None = None
+
+
+def _fill(db_path: Path) -> dict[str, str]:
     ids = {
         response_type: add_run(db_path, response_type)
         for response_type in ("none_cot", "simplified_cot", "detailed_cot", "none_cot_irrelevant")
@@ -192,3 +196,17 @@ def fill_cache(db_path: Path) -> dict[str, str]:
         db_path, "detailed_cot", mode="instruct", stored=8, status="cancelled"
     )
     return ids
+
+
+def fill_cache(db_path: Path) -> dict[str, str]:
+    """Four complete runs of tiny on math plus a cancelled instruct run: type -> run id.
+
+    Built once per test session and copied: the content is the same every time.
+    """
+    global _TEMPLATE
+    if _TEMPLATE is None:
+        template = Path(tempfile.mkdtemp(prefix="layerscope-tui-")) / "results.duckdb"
+        _TEMPLATE = (template, _fill(template))
+    db_path.parent.mkdir(parents=True, exist_ok=True)
+    shutil.copyfile(_TEMPLATE[0], db_path)
+    return dict(_TEMPLATE[1])

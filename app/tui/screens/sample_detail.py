@@ -13,7 +13,7 @@ from textual import work
 from textual.app import ComposeResult
 from textual.binding import Binding, BindingType
 from textual.containers import Horizontal, Vertical, VerticalScroll
-from textual.screen import ModalScreen
+from textual.screen import Screen
 from textual.widgets import Footer, Label, Static
 
 from layerscope.analysis.records import ATTENTION_PROJECTIONS, MATRIX_STATISTICS
@@ -22,8 +22,8 @@ from layerscope.app.tui.widgets.comparison_table import number
 from layerscope.app.tui.widgets.sample_chart import SampleChart
 
 
-class SampleDetailScreen(ModalScreen[None]):
-    """Text on the left, chart on the right; escape closes."""
+class SampleDetailScreen(Screen[None]):
+    """Text on the left, chart on the right; escape closes. A full screen: every cell counts."""
 
     BINDINGS: ClassVar[list[BindingType]] = [
         Binding("escape", "close", "Close", id="sample.close"),
@@ -45,7 +45,7 @@ class SampleDetailScreen(ModalScreen[None]):
 
     def compose(self) -> ComposeResult:
         row = self.row
-        with Vertical(id="sample-dialog", classes="dialog"):
+        with Vertical(id="sample-dialog"):
             yield Label(
                 f"Sample {row.index} of {self.run_label}", id="sample-title", classes="dialog-title"
             )
@@ -62,7 +62,7 @@ class SampleDetailScreen(ModalScreen[None]):
                     yield Label("Response", classes="section-title")
                     yield Static(row.output, id="sample-response", markup=False)
                 yield SampleChart(id="sample-chart")
-            yield Footer()
+        yield Footer(compact=True)
 
     def on_mount(self) -> None:
         run = getattr(self.app, "runs_by_id", {}).get(self.run_id)
