@@ -114,11 +114,14 @@ class DatasetPicker(Vertical):
         try:
             path = resolve_dataset(spec)
             if not path.exists():
-                raise DatasetError(f"{path}: no such file or folder")
+                raise DatasetError(path, "no such file or folder")
             sources = discover_sources(path)
             counts = {source.response_type: count_samples(source) for source in sources}
         except (DatasetError, OSError, ValueError) as error:
             self.app.call_from_thread(self._failed, spec, str(error), typed)
+            return
+        except Exception as error:  # whatever a strange file does, say it inline
+            self.app.call_from_thread(self._failed, spec, f"{spec}: {error!r}", typed)
             return
         self.app.call_from_thread(self._found, spec, sources, counts, typed)
 

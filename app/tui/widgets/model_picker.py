@@ -144,7 +144,12 @@ class ModelPicker(Vertical):
     def _check(self, spec: str, typed: bool = False) -> None:
         from layerscope.analysis.models import inspect_model_path
 
-        check = inspect_model_path(spec)
+        try:
+            check = inspect_model_path(spec)
+        except Exception as error:  # an unreadable folder must not end the app
+            from layerscope.analysis.models import ModelCheck
+
+            check = ModelCheck(False, f"{spec}: {error!r}")
         self.app.call_from_thread(self._checked, spec, check, typed)
 
     def _checked(self, spec: str, check: Any, typed: bool) -> None:

@@ -1,0 +1,209 @@
+"""Picking a model and a dataset: lists, inline validation as you type, modes, preselection.
+
+All of this reads files only, so the tests build small model folders, a fake Hugging Face cache
+and dataset files in tmp_path; nothing is loaded and torch is not needed.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import json
+from pathlib import Path
+
+import pytest
+from textual.worker import WorkerCancelled
+
+from layerscope.app.tui.app import LayerscopeApp
+from layerscope.app.tui.widgets.dataset_picker import DatasetPicker
+from layerscope.app.tui.widgets.model_picker import ModelPicker, human_size
+from layerscope.app.tui.widgets.runs_browser import type_sort_key
+
+SIZE = (100, 32)
+
+
+def model_folder(path: Path, *, chat: bool, architectures: list[str] | None = None) -> Path:
+    path.mkdir(parents=True)
+    config = {
+        "architectures": architectures or ["LlamaForCausalLM"],
+        "model_type": "llama",
+        "num_hidden_layers": 28,
+    }
+    (path / "config.json").write_text(json.dumps(config))
+    tokenizer = {"chat_template": "{{ messages }}"} if chat else {}
+    (path / "tokenizer_config.json").write_text(json.dumps(tokenizer))
+    (path / "model.safetensors").write_bytes(b"\0" * 3_100_000)
+    return path
+
+
+@pytest.fixture
+def env(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
+    monkeypatch.setenv("LAYERSCOPE_DB", str(tmp_path / "results.duckdb"))
+    monkeypatch.setenv("LAYERSCOPE_STATE", str(tmp_path / "state.json"))
+    hub = tmp_path / "hf"
+    snapshot = hub / "models--acme--Qwen-Mini" / "snapshots" / "abc123"
+    model_folder(snapshot, chat=True)
+    (hub / "models--acme--Qwen-Mini" / "refs").mkdir()
+    (hub / "models--acme--Qwen-Mini" / "refs" / "main").write_text("abc123")
+    monkeypatch.setenv("HF_HUB_CACHE", str(hub))
+    return tmp_path
+
+
+async def settle(app: LayerscopeApp, pilot) -> None:
+    for _ in range(3):
+        for worker in list(app.workers):
+            with contextlib.suppress(WorkerCancelled):
+                await worker.wait()
+        await pilot.pause()
+
+
+async def type_into(app: LayerscopeApp, pilot, selector: str, text: str) -> None:
+    field = app.query_one(selector)
+    field.focus()
+    await pilot.press("ctrl+a", "ctrl+k")
+    field.insert_text_at_cursor(text)  # what pasting a path does
+    await settle(app, pilot)
+
+
+def check_line(app: LayerscopeApp, selector: str) -> str:
+    return str(app.query_one(selector).render())
+
+
+async def test_model_list_has_the_builtin_the_hf_cache_and_recent_models(env: Path):
+    recent = model_folder(env / "recent-model", chat=False)
+    (env / "state.json").write_text(json.dumps({"recent_models": [str(recent)]}))
+    app = LayerscopeApp(poll_seconds=0)
+    async with app.run_test(size=SIZE) as pilot:
+        await settle(app, pilot)
+        picker = app.query_one(ModelPicker)
+        entries = dict(picker._entries)
+        assert next(iter(entries)) == "tiny" and entries["tiny"].startswith("built-in")
+        assert entries[str(recent)] == "recent"
+        assert entries["acme/Qwen-Mini"] == "HF cache, llama, 28 layers, 3.1 MB"
+        # Moving the cursor onto a model checks it and says so inline.
+        options = app.query_one("#model-list")
+        options.focus()
+        options.highlighted = list(entries).index("acme/Qwen-Mini")
+        await settle(app, pilot)
+        assert picker.spec == "acme/Qwen-Mini" and picker.ok
+        assert "28 layers" in check_line(app, "#model-check")
+        assert not app.query_one("#mode-instruct").disabled
+
+
+async def test_the_path_field_says_what_is_wrong_as_you_type(env: Path):
+    app = LayerscopeApp(poll_seconds=0)
+    async with app.run_test(size=SIZE) as pilot:
+        await settle(app, pilot)
+        a_file = env / "weights.bin"
+        a_file.write_bytes(b"x")
+        await type_into(app, pilot, "#model-path", str(a_file))
+        assert "is a file, not a model folder" in check_line(app, "#model-check")
+        (env / "empty").mkdir()
+        await type_into(app, pilot, "#model-path", str(env / "empty"))
+        assert "no config.json" in check_line(app, "#model-check")
+        model_folder(env / "bert", chat=False, architectures=["BertForMaskedLM"])
+        await type_into(app, pilot, "#model-path", str(env / "bert"))
+        assert "not a causal LM (BertForMaskedLM)" in check_line(app, "#model-check")
+        await type_into(app, pilot, "#model-path", str(env / "nowhere"))
+        assert "no such folder" in check_line(app, "#model-check")
+        assert app.query_one(ModelPicker).spec != str(env / "nowhere")
+        # A valid folder becomes the chosen model; without a chat template, no instruct mode.
+        good = model_folder(env / "base-only", chat=False)
+        await type_into(app, pilot, "#model-path", str(good))
+        picker = app.query_one(ModelPicker)
+        assert picker.spec == str(good) and picker.ok
+        assert app.query_one("#mode-instruct").disabled
+        assert picker.mode == "base"
+
+
+async def test_instruct_mode_falls_back_to_base_for_a_model_without_chat_template(env: Path):
+    chat = model_folder(env / "chat", chat=True)
+    plain = model_folder(env / "plain", chat=False)
+    app = LayerscopeApp(model=str(chat), poll_seconds=0)
+    async with app.run_test(size=SIZE) as pilot:
+        await settle(app, pilot)
+        picker = app.query_one(ModelPicker)
+        assert picker.spec == str(chat)
+        app.query_one("#mode-instruct").value = True
+        await settle(app, pilot)
+        assert picker.mode == "instruct"
+        await type_into(app, pilot, "#model-path", str(plain))
+        assert picker.mode == "base" and app.query_one("#mode-instruct").disabled
+
+
+async def test_dataset_path_field_validates_files_folders_and_manifests(env: Path):
+    data = env / "mydata.json"
+    data.write_text(json.dumps([{"instruction": "Q?", "output": "A."}] * 5))
+    app = LayerscopeApp(poll_seconds=0)
+    async with app.run_test(size=SIZE) as pilot:
+        await settle(app, pilot)
+        picker = app.query_one(DatasetPicker)
+        assert picker.dataset == "math"
+        assert [s.response_type for s in picker.sources][:2] == ["none_cot", "none_cot_irrelevant"]
+        prompt = str(app.query_one("#type-list").get_option("type-none_cot").prompt)
+        assert "40" in prompt  # sample count
+        await type_into(app, pilot, "#dataset-path", str(env / "missing.json"))
+        assert "no such file or folder" in check_line(app, "#dataset-check")
+        broken = env / "broken.json"
+        broken.write_text('[{"instruction": "Q?"}]')
+        await type_into(app, pilot, "#dataset-path", str(broken))
+        assert str(broken) in check_line(app, "#dataset-check")
+        assert picker.dataset == "math"  # a bad path does not replace the dataset
+        await type_into(app, pilot, "#dataset-path", str(data))
+        assert picker.dataset == str(data)
+        assert [s.response_type for s in picker.sources] == ["mydata"]
+        assert app.query_one("#type-list").selected == ["mydata"]
+        assert "1 response types, 5 samples" in check_line(app, "#dataset-check")
+        assert "checked 1: mydata (5 samples)" in check_line(app, "#type-summary")
+
+
+async def test_command_line_choices_are_preselected(env: Path):
+    chat = model_folder(env / "chat", chat=True)
+    app = LayerscopeApp(model=str(chat), dataset="knowledge", poll_seconds=0)
+    async with app.run_test(size=SIZE) as pilot:
+        await settle(app, pilot)
+        assert app.query_one(ModelPicker).spec == str(chat)
+        assert app.query_one("#model-path").value == str(chat)
+        picker = app.query_one(DatasetPicker)
+        assert picker.dataset == "knowledge"
+        assert app.query_one("#type-list").selected  # something checked to run at once
+
+
+async def test_the_command_palette_lists_the_actions(env: Path):
+    app = LayerscopeApp(poll_seconds=0)
+    async with app.run_test(size=SIZE) as pilot:
+        await settle(app, pilot)
+        titles = [command.title for command in app.get_system_commands(app.screen)]
+        for wanted in ("Run", "Cancel run", "Export", "Help", "Go to Chart", "Chart: log scale"):
+            assert wanted in titles
+        assert "Chart statistic: effective_rank" in titles
+        await pilot.press("ctrl+p")
+        await pilot.pause()
+        assert type(app.screen).__name__ == "CommandPalette"
+
+
+async def test_no_color_tells_runs_apart_by_marker(env: Path, monkeypatch: pytest.MonkeyPatch):
+    from tui_synthetic import fill_cache
+
+    from layerscope.app.tui.widgets.layer_chart import LayerChart
+
+    ids = fill_cache(env / "results.duckdb")
+    monkeypatch.setenv("NO_COLOR", "1")
+    app = LayerscopeApp(poll_seconds=0)
+    async with app.run_test(size=SIZE) as pilot:
+        await settle(app, pilot)
+        app.set_comparison([ids["none_cot"], ids["detailed_cot"]])
+        await pilot.press("3")
+        await settle(app, pilot)
+        chart = app.query_one(LayerChart)
+        assert len({s.marker for s in chart.series}) == 2
+        legend = chart.header(100).plain
+        assert "•• detailed_cot" in legend
+
+
+def test_small_helpers():
+    assert human_size(3_100_000) == "3.1 MB" and human_size(0) == ""
+    ordered = sorted(
+        ["detailed_cot", "none_cot_irrelevant", "zeta", "none_cot", "simplified_cot"],
+        key=type_sort_key,
+    )
+    assert ordered == ["none_cot", "none_cot_irrelevant", "simplified_cot", "detailed_cot", "zeta"]
