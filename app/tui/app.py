@@ -32,6 +32,7 @@ from textual.screen import Screen
 from textual.widgets import Button, Footer, TabbedContent, TabPane
 from textual.worker import Worker, WorkerState
 
+from layerscope.app.tui.errors import reported
 from layerscope.app.tui.messages import (
     CacheScanned,
     ComparisonChanged,
@@ -211,6 +212,7 @@ class LayerscopeApp(App[None]):
             return
         self.post_message(CacheScanned(runs))
 
+    @reported
     def on_cache_scanned(self, message: CacheScanned) -> None:
         self._scanning = False
         if message.runs is None:
@@ -263,6 +265,7 @@ class LayerscopeApp(App[None]):
             return
         self.post_message(PlanComputed(token, planned))
 
+    @reported
     def on_plan_computed(self, message: PlanComputed) -> None:
         if message.token != self._plan_token:
             return
@@ -386,6 +389,7 @@ class LayerscopeApp(App[None]):
             self.post_message(ProblemReported("Run failed", message))
         self.post_message(RunEnded(request_id, outcome, message))
 
+    @reported
     def on_run_started(self, message: RunStarted) -> None:
         if not message.run_ids:
             return
@@ -394,6 +398,7 @@ class LayerscopeApp(App[None]):
         self.focused_run = message.run_ids[0]
         self.scan_cache()
 
+    @reported
     def on_run_progressed(self, message: RunProgressed) -> None:
         progress = message.progress
         self.query_one(RunProgressPanel).show_progress(progress)
@@ -477,6 +482,11 @@ class LayerscopeApp(App[None]):
             return self.focused_run
         return self.comparison[0] if self.comparison else self.focused_run
 
+    def _is_growing(self, run_id: str) -> bool:
+        """Whether a run may have new samples since it was last shown (being computed)."""
+        run = self.runs_by_id.get(run_id)
+        return self.computing or (run is not None and run.status == "running")
+
     def action_show_tab(self, tab: str) -> None:
         tabs = self.query_one(TabbedContent)
         if tabs.active != tab:
@@ -489,11 +499,13 @@ class LayerscopeApp(App[None]):
             self._tab_shown(event.pane.id)
 
     def _tab_shown(self, tab: str) -> None:
+        run = self.current_run()
+        growing = run is not None and self._is_growing(run)
         if tab == "samples":
-            self.query_one(SamplesPane).show_run(self.current_run())
+            self.query_one(SamplesPane).show_run(run, refresh=growing)
             self.query_one("#samples-table").focus()
         elif tab == "cosines":
-            self.query_one(CosinePane).show_run(self.current_run())
+            self.query_one(CosinePane).show_run(run, refresh=growing)
             self.query_one("#cosine-heatmap").focus()
         elif tab == "chart":
             self.query_one(LayerChart).focus()
@@ -611,11 +623,16 @@ class LayerscopeApp(App[None]):
                 lambda t=tab: self.action_show_tab(t),
             )
         pane = self.query_one(ComparePane)
+
+        def show_statistic(metric: str) -> None:
+            pane.set_metric(metric)
+            self.action_show_tab("chart")
+
         for metric in STATISTICS:
             yield SystemCommand(
                 f"Chart statistic: {metric}",
                 "Show this statistic in the chart (s cycles)",
-                lambda m=metric: (pane.set_metric(m), self.action_show_tab("chart")),
+                lambda m=metric: show_statistic(m),
             )
         yield SystemCommand("Chart: log scale", "Toggle the log y axis (l)", pane.action_toggle_log)
         yield SystemCommand(

@@ -71,7 +71,7 @@ def load_state(path: Path) -> UiState:
         return UiState()
     if not isinstance(raw, dict):
         return UiState()
-    last_raw = raw.get("last") if isinstance(raw.get("last"), dict) else {}
+    last_raw: dict[str, Any] = raw["last"] if isinstance(raw.get("last"), dict) else {}
     defaults = asdict(LastPicks())
     last_values: dict[str, Any] = {
         key: last_raw.get(key, default) for key, default in defaults.items()

@@ -17,6 +17,7 @@ from textual.screen import Screen
 from textual.widgets import Footer, Label, Static
 
 from layerscope.analysis.records import ATTENTION_PROJECTIONS, MATRIX_STATISTICS
+from layerscope.app.tui.errors import reported
 from layerscope.app.tui.messages import SampleCurveLoaded
 from layerscope.app.tui.widgets.comparison_table import number
 from layerscope.app.tui.widgets.sample_chart import SampleChart
@@ -75,9 +76,8 @@ class SampleDetailScreen(Screen[None]):
     def _request(self) -> None:
         chart = self.query_one(SampleChart)
         chart.placeholder = "Loading the sample's curve…"
-        self._load(
-            Path(self.app.db_path), self.run_id, self.row.index, self.metric, self.projection
-        )  # type: ignore[attr-defined]
+        db_path = Path(self.app.db_path)  # type: ignore[attr-defined]
+        self._load(db_path, self.run_id, self.row.index, self.metric, self.projection)
 
     @work(thread=True, exclusive=True, group="sample-curve", exit_on_error=False)
     def _load(self, db_path: Path, run_id: str, index: int, metric: str, projection: str) -> None:
@@ -95,6 +95,7 @@ class SampleDetailScreen(Screen[None]):
         mean = list(curves[0].mean) if curves else []
         self.post_message(SampleCurveLoaded(run_id, index, metric, projection, sample, mean))
 
+    @reported
     def on_sample_curve_loaded(self, message: SampleCurveLoaded) -> None:
         message.stop()
         if (message.metric, message.projection) != (self.metric, self.projection):

@@ -18,6 +18,7 @@ from textual.containers import Vertical
 from textual.widgets import Static
 
 from layerscope.analysis.records import ATTENTION_PROJECTIONS, MLP_PROJECTIONS
+from layerscope.app.tui.errors import reported
 from layerscope.app.tui.labels import run_labels
 from layerscope.app.tui.messages import ChartLoaded
 from layerscope.app.tui.screens.length_filter import LengthFilterScreen, format_length_range
@@ -231,6 +232,7 @@ class ComparePane(Vertical):
             ChartLoaded(token, comparison.curves, comparison.mad, comparison.relative)
         )
 
+    @reported
     def on_chart_loaded(self, message: ChartLoaded) -> None:
         message.stop()
         self._loading = False

@@ -16,6 +16,7 @@ from textual.containers import Vertical
 from textual.widgets import Static
 
 from layerscope.analysis.records import ATTENTION_PROJECTIONS, MLP_PROJECTIONS
+from layerscope.app.tui.errors import reported
 from layerscope.app.tui.labels import full_label
 from layerscope.app.tui.messages import CosinesLoaded
 from layerscope.app.tui.widgets.cosine_heatmap import CosineHeatmap
@@ -55,8 +56,9 @@ class CosinePane(Vertical):
     def on_mount(self) -> None:
         self._update_status()
 
-    def show_run(self, run_id: str | None) -> None:
-        if run_id == self.run_id:
+    def show_run(self, run_id: str | None, refresh: bool = False) -> None:
+        """Show this run's heatmap (read again when `refresh`: the run is still growing)."""
+        if run_id == self.run_id and not refresh:
             return
         self.run_id = run_id
         self.reload()
@@ -89,6 +91,7 @@ class CosinePane(Vertical):
             return
         self.post_message(CosinesLoaded(token, run_id, projection, matrix))
 
+    @reported
     def on_cosines_loaded(self, message: CosinesLoaded) -> None:
         message.stop()
         if message.token != self._token:

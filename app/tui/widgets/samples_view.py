@@ -17,6 +17,7 @@ from textual.binding import Binding, BindingType
 from textual.containers import Vertical
 from textual.widgets import DataTable, Static
 
+from layerscope.app.tui.errors import reported
 from layerscope.app.tui.labels import full_label
 from layerscope.app.tui.messages import SamplesLoaded
 from layerscope.app.tui.screens.sample_detail import SampleDetailScreen
@@ -87,8 +88,9 @@ class SamplesPane(Vertical):
             table.add_column(key, key=key)
         self._update_status()
 
-    def show_run(self, run_id: str | None) -> None:
-        if run_id == self.run_id and self.rows:
+    def show_run(self, run_id: str | None, refresh: bool = False) -> None:
+        """Show this run's samples (read again when `refresh`: the run is still growing)."""
+        if run_id == self.run_id and self.rows and not refresh:
             return
         self.run_id = run_id
         self.reload()
@@ -136,6 +138,7 @@ class SamplesPane(Vertical):
             return
         self.post_message(SamplesLoaded(token, run_id, rows))
 
+    @reported
     def on_samples_loaded(self, message: SamplesLoaded) -> None:
         message.stop()
         if message.token != self._token:
