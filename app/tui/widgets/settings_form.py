@@ -74,18 +74,18 @@ class SettingsForm(Grid):
             compact=True,
             tooltip="How many samples per response type (empty: all)",
         )
-        yield Label("random seed")
+        yield Label("seed")
         yield Input(
             "" if initial.sample_seed is None else str(initial.sample_seed),
             placeholder="first N",
             type="integer",
             id="setting-seed",
             compact=True,
-            tooltip="Empty: the first N samples; a number: a random N drawn with this seed",
+            tooltip="Random seed. Empty: the first N samples; a number: N drawn with this seed",
         )
-        yield Label("max length")
+        yield Label("max len")
         yield Input(str(initial.max_length), type="integer", id="setting-max-length", compact=True)
-        yield Label("batch size")
+        yield Label("batch")
         yield Input(str(initial.batch_size), type="integer", id="setting-batch", compact=True)
         yield Label("dtype")
         yield Select(
