@@ -353,4 +353,6 @@ def test_progress_details_read_at_a_glance():
     assert format_duration(None) == "?"
     done = Progress("x", "math", "none_cot", 40, 40, 3.0, 0, 2.0, "complete")
     assert progress_details(done).endswith("· done")
+    done.skipped, done.failed = 2, 1  # type: ignore[attr-defined]
+    assert progress_details(done) == "40/40 · loss 2.000 · 2 skipped · 1 failed · done"
     assert isinstance(ProgressRow("t"), ProgressRow)

@@ -41,6 +41,12 @@ def progress_details(progress: Any) -> str:
             parts.append("starting…")
     if progress.mean_loss is not None and math.isfinite(progress.mean_loss):
         parts.append(f"loss {progress.mean_loss:.3f}")
+    for count, what in (
+        (getattr(progress, "skipped", 0), "skipped"),
+        (getattr(progress, "failed", 0), "failed"),
+    ):
+        if count:
+            parts.append(f"{count} {what}")
     return " · ".join(parts) + STATUS_TEXT.get(progress.status, f" · {progress.status}")
 
 
