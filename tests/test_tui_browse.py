@@ -27,6 +27,7 @@ from layerscope.app.tui.screens.sample_detail import SampleDetailScreen
 from layerscope.app.tui.widgets.comparison_table import ComparisonTable
 from layerscope.app.tui.widgets.cosine_heatmap import CosineHeatmap
 from layerscope.app.tui.widgets.layer_chart import LayerChart
+from layerscope.app.tui.widgets.log_panel import LogPanel
 from layerscope.app.tui.widgets.runs_browser import RunsBrowser
 from layerscope.app.tui.widgets.sample_chart import SampleChart
 from layerscope.app.tui.widgets.samples_view import SamplesPane
@@ -371,6 +372,7 @@ def test_browsing_works_when_torch_cannot_be_imported(filled: dict[str, str], ca
         sys.meta_path.insert(0, Blocker())
         from layerscope.app.tui.app import LayerscopeApp
         from layerscope.app.tui.widgets.layer_chart import LayerChart
+from layerscope.app.tui.widgets.log_panel import LogPanel
         from layerscope.app.tui.widgets.comparison_table import ComparisonTable
 
         async def main():
@@ -401,3 +403,23 @@ def test_browsing_works_when_torch_cannot_be_imported(filled: dict[str, str], ca
     assert "RUNS 5 SERIES 8 ROWS 8" in result.stdout
     assert "SAMPLES 11" in result.stdout
     assert "ATTEMPTS []" in result.stdout
+
+
+async def test_an_unexpected_error_while_reading_is_reported_not_fatal(
+    filled: dict[str, str], monkeypatch: pytest.MonkeyPatch
+):
+    def broken(self, run_id, projection):
+        raise RuntimeError("disk on fire")
+
+    monkeypatch.setattr(ResultsCache, "layer_cosines", broken)
+    app = LayerscopeApp(poll_seconds=0)
+    async with app.run_test(size=SIZE) as pilot:
+        await settle(app, pilot)
+        await compare(app, pilot, [filled["none_cot"]])
+        await pilot.press("4")
+        await settle(app, pilot)
+        log = "\n".join(app.query_one(LogPanel).lines_recorded)
+        assert "Internal error: RuntimeError: disk on fire" in log
+        await pilot.press("3")  # still alive and drawing
+        await settle(app, pilot)
+        assert app.query_one(LayerChart).series

@@ -28,3 +28,20 @@ def reported(handler: Handler) -> Handler:
             return None
 
     return guarded  # type: ignore[return-value]
+
+
+class ReportsWorkerErrors:
+    """Mixin for widgets with thread workers: a worker that raised is reported, not lost.
+
+    Worker state messages do not bubble, so each widget that starts workers turns an error
+    into a ProblemReported (which does bubble, to the app's notification and log panel).
+    """
+
+    def on_worker_state_changed(self, event: Any) -> None:
+        from textual.worker import WorkerState
+
+        if event.state == WorkerState.ERROR and event.worker.error is not None:
+            error = event.worker.error
+            self.post_message(  # type: ignore[attr-defined]
+                ProblemReported("Internal error", f"{type(error).__name__}: {error}")
+            )

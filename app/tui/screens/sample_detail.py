@@ -17,13 +17,13 @@ from textual.screen import Screen
 from textual.widgets import Footer, Label, Static
 
 from layerscope.analysis.records import ATTENTION_PROJECTIONS, MATRIX_STATISTICS
-from layerscope.app.tui.errors import reported
+from layerscope.app.tui.errors import ReportsWorkerErrors, reported
 from layerscope.app.tui.messages import SampleCurveLoaded
 from layerscope.app.tui.widgets.comparison_table import number
 from layerscope.app.tui.widgets.sample_chart import SampleChart
 
 
-class SampleDetailScreen(Screen[None]):
+class SampleDetailScreen(ReportsWorkerErrors, Screen[None]):
     """Text on the left, chart on the right; escape closes. A full screen: every cell counts."""
 
     BINDINGS: ClassVar[list[BindingType]] = [

@@ -16,9 +16,10 @@ from textual.app import ComposeResult
 from textual.binding import Binding, BindingType
 from textual.containers import Vertical
 from textual.widgets import Static
+from textual.worker import Worker, WorkerState
 
 from layerscope.analysis.records import ATTENTION_PROJECTIONS, MLP_PROJECTIONS
-from layerscope.app.tui.errors import reported
+from layerscope.app.tui.errors import ReportsWorkerErrors, reported
 from layerscope.app.tui.labels import run_labels
 from layerscope.app.tui.messages import ChartLoaded
 from layerscope.app.tui.screens.length_filter import LengthFilterScreen, format_length_range
@@ -54,7 +55,7 @@ STATISTICS = (
 PROJECTION_GROUP = Binding.Group("Proj ", compact=True)
 
 
-class ComparePane(Vertical):
+class ComparePane(ReportsWorkerErrors, Vertical):
     """Chart + comparison table for `run_ids`; keys change what is drawn."""
 
     BINDINGS: ClassVar[list[BindingType]] = [
@@ -231,6 +232,14 @@ class ComparePane(Vertical):
         self.post_message(
             ChartLoaded(token, comparison.curves, comparison.mad, comparison.relative)
         )
+
+    def on_worker_state_changed(self, event: Worker.StateChanged) -> None:
+        super().on_worker_state_changed(event)
+        if event.worker.group == "chart-load" and event.state in (
+            WorkerState.ERROR,
+            WorkerState.CANCELLED,
+        ):
+            self._loading = False  # a failed read must not block the next ones
 
     @reported
     def on_chart_loaded(self, message: ChartLoaded) -> None:

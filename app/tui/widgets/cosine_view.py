@@ -16,7 +16,7 @@ from textual.containers import Vertical
 from textual.widgets import Static
 
 from layerscope.analysis.records import ATTENTION_PROJECTIONS, MLP_PROJECTIONS
-from layerscope.app.tui.errors import reported
+from layerscope.app.tui.errors import ReportsWorkerErrors, reported
 from layerscope.app.tui.labels import full_label
 from layerscope.app.tui.messages import CosinesLoaded
 from layerscope.app.tui.widgets.cosine_heatmap import CosineHeatmap
@@ -24,7 +24,7 @@ from layerscope.app.tui.widgets.cosine_heatmap import CosineHeatmap
 PROJECTION_GROUP = Binding.Group("Projection ", compact=True)
 
 
-class CosinePane(Vertical):
+class CosinePane(ReportsWorkerErrors, Vertical):
     """Heatmap of `run_id` for `projection`; q/k/v/o (and g/u/d) switch the projection."""
 
     BINDINGS: ClassVar[list[BindingType]] = [

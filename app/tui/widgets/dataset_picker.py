@@ -21,6 +21,7 @@ from textual.widgets import Input, Label, OptionList, SelectionList, Static
 from textual.widgets.option_list import Option
 from textual.widgets.selection_list import Selection
 
+from layerscope.app.tui.errors import ReportsWorkerErrors
 from layerscope.app.tui.messages import DatasetChosen
 
 # What a newcomer gets preselected: the paper's fast vs slow thinking comparison.
@@ -36,7 +37,7 @@ def resolve_dataset(dataset: str) -> Path:
     return Path(dataset).expanduser()
 
 
-class DatasetPicker(Vertical):
+class DatasetPicker(ReportsWorkerErrors, Vertical):
     """Posts DatasetChosen when the dataset changes; `types` are the checked response types."""
 
     def __init__(

@@ -18,6 +18,7 @@ from textual.containers import Vertical
 from textual.widgets import Input, Label, OptionList, RadioButton, RadioSet, Static
 from textual.widgets.option_list import Option
 
+from layerscope.app.tui.errors import ReportsWorkerErrors
 from layerscope.app.tui.messages import ModelChosen
 
 
@@ -45,7 +46,7 @@ def describe_check(check: Any) -> str:
     return ", ".join(parts)
 
 
-class ModelPicker(Vertical):
+class ModelPicker(ReportsWorkerErrors, Vertical):
     """Posts ModelChosen whenever the chosen model (list highlight or valid path) changes."""
 
     def __init__(self, initial: str, mode: str, recent: Sequence[str], *, id: str | None = None):

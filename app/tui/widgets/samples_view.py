@@ -17,7 +17,7 @@ from textual.binding import Binding, BindingType
 from textual.containers import Vertical
 from textual.widgets import DataTable, Static
 
-from layerscope.app.tui.errors import reported
+from layerscope.app.tui.errors import ReportsWorkerErrors, reported
 from layerscope.app.tui.labels import full_label
 from layerscope.app.tui.messages import SamplesLoaded
 from layerscope.app.tui.screens.sample_detail import SampleDetailScreen
@@ -45,7 +45,7 @@ STAT_COLUMNS = (
 )
 
 
-class SamplesPane(Vertical):
+class SamplesPane(ReportsWorkerErrors, Vertical):
     """Samples of `run_id`, sorted in the cache; enter opens a sample."""
 
     BINDINGS: ClassVar[list[BindingType]] = [
