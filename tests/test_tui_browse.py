@@ -372,7 +372,6 @@ def test_browsing_works_when_torch_cannot_be_imported(filled: dict[str, str], ca
         sys.meta_path.insert(0, Blocker())
         from layerscope.app.tui.app import LayerscopeApp
         from layerscope.app.tui.widgets.layer_chart import LayerChart
-from layerscope.app.tui.widgets.log_panel import LogPanel
         from layerscope.app.tui.widgets.comparison_table import ComparisonTable
 
         async def main():
