@@ -72,6 +72,7 @@ DARK_THEME = "textual-dark"
 LIGHT_THEME = "textual-light"
 POLL_SECONDS = 2.0
 PLAN_DELAY = 0.3
+PROGRESS_LINGER = 8.0  # seconds the bars of a completed run stay up
 
 
 def one_line(error: BaseException) -> str:
@@ -412,6 +413,7 @@ class LayerscopeApp(App[None]):
         if message.outcome == "complete":
             self.notify("Run complete.", title="layerscope")
             log.record("run complete")
+            self.set_timer(PROGRESS_LINGER, self._hide_progress)
         elif message.outcome == "cancelled":
             self.notify("Cancelled: finished samples are kept; r resumes.", severity="warning")
             log.record("run cancelled; finished samples kept", "warning")
@@ -425,6 +427,11 @@ class LayerscopeApp(App[None]):
     def computing(self) -> bool:
         """Whether a compute worker is running."""
         return bool(self._active)
+
+    def _hide_progress(self) -> None:
+        """Give the chart its room back once a completed run's bars have been seen."""
+        if not self.computing:
+            self.query_one(RunProgressPanel).display = False
 
     def action_cancel(self) -> None:
         if not self._active:
