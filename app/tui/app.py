@@ -584,8 +584,11 @@ class LayerscopeApp(App[None]):
     def action_help(self) -> None:
         if isinstance(self.screen, HelpScreen):
             return
+        palette = Binding(
+            "ctrl+p", "command_palette", "Command palette: every action by name", id="help.palette"
+        )
         sections = [
-            ("Everywhere", [b for b in self._bindings_of(self)]),
+            ("Everywhere", [*self._bindings_of(self), palette]),
             ("Chart tab", self._bindings_of(ComparePane)),
             ("Runs tab", self._bindings_of(RunsBrowser)),
             ("Samples tab", self._bindings_of(SamplesPane)),
