@@ -172,7 +172,7 @@ def _fast_batch_splitting(
     if len(encoded) == 1:
         sample = encoded[0]
         reason = f"out of memory on {loaded.device} at {sample.length} tokens"
-        return [], [SkippedSample(sample.index, reason)]
+        return [], [SkippedSample(sample.index, reason, retryable=True)]
     half = len(encoded) // 2
     first, first_skipped = _fast_batch_splitting(loaded, targets, encoded[:half], settings, timer)
     second, second_skipped = _fast_batch_splitting(loaded, targets, encoded[half:], settings, timer)

@@ -125,6 +125,9 @@ class SkippedSample:
 
     index: int
     reason: str
+    # True when the sample itself is fine and a later attempt may succeed (out of memory):
+    # the cache records it as failed and a resumed run tries it again.
+    retryable: bool = False
 
 
 @dataclass

@@ -79,7 +79,6 @@ __all__ = [
 
 # Batches per engine call: a chunk that raises is retried sample by sample.
 CHUNK_BATCHES = 8
-OUT_OF_MEMORY_PREFIX = "out of memory"
 
 
 class RunnerError(RuntimeError):
@@ -322,10 +321,10 @@ def _provenance(request: RunRequest, loaded: LoadedModel, dtype: str) -> dict[st
 
 def _split_failures(batch: BatchResult) -> tuple[BatchResult, list[SkippedSample]]:
     """Out-of-memory skips are failures (retried later), not properties of the sample."""
-    failed = [s for s in batch.skipped if s.reason.startswith(OUT_OF_MEMORY_PREFIX)]
+    failed = [s for s in batch.skipped if s.retryable]
     if not failed:
         return batch, []
-    kept = [s for s in batch.skipped if not s.reason.startswith(OUT_OF_MEMORY_PREFIX)]
+    kept = [s for s in batch.skipped if not s.retryable]
     return replace(batch, skipped=kept), failed
 
 

@@ -205,6 +205,7 @@ def test_out_of_memory_splits_the_batch(monkeypatch):
     assert [r.index for r in batches[0].results] == [0, 1, 2]
     assert batches[0].skipped[0].index == 3
     assert batches[0].skipped[0].reason.startswith("out of memory on cpu at ")
+    assert batches[0].skipped[0].retryable
 
 
 def test_other_errors_are_not_mistaken_for_out_of_memory(monkeypatch):

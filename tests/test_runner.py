@@ -74,7 +74,12 @@ class EngineSpy:
                     batch = BatchResult(
                         [r for r in batch.results if r.index not in oom_on],
                         batch.skipped
-                        + [SkippedSample(r.index, "out of memory on cpu at 9 tokens") for r in oom],
+                        + [
+                            SkippedSample(
+                                r.index, "out of memory on cpu at 9 tokens", retryable=True
+                            )
+                            for r in oom
+                        ],
                         batch.done,
                         batch.total,
                     )
