@@ -30,6 +30,7 @@ from layerscope.app.tui.widgets.layer_chart import LayerChart
 from layerscope.app.tui.widgets.log_panel import LogPanel
 from layerscope.app.tui.widgets.progress_row import ProgressRow
 from layerscope.app.tui.widgets.run_progress import RunProgressPanel
+from layerscope.app.tui.widgets.runs_browser import RunsBrowser
 
 SIZE = (100, 32)
 BATCH = 4
@@ -237,6 +238,15 @@ async def test_a_run_shows_progress_and_updates_the_chart_live(script: Script, m
         assert app.query_one(ComparisonTable).row_count == 8
         statuses = {run.response_type: run.status for run in app.runs_by_id.values()}
         assert statuses == {"none_cot": "complete", "detailed_cot": "complete"}
+        # The Runs tab marks the overlaid runs, including the one that started later.
+        browser = app.query_one(RunsBrowser)
+        assert browser.selected == app.comparison and len(app.comparison) == 2
+        marked = [
+            str(node.label)
+            for line in range(browser.last_line + 1)
+            if (node := browser.get_node_at_line(line)) is not None and node.data
+        ]
+        assert all(label.startswith("●") for label in marked)
 
 
 async def test_cancel_keeps_finished_samples_and_running_again_resumes(script: Script, model: str):

@@ -68,9 +68,8 @@ class RunsBrowser(Tree[str]):
         runs = list(runs)
         if runs == self.runs and self.root.children:
             return
+        # The selection keeps ids not stored yet: runs of a request that has not reached them.
         self.runs = runs
-        known = {run.id for run in runs}
-        self.selected = [run_id for run_id in self.selected if run_id in known]
         current = self.cursor_node.data if self.cursor_node is not None else None
         self.clear()
         if not runs:
