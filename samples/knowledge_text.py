@@ -9,7 +9,8 @@ of an encyclopaedia entry: a one-sentence summary or a paragraph of about a hund
 from __future__ import annotations
 
 import random
-from collections.abc import Callable
+import re
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 
 KNOWLEDGE_RESPONSE_TYPES = ("short", "long")
@@ -102,6 +103,17 @@ _FESTIVAL_FOODS = (
 _ANIMALS = ("mountain goats", "eagles", "wild ponies", "marmots", "red deer", "snow hares")
 _TREES = ("pine", "birch", "beech", "larch", "juniper", "alder")
 _BIRDS = ("herons", "puffins", "terns", "cormorants", "swans", "oystercatchers")
+
+
+def _alternatives(words: Sequence[str]) -> str:
+    return "|".join(sorted((re.escape(w) for w in words), key=len, reverse=True))
+
+
+# Every name `_invented_name` can produce (and, by chance, a few real ones such as "Elena").
+INVENTED_NAME = re.compile(
+    rf"\b(?:{_alternatives(_ONSETS)})(?:{_alternatives(_MIDDLES)})?"
+    rf"(?:{_alternatives([e for endings in _ENDINGS.values() for e in endings])})\b"
+)
 
 
 def _invented_name(rng: random.Random, kind: str) -> str:

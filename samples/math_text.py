@@ -50,7 +50,8 @@ class MathProblem:
     def _detailed(self) -> str:
         parts = [
             "Let's solve this problem step by step.",
-            f"**Understanding the question.** {self.restatement}",
+            f"**The question.** {self.question}",
+            f"**What we need.** {self.restatement}",
         ]
         for number, step in enumerate(self.steps, start=1):
             equation = step.equation.replace(" * ", " \\times ").replace(" / ", " \\div ")
