@@ -348,7 +348,7 @@ def load_model(
 
     try:
         tokenizer = AutoTokenizer.from_pretrained(source.path, trust_remote_code=trust_remote_code)
-        model = AutoModelForCausalLM.from_pretrained(
+        model: Any = AutoModelForCausalLM.from_pretrained(
             source.path, dtype=torch_dtype, trust_remote_code=trust_remote_code
         )
     except Exception as error:  # any loader failure becomes one line for the user

@@ -146,7 +146,7 @@ def _is_matrix_module(module: Any) -> bool:
     return weight is not None and getattr(weight, "ndim", 0) == 2
 
 
-def _find_spec(model: nn.Module) -> ArchitectureSpec:
+def _find_spec(model: Any) -> ArchitectureSpec:
     model_type = getattr(model.config, "model_type", "")
     if model_type in ARCHITECTURES:
         return ARCHITECTURES[model_type]
@@ -167,7 +167,7 @@ def _find_spec(model: nn.Module) -> ArchitectureSpec:
     )
 
 
-def _describe_modules(model: nn.Module) -> str:
+def _describe_modules(model: Any) -> str:
     for layers_path in _COMMON_LAYER_PATHS:
         layers = _get_path(model, layers_path)
         if layers is not None and len(layers) > 0:
@@ -178,7 +178,7 @@ def _describe_modules(model: nn.Module) -> str:
 
 
 def _fused_part_indices(
-    model: nn.Module, fused: FusedProjection, out_features: int
+    model: Any, fused: FusedProjection, out_features: int
 ) -> dict[str, list[int]]:
     """Output-feature indices of each part of a fused projection."""
     config = model.config
@@ -215,7 +215,7 @@ def _fused_part_indices(
     return parts
 
 
-def _matrix_shape(module: nn.Module) -> tuple[int, int, bool]:
+def _matrix_shape(module: Any) -> tuple[int, int, bool]:
     """(out_features, in_features, transposed) of a Linear or GPT-2 Conv1D module."""
     weight = module.weight
     if type(module).__name__ == "Conv1D":
@@ -223,7 +223,7 @@ def _matrix_shape(module: nn.Module) -> tuple[int, int, bool]:
     return int(weight.shape[0]), int(weight.shape[1]), False
 
 
-def discover_targets(model: nn.Module, modules: ModuleSet = "attn") -> list[Target]:
+def discover_targets(model: Any, modules: ModuleSet = "attn") -> list[Target]:
     """The measured matrices of ``model``, ordered by layer, then q, k, v, o, gate, up, down."""
     import torch
 
@@ -282,7 +282,7 @@ def discover_targets(model: nn.Module, modules: ModuleSet = "attn") -> list[Targ
     return targets
 
 
-def _parameter_prefix(model: nn.Module, layers_path: str) -> str:
+def _parameter_prefix(model: Any, layers_path: str) -> str:
     """The parameter-name prefix of the layer list, e.g. ``model.layers.``."""
     layers = _get_path(model, layers_path)
     for name, module in model.named_modules():

@@ -76,7 +76,11 @@ async def test_first_start_preselects_tiny_and_math_and_one_key_gives_charts(db:
         await settle(app, pilot)
         assert app.query_one(ModelPicker).spec == TINY and app.query_one(ModelPicker).ok
         assert app.query_one("#dataset-picker").dataset == "math"
-        assert app.query_one("#type-list").selected == ["none_cot", "simplified_cot", "detailed_cot"]
+        assert app.query_one("#type-list").selected == [
+            "none_cot",
+            "simplified_cot",
+            "detailed_cot",
+        ]
         # Keep it quick: 2 samples per type.
         await set_field(app, pilot, "#setting-samples", "2")
         app.query_one("#model-list").focus()
