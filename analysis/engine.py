@@ -298,31 +298,41 @@ class _GradientStore:
         return pairs
 
 
-def _cosine(x: torch.Tensor, y: torch.Tensor) -> float:
+_GRAM_CHUNK = 1 << 16
+
+
+def _gram(vectors: list[torch.Tensor]) -> list[list[float]]:
+    """Inner products of every pair, as one matrix product per chunk of entries.
+
+    Each chunk's products are formed in the vectors' dtype (a short sum, exact enough) and the
+    chunks are accumulated in float64: float32 sums over millions of entries lose digits, and
+    converting whole gradients to float64 would double their memory.
+    """
     import torch
 
-    x, y = x.double(), y.double()
-    norms = float(torch.linalg.vector_norm(x)) * float(torch.linalg.vector_norm(y))
-    return float(torch.dot(x, y)) / norms if norms > 0 else math.nan
+    count = len(vectors)
+    total = torch.zeros((count, count), dtype=torch.float64, device=vectors[0].device)
+    for begin in range(0, vectors[0].numel(), _GRAM_CHUNK):
+        block = torch.stack([v[begin : begin + _GRAM_CHUNK] for v in vectors])
+        total += (block @ block.T).double()
+    return total.cpu().tolist()
+
+
+def _cosine(x: torch.Tensor, y: torch.Tensor) -> float:
+    return _cosine_matrix([x, y])[0][1]
 
 
 def _cosine_matrix(vectors: list[torch.Tensor]) -> list[list[float]]:
-    """Cosines of every pair, accumulated in float64 (float32 dots over millions of entries
-    lose digits)."""
-    import torch
-
-    vectors = [v.double() for v in vectors]
-    count = len(vectors)
-    norms = [float(torch.linalg.vector_norm(v)) for v in vectors]
-    matrix = [[math.nan] * count for _ in range(count)]
-    for i in range(count):
-        for j in range(i, count):
-            denominator = norms[i] * norms[j]
-            value = (
-                float(torch.dot(vectors[i], vectors[j])) / denominator if denominator else math.nan
-            )
-            matrix[i][j] = matrix[j][i] = value
-    return matrix
+    """Cosine similarity of every pair of vectors (NaN where one is zero)."""
+    gram = _gram(vectors)
+    norms = [math.sqrt(gram[i][i]) for i in range(len(vectors))]
+    return [
+        [
+            gram[i][j] / (norms[i] * norms[j]) if norms[i] * norms[j] > 0 else math.nan
+            for j in range(len(vectors))
+        ]
+        for i in range(len(vectors))
+    ]
 
 
 def _factor_sample_statistics(

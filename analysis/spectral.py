@@ -116,11 +116,8 @@ def factor_entry_statistics(
     total = torch.dot(
         output_grads.double().sum(dim=1), inputs.double().sum(dim=1)
     )  # sum over positions
-    return {
-        "mean": float(total) / (rows * cols),
-        "max": float(matrix.max()),
-        "min": float(matrix.min()),
-    }
+    smallest, largest = torch.aminmax(matrix)
+    return {"mean": float(total) / (rows * cols), "max": float(largest), "min": float(smallest)}
 
 
 def reference_statistics(
