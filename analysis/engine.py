@@ -298,7 +298,7 @@ class _GradientStore:
         return pairs
 
 
-_GRAM_CHUNK = 1 << 16
+_GRAM_CHUNK = 1 << 20
 
 
 def _gram(vectors: list[torch.Tensor]) -> list[list[float]]:

@@ -23,7 +23,9 @@ from textual.worker import WorkerCancelled
 from tui_synthetic import begin, run_id_for, write
 
 from layerscope.analysis.cache import ResultsCache
-from layerscope.analysis.records import ComputeSettings
+from layerscope.analysis.runner import PlannedRun as Planned
+from layerscope.analysis.runner import RunProgress as Progress
+from layerscope.analysis.runner import RunRequest as Request
 from layerscope.app.tui.app import LayerscopeApp
 from layerscope.app.tui.widgets.comparison_table import ComparisonTable
 from layerscope.app.tui.widgets.layer_chart import LayerChart
@@ -35,42 +37,6 @@ from layerscope.app.tui.widgets.runs_browser import RunsBrowser
 SIZE = (100, 32)
 BATCH = 4
 TOTAL = 12
-
-
-@dataclass
-class Request:
-    model: str
-    dataset: Any
-    types: list[str] | None
-    settings: ComputeSettings
-    limit: int | None = None
-    sample_seed: int | None = None
-    dtype: str = "auto"
-    device: str = "auto"
-    trust_remote_code: bool = False
-
-
-@dataclass
-class Progress:
-    run_id: str
-    dataset: str
-    response_type: str
-    done: int
-    total: int
-    samples_per_second: float
-    eta_seconds: float | None
-    mean_loss: float | None
-    status: str
-    message: str = ""
-
-
-@dataclass
-class Planned:
-    run_id: str
-    dataset: str
-    response_type: str
-    total: int
-    cached: int
 
 
 @dataclass
