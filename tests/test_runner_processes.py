@@ -18,7 +18,7 @@ from layerscope.analysis.cache import ResultsCache
 
 pytestmark = pytest.mark.slow
 
-SAMPLES = 60
+SAMPLES = 150  # enough that the writer is still running while a reader process starts
 MATRICES = 3 * 4  # the test Llama: 3 layers x q, k, v, o
 
 
@@ -87,13 +87,14 @@ def test_sigkill_mid_run_with_a_concurrent_reader_then_resume(tmp_path, model_fo
                 observed.append(done)
             if done >= 2 and other_reader is None:
                 # a second reader process, as `layerscope runs` in another terminal
-                other_reader = subprocess.run(
+                # started, not waited for: this process keeps polling while it runs
+                other_reader = subprocess.Popen(
                     [sys.executable, "-m", "layerscope.app", "runs", "--json", "--db", str(db)],
-                    capture_output=True,
+                    stdout=subprocess.PIPE,
+                    stderr=subprocess.PIPE,
                     text=True,
-                    timeout=60,
                 )
-            if done >= 16:
+            if done >= 16 and other_reader is not None and other_reader.poll() is not None:
                 break
             time.sleep(0.05)
         os.kill(writer.pid, signal.SIGKILL)
@@ -104,8 +105,10 @@ def test_sigkill_mid_run_with_a_concurrent_reader_then_resume(tmp_path, model_fo
     assert writer.returncode == -signal.SIGKILL
     # the readers saw samples land while the writer was running
     assert len([n for n in observed if n > 0]) >= 2, observed
-    assert other_reader is not None and other_reader.returncode == 0, other_reader.stderr
-    [listed] = json.loads(other_reader.stdout)
+    assert other_reader is not None
+    reader_out, reader_err = other_reader.communicate(timeout=60)
+    assert other_reader.returncode == 0, reader_err
+    [listed] = json.loads(reader_out)
     assert listed["status"] == "running" and 0 < listed["samples"] < SAMPLES
 
     info = cache.runs()[0]

@@ -38,6 +38,9 @@ async def settle(pilot) -> None:
             continue
         await pilot.pause()
     await pilot.wait_for_scheduled_animations()
+    # DataTable sizes its auto-width columns when it next goes idle, after the rows landed;
+    # without this the screenshot can catch the widths of the previous content.
+    await pilot.pause(0.1)
 
 
 def go_to(*run_ids: str):
