@@ -66,6 +66,15 @@ def go_to(*run_ids: str):
     return before
 
 
+def test_setup_first_start(snap_compare, runs: dict[str, str]):
+    """What a newcomer sees: the built-in model and the bundled math samples preselected."""
+
+    async def before(pilot) -> None:
+        await settle(pilot)
+
+    assert snap_compare(LayerscopeApp(poll_seconds=0), terminal_size=SIZE, run_before=before)
+
+
 def test_runs_browser(snap_compare, runs: dict[str, str]):
     async def before(pilot) -> None:
         await settle(pilot)

@@ -37,7 +37,7 @@ class LastPicks:
     types: list[str] | None = None  # None: every type of the dataset
     samples: int | None = 8
     sample_seed: int | None = None
-    max_length: int = 512
+    max_length: int = 1024  # the engine's default, as in the paper's scripts
     batch_size: int = 4
     dtype: str = "auto"
     device: str = "auto"
