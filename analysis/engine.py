@@ -100,6 +100,26 @@ def compute_statistics(
             )
 
 
+@contextmanager
+def _denormals_flushed() -> Iterator[None]:
+    """Flush subnormal floats to zero while the statistics are computed.
+
+    The factorizations of gradient data produce intermediate values below float32's smallest
+    normal number (1.2e-38), and x86 CPUs handle those in microcode, making QR and SVD several
+    times slower (3.7x on the benchmark's 900-token samples). Flushing them changes results by
+    far less than float32's own rounding (they are ~30 orders of magnitude below the entries).
+    Affects CPU arithmetic only; turned off again afterwards (torch's default).
+    """
+    import torch
+
+    flushing = torch.set_flush_denormal(True)
+    try:
+        yield
+    finally:
+        if flushing:
+            torch.set_flush_denormal(False)
+
+
 class _Timer:
     """Wall time per phase; synchronizes CUDA at phase ends so the split is honest."""
 
@@ -258,7 +278,7 @@ def _fast_batch(
             ]
             del logits
             torch.stack(losses).sum().backward()
-        with timer.phase("statistics"):
+        with timer.phase("statistics"), _denormals_flushed():
             return [
                 _factor_sample_statistics(
                     capture, targets, row, sample, losses[row].item(), settings
@@ -409,7 +429,7 @@ def _reference_sample(
         loss = _response_loss(logits[0], input_ids[0], sample)
         del logits
         loss.backward()
-    with timer.phase("statistics"):
+    with timer.phase("statistics"), _denormals_flushed():
         result = _reference_statistics(targets, sample, loss.item(), settings)
     model.zero_grad(set_to_none=True)
     return result
