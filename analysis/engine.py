@@ -100,6 +100,19 @@ def compute_statistics(
             )
 
 
+def flush_subnormals_for_this_process() -> bool:
+    """Make this process's CPU arithmetic flush subnormal floats to zero from now on.
+
+    Call it before torch does its first parallel work (before loading a model): torch's worker
+    threads take the setting when they start, and a later call reaches only the calling
+    thread. The CLI and the explorer's compute worker call it; library users may. Returns
+    whether the CPU supports it. See ``_denormals_flushed`` for why it matters.
+    """
+    import torch
+
+    return bool(torch.set_flush_denormal(True))
+
+
 @contextmanager
 def _denormals_flushed() -> Iterator[None]:
     """Flush subnormal floats to zero while the statistics are computed.

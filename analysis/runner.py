@@ -402,8 +402,10 @@ def execute(
             yield tally.progress("cancelled", "cancelled before it started")
             return
         if loaded is None:
+            from layerscope.analysis.engine import flush_subnormals_for_this_process
             from layerscope.analysis.models import load_model
 
+            flush_subnormals_for_this_process()  # before torch starts its worker threads
             loaded = load_model(
                 request.model,
                 dtype=dtype,

@@ -23,7 +23,7 @@ from dataclasses import replace
 import torch
 from transformers import AutoTokenizer, LlamaConfig, LlamaForCausalLM
 
-from layerscope.analysis.engine import compute_statistics
+from layerscope.analysis.engine import compute_statistics, flush_subnormals_for_this_process
 from layerscope.analysis.models import loaded_from_objects, tiny_model_path
 from layerscope.analysis.records import ComputeSettings, Sample
 
@@ -85,7 +85,12 @@ def main() -> None:
     parser.add_argument("--batch-size", type=int, default=1)
     parser.add_argument("--device", default="cpu")
     parser.add_argument("--dtype", default="float32")
+    parser.add_argument(
+        "--keep-subnormals", action="store_true", help="do not flush subnormals process-wide"
+    )
     args = parser.parse_args()
+    if not args.keep_subnormals:
+        flush_subnormals_for_this_process()  # as the CLI and the explorer do
     device = torch.device(args.device)
     dtype = getattr(torch, args.dtype)
     tokenizer = AutoTokenizer.from_pretrained(tiny_model_path())
