@@ -368,6 +368,23 @@ def _cosine_matrix(vectors: list[torch.Tensor]) -> list[list[float]]:
     ]
 
 
+def _sample_result(
+    sample: EncodedSample,
+    loss: float,
+    matrices: list[MatrixStatistics],
+    store: _GradientStore | None,
+) -> SampleResult:
+    return SampleResult(
+        index=sample.index,
+        loss=loss,
+        prompt_tokens=sample.prompt_tokens,
+        response_tokens=sample.response_tokens,
+        matrices=matrices,
+        layer_cosines=store.layer_cosines() if store else {},
+        pair_cosines=store.pair_cosines() if store else {},
+    )
+
+
 def _factor_sample_statistics(
     capture: _Capture,
     targets: Sequence[Target],
@@ -413,15 +430,7 @@ def _factor_sample_statistics(
         matrices.append(
             MatrixStatistics(target.info.layer, target.info.projection, values, spectrum)
         )
-    return SampleResult(
-        index=sample.index,
-        loss=loss,
-        prompt_tokens=sample.prompt_tokens,
-        response_tokens=sample.response_tokens,
-        matrices=matrices,
-        layer_cosines=store.layer_cosines() if store else {},
-        pair_cosines=store.pair_cosines() if store else {},
-    )
+    return _sample_result(sample, loss, matrices, store)
 
 
 def _reference_sample(
@@ -472,12 +481,4 @@ def _reference_statistics(
         )
         if store is not None:
             store.add(target.info.projection, target.info.layer, gradient.clone())
-    return SampleResult(
-        index=sample.index,
-        loss=loss_value,
-        prompt_tokens=sample.prompt_tokens,
-        response_tokens=sample.response_tokens,
-        matrices=matrices,
-        layer_cosines=store.layer_cosines() if store else {},
-        pair_cosines=store.pair_cosines() if store else {},
-    )
+    return _sample_result(sample, loss_value, matrices, store)
