@@ -33,7 +33,7 @@ def compute_command(model, data, db):
         "--dataset",
         str(data),
         "--batch-size",
-        "2",
+        "1",  # a transaction per sample: the writer is still running when a reader starts
         "--max-length",
         "64",
         "--db",
