@@ -499,6 +499,15 @@ class ResultsCache:
             finished_at=_aware(finished_at),
         )
 
+    def _run_rows(
+        self, run_id: str, query: str, parameters: Sequence[object] = ()
+    ) -> tuple[RunInfo, list[tuple[Any, ...]]]:
+        """Resolve ``run_id`` and run one read query whose first parameter is its run number."""
+        with self._reading() as con:
+            run_no, info = self._resolve(con, run_id)
+            assert con is not None
+            return info, con.execute(query, [run_no, *parameters]).fetchall()
+
     def _resolve(self, con: duckdb.DuckDBPyConnection | None, run_id: str) -> tuple[int, RunInfo]:
         prefix = run_id.strip().lower()
         if not prefix or not re.fullmatch(r"[0-9a-f]+", prefix):
@@ -548,14 +557,11 @@ class ResultsCache:
 
     def targets(self, run_id: str) -> list[TargetInfo]:
         """The run's measured matrices with the model's parameter names."""
-        with self._reading() as con:
-            run_no, _info = self._resolve(con, run_id)
-            assert con is not None
-            rows = con.execute(
-                "SELECT layer, projection::VARCHAR, parameter, rows, cols FROM targets "
-                "WHERE run_no = ? ORDER BY layer, projection",
-                [run_no],
-            ).fetchall()
+        _info, rows = self._run_rows(
+            run_id,
+            "SELECT layer, projection::VARCHAR, parameter, rows, cols FROM targets "
+            "WHERE run_no = ? ORDER BY layer, projection",
+        )
         return [TargetInfo(int(a), b, c, int(d), int(e)) for a, b, c, d, e in rows]
 
     # ---- aggregation ------------------------------------------------------------------------
@@ -683,12 +689,9 @@ class ResultsCache:
             f'SELECT layer, "{metric}" FROM statistics '  # noqa: S608 (metric checked above)
             "WHERE run_no = ? AND sample_index = ? AND projection = ? ORDER BY layer"
         )
-        with self._reading() as con:
-            run_no, info = self._resolve(con, run_id)
-            assert con is not None
-            if projection not in info.projections:
-                raise ValueError(f"run {info.short_id} has no projection {projection!r}")
-            rows = con.execute(query, [run_no, index, projection]).fetchall()
+        info, rows = self._run_rows(run_id, query, [index, projection])
+        if projection not in info.projections:
+            raise ValueError(f"run {info.short_id} has no projection {projection!r}")
         values = [math.nan] * info.layers
         for layer, value in rows:
             if 0 <= layer < len(values):
@@ -697,14 +700,12 @@ class ResultsCache:
 
     def sample_spectra(self, run_id: str, index: int, projection: str) -> list[list[float]]:
         """One sample's singular values by layer (empty lists when spectra were not kept)."""
-        with self._reading() as con:
-            run_no, info = self._resolve(con, run_id)
-            assert con is not None
-            rows = con.execute(
-                "SELECT layer, singular_values FROM spectra "
-                "WHERE run_no = ? AND sample_index = ? AND projection = ? ORDER BY layer",
-                [run_no, index, projection],
-            ).fetchall()
+        info, rows = self._run_rows(
+            run_id,
+            "SELECT layer, singular_values FROM spectra "
+            "WHERE run_no = ? AND sample_index = ? AND projection = ? ORDER BY layer",
+            [index, projection],
+        )
         spectra: list[list[float]] = [[] for _ in range(info.layers)]
         for layer, values in rows:
             if 0 <= layer < len(spectra):
@@ -712,15 +713,13 @@ class ResultsCache:
         return spectra
 
     def _cosine_sums(self, run_id: str, kind: str, name: str) -> tuple[int, list, list] | None:
-        with self._reading() as con:
-            run_no, _info = self._resolve(con, run_id)
-            assert con is not None
-            row = con.execute(
-                "SELECT size, totals, counts FROM cosine_sums "
-                "WHERE run_no = ? AND kind = ? AND name = ?",
-                [run_no, kind, name],
-            ).fetchone()
-        return None if row is None else (int(row[0]), list(row[1]), list(row[2]))
+        _info, rows = self._run_rows(
+            run_id,
+            "SELECT size, totals, counts FROM cosine_sums "
+            "WHERE run_no = ? AND kind = ? AND name = ?",
+            [kind, name],
+        )
+        return (int(rows[0][0]), list(rows[0][1]), list(rows[0][2])) if rows else None
 
     def layer_cosines(self, run_id: str, projection: str) -> list[list[float]]:
         """Mean over samples of the L x L cosine similarity between layers' gradients
@@ -743,14 +742,10 @@ class ResultsCache:
 
     def skipped(self, run_id: str) -> list[SkippedSample]:
         """Samples that were not measured (skipped or failed), with their reasons."""
-        with self._reading() as con:
-            run_no, _info = self._resolve(con, run_id)
-            assert con is not None
-            rows = con.execute(
-                "SELECT sample_index, kind, reason FROM skipped WHERE run_no = ? "
-                "ORDER BY sample_index",
-                [run_no],
-            ).fetchall()
+        _info, rows = self._run_rows(
+            run_id,
+            "SELECT sample_index, kind, reason FROM skipped WHERE run_no = ? ORDER BY sample_index",
+        )
         return [
             SkippedSample(int(i), reason if kind == "skipped" else f"failed: {reason}")
             for i, kind, reason in rows
