@@ -80,6 +80,7 @@ from layerscope.analysis.cache_sql import (
     scanned_sums,
     stored_sums,
 )
+from layerscope.analysis.errors import one_line
 from layerscope.analysis.records import (
     MATRIX_STATISTICS,
     BatchResult,
@@ -265,11 +266,6 @@ def _is_lock_conflict(error: Exception) -> bool:
     return "Could not set lock on file" in str(error) or "Conflicting lock" in str(error)
 
 
-def _first_line(error: BaseException) -> str:
-    text = str(error).strip().splitlines()
-    return text[0] if text else type(error).__name__
-
-
 def _now() -> datetime:
     return datetime.now(timezone.utc).replace(tzinfo=None)
 
@@ -351,7 +347,7 @@ class ResultsCache:
                 return duckdb.connect(str(self.path), read_only=not write)
             except duckdb.Error as error:
                 if not _is_lock_conflict(error):
-                    raise CacheError(f"{self.path}: {_first_line(error)}") from None
+                    raise CacheError(f"{self.path}: {one_line(error)}") from None
                 if time.monotonic() >= deadline:
                     match = _PID_PATTERN.search(str(error))
                     pid = int(match.group(1)) if match else None
@@ -379,7 +375,7 @@ class ResultsCache:
                     con = self._prepare_schema(con, write)
                 yield con
             except duckdb.Error as error:
-                raise CacheError(f"{self.path}: {_first_line(error)}") from None
+                raise CacheError(f"{self.path}: {one_line(error)}") from None
             finally:
                 con.close()
 

@@ -45,6 +45,7 @@ __all__ = [
     "discover_sources",
     "file_sha256",
     "read_samples",
+    "resolve_dataset",
 ]
 
 Relevance = Literal["correct", "irrelevant"]
@@ -674,3 +675,15 @@ def bundled_dataset_path(name: str) -> Path:
     if not folder.is_dir():
         raise DatasetError(folder, "bundled dataset folder is missing (broken installation?)")
     return folder
+
+
+def resolve_dataset(spec: str | Path) -> Path:
+    """The one rule for what a dataset name means, used by the CLI, the explorer and the runner.
+
+    A bundled dataset's name (``math``, ``knowledge``) always means the bundled samples, as the
+    explorer lists them; a folder that happens to have such a name is reached as ``./math``.
+    Anything else is a path (``~`` expanded).
+    """
+    if isinstance(spec, str) and spec in BUNDLED_DATASETS:
+        return bundled_dataset_path(spec)
+    return Path(spec).expanduser()

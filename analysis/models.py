@@ -20,6 +20,7 @@ from importlib import resources
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
+from layerscope.analysis.errors import one_line
 from layerscope.analysis.records import ModuleSet, TargetInfo
 
 if TYPE_CHECKING:
@@ -352,8 +353,7 @@ def load_model(
             source.path, dtype=torch_dtype, trust_remote_code=trust_remote_code
         )
     except Exception as error:  # any loader failure becomes one line for the user
-        first_line = str(error).strip().splitlines()[0] if str(error).strip() else repr(error)
-        raise ModelLoadError(f"model {spec!r} failed to load: {first_line}") from error
+        raise ModelLoadError(f"model {spec!r} failed to load: {one_line(error)}") from error
     if tokenizer.pad_token_id is None:
         tokenizer.pad_token = tokenizer.eos_token or tokenizer.unk_token
     model.to(torch_device)

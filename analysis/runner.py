@@ -37,7 +37,7 @@ import socket
 import sys
 import threading
 import time
-from collections.abc import Iterator, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from dataclasses import asdict, dataclass, field, replace
 from importlib.metadata import PackageNotFoundError, version
 from pathlib import Path
@@ -45,14 +45,14 @@ from typing import TYPE_CHECKING, Any
 
 from layerscope.analysis.cache import ResultsCache
 from layerscope.analysis.datasets import (
-    BUNDLED_DATASETS,
     DatasetError,
     ResponseTypeSource,
-    bundled_dataset_path,
     discover_sources,
     file_sha256,
     read_samples,
+    resolve_dataset,
 )
+from layerscope.analysis.errors import one_line
 from layerscope.analysis.records import (
     BatchResult,
     ComputeSettings,
@@ -72,7 +72,6 @@ __all__ = [
     "RunnerError",
     "execute",
     "plan",
-    "resolve_dataset",
     "resolve_dtype",
     "run_key",
 ]
@@ -145,14 +144,6 @@ def _version(package: str) -> str:
         return version(package)
     except PackageNotFoundError:
         return "unknown"
-
-
-def resolve_dataset(dataset: str | Path) -> Path:
-    """A data file, folder or manifest; a bundled dataset's name (math, knowledge) also works."""
-    path = Path(dataset).expanduser()
-    if not path.exists() and str(dataset) in BUNDLED_DATASETS:
-        return bundled_dataset_path(str(dataset))
-    return path
 
 
 def resolve_sources(request: RunRequest) -> list[ResponseTypeSource]:
@@ -265,6 +256,10 @@ def plan(request: RunRequest, db_path: Path | str | None = None) -> list[Planned
     cache = ResultsCache(db_path)
     identity = _model_identity(request.model)
     dtype = resolve_dtype(request.dtype, request.device, allow_torch=False)
+    return _planned(_jobs(request, cache, identity, dtype))
+
+
+def _planned(jobs: Sequence[_Job]) -> list[PlannedRun]:
     return [
         PlannedRun(
             job.run_id,
@@ -275,7 +270,7 @@ def plan(request: RunRequest, db_path: Path | str | None = None) -> list[Planned
             len(job.samples),
             job.source.path,
         )
-        for job in _jobs(request, cache, identity, dtype)
+        for job in jobs
     ]
 
 
@@ -328,11 +323,6 @@ def _split_failures(batch: BatchResult) -> tuple[BatchResult, list[SkippedSample
     return replace(batch, skipped=kept), failed
 
 
-def _error_line(error: BaseException) -> str:
-    text = str(error).strip().splitlines()
-    return f"{type(error).__name__}: {text[0]}" if text else type(error).__name__
-
-
 class _Tally:
     """Counts and rates of one run's computation in this call."""
 
@@ -378,8 +368,13 @@ def execute(
     request: RunRequest,
     db_path: Path | str | None = None,
     cancel: threading.Event | None = None,
+    on_plan: Callable[[list[PlannedRun]], None] | None = None,
 ) -> Iterator[RunProgress]:
     """Compute every missing sample of the request's runs, yielding progress per batch.
+
+    ``on_plan`` receives the runs this call touches (as :func:`plan` would return them, from
+    the same reading of the data and the cache) before anything is computed, so a caller that
+    shows a plan does not plan twice.
 
     Raises DatasetError, ModelLoadError (both ValueError), CacheError or RunnerError with a
     one-line message. Closing the generator (or KeyboardInterrupt) marks the current run
@@ -391,6 +386,8 @@ def execute(
     jobs = _jobs(request, cache, identity, dtype)
     if not jobs:
         raise DatasetError(str(request.dataset), "no response types to compute")
+    if on_plan is not None:
+        on_plan(_planned(jobs))
     loaded: LoadedModel | None = None
     targets: list[TargetInfo] = []
     for job in jobs:
@@ -437,7 +434,7 @@ def execute(
             status, message = "cancelled", "interrupted; run the same command to resume"
             raise
         except BaseException as error:
-            message = _error_line(error)
+            message = one_line(error, with_type=True)
             raise
         finally:
             cache.finish_run(job.run_id, status, message if status == "failed" else "")
@@ -484,7 +481,7 @@ def _compute_job(
                 except (KeyboardInterrupt, GeneratorExit):
                     raise
                 except Exception as sample_error:
-                    failure = SkippedSample(sample.index, _error_line(sample_error))
+                    failure = SkippedSample(sample.index, one_line(sample_error, with_type=True))
                     empty = BatchResult([], [], 0, 0)
                     cache.write_batch(job.run_id, empty, by_index, failed=[failure])
                     tally.add([], 0, 1)
@@ -494,7 +491,7 @@ def _compute_job(
             if remaining and succeeded == 0 and not stored:
                 raise RunnerError(
                     f"{job.source.label}: computing failed for every sample of a chunk: "
-                    f"{_error_line(first_error)}"
+                    f"{one_line(first_error, with_type=True)}"
                 ) from first_error
 
 

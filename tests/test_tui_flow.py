@@ -130,9 +130,9 @@ async def test_cancel_mid_run_keeps_samples_and_starting_again_resumes(
     carry_on = threading.Event()
     first_done: list[int] = []
 
-    def paced(request, db_path=None, cancel=None):
+    def paced(request, db_path=None, cancel=None, **options):
         """The real runner, held after its first stored batch until the test has pressed c."""
-        for progress in real_execute(request, db_path=db_path, cancel=cancel):
+        for progress in real_execute(request, db_path=db_path, cancel=cancel, **options):
             yield progress
             if progress.status == "running" and progress.done and not first_batch.is_set():
                 first_batch.set()

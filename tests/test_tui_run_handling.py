@@ -63,8 +63,10 @@ def scripted_runner(script: Script) -> types.ModuleType:
             )
         return planned
 
-    def execute(request: Request, db_path: Path | None = None, cancel=None):
+    def execute(request: Request, db_path: Path | None = None, cancel=None, on_plan=None):
         script.requests.append(request)
+        if on_plan is not None:
+            on_plan(plan(request, db_path))
         cache = ResultsCache(db_path)
         for response_type in request.types or []:
             run_id = begin(

@@ -51,7 +51,6 @@ from layerscope.app.tui.screens.help import HelpScreen
 from layerscope.app.tui.state import LastPicks, UiState, default_state_path, load_state, save_state
 from layerscope.app.tui.widgets.compare_view import STATISTICS, ComparePane
 from layerscope.app.tui.widgets.cosine_view import CosinePane
-from layerscope.app.tui.widgets.dataset_picker import resolve_dataset
 from layerscope.app.tui.widgets.layer_chart import LayerChart
 from layerscope.app.tui.widgets.log_panel import LogPanel
 from layerscope.app.tui.widgets.run_progress import RunProgressPanel
@@ -304,7 +303,7 @@ class LayerscopeApp(App[None]):
         )
         return RunRequest(
             model=picks.model,
-            dataset=resolve_dataset(picks.dataset),
+            dataset=picks.dataset,
             types=types or None,
             settings=settings,
             limit=values.samples,
@@ -368,11 +367,12 @@ class LayerscopeApp(App[None]):
         outcome = "complete"
         message = ""
         try:
-            from layerscope.analysis.runner import execute, plan
+            from layerscope.analysis.runner import execute
 
-            planned = plan(request, self.db_path)
-            self.post_message(RunStarted(request_id, description, planned))
-            for progress in execute(request, db_path=self.db_path, cancel=cancel):
+            def planned(runs: list[Any]) -> None:
+                self.post_message(RunStarted(request_id, description, runs))
+
+            for progress in execute(request, db_path=self.db_path, cancel=cancel, on_plan=planned):
                 self.post_message(RunProgressed(request_id, progress))
                 if progress.status == "failed":
                     outcome = "failed"

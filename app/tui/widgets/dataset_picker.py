@@ -10,7 +10,6 @@ sees before pressing a key what will be computed and what is only read.
 from __future__ import annotations
 
 from collections.abc import Sequence
-from pathlib import Path
 from typing import Any
 
 from rich.text import Text
@@ -26,15 +25,6 @@ from layerscope.app.tui.messages import DatasetChosen
 
 # What a newcomer gets preselected: the paper's fast vs slow thinking comparison.
 DEFAULT_TYPES = ("none_cot", "simplified_cot", "detailed_cot")
-
-
-def resolve_dataset(dataset: str) -> Path:
-    """A bundled dataset's name or a path -> the path to read."""
-    from layerscope.analysis.datasets import BUNDLED_DATASETS, bundled_dataset_path
-
-    if dataset in BUNDLED_DATASETS:
-        return bundled_dataset_path(dataset)
-    return Path(dataset).expanduser()
 
 
 class DatasetPicker(ReportsWorkerErrors, Vertical):
@@ -110,7 +100,12 @@ class DatasetPicker(ReportsWorkerErrors, Vertical):
 
     @work(thread=True, exclusive=True, group="dataset-discover", exit_on_error=False)
     def _discover(self, spec: str, typed: bool) -> None:
-        from layerscope.analysis.datasets import DatasetError, count_samples, discover_sources
+        from layerscope.analysis.datasets import (
+            DatasetError,
+            count_samples,
+            discover_sources,
+            resolve_dataset,
+        )
 
         try:
             path = resolve_dataset(spec)
