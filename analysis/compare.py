@@ -191,20 +191,43 @@ def relative_rows(
     return rows
 
 
+def pair_rows(
+    curves: Sequence[LayerCurve], pairs: Sequence[tuple[str, str]]
+) -> list[RelativeDifferenceRow]:
+    """The relative difference of b against a for each (a, b) pair of run ids, projection by
+    projection (in a's order), where both have the curve over the same layers."""
+    by_key = {(c.run_id, c.projection): c for c in curves}
+    rows = []
+    for a, b in pairs:
+        for curve_a in curves:
+            curve_b = by_key.get((b, curve_a.projection))
+            if curve_a.run_id != a or curve_b is None or curve_a.layers != curve_b.layers:
+                continue
+            rd = relative_difference(curve_a, curve_b)
+            rows.append(RelativeDifferenceRow(a, b, curve_a.projection, rd.value, rd.top_layers))
+    return rows
+
+
 def compare_runs(
     cache: ResultsCache,
     run_ids: Sequence[str],
     metric: str,
     projections: Sequence[str] | None = None,
     response_tokens: tuple[int, int] | None = None,
+    pairs: Sequence[tuple[str, str]] | None = None,
 ) -> Comparison:
-    """Curves, MAD table and relative differences (against the first run) of cached runs.
+    """Curves, MAD table and relative differences of cached runs.
 
+    The relative differences are of every run against the first, or of b against a for each
+    (a, b) of ``pairs`` (full run ids; the ``check`` profile compares fixed pairs of types).
     ``response_tokens`` (inclusive range) restricts every run to samples whose response length
     falls in it: the length control the paper's comparisons need, since nuclear norm and rank
     grow with the response length.
     """
     curves = cache.curves(run_ids, metric, projections, response_tokens=response_tokens)
-    full_ids = [info.id for info in (cache.run(r) for r in run_ids[:1])]
-    relative = relative_rows(curves, full_ids[0]) if full_ids else []
+    if pairs is not None:
+        relative = pair_rows(curves, pairs)
+    else:
+        full_ids = [info.id for info in (cache.run(r) for r in run_ids[:1])]
+        relative = relative_rows(curves, full_ids[0]) if full_ids else []
     return Comparison(metric, curves, mad_table(curves), relative, response_tokens)

@@ -22,6 +22,7 @@ from typing import TYPE_CHECKING, Any
 
 from layerscope.analysis.errors import one_line
 from layerscope.analysis.records import ModuleSet, TargetInfo
+from layerscope.analysis.settings import DTYPES
 
 if TYPE_CHECKING:
     import torch
@@ -267,9 +268,6 @@ def model_identity(spec: str) -> dict[str, Any]:
         "config_sha256": config_hash,
         "weights_fingerprint": weights_hash,
     }
-
-
-DTYPES = ("auto", "float32", "float64", "bfloat16", "float16")
 
 
 def _torch_dtype(dtype: str, device: torch.device) -> torch.dtype:

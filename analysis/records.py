@@ -9,6 +9,9 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import Literal
 
+from layerscope.analysis.settings import DEFAULT_SYSTEM_PROMPT as DEFAULT_SYSTEM_PROMPT
+from layerscope.analysis.settings import DEFAULTS, keyed_names
+
 Mode = Literal["base", "instruct"]
 ModuleSet = Literal["attn", "mlp", "all"]
 Method = Literal["fast", "reference"]
@@ -34,7 +37,6 @@ MATRIX_STATISTICS = (
 # The statistics that need every entry of the gradient matrix, not just its spectrum.
 ENTRY_STATISTICS = ("mean", "max", "min")
 
-DEFAULT_SYSTEM_PROMPT = "You are a helpful assistant."
 STATISTICS_VERSION = 1
 
 
@@ -57,30 +59,29 @@ class Sample:
 
 @dataclass(frozen=True)
 class ComputeSettings:
-    """Everything besides model and data that changes the numbers (part of a run's key)."""
+    """Everything besides model and data that the engine needs; defaults from the settings
+    record (:mod:`~layerscope.analysis.settings`), which also says which fields are keyed."""
 
-    mode: Mode = "base"
-    system_prompt: str = DEFAULT_SYSTEM_PROMPT
-    max_length: int = 1024
-    modules: ModuleSet = "attn"
-    method: Method = "fast"
-    spectra: bool = False  # keep the whole singular-value spectrum of every matrix
-    entry_statistics: bool = True  # mean/max/min: need the full matrix
-    cosines: bool = True  # layer-by-layer cosine matrices and q-o / k-v cosines
-    batch_size: int = 4  # not part of the key: it does not change the numbers
+    mode: Mode = DEFAULTS["mode"]
+    system_prompt: str = DEFAULTS["system_prompt"]
+    max_length: int = DEFAULTS["max_length"]
+    modules: ModuleSet = DEFAULTS["modules"]
+    method: Method = DEFAULTS["method"]
+    spectra: bool = DEFAULTS["spectra"]  # keep the whole singular-value spectrum of each matrix
+    entry_statistics: bool = DEFAULTS["entry_statistics"]  # mean/max/min: need the full matrix
+    cosines: bool = DEFAULTS["cosines"]  # layer-by-layer cosine matrices, q-o / k-v cosines
+    batch_size: int = DEFAULTS["batch_size"]  # not keyed: it does not change the numbers
 
     def key_fields(self) -> dict[str, object]:
-        """The fields that identify a run's numbers (batch size excluded)."""
-        return {
-            "mode": self.mode,
-            "system_prompt": self.system_prompt if self.mode == "instruct" else None,
-            "max_length": self.max_length,
-            "modules": self.modules,
-            "spectra": self.spectra,
-            "entry_statistics": self.entry_statistics,
-            "cosines": self.cosines,
-            "statistics_version": STATISTICS_VERSION,
-        }
+        """The fields that identify a run's numbers (the record's keyed compute settings).
+
+        The system prompt counts only in instruct mode, where it is part of the input.
+        """
+        fields: dict[str, object] = {name: getattr(self, name) for name in keyed_names("compute")}
+        if self.mode != "instruct":
+            fields["system_prompt"] = None
+        fields["statistics_version"] = STATISTICS_VERSION
+        return fields
 
 
 @dataclass(frozen=True)

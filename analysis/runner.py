@@ -37,7 +37,7 @@ import socket
 import sys
 import threading
 import time
-from collections.abc import Callable, Iterator, Sequence
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from dataclasses import asdict, dataclass, field, replace
 from importlib.metadata import PackageNotFoundError, version
 from pathlib import Path
@@ -61,6 +61,7 @@ from layerscope.analysis.records import (
     SkippedSample,
     TargetInfo,
 )
+from layerscope.analysis.settings import DEFAULTS, check_values, split_by_target
 
 if TYPE_CHECKING:
     from layerscope.analysis.models import LoadedModel
@@ -86,17 +87,40 @@ class RunnerError(RuntimeError):
 
 @dataclass
 class RunRequest:
-    """What to compute: a model over the response types of a dataset, with settings."""
+    """What to compute: a model over the response types of a dataset, with settings.
+
+    Build it with :meth:`from_settings` from the settings record's values (what the CLI and
+    the explorer do); the defaults below are the record's.
+    """
 
     model: str
     dataset: str | Path
     types: list[str] | None = None
     settings: ComputeSettings = field(default_factory=ComputeSettings)
-    limit: int | None = None  # the first N samples of each type (or N drawn with sample_seed)
-    sample_seed: int | None = None
-    dtype: str = "auto"
-    device: str = "auto"
-    trust_remote_code: bool = False
+    limit: int | None = DEFAULTS["limit"]  # the first N samples of each type (or N drawn)
+    sample_seed: int | None = DEFAULTS["sample_seed"]
+    dtype: str = DEFAULTS["dtype"]
+    device: str = DEFAULTS["device"]
+    trust_remote_code: bool = DEFAULTS["trust_remote_code"]
+
+    @classmethod
+    def from_settings(
+        cls,
+        model: str,
+        dataset: str | Path,
+        types: Sequence[str] | None,
+        values: Mapping[str, Any],
+    ) -> RunRequest:
+        """A request from settings values by name (the rest default); SettingError if one is
+        not accepted."""
+        compute_fields, request_fields = split_by_target(check_values(values))
+        return cls(
+            model=model,
+            dataset=dataset,
+            types=list(types) if types else None,
+            settings=ComputeSettings(**compute_fields),
+            **request_fields,
+        )
 
 
 @dataclass

@@ -12,6 +12,7 @@ import duckdb
 import pytest
 from test_runner import model_folder, write_dataset  # noqa: F401 (fixture)
 
+from layerscope.analysis.cache import ResultsCache
 from layerscope.app import cli
 
 
@@ -68,7 +69,7 @@ def test_compute_prints_run_ids_and_runs_lists_them(capsys, computed, model_fold
 
 
 def test_show_draws_curves_and_tables(capsys, computed):
-    ids = [r.id for r in cli.ResultsCache(computed).runs()]
+    ids = [r.id for r in ResultsCache(computed).runs()]
     status, out, err = run(
         capsys, "show", ids[0][:10], ids[1][:10], "--proj", "q,o", "--db", computed, "--width", "70"
     )
@@ -91,7 +92,7 @@ def test_show_draws_curves_and_tables(capsys, computed):
 
 
 def test_export_and_import_round_trip(capsys, computed, tmp_path):
-    run_id = cli.ResultsCache(computed).runs()[0].id
+    run_id = ResultsCache(computed).runs()[0].id
     db = tmp_path / "copy.duckdb"
     db.write_bytes(computed.read_bytes())
     for fmt, name in (("parquet", "s.parquet"), ("csv", "s.csv"), ("paper-jsonl", "s.jsonl")):
@@ -205,7 +206,7 @@ def test_unknown_run(capsys, computed):
 
 def test_locked_database(capsys, tmp_path, monkeypatch):
     db = tmp_path / "locked.duckdb"
-    cli.ResultsCache(db).upgrade()
+    ResultsCache(db).upgrade()
     holder = subprocess.Popen(
         [sys.executable, "-c", textwrap.dedent(f"""
             import duckdb, time
@@ -253,7 +254,7 @@ def test_no_command_opens_the_explorer(monkeypatch, tmp_path):
 
 
 def test_browsing_never_imports_torch(computed, tmp_path):
-    run_id = cli.ResultsCache(computed).runs()[0].id
+    run_id = ResultsCache(computed).runs()[0].id
     db = tmp_path / "copy.duckdb"
     db.write_bytes(computed.read_bytes())
     script = textwrap.dedent(f"""

@@ -1,0 +1,360 @@
+"""The run settings: every option a computation takes, said once.
+
+Why one record: the same options reach the runner from the command line (``compute``,
+``check``), from the explorer's settings form and from the explorer's remembered picks. When each
+of those spelled out its own choices and defaults they drifted (the explorer once defaulted to a
+different max length than the CLI). Here each :class:`Setting` carries its name, its choices and
+default, how a typed value is checked, its help text, whether it enters the run key, and where it
+is offered; the CLI's arguments, the form's fields and the runner's request are all built from
+:data:`SETTINGS`. Adding an option means one entry here plus, for the form, its widget.
+
+This module sits at the bottom of the layers with :mod:`~layerscope.analysis.records`: plain
+data, no torch, no UI.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Iterable, Mapping
+from dataclasses import dataclass
+from typing import Any, Literal
+
+__all__ = [
+    "DEFAULTS",
+    "DEFAULT_SYSTEM_PROMPT",
+    "DEVICE_SUGGESTIONS",
+    "DTYPES",
+    "METHODS",
+    "MODES",
+    "MODULE_SETS",
+    "SETTINGS",
+    "Setting",
+    "SettingError",
+    "check_values",
+    "keyed_names",
+    "offered",
+    "setting",
+    "split_by_target",
+]
+
+DEFAULT_SYSTEM_PROMPT = "You are a helpful assistant."
+MODES = ("base", "instruct")
+MODULE_SETS = ("attn", "mlp", "all")
+METHODS = ("fast", "reference")
+# In the order a user picks from: auto first, the wide float types last.
+DTYPES = ("auto", "float32", "bfloat16", "float16", "float64")
+# What the explorer offers for the device; the CLI takes any torch device string (cuda:1, ...).
+DEVICE_SUGGESTIONS = ("auto", "cpu", "cuda", "mps")
+
+Kind = Literal["int", "choice", "text", "flag"]
+# Where a setting is offered: the two computing commands and the explorer's settings form.
+Surface = Literal["compute", "check", "form"]
+# Which record a setting belongs to: the engine's ComputeSettings or the runner's RunRequest.
+Target = Literal["compute", "request"]
+
+
+class SettingError(ValueError):
+    """A value a setting does not accept; ``setting`` names it, ``reason`` says why.
+
+    Each surface names the setting its own way (``--max-length`` on the command line, "max
+    length" in the form), so the message itself is only the reason.
+    """
+
+    def __init__(self, setting: Setting, reason: str, other: Setting | None = None) -> None:
+        super().__init__(reason.format(other=other.title if other else ""))
+        self.setting = setting
+        self.reason = reason  # may name another setting as {other}
+        self.other = other
+
+    def describe(self, name: Callable[[Setting], str]) -> str:
+        """One line naming the setting(s) as a surface does: ``name(setting)``."""
+        other = name(self.other) if self.other else ""
+        return f"{name(self.setting)}: {self.reason.format(other=other)}"
+
+
+@dataclass(frozen=True)
+class Setting:
+    """One option of a computation."""
+
+    name: str  # the attribute on ComputeSettings or RunRequest
+    title: str  # how messages and help name it ("max length")
+    help: str
+    kind: Kind
+    default: Any
+    target: Target
+    surfaces: frozenset[Surface]
+    choices: tuple[str, ...] = ()
+    optional: bool = False  # an empty value means None ("all samples", "the first N")
+    minimum: int | None = None
+    keyed: bool = False  # enters the run key: it changes the numbers
+    # What a quick look uses instead of ``default`` (the explorer's first start and ``check``):
+    # a newcomer's first run should take seconds, not an hour.
+    quick_default: Any = None
+    label: str = ""  # the form's compact label; the title when empty
+    placeholder: str = ""  # the form's text for an empty optional value
+
+    @property
+    def flag(self) -> str:
+        """The command-line option; flags that default to on are turned off with ``--no-``."""
+        name = self.name.replace("_", "-")
+        return f"--no-{name}" if self.kind == "flag" and self.default else f"--{name}"
+
+    @property
+    def form_id(self) -> str:
+        """The id of the form field (kept stable: tests and users' muscle memory use them)."""
+        return FORM_IDS.get(self.name, f"setting-{self.name.replace('_', '-')}")
+
+    @property
+    def form_label(self) -> str:
+        return self.label or self.title
+
+    def default_for(self, surface: Surface) -> Any:
+        """The default where it is offered: quick looks (form, check) may start smaller."""
+        if surface != "compute" and self.quick_default is not None:
+            return self.quick_default
+        return self.default
+
+    def parse(self, text: str) -> Any:
+        """The value of a typed text; SettingError says what is wrong."""
+        text = text.strip()
+        if self.kind == "flag":
+            if text.lower() in ("1", "true", "yes", "on"):
+                return True
+            if text.lower() in ("0", "false", "no", "off"):
+                return False
+            raise SettingError(self, f"expected yes or no, got {text!r}")
+        if not text:
+            if self.optional:
+                return None
+            raise SettingError(self, "enter a value" if self.kind != "int" else "enter a number")
+        if self.kind == "int":
+            try:
+                value = int(text)
+            except ValueError:
+                raise SettingError(self, f"expected a whole number, got {text!r}") from None
+            return self.check(value)
+        return self.check(text)
+
+    def check(self, value: Any) -> Any:
+        """``value`` if this setting accepts it; SettingError otherwise."""
+        if value is None:
+            if self.optional:
+                return None
+            raise SettingError(self, "a value is required")
+        if self.kind == "int":
+            if isinstance(value, bool) or not isinstance(value, int):
+                raise SettingError(self, f"expected a whole number, got {value!r}")
+            if self.minimum is not None and value < self.minimum:
+                raise SettingError(self, f"must be at least {self.minimum}, got {value}")
+        elif self.kind == "flag":
+            if not isinstance(value, bool):
+                raise SettingError(self, f"expected yes or no, got {value!r}")
+        elif not isinstance(value, str):
+            raise SettingError(self, f"expected text, got {value!r}")
+        elif self.choices and value not in self.choices:
+            raise SettingError(self, f"choose one of {', '.join(self.choices)}, not {value!r}")
+        return value
+
+
+FORM_IDS = {
+    "limit": "setting-samples",
+    "sample_seed": "setting-seed",
+    "batch_size": "setting-batch",
+}
+
+_ALL: frozenset[Surface] = frozenset({"compute", "check", "form"})
+_COMMANDS: frozenset[Surface] = frozenset({"compute", "check"})
+_COMPUTE: frozenset[Surface] = frozenset({"compute"})
+_COMPUTE_FORM: frozenset[Surface] = frozenset({"compute", "form"})
+
+SETTINGS: tuple[Setting, ...] = (
+    Setting(
+        "mode",
+        "mode",
+        "base: instruction and response as plain text; instruct: through the chat template",
+        "choice",
+        "base",
+        "compute",
+        _COMMANDS,  # the explorer chooses it beside the model (it depends on the model)
+        choices=MODES,
+        keyed=True,
+    ),
+    Setting(
+        "system_prompt",
+        "system prompt",
+        "the system message in instruct mode",
+        "text",
+        DEFAULT_SYSTEM_PROMPT,
+        "compute",
+        _COMMANDS,
+        keyed=True,  # in instruct mode only (ComputeSettings.key_fields)
+    ),
+    Setting(
+        "limit",
+        "samples",
+        "samples per response type: the first N, or N drawn at random with the seed",
+        "int",
+        None,
+        "request",
+        _ALL,
+        optional=True,
+        minimum=1,
+        quick_default=8,
+        placeholder="all",
+    ),
+    Setting(
+        "sample_seed",
+        "seed",
+        "draw the samples at random with this seed instead of taking the first N",
+        "int",
+        None,
+        "request",
+        _COMPUTE_FORM,
+        optional=True,
+        placeholder="first N",
+    ),
+    Setting(
+        "max_length",
+        "max length",
+        "tokens per sample (prompt and response); longer samples are truncated",
+        "int",
+        1024,  # as in the paper's scripts
+        "compute",
+        _ALL,
+        minimum=1,
+        keyed=True,
+        label="max len",
+    ),
+    Setting(
+        "batch_size",
+        "batch size",
+        "samples per forward and backward pass (does not change the numbers)",
+        "int",
+        4,
+        "compute",
+        _ALL,
+        minimum=1,
+        label="batch",
+    ),
+    Setting(
+        "dtype",
+        "dtype",
+        "the model's dtype (auto: bfloat16 or float16 on CUDA, float32 elsewhere)",
+        "choice",
+        "auto",
+        "request",
+        _ALL,
+        choices=DTYPES,
+        keyed=True,  # resolved before keying (runner.resolve_dtype)
+    ),
+    Setting(
+        "device",
+        "device",
+        "auto, cpu, cuda, cuda:1, mps, ...",
+        "text",
+        "auto",
+        "request",
+        _ALL,
+        choices=(),  # any torch device; the form offers DEVICE_SUGGESTIONS
+    ),
+    Setting(
+        "modules",
+        "modules",
+        "attn: q k v o; mlp: gate up down; all: both",
+        "choice",
+        "attn",
+        "compute",
+        _COMPUTE_FORM,
+        choices=MODULE_SETS,
+        keyed=True,
+    ),
+    Setting(
+        "method",
+        "method",
+        "fast: exact statistics from low-rank factors; reference: full gradient and full SVD",
+        "choice",
+        "fast",
+        "compute",
+        _COMPUTE,
+        choices=METHODS,
+    ),
+    Setting(
+        "spectra",
+        "spectra",
+        "keep every singular value (bigger cache)",
+        "flag",
+        False,
+        "compute",
+        _COMPUTE,
+        keyed=True,
+    ),
+    Setting(
+        "entry_statistics",
+        "entry statistics",
+        "mean/max/min of the gradient entries (--no-entry-statistics skips them)",
+        "flag",
+        True,
+        "compute",
+        _COMPUTE,
+        keyed=True,
+    ),
+    Setting(
+        "cosines",
+        "cosines",
+        "layer-by-layer and q-o/k-v gradient cosines (--no-cosines skips them)",
+        "flag",
+        True,
+        "compute",
+        _COMPUTE,
+        keyed=True,
+    ),
+    Setting(
+        "trust_remote_code",
+        "trust remote code",
+        "run the model repository's own Python code (only for models you trust)",
+        "flag",
+        False,
+        "request",
+        _COMMANDS,
+    ),
+)
+
+_BY_NAME = {s.name: s for s in SETTINGS}
+DEFAULTS: dict[str, Any] = {s.name: s.default for s in SETTINGS}
+
+
+def setting(name: str) -> Setting:
+    """The setting called ``name`` (KeyError for a name that is not a setting)."""
+    return _BY_NAME[name]
+
+
+def offered(surface: Surface) -> tuple[Setting, ...]:
+    """The settings a surface offers, in the record's order."""
+    return tuple(s for s in SETTINGS if surface in s.surfaces)
+
+
+def check_values(values: Mapping[str, Any]) -> dict[str, Any]:
+    """Every setting's value: ``values`` checked, the rest from the defaults.
+
+    Raises SettingError for a value a setting does not accept, and KeyError for a name that is
+    not a setting (a programming error, not a user's).
+    """
+    unknown = [name for name in values if name not in _BY_NAME]
+    if unknown:
+        raise KeyError(f"not a setting: {', '.join(unknown)}")
+    checked = {name: _BY_NAME[name].check(value) for name, value in values.items()}
+    merged = {**DEFAULTS, **checked}
+    if merged["sample_seed"] is not None and merged["limit"] is None:
+        raise SettingError(setting("sample_seed"), "needs {other}", other=setting("limit"))
+    return merged
+
+
+def split_by_target(values: Mapping[str, Any]) -> tuple[dict[str, Any], dict[str, Any]]:
+    """``values`` as (ComputeSettings fields, RunRequest fields)."""
+    compute = {k: v for k, v in values.items() if _BY_NAME[k].target == "compute"}
+    request = {k: v for k, v in values.items() if _BY_NAME[k].target == "request"}
+    return compute, request
+
+
+def keyed_names(target: Target) -> Iterable[str]:
+    """The settings of one record that enter the run key (see ``ComputeSettings.key_fields``)."""
+    return (s.name for s in SETTINGS if s.keyed and s.target == target)

@@ -1,0 +1,87 @@
+"""The ``layerscope`` command line: headless computing and browsing of the results cache.
+
+Why headless: the computations run for hours on GPU servers, in tmux, over SSH; users start
+them with ``layerscope compute``, look at results with ``runs``/``show`` from another terminal
+while they run, and move numbers around with ``export``/``import``. ``layerscope`` alone opens
+the Textual explorer (the only place this package touches the UI).
+
+The package is thin: :mod:`.arguments` (the grammar, the computing options built from the
+settings record), :mod:`.computing` and :mod:`.browsing` (one function per command, calling
+``analysis/``), :mod:`.output` (rendering). Conventions every command keeps: ``--help``;
+``--db`` (also before the command); progress bars on stderr for long work (stdout stays clean
+for scripts: run ids, tables, JSON); exit status 0 on success, 1 for a runtime error, 2 for a
+usage error, 130 when interrupted; and every error is one line ``layerscope: error: ...`` on
+stderr, never a traceback (set ``LAYERSCOPE_DEBUG=1`` to get one). Browsing commands (runs,
+show, export, import) never import torch.
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import sys
+from collections.abc import Callable, Sequence
+
+from layerscope.analysis.cache import CacheError
+from layerscope.analysis.errors import one_line
+from layerscope.app.cli.arguments import PROG, UsageError, build_parser
+from layerscope.app.cli.browsing import cmd_describe, cmd_export, cmd_import, cmd_runs, cmd_show
+from layerscope.app.cli.computing import EXIT_INTERRUPTED, cmd_check, cmd_compute
+
+__all__ = ["build_parser", "main"]
+
+EXIT_RUNTIME = 1
+EXIT_USAGE = 2
+
+COMMANDS: dict[str, Callable[[argparse.Namespace], int]] = {
+    "compute": cmd_compute,
+    "runs": cmd_runs,
+    "show": cmd_show,
+    "export": cmd_export,
+    "import": cmd_import,
+    "describe": cmd_describe,
+    "check": cmd_check,
+}
+
+
+def _fail(message: str, status: int) -> int:
+    print(f"{PROG}: error: {one_line(message)}", file=sys.stderr)
+    return status
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    """Run the command line; returns the exit status (never raises, never prints a traceback
+    unless LAYERSCOPE_DEBUG is set)."""
+    debug = bool(os.environ.get("LAYERSCOPE_DEBUG"))
+    try:
+        args = build_parser().parse_args(argv)
+        if args.command is None:
+            from layerscope.app.tui import run_tui
+
+            run_tui(model=args.model, dataset=args.dataset, db=args.db)
+            return 0
+        return COMMANDS[args.command](args)
+    except UsageError as error:
+        return _fail(str(error), EXIT_USAGE)
+    except KeyboardInterrupt:
+        if debug:
+            raise
+        return _fail(
+            "interrupted; finished batches are stored, run again to resume", EXIT_INTERRUPTED
+        )
+    except (CacheError, ValueError, RuntimeError, OSError) as error:
+        # CacheError, RunnerError; DatasetError, ModelLoadError, PaperFormatError and
+        # UnsupportedArchitectureError are ValueErrors; OSError: files the user named.
+        if debug:
+            raise
+        if isinstance(error, OSError) and error.filename:
+            return _fail(f"{error.filename}: {error.strerror or error}", EXIT_RUNTIME)
+        return _fail(one_line(error), EXIT_RUNTIME)
+    except Exception as error:
+        if debug:
+            raise
+        return _fail(
+            f"internal error: {one_line(error, with_type=True)} "
+            "(set LAYERSCOPE_DEBUG=1 for the traceback)",
+            EXIT_RUNTIME,
+        )

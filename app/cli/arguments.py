@@ -1,0 +1,215 @@
+"""The command line's grammar: commands, their arguments, and what a typed value means.
+
+Why apart from the commands: the computing options are not written here at all. They come from
+the settings record (:mod:`layerscope.analysis.settings`), so ``compute``, ``check`` and the
+explorer's form cannot drift apart in names, choices or defaults; this module only turns each
+:class:`~layerscope.analysis.settings.Setting` into an ``argparse`` argument and back.
+"""
+
+from __future__ import annotations
+
+import argparse
+from pathlib import Path
+from typing import Any, NoReturn
+
+from layerscope.analysis.records import ATTENTION_PROJECTIONS, MLP_PROJECTIONS
+from layerscope.analysis.settings import Setting, SettingError, Surface, offered, setting
+
+PROG = "layerscope"
+EXPORT_FORMATS = ("parquet", "csv", "paper-jsonl")
+DB_HELP = "results cache file (default: $LAYERSCOPE_DB or ~/.cache/layerscope/results.duckdb)"
+
+
+class UsageError(Exception):
+    """A command line that cannot be run as given (exit status 2)."""
+
+
+class _Parser(argparse.ArgumentParser):
+    """argparse, with its errors as one line and exit status 2 (see ``main``)."""
+
+    def error(self, message: str) -> NoReturn:
+        raise UsageError(f"{message} (see {self.prog} --help)")
+
+
+# ---- argument types ---------------------------------------------------------------------------
+
+
+def positive_int(text: str) -> int:
+    try:
+        value = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected a positive integer, got {text!r}") from None
+    if value < 1:
+        raise argparse.ArgumentTypeError(f"expected a positive integer, got {value}")
+    return value
+
+
+def token_range(text: str) -> tuple[int, int]:
+    try:
+        low_text, high_text = text.split("-", 1) if "-" in text else (text, text)
+        low = int(low_text) if low_text else 0
+        high = int(high_text) if high_text else 2**31 - 1
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected LOW-HIGH token counts, got {text!r}") from None
+    if low > high:
+        raise argparse.ArgumentTypeError(f"empty token range {text!r}")
+    return low, high
+
+
+def names(text: str | None) -> list[str] | None:
+    if text is None:
+        return None
+    parts = [part.strip() for part in text.split(",") if part.strip()]
+    return parts or None
+
+
+def projections(text: str | None) -> list[str] | None:
+    chosen = names(text)
+    if chosen is None:
+        return None
+    known = ATTENTION_PROJECTIONS + MLP_PROJECTIONS
+    for name in chosen:
+        if name not in known:
+            raise UsageError(f"--proj: unknown projection {name!r} (choose from {','.join(known)})")
+    return chosen
+
+
+def flag_name(item: Setting) -> str:
+    """How the command line names a setting in messages."""
+    return item.flag
+
+
+# ---- settings as arguments --------------------------------------------------------------------
+
+
+def _setting_type(item: Setting) -> Any:
+    def parse(text: str) -> Any:
+        try:
+            return item.parse(text)
+        except SettingError as error:
+            raise argparse.ArgumentTypeError(error.reason) from None
+
+    parse.__name__ = item.name
+    return parse
+
+
+def add_setting(parser: argparse.ArgumentParser, item: Setting, surface: Surface) -> None:
+    """One setting as an option, with the record's choices, default and help."""
+    default = item.default_for(surface)
+    if item.kind == "flag":
+        action = "store_false" if item.default else "store_true"
+        parser.add_argument(item.flag, dest=item.name, action=action, help=item.help)
+        return
+    shown = (item.placeholder or "none") if default is None else default
+    parser.add_argument(
+        item.flag,
+        dest=item.name,
+        default=default,
+        type=_setting_type(item) if item.kind == "int" else str,
+        choices=item.choices or None,
+        metavar=None if item.choices else item.name.upper(),
+        help=f"{item.help} (default: {shown})",
+    )
+
+
+def add_settings(parser: argparse.ArgumentParser, surface: Surface) -> None:
+    for item in offered(surface):
+        add_setting(parser, item, surface)
+
+
+def setting_values(args: argparse.Namespace, surface: Surface) -> dict[str, Any]:
+    """The values of the settings a command offers, by setting name."""
+    return {item.name: getattr(args, item.name) for item in offered(surface)}
+
+
+# ---- parser -----------------------------------------------------------------------------------
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = _Parser(
+        prog=PROG,
+        description="Layer-wise gradient statistics of causal LMs: compute, cache, compare. "
+        "Without a command, opens the interactive explorer.",
+    )
+    parser.add_argument("--model", help="explorer: preselect this model")
+    parser.add_argument("--dataset", help="explorer: preselect this dataset")
+    parser.add_argument("--db", help=DB_HELP)
+    commands = parser.add_subparsers(dest="command", metavar="COMMAND", parser_class=_Parser)
+
+    def command(name: str, help_text: str) -> argparse.ArgumentParser:
+        sub = commands.add_parser(name, help=help_text, description=help_text)
+        # SUPPRESS: a --db given before the command is not overwritten by this default
+        sub.add_argument("--db", default=argparse.SUPPRESS, help=DB_HELP)
+        return sub
+
+    compute = command("compute", "compute what is missing and print the run ids")
+    compute.add_argument("--model", required=True, help="tiny, a local folder or a cached hub id")
+    compute.add_argument(
+        "--dataset",
+        required=True,
+        help="a data file, a folder in the paper's layout, a .toml manifest, or math/knowledge",
+    )
+    compute.add_argument(
+        "--types", help="comma-separated response types (default: all in the dataset)"
+    )
+    add_settings(compute, "compute")
+    compute.add_argument("--quiet", action="store_true", help="no progress bars")
+
+    runs = command("runs", "list the runs in the cache")
+    runs.add_argument("--json", action="store_true", help="a JSON array instead of a table")
+
+    show = command("show", "layer-wise curves of runs, their MAD and relative differences")
+    show.add_argument("runs", nargs="+", metavar="RUN", help="run ids or unique id prefixes")
+    show.add_argument(
+        "--metric",
+        default="nuclear",
+        help="nuclear, sigma1_ratio, frobenius, effective_rank, stable_rank, sigma_max, "
+        "sigma_min, mean, max, min, nuclear_per_loss or loss (default: nuclear)",
+    )
+    show.add_argument("--proj", help="comma-separated projections (default: all measured)")
+    show.add_argument(
+        "--tokens",
+        type=token_range,
+        metavar="LOW-HIGH",
+        help="length control: only samples with LOW..HIGH response tokens",
+    )
+    show.add_argument("--json", action="store_true", help="curves and tables as JSON")
+    _add_chart_options(show)
+
+    export = command("export", "write a run as Parquet, CSV or the paper's JSON lines")
+    export.add_argument("run", metavar="RUN")
+    export.add_argument("--format", required=True, choices=EXPORT_FORMATS)
+    export.add_argument("--output", required=True, type=Path, metavar="PATH")
+
+    import_ = command("import", "read the paper's per-sample JSON lines into the cache as a run")
+    import_.add_argument("file", type=Path, metavar="FILE.jsonl")
+    import_.add_argument("--model", required=True, help="name to file the run under")
+    import_.add_argument("--dataset", required=True, help="dataset name to file the run under")
+    import_.add_argument("--type", required=True, dest="response_type", help="response type")
+    add_setting(import_, setting("mode"), "compute")
+
+    describe = command("describe", "list the matrices that would be measured, without computing")
+    describe.add_argument("--model", required=True)
+    add_setting(describe, setting("modules"), "compute")
+    add_setting(describe, setting("trust_remote_code"), "compute")
+    describe.add_argument("--json", action="store_true")
+
+    check = command(
+        "check",
+        "a quick profile of a model on the bundled math samples: fast vs slow thinking, "
+        "correct vs irrelevant",
+    )
+    check.add_argument("model", metavar="MODEL")
+    check.add_argument("--dataset", default="math", help="dataset to profile (default: math)")
+    check.add_argument("--metric", default="nuclear", help="statistic to chart (nuclear)")
+    check.add_argument("--proj", help="projections to chart (default: q,k,v,o)")
+    add_settings(check, "check")
+    check.add_argument("--quiet", action="store_true", help="no progress bars")
+    check.add_argument("--json", action="store_true")
+    _add_chart_options(check)
+    return parser
+
+
+def _add_chart_options(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--width", type=positive_int, help="chart width (terminal width)")
+    parser.add_argument("--height", type=positive_int, default=18, help="chart height (18)")

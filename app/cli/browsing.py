@@ -1,0 +1,180 @@
+"""``runs``, ``show``, ``export``, ``import`` and ``describe``: reading the cache from a shell.
+
+Why they never import torch: users look at results from a second terminal while a computation
+runs, often on a login node without a GPU. Every number shown comes from ``analysis/``
+(:func:`~layerscope.analysis.compare.compare_runs` for curves, MAD and relative differences);
+this module picks what to ask for and hands it to :mod:`~layerscope.app.cli.output`.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+from collections.abc import Sequence
+from dataclasses import asdict
+from typing import TYPE_CHECKING
+
+from layerscope.analysis.cache import CacheError, ResultsCache
+from layerscope.app.cli import output
+from layerscope.app.cli.arguments import UsageError, projections
+
+if TYPE_CHECKING:
+    from layerscope.analysis.cache import RunInfo
+
+
+def metric_name(name: str) -> str:
+    from layerscope.analysis.compare import resolve_metric
+
+    try:
+        return resolve_metric(name)
+    except ValueError as error:
+        raise UsageError(f"--metric: {error}") from None
+
+
+def cmd_runs(args: argparse.Namespace) -> int:
+    cache = ResultsCache(args.db)
+    infos = cache.runs()
+    if args.json:
+        print(json.dumps([output.run_record(info) for info in infos], indent=2, default=str))
+        return 0
+    if not infos:
+        print(f"no runs in {cache.path}", file=sys.stderr)
+        return 0
+    output.console().print(output.runs_table(infos, f"runs in {cache.path}"))
+    return 0
+
+
+def _no_samples(
+    cache: ResultsCache, infos: Sequence[RunInfo], tokens: tuple[int, int] | None
+) -> str:
+    """Why there is nothing to show, in one line."""
+    ids = ", ".join(i.short_id for i in infos)
+    if tokens:
+        return f"no samples with {tokens[0]}-{tokens[1]} response tokens in run(s) {ids}"
+    skipped = [i for i in infos if i.samples_skipped or i.samples_failed]
+    if skipped:
+        first = cache.skipped(skipped[0].id)
+        reason = f": {first[0].reason}" if first else ""
+        total = sum(i.samples_skipped + i.samples_failed for i in infos)
+        return f"no measured samples in run(s) {ids}; {total} were skipped or failed{reason}"
+    return f"no measured samples in run(s) {ids}"
+
+
+def report(
+    cache: ResultsCache,
+    infos: Sequence[RunInfo],
+    args: argparse.Namespace,
+    pairs: Sequence[tuple[str, str]],
+    title: str,
+) -> int:
+    """Charts, MAD and relative differences of runs (``show`` and ``check``)."""
+    from layerscope.analysis.compare import compare_runs
+    from layerscope.app.labels import run_labels
+
+    metric = metric_name(args.metric)
+    chosen = projections(args.proj)
+    tokens = getattr(args, "tokens", None)
+    comparison = compare_runs(cache, [i.id for i in infos], metric, chosen, tokens, pairs)
+    labels = run_labels(infos)
+    if args.json:
+        record = output.comparison_record(comparison, infos, labels)
+        print(json.dumps(record, indent=2, default=str))
+        return 0
+    if not comparison.curves:
+        raise CacheError(_no_samples(cache, infos, tokens))
+    console = output.console()
+    if metric == "loss":
+        console.print(output.loss_table(comparison, labels))
+        return 0
+    heading = title + (f" (samples with {tokens[0]}-{tokens[1]} response tokens)" if tokens else "")
+    for chart in output.charts(comparison, labels, heading, args.width, args.height):
+        print(chart)
+        print()
+    console.print(output.mad_table(comparison, labels))
+    if comparison.relative:
+        console.print(output.relative_table(comparison, labels))
+    return 0
+
+
+def cmd_show(args: argparse.Namespace) -> int:
+    metric = metric_name(args.metric)  # usage errors before the cache is opened
+    projections(args.proj)
+    cache = ResultsCache(args.db)
+    infos = [cache.run(run) for run in args.runs]
+    first = infos[0].id
+    pairs = [(first, info.id) for info in infos[1:]]
+    return report(cache, infos, args, pairs, metric)
+
+
+def cmd_export(args: argparse.Namespace) -> int:
+    cache = ResultsCache(args.db)
+    info = cache.run(args.run)
+    destination = args.output.expanduser()
+    if destination.is_dir():
+        raise UsageError(f"--output {destination} is a folder; give a file name")
+    if args.format == "paper-jsonl":
+        from layerscope.analysis.paper_format import write_paper_jsonl
+
+        written = write_paper_jsonl(cache, info.id, destination)
+        what = f"{written} samples"
+    else:
+        written = cache.export_table(info.id, destination, args.format)
+        what = f"{written} rows"
+    print(f"wrote {what} of run {info.short_id} to {destination}", file=sys.stderr)
+    return 0
+
+
+def cmd_import(args: argparse.Namespace) -> int:
+    from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn
+
+    from layerscope.analysis.paper_format import import_paper_jsonl
+
+    cache = ResultsCache(args.db)
+    columns = (TextColumn(f"importing {args.file.name}"), BarColumn(), MofNCompleteColumn())
+    with Progress(*columns, console=output.console(stderr=True), transient=True) as progress:
+        task = progress.add_task("import", total=None)
+
+        def advance(done: int, total: int) -> None:
+            progress.update(task, completed=done, total=total)
+
+        info = import_paper_jsonl(
+            cache,
+            args.file,
+            model=args.model,
+            dataset=args.dataset,
+            response_type=args.response_type,
+            mode=args.mode,
+            progress=advance,
+        )
+    print(info.id)
+    print(
+        f"{info.short_id}  {info.model} / {info.dataset}/{info.response_type}: "
+        f"{info.samples_done} samples, {info.layers} layers",
+        file=sys.stderr,
+    )
+    return 0
+
+
+def cmd_describe(args: argparse.Namespace) -> int:
+    from layerscope.analysis.models import describe_targets
+
+    targets = describe_targets(args.model, args.modules, trust_remote_code=args.trust_remote_code)
+    if args.json:
+        print(json.dumps([asdict(t) for t in targets], indent=2))
+        return 0
+    from rich.table import Table
+
+    layers = 1 + max((t.layer for t in targets), default=-1)
+    table = Table(
+        title=f"{args.model}: {len(targets)} matrices in {layers} layers ({args.modules})",
+        title_justify="left",
+    )
+    for name in ("layer", "proj", "parameter", "shape"):
+        table.add_column(name, justify="right" if name == "layer" else "left")
+    for target in targets:
+        table.add_row(
+            str(target.layer), target.projection, target.parameter, f"{target.rows} x {target.cols}"
+        )
+    output.console().print(table)
+    return 0

@@ -1,0 +1,109 @@
+"""The settings record is the one owner of every computing option: the command line is built
+from it, the runner's request takes its defaults, and the run key depends on exactly its keyed
+fields (so caches written before stay found)."""
+
+from __future__ import annotations
+
+import argparse
+from typing import get_args
+
+import pytest
+
+from layerscope.analysis import settings as record
+from layerscope.analysis.records import ComputeSettings, Method, Mode, ModuleSet
+from layerscope.analysis.runner import RunRequest, run_key
+from layerscope.app.cli.arguments import build_parser
+
+# Arguments of the computing commands that are not settings: what to compute and how to show it.
+NOT_SETTINGS = {"help", "db", "model", "dataset", "types", "quiet", "metric", "proj", "json"}
+NOT_SETTINGS |= {"width", "height"}
+
+
+def subparser(name: str) -> argparse.ArgumentParser:
+    parser = build_parser()
+    (commands,) = [a for a in parser._actions if isinstance(a, argparse._SubParsersAction)]
+    return commands.choices[name]
+
+
+@pytest.mark.parametrize("command", ["compute", "check"])
+def test_cli_offers_exactly_the_records_settings_with_their_defaults(command):
+    actions = {a.dest: a for a in subparser(command)._actions if a.dest not in NOT_SETTINGS}
+    offered = record.offered(command)
+    assert list(actions) == [s.name for s in offered]
+    for item in offered:
+        action = actions[item.name]
+        assert action.option_strings == [item.flag]
+        assert action.default == item.default_for(command)
+        if item.choices:
+            assert tuple(action.choices) == item.choices
+    argv = ["m"] if command == "check" else ["--model", "m", "--dataset", "d"]
+    defaults = vars(subparser(command).parse_args(argv))
+    assert {s.name: defaults[s.name] for s in offered} == {
+        s.name: s.default_for(command) for s in offered
+    }
+
+
+def test_check_starts_small_and_compute_takes_everything():
+    assert record.setting("limit").default_for("check") == 8
+    assert record.setting("limit").default_for("compute") is None
+
+
+def test_literal_types_agree_with_the_records_choices():
+    assert get_args(Mode) == record.MODES
+    assert get_args(ModuleSet) == record.MODULE_SETS
+    assert get_args(Method) == record.METHODS
+
+
+def test_request_from_settings_splits_values_and_defaults_the_rest():
+    request = RunRequest.from_settings(
+        "tiny", "math", ["none_cot"], {"max_length": 256, "dtype": "float64", "limit": 3}
+    )
+    assert request.settings == ComputeSettings(max_length=256)
+    assert (request.dtype, request.limit, request.device) == ("float64", 3, "auto")
+    assert request.types == ["none_cot"]
+    assert RunRequest("m", "d") == RunRequest.from_settings("m", "d", None, {})
+
+
+@pytest.mark.parametrize(
+    ("values", "fragment"),
+    [
+        ({"max_length": 0}, "must be at least 1, got 0"),
+        ({"dtype": "float8"}, "choose one of auto, float32"),
+        ({"sample_seed": 3}, "needs samples"),
+        ({"spectra": "yes"}, "expected yes or no"),
+    ],
+)
+def test_rejected_values_name_the_reason(values, fragment):
+    with pytest.raises(record.SettingError, match=fragment):
+        RunRequest.from_settings("m", "d", None, values)
+
+
+def test_typed_values_are_parsed_as_the_form_and_cli_do():
+    limit = record.setting("limit")
+    assert limit.parse("") is None and limit.parse(" 12 ") == 12
+    with pytest.raises(record.SettingError, match="whole number"):
+        record.setting("max_length").parse("1e3")
+    with pytest.raises(record.SettingError) as caught:
+        record.check_values({"sample_seed": 1})
+    error = caught.value
+    assert error.describe(lambda s: s.flag) == "--sample-seed: needs --limit"
+    assert error.describe(lambda s: s.title) == "seed: needs samples"
+
+
+def test_keyed_fields_are_the_records_and_run_keys_are_unchanged():
+    """Run keys written by earlier versions must still be found: this pins two of them."""
+    keyed = {s.name for s in record.SETTINGS if s.keyed}
+    assert keyed == {
+        "mode", "system_prompt", "max_length", "modules", "spectra", "entry_statistics",
+        "cosines", "dtype",
+    }  # fmt: skip
+    identity = {"name": "x", "config_sha256": "c", "weights_fingerprint": "w", "revision": None}
+    plain = run_key(identity, "d" * 64, "none_cot", ComputeSettings(), "float32")
+    assert plain == "ccf68ef95275633afaa21c407a4eca846475dae050948c2d59a0f1d23c30e7a3"
+    settings = ComputeSettings(mode="instruct", spectra=True, batch_size=9)
+    assert run_key(identity, "d" * 64, "none_cot", settings, "bfloat16") == (
+        "10eeb88acb77fb42ce1a9a36b37bdbda6299095cdbb89ceb801feace26890bee"
+    )
+    # Batch size and method do not change the numbers, so not the key either.
+    same = ComputeSettings(batch_size=1, method="reference")
+    assert run_key(identity, "d" * 64, "none_cot", same, "float32") == plain
