@@ -107,3 +107,51 @@ def test_keyed_fields_are_the_records_and_run_keys_are_unchanged():
     # Batch size and method do not change the numbers, so not the key either.
     same = ComputeSettings(batch_size=1, method="reference")
     assert run_key(identity, "d" * 64, "none_cot", same, "float32") == plain
+
+
+async def test_explorer_form_offers_exactly_the_records_settings_with_their_defaults():
+    from textual.app import App
+    from textual.widgets import Input, Label, Select
+
+    from layerscope.app.tui.state import first_start_values
+    from layerscope.app.tui.widgets.settings_form import SettingsForm
+
+    class FormApp(App[None]):
+        def compose(self):
+            yield SettingsForm(first_start_values(), id="form")
+
+    app = FormApp()
+    async with app.run_test(size=(80, 24)):
+        form = app.query_one(SettingsForm)
+        offered = record.offered("form")
+        labels = [str(label.render()) for label in form.query(Label)]
+        assert labels == [item.form_label for item in offered]
+        fields = [w for w in form.children if isinstance(w, (Input, Select))]
+        assert [w.id for w in fields] == [item.form_id for item in offered]
+        for item, widget in zip(offered, fields, strict=True):
+            default = item.default_for("form")
+            if isinstance(widget, Select):
+                assert widget.value == default
+            else:
+                assert widget.value == ("" if default is None else str(default))
+        assert form.read() == {item.name: item.default_for("form") for item in offered}
+        form.query_one("#setting-max-length", Input).value = "0"
+        with pytest.raises(ValueError, match=r"^max length: must be at least 1, got 0$"):
+            form.read()
+
+
+def test_state_files_keep_their_layout_and_bad_values_get_defaults(tmp_path):
+    import json
+
+    from layerscope.app.tui.state import UiState, load_state, save_state
+
+    path = tmp_path / "state.json"
+    earlier = {"model": "m", "dataset": "d", "types": ["a"], "samples": 6, "max_length": 0}
+    path.write_text(json.dumps({"last": {**earlier, "batch_size": 2, "dtype": "float8"}}))
+    last = load_state(path).last
+    assert (last.model, last.dataset, last.types) == ("m", "d", ["a"])
+    assert last.values["limit"] == 6 and last.values["batch_size"] == 2
+    assert last.values["max_length"] == 1024 and last.values["dtype"] == "auto"  # rejected
+    save_state(path, UiState(last=last))
+    assert json.loads(path.read_text())["last"]["samples"] == 6
+    assert load_state(path).last == last

@@ -280,7 +280,7 @@ class LayerscopeApp(App[None]):
 
     def _request_from_picks(self, require_types: bool = True) -> Any:
         """A RunRequest from the Setup tab; ValueError with a message for the user."""
-        from layerscope.analysis.records import ComputeSettings
+        from layerscope.analysis.settings import SettingError
 
         try:
             from layerscope.analysis.runner import RunRequest
@@ -294,41 +294,15 @@ class LayerscopeApp(App[None]):
         types = picks.types
         if require_types and not types:
             raise ValueError("check at least one response type (space in the list)")
-        values = picks.values
-        settings = ComputeSettings(
-            mode=picks.mode,  # type: ignore[arg-type]
-            max_length=values.max_length,
-            modules=values.modules,  # type: ignore[arg-type]
-            batch_size=values.batch_size,
-        )
-        return RunRequest(
-            model=picks.model,
-            dataset=picks.dataset,
-            types=types or None,
-            settings=settings,
-            limit=values.samples,
-            sample_seed=values.sample_seed,
-            dtype=values.dtype,
-            device=values.device,
-        )
+        try:
+            return RunRequest.from_settings(picks.model, picks.dataset, types, picks.values)
+        except SettingError as error:
+            raise ValueError(error.describe(lambda item: item.title)) from None
 
     def _remember_picks(self) -> None:
         picks = self.query_one(SetupPane).picks()
-        values = picks.values
         self.ui_state.remember(picks.model, picks.dataset)
-        self.ui_state.last = LastPicks(
-            model=picks.model,
-            mode=picks.mode,
-            dataset=picks.dataset,
-            types=picks.types,
-            samples=values.samples,
-            sample_seed=values.sample_seed,
-            max_length=values.max_length,
-            batch_size=values.batch_size,
-            dtype=values.dtype,
-            device=values.device,
-            modules=values.modules,
-        )
+        self.ui_state.last = LastPicks(picks.model, picks.dataset, picks.types, picks.values)
         error = save_state(self.state_path, self.ui_state)
         if error:
             self.query_one(LogPanel).record(error, "warning")

@@ -1,5 +1,8 @@
 """What the explorer remembers between sessions: recently used models and datasets, last picks.
 
+The remembered settings are the settings record's (:mod:`layerscope.analysis.settings`): which
+ones, their first-start values and how a stored value is checked all come from there.
+
 A small JSON file next to the results cache (or wherever `$LAYERSCOPE_STATE` points), so that a
 user who comes back finds their own models and data at the top of the pickers, and a fresh user
 (no file yet) gets the built-in tiny model with the bundled math samples preselected. A broken or
@@ -8,11 +11,14 @@ unreadable file is never fatal: the explorer starts with defaults and rewrites i
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
-from dataclasses import asdict, dataclass, field
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
+
+from layerscope.analysis.settings import SettingError, offered, setting
 
 STATE_ENV = "LAYERSCOPE_STATE"
 STATE_FILE_NAME = "tui-state.json"
@@ -27,21 +33,49 @@ def default_state_path(db_path: Path) -> Path:
     return db_path.expanduser().parent / STATE_FILE_NAME
 
 
+# The settings the explorer remembers: its form's and the mode (chosen beside the model).
+REMEMBERED_SETTINGS = ("mode", *(item.name for item in offered("form")))
+# Names a setting had in state files written before the settings record (read and written).
+STATE_KEYS = {"limit": "samples"}
+
+
+def first_start_values() -> dict[str, Any]:
+    """The settings a new user starts with: the record's quick defaults (a few samples)."""
+    return {name: setting(name).default_for("form") for name in REMEMBERED_SETTINGS}
+
+
 @dataclass
 class LastPicks:
     """The picks of the last run request, restored on the next start."""
 
     model: str = "tiny"
-    mode: str = "base"
     dataset: str = "math"
     types: list[str] | None = None  # None: every type of the dataset
-    samples: int | None = 8
-    sample_seed: int | None = None
-    max_length: int = 1024  # the engine's default, as in the paper's scripts
-    batch_size: int = 4
-    dtype: str = "auto"
-    device: str = "auto"
-    modules: str = "attn"
+    values: dict[str, Any] = field(default_factory=first_start_values)  # settings by name
+
+    def to_json(self) -> dict[str, Any]:
+        record: dict[str, Any] = {"model": self.model, "dataset": self.dataset}
+        record["types"] = self.types
+        for name, value in self.values.items():
+            record[STATE_KEYS.get(name, name)] = value
+        return record
+
+    @classmethod
+    def from_json(cls, raw: dict[str, Any]) -> LastPicks:
+        """Whatever a file holds: a value a setting does not accept gets its default."""
+        values = first_start_values()
+        for name in REMEMBERED_SETTINGS:
+            key = STATE_KEYS.get(name, name)
+            if key in raw:
+                with contextlib.suppress(SettingError):
+                    values[name] = setting(name).check(raw[key])
+        types = raw.get("types")
+        return cls(
+            model=raw["model"] if isinstance(raw.get("model"), str) else "tiny",
+            dataset=raw["dataset"] if isinstance(raw.get("dataset"), str) else "math",
+            types=[t for t in types if isinstance(t, str)] if isinstance(types, list) else None,
+            values=values,
+        )
 
 
 @dataclass
@@ -72,14 +106,7 @@ def load_state(path: Path) -> UiState:
     if not isinstance(raw, dict):
         return UiState()
     last_raw: dict[str, Any] = raw["last"] if isinstance(raw.get("last"), dict) else {}
-    defaults = asdict(LastPicks())
-    last_values: dict[str, Any] = {
-        key: last_raw.get(key, default) for key, default in defaults.items()
-    }
-    try:
-        last = LastPicks(**last_values)
-    except TypeError:
-        last = LastPicks()
+    last = LastPicks.from_json(last_raw)
     return UiState(
         recent_models=_strings(raw.get("recent_models")),
         recent_datasets=_strings(raw.get("recent_datasets")),
@@ -99,7 +126,13 @@ def save_state(path: Path, state: UiState) -> str | None:
     try:
         path.parent.mkdir(parents=True, exist_ok=True)
         temporary = path.with_suffix(path.suffix + ".tmp")
-        temporary.write_text(json.dumps(asdict(state), indent=2), encoding="utf-8")
+        record = {
+            "recent_models": state.recent_models,
+            "recent_datasets": state.recent_datasets,
+            "last": state.last.to_json(),
+            "theme": state.theme,
+        }
+        temporary.write_text(json.dumps(record, indent=2), encoding="utf-8")
         temporary.replace(path)
     except OSError as error:
         return f"{path}: could not save the explorer state: {error.strerror or error}"

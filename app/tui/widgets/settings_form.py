@@ -1,135 +1,81 @@
-"""The run settings: how many samples (first N or a seeded random N), max length, batch size,
-dtype, device and module set.
+"""The run settings form: one compact field per setting the settings record offers the form.
 
-Each field is one compact line so the whole form fits an 80x24 terminal next to the pickers.
-`read()` turns the fields into checked values and names the field that is wrong.
+Why built from the record: the fields, their order, labels, choices, first-start values and how
+a typed value is checked are all :mod:`layerscope.analysis.settings`'s, the same record the
+command line is built from, so the two cannot drift. Each field is one compact line so the whole
+form fits an 80x24 terminal next to the pickers. ``read()`` returns checked values by setting
+name and names the field that is wrong.
 """
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from collections.abc import Mapping
+from typing import Any
 
 from textual.app import ComposeResult
 from textual.containers import Grid
+from textual.widget import Widget
 from textual.widgets import Input, Label, Select
 
+from layerscope.analysis.settings import DEVICE_SUGGESTIONS, Setting, SettingError, offered
 from layerscope.app.tui.messages import SettingsChanged
 
-DTYPE_CHOICES = ("auto", "float32", "bfloat16", "float16", "float64")
-DEVICE_CHOICES = ("auto", "cpu", "cuda", "mps")
-MODULE_CHOICES = ("attn", "mlp", "all")
 
-
-@dataclass(frozen=True)
-class FormValues:
-    samples: int | None  # None: all
-    sample_seed: int | None  # None: the first N
-    max_length: int
-    batch_size: int
-    dtype: str
-    device: str
-    modules: str
-
-
-def _positive(text: str, field: str, allow_empty: bool = False) -> int | None:
-    text = text.strip()
-    if not text:
-        if allow_empty:
-            return None
-        raise ValueError(f"{field}: enter a number")
-    value = int(text)
-    if value <= 0:
-        raise ValueError(f"{field}: must be at least 1, got {value}")
-    return value
+def _choices(item: Setting) -> tuple[str, ...]:
+    return item.choices or (DEVICE_SUGGESTIONS if item.name == "device" else ())
 
 
 class SettingsForm(Grid):
-    """A two-column grid of labels and compact inputs."""
+    """A two-column grid of labels and compact inputs, one row per offered setting."""
 
-    def __init__(
-        self,
-        *,
-        samples: int | None,
-        sample_seed: int | None,
-        max_length: int,
-        batch_size: int,
-        dtype: str,
-        device: str,
-        modules: str,
-        id: str | None = None,
-    ) -> None:
+    def __init__(self, values: Mapping[str, Any], *, id: str | None = None) -> None:
         super().__init__(id=id)
-        self._initial = FormValues(
-            samples, sample_seed, max_length, batch_size, dtype, device, modules
-        )
+        self.settings = offered("form")
+        self._initial = {
+            item.name: values.get(item.name, item.default_for("form")) for item in self.settings
+        }
 
     def compose(self) -> ComposeResult:
-        initial = self._initial
-        yield Label("samples")
-        yield Input(
-            "" if initial.samples is None else str(initial.samples),
-            placeholder="all",
-            type="integer",
-            id="setting-samples",
+        for item in self.settings:
+            yield Label(item.form_label)
+            yield self._field(item, self._initial[item.name])
+
+    @staticmethod
+    def _field(item: Setting, value: Any) -> Widget:
+        choices = _choices(item)
+        if choices:
+            default = item.default_for("form")
+            return Select(
+                [(choice, choice) for choice in choices],
+                value=value if value in choices else default,
+                allow_blank=False,
+                id=item.form_id,
+                compact=True,
+                tooltip=item.help,
+            )
+        return Input(
+            "" if value is None else str(value),
+            placeholder=item.placeholder,
+            type="integer" if item.kind == "int" else "text",
+            id=item.form_id,
             compact=True,
-            tooltip="How many samples per response type (empty: all)",
-        )
-        yield Label("seed")
-        yield Input(
-            "" if initial.sample_seed is None else str(initial.sample_seed),
-            placeholder="first N",
-            type="integer",
-            id="setting-seed",
-            compact=True,
-            tooltip="Random seed. Empty: the first N samples; a number: N drawn with this seed",
-        )
-        yield Label("max len")
-        yield Input(str(initial.max_length), type="integer", id="setting-max-length", compact=True)
-        yield Label("batch")
-        yield Input(str(initial.batch_size), type="integer", id="setting-batch", compact=True)
-        yield Label("dtype")
-        yield Select(
-            [(choice, choice) for choice in DTYPE_CHOICES],
-            value=initial.dtype if initial.dtype in DTYPE_CHOICES else "auto",
-            allow_blank=False,
-            id="setting-dtype",
-            compact=True,
-        )
-        yield Label("device")
-        yield Select(
-            [(choice, choice) for choice in DEVICE_CHOICES],
-            value=initial.device if initial.device in DEVICE_CHOICES else "auto",
-            allow_blank=False,
-            id="setting-device",
-            compact=True,
-        )
-        yield Label("modules")
-        yield Select(
-            [(choice, choice) for choice in MODULE_CHOICES],
-            value=initial.modules if initial.modules in MODULE_CHOICES else "attn",
-            allow_blank=False,
-            id="setting-modules",
-            compact=True,
-            tooltip="attn: q k v o; mlp: gate up down; all: both",
+            tooltip=item.help,
         )
 
-    def read(self) -> FormValues:
-        """The checked values; ValueError names the field that is wrong."""
-        samples = _positive(self.query_one("#setting-samples", Input).value, "samples", True)
-        seed_text = self.query_one("#setting-seed", Input).value.strip()
-        seed = int(seed_text) if seed_text else None
-        max_length = _positive(self.query_one("#setting-max-length", Input).value, "max length")
-        batch_size = _positive(self.query_one("#setting-batch", Input).value, "batch size")
-        assert max_length is not None and batch_size is not None
-        return FormValues(
-            samples=samples,
-            sample_seed=seed,
-            max_length=max_length,
-            batch_size=batch_size,
-            dtype=str(self.query_one("#setting-dtype", Select).value),
-            device=str(self.query_one("#setting-device", Select).value),
-            modules=str(self.query_one("#setting-modules", Select).value),
-        )
+    def read(self) -> dict[str, Any]:
+        """The checked values by setting name; ValueError names the field that is wrong."""
+        values: dict[str, Any] = {}
+        for item in self.settings:
+            field = self.query_one(f"#{item.form_id}")
+            try:
+                if isinstance(field, Select):
+                    values[item.name] = item.check(str(field.value))
+                else:
+                    assert isinstance(field, Input)
+                    values[item.name] = item.parse(field.value)
+            except SettingError as error:
+                raise ValueError(error.describe(lambda s: s.title)) from None
+        return values
 
     def on_input_changed(self, event: Input.Changed) -> None:
         event.stop()

@@ -8,6 +8,7 @@ newcomer's first key press (r) already computes something worth looking at.
 from __future__ import annotations
 
 from dataclasses import dataclass
+from typing import Any
 
 from textual.app import ComposeResult
 from textual.containers import Horizontal, Vertical, VerticalScroll
@@ -16,7 +17,7 @@ from textual.widgets import Button, Label
 from layerscope.app.tui.state import LastPicks
 from layerscope.app.tui.widgets.dataset_picker import DatasetPicker
 from layerscope.app.tui.widgets.model_picker import ModelPicker
-from layerscope.app.tui.widgets.settings_form import FormValues, SettingsForm
+from layerscope.app.tui.widgets.settings_form import SettingsForm
 
 
 @dataclass(frozen=True)
@@ -25,11 +26,10 @@ class Picks:
 
     model: str
     model_ok: bool
-    mode: str
     dataset: str
     dataset_ok: bool
     types: list[str]
-    values: FormValues
+    values: dict[str, Any]  # settings by name (the form's and the mode)
 
 
 class SetupPane(VerticalScroll):
@@ -52,18 +52,11 @@ class SetupPane(VerticalScroll):
         last = self.last
         with Horizontal(id="setup-columns"):
             with Vertical(id="setup-left"):
-                yield ModelPicker(last.model, last.mode, self.recent_models, id="model-picker")
-                yield Label("Settings", classes="section-title")
-                yield SettingsForm(
-                    samples=last.samples,
-                    sample_seed=last.sample_seed,
-                    max_length=last.max_length,
-                    batch_size=last.batch_size,
-                    dtype=last.dtype,
-                    device=last.device,
-                    modules=last.modules,
-                    id="settings-form",
+                yield ModelPicker(
+                    last.model, last.values["mode"], self.recent_models, id="model-picker"
                 )
+                yield Label("Settings", classes="section-title")
+                yield SettingsForm(last.values, id="settings-form")
             with Vertical(id="setup-right"):
                 yield DatasetPicker(
                     last.dataset, last.types, self.recent_datasets, id="dataset-picker"
@@ -75,11 +68,10 @@ class SetupPane(VerticalScroll):
     def picks(self) -> Picks:
         model = self.query_one(ModelPicker)
         dataset = self.query_one(DatasetPicker)
-        values = self.query_one(SettingsForm).read()
+        values = {"mode": model.mode, **self.query_one(SettingsForm).read()}
         return Picks(
             model=model.spec,
             model_ok=model.ok,
-            mode=model.mode,
             dataset=dataset.dataset,
             dataset_ok=bool(dataset.sources),
             types=dataset.types,
