@@ -41,10 +41,11 @@ from importlib.metadata import PackageNotFoundError, version
 from pathlib import Path
 from typing import Any
 
-from layerscope.analysis.cache import ResultsCache, RunInfo
+from layerscope.analysis.cache import ResultsCache
 from layerscope.analysis.records import (
     BatchResult,
     MatrixStatistics,
+    RunInfo,
     Sample,
     SampleResult,
     TargetInfo,
