@@ -7,8 +7,9 @@ the whole batch or none of it: DuckDB's write-ahead log replays only committed t
 sample is never stored twice: the writer skips, inside the transaction, the samples already
 stored, so even two processes computing the same run cannot duplicate rows. Finishing records
 the session's counts and outcome in the run's provenance and checkpoints, so readers of a
-finished run replay no log. Callers do not use these directly but
-:class:`layerscope.analysis.lifecycle.StoredRun`, which guarantees the finish.
+finished run replay no log. The runner and the paper-format import do not call these
+directly but go through :class:`layerscope.analysis.lifecycle.StoredRun`, which guarantees
+the finish.
 """
 
 from __future__ import annotations
