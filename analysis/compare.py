@@ -1,9 +1,10 @@
 """The paper's comparisons of layer-wise curves: MAD over depth and relative difference.
 
 Why here and not in the UI: the CLI's ``show``/``check``, the TUI and the tests must report the
-same numbers for the same curves, so the arithmetic lives in one torch-free module. Averaging over
-samples (mean, std, confidence interval, length control) is SQL in :mod:`layerscope.analysis.cache`;
-this module works on the resulting :class:`LayerCurve` objects.
+same numbers for the same curves, so the arithmetic lives in one torch-free module. Summing over
+samples (with length control) is SQL in :mod:`layerscope.analysis.cache`; turning those sums into
+mean, std and confidence interval is this layer's :mod:`layerscope.analysis.statistics`; this
+module works on the resulting :class:`LayerCurve` objects.
 
 Definitions (after arXiv 2410.23743 and its released ``code_vis/exp_utils.py``):
 
@@ -27,8 +28,28 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import TYPE_CHECKING
 
+from layerscope.analysis.records import METRICS, LayerCurve
+from layerscope.analysis.statistics import curve_from_sums, t_critical_975
+
 if TYPE_CHECKING:
-    from layerscope.analysis.cache import LayerCurve, ResultsCache
+    from layerscope.analysis.cache import ResultsCache
+
+__all__ = [
+    "Comparison",
+    "MadRow",
+    "RelativeDifference",
+    "RelativeDifferenceRow",
+    "compare_runs",
+    "curve_from_sums",
+    "layer_splits",
+    "mad",
+    "mad_row",
+    "mad_table",
+    "relative_difference",
+    "relative_rows",
+    "resolve_metric",
+    "t_critical_975",
+]
 
 # The paper's (early, middle, late) layer counts for the depths it studies.
 PAPER_SPLITS: dict[int, tuple[int, int, int]] = {
@@ -54,8 +75,6 @@ METRIC_ALIASES = {
 
 def resolve_metric(name: str) -> str:
     """A statistic name (or ``loss``) from a name or alias; ValueError naming the choices."""
-    from layerscope.analysis.cache import METRICS
-
     key = name.strip().lower().replace("-", "_")
     key = METRIC_ALIASES.get(key, key)
     if key not in METRICS:

@@ -37,14 +37,17 @@ import os
 import re
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
-from importlib.metadata import PackageNotFoundError, version
 from pathlib import Path
 from typing import Any
 
-from layerscope.analysis.cache import ResultsCache, RunInfo
+from layerscope.analysis.cache import ResultsCache
+from layerscope.analysis.datasets import file_sha256
+from layerscope.analysis.lifecycle import StoredRun, package_version
 from layerscope.analysis.records import (
+    PROJECTIONS,
     BatchResult,
     MatrixStatistics,
+    RunInfo,
     Sample,
     SampleResult,
     TargetInfo,
@@ -76,7 +79,6 @@ SPECTRUM_KEY = "S_list"
 METADATA_KEY = "layerscope"
 _REQUIRED = ("S_sum", "S_max")
 IMPORT_BATCH = 256
-_PROJECTION_ORDER = ("q", "k", "v", "o", "gate", "up", "down")
 
 
 class PaperFormatError(ValueError):
@@ -113,7 +115,7 @@ def parse_parameter_name(name: str) -> tuple[int, str] | None:
     layer = int(match["layer"])
     part = match["part"]
     if part:
-        return (layer, part) if part in _PROJECTION_ORDER else None
+        return (layer, part) if part in PROJECTIONS else None
     path = match["path"]
     if path in _PATHS:
         return layer, _PATHS[path]
@@ -210,7 +212,7 @@ def _parse_line(text: str, where: str, index: int, line: int) -> PaperSample:
             f"{where}: no gradient statistics (objects keyed by parameter names such as "
             "model.layers.0.self_attn.q_proj.weight)"
         )
-    matrices.sort(key=lambda m: (m.layer, _PROJECTION_ORDER.index(m.projection)))
+    matrices.sort(key=lambda m: (m.layer, PROJECTIONS.index(m.projection)))
     sample_index = metadata.get("index", index)
     if not isinstance(sample_index, int) or sample_index < 0:
         raise PaperFormatError(f"{where}: {METADATA_KEY}.index must be a non-negative integer")
@@ -264,14 +266,6 @@ def read_paper_jsonl(path: Path | str) -> Iterator[PaperSample]:
         raise PaperFormatError(f"{path}: no samples (the file is empty)")
 
 
-def _file_sha256(path: Path) -> str:
-    digest = hashlib.sha256()
-    with open(path, "rb") as handle:
-        for block in iter(lambda: handle.read(1 << 20), b""):
-            digest.update(block)
-    return digest.hexdigest()
-
-
 def import_run_id(file_sha256: str, model: str, dataset: str, response_type: str, mode: str) -> str:
     """The run key of an imported file: its bytes and the names it is filed under."""
     key = {
@@ -283,13 +277,6 @@ def import_run_id(file_sha256: str, model: str, dataset: str, response_type: str
         "mode": mode,
     }
     return hashlib.sha256(json.dumps(key, sort_keys=True).encode()).hexdigest()
-
-
-def _layerscope_version() -> str:
-    try:
-        return version("layerscope")
-    except PackageNotFoundError:
-        return "unknown"
 
 
 def import_paper_jsonl(
@@ -322,13 +309,14 @@ def import_paper_jsonl(
         TargetInfo(layer, projection, name, 0, 0)
         for (layer, projection), name in sorted(
             first.parameters.items(),
-            key=lambda item: (item[0][0], _PROJECTION_ORDER.index(item[0][1])),
+            key=lambda item: (item[0][0], PROJECTIONS.index(item[0][1])),
         )
     ]
-    digest = _file_sha256(path)
+    digest = file_sha256(path)
     run_id = import_run_id(digest, model, dataset, response_type, mode)
     spectra = any(m.spectrum is not None for m in first.result.matrices)
-    cache.begin_run(
+    stored_run = StoredRun(
+        cache,
         run_id,
         model=model,
         dataset=dataset,
@@ -344,18 +332,20 @@ def import_paper_jsonl(
             "mode": mode,
             "spectra": spectra,
         },
-        provenance={"layerscope": _layerscope_version(), "imported_from": str(path.resolve())},
+        provenance={
+            "layerscope": package_version("layerscope"),
+            "imported_from": str(path.resolve()),
+        },
     )
-    status = "failed"
-    try:
-        done = cache.done_indices(run_id)
+    with stored_run:
+        done = stored_run.done_indices()
         handled = len(done)
         chunk: list[PaperSample] = []
 
         def store() -> None:
             nonlocal handled
             batch = BatchResult([p.result for p in chunk], [], len(chunk), len(chunk))
-            cache.write_batch(run_id, batch, {p.sample.index: p.sample for p in chunk})
+            stored_run.write(batch, {p.sample.index: p.sample for p in chunk})
             handled += len(chunk)
             chunk.clear()
             if progress is not None:
@@ -369,10 +359,8 @@ def import_paper_jsonl(
                 store()
         if chunk:
             store()
-        status = "complete"
-    finally:
-        info = cache.finish_run(run_id, status)
-    return info
+    assert stored_run.info is not None
+    return stored_run.info
 
 
 def _paper_entry(values: dict[str, float], spectrum: list[float] | None) -> dict[str, Any]:

@@ -1,12 +1,16 @@
-"""Plain records shared by the engine, the cache, the CLI and the UI.
+"""Plain records shared by the engine, the cache, the comparisons, the CLI and the UI.
 
 They live apart from the engine so that the cache and the UI can use them without importing
-torch: a user browsing cached results never pays for it.
+torch: a user browsing cached results never pays for it. They live apart from the cache, too
+(what it returns: :class:`RunInfo`, :class:`LayerSums`, :class:`LayerCurve`,
+:class:`SampleRow`), so that the comparisons and the UI can name them without importing DuckDB
+code; it imports only the settings record (for ComputeSettings' defaults and key).
 """
 
 from __future__ import annotations
 
 from dataclasses import dataclass, field
+from datetime import datetime
 from typing import Literal
 
 from layerscope.analysis.settings import DEFAULT_SYSTEM_PROMPT as DEFAULT_SYSTEM_PROMPT
@@ -18,6 +22,8 @@ Method = Literal["fast", "reference"]
 
 ATTENTION_PROJECTIONS = ("q", "k", "v", "o")
 MLP_PROJECTIONS = ("gate", "up", "down")
+# Every projection in the one order layers, tables, curves and files list them.
+PROJECTIONS = ATTENTION_PROJECTIONS + MLP_PROJECTIONS
 
 # Per-matrix statistics, in the order the cache and exports use. Names say what they are; the
 # paper's short names (S_sum, S_max, ...) appear only in the paper-format import and export.
@@ -37,6 +43,9 @@ MATRIX_STATISTICS = (
 # The statistics that need every entry of the gradient matrix, not just its spectrum.
 ENTRY_STATISTICS = ("mean", "max", "min")
 
+# What a curve can average: every per-matrix statistic, plus the per-sample loss.
+METRICS = (*MATRIX_STATISTICS, "loss")
+RUN_STATUSES = ("running", "complete", "cancelled", "failed")
 STATISTICS_VERSION = 1
 
 
@@ -142,3 +151,85 @@ class BatchResult:
     seconds: float = 0.0  # wall time of this batch
     forward_backward_seconds: float = 0.0  # of which: the model's forward and backward passes
     statistics_seconds: float = 0.0  # of which: the statistics from the captured gradients
+
+
+@dataclass(frozen=True)
+class RunInfo:
+    """One run as stored: what was measured, how far it got, and how it was computed."""
+
+    id: str
+    model: str
+    dataset: str
+    response_type: str
+    mode: str
+    status: str  # running | complete | cancelled | failed
+    samples_total: int
+    samples_done: int
+    samples_skipped: int
+    samples_failed: int
+    layers: int
+    projections: tuple[str, ...]
+    settings: dict
+    provenance: dict
+    started_at: datetime | None
+    finished_at: datetime | None
+
+    @property
+    def short_id(self) -> str:
+        return self.id[:12]
+
+    @property
+    def samples_missing(self) -> int:
+        return max(0, self.samples_total - self.samples_done - self.samples_skipped)
+
+
+@dataclass(frozen=True)
+class LayerSums:
+    """What a curve is made of, as the cache keeps it: per layer, the count, sum and sum of
+    squares of one statistic over a run's samples, for one projection.
+
+    ``excluded_nonfinite`` samples were left out because the statistic was NaN or infinite at
+    some layer. :func:`layerscope.analysis.statistics.curve_from_sums` turns this into a
+    :class:`LayerCurve`.
+    """
+
+    run_id: str
+    projection: str
+    sums: dict[int, tuple[int, float, float]]  # layer -> (count, sum, sum of squares)
+    excluded_nonfinite: int = 0
+
+
+@dataclass(frozen=True)
+class LayerCurve:
+    """The mean of one statistic by layer over a run's samples, for one projection.
+
+    ``count[i]`` samples entered layer i's mean; ``excluded_nonfinite`` samples were left out of
+    the whole curve because the statistic was NaN or infinite at some layer (as the paper drops
+    them). ``ci95`` is the half-width of the 95% t confidence interval of the mean (NaN below
+    two samples). For the metric ``loss``, which has no layers, the curve has one point at layer
+    0 and projection ``"loss"``.
+    """
+
+    run_id: str
+    projection: str
+    layers: list[int]
+    mean: list[float]
+    std: list[float]
+    ci95: list[float]
+    count: list[int]
+    excluded_nonfinite: int = 0
+
+
+@dataclass(frozen=True)
+class SampleRow:
+    """One measured sample with its per-sample means over layers and projections.
+
+    Token counts are -1 where unknown (runs imported from the paper's files)."""
+
+    index: int
+    loss: float
+    prompt_tokens: int
+    response_tokens: int
+    instruction: str
+    output: str
+    stats: dict[str, float] = field(default_factory=dict)

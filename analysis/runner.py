@@ -39,7 +39,6 @@ import threading
 import time
 from collections.abc import Callable, Iterator, Mapping, Sequence
 from dataclasses import asdict, dataclass, field, replace
-from importlib.metadata import PackageNotFoundError, version
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -53,6 +52,7 @@ from layerscope.analysis.datasets import (
     resolve_dataset,
 )
 from layerscope.analysis.errors import one_line
+from layerscope.analysis.lifecycle import StoredRun, package_version
 from layerscope.analysis.records import (
     BatchResult,
     ComputeSettings,
@@ -161,13 +161,6 @@ class PlannedRun:
     @property
     def missing(self) -> int:
         return self.total - self.cached
-
-
-def _version(package: str) -> str:
-    try:
-        return version(package)
-    except PackageNotFoundError:
-        return "unknown"
 
 
 def resolve_sources(request: RunRequest) -> list[ResponseTypeSource]:
@@ -321,9 +314,9 @@ def _provenance(request: RunRequest, loaded: LoadedModel, dtype: str) -> dict[st
 
     device = str(loaded.device)
     record: dict[str, Any] = {
-        "layerscope": _version("layerscope"),
+        "layerscope": package_version("layerscope"),
         "torch": torch.__version__,
-        "transformers": _version("transformers"),
+        "transformers": package_version("transformers"),
         "python": platform.python_version(),
         "host": socket.gethostname(),
         "device": device,
@@ -434,7 +427,8 @@ def execute(
                 trust_remote_code=request.trust_remote_code,
             )
             targets = loaded.targets(request.settings.modules)
-        cache.begin_run(
+        stored_run = StoredRun(
+            cache,
             job.run_id,
             model=loaded.name,
             dataset=job.source.dataset,
@@ -444,32 +438,20 @@ def execute(
             targets=targets,
             settings=_settings_record(request, job, identity, dtype),
             provenance=_provenance(request, loaded, dtype),
+            cancel=cancel,
         )
-        tally = _Tally(job)  # rates from here: model loading is not computing
-        status, message = "failed", ""
-        try:
+        with stored_run:
+            tally = _Tally(job)  # rates from here: model loading is not computing
             yield tally.progress("running")
-            yield from _compute_job(request, cache, loaded, job, tally, cancel)
-            if cancel is not None and cancel.is_set():
-                status, message = "cancelled", "cancelled; run the same command to resume"
-            else:
-                status = "complete"
-        except (GeneratorExit, KeyboardInterrupt):
-            status, message = "cancelled", "interrupted; run the same command to resume"
-            raise
-        except BaseException as error:
-            message = one_line(error, with_type=True)
-            raise
-        finally:
-            cache.finish_run(job.run_id, status, message if status == "failed" else "")
-        yield tally.progress(status, message)
-        if status == "cancelled":
+            yield from _compute_job(request, stored_run, loaded, job, tally, cancel)
+        yield tally.progress(stored_run.status, stored_run.message)
+        if stored_run.status == "cancelled":
             return
 
 
 def _compute_job(
     request: RunRequest,
-    cache: ResultsCache,
+    run: StoredRun,
     loaded: LoadedModel,
     job: _Job,
     tally: _Tally,
@@ -487,7 +469,7 @@ def _compute_job(
         stored: set[int] = set()
         try:
             for batch in compute_statistics(loaded, chunk, settings, cancel):
-                yield _store(cache, job, tally, batch, by_index, stored)
+                yield _store(run, tally, batch, by_index, stored)
         except (KeyboardInterrupt, GeneratorExit):
             raise
         except Exception as error:
@@ -500,14 +482,14 @@ def _compute_job(
                     return
                 try:
                     for batch in compute_statistics(loaded, [sample], one_at_a_time, cancel):
-                        yield _store(cache, job, tally, batch, by_index, stored)
+                        yield _store(run, tally, batch, by_index, stored)
                         succeeded += len(batch.results) + len(batch.skipped)
                 except (KeyboardInterrupt, GeneratorExit):
                     raise
                 except Exception as sample_error:
                     failure = SkippedSample(sample.index, one_line(sample_error, with_type=True))
                     empty = BatchResult([], [], 0, 0)
-                    cache.write_batch(job.run_id, empty, by_index, failed=[failure])
+                    run.write(empty, by_index, failed=[failure])
                     tally.add([], 0, 1)
                     yield tally.progress(
                         "running", f"sample {sample.index} failed: {failure.reason}"
@@ -520,15 +502,14 @@ def _compute_job(
 
 
 def _store(
-    cache: ResultsCache,
-    job: _Job,
+    run: StoredRun,
     tally: _Tally,
     batch: BatchResult,
     by_index: dict[int, Sample],
     stored: set[int],
 ) -> RunProgress:
     kept, failed = _split_failures(batch)
-    cache.write_batch(job.run_id, kept, by_index, failed=failed)
+    run.write(kept, by_index, failed=failed)
     stored.update(r.index for r in kept.results)
     stored.update(s.index for s in kept.skipped)
     stored.update(s.index for s in failed)

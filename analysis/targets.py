@@ -11,7 +11,6 @@ with the module names that were found, so the user can see why.
 
 from __future__ import annotations
 
-from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any, Literal
 
@@ -289,7 +288,3 @@ def _parameter_prefix(model: Any, layers_path: str) -> str:
         if module is layers:
             return f"{name}." if name else ""
     return f"{layers_path}."
-
-
-def target_infos(targets: Sequence[Target]) -> list[TargetInfo]:
-    return [t.info for t in targets]

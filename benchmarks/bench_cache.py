@@ -50,7 +50,7 @@ def fill(path: Path, samples: int, layers: int) -> str:
     cache = ResultsCache(path)
     cache.upgrade()
     run_id = hashlib.sha256(f"bench-{samples}-{layers}".encode()).hexdigest()
-    if cache.find_run(run_id) is not None:
+    if any(run.id == run_id for run in cache.runs()):
         return run_id
     with duckdb.connect(str(path)) as con:
         con.execute(

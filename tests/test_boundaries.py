@@ -20,14 +20,17 @@ def imported_after(code: str) -> set[str]:
 
 
 def analysis_modules() -> list[str]:
+    """Every module of the analysis package, those of its subpackages (the cache) included."""
     return [
-        f"layerscope.analysis.{m.name}" for m in pkgutil.iter_modules(layerscope.analysis.__path__)
+        m.name for m in pkgutil.walk_packages(layerscope.analysis.__path__, "layerscope.analysis.")
     ]
 
 
 def test_analysis_never_imports_textual():
     modules = analysis_modules()
     assert "layerscope.analysis.engine" in modules
+    assert "layerscope.analysis.cache.connection" in modules
+    assert "layerscope.analysis.cache.writes" in modules
     loaded = imported_after("\n".join(f"import {m}" for m in modules))
     assert not any(name == "textual" or name.startswith("textual.") for name in loaded)
 
@@ -37,3 +40,13 @@ def test_importing_analysis_does_not_import_torch():
     loaded = imported_after("\n".join(f"import {m}" for m in analysis_modules()))
     assert "torch" not in loaded
     assert "transformers" not in loaded
+
+
+def test_shared_records_and_comparisons_do_not_import_the_cache():
+    """Records and the statistics on them are plain: naming a curve needs no DuckDB code."""
+    loaded = imported_after(
+        "import layerscope.analysis.records, layerscope.analysis.statistics, "
+        "layerscope.analysis.compare"
+    )
+    assert "layerscope.analysis.cache" not in loaded
+    assert "duckdb" not in loaded

@@ -22,7 +22,6 @@ from cache_helpers import (
     targets,
 )
 
-from layerscope.analysis import cache_schema
 from layerscope.analysis.cache import (
     SCHEMA_VERSION,
     CacheError,
@@ -31,9 +30,12 @@ from layerscope.analysis.cache import (
     SchemaVersionError,
     UnknownRunError,
     default_db_path,
-    t_critical_975,
+)
+from layerscope.analysis.cache import (
+    schema as cache_schema,
 )
 from layerscope.analysis.records import SkippedSample
+from layerscope.analysis.statistics import t_critical_975
 
 
 @pytest.fixture

@@ -8,13 +8,14 @@ import math
 import pytest
 from cache_helpers import fill_run
 
-from layerscope.analysis.cache import MATRIX_STATISTICS, ResultsCache
+from layerscope.analysis.cache import ResultsCache
 from layerscope.analysis.paper_format import (
     PaperFormatError,
     import_paper_jsonl,
     parse_parameter_name,
     write_paper_jsonl,
 )
+from layerscope.analysis.records import MATRIX_STATISTICS
 
 
 @pytest.fixture

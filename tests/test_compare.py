@@ -7,7 +7,7 @@ import math
 import pytest
 from cache_helpers import fill_run, nuclear
 
-from layerscope.analysis.cache import LayerCurve, ResultsCache
+from layerscope.analysis.cache import ResultsCache
 from layerscope.analysis.compare import (
     compare_runs,
     layer_splits,
@@ -15,6 +15,7 @@ from layerscope.analysis.compare import (
     mad_table,
     relative_difference,
 )
+from layerscope.analysis.records import LayerCurve
 
 
 def curve(values, run_id="a" * 64, projection="q"):

@@ -20,7 +20,7 @@ from layerscope.app.cli import output
 from layerscope.app.cli.arguments import UsageError, projections
 
 if TYPE_CHECKING:
-    from layerscope.analysis.cache import RunInfo
+    from layerscope.analysis.records import RunInfo
 
 
 def metric_name(name: str) -> str:

@@ -20,8 +20,8 @@ if TYPE_CHECKING:
     from rich.console import Console
     from rich.table import Table
 
-    from layerscope.analysis.cache import LayerCurve, RunInfo
     from layerscope.analysis.compare import Comparison, MadRow, RelativeDifferenceRow
+    from layerscope.analysis.records import LayerCurve, RunInfo
 
 
 def console(stderr: bool = False) -> Console:

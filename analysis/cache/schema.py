@@ -1,5 +1,10 @@
 """The results cache's schema: its tables, its versions and the migrations between them.
 
+Why a module of its own: the schema is the cache's contract with every file already on a
+user's disk, so its tables, the SQL that creates them and the steps between versions are kept
+together and apart from the code that reads and writes rows. Nothing here opens a file; it talks
+SQL on a connection it is given (:mod:`.connection` decides when).
+
 Why a versioned schema: cache files outlive layerscope versions (users keep months of GPU time
 in them), so a file records its schema version, an older file is upgraded in place and a newer
 one is refused instead of misread. Version :data:`SCHEMA_VERSION`, stored in ``layerscope_meta``.
@@ -56,30 +61,31 @@ from __future__ import annotations
 
 import duckdb
 
-from layerscope.analysis.records import ATTENTION_PROJECTIONS, MATRIX_STATISTICS, MLP_PROJECTIONS
+from layerscope.analysis.records import MATRIX_STATISTICS, PROJECTIONS
 
 SCHEMA_VERSION = 2
-PROJECTIONS = ATTENTION_PROJECTIONS + MLP_PROJECTIONS
+# A statement, or a statement with its parameters.
+Statement = str | tuple[str, list[object]]
 
 _STAT_COLUMNS = ", ".join(f'"{name}" REAL' for name in MATRIX_STATISTICS)
+# DDL takes no parameters: the labels are this package's constant projection names.
 _PROJECTION_ENUM = ", ".join(f"'{p}'" for p in PROJECTIONS)
 
 
-def rebuild_curve_sums_sql(statistic: str) -> str:
-    """SQL that (re)computes ``curve_sums`` of one statistic for every run from its rows.
-
-    Used when upgrading a file that has statistics but no sums, and after bulk loads that
-    bypass ``write_batch`` (the benchmark). ``statistic`` is one of MATRIX_STATISTICS.
-    """
+def _rebuild_curve_sums(statistic: str) -> tuple[str, list[object]]:
+    """SQL (and its parameter) that (re)computes ``curve_sums`` of one statistic for every run
+    from its rows. ``statistic`` is one of MATRIX_STATISTICS (it names a column)."""
+    if statistic not in MATRIX_STATISTICS:
+        raise ValueError(f"unknown statistic {statistic!r}")
     column = f't."{statistic}"'
-    return f"""
+    sql = f"""
         INSERT OR REPLACE INTO curve_sums
         WITH bad AS (
             SELECT DISTINCT run_no, projection, sample_index FROM statistics t
             WHERE NOT isfinite({column})
         ),
         bad_count AS (SELECT run_no, projection, count(*) AS n FROM bad GROUP BY ALL)
-        SELECT t.run_no, t.projection::VARCHAR, t.layer, '{statistic}',
+        SELECT t.run_no, t.projection::VARCHAR, t.layer, ?::VARCHAR,
                count({column}) FILTER (WHERE b.sample_index IS NULL),
                coalesce(sum({column}::DOUBLE) FILTER (WHERE b.sample_index IS NULL), 0),
                coalesce(sum({column}::DOUBLE * {column}) FILTER (WHERE b.sample_index IS NULL), 0),
@@ -88,10 +94,29 @@ def rebuild_curve_sums_sql(statistic: str) -> str:
         LEFT JOIN bad b USING (run_no, projection, sample_index)
         LEFT JOIN bad_count c USING (run_no, projection)
         GROUP BY ALL
-    """  # noqa: S608 (statistic is a constant of this module)
+    """  # noqa: S608 (column name from MATRIX_STATISTICS, checked above; values are parameters)
+    return sql, [statistic]
 
 
-MIGRATIONS: dict[int, tuple[str, ...]] = {
+def _execute(con: duckdb.DuckDBPyConnection, statement: Statement) -> None:
+    if isinstance(statement, str):
+        con.execute(statement)
+    else:
+        con.execute(*statement)
+
+
+def rebuild_curve_sums(con: duckdb.DuckDBPyConnection) -> None:
+    """Recompute every run's ``curve_sums`` from its statistics rows.
+
+    Used when upgrading a file that has statistics but no sums, and after bulk loads that
+    bypass ``write_batch`` (the benchmark).
+    """
+    con.execute("DELETE FROM curve_sums")
+    for name in MATRIX_STATISTICS:
+        _execute(con, _rebuild_curve_sums(name))
+
+
+MIGRATIONS: dict[int, tuple[Statement, ...]] = {
     1: (
         "CREATE TABLE layerscope_meta (key VARCHAR PRIMARY KEY, value VARCHAR)",
         f"CREATE TYPE projection_name AS ENUM ({_PROJECTION_ENUM})",
@@ -167,7 +192,7 @@ MIGRATIONS: dict[int, tuple[str, ...]] = {
             nonfinite_samples BIGINT NOT NULL,
             PRIMARY KEY (run_no, projection, layer, statistic)
         )""",
-        *(rebuild_curve_sums_sql(name) for name in MATRIX_STATISTICS),
+        *(_rebuild_curve_sums(name) for name in MATRIX_STATISTICS),
         """CREATE TABLE cosine_sums (
             run_no INTEGER NOT NULL,
             kind VARCHAR NOT NULL,
@@ -188,7 +213,7 @@ def apply_migrations(con: duckdb.DuckDBPyConnection, current: int, target: int) 
         con.begin()
         try:
             for statement in MIGRATIONS[version]:
-                con.execute(statement)
+                _execute(con, statement)
             con.execute(
                 "INSERT OR REPLACE INTO layerscope_meta VALUES ('schema_version', ?)",
                 [str(version)],

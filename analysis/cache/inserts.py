@@ -1,9 +1,11 @@
-"""The SQL behind the results cache: storing a batch and aggregating statistics.
+"""Bulk SQL for one batch: its samples, statistics rows, spectra, skipped samples, and the
+running sums (per-layer curve sums, cosine sums) that let reads avoid scanning rows.
 
-Why apart from :mod:`cache`: that module decides when and how the file is opened (short-lived
-connections, locks, transactions); this one only talks SQL on a connection it is given, so each
-stays small. Table, column and type names come from this package's constants; values are always
-parameters.
+Why apart from :mod:`.writes`: ``writes`` decides what a batch means for the run (which
+samples are new, which failures to replace) inside one transaction; this module only turns
+records into column lists and inserts them, the part that must be fast (one statement per table
+with one list parameter per column, instead of a row at a time). Table, column and type names
+are this package's constants; values are always parameters.
 """
 
 from __future__ import annotations
@@ -22,113 +24,10 @@ from layerscope.analysis.records import (
     SampleResult,
 )
 
-# projection -> layer -> (count, sum, sum of squares) of the values a curve averages
-Sums = dict[str, dict[int, tuple[int, float, float]]]
+__all__ = ["add_cosines", "add_curve_sums", "insert_columns", "insert_results", "insert_skipped"]
 
-
-# ---- aggregation ------------------------------------------------------------------------------
-
-
-def scanned_sums(
-    con: duckdb.DuckDBPyConnection, run_no: int, metric: str, low: int | None, high: int | None
-) -> tuple[Sums, dict[str, int]]:
-    """Per-projection, per-layer sums of one statistic, from one scan of the statistics rows
-    (restricted to samples with ``low``..``high`` response tokens unless both are None), and
-    per projection the number of samples left out for a non-finite value.
-
-    The paper leaves out a sample whose statistic is not finite at any layer. Doing that with
-    an anti-join costs a hash probe per row; instead one scan sums count, sum and sum of
-    squares of the finite values per (projection, layer), a filtered scan finds the (rare)
-    non-finite (projection, sample) pairs, and the finite values of those samples are then
-    subtracted. Standard deviations come from the sums in double precision, ample for float32
-    statistics whose spread is not many orders of magnitude below their mean.
-    """
-    column = f'"{metric}"'  # metric is one of MATRIX_STATISTICS (checked by the caller)
-    unfiltered = low is None and high is None
-    length_filter = (
-        ""
-        if unfiltered
-        else "AND t.sample_index IN (SELECT sample_index FROM samples WHERE run_no = $run "
-        "AND response_tokens BETWEEN $low AND $high)"
-    )
-    params: dict[str, Any] = {"run": run_no}
-    if not unfiltered:
-        params.update(low=low, high=high)
-    value = f"CASE WHEN isfinite(t.{column}) THEN t.{column}::DOUBLE END"
-    sums_query = f"""
-        SELECT t.projection::VARCHAR, t.layer, count(v), sum(v), sum(v * v)
-        FROM (SELECT t.projection, t.layer, {value} AS v FROM statistics t
-              WHERE t.run_no = $run {length_filter}) t
-        GROUP BY ALL
-    """  # noqa: S608 (identifier from MATRIX_STATISTICS, values are parameters)
-    bad_query = f"""
-        SELECT DISTINCT t.projection::VARCHAR, t.sample_index FROM statistics t
-        WHERE t.run_no = $run AND NOT isfinite(t.{column}) {length_filter}
-    """  # noqa: S608 (identifier from MATRIX_STATISTICS, values are parameters)
-    sums: dict[str, dict[int, list[float]]] = {}
-    for projection, layer, count, total, squares in con.execute(sums_query, params).fetchall():
-        sums.setdefault(projection, {})[int(layer)] = [count, total or 0.0, squares or 0.0]
-    bad = {(p, int(i)) for p, i in con.execute(bad_query, params).fetchall()}
-    if bad:
-        correction_query = f"""
-            SELECT t.projection::VARCHAR, t.sample_index, t.layer, {value}
-            FROM statistics t
-            WHERE t.run_no = $run AND t.sample_index = ANY($bad::INTEGER[])
-        """  # noqa: S608 (identifier from MATRIX_STATISTICS, values are parameters)
-        rows = con.execute(
-            correction_query, {"run": run_no, "bad": sorted({i for _p, i in bad})}
-        ).fetchall()
-        for projection, index, layer, finite in rows:
-            if (projection, int(index)) in bad and finite is not None:
-                entry = sums[projection][int(layer)]
-                entry[0] -= 1
-                entry[1] -= finite
-                entry[2] -= finite * finite
-    excluded: dict[str, int] = {}
-    for projection, _index in bad:
-        excluded[projection] = excluded.get(projection, 0) + 1
-    result = {
-        projection: {layer: (int(c), t, q) for layer, (c, t, q) in per_layer.items()}
-        for projection, per_layer in sums.items()
-    }
-    return result, excluded
-
-
-def stored_sums(
-    con: duckdb.DuckDBPyConnection, run_no: int, metric: str
-) -> tuple[Sums, dict[str, int]]:
-    """The same sums as ``scanned_sums`` over all samples, as every batch keeps them in
-    ``curve_sums`` (no row scan)."""
-    rows = con.execute(
-        "SELECT projection, layer, samples, total, squares, nonfinite_samples FROM curve_sums "
-        "WHERE run_no = ? AND statistic = ?",
-        [run_no, metric],
-    ).fetchall()
-    sums: Sums = {}
-    excluded: dict[str, int] = {}
-    for projection, layer, count, total, squares, nonfinite in rows:
-        sums.setdefault(projection, {})[int(layer)] = (int(count), total, squares)
-        excluded[projection] = max(excluded.get(projection, 0), int(nonfinite))
-    return sums, excluded
-
-
-def loss_sums(
-    con: duckdb.DuckDBPyConnection, run_no: int, low: int | None, high: int | None
-) -> tuple[int, float, float, int]:
-    """Count, sum and sum of squares of the finite losses, and the number of others."""
-    row = con.execute(
-        "SELECT count(loss) FILTER (WHERE isfinite(loss)), sum(loss) FILTER (WHERE isfinite(loss)), "
-        "sum(loss * loss) FILTER (WHERE isfinite(loss)), "
-        "count(*) FILTER (WHERE NOT isfinite(loss)) "
-        "FROM samples WHERE run_no = ? AND (? OR response_tokens BETWEEN ? AND ?)",
-        [run_no, low is None and high is None, low or 0, high or 0],
-    ).fetchone()
-    assert row is not None
-    count, total, squares, excluded = row
-    return int(count), total or 0.0, squares or 0.0, int(excluded or 0)
-
-
-# ---- writing ----------------------------------------------------------------------------------
+# The tables a batch writes: the only table names insert_columns splices into SQL.
+_TABLES = ("targets", "samples", "statistics", "spectra", "skipped", "cosine_sums")
 
 
 def tokens(count: int | None) -> int | None:
@@ -142,8 +41,11 @@ def insert_columns(
     """Insert rows given column by column, as one statement with one list parameter per column.
 
     Much faster than ``executemany`` (DuckDB unnests the lists in bulk). Table, column and type
-    names are constants of this module; the values are parameters.
+    names are constants of this package (the table checked against ``_TABLES``); the values
+    are parameters.
     """
+    if table not in _TABLES:
+        raise ValueError(f"not a table a batch writes: {table!r}")
     if not columns:
         return
     first = next(iter(columns.values()))[1]

@@ -1,0 +1,285 @@
+"""The results cache: every computed statistic in one DuckDB file, never computed twice.
+
+Why DuckDB: the interesting questions ("mean nuclear norm of q by layer over 100,000 samples,
+only responses of 50-200 tokens") are GROUP BY queries over tens of millions of rows, which a
+columnar engine answers in well under a second, from one file a user can copy between machines.
+
+Why a package with a facade: callers (the CLI, the TUI, the runner, the paper-format import)
+see one class, :class:`ResultsCache`, whose methods are thin; each concern lives in its own
+module with the SQL it runs, so a change to locking, the schema or one query is read and
+reviewed in one place:
+
+* :mod:`.connection`: short-lived connections, file locks, retries, the cache's errors (its
+  docstring explains why no connection is kept between calls);
+* :mod:`.schema`: tables, schema versions and migrations;
+* :mod:`.runs`: finding runs by id or prefix, listing them;
+* :mod:`.aggregates`: the per-layer sums behind every curve;
+* :mod:`.reads`: one run's samples, spectra, cosines, skipped samples;
+* :mod:`.exports`: Parquet/CSV tables and the per-sample stream for the paper format;
+* :mod:`.writes` and :mod:`.inserts`: beginning, storing a batch of, and finishing a run.
+
+The records it returns are in :mod:`layerscope.analysis.records`; the statistics that turn
+stored sums into means and confidence intervals in :mod:`layerscope.analysis.statistics`. The
+names below are re-exported here for the code that imports them from the cache.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterator, Mapping, Sequence
+from pathlib import Path
+from typing import Any
+
+from layerscope.analysis.cache import aggregates, exports, reads, runs, schema, writes
+from layerscope.analysis.cache.connection import (
+    CacheError,
+    CacheFile,
+    CacheLockedError,
+    SchemaVersionError,
+    UnknownRunError,
+    default_db_path,
+    default_lock_timeout,
+)
+from layerscope.analysis.cache.schema import SCHEMA_VERSION
+from layerscope.analysis.records import (
+    METRICS,
+    BatchResult,
+    LayerCurve,
+    LayerSums,
+    RunInfo,
+    Sample,
+    SampleRow,
+    SkippedSample,
+    TargetInfo,
+)
+from layerscope.analysis.statistics import curve_from_sums
+
+__all__ = [
+    "METRICS",
+    "SCHEMA_VERSION",
+    "CacheError",
+    "CacheLockedError",
+    "LayerCurve",
+    "ResultsCache",
+    "RunInfo",
+    "SampleRow",
+    "SchemaVersionError",
+    "UnknownRunError",
+    "default_db_path",
+]
+
+
+class ResultsCache:
+    """The results of every run, in one DuckDB file shared safely between processes.
+
+    Holds no connection between calls (see :mod:`.connection`), so it is cheap to create, safe
+    to keep around in a UI, and usable as a context manager for symmetry. Reading never creates
+    the file: a cache that does not exist yet simply has no runs.
+    """
+
+    def __init__(self, path: Path | str | None = None, *, lock_timeout: float | None = None):
+        self._file = CacheFile(
+            Path(path).expanduser() if path is not None else default_db_path(),
+            default_lock_timeout() if lock_timeout is None else lock_timeout,
+        )
+
+    @property
+    def path(self) -> Path:
+        return self._file.path
+
+    @property
+    def lock_timeout(self) -> float:
+        return self._file.lock_timeout
+
+    @lock_timeout.setter
+    def lock_timeout(self, seconds: float) -> None:
+        self._file.lock_timeout = seconds
+
+    def __enter__(self) -> ResultsCache:
+        return self
+
+    def __exit__(self, *exc_info: object) -> None:
+        return None
+
+    def __repr__(self) -> str:
+        return f"ResultsCache({str(self.path)!r})"
+
+    # ---- the file ---------------------------------------------------------------------------
+
+    def upgrade(self) -> int:
+        """Create or upgrade the file's schema now; returns the schema version."""
+        with self._file.connection(write=True):
+            pass
+        return SCHEMA_VERSION
+
+    def checkpoint(self) -> None:
+        """Move the write-ahead log into the main file (readers then open faster)."""
+        self._file.checkpoint()
+
+    def rebuild_summaries(self) -> None:
+        """Recompute every run's per-layer sums from its statistics rows (after bulk loads
+        that bypass ``write_batch``)."""
+        with self._file.transaction() as con:
+            schema.rebuild_curve_sums(con)
+
+    # ---- runs -------------------------------------------------------------------------------
+
+    def runs(self) -> list[RunInfo]:
+        """Every run, oldest first."""
+        return runs.list_runs(self._file)
+
+    def run(self, run_id: str) -> RunInfo:
+        """The run with this id or unique id prefix (:class:`UnknownRunError` otherwise)."""
+        return runs.find(self._file, run_id)
+
+    def targets(self, run_id: str) -> list[TargetInfo]:
+        """The run's measured matrices with the model's parameter names."""
+        return reads.targets(self._file, run_id)
+
+    def done_indices(self, run_id: str) -> set[int]:
+        """Indices that need no computing: stored samples and deliberately skipped ones
+        (failed samples are retried). Empty for a run that does not exist yet."""
+        return reads.done_indices(self._file, run_id)
+
+    # ---- curves -----------------------------------------------------------------------------
+
+    def curve_sums(
+        self,
+        run_ids: Sequence[str],
+        metric: str,
+        projections: Sequence[str] | None = None,
+        response_tokens: tuple[int, int] | None = None,
+    ) -> list[LayerSums]:
+        """What :meth:`curves` averages: count, sum and sum of squares by layer, per run and
+        projection, as stored (or, with ``response_tokens``, as scanned)."""
+        return aggregates.curve_sums(self._file, run_ids, metric, projections, response_tokens)
+
+    def curves(
+        self,
+        run_ids: Sequence[str],
+        metric: str,
+        projections: Sequence[str] | None = None,
+        response_tokens: tuple[int, int] | None = None,
+    ) -> list[LayerCurve]:
+        """Mean, std, 95% CI and count of ``metric`` by layer, per run and projection.
+
+        Samples whose statistic is not finite at any layer are left out of that projection's
+        curve and counted in ``excluded_nonfinite``. ``response_tokens`` (inclusive) restricts
+        the samples by response length. Curves come in the order of ``run_ids``, then
+        projections in q, k, v, o, gate, up, down order.
+        """
+        sums = self.curve_sums(run_ids, metric, projections, response_tokens)
+        return [curve_from_sums(s) for s in sums]
+
+    # ---- one run's rows ---------------------------------------------------------------------
+
+    def samples(
+        self,
+        run_id: str,
+        sort_by: str = "loss",
+        descending: bool = True,
+        limit: int | None = None,
+        response_tokens: tuple[int, int] | None = None,
+    ) -> list[SampleRow]:
+        """The run's samples with per-sample means (over layers and projections) of each
+        statistic, sorted by ``sort_by`` (index, loss, token counts or a statistic); NaN last."""
+        return reads.samples(self._file, run_id, sort_by, descending, limit, response_tokens)
+
+    def sample_curve(self, run_id: str, index: int, metric: str, projection: str) -> list[float]:
+        """One sample's statistic by layer for one projection (NaN where not stored)."""
+        return reads.sample_curve(self._file, run_id, index, metric, projection)
+
+    def sample_spectra(self, run_id: str, index: int, projection: str) -> list[list[float]]:
+        """One sample's singular values by layer (empty lists when spectra were not kept)."""
+        return reads.sample_spectra(self._file, run_id, index, projection)
+
+    def layer_cosines(self, run_id: str, projection: str) -> list[list[float]]:
+        """Mean over samples of the L x L cosine similarity between layers' gradients
+        (empty when the run has none for this projection; NaN in cells no sample had)."""
+        return reads.layer_cosines(self._file, run_id, projection)
+
+    def pair_cosines(self, run_id: str, pair: str) -> list[float]:
+        """Mean over samples of the per-layer cosine between two projections' gradients
+        (pair "q-o" or "k-v"; empty when not measured)."""
+        return reads.pair_cosines(self._file, run_id, pair)
+
+    def skipped(self, run_id: str) -> list[SkippedSample]:
+        """Samples that were not measured (skipped or failed), with their reasons."""
+        return reads.skipped(self._file, run_id)
+
+    # ---- exports ----------------------------------------------------------------------------
+
+    def iter_sample_statistics(
+        self, run_id: str
+    ) -> Iterator[
+        tuple[dict[str, Any], list[tuple[int, str, dict[str, float], list[float] | None]]]
+    ]:
+        """Every stored sample in index order with its matrices, for exports.
+
+        Yields ``(sample, matrices)``: the sample's row as a dict (index, loss, prompt_tokens,
+        response_tokens, instruction, input, output) and a list of ``(layer, projection,
+        statistics, spectrum or None)``. Reads in chunks of samples, one short connection each.
+        """
+        return exports.iter_sample_statistics(self._file, run_id)
+
+    def export_table(self, run_id: str, path: Path | str, file_format: str) -> int:
+        """Write the run's statistics, one row per sample and matrix, as Parquet or CSV.
+
+        Columns: sample_index, loss, prompt_tokens, response_tokens, layer, projection,
+        parameter and one per statistic. Returns the number of rows written. The file is first
+        written in a private temporary folder and then moved into place, so a failed export never
+        leaves half a file (and no user-supplied text is ever spliced into SQL).
+        """
+        return exports.export_table(self._file, run_id, path, file_format)
+
+    # ---- writing (through layerscope.analysis.lifecycle.StoredRun) --------------------------
+
+    def begin_run(
+        self,
+        run_id: str,
+        *,
+        model: str,
+        dataset: str,
+        response_type: str,
+        mode: str,
+        samples_total: int,
+        targets: Sequence[TargetInfo],
+        settings: Mapping[str, Any],
+        provenance: Mapping[str, Any],
+    ) -> RunInfo:
+        """Create the run, or reopen an existing one for more samples, and mark it running.
+
+        ``provenance`` describes this compute session (versions, device, batch size, ...); it is
+        stored as the run's current provenance and appended to its ``sessions`` history. Refuses
+        a run that a live process on this host is computing right now.
+        """
+        return writes.begin_run(
+            self._file,
+            run_id,
+            model=model,
+            dataset=dataset,
+            response_type=response_type,
+            mode=mode,
+            samples_total=samples_total,
+            targets=targets,
+            settings=settings,
+            provenance=provenance,
+        )
+
+    def write_batch(
+        self,
+        run_id: str,
+        batch: BatchResult,
+        samples_by_index: Mapping[int, Sample],
+        failed: Sequence[SkippedSample] = (),
+    ) -> int:
+        """Store one batch in one transaction; returns how many samples were new.
+
+        Samples already stored (for instance by another process computing the same run) are
+        left alone, so no sample is ever stored twice. ``failed`` records samples whose
+        computation raised; a sample that is stored later replaces its failure record.
+        """
+        return writes.write_batch(self._file, run_id, batch, samples_by_index, failed)
+
+    def finish_run(self, run_id: str, status: str, message: str = "") -> RunInfo:
+        """Mark the run complete, cancelled or failed and close its current session."""
+        return writes.finish_run(self._file, run_id, status, message)

@@ -1,0 +1,174 @@
+"""Sums behind every curve: count, sum and sum of squares of a statistic by layer.
+
+Why apart from the other reads: this is the one hot path of browsing (``show``, ``check``, the
+TUI's charts on 32 million rows), so its SQL is tuned and documented here in one place: without
+length control the sums come from ``curve_sums``, which every batch keeps up to date (O(layers),
+no row scan); with length control from one scan of the statistics rows. Either way the cache
+returns sums (:class:`~layerscope.analysis.records.LayerSums`); turning them into means,
+standard deviations and confidence intervals is :mod:`layerscope.analysis.statistics`' job.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from typing import Any
+
+import duckdb
+
+from layerscope.analysis.cache import runs
+from layerscope.analysis.cache.connection import CacheFile
+from layerscope.analysis.records import METRICS, PROJECTIONS, LayerSums
+
+__all__ = ["curve_sums", "token_range"]
+
+# projection -> layer -> (count, sum, sum of squares) of the values a curve averages
+Sums = dict[str, dict[int, tuple[int, float, float]]]
+
+
+def token_range(response_tokens: tuple[int, int] | None) -> tuple[int, int]:
+    """An inclusive response-length range as SQL bounds (everything when None)."""
+    if response_tokens is None:
+        return (-(2**31), 2**31 - 1)
+    low, high = response_tokens
+    if low > high:
+        raise ValueError(f"response token range {low}-{high} is empty")
+    return int(low), int(high)
+
+
+def curve_sums(
+    file: CacheFile,
+    run_ids: Sequence[str],
+    metric: str,
+    projections: Sequence[str] | None = None,
+    response_tokens: tuple[int, int] | None = None,
+) -> list[LayerSums]:
+    """Per run and projection, the sums of ``metric`` by layer (see ``ResultsCache.curves``),
+    in the order of ``run_ids``, then projections in q, k, v, o, gate, up, down order."""
+    if metric not in METRICS:
+        raise ValueError(f"unknown metric {metric!r}; choose one of {', '.join(METRICS)}")
+    wanted = tuple(projections) if projections else None
+    if wanted:
+        unknown = [p for p in wanted if p not in PROJECTIONS]
+        if unknown:
+            raise ValueError(
+                f"unknown projection {unknown[0]!r}; choose from {', '.join(PROJECTIONS)}"
+            )
+    low, high = token_range(response_tokens) if response_tokens else (None, None)
+    result: list[LayerSums] = []
+    with file.reading() as con:
+        for run_id in run_ids:
+            run_no, info = runs.resolve(con, file.path, run_id)
+            assert con is not None
+            if metric == "loss":
+                count, total, squares, excluded = loss_sums(con, run_no, low, high)
+                result.append(LayerSums(info.id, "loss", {0: (count, total, squares)}, excluded))
+                continue
+            if response_tokens is None:
+                by_projection, nonfinite = stored_sums(con, run_no, metric)
+            else:
+                by_projection, nonfinite = scanned_sums(con, run_no, metric, low, high)
+            result.extend(
+                LayerSums(info.id, p, by_projection[p], nonfinite.get(p, 0))
+                for p in PROJECTIONS
+                if p in by_projection and (not wanted or p in wanted)
+            )
+    return result
+
+
+def scanned_sums(
+    con: duckdb.DuckDBPyConnection, run_no: int, metric: str, low: int | None, high: int | None
+) -> tuple[Sums, dict[str, int]]:
+    """Per-projection, per-layer sums of one statistic, from one scan of the statistics rows
+    (restricted to samples with ``low``..``high`` response tokens unless both are None), and
+    per projection the number of samples left out for a non-finite value.
+
+    The paper leaves out a sample whose statistic is not finite at any layer. Doing that with
+    an anti-join costs a hash probe per row; instead one scan sums count, sum and sum of
+    squares of the finite values per (projection, layer), a filtered scan finds the (rare)
+    non-finite (projection, sample) pairs, and the finite values of those samples are then
+    subtracted. Standard deviations come from the sums in double precision, ample for float32
+    statistics whose spread is not many orders of magnitude below their mean.
+    """
+    column = f'"{metric}"'  # metric is one of MATRIX_STATISTICS (checked by the caller)
+    unfiltered = low is None and high is None
+    length_filter = (
+        ""
+        if unfiltered
+        else "AND t.sample_index IN (SELECT sample_index FROM samples WHERE run_no = $run "
+        "AND response_tokens BETWEEN $low AND $high)"
+    )
+    params: dict[str, Any] = {"run": run_no}
+    if not unfiltered:
+        params.update(low=low, high=high)
+    value = f"CASE WHEN isfinite(t.{column}) THEN t.{column}::DOUBLE END"
+    sums_query = f"""
+        SELECT t.projection::VARCHAR, t.layer, count(v), sum(v), sum(v * v)
+        FROM (SELECT t.projection, t.layer, {value} AS v FROM statistics t
+              WHERE t.run_no = $run {length_filter}) t
+        GROUP BY ALL
+    """  # noqa: S608 (identifier from MATRIX_STATISTICS, values are parameters)
+    bad_query = f"""
+        SELECT DISTINCT t.projection::VARCHAR, t.sample_index FROM statistics t
+        WHERE t.run_no = $run AND NOT isfinite(t.{column}) {length_filter}
+    """  # noqa: S608 (identifier from MATRIX_STATISTICS, values are parameters)
+    sums: dict[str, dict[int, list[float]]] = {}
+    for projection, layer, count, total, squares in con.execute(sums_query, params).fetchall():
+        sums.setdefault(projection, {})[int(layer)] = [count, total or 0.0, squares or 0.0]
+    bad = {(p, int(i)) for p, i in con.execute(bad_query, params).fetchall()}
+    if bad:
+        correction_query = f"""
+            SELECT t.projection::VARCHAR, t.sample_index, t.layer, {value}
+            FROM statistics t
+            WHERE t.run_no = $run AND t.sample_index = ANY($bad::INTEGER[])
+        """  # noqa: S608 (identifier from MATRIX_STATISTICS, values are parameters)
+        rows = con.execute(
+            correction_query, {"run": run_no, "bad": sorted({i for _p, i in bad})}
+        ).fetchall()
+        for projection, index, layer, finite in rows:
+            if (projection, int(index)) in bad and finite is not None:
+                entry = sums[projection][int(layer)]
+                entry[0] -= 1
+                entry[1] -= finite
+                entry[2] -= finite * finite
+    excluded: dict[str, int] = {}
+    for projection, _index in bad:
+        excluded[projection] = excluded.get(projection, 0) + 1
+    result = {
+        projection: {layer: (int(c), t, q) for layer, (c, t, q) in per_layer.items()}
+        for projection, per_layer in sums.items()
+    }
+    return result, excluded
+
+
+def stored_sums(
+    con: duckdb.DuckDBPyConnection, run_no: int, metric: str
+) -> tuple[Sums, dict[str, int]]:
+    """The same sums as ``scanned_sums`` over all samples, as every batch keeps them in
+    ``curve_sums`` (no row scan)."""
+    rows = con.execute(
+        "SELECT projection, layer, samples, total, squares, nonfinite_samples FROM curve_sums "
+        "WHERE run_no = ? AND statistic = ?",
+        [run_no, metric],
+    ).fetchall()
+    sums: Sums = {}
+    excluded: dict[str, int] = {}
+    for projection, layer, count, total, squares, nonfinite in rows:
+        sums.setdefault(projection, {})[int(layer)] = (int(count), total, squares)
+        excluded[projection] = max(excluded.get(projection, 0), int(nonfinite))
+    return sums, excluded
+
+
+def loss_sums(
+    con: duckdb.DuckDBPyConnection, run_no: int, low: int | None, high: int | None
+) -> tuple[int, float, float, int]:
+    """Count, sum and sum of squares of the finite losses, and the number of others."""
+    row = con.execute(
+        "SELECT count(loss) FILTER (WHERE isfinite(loss)), sum(loss) FILTER (WHERE isfinite(loss)), "
+        "sum(loss * loss) FILTER (WHERE isfinite(loss)), "
+        "count(*) FILTER (WHERE NOT isfinite(loss)) "
+        "FROM samples WHERE run_no = ? AND (? OR response_tokens BETWEEN ? AND ?)",
+        [run_no, low is None and high is None, low or 0, high or 0],
+    ).fetchone()
+    assert row is not None
+    count, total, squares, excluded = row
+    return int(count), total or 0.0, squares or 0.0, int(excluded or 0)

@@ -1,0 +1,262 @@
+"""Opening the cache file: short-lived connections, file locks, retries and the cache's errors.
+
+Why this is one module's whole job (and why there is no long-lived connection): DuckDB lets
+either one process open a file read-write or any number open it read-only, never both at once.
+Users run ``layerscope compute`` in tmux and look at the results from the TUI or
+``layerscope runs``/``show`` in another terminal while it runs. So nobody keeps the file open:
+
+* every operation opens its own short-lived connection and closes it when done: read-only for
+  reading, read-write for writing. The compute process holds the file only for the few
+  milliseconds of one batch's transaction, not between batches, while the GPU works;
+* an open that fails because another process holds a conflicting lock is retried with exponential
+  backoff (10 ms doubling to 0.5 s) for up to ``lock_timeout`` seconds (default 30, or
+  ``$LAYERSCOPE_LOCK_TIMEOUT``). Only a lock that outlasts that, say an interactive ``duckdb``
+  shell left open on the file, becomes a :class:`CacheLockedError` naming the holder's PID as
+  DuckDB reports it;
+* within one process (the TUI computes in a worker thread while its screens read) all operations
+  on one file are serialised by a per-file lock, because DuckDB refuses two connections to the same
+  file with different read-only settings in one process;
+* readers see every batch as soon as its transaction commits, because each read opens the file
+  afresh.
+
+The first connection of a :class:`CacheFile` also checks the schema version and, when the file
+is older, upgrades it (reopening it read-write if need be; the tables and migrations themselves
+are in :mod:`.schema`). Every other module of the cache gets its connections from here, so the
+rules above hold for every read and write without being repeated.
+
+Storage: files are created with 16 KiB blocks instead of DuckDB's 256 KiB, because a cache holds
+many small tables and small runs (a 500-sample run of a 32-layer model takes about 3-4 MB). Writers
+do not checkpoint at every close: the write-ahead log is folded into the main file when it passes
+8 MB and when a run finishes. Checkpointing at every batch would rewrite the run's last, partly
+filled row group each time, which fragments the file and makes every batch slower; readers pay
+only a few milliseconds to replay a log of that size when they open the file.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import re
+import threading
+import time
+from collections.abc import Iterator
+from datetime import datetime, timezone
+from pathlib import Path
+from typing import Any
+
+import duckdb
+
+from layerscope.analysis.cache.schema import SCHEMA_VERSION, apply_migrations, schema_version
+from layerscope.analysis.errors import one_line
+
+__all__ = [
+    "CacheError",
+    "CacheFile",
+    "CacheLockedError",
+    "NoFile",
+    "SchemaVersionError",
+    "UnknownRunError",
+    "default_db_path",
+]
+
+DEFAULT_LOCK_TIMEOUT = 30.0
+BLOCK_SIZE = int(os.environ.get("LAYERSCOPE_BLOCK_SIZE", 16384))
+# Write-ahead log size at which a commit checkpoints into the main file (see module docs).
+WAL_CHECKPOINT_SIZE = os.environ.get("LAYERSCOPE_WAL_CHECKPOINT", "8MB")
+_FIRST_BACKOFF = 0.01
+_MAX_BACKOFF = 0.5
+
+
+class CacheError(RuntimeError):
+    """The cache file cannot be used; the message is one line and names the file."""
+
+
+class CacheLockedError(CacheError):
+    """Another process kept the cache file locked for longer than the lock timeout."""
+
+    def __init__(self, message: str, pid: int | None = None) -> None:
+        super().__init__(message)
+        self.pid = pid
+
+
+class SchemaVersionError(CacheError):
+    """The cache file was written by a newer layerscope (or is not a layerscope cache)."""
+
+
+class UnknownRunError(CacheError, KeyError):
+    """No run (or more than one) matches the given id or id prefix."""
+
+    def __str__(self) -> str:  # KeyError would quote the message
+        return str(self.args[0]) if self.args else ""
+
+
+class NoFile(Exception):
+    """Reading a cache file that does not exist yet: every read answers "nothing stored"."""
+
+
+def default_db_path() -> Path:
+    """``$LAYERSCOPE_DB``, else ``$XDG_CACHE_HOME/layerscope/results.duckdb``."""
+    env = os.environ.get("LAYERSCOPE_DB")
+    if env:
+        return Path(env).expanduser()
+    base = os.environ.get("XDG_CACHE_HOME") or str(Path.home() / ".cache")
+    return Path(base).expanduser() / "layerscope" / "results.duckdb"
+
+
+def default_lock_timeout() -> float:
+    return float(os.environ.get("LAYERSCOPE_LOCK_TIMEOUT", DEFAULT_LOCK_TIMEOUT))
+
+
+def now() -> datetime:
+    """The current UTC time as stored (naive TIMESTAMP)."""
+    return datetime.now(timezone.utc).replace(tzinfo=None)
+
+
+def aware(value: datetime | None) -> datetime | None:
+    """A stored (naive UTC) timestamp as an aware datetime."""
+    return value.replace(tzinfo=timezone.utc) if value is not None else None
+
+
+def pid_alive(pid: int) -> bool:
+    """Whether a process with this id exists on this host (to tell a live run from a killed one)."""
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    except OSError:
+        return False
+    return True
+
+
+_FILE_LOCKS: dict[str, threading.RLock] = {}
+_FILE_LOCKS_GUARD = threading.Lock()
+_PID_PATTERN = re.compile(r"PID (\d+)")
+
+
+def _file_lock(path: Path) -> threading.RLock:
+    key = str(path.resolve())
+    with _FILE_LOCKS_GUARD:
+        lock = _FILE_LOCKS.get(key)
+        if lock is None:
+            lock = _FILE_LOCKS[key] = threading.RLock()
+        return lock
+
+
+def _is_lock_conflict(error: Exception) -> bool:
+    return "Could not set lock on file" in str(error) or "Conflicting lock" in str(error)
+
+
+class CacheFile:
+    """One cache file and the rules for opening it (see the module documentation)."""
+
+    def __init__(self, path: Path, lock_timeout: float) -> None:
+        self.path = path
+        self.lock_timeout = lock_timeout
+        self.schema_ready = False
+
+    def open(self, write: bool) -> duckdb.DuckDBPyConnection:
+        """Connect, retrying while another process holds a conflicting lock."""
+        if write:
+            try:
+                self.path.parent.mkdir(parents=True, exist_ok=True)
+            except OSError as error:
+                raise CacheError(f"{self.path}: cannot create its folder: {error}") from None
+        deadline = time.monotonic() + self.lock_timeout
+        delay = _FIRST_BACKOFF
+        while True:
+            if not write and not self.path.exists():
+                raise NoFile
+            try:
+                if write and not self.path.exists():
+                    # Small blocks keep small runs small (the default 256 KiB block would be
+                    # mostly empty for a table of a few hundred rows).
+                    config: dict[str, Any] = {"default_block_size": str(BLOCK_SIZE)}
+                    return duckdb.connect(str(self.path), config=config)
+                return duckdb.connect(str(self.path), read_only=not write)
+            except duckdb.Error as error:
+                if not _is_lock_conflict(error):
+                    raise CacheError(f"{self.path}: {one_line(error)}") from None
+                if time.monotonic() >= deadline:
+                    match = _PID_PATTERN.search(str(error))
+                    pid = int(match.group(1)) if match else None
+                    holder = f"process {pid}" if pid is not None else "another process"
+                    raise CacheLockedError(
+                        f"{self.path} is locked by {holder} (PID {pid if pid else '?'}); "
+                        f"it held the lock for more than {self.lock_timeout:g} s: close that "
+                        "process or use another --db",
+                        pid,
+                    ) from None
+            time.sleep(min(delay, max(0.0, deadline - time.monotonic())))
+            delay = min(delay * 2, _MAX_BACKOFF)
+
+    @contextlib.contextmanager
+    def connection(self, write: bool = False) -> Iterator[duckdb.DuckDBPyConnection]:
+        """A short-lived connection with the schema checked (and, when writing, created)."""
+        with _file_lock(self.path):
+            con = self.open(write)
+            try:
+                if write:
+                    # Checkpoint when the log is big, not at every close (see module docs).
+                    con.execute("PRAGMA disable_checkpoint_on_shutdown")
+                    con.execute("SET checkpoint_threshold = ?", [WAL_CHECKPOINT_SIZE])
+                if not self.schema_ready:
+                    con = self._prepare_schema(con, write)
+                yield con
+            except duckdb.Error as error:
+                raise CacheError(f"{self.path}: {one_line(error)}") from None
+            finally:
+                con.close()
+
+    def _prepare_schema(
+        self, con: duckdb.DuckDBPyConnection, write: bool
+    ) -> duckdb.DuckDBPyConnection:
+        """Refuse a file that is not ours or is newer; upgrade an older one in place."""
+        version = schema_version(con)
+        if version is None:
+            raise SchemaVersionError(f"{self.path} is a DuckDB file but not a layerscope cache")
+        if version > SCHEMA_VERSION:
+            raise SchemaVersionError(
+                f"{self.path} has cache schema version {version}, newer than the {SCHEMA_VERSION} "
+                "this layerscope knows: upgrade layerscope or use another --db"
+            )
+        if version < SCHEMA_VERSION:
+            if version == 0 and not write:
+                raise NoFile  # an empty file: nothing stored yet
+            if not write:  # upgrade needs the file read-write: reopen
+                con.close()
+                con = self.open(write=True)
+                version = schema_version(con) or 0
+            apply_migrations(con, version, SCHEMA_VERSION)
+            if not write:
+                con.close()
+                con = self.open(write=False)
+        self.schema_ready = True
+        return con
+
+    @contextlib.contextmanager
+    def reading(self) -> Iterator[duckdb.DuckDBPyConnection | None]:
+        """A read-only connection, or None when the file does not exist (nothing stored)."""
+        try:
+            with self.connection(write=False) as con:
+                yield con
+        except NoFile:
+            yield None
+
+    @contextlib.contextmanager
+    def transaction(self) -> Iterator[duckdb.DuckDBPyConnection]:
+        """A read-write connection inside one transaction: all of it is stored, or nothing."""
+        with self.connection(write=True) as con:
+            con.begin()
+            try:
+                yield con
+            except BaseException:
+                con.rollback()
+                raise
+            con.commit()
+
+    def checkpoint(self) -> None:
+        """Move the write-ahead log into the main file (readers then open faster)."""
+        with self.connection(write=True) as con:
+            con.execute("CHECKPOINT")

@@ -1,0 +1,127 @@
+"""Getting a run's rows out of the cache: tables (Parquet, CSV) and the per-sample stream that
+the paper-format export writes.
+
+Why apart from the reads: exports touch every row of a run, so they must not keep a writer
+waiting. The table is copied in one short read and written to a private temporary folder, then
+moved into place, so a failed export never leaves half a file at the user's path; the stream
+reads in chunks of :data:`SCAN_CHUNK` samples, one short connection each. No user-supplied text
+is ever spliced into SQL: the query takes the run number as a parameter and DuckDB's relation
+API takes the file name as an argument.
+"""
+
+from __future__ import annotations
+
+import os
+import shutil
+import tempfile
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+from layerscope.analysis.cache.connection import CacheError, CacheFile
+from layerscope.analysis.cache.reads import as_count, as_float
+from layerscope.analysis.cache.runs import resolve
+from layerscope.analysis.records import MATRIX_STATISTICS
+
+__all__ = ["SCAN_CHUNK", "TABLE_FORMATS", "export_table", "iter_sample_statistics"]
+
+# Samples per read connection in long scans (exports), so a writer is never kept waiting long.
+SCAN_CHUNK = 2000
+TABLE_FORMATS = ("parquet", "csv")
+
+_STAT_COLUMNS = ", ".join(f't."{s}"' for s in MATRIX_STATISTICS)
+_TABLE_QUERY = f"""
+    SELECT t.sample_index, s.loss, s.prompt_tokens, s.response_tokens,
+           t.layer, t.projection::VARCHAR AS projection, g.parameter,
+           {_STAT_COLUMNS}
+    FROM statistics t
+    JOIN samples s ON s.run_no = t.run_no AND s.sample_index = t.sample_index
+    LEFT JOIN targets g ON g.run_no = t.run_no AND g.layer = t.layer
+                       AND g.projection = t.projection
+    WHERE t.run_no = ?
+    ORDER BY t.sample_index, t.layer, t.projection
+"""  # noqa: S608 (identifiers from MATRIX_STATISTICS, the run number a parameter)
+_SAMPLES_QUERY = (
+    "SELECT sample_index, loss, prompt_tokens, response_tokens, instruction, input, output "
+    "FROM samples WHERE run_no = ? AND sample_index > ? ORDER BY sample_index LIMIT ?"
+)
+_MATRICES_QUERY = f"""
+    SELECT t.sample_index, t.layer, t.projection::VARCHAR, {_STAT_COLUMNS},
+           sp.singular_values
+    FROM statistics t LEFT JOIN spectra sp
+      ON sp.run_no = t.run_no AND sp.sample_index = t.sample_index
+     AND sp.layer = t.layer AND sp.projection = t.projection
+    WHERE t.run_no = $run AND t.sample_index BETWEEN $first AND $last
+    ORDER BY t.sample_index, t.layer, t.projection
+"""  # noqa: S608 (identifiers from MATRIX_STATISTICS, values are parameters)
+
+Matrices = list[tuple[int, str, dict[str, float], list[float] | None]]
+
+
+def export_table(file: CacheFile, run_id: str, path: Path | str, file_format: str) -> int:
+    """Write the run's statistics, one row per sample and matrix, as Parquet or CSV; returns
+    the number of rows written (see ``ResultsCache.export_table``)."""
+    if file_format not in TABLE_FORMATS:
+        raise ValueError(f"unknown table format {file_format!r}: parquet or csv")
+    target = Path(path).expanduser()
+    if target.parent and not target.parent.exists():
+        raise CacheError(f"{target}: folder {target.parent} does not exist")
+    scratch = Path(tempfile.mkdtemp(prefix="layerscope-export-"))
+    temporary = scratch / f"export.{file_format}"
+    try:
+        with file.reading() as con:
+            run_no, _info = resolve(con, file.path, run_id)
+            assert con is not None
+            relation = con.sql(_TABLE_QUERY, params=[run_no])
+            if file_format == "parquet":
+                relation.write_parquet(str(temporary))
+            else:
+                relation.write_csv(str(temporary), header=True)
+            count = con.execute(
+                "SELECT count(*) FROM statistics WHERE run_no = ?", [run_no]
+            ).fetchone()
+        partial = target.with_name(f".{target.name}.partial")
+        shutil.copyfile(temporary, partial)
+        os.replace(partial, target)
+    except OSError as error:
+        raise CacheError(f"{target}: {error.strerror or error}") from None
+    finally:
+        shutil.rmtree(scratch, ignore_errors=True)
+    return int(count[0]) if count else 0
+
+
+def iter_sample_statistics(
+    file: CacheFile, run_id: str
+) -> Iterator[tuple[dict[str, Any], Matrices]]:
+    """Every stored sample in index order with its matrices (see
+    ``ResultsCache.iter_sample_statistics``), in chunks of SCAN_CHUNK samples."""
+    after = -1
+    while True:
+        with file.reading() as con:
+            run_no, _info = resolve(con, file.path, run_id)
+            assert con is not None
+            samples = con.execute(_SAMPLES_QUERY, [run_no, after, SCAN_CHUNK]).fetchall()
+            if not samples:
+                return
+            first, last = samples[0][0], samples[-1][0]
+            rows = con.execute(
+                _MATRICES_QUERY, {"run": run_no, "first": first, "last": last}
+            ).fetchall()
+        by_sample: dict[int, Matrices] = {}
+        for row in rows:
+            values = dict(zip(MATRIX_STATISTICS, row[3:-1], strict=True))
+            stats = {k: float(v) for k, v in values.items() if v is not None}
+            spectrum = [float(v) for v in row[-1]] if row[-1] is not None else None
+            by_sample.setdefault(int(row[0]), []).append((int(row[1]), row[2], stats, spectrum))
+        for index, loss, prompt, response, instruction, input_text, output in samples:
+            sample = {
+                "index": int(index),
+                "loss": as_float(loss),
+                "prompt_tokens": as_count(prompt),
+                "response_tokens": as_count(response),
+                "instruction": instruction or "",
+                "input": input_text or "",
+                "output": output or "",
+            }
+            yield sample, by_sample.get(int(index), [])
+        after = samples[-1][0]

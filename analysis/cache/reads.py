@@ -1,0 +1,224 @@
+"""Reading one run's stored rows: its matrices, samples, one sample's curve and spectra, cosine
+means, and what was skipped.
+
+Why these together: each is one short read-only query on one run, resolved by id or prefix
+(:mod:`.runs`), answered from a fresh connection so that a reader sees every batch the moment
+it commits and never holds the file while a writer waits. The curves' sums have their own
+module (:mod:`.aggregates`); bulk reads for exports are in :mod:`.exports`.
+"""
+
+from __future__ import annotations
+
+import math
+from typing import Any
+
+from layerscope.analysis.cache.aggregates import token_range
+from layerscope.analysis.cache.connection import CacheFile
+from layerscope.analysis.cache.runs import resolve, run_rows
+from layerscope.analysis.records import MATRIX_STATISTICS, SampleRow, SkippedSample, TargetInfo
+
+__all__ = [
+    "SAMPLE_SORT_KEYS",
+    "done_indices",
+    "layer_cosines",
+    "pair_cosines",
+    "sample_curve",
+    "sample_spectra",
+    "samples",
+    "skipped",
+    "targets",
+]
+
+SAMPLE_SORT_KEYS = ("index", "loss", "prompt_tokens", "response_tokens", *MATRIX_STATISTICS)
+
+
+def as_float(value: Any) -> float:
+    """A stored REAL/DOUBLE: NaN where NULL."""
+    return math.nan if value is None else float(value)
+
+
+def as_count(value: Any) -> int:
+    """Token counts as returned: -1 when unknown."""
+    return -1 if value is None else int(value)
+
+
+def targets(file: CacheFile, run_id: str) -> list[TargetInfo]:
+    """The run's measured matrices with the model's parameter names."""
+    _info, rows = run_rows(
+        file,
+        run_id,
+        "SELECT layer, projection::VARCHAR, parameter, rows, cols FROM targets "
+        "WHERE run_no = ? ORDER BY layer, projection",
+    )
+    return [TargetInfo(int(a), b, c, int(d), int(e)) for a, b, c, d, e in rows]
+
+
+def done_indices(file: CacheFile, run_id: str) -> set[int]:
+    """Indices that need no computing: stored samples and deliberately skipped ones
+    (failed samples are retried). Empty for a run that does not exist yet."""
+    with file.reading() as con:
+        if con is None:
+            return set()
+        rows = con.execute(
+            "SELECT s.sample_index FROM samples s JOIN runs r USING (run_no) WHERE r.id = ? "
+            "UNION ALL SELECT k.sample_index FROM skipped k JOIN runs r USING (run_no) "
+            "WHERE r.id = ? AND k.kind = 'skipped'",
+            [run_id, run_id],
+        ).fetchall()
+    return {int(r[0]) for r in rows}
+
+
+def _samples_query(sort_by: str, descending: bool) -> str:
+    """The samples query sorted by ``sort_by`` (one of SAMPLE_SORT_KEYS: it names a column)."""
+    means = ", ".join(f'avg(t."{s}") AS "{s}"' for s in MATRIX_STATISTICS)
+    stat_columns = ", ".join(f'm."{s}"' for s in MATRIX_STATISTICS)
+    if sort_by in MATRIX_STATISTICS or sort_by == "loss":
+        # NaN sorts above every number in DuckDB: send it after the numbers, with NULLs
+        order = f'(CASE WHEN isnan("{sort_by}") THEN NULL ELSE "{sort_by}" END)'
+    else:
+        order = "sample_index" if sort_by == "index" else f'"{sort_by}"'
+    direction = "DESC" if descending else "ASC"
+    return f"""
+        WITH m AS (
+            SELECT t.sample_index, {means} FROM statistics t WHERE t.run_no = $run
+            GROUP BY t.sample_index
+        )
+        SELECT s.sample_index, s.loss, s.prompt_tokens, s.response_tokens, s.instruction,
+               s.output, {stat_columns}
+        FROM samples s LEFT JOIN m USING (sample_index)
+        WHERE s.run_no = $run
+          AND ($all_lengths OR s.response_tokens BETWEEN $low AND $high)
+        ORDER BY {order} {direction} NULLS LAST,
+                 sample_index
+        LIMIT $limit
+    """  # noqa: S608 (identifiers from SAMPLE_SORT_KEYS, values are parameters)
+
+
+def samples(
+    file: CacheFile,
+    run_id: str,
+    sort_by: str = "loss",
+    descending: bool = True,
+    limit: int | None = None,
+    response_tokens: tuple[int, int] | None = None,
+) -> list[SampleRow]:
+    """The run's samples with per-sample means (over layers and projections) of each
+    statistic, sorted by ``sort_by`` (index, loss, token counts or a statistic); NaN last."""
+    if sort_by not in SAMPLE_SORT_KEYS:
+        raise ValueError(f"cannot sort by {sort_by!r}; choose one of {', '.join(SAMPLE_SORT_KEYS)}")
+    low, high = token_range(response_tokens)
+    query = _samples_query(sort_by, descending)
+    with file.reading() as con:
+        run_no, _info = resolve(con, file.path, run_id)
+        assert con is not None
+        rows = con.execute(
+            query,
+            {
+                "run": run_no,
+                "all_lengths": response_tokens is None,
+                "low": low,
+                "high": high,
+                "limit": limit if limit else 2**62,
+            },
+        ).fetchall()
+    result = []
+    for row in rows:
+        stats = {
+            name: as_float(value) for name, value in zip(MATRIX_STATISTICS, row[6:], strict=True)
+        }
+        result.append(
+            SampleRow(
+                index=int(row[0]),
+                loss=as_float(row[1]),
+                prompt_tokens=as_count(row[2]),
+                response_tokens=as_count(row[3]),
+                instruction=row[4] or "",
+                output=row[5] or "",
+                stats=stats,
+            )
+        )
+    return result
+
+
+def sample_curve(
+    file: CacheFile, run_id: str, index: int, metric: str, projection: str
+) -> list[float]:
+    """One sample's statistic by layer for one projection (NaN where not stored)."""
+    if metric not in MATRIX_STATISTICS:
+        raise ValueError(
+            f"unknown statistic {metric!r}; choose one of {', '.join(MATRIX_STATISTICS)}"
+        )
+    query = (
+        f'SELECT layer, "{metric}" FROM statistics '  # noqa: S608 (metric checked above)
+        "WHERE run_no = ? AND sample_index = ? AND projection = ? ORDER BY layer"
+    )
+    info, rows = run_rows(file, run_id, query, [index, projection])
+    if projection not in info.projections:
+        raise ValueError(f"run {info.short_id} has no projection {projection!r}")
+    values = [math.nan] * info.layers
+    for layer, value in rows:
+        if 0 <= layer < len(values):
+            values[layer] = as_float(value)
+    return values
+
+
+def sample_spectra(file: CacheFile, run_id: str, index: int, projection: str) -> list[list[float]]:
+    """One sample's singular values by layer (empty lists when spectra were not kept)."""
+    info, rows = run_rows(
+        file,
+        run_id,
+        "SELECT layer, singular_values FROM spectra "
+        "WHERE run_no = ? AND sample_index = ? AND projection = ? ORDER BY layer",
+        [index, projection],
+    )
+    spectra: list[list[float]] = [[] for _ in range(info.layers)]
+    for layer, values in rows:
+        if 0 <= layer < len(spectra):
+            spectra[layer] = [float(v) for v in values]
+    return spectra
+
+
+def _cosine_sums(
+    file: CacheFile, run_id: str, kind: str, name: str
+) -> tuple[int, list, list] | None:
+    _info, rows = run_rows(
+        file,
+        run_id,
+        "SELECT size, totals, counts FROM cosine_sums WHERE run_no = ? AND kind = ? AND name = ?",
+        [kind, name],
+    )
+    return (int(rows[0][0]), list(rows[0][1]), list(rows[0][2])) if rows else None
+
+
+def layer_cosines(file: CacheFile, run_id: str, projection: str) -> list[list[float]]:
+    """Mean over samples of the L x L cosine similarity between layers' gradients
+    (empty when the run has none for this projection; NaN in cells no sample had)."""
+    sums = _cosine_sums(file, run_id, "layers", projection)
+    if sums is None:
+        return []
+    size, totals, counts = sums
+    means = [t / c if c else math.nan for t, c in zip(totals, counts, strict=True)]
+    return [means[i * size : (i + 1) * size] for i in range(size)]
+
+
+def pair_cosines(file: CacheFile, run_id: str, pair: str) -> list[float]:
+    """Mean over samples of the per-layer cosine between two projections' gradients
+    (pair "q-o" or "k-v"; empty when not measured)."""
+    sums = _cosine_sums(file, run_id, "pair", pair)
+    if sums is None:
+        return []
+    _size, totals, counts = sums
+    return [t / c if c else math.nan for t, c in zip(totals, counts, strict=True)]
+
+
+def skipped(file: CacheFile, run_id: str) -> list[SkippedSample]:
+    """Samples that were not measured (skipped or failed), with their reasons."""
+    _info, rows = run_rows(
+        file,
+        run_id,
+        "SELECT sample_index, kind, reason FROM skipped WHERE run_no = ? ORDER BY sample_index",
+    )
+    return [
+        SkippedSample(int(i), reason if kind == "skipped" else f"failed: {reason}")
+        for i, kind, reason in rows
+    ]
