@@ -8,17 +8,8 @@ missing, store each batch in one transaction, and leave every run marked complet
 failed, whatever happens. Both call :func:`execute`, a plain generator that yields a
 :class:`RunProgress` per stored batch and checks a ``threading.Event`` between batches.
 
-A run's key (:func:`run_key`) is a SHA-256 over the model's identity (config hash, weights
-fingerprint, hub revision; not its display name, so the same weights in two folders share runs),
-the data file's bytes, the response type, the settings that change the numbers
-(``ComputeSettings.key_fields``: mode, system prompt in instruct mode, max length, module set,
-spectra, entry statistics, cosines, statistics version) and the dtype. ``--limit`` is not part
-of the key: it selects which samples of the run to compute now; a later call computes more.
-
-The dtype ``auto`` is resolved before keying (bfloat16 or float16 on CUDA, float32 otherwise,
-as the loader does). :func:`execute` asks torch; :func:`plan`, which must not import torch,
-asks torch only if it is already imported and otherwise guesses CUDA from the device files, so
-on an unusual machine ``plan`` may call a run missing that ``execute`` then finds cached.
+Which runs a request touches, their keys and what is already cached is
+:mod:`~layerscope.analysis.planning`'s (re-exported here: callers import the runner alone).
 
 Failures: a sample the engine skips (no response token left after truncation, ...) is recorded
 as skipped with its reason and never retried. When computing a chunk raises, its samples are
@@ -29,39 +20,40 @@ no sample succeeds stops the run as failed with the error.
 
 from __future__ import annotations
 
-import hashlib
-import json
 import platform
-import random
 import socket
-import sys
 import threading
 import time
-from collections.abc import Callable, Iterator, Mapping, Sequence
-from dataclasses import asdict, dataclass, field, replace
+from collections.abc import Callable, Iterator, Sequence
+from dataclasses import asdict, dataclass, replace
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from layerscope.analysis.cache import ResultsCache
-from layerscope.analysis.datasets import (
-    DatasetError,
-    ResponseTypeSource,
-    discover_sources,
-    file_sha256,
-    read_samples,
-    resolve_dataset,
-)
+from layerscope.analysis.datasets import DatasetError
 from layerscope.analysis.errors import one_line
 from layerscope.analysis.lifecycle import StoredRun, package_version
+from layerscope.analysis.planning import (
+    Job,
+    PlannedRun,
+    RunnerError,
+    RunRequest,
+    model_identity,
+    plan,
+    plan_jobs,
+    planned_runs,
+    resolve_dtype,
+    resolve_sources,
+    run_key,
+    select_samples,
+)
 from layerscope.analysis.records import (
     BatchResult,
-    ComputeSettings,
     Sample,
     SampleResult,
     SkippedSample,
     TargetInfo,
 )
-from layerscope.analysis.settings import DEFAULTS, check_values, split_by_target
 
 if TYPE_CHECKING:
     from layerscope.analysis.models import LoadedModel
@@ -74,53 +66,13 @@ __all__ = [
     "execute",
     "plan",
     "resolve_dtype",
+    "resolve_sources",
     "run_key",
+    "select_samples",
 ]
 
 # Batches per engine call: a chunk that raises is retried sample by sample.
 CHUNK_BATCHES = 8
-
-
-class RunnerError(RuntimeError):
-    """A computation that cannot start or went wrong as a whole; one line for the user."""
-
-
-@dataclass
-class RunRequest:
-    """What to compute: a model over the response types of a dataset, with settings.
-
-    Build it with :meth:`from_settings` from the settings record's values (what the CLI and
-    the explorer do); the defaults below are the record's.
-    """
-
-    model: str
-    dataset: str | Path
-    types: list[str] | None = None
-    settings: ComputeSettings = field(default_factory=ComputeSettings)
-    limit: int | None = DEFAULTS["limit"]  # the first N samples of each type (or N drawn)
-    sample_seed: int | None = DEFAULTS["sample_seed"]
-    dtype: str = DEFAULTS["dtype"]
-    device: str = DEFAULTS["device"]
-    trust_remote_code: bool = DEFAULTS["trust_remote_code"]
-
-    @classmethod
-    def from_settings(
-        cls,
-        model: str,
-        dataset: str | Path,
-        types: Sequence[str] | None,
-        values: Mapping[str, Any],
-    ) -> RunRequest:
-        """A request from settings values by name (the rest default); SettingError if one is
-        not accepted."""
-        compute_fields, request_fields = split_by_target(check_values(values))
-        return cls(
-            model=model,
-            dataset=dataset,
-            types=list(types) if types else None,
-            settings=ComputeSettings(**compute_fields),
-            **request_fields,
-        )
 
 
 @dataclass
@@ -146,153 +98,8 @@ class RunProgress:
     failed: int = 0
 
 
-@dataclass(frozen=True)
-class PlannedRun:
-    """One run a request involves and how much of it the cache already holds."""
-
-    run_id: str
-    dataset: str
-    response_type: str
-    total: int  # samples this request asks for
-    cached: int  # of those, already stored (or deliberately skipped)
-    samples_in_file: int = 0
-    path: Path | None = None
-
-    @property
-    def missing(self) -> int:
-        return self.total - self.cached
-
-
-def resolve_sources(request: RunRequest) -> list[ResponseTypeSource]:
-    """The request's response-type sources, filtered by ``types`` (in the dataset's order)."""
-    sources = discover_sources(resolve_dataset(request.dataset))
-    if request.types:
-        available = [s.response_type for s in sources]
-        unknown = [t for t in request.types if t not in available]
-        if unknown:
-            raise RunnerError(
-                f"--types: {unknown[0]!r} is not in {request.dataset} "
-                f"(it has {', '.join(dict.fromkeys(available))})"
-            )
-        sources = [s for s in sources if s.response_type in request.types]
-    return sources
-
-
-def select_samples(samples: Sequence[Sample], limit: int | None, seed: int | None) -> list[Sample]:
-    """The first ``limit`` samples, or ``limit`` drawn with ``seed`` (in index order)."""
-    if limit is None or limit >= len(samples):
-        return list(samples)
-    if limit < 0:
-        raise RunnerError(f"--limit must not be negative, got {limit}")
-    if seed is None:
-        return list(samples[:limit])
-    chosen = random.Random(seed).sample(list(samples), limit)
-    return sorted(chosen, key=lambda s: s.index)
-
-
-def _cuda_guess() -> bool:
-    return any(Path(p).exists() for p in ("/dev/nvidiactl", "/dev/nvidia0"))
-
-
-def resolve_dtype(dtype: str, device: str, allow_torch: bool = True) -> str:
-    """The dtype ``load_model`` will use, as a name (``auto`` resolved; see module docs)."""
-    if dtype != "auto":
-        return dtype
-    if device.startswith("cpu") or device.startswith("mps"):
-        return "float32"
-    if allow_torch or "torch" in sys.modules:
-        import torch
-
-        wants_cuda = device.startswith("cuda") or device == "auto"
-        if wants_cuda and torch.cuda.is_available():
-            return "bfloat16" if torch.cuda.is_bf16_supported() else "float16"
-        return "float32"
-    return (
-        "bfloat16"
-        if (device.startswith("cuda") or device == "auto") and _cuda_guess()
-        else "float32"
-    )
-
-
-def _identity_key(identity: dict[str, Any]) -> dict[str, Any]:
-    return {k: v for k, v in identity.items() if k != "name"}
-
-
-def run_key(
-    identity: dict[str, Any],
-    data_sha256: str,
-    response_type: str,
-    settings: ComputeSettings,
-    dtype: str,
-) -> str:
-    """The content hash that identifies a run (see module docs)."""
-    payload = {
-        "model": _identity_key(identity),
-        "data_sha256": data_sha256,
-        "response_type": response_type,
-        "dtype": dtype,
-        **settings.key_fields(),
-    }
-    encoded = json.dumps(payload, sort_keys=True, separators=(",", ":"), default=str)
-    return hashlib.sha256(encoded.encode()).hexdigest()
-
-
-@dataclass
-class _Job:
-    source: ResponseTypeSource
-    samples: list[Sample]
-    selected: list[Sample]
-    data_sha256: str
-    run_id: str
-    missing: list[Sample]
-
-
-def _jobs(
-    request: RunRequest, cache: ResultsCache, identity: dict[str, Any], dtype: str
-) -> list[_Job]:
-    jobs = []
-    for source in resolve_sources(request):
-        samples = read_samples(source)
-        selected = select_samples(samples, request.limit, request.sample_seed)
-        digest = file_sha256(source.path)
-        run_id = run_key(identity, digest, source.response_type, request.settings, dtype)
-        done = cache.done_indices(run_id)
-        missing = [s for s in selected if s.index not in done]
-        jobs.append(_Job(source, samples, selected, digest, run_id, missing))
-    return jobs
-
-
-def _model_identity(model: str) -> dict[str, Any]:
-    from layerscope.analysis.models import model_identity
-
-    return model_identity(model)
-
-
-def plan(request: RunRequest, db_path: Path | str | None = None) -> list[PlannedRun]:
-    """The runs ``execute`` would touch and how much of each is cached (no torch imported)."""
-    cache = ResultsCache(db_path)
-    identity = _model_identity(request.model)
-    dtype = resolve_dtype(request.dtype, request.device, allow_torch=False)
-    return _planned(_jobs(request, cache, identity, dtype))
-
-
-def _planned(jobs: Sequence[_Job]) -> list[PlannedRun]:
-    return [
-        PlannedRun(
-            job.run_id,
-            job.source.dataset,
-            job.source.response_type,
-            len(job.selected),
-            len(job.selected) - len(job.missing),
-            len(job.samples),
-            job.source.path,
-        )
-        for job in jobs
-    ]
-
-
 def _settings_record(
-    request: RunRequest, job: _Job, identity: dict[str, Any], dtype: str
+    request: RunRequest, job: Job, identity: dict[str, Any], dtype: str
 ) -> dict[str, Any]:
     settings = request.settings
     return {
@@ -343,7 +150,7 @@ def _split_failures(batch: BatchResult) -> tuple[BatchResult, list[SkippedSample
 class _Tally:
     """Counts and rates of one run's computation in this call."""
 
-    def __init__(self, job: _Job) -> None:
+    def __init__(self, job: Job) -> None:
         self.job = job
         self.started = time.perf_counter()
         self.handled = 0
@@ -398,13 +205,13 @@ def execute(
     cancelled; its stored batches stay and the next call resumes after them.
     """
     cache = ResultsCache(db_path)
-    identity = _model_identity(request.model)
+    identity = model_identity(request.model)
     dtype = resolve_dtype(request.dtype, request.device, allow_torch=True)
-    jobs = _jobs(request, cache, identity, dtype)
+    jobs = plan_jobs(request, cache, identity, dtype)
     if not jobs:
         raise DatasetError(str(request.dataset), "no response types to compute")
     if on_plan is not None:
-        on_plan(_planned(jobs))
+        on_plan(planned_runs(jobs))
     loaded: LoadedModel | None = None
     targets: list[TargetInfo] = []
     for job in jobs:
@@ -453,7 +260,7 @@ def _compute_job(
     request: RunRequest,
     run: StoredRun,
     loaded: LoadedModel,
-    job: _Job,
+    job: Job,
     tally: _Tally,
     cancel: threading.Event | None,
 ) -> Iterator[RunProgress]:
