@@ -17,13 +17,20 @@ full weight gradient from ``loss.backward()``, ``torch.linalg.svd``.
 
 from __future__ import annotations
 
-import math
 import threading
 import time
 from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
 from typing import TYPE_CHECKING, Any
 
+from layerscope.analysis.cosines import cosine, cosine_matrix
+from layerscope.analysis.numerics import (
+    PhaseTimer,
+    denormals_flushed,
+)
+from layerscope.analysis.numerics import (
+    flush_subnormals_for_this_process as flush_subnormals_for_this_process,
+)
 from layerscope.analysis.records import (
     BatchResult,
     ComputeSettings,
@@ -77,7 +84,7 @@ def compute_statistics(
                 except SampleSkipped as reason:
                     skipped.append(SkippedSample(sample.index, str(reason)))
             results: list[SampleResult] = []
-            timer = _Timer(loaded)
+            timer = PhaseTimer(cuda=loaded.device.type == "cuda")
             if encoded:
                 if settings.method == "reference":
                     for one in encoded:
@@ -98,59 +105,6 @@ def compute_statistics(
                 timer.seconds["forward_backward"],
                 timer.seconds["statistics"],
             )
-
-
-def flush_subnormals_for_this_process() -> bool:
-    """Make this process's CPU arithmetic flush subnormal floats to zero from now on.
-
-    Call it before torch does its first parallel work (before loading a model): torch's worker
-    threads take the setting when they start, and a later call reaches only the calling
-    thread. The CLI and the explorer's compute worker call it; library users may. Returns
-    whether the CPU supports it. See ``_denormals_flushed`` for why it matters.
-    """
-    import torch
-
-    return bool(torch.set_flush_denormal(True))
-
-
-@contextmanager
-def _denormals_flushed() -> Iterator[None]:
-    """Flush subnormal floats to zero while the statistics are computed.
-
-    The factorizations of gradient data produce intermediate values below float32's smallest
-    normal number (1.2e-38), and x86 CPUs handle those in microcode, making QR and SVD several
-    times slower (3.7x on the benchmark's 900-token samples). Flushing them changes results by
-    far less than float32's own rounding (they are ~30 orders of magnitude below the entries).
-    Affects CPU arithmetic only; turned off again afterwards (torch's default).
-    """
-    import torch
-
-    flushing = torch.set_flush_denormal(True)
-    try:
-        yield
-    finally:
-        if flushing:
-            torch.set_flush_denormal(False)
-
-
-class _Timer:
-    """Wall time per phase; synchronizes CUDA at phase ends so the split is honest."""
-
-    def __init__(self, loaded: LoadedModel) -> None:
-        self.cuda = loaded.device.type == "cuda"
-        self.seconds = {"forward_backward": 0.0, "statistics": 0.0}
-
-    @contextmanager
-    def phase(self, name: str) -> Iterator[None]:
-        began = time.perf_counter()
-        try:
-            yield
-        finally:
-            if self.cuda:
-                import torch
-
-                torch.cuda.synchronize()
-            self.seconds[name] += time.perf_counter() - began
 
 
 @contextmanager
@@ -193,7 +147,7 @@ def _fast_batch_splitting(
     targets: Sequence[Target],
     encoded: list[EncodedSample],
     settings: ComputeSettings,
-    timer: _Timer,
+    timer: PhaseTimer,
 ) -> tuple[list[SampleResult], list[SkippedSample]]:
     """Run a batch; on out-of-memory split it in halves and retry, down to single samples."""
     try:
@@ -277,7 +231,7 @@ def _fast_batch(
     targets: Sequence[Target],
     encoded: list[EncodedSample],
     settings: ComputeSettings,
-    timer: _Timer,
+    timer: PhaseTimer,
 ) -> list[SampleResult]:
     import torch
 
@@ -291,7 +245,7 @@ def _fast_batch(
             ]
             del logits
             torch.stack(losses).sum().backward()
-        with timer.phase("statistics"), _denormals_flushed():
+        with timer.phase("statistics"), denormals_flushed():
             return [
                 _factor_sample_statistics(
                     capture, targets, row, sample, losses[row].item(), settings
@@ -314,7 +268,7 @@ class _GradientStore:
         self.layers.setdefault(projection, []).append(layer)
 
     def layer_cosines(self) -> dict[str, list[list[float]]]:
-        return {p: _cosine_matrix([self.flat[(p, i)] for i in ls]) for p, ls in self.layers.items()}
+        return {p: cosine_matrix([self.flat[(p, i)] for i in ls]) for p, ls in self.layers.items()}
 
     def pair_cosines(self) -> dict[str, list[float]]:
         pairs: dict[str, list[float]] = {}
@@ -325,47 +279,10 @@ class _GradientStore:
                 x, y = self.flat[(a, i)], self.flat[(b, i)]
                 if x.shape != y.shape:
                     break
-                values.append(_cosine(x, y))
+                values.append(cosine(x, y))
             if values and len(values) == len(layers):
                 pairs[f"{a}-{b}"] = values
         return pairs
-
-
-_GRAM_CHUNK = 1 << 20
-
-
-def _gram(vectors: list[torch.Tensor]) -> list[list[float]]:
-    """Inner products of every pair, as one matrix product per chunk of entries.
-
-    Each chunk's products are formed in the vectors' dtype (a short sum, exact enough) and the
-    chunks are accumulated in float64: float32 sums over millions of entries lose digits, and
-    converting whole gradients to float64 would double their memory.
-    """
-    import torch
-
-    count = len(vectors)
-    total = torch.zeros((count, count), dtype=torch.float64, device=vectors[0].device)
-    for begin in range(0, vectors[0].numel(), _GRAM_CHUNK):
-        block = torch.stack([v[begin : begin + _GRAM_CHUNK] for v in vectors])
-        total += (block @ block.T).double()
-    return total.cpu().tolist()
-
-
-def _cosine(x: torch.Tensor, y: torch.Tensor) -> float:
-    return _cosine_matrix([x, y])[0][1]
-
-
-def _cosine_matrix(vectors: list[torch.Tensor]) -> list[list[float]]:
-    """Cosine similarity of every pair of vectors (NaN where one is zero)."""
-    gram = _gram(vectors)
-    norms = [math.sqrt(gram[i][i]) for i in range(len(vectors))]
-    return [
-        [
-            gram[i][j] / (norms[i] * norms[j]) if norms[i] * norms[j] > 0 else math.nan
-            for j in range(len(vectors))
-        ]
-        for i in range(len(vectors))
-    ]
 
 
 def _sample_result(
@@ -438,7 +355,7 @@ def _reference_sample(
     targets: Sequence[Target],
     sample: EncodedSample,
     settings: ComputeSettings,
-    timer: _Timer,
+    timer: PhaseTimer,
 ) -> SampleResult:
     """The paper's procedure: full backward, full weight gradients, full SVD of each."""
     import torch
@@ -451,7 +368,7 @@ def _reference_sample(
         loss = _response_loss(logits[0], input_ids[0], sample)
         del logits
         loss.backward()
-    with timer.phase("statistics"), _denormals_flushed():
+    with timer.phase("statistics"), denormals_flushed():
         result = _reference_statistics(targets, sample, loss.item(), settings)
     model.zero_grad(set_to_none=True)
     return result
