@@ -36,7 +36,7 @@ from textual.widgets import Button, Footer, TabbedContent, TabPane
 from textual.worker import Worker, WorkerState
 
 from layerscope.analysis.errors import one_line
-from layerscope.app.tui import commands
+from layerscope.app.tui.browse_tabs import BrowseTabs
 from layerscope.app.tui.errors import reported
 from layerscope.app.tui.messages import (
     CacheScanned,
@@ -57,14 +57,8 @@ from layerscope.app.tui.request_builder import build_request
 from layerscope.app.tui.services.cache_reader import CacheReader
 from layerscope.app.tui.services.run_controller import RunController
 from layerscope.app.tui.state import UiState, default_state_path, load_state, save_state
-from layerscope.app.tui.widgets.compare_view import ComparePane
-from layerscope.app.tui.widgets.cosine_view import CosinePane
-from layerscope.app.tui.widgets.layer_chart import LayerChart
 from layerscope.app.tui.widgets.log_panel import LogPanel
 from layerscope.app.tui.widgets.run_progress import RunProgressPanel
-from layerscope.app.tui.widgets.runs_browser import RunsBrowser
-from layerscope.app.tui.widgets.samples_view import SamplesPane
-from layerscope.app.tui.widgets.setup_view import SetupPane
 
 if TYPE_CHECKING:
     from collections.abc import Iterable
@@ -73,6 +67,7 @@ if TYPE_CHECKING:
 
     from layerscope.analysis.cache import RunInfo
     from layerscope.analysis.runner import RunRequest
+    from layerscope.app.tui.widgets.setup_view import SetupPane
 
 TABS = (
     ("setup", "Setup"),
@@ -165,6 +160,8 @@ class LayerscopeApp(App[None]):
         self.length_range: tuple[int, int] | None = None
         self._scans = self.reader.channel(self, "cache-scan", coalesce=True)
         self._scans.on_stale = self.scan_cache
+        self.browse: BrowseTabs | None = None  # mounted after the first frame
+        self.setup_pane: SetupPane | None = None  # likewise
         if self.ui_state.theme in (DARK_THEME, LIGHT_THEME):
             self.theme = self.ui_state.theme
 
@@ -172,26 +169,12 @@ class LayerscopeApp(App[None]):
 
     def compose(self) -> ComposeResult:
         with TabbedContent(initial="setup", id="tabs"):
-            with TabPane("1 Setup", id="setup"):
-                yield SetupPane(
-                    self.ui_state.last,
-                    self.ui_state.recent_models,
-                    self.ui_state.recent_datasets,
-                    id="setup-pane",
-                )
-            with TabPane("2 Runs", id="runs"):
-                yield RunsBrowser(id="runs-browser")
-            with TabPane("3 Chart", id="chart"):
-                yield ComparePane(
-                    self.reader,
-                    dark=self.current_theme.dark,
-                    mono=self.no_color,
-                    id="compare-pane",
-                )
-            with TabPane("4 Cosines", id="cosines"):
-                yield CosinePane(self.reader, id="cosine-pane")
-            with TabPane("5 Samples", id="samples"):
-                yield SamplesPane(self.reader, id="samples-pane")
+            # Every pane but the log's is filled right after the first frame (browse_tabs.py).
+            yield TabPane("1 Setup", id="setup")
+            yield TabPane("2 Runs", id="runs")
+            yield TabPane("3 Chart", id="chart")
+            yield TabPane("4 Cosines", id="cosines")
+            yield TabPane("5 Samples", id="samples")
             with TabPane("6 Log", id="log"):
                 yield LogPanel(id="log-panel")
         yield RunProgressPanel(id="progress-panel")
@@ -200,10 +183,34 @@ class LayerscopeApp(App[None]):
     def on_mount(self) -> None:
         self.query_one(RunProgressPanel).display = False
         self.query_one(LogPanel).record(f"results cache: {self.db_path}")
+        # Once the first frame is painted (and its other after-refresh callbacks have run).
+        self.call_after_refresh(self.call_later, self._mount_browse_tabs)
+
+    async def _mount_browse_tabs(self) -> None:
+        """After the first frame: the browsing tabs, then the cache scan that fills them."""
+        from layerscope.app.tui.widgets.setup_view import SetupPane
+
+        setup = SetupPane(
+            self.ui_state.last,
+            self.ui_state.recent_models,
+            self.ui_state.recent_datasets,
+            id="setup-pane",
+        )
+        await self.query_one("#setup", TabPane).mount(setup)
+        self.setup_pane = setup
+        browse = BrowseTabs.create(self.reader, dark=self.current_theme.dark, mono=self.no_color)
+        await browse.mount_into(self)
+        self.browse = browse
         self.scan_cache()
         if self.poll_seconds > 0:
             self.set_interval(self.poll_seconds, self.scan_cache)
         self.theme_changed_signal.subscribe(self, self._theme_changed)
+        self._tab_shown(self.query_one(TabbedContent).active)
+
+    def _tabs(self) -> BrowseTabs:
+        """The browsing tabs; only called from what starts once they are mounted."""
+        assert self.browse is not None, "browsing tabs not mounted yet"
+        return self.browse
 
     # --- the cache ---------------------------------------------------------------------------
 
@@ -220,17 +227,18 @@ class LayerscopeApp(App[None]):
             return
         previous = self.runs_by_id
         self.runs_by_id = {run.id: run for run in message.runs}
-        for pane in (self.query_one(ComparePane), self.query_one(SamplesPane)):
-            pane.set_runs(self.runs_by_id)
-        self.query_one(CosinePane).set_runs(self.runs_by_id)
-        self.query_one(RunsBrowser).update_runs(message.runs)
+        browse = self._tabs()
+        browse.compare.set_runs(self.runs_by_id)
+        browse.samples.set_runs(self.runs_by_id)
+        browse.cosines.set_runs(self.runs_by_id)
+        browse.runs.update_runs(message.runs)
         changed = [
             run_id
             for run_id in self.comparison
             if previous.get(run_id) != self.runs_by_id.get(run_id)
         ]
         if changed:
-            self.query_one(ComparePane).reload()
+            browse.compare.reload()
 
     # --- picking and planning ----------------------------------------------------------------
 
@@ -246,7 +254,9 @@ class LayerscopeApp(App[None]):
     def _plan_request(self) -> RunRequest | None:
         """The request the current picks make, types optional (None: picks incomplete)."""
         try:
-            request, _ = build_request(self.query_one(SetupPane).picks(), require_types=False)
+            if self.setup_pane is None:
+                return None
+            request, _ = build_request(self.setup_pane.picks(), require_types=False)
         except (ValueError, NoMatches):  # picks incomplete, or the app is closing
             return None
         return request
@@ -262,16 +272,20 @@ class LayerscopeApp(App[None]):
             item.response_type: (int(item.cached), int(item.total), item.cached >= item.total > 0)
             for item in message.planned
         }
-        self.query_one(SetupPane).set_cached(cached)
+        if self.setup_pane is not None:
+            self.setup_pane.set_cached(cached)
 
     # --- computing ---------------------------------------------------------------------------
 
     def action_run(self) -> None:
+        if self.browse is None or self.setup_pane is None:
+            self.notify("Still starting: press r again in a moment.")
+            return
         if self.run_controller.computing:
             self.notify("A run is in progress: c cancels it.", severity="warning")
             return
         try:
-            request, remembered = build_request(self.query_one(SetupPane).picks())
+            request, remembered = build_request(self.setup_pane.picks())
         except ValueError as error:
             self.report_problem("Cannot run", str(error), "warning")
             self.action_show_tab("setup")
@@ -286,7 +300,7 @@ class LayerscopeApp(App[None]):
         description = f"{request.model} on {Path(request.dataset).name}: {types}"
         self.query_one(LogPanel).record(f"run started: {description}")
         self.run_controller.start(request, description)
-        self.query_one(ComparePane).set_computing(True)
+        self.browse.compare.set_computing(True)
         self.action_show_tab("chart")
 
     def on_button_pressed(self, event: Button.Pressed) -> None:
@@ -307,12 +321,12 @@ class LayerscopeApp(App[None]):
         progress = message.progress
         self.query_one(RunProgressPanel).show_progress(progress)
         if progress.run_id in self.comparison:
-            self.query_one(ComparePane).reload()
+            self._tabs().compare.reload()
         self.scan_cache()
 
     def on_run_ended(self, message: RunEnded) -> None:
         self.run_controller.ended(message.request_id)
-        self.query_one(ComparePane).set_computing(self.run_controller.computing)
+        self._tabs().compare.set_computing(self.run_controller.computing)
         log = self.query_one(LogPanel)
         if message.outcome == "complete":
             self.notify("Run complete.", title="layerscope")
@@ -324,7 +338,7 @@ class LayerscopeApp(App[None]):
         else:
             log.record(f"run failed: {message.message}", "error")
         self.scan_cache()
-        self.query_one(ComparePane).reload()
+        self._tabs().compare.reload()
         self.run_controller.schedule_plan(self._plan_request)
 
     def _hide_progress(self) -> None:
@@ -363,12 +377,12 @@ class LayerscopeApp(App[None]):
 
     def set_comparison(self, run_ids: list[str]) -> None:
         self.comparison = list(dict.fromkeys(run_ids))
-        self.query_one(RunsBrowser).set_selected(self.comparison)
-        self.query_one(ComparePane).show_runs(self.comparison)
+        self._tabs().runs.set_selected(self.comparison)
+        self._tabs().compare.show_runs(self.comparison)
 
     def on_comparison_changed(self, message: ComparisonChanged) -> None:
         self.comparison = list(message.run_ids)
-        self.query_one(ComparePane).show_runs(self.comparison)
+        self._tabs().compare.show_runs(self.comparison)
 
     def on_run_focused(self, message: RunFocused) -> None:
         self.focused_run = message.run_id
@@ -393,8 +407,8 @@ class LayerscopeApp(App[None]):
             if value is False:
                 return
             self.length_range = value if isinstance(value, tuple) else None
-            self.query_one(ComparePane).set_length_range(self.length_range)
-            self.query_one(SamplesPane).set_length_range(self.length_range)
+            self._tabs().compare.set_length_range(self.length_range)
+            self._tabs().samples.set_length_range(self.length_range)
 
         self.push_screen(LengthFilterScreen(self.length_range), chosen)
 
@@ -427,33 +441,43 @@ class LayerscopeApp(App[None]):
             self._tab_shown(event.pane.id)
 
     def _tab_shown(self, tab: str) -> None:
+        if tab == "log":
+            self.query_one(LogPanel).focus()
+            return
+        browse = self.browse
+        if browse is None:
+            return  # mounted in a moment, and shown then
+        if tab == "setup":
+            self.query_one("#model-list").focus()
+            return
         run = self.current_run()
         growing = run is not None and self._is_growing(run)
         if tab == "samples":
-            self.query_one(SamplesPane).show_run(run, refresh=growing)
+            browse.samples.show_run(run, refresh=growing)
             self.query_one("#samples-table").focus()
         elif tab == "cosines":
-            self.query_one(CosinePane).show_run(run, refresh=growing)
+            browse.cosines.show_run(run, refresh=growing)
             self.query_one("#cosine-heatmap").focus()
         elif tab == "chart":
-            self.query_one(LayerChart).focus()
+            self.query_one("#layer-chart").focus()
         elif tab == "runs":
-            self.query_one(RunsBrowser).focus()
-        elif tab == "log":
-            self.query_one(LogPanel).focus()
-        elif tab == "setup":
-            self.query_one("#model-list").focus()
+            browse.runs.focus()
 
     # --- export, help, themes, palette -------------------------------------------------------
 
     def action_export(self) -> None:
-        commands.export_shown(self)
+        from layerscope.app.tui import commands
+
+        if self.browse is not None:
+            commands.export_shown(self)
 
     def action_help(self) -> None:
         from layerscope.app.tui.screens.help import HelpScreen
 
         if isinstance(self.screen, HelpScreen):
             return
+        from layerscope.app.tui import commands
+
         self.push_screen(HelpScreen(commands.help_sections(self)))
 
     def action_toggle_theme(self) -> None:
@@ -464,14 +488,17 @@ class LayerscopeApp(App[None]):
     def _theme_changed(self, theme: Theme) -> None:
         from layerscope.app.tui.screens.sample_detail import SampleDetailScreen
 
-        self.query_one(ComparePane).set_dark(theme.dark)
+        self._tabs().compare.set_dark(theme.dark)
         for screen in self.screen_stack:
             if isinstance(screen, SampleDetailScreen):
                 screen.set_dark(theme.dark)
 
     def get_system_commands(self, screen: Screen) -> Iterable[SystemCommand]:
+        from layerscope.app.tui import commands
+
         yield from super().get_system_commands(screen)
-        yield from commands.palette_commands(self, TABS)
+        if self.browse is not None:
+            yield from commands.palette_commands(self, TABS)
 
 
 def run_tui(model: str | None = None, dataset: str | None = None, db: str | None = None) -> None:
