@@ -277,7 +277,7 @@ async def test_a_failing_run_is_reported_and_the_app_keeps_working(script: Scrip
         await pilot.press("2")
         await settle(app, pilot)
         assert app.query_one(TabbedContent).active == "runs"
-        assert not app._active
+        assert not app.run_controller.computing
 
 
 async def test_nothing_runs_without_a_checked_type_and_the_reason_is_shown(

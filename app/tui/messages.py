@@ -1,17 +1,25 @@
-"""Every message the explorer's widgets and workers send, in one place.
+"""Every message the explorer's widgets, services and workers send, in one place.
 
 Messages are past-tense facts ("this happened"), dataclasses so their fields are obvious. Worker
 threads talk to the UI only by posting these (post_message is thread-safe), which keeps all
-widget updates on the UI thread. Payload types from analysis/ are referenced loosely (Any) so
-that importing this module never imports the cache or the runner.
+widget updates on the UI thread. Payloads carry the analysis records themselves; their types are
+imported under TYPE_CHECKING only, so importing this module never imports the cache, the runner
+or a dataset reader (and costs nothing at start-up).
 """
 
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from typing import Any
+from typing import TYPE_CHECKING
 
 from textual.message import Message
+
+if TYPE_CHECKING:
+    from layerscope.analysis.cache import LayerCurve, RunInfo, SampleRow
+    from layerscope.analysis.compare import MadRow, RelativeDifferenceRow
+    from layerscope.analysis.datasets import ResponseTypeSource
+    from layerscope.analysis.models import ModelCheck
+    from layerscope.analysis.runner import PlannedRun, RunProgress
 
 
 @dataclass(eq=False)
@@ -19,12 +27,39 @@ class _Fact(Message):
     """Base: Textual initialises dataclass messages through Message.__post_init__."""
 
 
+@dataclass(eq=False)
+class CacheRead(_Fact):
+    """Base of a cache read's result: `token` names the request, `error` one line on failure.
+
+    Both are set by the cache reader (services/cache_reader.py), never by the query itself.
+    """
+
+    token: int = field(default=0, kw_only=True)
+    error: str | None = field(default=None, kw_only=True)
+
+
 # --- picking -------------------------------------------------------------------------------
 
 
 @dataclass(eq=False)
+class ModelsListed(_Fact):
+    """The model picker's scan found these models: (spec, description) in list order."""
+
+    entries: list[tuple[str, str]]
+
+
+@dataclass(eq=False)
+class ModelChecked(_Fact):
+    """A model spec's files were inspected (`typed`: it came from the path field)."""
+
+    spec: str
+    check: ModelCheck
+    typed: bool
+
+
+@dataclass(eq=False)
 class ModelChosen(_Fact):
-    """The model picker settled on a model spec; `check` is its ModelCheck (None if unknown)."""
+    """The model picker settled on a model spec (`ok`: its files make a usable causal LM)."""
 
     spec: str
     ok: bool
@@ -33,11 +68,22 @@ class ModelChosen(_Fact):
 
 
 @dataclass(eq=False)
+class DatasetDiscovered(_Fact):
+    """A dataset spec was read: its sources and sample counts, or the one-line `error`."""
+
+    spec: str
+    typed: bool
+    sources: list[ResponseTypeSource] = field(default_factory=list)
+    counts: dict[str, int] = field(default_factory=dict)
+    error: str | None = None
+
+
+@dataclass(eq=False)
 class DatasetChosen(_Fact):
     """The dataset picker settled on a dataset (a bundled name or a path) and its sources."""
 
     dataset: str
-    sources: list[Any]  # ResponseTypeSource
+    sources: list[ResponseTypeSource]
 
 
 @dataclass(eq=False)
@@ -50,7 +96,7 @@ class PlanComputed(_Fact):
     """The runner's plan for the current picks: which runs exist and how much is cached."""
 
     token: int
-    planned: list[Any]  # PlannedRun
+    planned: list[PlannedRun]
     error: str | None = None
 
 
@@ -63,7 +109,7 @@ class RunStarted(_Fact):
 
     request_id: int
     description: str
-    planned: list[Any]  # PlannedRun: run_id, dataset, response_type, total, cached
+    planned: list[PlannedRun]
 
     @property
     def run_ids(self) -> list[str]:
@@ -75,7 +121,7 @@ class RunProgressed(_Fact):
     """A batch landed in the cache (or a run changed status)."""
 
     request_id: int
-    progress: Any  # RunProgress
+    progress: RunProgress
 
 
 @dataclass(eq=False)
@@ -100,11 +146,10 @@ class ProblemReported(_Fact):
 
 
 @dataclass(eq=False)
-class CacheScanned(_Fact):
+class CacheScanned(CacheRead):
     """The list of runs in the cache was read (None when the cache could not be read)."""
 
-    runs: list[Any] | None  # RunInfo
-    error: str | None = None
+    runs: list[RunInfo] | None
 
 
 @dataclass(eq=False)
@@ -123,45 +168,52 @@ class RunFocused(_Fact):
 
 
 @dataclass(eq=False)
-class ChartLoaded(_Fact):
+class LengthFilterRequested(_Fact):
+    """The user asked to change the response-length filter (the app owns it and asks)."""
+
+
+@dataclass(eq=False)
+class SampleOpened(_Fact):
+    """The user opened one sample of a run (the app shows the sample detail screen)."""
+
+    run_id: str
+    row: SampleRow
+    metric: str
+
+
+@dataclass(eq=False)
+class ChartLoaded(CacheRead):
     """Curves and comparison tables for the chart were read from the cache."""
 
-    token: int
-    curves: list[Any]  # LayerCurve
-    mad_rows: list[Any] = field(default_factory=list)  # MadRow
-    differences: list[Any] = field(default_factory=list)  # (label_a, label_b, projection, RelDiff)
-    error: str | None = None
+    curves: list[LayerCurve] = field(default_factory=list)
+    mad_rows: list[MadRow] = field(default_factory=list)
+    differences: list[RelativeDifferenceRow] = field(default_factory=list)
 
 
 @dataclass(eq=False)
-class SamplesLoaded(_Fact):
+class SamplesLoaded(CacheRead):
     """A run's samples were read, sorted as asked."""
 
-    token: int
     run_id: str
-    rows: list[Any]  # SampleRow
-    error: str | None = None
+    rows: list[SampleRow] = field(default_factory=list)
 
 
 @dataclass(eq=False)
-class CosinesLoaded(_Fact):
+class CosinesLoaded(CacheRead):
     """A run's mean layer-by-layer cosine matrix for one projection was read."""
 
-    token: int
     run_id: str
     projection: str
-    matrix: list[list[float]]
-    error: str | None = None
+    matrix: list[list[float]] = field(default_factory=list)
 
 
 @dataclass(eq=False)
-class SampleCurveLoaded(_Fact):
+class SampleCurveLoaded(CacheRead):
     """One sample's curve and its run's mean curve were read (sample detail view)."""
 
     run_id: str
     index: int
     metric: str
     projection: str
-    sample: list[float]
-    mean: list[float]
-    error: str | None = None
+    sample: list[float] = field(default_factory=list)
+    mean: list[float] = field(default_factory=list)

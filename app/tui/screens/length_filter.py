@@ -15,32 +15,9 @@ from textual.containers import Vertical
 from textual.screen import ModalScreen
 from textual.widgets import Input, Label, Static
 
-UNBOUNDED = 1_000_000_000
+from layerscope.app.tui.format import format_length_range, parse_length_range
 
-
-def parse_length_range(text: str) -> tuple[int, int] | None:
-    """'50-200' -> (50, 200); '100-' and '-80' are open-ended; '' -> None. Raises ValueError."""
-    text = text.strip().replace(" ", "")
-    if not text:
-        return None
-    low_text, separator, high_text = text.partition("-")
-    if not separator:
-        raise ValueError(f"{text!r}: write a range like 50-200, 100- or -80")
-    try:
-        low = int(low_text) if low_text else 0
-        high = int(high_text) if high_text else UNBOUNDED
-    except ValueError:
-        raise ValueError(f"{text!r}: the bounds must be whole numbers of tokens") from None
-    if low < 0 or high < low:
-        raise ValueError(f"{text!r}: the range is empty")
-    return (low, high)
-
-
-def format_length_range(value: tuple[int, int] | None) -> str:
-    if value is None:
-        return ""
-    low, high = value
-    return f"{low if low else ''}-{high if high < UNBOUNDED else ''}"
+__all__ = ["LengthFilterScreen", "format_length_range", "parse_length_range"]
 
 
 class LengthFilterScreen(ModalScreen[tuple[int, int] | None | bool]):

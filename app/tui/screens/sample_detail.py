@@ -1,15 +1,15 @@
 """One sample up close: its prompt and response, and its curve over the run's mean.
 
 Opened from the samples table. Keys switch the projection (q/k/v/o, gate/up/down when measured)
-and the statistic, so a user can see where in depth a hard sample departs from the rest.
+and the statistic, so a user can see where in depth a hard sample departs from the rest. The App
+opens it (on SampleOpened) with everything it shows: the run's record, the theme's darkness and
+the cache reader its curves are read through.
 """
 
 from __future__ import annotations
 
-from pathlib import Path
-from typing import Any, ClassVar
+from typing import TYPE_CHECKING, ClassVar
 
-from textual import work
 from textual.app import ComposeResult
 from textual.binding import Binding, BindingType
 from textual.containers import Horizontal, Vertical, VerticalScroll
@@ -18,9 +18,13 @@ from textual.widgets import Footer, Label, Static
 
 from layerscope.analysis.records import ATTENTION_PROJECTIONS, MATRIX_STATISTICS
 from layerscope.app.tui.errors import ReportsWorkerErrors, reported
+from layerscope.app.tui.format import number
 from layerscope.app.tui.messages import SampleCurveLoaded
-from layerscope.app.tui.widgets.comparison_table import number
 from layerscope.app.tui.widgets.sample_chart import SampleChart
+
+if TYPE_CHECKING:
+    from layerscope.analysis.cache import ResultsCache, RunInfo, SampleRow
+    from layerscope.app.tui.services.cache_reader import CacheReader
 
 
 class SampleDetailScreen(ReportsWorkerErrors, Screen[None]):
@@ -35,11 +39,24 @@ class SampleDetailScreen(ReportsWorkerErrors, Screen[None]):
         ),
     ]
 
-    def __init__(self, run_id: str, row: Any, run_label: str, metric: str = "nuclear_norm") -> None:
+    def __init__(
+        self,
+        reader: CacheReader,
+        run_id: str,
+        row: SampleRow,
+        run_label: str,
+        metric: str = "nuclear_norm",
+        *,
+        run: RunInfo | None = None,
+        dark: bool = True,
+    ) -> None:
         super().__init__()
+        self._reads = reader.channel(self, "sample-curve", exclusive=True)
         self.run_id = run_id
         self.row = row
         self.run_label = run_label
+        self.run = run
+        self.dark = dark
         self.metric = metric if metric in MATRIX_STATISTICS else "nuclear_norm"
         self.projections: tuple[str, ...] = ATTENTION_PROJECTIONS
         self.projection = "q"
@@ -62,43 +79,44 @@ class SampleDetailScreen(ReportsWorkerErrors, Screen[None]):
                     yield Static(row.instruction, id="sample-prompt", markup=False)
                     yield Label("Response", classes="section-title")
                     yield Static(row.output, id="sample-response", markup=False)
-                yield SampleChart(id="sample-chart")
+                yield SampleChart(dark=self.dark, id="sample-chart")
         yield Footer(compact=True)
 
     def on_mount(self) -> None:
-        run = getattr(self.app, "runs_by_id", {}).get(self.run_id)
+        run = self.run
         if run is not None and run.projections:
             self.projections = tuple(run.projections)
             if self.projection not in self.projections:
                 self.projection = self.projections[0]
         self._request()
 
+    def set_dark(self, dark: bool) -> None:
+        """The theme changed while the screen is open."""
+        self.dark = dark
+        self.query_one(SampleChart).set_dark(dark)
+
     def _request(self) -> None:
         chart = self.query_one(SampleChart)
         chart.placeholder = "Loading the sample's curve…"
-        db_path = Path(self.app.db_path)  # type: ignore[attr-defined]
-        self._load(db_path, self.run_id, self.row.index, self.metric, self.projection)
+        run_id, index, metric, projection = (
+            self.run_id,
+            self.row.index,
+            self.metric,
+            self.projection,
+        )
 
-    @work(thread=True, exclusive=True, group="sample-curve", exit_on_error=False)
-    def _load(self, db_path: Path, run_id: str, index: int, metric: str, projection: str) -> None:
-        from layerscope.analysis.cache import CacheError, ResultsCache
+        def query(cache: ResultsCache) -> SampleCurveLoaded:
+            sample = cache.sample_curve(run_id, index, metric, projection)
+            curves = cache.curves([run_id], metric, [projection])
+            mean = list(curves[0].mean) if curves else []
+            return SampleCurveLoaded(run_id, index, metric, projection, sample, mean)
 
-        try:
-            with ResultsCache(db_path) as cache:
-                sample = cache.sample_curve(run_id, index, metric, projection)
-                curves = cache.curves([run_id], metric, [projection])
-        except (CacheError, ValueError, OSError) as error:
-            self.post_message(
-                SampleCurveLoaded(run_id, index, metric, projection, [], [], error=str(error))
-            )
-            return
-        mean = list(curves[0].mean) if curves else []
-        self.post_message(SampleCurveLoaded(run_id, index, metric, projection, sample, mean))
+        self._reads.request(query, lambda: SampleCurveLoaded(run_id, index, metric, projection))
 
     @reported
     def on_sample_curve_loaded(self, message: SampleCurveLoaded) -> None:
         message.stop()
-        if (message.metric, message.projection) != (self.metric, self.projection):
+        if not self._reads.accept(message):
             return
         chart = self.query_one(SampleChart)
         if message.error:

@@ -1,28 +1,27 @@
 """The Chart tab: overlaid layer-wise curves of the selected runs, and their comparison table.
 
-Holds the view's choices (statistic, projections, interval, log scale, response-length filter),
-reads curves from the cache in a thread worker (a large cache must not freeze the keyboard) and
-hands them to the chart and the table. Reloads are coalesced: while one read is in flight,
-further requests (a batch landing every second during a run) only mark the view stale.
+Holds the view's choices (statistic, projections, interval, log scale) and shows what the App
+pushes into it: the runs known (for labels), the response-length filter (owned by the App),
+whether a computation is running and the theme's darkness. Curves are read through the cache
+reader's coalescing channel (a large cache must not freeze the keyboard, and a batch landing
+every second during a run only marks the view stale while a read is in flight). Asking for a
+length filter is a message: the App owns the filter and its dialog.
 """
 
 from __future__ import annotations
 
-from pathlib import Path
-from typing import Any, ClassVar
+from typing import TYPE_CHECKING, ClassVar
 
-from textual import work
 from textual.app import ComposeResult
 from textual.binding import Binding, BindingType
 from textual.containers import Vertical
 from textual.widgets import Static
-from textual.worker import Worker, WorkerState
 
 from layerscope.analysis.records import ATTENTION_PROJECTIONS, MLP_PROJECTIONS
+from layerscope.app.labels import run_labels
 from layerscope.app.tui.errors import ReportsWorkerErrors, reported
-from layerscope.app.tui.labels import run_labels
-from layerscope.app.tui.messages import ChartLoaded
-from layerscope.app.tui.screens.length_filter import LengthFilterScreen, format_length_range
+from layerscope.app.tui.format import format_length_range
+from layerscope.app.tui.messages import ChartLoaded, LengthFilterRequested
 from layerscope.app.tui.widgets.comparison_table import ComparisonTable
 from layerscope.app.tui.widgets.layer_chart import (
     BAND_LABELS,
@@ -34,6 +33,11 @@ from layerscope.app.tui.widgets.layer_chart import (
     ChartSeries,
     LayerChart,
 )
+
+if TYPE_CHECKING:
+    from layerscope.analysis.cache import LayerCurve, ResultsCache, RunInfo
+    from layerscope.analysis.compare import MadRow, RelativeDifferenceRow
+    from layerscope.app.tui.services.cache_reader import CacheReader
 
 # The order statistics are cycled in: the paper's headline statistics first.
 STATISTICS = (
@@ -85,8 +89,21 @@ class ComparePane(ReportsWorkerErrors, Vertical):
         ),
     ]
 
-    def __init__(self, *, id: str | None = None) -> None:
+    def __init__(
+        self,
+        reader: CacheReader,
+        *,
+        dark: bool = True,
+        mono: bool = False,
+        id: str | None = None,
+    ) -> None:
         super().__init__(id=id)
+        self._reads = reader.channel(self, "chart-load", coalesce=True)
+        self._reads.on_stale = self.reload
+        self.dark = dark
+        self.mono = mono  # NO_COLOR: runs told apart by marker
+        self.computing = False
+        self.runs_by_id: dict[str, RunInfo] = {}
         self.run_ids: list[str] = []
         self.metric = "nuclear_norm"
         self.shown_projections: set[str] = set(ATTENTION_PROJECTIONS)
@@ -95,9 +112,6 @@ class ComparePane(ReportsWorkerErrors, Vertical):
         self.length_range: tuple[int, int] | None = None
         self.labels: dict[str, str] = {}
         self.colours: dict[str, str] = {}
-        self._token = 0
-        self._loading = False
-        self._stale = False
 
     def compose(self) -> ComposeResult:
         yield Static("", id="chart-status", classes="status-line")
@@ -106,6 +120,26 @@ class ComparePane(ReportsWorkerErrors, Vertical):
 
     def on_mount(self) -> None:
         self._update_status()
+
+    # --- what the App pushes in ---------------------------------------------------------------
+
+    def set_runs(self, runs_by_id: dict[str, RunInfo]) -> None:
+        """The runs in the cache (labels, MLP check); the App reloads when overlaid ones change."""
+        self.runs_by_id = runs_by_id
+
+    def set_computing(self, computing: bool) -> None:
+        """Whether a computation is running (what an empty chart says)."""
+        self.computing = computing
+
+    def set_dark(self, dark: bool) -> None:
+        """The theme changed: redraw with the palette for it."""
+        self.dark = dark
+        self.reload()
+
+    def set_length_range(self, length_range: tuple[int, int] | None) -> None:
+        """The response-length filter (owned by the App) changed."""
+        self.length_range = length_range
+        self.reload()
 
     # --- what to show -----------------------------------------------------------------------
 
@@ -152,11 +186,10 @@ class ComparePane(ReportsWorkerErrors, Vertical):
         self.reload()
 
     def _has_mlp(self) -> bool:
-        runs = getattr(self.app, "runs_by_id", {})
         return any(
             p in MLP_PROJECTIONS
             for run_id in self.run_ids
-            for p in getattr(runs.get(run_id), "projections", ())
+            for p in getattr(self.runs_by_id.get(run_id), "projections", ())
         )
 
     def action_cycle_band(self) -> None:
@@ -169,14 +202,7 @@ class ComparePane(ReportsWorkerErrors, Vertical):
         self.reload()
 
     def action_length_filter(self) -> None:
-        def chosen(value: tuple[int, int] | bool | None) -> None:
-            if value is False:
-                return
-            self.length_range = value if isinstance(value, tuple) else None
-            self.app.length_range = self.length_range  # type: ignore[attr-defined]
-            self.reload()
-
-        self.app.push_screen(LengthFilterScreen(self.length_range), chosen)
+        self.post_message(LengthFilterRequested())
 
     # --- loading ----------------------------------------------------------------------------
 
@@ -184,71 +210,33 @@ class ComparePane(ReportsWorkerErrors, Vertical):
         """Read the curves again (now, or as soon as the read in flight ends)."""
         self._update_status()
         if not self.run_ids:
-            self._token += 1
+            self._reads.invalidate()
             self._show_empty()
             return
-        if self._loading:
-            self._stale = True
-            return
-        self._loading = True
-        self._stale = False
-        self._token += 1
-        self._load(
-            self._token,
-            Path(self.app.db_path),  # type: ignore[attr-defined]
-            list(self.run_ids),
-            self.metric,
-            self.projection_order(),
-            self.length_range,
-        )
+        run_ids = list(self.run_ids)
+        metric = self.metric
+        projections = self.projection_order()
+        length_range = self.length_range
 
-    @work(thread=True, group="chart-load", exit_on_error=False)
-    def _load(
-        self,
-        token: int,
-        db_path: Path,
-        run_ids: list[str],
-        metric: str,
-        projections: list[str],
-        length_range: tuple[int, int] | None,
-    ) -> None:
-        from layerscope.analysis.cache import CacheError, ResultsCache
-        from layerscope.analysis.compare import compare_runs
+        def query(cache: ResultsCache) -> ChartLoaded:
+            from layerscope.analysis.compare import compare_runs
 
-        try:
-            with ResultsCache(db_path) as cache:
-                # Runs of a request that have not started yet are not in the cache: skip them.
-                stored = {run.id for run in cache.runs()}
-                present = [run_id for run_id in run_ids if run_id in stored]
-                if not present:
-                    self.post_message(ChartLoaded(token, []))
-                    return
-                comparison = compare_runs(
-                    cache, present, metric, projections, response_tokens=length_range
-                )
-        except (CacheError, ValueError, OSError) as error:
-            self.post_message(ChartLoaded(token, [], error=str(error)))
-            return
-        self.post_message(
-            ChartLoaded(token, comparison.curves, comparison.mad, comparison.relative)
-        )
+            # Runs of a request that have not started yet are not in the cache: skip them.
+            stored = {run.id for run in cache.runs()}
+            present = [run_id for run_id in run_ids if run_id in stored]
+            if not present:
+                return ChartLoaded()
+            comparison = compare_runs(
+                cache, present, metric, projections, response_tokens=length_range
+            )
+            return ChartLoaded(comparison.curves, comparison.mad, comparison.relative)
 
-    def on_worker_state_changed(self, event: Worker.StateChanged) -> None:
-        super().on_worker_state_changed(event)
-        if event.worker.group == "chart-load" and event.state in (
-            WorkerState.ERROR,
-            WorkerState.CANCELLED,
-        ):
-            self._loading = False  # a failed read must not block the next ones
+        self._reads.request(query, ChartLoaded)
 
     @reported
     def on_chart_loaded(self, message: ChartLoaded) -> None:
         message.stop()
-        self._loading = False
-        if self._stale:
-            self.reload()
-            return
-        if message.token != self._token:
+        if not self._reads.accept(message):
             return
         if message.error:
             self.query_one(LayerChart).placeholder = f"Could not read the curves: {message.error}"
@@ -260,13 +248,17 @@ class ComparePane(ReportsWorkerErrors, Vertical):
         self.query_one(LayerChart).show([], [], self.metric, self.band, self.log_scale)
         self.query_one(ComparisonTable).show([], [], {}, {}, None)
 
-    def _show(self, curves: list[Any], mad_rows: list[Any], differences: list[Any]) -> None:
-        runs = getattr(self.app, "runs_by_id", {})
+    def _show(
+        self,
+        curves: list[LayerCurve],
+        mad_rows: list[MadRow],
+        differences: list[RelativeDifferenceRow],
+    ) -> None:
+        runs = self.runs_by_id
         known = [runs[run_id] for run_id in self.run_ids if run_id in runs]
         self.labels = run_labels(known)
-        dark = bool(getattr(self.app.current_theme, "dark", True))
-        palette = DARK_PALETTE if dark else LIGHT_PALETTE
-        mono = bool(getattr(self.app, "no_color", False))
+        palette = DARK_PALETTE if self.dark else LIGHT_PALETTE
+        mono = self.mono
         self.colours = {}
         markers: dict[str, str] = {}
         for position, run_id in enumerate(self.run_ids):
@@ -287,7 +279,7 @@ class ComparePane(ReportsWorkerErrors, Vertical):
         chart = self.query_one(LayerChart)
         if not self.run_ids:
             chart.placeholder = "Select runs to compare (Runs tab, space) or start a run (r)."
-        elif getattr(self.app, "computing", False):
+        elif self.computing:
             chart.placeholder = "Computing: the curves appear here as batches land."
         else:
             chart.placeholder = "No data for these runs (or none in this length range)."

@@ -7,25 +7,17 @@ layers where that difference is largest. Run names are coloured like their curve
 
 from __future__ import annotations
 
-import math
 from collections.abc import Sequence
 from typing import Any
 
 from rich.text import Text
 from textual.widgets import DataTable
 
-from layerscope.app.tui.widgets.layer_chart import rich_colour
+from layerscope.app.tui.format import number, rich_colour
+
+__all__ = ["ComparisonTable", "number"]
 
 COLUMNS = ("run", "proj", "MAD all", "early", "middle", "late", "rel.diff", "largest at layers")
-
-
-def number(value: float, digits: int = 4) -> str:
-    """A compact number for a table cell: 4 significant digits, '-' when not finite."""
-    if value is None or not math.isfinite(value):
-        return "-"
-    if value != 0 and (abs(value) >= 1e5 or abs(value) < 1e-3):
-        return f"{value:.{digits - 1}e}"
-    return f"{value:.{digits}g}"
 
 
 class ComparisonTable(DataTable):

@@ -1,25 +1,28 @@
 """The Cosines tab: a run's layer-by-layer gradient cosine similarity, one projection at a time.
 
 Blocks of layers whose gradients point the same way show up as warm squares; the heatmap is the
-mean over the run's samples, which the cache keeps as running sums (cheap to read).
+mean over the run's samples, which the cache keeps as running sums (cheap to read). Reads go
+through the cache reader; the runs known (for the status line) are pushed in by the App.
 """
 
 from __future__ import annotations
 
-from pathlib import Path
-from typing import ClassVar
+from typing import TYPE_CHECKING, ClassVar
 
-from textual import work
 from textual.app import ComposeResult
 from textual.binding import Binding, BindingType
 from textual.containers import Vertical
 from textual.widgets import Static
 
 from layerscope.analysis.records import ATTENTION_PROJECTIONS, MLP_PROJECTIONS
+from layerscope.app.labels import full_label
 from layerscope.app.tui.errors import ReportsWorkerErrors, reported
-from layerscope.app.tui.labels import full_label
 from layerscope.app.tui.messages import CosinesLoaded
 from layerscope.app.tui.widgets.cosine_heatmap import CosineHeatmap
+
+if TYPE_CHECKING:
+    from layerscope.analysis.cache import ResultsCache, RunInfo
+    from layerscope.app.tui.services.cache_reader import CacheReader
 
 PROJECTION_GROUP = Binding.Group("Projection ", compact=True)
 
@@ -43,11 +46,12 @@ class CosinePane(ReportsWorkerErrors, Vertical):
         Binding("d", "projection('down')", "Show MLP down", show=False, id="cosines.down"),
     ]
 
-    def __init__(self, *, id: str | None = None) -> None:
+    def __init__(self, reader: CacheReader, *, id: str | None = None) -> None:
         super().__init__(id=id)
+        self._reads = reader.channel(self, "cosines-load")
+        self.runs_by_id: dict[str, RunInfo] = {}
         self.run_id: str | None = None
         self.projection = "q"
-        self._token = 0
 
     def compose(self) -> ComposeResult:
         yield Static("", id="cosine-status", classes="status-line")
@@ -55,6 +59,10 @@ class CosinePane(ReportsWorkerErrors, Vertical):
 
     def on_mount(self) -> None:
         self._update_status()
+
+    def set_runs(self, runs_by_id: dict[str, RunInfo]) -> None:
+        """The runs in the cache (for the status line's name of the run)."""
+        self.runs_by_id = runs_by_id
 
     def show_run(self, run_id: str | None, refresh: bool = False) -> None:
         """Show this run's heatmap (read again when `refresh`: the run is still growing)."""
@@ -70,31 +78,24 @@ class CosinePane(ReportsWorkerErrors, Vertical):
         self.reload()
 
     def reload(self) -> None:
-        self._token += 1
         self._update_status()
         heatmap = self.query_one(CosineHeatmap)
         if self.run_id is None:
+            self._reads.invalidate()
             heatmap.placeholder = "No run chosen: pick one in the Runs tab (h)."
             heatmap.show([], "")
             return
-        self._load(self._token, Path(self.app.db_path), self.run_id, self.projection)  # type: ignore[attr-defined]
+        run_id, projection = self.run_id, self.projection
 
-    @work(thread=True, group="cosines-load", exit_on_error=False)
-    def _load(self, token: int, db_path: Path, run_id: str, projection: str) -> None:
-        from layerscope.analysis.cache import CacheError, ResultsCache
+        def query(cache: ResultsCache) -> CosinesLoaded:
+            return CosinesLoaded(run_id, projection, cache.layer_cosines(run_id, projection))
 
-        try:
-            with ResultsCache(db_path) as cache:
-                matrix = cache.layer_cosines(run_id, projection)
-        except (CacheError, ValueError, OSError) as error:
-            self.post_message(CosinesLoaded(token, run_id, projection, [], error=str(error)))
-            return
-        self.post_message(CosinesLoaded(token, run_id, projection, matrix))
+        self._reads.request(query, lambda: CosinesLoaded(run_id, projection))
 
     @reported
     def on_cosines_loaded(self, message: CosinesLoaded) -> None:
         message.stop()
-        if message.token != self._token:
+        if not self._reads.accept(message):
             return
         heatmap = self.query_one(CosineHeatmap)
         if message.error:
@@ -113,7 +114,7 @@ class CosinePane(ReportsWorkerErrors, Vertical):
         if self.run_id is None:
             status.update("No run chosen.")
             return
-        run = getattr(self.app, "runs_by_id", {}).get(self.run_id)
+        run = self.runs_by_id.get(self.run_id)
         name = full_label(run) if run is not None else self.run_id[:12]
         status.update(f"[b]{name}[/b] · projection {self.projection} (q k v o to switch)")
 

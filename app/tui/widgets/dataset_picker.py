@@ -4,13 +4,14 @@ The bundled samples, recently used datasets and a path field (a .json/.jsonl fil
 the paper's layout, or a .toml manifest), validated as you type with the dataset reader's own
 one-line errors. Response types are a multi-select list with their sample counts and, for the
 chosen model and settings, whether they are already in the cache (complete or partial): a user
-sees before pressing a key what will be computed and what is only read.
+sees before pressing a key what will be computed and what is only read. Reading a dataset runs
+in a thread worker that posts DatasetDiscovered to the picker, handled on the UI thread.
 """
 
 from __future__ import annotations
 
 from collections.abc import Sequence
-from typing import Any
+from typing import TYPE_CHECKING
 
 from rich.text import Text
 from textual import on, work
@@ -21,7 +22,10 @@ from textual.widgets.option_list import Option
 from textual.widgets.selection_list import Selection
 
 from layerscope.app.tui.errors import ReportsWorkerErrors
-from layerscope.app.tui.messages import DatasetChosen
+from layerscope.app.tui.messages import DatasetChosen, DatasetDiscovered
+
+if TYPE_CHECKING:
+    from layerscope.analysis.datasets import ResponseTypeSource
 
 # What a newcomer gets preselected: the paper's fast vs slow thinking comparison.
 DEFAULT_TYPES = ("none_cot", "simplified_cot", "detailed_cot")
@@ -42,7 +46,7 @@ class DatasetPicker(ReportsWorkerErrors, Vertical):
         self.dataset = initial
         self.initial_types = list(types) if types else None
         self.recent = [item for item in recent if item]
-        self.sources: list[Any] = []
+        self.sources: list[ResponseTypeSource] = []
         self.counts: dict[str, int] = {}
         self.cached: dict[str, tuple[int, int, bool]] = {}  # type -> (cached, total, complete)
         self._entries: list[tuple[str, str]] = []
@@ -114,12 +118,19 @@ class DatasetPicker(ReportsWorkerErrors, Vertical):
             sources = discover_sources(path)
             counts = {source.response_type: count_samples(source) for source in sources}
         except (DatasetError, OSError, ValueError) as error:
-            self.app.call_from_thread(self._failed, spec, str(error), typed)
+            self.post_message(DatasetDiscovered(spec, typed, error=str(error)))
             return
         except Exception as error:  # whatever a strange file does, say it inline
-            self.app.call_from_thread(self._failed, spec, f"{spec}: {error!r}", typed)
+            self.post_message(DatasetDiscovered(spec, typed, error=f"{spec}: {error!r}"))
             return
-        self.app.call_from_thread(self._found, spec, sources, counts, typed)
+        self.post_message(DatasetDiscovered(spec, typed, sources, counts))
+
+    def on_dataset_discovered(self, message: DatasetDiscovered) -> None:
+        message.stop()
+        if message.error is not None:
+            self._failed(message.spec, message.error, message.typed)
+        else:
+            self._found(message.spec, message.sources, message.counts, message.typed)
 
     def _failed(self, spec: str, message: str, typed: bool) -> None:
         line = self.query_one("#dataset-check", Static)
@@ -129,7 +140,9 @@ class DatasetPicker(ReportsWorkerErrors, Vertical):
             self.sources = []
             self._fill_types()
 
-    def _found(self, spec: str, sources: list[Any], counts: dict[str, int], typed: bool) -> None:
+    def _found(
+        self, spec: str, sources: list[ResponseTypeSource], counts: dict[str, int], typed: bool
+    ) -> None:
         if typed:
             self.query_one("#dataset-list", OptionList).highlighted = None
         previous = set(self.types) if self.sources else None

@@ -13,6 +13,7 @@ from typing import Literal
 
 from rich.text import Text
 
+from layerscope.app.tui.format import rich_colour
 from layerscope.app.tui.widgets.plotext_chart import PlotextChart
 
 BandMode = Literal["none", "band", "bars"]
@@ -24,29 +25,6 @@ DARK_PALETTE = ("blue+", "red+", "green+", "magenta+", "cyan+", "orange+", "gray
 LIGHT_PALETTE = ("blue", "red", "green", "magenta", "cyan", "orange", "gray", "black")
 # Without colour, runs are told apart by their marker instead.
 MONO_MARKERS = ("braille", "•", "x", "+", "*", "o", "#", "%")
-_ANSI_CODES = {
-    "black": 0,
-    "red": 1,
-    "green": 2,
-    "orange": 3,
-    "blue": 4,
-    "magenta": 5,
-    "cyan": 6,
-    "white": 7,
-    "gray": 8,
-    "red+": 9,
-    "green+": 10,
-    "orange+": 11,
-    "blue+": 12,
-    "magenta+": 13,
-    "cyan+": 14,
-    "gray+": 15,
-}
-
-
-def rich_colour(plotext_colour: str) -> str:
-    """The rich style colour of a plotext palette colour (for legends in tables)."""
-    return f"color({_ANSI_CODES.get(plotext_colour, 7)})"
 
 
 def panel_grid(panels: int, width: int, height: int) -> tuple[int, int]:

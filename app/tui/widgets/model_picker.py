@@ -3,13 +3,14 @@
 Everything here reads files only (config.json, tokenizer_config.json): no torch, so the list and
 the as-you-type validation ("not a folder", "no config.json", "not a causal LM") are instant and
 work even where torch is broken. The instruct mode is offered only when the tokenizer has a chat
-template, since instruct mode formats samples with it.
+template, since instruct mode formats samples with it. The scan and the checks run in thread
+workers that post ModelsListed / ModelChecked to the picker, handled on the UI thread.
 """
 
 from __future__ import annotations
 
 from collections.abc import Sequence
-from typing import Any
+from typing import TYPE_CHECKING
 
 from rich.text import Text
 from textual import on, work
@@ -19,7 +20,10 @@ from textual.widgets import Input, Label, OptionList, RadioButton, RadioSet, Sta
 from textual.widgets.option_list import Option
 
 from layerscope.app.tui.errors import ReportsWorkerErrors
-from layerscope.app.tui.messages import ModelChosen
+from layerscope.app.tui.messages import ModelChecked, ModelChosen, ModelsListed
+
+if TYPE_CHECKING:
+    from layerscope.analysis.models import ModelCheck
 
 
 def human_size(size_bytes: int) -> str:
@@ -34,7 +38,7 @@ def human_size(size_bytes: int) -> str:
     return ""
 
 
-def describe_check(check: Any) -> str:
+def describe_check(check: ModelCheck) -> str:
     """'llama, 4 layers, 7.9 MB, chat template' from a ModelCheck."""
     parts = [check.model_type or "?"]
     if check.num_layers:
@@ -102,7 +106,11 @@ class ModelPicker(ReportsWorkerErrors, Vertical):
                 details.append(human_size(model.size_bytes))
             recent = " recent," if model.name in self.recent else ""
             entries.append((model.name, f"HF cache,{recent} " + ", ".join(details)))
-        self.app.call_from_thread(self._fill, entries)
+        self.post_message(ModelsListed(entries))
+
+    def on_models_listed(self, message: ModelsListed) -> None:
+        message.stop()
+        self._fill(message.entries)
 
     def _fill(self, entries: list[tuple[str, str]]) -> None:
         self._entries = entries
@@ -151,9 +159,13 @@ class ModelPicker(ReportsWorkerErrors, Vertical):
             from layerscope.analysis.models import ModelCheck
 
             check = ModelCheck(False, f"{spec}: {error!r}")
-        self.app.call_from_thread(self._checked, spec, check, typed)
+        self.post_message(ModelChecked(spec, check, typed))
 
-    def _checked(self, spec: str, check: Any, typed: bool) -> None:
+    def on_model_checked(self, message: ModelChecked) -> None:
+        message.stop()
+        self._checked(message.spec, message.check, message.typed)
+
+    def _checked(self, spec: str, check: ModelCheck, typed: bool) -> None:
         line = self.query_one("#model-check", Static)
         if typed and not check.ok:
             line.update(Text.assemble(("✗ ", "bold red"), (check.message, "red")))

@@ -5,13 +5,16 @@ its own plotext figure (plotext's module-level figure is shared global state), k
 draws on itself, and `replot()` clears the figure, calls `plot()` again and refreshes. Rendering
 converts plotext's ANSI output with `Text.from_ansi`, so colours follow the terminal's palette
 (256 colours at most: fine inside tmux and over plain SSH).
+
+plotext is imported when a figure is first needed (the first chart drawn), not when this module
+is imported: the explorer opens on the Setup tab, and importing plotext was a third of its
+start-up imports before any chart is shown.
 """
 
 from __future__ import annotations
 
 from typing import Any
 
-from plotext._figure import _figure_class
 from rich.text import Text
 from textual.app import RenderResult
 from textual.widget import Widget
@@ -29,9 +32,18 @@ class PlotextChart(Widget):
         disabled: bool = False,
     ) -> None:
         super().__init__(name=name, id=id, classes=classes, disabled=disabled)
-        self._figure: Any = _figure_class()
+        self._figure_object: Any = None
         self._built: tuple[tuple[int, int], Text] | None = None
         self._figure_dims = (80, 24)  # the figure's size while plot() runs
+
+    @property
+    def _figure(self) -> Any:
+        """The widget's own plotext figure, made (and plotext imported) on first use."""
+        if self._figure_object is None:
+            from plotext._figure import _figure_class
+
+            self._figure_object = _figure_class()
+        return self._figure_object
 
     @property
     def plt(self) -> Any:
@@ -56,7 +68,8 @@ class PlotextChart(Widget):
 
     def replot(self) -> None:
         """Redraw from the widget's data: clear the figure, plot, refresh."""
-        self._figure.clear_figure()
+        if self._figure_object is not None:
+            self._figure_object.clear_figure()
         self._built = None
         self.refresh()
 

@@ -15,7 +15,7 @@ from textual.binding import Binding, BindingType
 from textual.widgets import Tree
 from textual.widgets.tree import TreeNode
 
-from layerscope.app.tui.labels import short_model
+from layerscope.app.labels import short_model
 from layerscope.app.tui.messages import ComparisonChanged, RunFocused
 
 STATUS_STYLES = {

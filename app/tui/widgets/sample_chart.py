@@ -1,6 +1,7 @@
 """One sample's layer-wise curve drawn over its run's mean (the sample detail view).
 
-Shows at a glance whether a hard sample is hard everywhere or only in some layers.
+Shows at a glance whether a hard sample is hard everywhere or only in some layers. The screen
+that shows it says whether the theme is dark (the colours of the two curves depend on it).
 """
 
 from __future__ import annotations
@@ -13,8 +14,9 @@ from layerscope.app.tui.widgets.plotext_chart import PlotextChart
 class SampleChart(PlotextChart):
     """Two curves over layers: the sample and the run's mean."""
 
-    def __init__(self, *, id: str | None = None) -> None:
+    def __init__(self, *, dark: bool = True, id: str | None = None) -> None:
         super().__init__(id=id)
+        self.dark = dark
         self.sample: list[float] = []
         self.mean: list[float] = []
         self.title = ""
@@ -26,11 +28,15 @@ class SampleChart(PlotextChart):
         self.title = title
         self.replot()
 
+    def set_dark(self, dark: bool) -> None:
+        self.dark = dark
+        self.replot()
+
     def empty_message(self) -> str | None:
         return None if self.sample else self.placeholder
 
     def plot(self) -> None:
-        dark = bool(getattr(self.app.current_theme, "dark", True))
+        dark = self.dark
         figure = self.plt
         figure.theme("clear")
         figure.title(self.title)

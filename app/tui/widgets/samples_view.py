@@ -3,25 +3,28 @@
 This is how a user finds the samples a model finds hardest: sort by loss (or nuclear norm,
 effective rank, response length, ...) and open one to read it and see its curve over the run's
 mean. Sorting happens in the cache (SQL), so a run of thousands of samples sorts instantly and
-only the first rows are drawn.
+only the first rows are drawn. Reads go through the cache reader; the runs known and the
+response-length filter are pushed in by the App, and opening a sample is a message (the App
+shows the detail screen: widgets do not import screens).
 """
 
 from __future__ import annotations
 
-from pathlib import Path
-from typing import Any, ClassVar
+from typing import TYPE_CHECKING, ClassVar
 
-from textual import work
 from textual.app import ComposeResult
 from textual.binding import Binding, BindingType
 from textual.containers import Vertical
 from textual.widgets import DataTable, Static
 
+from layerscope.app.labels import full_label
 from layerscope.app.tui.errors import ReportsWorkerErrors, reported
-from layerscope.app.tui.labels import full_label
-from layerscope.app.tui.messages import SamplesLoaded
-from layerscope.app.tui.screens.sample_detail import SampleDetailScreen
-from layerscope.app.tui.widgets.comparison_table import number
+from layerscope.app.tui.format import number
+from layerscope.app.tui.messages import SampleOpened, SamplesLoaded
+
+if TYPE_CHECKING:
+    from layerscope.analysis.cache import ResultsCache, RunInfo, SampleRow
+    from layerscope.app.tui.services.cache_reader import CacheReader
 
 ROW_LIMIT = 500
 BASE_COLUMNS = (
@@ -65,13 +68,15 @@ class SamplesPane(ReportsWorkerErrors, Vertical):
         ),
     ]
 
-    def __init__(self, *, id: str | None = None) -> None:
+    def __init__(self, reader: CacheReader, *, id: str | None = None) -> None:
         super().__init__(id=id)
+        self._reads = reader.channel(self, "samples-load")
+        self.runs_by_id: dict[str, RunInfo] = {}
+        self.length_range: tuple[int, int] | None = None
         self.run_id: str | None = None
         self.sort_by = "loss"
         self.descending = True
-        self.rows: list[Any] = []
-        self._token = 0
+        self.rows: list[SampleRow] = []
 
     def compose(self) -> ComposeResult:
         yield Static("", id="samples-status", classes="status-line")
@@ -88,6 +93,18 @@ class SamplesPane(ReportsWorkerErrors, Vertical):
             table.add_column(key, key=key)
         self._update_status()
 
+    def set_runs(self, runs_by_id: dict[str, RunInfo]) -> None:
+        """The runs in the cache (for the status line and the detail screen's title)."""
+        self.runs_by_id = runs_by_id
+
+    def set_length_range(self, length_range: tuple[int, int] | None) -> None:
+        """The response-length filter (owned by the App): read again when it changed."""
+        if length_range == self.length_range:
+            return
+        self.length_range = length_range
+        if self.run_id is not None:
+            self.reload()
+
     def show_run(self, run_id: str | None, refresh: bool = False) -> None:
         """Show this run's samples (read again when `refresh`: the run is still growing)."""
         if run_id == self.run_id and self.rows and not refresh:
@@ -96,52 +113,31 @@ class SamplesPane(ReportsWorkerErrors, Vertical):
         self.reload()
 
     def reload(self) -> None:
-        self._token += 1
         self._update_status()
         if self.run_id is None:
+            self._reads.invalidate()
             self.rows = []
             self.query_one(DataTable).clear()
             return
-        length = getattr(self.app, "length_range", None)
-        self._load(
-            self._token,
-            Path(self.app.db_path),  # type: ignore[attr-defined]
-            self.run_id,
-            self.sort_by,
-            self.descending,
-            length,
-        )
+        run_id, sort_by, descending = self.run_id, self.sort_by, self.descending
+        length = self.length_range
 
-    @work(thread=True, group="samples-load", exit_on_error=False)
-    def _load(
-        self,
-        token: int,
-        db_path: Path,
-        run_id: str,
-        sort_by: str,
-        descending: bool,
-        length: tuple[int, int] | None,
-    ) -> None:
-        from layerscope.analysis.cache import CacheError, ResultsCache
+        def query(cache: ResultsCache) -> SamplesLoaded:
+            rows = cache.samples(
+                run_id,
+                sort_by=sort_by,
+                descending=descending,
+                limit=ROW_LIMIT,
+                response_tokens=length,
+            )
+            return SamplesLoaded(run_id, rows)
 
-        try:
-            with ResultsCache(db_path) as cache:
-                rows = cache.samples(
-                    run_id,
-                    sort_by=sort_by,
-                    descending=descending,
-                    limit=ROW_LIMIT,
-                    response_tokens=length,
-                )
-        except (CacheError, ValueError, OSError) as error:
-            self.post_message(SamplesLoaded(token, run_id, [], error=str(error)))
-            return
-        self.post_message(SamplesLoaded(token, run_id, rows))
+        self._reads.request(query, lambda: SamplesLoaded(run_id))
 
     @reported
     def on_samples_loaded(self, message: SamplesLoaded) -> None:
         message.stop()
-        if message.token != self._token:
+        if not self._reads.accept(message):
             return
         if message.error:
             self.notify(f"Could not read the samples: {message.error}", severity="error")
@@ -167,8 +163,7 @@ class SamplesPane(ReportsWorkerErrors, Vertical):
         if self.run_id is None:
             status.update("No run chosen: pick one in the Runs tab (s) or run something (r).")
             return
-        runs = getattr(self.app, "runs_by_id", {})
-        run = runs.get(self.run_id)
+        run = self.runs_by_id.get(self.run_id)
         name = full_label(run) if run is not None else self.run_id[:12]
         arrow = "↓" if self.descending else "↑"
         status.update(
@@ -198,12 +193,8 @@ class SamplesPane(ReportsWorkerErrors, Vertical):
         if not self.rows or self.run_id is None:
             return
         row = self.rows[min(table.cursor_coordinate.row, len(self.rows) - 1)]
-        runs = getattr(self.app, "runs_by_id", {})
-        run = runs.get(self.run_id)
         metric = self.sort_by if self.sort_by in STAT_COLUMNS else "nuclear_norm"
-        self.app.push_screen(
-            SampleDetailScreen(self.run_id, row, full_label(run) if run else self.run_id, metric)
-        )
+        self.post_message(SampleOpened(self.run_id, row, metric))
 
     def on_data_table_cell_selected(self, event: DataTable.CellSelected) -> None:
         event.stop()

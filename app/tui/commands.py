@@ -1,0 +1,166 @@
+"""The explorer's whole-screen commands: export what is shown, the help screen, the palette.
+
+Why apart from app.py: each of these reads several tabs (export) or every binding table (help,
+palette) and none of it is about routing messages, which is what the App is for. They take the
+App as their argument and use only its public parts (query_one, notify, push_screen, actions).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+from textual.app import SystemCommand
+from textual.binding import Binding
+from textual.widgets import TabbedContent
+
+from layerscope.app.tui.widgets.compare_view import STATISTICS, ComparePane
+from layerscope.app.tui.widgets.cosine_view import CosinePane
+from layerscope.app.tui.widgets.log_panel import LogPanel
+from layerscope.app.tui.widgets.runs_browser import RunsBrowser
+from layerscope.app.tui.widgets.samples_view import SamplesPane
+
+if TYPE_CHECKING:
+    from layerscope.analysis.cache import RunInfo
+    from layerscope.app.tui.app import LayerscopeApp
+
+
+# --- export --------------------------------------------------------------------------------
+
+
+def export_shown(app: LayerscopeApp) -> None:
+    """Ask for a folder and write what the current tab shows (chart as text, tables as CSV)."""
+    from layerscope.app.tui.screens.export_dialog import ExportDialog
+
+    tab = app.query_one(TabbedContent).active
+    texts: dict[str, str] = {}
+    tables: dict[str, list[list[str]]] = {}
+    if tab == "chart":
+        pane = app.query_one(ComparePane)
+        texts[f"chart-{pane.metric}"] = pane.export_chart_text()
+        tables[f"comparison-{pane.metric}"] = pane.export_table_rows()
+    elif tab == "samples":
+        samples = app.query_one(SamplesPane)
+        tables[f"samples-{(samples.run_id or 'none')[:12]}"] = samples.export_rows()
+    elif tab == "cosines":
+        cosines = app.query_one(CosinePane)
+        tables[f"cosines-{(cosines.run_id or 'none')[:12]}-{cosines.projection}"] = (
+            cosines.export_rows()
+        )
+    elif tab == "runs":
+        tables["runs"] = runs_rows(app.runs_by_id.values())
+    elif tab == "log":
+        texts["log"] = "\n".join(app.query_one(LogPanel).lines_recorded) + "\n"
+    else:
+        app.notify("Nothing to export on this tab: go to Chart, Samples, Cosines or Runs.")
+        return
+    what = ", ".join([f"{name}.txt" for name in texts] + [f"{name}.csv" for name in tables])
+
+    def chosen(folder: str | None) -> None:
+        if folder is None:
+            return
+        from layerscope.app.tui.export import write_exports
+
+        try:
+            written = write_exports(Path(folder), texts, tables)
+        except OSError as error:
+            app.report_problem("Export failed", f"{folder}: {error.strerror or error}")
+            return
+        app.notify("Wrote " + ", ".join(str(path) for path in written), title="Exported")
+        app.query_one(LogPanel).record("exported " + ", ".join(map(str, written)))
+
+    app.push_screen(ExportDialog(what, "layerscope-export"), chosen)
+
+
+def runs_rows(runs: Iterable[RunInfo]) -> list[list[str]]:
+    """The Runs tab as CSV rows (header first)."""
+    rows = [["id", "model", "dataset", "response_type", "mode", "status", "done", "total"]]
+    for run in runs:
+        rows.append(
+            [
+                run.id,
+                run.model,
+                run.dataset,
+                run.response_type,
+                run.mode,
+                run.status,
+                str(run.samples_done),
+                str(run.samples_total),
+            ]
+        )
+    return rows
+
+
+# --- help ----------------------------------------------------------------------------------
+
+
+def bindings_of(owner: Any) -> list[Binding]:
+    """The bindings of a class that have an id and a description (what help lists)."""
+    return [
+        item
+        for item in owner.BINDINGS
+        if isinstance(item, Binding) and item.id and item.description
+    ]
+
+
+def help_sections(app: LayerscopeApp) -> list[tuple[str, list[Binding]]]:
+    """Every key, area by area, from the live binding tables."""
+    from layerscope.app.tui.screens.sample_detail import SampleDetailScreen
+
+    palette = Binding(
+        "ctrl+p", "command_palette", "Command palette: every action by name", id="help.palette"
+    )
+    return [
+        ("Everywhere", [*bindings_of(app), palette]),
+        ("Chart tab", bindings_of(ComparePane)),
+        ("Runs tab", bindings_of(RunsBrowser)),
+        ("Samples tab", bindings_of(SamplesPane)),
+        ("Cosines tab", bindings_of(CosinePane)),
+        ("Sample detail", bindings_of(SampleDetailScreen)),
+    ]
+
+
+# --- the command palette -------------------------------------------------------------------
+
+
+def palette_commands(
+    app: LayerscopeApp, tabs: Iterable[tuple[str, str]]
+) -> Iterable[SystemCommand]:
+    """The explorer's own entries of the command palette (after Textual's)."""
+    yield SystemCommand("Run", "Compute the checked response types (r)", app.action_run)
+    yield SystemCommand("Cancel run", "Stop after the current batch (c)", app.action_cancel)
+    yield SystemCommand("Export", "Write what is on screen to files (e)", app.action_export)
+    yield SystemCommand("Help", "Keys and what each tab is for (?)", app.action_help)
+    yield SystemCommand(
+        "Toggle light/dark",
+        "Switch between the light and dark theme (t)",
+        app.action_toggle_theme,
+    )
+    for position, (tab, title) in enumerate(tabs, start=1):
+        yield SystemCommand(
+            f"Go to {title}",
+            f"Show the {title} tab ({position})",
+            lambda t=tab: app.action_show_tab(t),
+        )
+    pane = app.query_one(ComparePane)
+
+    def show_statistic(metric: str) -> None:
+        pane.set_metric(metric)
+        app.action_show_tab("chart")
+
+    for metric in STATISTICS:
+        yield SystemCommand(
+            f"Chart statistic: {metric}",
+            "Show this statistic in the chart (s cycles)",
+            lambda m=metric: show_statistic(m),
+        )
+    yield SystemCommand("Chart: log scale", "Toggle the log y axis (l)", pane.action_toggle_log)
+    yield SystemCommand("Chart: interval", "Band, error bars or none (b)", pane.action_cycle_band)
+    yield SystemCommand(
+        "Chart: response-length filter",
+        "Restrict to a token range (f)",
+        pane.action_length_filter,
+    )
+    yield SystemCommand("Chart: MLP", "Show or hide gate/up/down (m)", pane.action_toggle_mlp)
+    yield SystemCommand("Refresh runs", "Read the cache again now", app.scan_cache)

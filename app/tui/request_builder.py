@@ -1,0 +1,43 @@
+"""From the Setup tab's picks to a run request, and to the picks remembered for next time.
+
+Why one function: what a run request is made of (and what is remembered of it) is one rule,
+used by both the plan (the cached-status column) and the run. The settings themselves are the
+settings record's: this module only checks that the picks are usable and names what is not.
+"""
+
+from __future__ import annotations
+
+from typing import TYPE_CHECKING
+
+from layerscope.analysis.errors import one_line
+from layerscope.app.tui.state import LastPicks
+
+if TYPE_CHECKING:
+    from layerscope.analysis.runner import RunRequest
+    from layerscope.app.tui.widgets.setup_view import Picks
+
+
+def build_request(picks: Picks, *, require_types: bool = True) -> tuple[RunRequest, LastPicks]:
+    """The RunRequest for these picks and the LastPicks to remember; ValueError for the user.
+
+    The settings are the record's (:mod:`layerscope.analysis.settings`), checked by
+    ``RunRequest.from_settings``; a rejected one is named as the form names it.
+    """
+    from layerscope.analysis.settings import SettingError
+
+    try:
+        from layerscope.analysis.runner import RunRequest
+    except ImportError as error:
+        raise ValueError(f"computing is not available: {one_line(error)}") from None
+    if not picks.model_ok:
+        raise ValueError(f"model {picks.model!r} is not usable (see the Setup tab)")
+    if not picks.dataset_ok:
+        raise ValueError(f"dataset {picks.dataset!r} is not readable (see the Setup tab)")
+    if require_types and not picks.types:
+        raise ValueError("check at least one response type (space in the list)")
+    try:
+        request = RunRequest.from_settings(picks.model, picks.dataset, picks.types, picks.values)
+    except SettingError as error:
+        raise ValueError(error.describe(lambda item: item.title)) from None
+    remembered = LastPicks(picks.model, picks.dataset, picks.types, dict(picks.values))
+    return request, remembered

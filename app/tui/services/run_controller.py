@@ -1,0 +1,148 @@
+"""Computing and planning in the background: the compute worker, its cancel events, the plan.
+
+Owns everything about a run request after it was built: the request ids, the cancel Event of
+each running request (the engine checks it between batches, so cancelling keeps every finished
+sample), the thread worker that turns the runner's progress generator into RunStarted /
+RunProgressed / ProblemReported / RunEnded messages, and the debounced plan worker behind the
+Setup tab's "cached / partial" column (PlanComputed).
+
+Why a service and not App methods: the App only decides what a message means for the screen;
+how work is started, cancelled and reported is one concern with one owner, testable by its
+messages. A request is planned once: the runner's `execute(on_plan=)` reports the plan it
+computes anyway, and that becomes RunStarted. The runner module is imported inside the workers,
+when work starts, so that neither torch nor the runner is imported at start-up.
+"""
+
+from __future__ import annotations
+
+import threading
+from collections.abc import Callable
+from pathlib import Path
+from typing import TYPE_CHECKING
+
+from layerscope.analysis.errors import one_line
+from layerscope.app.tui.messages import (
+    PlanComputed,
+    ProblemReported,
+    RunEnded,
+    RunProgressed,
+    RunStarted,
+)
+
+if TYPE_CHECKING:
+    from textual.dom import DOMNode
+    from textual.timer import Timer
+
+    from layerscope.analysis.runner import PlannedRun, RunRequest
+
+PLAN_DELAY = 0.3  # seconds of quiet picking before the cache status is planned
+
+
+class RunController:
+    """Starts compute and plan workers on `node` (the App) and posts their messages to it."""
+
+    def __init__(self, node: DOMNode, db_path: Path, plan_delay: float = PLAN_DELAY) -> None:
+        self.node = node
+        self.db_path = db_path
+        self.plan_delay = plan_delay
+        self._request_id = 0
+        self._active: dict[int, threading.Event] = {}
+        self._plan_token = 0
+        self._plan_timer: Timer | None = None
+
+    # --- computing ---------------------------------------------------------------------------
+
+    @property
+    def computing(self) -> bool:
+        """Whether a compute worker is running (until its RunEnded was handled)."""
+        return bool(self._active)
+
+    def start(self, request: RunRequest, description: str) -> int:
+        """Compute `request` in a thread worker; returns the request id its messages carry."""
+        self._request_id += 1
+        request_id = self._request_id
+        cancel = threading.Event()
+        self._active[request_id] = cancel
+        node = self.node
+        db_path = self.db_path
+
+        def compute() -> None:
+            outcome = "complete"
+            message = ""
+            try:
+                from layerscope.analysis.runner import execute
+
+                def planned(runs: list[PlannedRun]) -> None:
+                    node.post_message(RunStarted(request_id, description, runs))
+
+                for progress in execute(request, db_path=db_path, cancel=cancel, on_plan=planned):
+                    node.post_message(RunProgressed(request_id, progress))
+                    if progress.status == "failed":
+                        outcome = "failed"
+                        message = progress.message or f"{progress.response_type} failed"
+                        node.post_message(ProblemReported("Run failed", message))
+                    elif progress.message and progress.status == "running":
+                        node.post_message(
+                            ProblemReported(progress.response_type, progress.message, "warning")
+                        )
+                if cancel.is_set() and outcome != "failed":
+                    outcome = "cancelled"
+            except Exception as error:  # out of memory, a model that fails to load, a bad file
+                outcome = "failed"
+                message = one_line(error)
+                node.post_message(ProblemReported("Run failed", message))
+            node.post_message(RunEnded(request_id, outcome, message))
+
+        node.run_worker(compute, thread=True, group="compute", exit_on_error=False)
+        return request_id
+
+    def ended(self, request_id: int) -> None:
+        """The App handled this request's RunEnded: it no longer counts as computing."""
+        self._active.pop(request_id, None)
+
+    def cancel(self) -> bool:
+        """Ask every running request to stop after its current batch; False if none runs."""
+        if not self._active:
+            return False
+        for event in self._active.values():
+            event.set()
+        return True
+
+    # --- planning ----------------------------------------------------------------------------
+
+    def schedule_plan(self, make_request: Callable[[], RunRequest | None]) -> None:
+        """Plan `make_request()` once picking has been quiet for `plan_delay` seconds.
+
+        `make_request` is called then (None: the picks are incomplete, nothing to plan).
+        """
+        if self._plan_timer is not None:
+            self._plan_timer.stop()
+        self._plan_timer = self.node.set_timer(
+            self.plan_delay, lambda: self._start_plan(make_request)
+        )
+
+    def _start_plan(self, make_request: Callable[[], RunRequest | None]) -> None:
+        self._plan_timer = None
+        request = make_request()
+        if request is None:
+            return
+        self._plan_token += 1
+        token = self._plan_token
+        node = self.node
+        db_path = self.db_path
+
+        def plan_worker() -> None:
+            try:
+                from layerscope.analysis.runner import plan
+
+                planned = plan(request, db_path)
+            except Exception as error:  # a plan is advisory: show why, never fail
+                node.post_message(PlanComputed(token, [], error=one_line(error)))
+                return
+            node.post_message(PlanComputed(token, planned))
+
+        node.run_worker(plan_worker, thread=True, exclusive=True, group="plan", exit_on_error=False)
+
+    def is_current(self, message: PlanComputed) -> bool:
+        """Whether a plan result belongs to the newest picks (older ones are dropped)."""
+        return message.token == self._plan_token
