@@ -52,6 +52,8 @@ def test_the_tree_keeps_its_contracts(tmp_path):
         ("analysis/cache/reads.py", "import layerscope.analysis.planning", "Layers"),
         # the headless core never imports the UI
         ("analysis/compare.py", "import layerscope.app.labels", "analysis/ never imports"),
+        # widgets never import screens (a widget posts a message; the App opens the screen)
+        ("app/tui/widgets/samples_view.py", "import layerscope.app.tui.screens.help", "Explorer"),
         # the CLI reaches the explorer only to launch it
         ("app/cli/output.py", "import layerscope.app.tui.app", "The CLI never imports"),
     ],

@@ -8,6 +8,7 @@ handles). Starting the explorer must not import plotext: charts import it when f
 from __future__ import annotations
 
 import ast
+import os
 import subprocess
 import sys
 from pathlib import Path
@@ -48,3 +49,34 @@ def test_starting_the_explorer_does_not_import_plotext():
     result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True)
     assert result.returncode == 0, result.stderr[-2000:]
     assert result.stdout.strip() == "False"
+
+
+def test_quitting_before_the_tabs_are_filled_is_clean(tmp_path):
+    """The tabs are filled right after the first frame; a user who quits at once (or a script
+    that exits on the first frame) must not get a traceback."""
+    script = (
+        "import asyncio\n"
+        "from layerscope.app.tui.app import LayerscopeApp\n"
+        "async def first_frame(pilot):\n"
+        "    painted = asyncio.Event()\n"
+        "    pilot.app.call_after_refresh(painted.set)\n"
+        "    await painted.wait()\n"
+        "    pilot.app.exit()\n"
+        "LayerscopeApp().run(headless=True, size=(100, 32), auto_pilot=first_frame)\n"
+        "print('EXITED CLEANLY')\n"
+    )
+    env = {
+        "LAYERSCOPE_DB": str(tmp_path / "results.duckdb"),
+        "LAYERSCOPE_STATE": str(tmp_path / "state.json"),
+        "HF_HUB_CACHE": str(tmp_path / "hub"),
+    }
+    result = subprocess.run(
+        [sys.executable, "-c", script],
+        capture_output=True,
+        text=True,
+        timeout=120,
+        env={**os.environ, **env},
+    )
+    assert result.returncode == 0, result.stderr
+    assert "Error" not in result.stdout + result.stderr
+    assert result.stdout.strip().endswith("EXITED CLEANLY")

@@ -48,6 +48,7 @@ import duckdb
 
 from layerscope.analysis.cache.schema import SCHEMA_VERSION, apply_migrations, schema_version
 from layerscope.analysis.errors import one_line
+from layerscope.analysis.locations import default_db_path as default_db_path
 
 __all__ = [
     "CacheError",
@@ -92,15 +93,6 @@ class UnknownRunError(CacheError, KeyError):
 
 class NoFile(Exception):
     """Reading a cache file that does not exist yet: every read answers "nothing stored"."""
-
-
-def default_db_path() -> Path:
-    """``$LAYERSCOPE_DB``, else ``$XDG_CACHE_HOME/layerscope/results.duckdb``."""
-    env = os.environ.get("LAYERSCOPE_DB")
-    if env:
-        return Path(env).expanduser()
-    base = os.environ.get("XDG_CACHE_HOME") or str(Path.home() / ".cache")
-    return Path(base).expanduser() / "layerscope" / "results.duckdb"
 
 
 def default_lock_timeout() -> float:

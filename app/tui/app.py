@@ -138,7 +138,7 @@ class LayerscopeApp(App[None]):
         poll_seconds: float = POLL_SECONDS,
     ) -> None:
         super().__init__()
-        from layerscope.analysis.cache import default_db_path
+        from layerscope.analysis.locations import default_db_path
 
         self.db_path = Path(db).expanduser() if db else default_db_path()
         self.state_path = default_state_path(self.db_path)
@@ -187,7 +187,19 @@ class LayerscopeApp(App[None]):
         self.call_after_refresh(self.call_later, self._mount_browse_tabs)
 
     async def _mount_browse_tabs(self) -> None:
-        """After the first frame: the browsing tabs, then the cache scan that fills them."""
+        """After the first frame: the browsing tabs, then the cache scan that fills them.
+
+        A user who quits at once closes the panes before they are filled: nothing to do then.
+        """
+        from textual.widget import MountError
+
+        try:
+            await self._fill_tabs()
+        except MountError:
+            if not (self._exit or self._closing):  # not quitting: a real error
+                raise
+
+    async def _fill_tabs(self) -> None:
         from layerscope.app.tui.widgets.setup_view import SetupPane
 
         setup = SetupPane(
