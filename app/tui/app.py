@@ -29,7 +29,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, ClassVar
 
 from textual.app import App, ComposeResult, SystemCommand
-from textual.binding import Binding, BindingType
+from textual.binding import BindingType
 from textual.css.query import NoMatches
 from textual.screen import Screen
 from textual.widgets import Button, Footer, TabbedContent, TabPane
@@ -38,6 +38,14 @@ from textual.worker import Worker, WorkerState
 from layerscope.analysis.errors import one_line
 from layerscope.app.tui.browse_tabs import BrowseTabs
 from layerscope.app.tui.errors import reported
+from layerscope.app.tui.keys import (
+    APP_BINDINGS,
+    DARK_THEME,
+    LIGHT_THEME,
+    POLL_SECONDS,
+    PROGRESS_LINGER,
+    TABS,
+)
 from layerscope.app.tui.messages import (
     CacheScanned,
     ComparisonChanged,
@@ -69,20 +77,6 @@ if TYPE_CHECKING:
     from layerscope.analysis.runner import RunRequest
     from layerscope.app.tui.widgets.setup_view import SetupPane
 
-TABS = (
-    ("setup", "Setup"),
-    ("runs", "Runs"),
-    ("chart", "Chart"),
-    ("cosines", "Cosines"),
-    ("samples", "Samples"),
-    ("log", "Log"),
-)
-TAB_GROUP = Binding.Group("Tabs", compact=True)
-DARK_THEME = "textual-dark"
-LIGHT_THEME = "textual-light"
-POLL_SECONDS = 2.0
-PROGRESS_LINGER = 8.0  # seconds the bars of a completed run stay up
-
 
 class LayerscopeApp(App[None]):
     """The explorer. `db` is the results cache file; `model`/`dataset` preselect the pickers."""
@@ -90,45 +84,7 @@ class LayerscopeApp(App[None]):
     # Absolute, so that subclasses defined elsewhere still find the styles.
     CSS_PATH: ClassVar[str] = str(Path(__file__).parent / "layerscope.tcss")
     TITLE = "layerscope"
-    BINDINGS: ClassVar[list[BindingType]] = [
-        Binding(
-            "question_mark,f1",
-            "help",
-            "Help",
-            key_display="?",
-            tooltip="This help: keys and what each tab is for (also F1)",
-            id="app.help",
-        ),
-        Binding("r", "run", "Run", tooltip="Compute the checked response types", id="app.run"),
-        Binding(
-            "c",
-            "cancel",
-            "Cancel",
-            tooltip="Stop the run after the current batch (finished samples are kept)",
-            id="app.cancel",
-        ),
-        *(
-            # Not in the footer: the tab titles show their numbers.
-            Binding(
-                str(n),
-                f"show_tab('{tab}')",
-                f"{title} tab",
-                show=False,
-                group=TAB_GROUP,
-                id=f"app.tab_{tab}",
-            )
-            for n, (tab, title) in enumerate(TABS, start=1)
-        ),
-        Binding(
-            "e",
-            "export",
-            "Export",
-            tooltip="Write what is on screen: chart as text, tables as CSV",
-            id="app.export",
-        ),
-        Binding("t", "toggle_theme", "Theme", tooltip="Light or dark theme", id="app.theme"),
-        Binding("ctrl+q", "quit", "Quit", priority=True, id="app.quit"),
-    ]
+    BINDINGS: ClassVar[list[BindingType]] = APP_BINDINGS
 
     def __init__(
         self,
