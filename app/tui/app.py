@@ -73,7 +73,7 @@ if TYPE_CHECKING:
 
     from textual.theme import Theme
 
-    from layerscope.analysis.cache import RunInfo
+    from layerscope.analysis.records import RunInfo
     from layerscope.analysis.runner import RunRequest
     from layerscope.app.tui.widgets.setup_view import SetupPane
 

@@ -22,7 +22,7 @@ from layerscope.app.tui.widgets.runs_browser import RunsBrowser
 from layerscope.app.tui.widgets.samples_view import SamplesPane
 
 if TYPE_CHECKING:
-    from layerscope.analysis.cache import RunInfo
+    from layerscope.analysis.records import RunInfo
     from layerscope.app.tui.app import LayerscopeApp
 
 

@@ -15,10 +15,10 @@ from typing import TYPE_CHECKING
 from textual.message import Message
 
 if TYPE_CHECKING:
-    from layerscope.analysis.cache import LayerCurve, RunInfo, SampleRow
     from layerscope.analysis.compare import MadRow, RelativeDifferenceRow
     from layerscope.analysis.datasets import ResponseTypeSource
     from layerscope.analysis.models import ModelCheck
+    from layerscope.analysis.records import LayerCurve, RunInfo, SampleRow
     from layerscope.analysis.runner import PlannedRun, RunProgress
 
 

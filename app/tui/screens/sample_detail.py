@@ -23,7 +23,8 @@ from layerscope.app.tui.messages import SampleCurveLoaded
 from layerscope.app.tui.widgets.sample_chart import SampleChart
 
 if TYPE_CHECKING:
-    from layerscope.analysis.cache import ResultsCache, RunInfo, SampleRow
+    from layerscope.analysis.cache import ResultsCache
+    from layerscope.analysis.records import RunInfo, SampleRow
     from layerscope.app.tui.services.cache_reader import CacheReader
 
 

@@ -35,8 +35,9 @@ from layerscope.app.tui.widgets.layer_chart import (
 )
 
 if TYPE_CHECKING:
-    from layerscope.analysis.cache import LayerCurve, ResultsCache, RunInfo
+    from layerscope.analysis.cache import ResultsCache
     from layerscope.analysis.compare import MadRow, RelativeDifferenceRow
+    from layerscope.analysis.records import LayerCurve, RunInfo
     from layerscope.app.tui.services.cache_reader import CacheReader
 
 # The order statistics are cycled in: the paper's headline statistics first.

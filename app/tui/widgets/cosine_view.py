@@ -21,7 +21,8 @@ from layerscope.app.tui.messages import CosinesLoaded
 from layerscope.app.tui.widgets.cosine_heatmap import CosineHeatmap
 
 if TYPE_CHECKING:
-    from layerscope.analysis.cache import ResultsCache, RunInfo
+    from layerscope.analysis.cache import ResultsCache
+    from layerscope.analysis.records import RunInfo
     from layerscope.app.tui.services.cache_reader import CacheReader
 
 PROJECTION_GROUP = Binding.Group("Projection ", compact=True)

@@ -23,7 +23,8 @@ from layerscope.app.tui.format import number
 from layerscope.app.tui.messages import SampleOpened, SamplesLoaded
 
 if TYPE_CHECKING:
-    from layerscope.analysis.cache import ResultsCache, RunInfo, SampleRow
+    from layerscope.analysis.cache import ResultsCache
+    from layerscope.analysis.records import RunInfo, SampleRow
     from layerscope.app.tui.services.cache_reader import CacheReader
 
 ROW_LIMIT = 500
