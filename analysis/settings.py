@@ -29,6 +29,7 @@ __all__ = [
     "SETTINGS",
     "Setting",
     "SettingError",
+    "Surface",
     "check_values",
     "keyed_names",
     "offered",
@@ -253,8 +254,7 @@ SETTINGS: tuple[Setting, ...] = (
         "text",
         "auto",
         "request",
-        _ALL,
-        choices=(),  # any torch device; the form offers DEVICE_SUGGESTIONS
+        _ALL,  # any torch device: no fixed choices; the form offers DEVICE_SUGGESTIONS
     ),
     Setting(
         "modules",

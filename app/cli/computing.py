@@ -17,7 +17,7 @@ import sys
 import threading
 from typing import TYPE_CHECKING, Any
 
-from layerscope.analysis.settings import SettingError
+from layerscope.analysis.settings import SettingError, Surface
 from layerscope.app.cli import output
 from layerscope.app.cli.arguments import PROG, UsageError, flag_name, names, setting_values
 
@@ -48,7 +48,7 @@ def check_instruct(model: str, mode: str) -> None:
 
 
 def build_request(
-    args: argparse.Namespace, surface: Any, types: list[str] | None = None
+    args: argparse.Namespace, surface: Surface, types: list[str] | None = None
 ) -> RunRequest:
     """The run request of a computing command; a rejected setting is a usage error."""
     from layerscope.analysis.runner import RunRequest
