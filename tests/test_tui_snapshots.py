@@ -8,9 +8,11 @@ and look at the report before committing.
 
 from __future__ import annotations
 
+import contextlib
 from pathlib import Path
 
 import pytest
+from textual.widgets import DataTable
 from textual.worker import WorkerCancelled
 from tui_synthetic import fill_cache
 
@@ -31,16 +33,22 @@ def runs(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> dict[str, str]:
 
 
 async def settle(pilot) -> None:
-    for _ in range(3):
-        try:
+    """Until nothing is left to do: no worker running (a read may start another, e.g. a
+    coalesced rescan), no animation, and no DataTable with column sizing pending (it sizes its
+    auto-width columns when it next goes idle, after the rows landed; a screenshot before that
+    catches the widths of the previous content). Conditions, not times: a busy machine only
+    waits longer."""
+    for _ in range(1000):
+        with contextlib.suppress(WorkerCancelled):
             await pilot.app.workers.wait_for_complete()
-        except WorkerCancelled:
-            continue
         await pilot.pause()
-    await pilot.wait_for_scheduled_animations()
-    # DataTable sizes its auto-width columns when it next goes idle, after the rows landed;
-    # without this the screenshot can catch the widths of the previous content.
-    await pilot.pause(0.1)
+        await pilot.wait_for_scheduled_animations()
+        tables = list(pilot.app.screen.query(DataTable))
+        sizing = any(t._require_update_dimensions or t._updated_cells for t in tables)
+        working = any(worker.is_running for worker in pilot.app.workers)
+        if not sizing and not working:
+            break
+    await pilot.pause()
 
 
 def go_to(*run_ids: str):
