@@ -1,0 +1,7 @@
+"""Catalogue cases: cache."""
+
+from __future__ import annotations
+
+from bad_inputs import Case
+
+CASES: list[Case] = []

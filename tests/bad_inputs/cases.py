@@ -1,0 +1,12 @@
+"""Every case of the catalogue, joined from the area modules (one table, one test)."""
+
+from __future__ import annotations
+
+from bad_inputs import Case
+from bad_inputs.cache_cases import CASES as CACHE
+from bad_inputs.export_cases import CASES as EXPORT
+from bad_inputs.handled_cases import CASES as HANDLED
+from bad_inputs.import_cases import CASES as IMPORT
+from bad_inputs.option_cases import CASES as OPTIONS
+
+CASES: list[Case] = [*HANDLED, *EXPORT, *IMPORT, *CACHE, *OPTIONS]

@@ -1,0 +1,7 @@
+"""Catalogue cases: import."""
+
+from __future__ import annotations
+
+from bad_inputs import Case
+
+CASES: list[Case] = []
