@@ -46,6 +46,7 @@ __all__ = [
     "PlannedRun",
     "RunRequest",
     "RunnerError",
+    "check_device",
     "model_identity",
     "plan",
     "plan_jobs",
@@ -145,6 +146,35 @@ def select_samples(samples: Sequence[Sample], limit: int | None, seed: int | Non
 
 def _cuda_guess() -> bool:
     return any(Path(p).exists() for p in ("/dev/nvidiactl", "/dev/nvidia0"))
+
+
+def _nvidia_devices() -> int:
+    return sum(1 for p in Path("/dev").glob("nvidia[0-9]*") if p.name[6:].isdigit())
+
+
+def check_device(device: str) -> None:
+    """Refuse a CUDA device this machine does not have, before any cache look-up or loading.
+
+    Asks torch when it is imported (execution), otherwise the NVIDIA device files, so that a
+    request answered from the cache (which never imports torch) is refused the same way: an
+    impossible request must never say "cached". The loader asks torch again when it loads.
+    """
+    if not device.startswith("cuda"):
+        return
+    index = int(device.partition(":")[2] or 0)
+    if "torch" in sys.modules:
+        import torch
+
+        available = torch.cuda.device_count() if torch.cuda.is_available() else 0
+    else:
+        available = _nvidia_devices() if _cuda_guess() else 0
+    if available == 0:
+        raise RunnerError(f"--device {device}: CUDA is not available on this machine")
+    if index >= available:
+        raise RunnerError(
+            f"--device {device}: this machine has {available} CUDA device(s), "
+            f"cuda:0 to cuda:{available - 1}"
+        )
 
 
 def resolve_dtype(dtype: str, device: str, allow_torch: bool = True) -> str:

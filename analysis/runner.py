@@ -38,6 +38,7 @@ from layerscope.analysis.planning import (
     PlannedRun,
     RunnerError,
     RunRequest,
+    check_device,
     model_identity,
     plan,
     plan_jobs,
@@ -204,6 +205,7 @@ def execute(
     one-line message. Closing the generator (or KeyboardInterrupt) marks the current run
     cancelled; its stored batches stay and the next call resumes after them.
     """
+    check_device(request.device)  # before the cache is asked: an impossible request is refused
     cache = ResultsCache(db_path)
     identity = model_identity(request.model)
     dtype = resolve_dtype(request.dtype, request.device, allow_torch=True)

@@ -14,6 +14,7 @@ data, no torch, no UI.
 
 from __future__ import annotations
 
+import re
 from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass
 from typing import Any, Literal
@@ -92,6 +93,8 @@ class Setting:
     quick_default: Any = None
     label: str = ""  # the form's compact label; the title when empty
     placeholder: str = ""  # the form's text for an empty optional value
+    # A text setting's grammar: (regular expression of the whole value, what it allows).
+    pattern: tuple[str, str] | None = None
 
     @property
     def flag(self) -> str:
@@ -153,6 +156,8 @@ class Setting:
             raise SettingError(self, f"expected text, got {value!r}")
         elif self.choices and value not in self.choices:
             raise SettingError(self, f"choose one of {', '.join(self.choices)}, not {value!r}")
+        elif self.pattern is not None and not re.fullmatch(self.pattern[0], value):
+            raise SettingError(self, f"expected {self.pattern[1]}, not {value!r}")
         return value
 
 
@@ -255,6 +260,10 @@ SETTINGS: tuple[Setting, ...] = (
         "auto",
         "request",
         _ALL,  # any torch device: no fixed choices; the form offers DEVICE_SUGGESTIONS
+        pattern=(
+            r"auto|cpu|(cuda|mps|xpu|hpu|npu)(:\d+)?",
+            "auto, cpu, mps, cuda or cuda:N (also xpu, hpu, npu)",
+        ),
     ),
     Setting(
         "modules",

@@ -123,3 +123,35 @@ def test_sigkill_mid_run_with_a_concurrent_reader_then_resume(tmp_path, model_fo
     assert (info.status, info.samples_done, info.samples_total) == ("complete", SAMPLES, SAMPLES)
     assert_stored_once(db, info.id, SAMPLES)
     assert len(info.provenance["sessions"]) == 2
+
+
+def test_sigterm_stops_after_the_batch_and_exits_143(tmp_path, model_folder):  # noqa: F811
+    """SIGTERM (what a batch scheduler sends) stops cleanly like Ctrl-C, with the shell's
+    status for it: 128 + 15."""
+    data = write_dataset(tmp_path / "data", SAMPLES)
+    db = tmp_path / "c.duckdb"
+    writer = subprocess.Popen(
+        compute_command(model_folder, data, db),
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
+    cache = ResultsCache(db, lock_timeout=20)
+    deadline = time.monotonic() + 180
+    try:
+        while not (runs := cache.runs()) or runs[0].samples_done < 2:
+            assert time.monotonic() < deadline, "compute made no progress"
+            assert writer.poll() is None, f"compute ended early: {writer.stderr.read()}"
+            time.sleep(0.05)
+        writer.send_signal(signal.SIGTERM)
+        out, err = writer.communicate(timeout=120)
+    finally:
+        if writer.poll() is None:
+            writer.kill()
+            writer.wait()
+    assert writer.returncode == 128 + signal.SIGTERM, err
+    assert "stopping after the current batch" in err
+    info = cache.runs()[0]
+    assert info.status == "cancelled"
+    assert out.split() == [info.id]
+    assert 2 <= assert_stored_once(db, info.id) < SAMPLES

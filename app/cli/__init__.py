@@ -10,7 +10,7 @@ settings record), :mod:`.computing` and :mod:`.browsing` (one function per comma
 ``analysis/``), :mod:`.output` (rendering). Conventions every command keeps: ``--help``;
 ``--db`` (also before the command); progress bars on stderr for long work (stdout stays clean
 for scripts: run ids, tables, JSON); exit status 0 on success, 1 for a runtime error, 2 for a
-usage error, 130 when interrupted; and every error is one line ``layerscope: error: ...`` on
+usage error, 130 when interrupted (143 when stopped by SIGTERM); and every error is one line ``layerscope: error: ...`` on
 stderr, never a traceback (set ``LAYERSCOPE_DEBUG=1`` to get one). Browsing commands (runs,
 show, export, import) never import torch.
 """

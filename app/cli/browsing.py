@@ -61,6 +61,19 @@ def _no_samples(
     return f"no measured samples in run(s) {ids}"
 
 
+def _check_projections(infos: Sequence[RunInfo], chosen: Sequence[str] | None) -> None:
+    """Refuse a --proj a run did not measure, saying what it did measure."""
+    for info in infos:
+        missing = [p for p in chosen or () if p not in info.projections]
+        if missing:
+            modules = info.settings.get("modules")
+            how = f" (computed with --modules {modules})" if modules else ""
+            raise UsageError(
+                f"--proj {','.join(chosen or ())}: run {info.short_id} has no "
+                f"{', '.join(missing)} matrices{how}; it has {','.join(info.projections)}"
+            )
+
+
 def report(
     cache: ResultsCache,
     infos: Sequence[RunInfo],
@@ -74,6 +87,7 @@ def report(
 
     metric = metric_name(args.metric)
     chosen = projections(args.proj)
+    _check_projections(infos, chosen)
     tokens = getattr(args, "tokens", None)
     comparison = compare_runs(cache, [i.id for i in infos], metric, chosen, tokens, pairs)
     labels = run_labels(infos)

@@ -24,7 +24,7 @@ from layerscope.app.cli.arguments import PROG, UsageError, flag_name, names, set
 if TYPE_CHECKING:
     from layerscope.analysis.runner import RunProgress, RunRequest
 
-EXIT_INTERRUPTED = 130
+EXIT_INTERRUPTED = 130  # 128 + SIGINT, the shell's convention; a SIGTERM exits 143
 
 
 def quiet_loading(quiet: bool) -> None:
@@ -67,11 +67,19 @@ class Cancellation:
 
     def __init__(self) -> None:
         self.event = threading.Event()
+        self.signal: int | None = None  # the first signal that asked to stop
         self._previous: dict[int, Any] = {}
+
+    @property
+    def exit_status(self) -> int:
+        """128 + the signal that stopped the run (130 for Ctrl-C, 143 for SIGTERM)."""
+        return 128 + (self.signal if self.signal is not None else signal.SIGINT)
 
     def _handle(self, signum: int, _frame: Any) -> None:
         if self.event.is_set() and signum == signal.SIGINT:
             raise KeyboardInterrupt
+        if self.signal is None:
+            self.signal = signum
         self.event.set()
         print(
             f"{PROG}: stopping after the current batch (Ctrl-C again to stop now)",
@@ -91,9 +99,9 @@ class Cancellation:
 
 def execute_with_progress(
     request: RunRequest, db: str | None, quiet: bool
-) -> tuple[list[RunProgress], bool]:
-    """Run a request with progress bars; the final progress per run and whether it was
-    cancelled."""
+) -> tuple[list[RunProgress], int | None]:
+    """Run a request with progress bars; the final progress per run and, when a signal
+    cancelled it, the exit status to end with (None otherwise)."""
     from rich.progress import (
         BarColumn,
         MofNCompleteColumn,
@@ -138,7 +146,7 @@ def execute_with_progress(
             if update.message and update.status == "running":
                 progress.console.print(f"{update.dataset}/{update.response_type}: {update.message}")
             finals[update.run_id] = update
-        cancelled = cancellation.event.is_set()
+        cancelled = cancellation.exit_status if cancellation.event.is_set() else None
     return list(finals.values()), cancelled
 
 
@@ -160,9 +168,9 @@ def cmd_compute(args: argparse.Namespace) -> int:
             f"{final.run_id[:12]}  {final.dataset}/{final.response_type}  {final.status}  "
             f"{final.done}/{final.total}{suffix}"
         )
-    if cancelled:
+    if cancelled is not None:
         err.print("cancelled: finished batches are stored; run the same command to resume")
-        return EXIT_INTERRUPTED
+        return cancelled
     return 0
 
 
@@ -186,9 +194,9 @@ def cmd_check(args: argparse.Namespace) -> int:
     except ProfileError as error:
         raise UsageError(str(error)) from None
     finals, cancelled = execute_with_progress(request, args.db, args.quiet)
-    if cancelled:
+    if cancelled is not None:
         print(f"{PROG}: cancelled; run the same command to resume", file=sys.stderr)
-        return EXIT_INTERRUPTED
+        return cancelled
     cache = ResultsCache(args.db)
     by_type = {final.response_type: final.run_id for final in finals}
     infos = [cache.run(by_type[t]) for t in request.types if t in by_type]
