@@ -249,6 +249,9 @@ def _file_fingerprint(path: Path) -> str:
 
 def model_identity(spec: str) -> dict[str, Any]:
     """The model's identity for cache keys: name, config hash, weights fingerprint (no torch)."""
+    check = inspect_model_path(spec)  # "not a model folder" before "config.json unreadable"
+    if not check.ok:
+        raise ModelLoadError(check.message)
     source = resolve_model_spec(spec)
     try:
         config = _read_config(source.path)
@@ -324,6 +327,19 @@ class LoadedModel:
         return bool(getattr(self.tokenizer, "chat_template", None))
 
 
+# Files one of which a loadable tokenizer comes from (fast, SentencePiece, BPE, WordPiece).
+_TOKENIZER_FILES = ("tokenizer.json", "tokenizer.model", "spiece.model", "vocab.json", "vocab.txt")
+
+
+def _tokenizer_failure(spec: str, folder: Path, error: Exception) -> str:
+    if not any((folder / name).is_file() for name in _TOKENIZER_FILES):
+        return (
+            f"model {spec!r} has no tokenizer: none of {', '.join(_TOKENIZER_FILES)} in "
+            f"{folder}; copy the tokenizer files of the model it was trained from into it"
+        )
+    return f"model {spec!r}: its tokenizer failed to load: {one_line(error)}"
+
+
 def load_model(
     spec: str,
     dtype: str = "auto",
@@ -347,6 +363,9 @@ def load_model(
 
     try:
         tokenizer = AutoTokenizer.from_pretrained(source.path, trust_remote_code=trust_remote_code)
+    except Exception as error:  # transformers' message lists files; say what is missing
+        raise ModelLoadError(_tokenizer_failure(spec, source.path, error)) from error
+    try:
         model: Any = AutoModelForCausalLM.from_pretrained(
             source.path, dtype=torch_dtype, trust_remote_code=trust_remote_code
         )

@@ -28,8 +28,9 @@ EXIT_INTERRUPTED = 130  # 128 + SIGINT, the shell's convention; a SIGTERM exits 
 
 
 def quiet_loading(quiet: bool) -> None:
-    """--quiet also silences the loader's own progress bar ("Loading weights")."""
-    if not quiet:
+    """--quiet, or a stderr that is no terminal, also silences the loader's own progress bar
+    ("Loading weights"), which would otherwise write its frames into a log file."""
+    if not quiet and sys.stderr.isatty():
         return
     os.environ["HF_HUB_DISABLE_PROGRESS_BARS"] = "1"  # read when transformers is imported
     if "transformers" in sys.modules:
@@ -121,9 +122,13 @@ def execute_with_progress(
         TimeRemainingColumn(),
         TextColumn("{task.fields[loss]}"),
     )
+    err = output.console(stderr=True)
+    # Bars only where someone watches them: redirected to a file, Rich would write one final
+    # frame (an empty line when nothing ran); the summaries below say what happened.
+    bars = not quiet and err.is_terminal
     with (
         Cancellation() as cancellation,
-        Progress(*columns, console=output.console(stderr=True), disable=quiet) as progress,
+        Progress(*columns, console=err, disable=not bars) as progress,
     ):
         tasks: dict[str, Any] = {}
         for update in execute(request, db_path=db, cancel=cancellation.event):

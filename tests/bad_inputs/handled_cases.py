@@ -81,3 +81,92 @@ CASES: list[Case] = [
         ("--limit",),
     ),
 ]
+
+
+def _without_tokenizer(world: World) -> str:
+    folder = world.model_copy("no-tokenizer")
+    for file in folder.iterdir():
+        if file.name.startswith(("tokenizer", "special_tokens", "vocab", "merges")):
+            file.unlink()
+    return str(folder)
+
+
+def _truncated_weights(world: World) -> str:
+    folder = world.model_copy("truncated")
+    weights = folder / "model.safetensors"
+    weights.write_bytes(weights.read_bytes()[:1000])
+    return str(folder)
+
+
+def _bad_config(world: World) -> str:
+    folder = world.model_copy("bad-config")
+    (folder / "config.json").write_text('{"model_type": "llama", ')
+    return str(folder)
+
+
+def _encoder(world: World) -> str:
+    folder = world.model_copy("encoder")
+    (folder / "config.json").write_text('{"model_type": "bert", "architectures": ["BertModel"]}')
+    return str(folder)
+
+
+def _empty_folder(world: World) -> str:
+    folder = world.root / "empty-model"
+    folder.mkdir()
+    return str(folder)
+
+
+def _model_case(name: str, make, *names: str):
+    """The same broken model through compute, check and describe: the same kind of answer."""
+    return [
+        Case(
+            f"model-{name}-compute",
+            lambda w: ["compute", "--model", make(w), "--dataset", w.dataset, "--db", w.db],
+            1,
+            names,
+        ),
+        Case(
+            f"model-{name}-check",
+            lambda w: ["check", make(w), "--dataset", "math", "--limit", "1", "--db", w.db],
+            1,
+            names,
+        ),
+        Case(f"model-{name}-describe", lambda w: ["describe", "--model", make(w)], 1, names),
+    ]
+
+
+CASES += [
+    *_model_case("empty-folder", _empty_folder, "empty-model", "not a Hugging Face model folder"),
+    *_model_case("bad-config", _bad_config, "bad-config", "config.json"),
+    *_model_case("encoder-only", _encoder, "encoder", "not a causal LM"),
+]
+CASES += [
+    Case(
+        "model-no-tokenizer-compute",
+        lambda w: [
+            "compute",
+            "--model",
+            _without_tokenizer(w),
+            "--dataset",
+            w.dataset,
+            "--db",
+            w.db,
+        ],
+        1,
+        ("no-tokenizer", "has no tokenizer", "tokenizer.json"),
+    ),
+    Case(
+        "model-truncated-weights-compute",
+        lambda w: [
+            "compute",
+            "--model",
+            _truncated_weights(w),
+            "--dataset",
+            w.dataset,
+            "--db",
+            w.db,
+        ],
+        1,
+        ("truncated", "failed to load"),
+    ),
+]
