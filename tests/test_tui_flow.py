@@ -7,6 +7,7 @@ then they cancel a run mid-way and start it again, which resumes instead of reco
 
 from __future__ import annotations
 
+import asyncio
 import contextlib
 import threading
 from pathlib import Path
@@ -91,6 +92,36 @@ async def test_first_start_preselects_tiny_and_math_and_one_key_gives_charts(db:
         chart = app.query_one(LayerChart)
         assert {s.label for s in chart.series} == {"none_cot", "simplified_cot", "detailed_cot"}
         assert "(chart could not be drawn" not in chart.as_text(100, 24)
+
+
+async def test_r_before_the_tabs_are_filled_runs_once_they_are(db: Path, monkeypatch):
+    """On a busy machine a key can arrive before the tabs are filled (right after the first
+    frame); an r pressed then must not be lost (it was: "Still starting", the flow stayed on
+    Setup). The filling is held back here and done by the test once r is handled."""
+    fill_tabs = LayerscopeApp._mount_browse_tabs
+    requested = asyncio.Event()
+
+    async def held(self: LayerscopeApp) -> None:
+        requested.set()
+
+    monkeypatch.setattr(LayerscopeApp, "_mount_browse_tabs", held)
+    app = LayerscopeApp(poll_seconds=0)
+    async with app.run_test(size=SIZE) as pilot:
+        await requested.wait()
+        await pilot.press("r")
+        assert app.browse is None and not app.run_controller.computing
+        await fill_tabs(app)
+        # Setup's fields are checked in workers; the run starts once they have answered.
+        while not app.run_controller.computing:
+            await app.workers.wait_for_complete()
+            await pilot.pause()
+        log = app.query_one("#log-panel")
+        assert "run started: tiny on math" in "\n".join(log.lines_recorded)
+        assert app.query_one(TabbedContent).active == "chart"
+        await pilot.press("c")
+        await app.workers.wait_for_complete()
+        await settle(app, pilot)
+        assert not app.run_controller.computing
 
 
 async def test_two_types_run_overlaid_with_the_mad_table(db: Path):

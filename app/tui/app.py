@@ -52,6 +52,7 @@ from layerscope.app.tui.messages import (
     DatasetChosen,
     LengthFilterRequested,
     ModelChosen,
+    PickerSettled,
     PlanComputed,
     ProblemReported,
     RunEnded,
@@ -118,6 +119,7 @@ class LayerscopeApp(App[None]):
         self._scans.on_stale = self.scan_cache
         self.browse: BrowseTabs | None = None  # mounted after the first frame
         self.setup_pane: SetupPane | None = None  # likewise
+        self._run_when_ready = False  # r was pressed before the tabs were filled
         if self.ui_state.theme in (DARK_THEME, LIGHT_THEME):
             self.theme = self.ui_state.theme
 
@@ -174,6 +176,9 @@ class LayerscopeApp(App[None]):
             self.set_interval(self.poll_seconds, self.scan_cache)
         self.theme_changed_signal.subscribe(self, self._theme_changed)
         self._tab_shown(self.query_one(TabbedContent).active)
+        if self._run_when_ready:
+            self._run_when_ready = False
+            self.action_run()
 
     def _tabs(self) -> BrowseTabs:
         """The browsing tabs; only called from what starts once they are mounted."""
@@ -209,6 +214,12 @@ class LayerscopeApp(App[None]):
             browse.compare.reload()
 
     # --- picking and planning ----------------------------------------------------------------
+
+    def on_picker_settled(self, message: PickerSettled) -> None:
+        setup = self.setup_pane
+        if self._run_when_ready and setup is not None and not setup.picks().checking:
+            self._run_when_ready = False
+            self.action_run()
 
     def on_model_chosen(self, message: ModelChosen) -> None:
         self.run_controller.schedule_plan(self._plan_request)
@@ -247,13 +258,23 @@ class LayerscopeApp(App[None]):
 
     def action_run(self) -> None:
         if self.browse is None or self.setup_pane is None:
-            self.notify("Still starting: press r again in a moment.")
+            # Pressed in the moment before the tabs are filled: run as soon as they are, with
+            # what Setup then shows (a key press must not be lost on a busy machine).
+            self._run_when_ready = True
             return
         if self.run_controller.computing:
             self.notify("A run is in progress: c cancels it.", severity="warning")
             return
+        picks = self.setup_pane.picks()
+        if picks.checking:
+            # The fields are still being checked: run once they are, with what they then hold.
+            self._run_when_ready = True
+            self.query_one(LogPanel).record(
+                f"run waits for the {' and '.join(picks.checking)} check to finish"
+            )
+            return
         try:
-            request, remembered = build_request(self.setup_pane.picks())
+            request, remembered = build_request(picks)
         except ValueError as error:
             self.report_problem("Cannot run", str(error), "warning")
             self.action_show_tab("setup")

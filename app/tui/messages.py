@@ -79,6 +79,13 @@ class DatasetDiscovered(_Fact):
 
 
 @dataclass(eq=False)
+class PickerSettled(_Fact):
+    """A picker's last asked-for check answered: what its field shows is what it holds."""
+
+    picker: str  # "model" or "dataset"
+
+
+@dataclass(eq=False)
 class DatasetChosen(_Fact):
     """The dataset picker settled on a dataset (a bundled name or a path) and its sources."""
 

@@ -22,7 +22,7 @@ from textual.widgets.option_list import Option
 from textual.widgets.selection_list import Selection
 
 from layerscope.app.tui.errors import ReportsWorkerErrors
-from layerscope.app.tui.messages import DatasetChosen, DatasetDiscovered
+from layerscope.app.tui.messages import DatasetChosen, DatasetDiscovered, PickerSettled
 
 if TYPE_CHECKING:
     from layerscope.analysis.datasets import ResponseTypeSource
@@ -49,6 +49,9 @@ class DatasetPicker(ReportsWorkerErrors, Vertical):
         self.sources: list[ResponseTypeSource] = []
         self.counts: dict[str, int] = {}
         self.cached: dict[str, tuple[int, int, bool]] = {}  # type -> (cached, total, complete)
+        # The spec read last and not answered yet (the initial one from the start; see
+        # ModelPicker.checking).
+        self.checking: str | None = initial
         self._entries: list[tuple[str, str]] = []
 
     def compose(self) -> ComposeResult:
@@ -102,8 +105,12 @@ class DatasetPicker(ReportsWorkerErrors, Vertical):
         if value:
             self._discover(value, typed=True)
 
-    @work(thread=True, exclusive=True, group="dataset-discover", exit_on_error=False)
     def _discover(self, spec: str, typed: bool) -> None:
+        self.checking = spec
+        self._read(spec, typed)
+
+    @work(thread=True, exclusive=True, group="dataset-discover", exit_on_error=False)
+    def _read(self, spec: str, typed: bool) -> None:
         from layerscope.analysis.datasets import (
             DatasetError,
             count_samples,
@@ -131,6 +138,9 @@ class DatasetPicker(ReportsWorkerErrors, Vertical):
             self._failed(message.spec, message.error, message.typed)
         else:
             self._found(message.spec, message.sources, message.counts, message.typed)
+        if message.spec == self.checking:
+            self.checking = None
+            self.post_message(PickerSettled("dataset"))
 
     def _failed(self, spec: str, message: str, typed: bool) -> None:
         line = self.query_one("#dataset-check", Static)

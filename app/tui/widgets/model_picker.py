@@ -20,7 +20,7 @@ from textual.widgets import Input, Label, OptionList, RadioButton, RadioSet, Sta
 from textual.widgets.option_list import Option
 
 from layerscope.app.tui.errors import ReportsWorkerErrors
-from layerscope.app.tui.messages import ModelChecked, ModelChosen, ModelsListed
+from layerscope.app.tui.messages import ModelChecked, ModelChosen, ModelsListed, PickerSettled
 
 if TYPE_CHECKING:
     from layerscope.analysis.models import ModelCheck
@@ -60,6 +60,9 @@ class ModelPicker(ReportsWorkerErrors, Vertical):
         self.recent = [item for item in recent if item]
         self.has_chat_template = False
         self.ok = False
+        # The spec whose check was asked for last and has not answered yet (the initial one
+        # from the start): while set, what the field shows is not yet what `spec`/`ok` say.
+        self.checking: str | None = initial
         self._entries: list[tuple[str, str]] = []  # (spec, description)
 
     def compose(self) -> ComposeResult:
@@ -149,8 +152,12 @@ class ModelPicker(ReportsWorkerErrors, Vertical):
         if value:
             self._check(value, typed=True)
 
-    @work(thread=True, exclusive=True, group="model-check", exit_on_error=False)
     def _check(self, spec: str, typed: bool = False) -> None:
+        self.checking = spec
+        self._inspect(spec, typed)
+
+    @work(thread=True, exclusive=True, group="model-check", exit_on_error=False)
+    def _inspect(self, spec: str, typed: bool) -> None:
         from layerscope.analysis.models import inspect_model_path
 
         try:
@@ -164,6 +171,9 @@ class ModelPicker(ReportsWorkerErrors, Vertical):
     def on_model_checked(self, message: ModelChecked) -> None:
         message.stop()
         self._checked(message.spec, message.check, message.typed)
+        if message.spec == self.checking:
+            self.checking = None
+            self.post_message(PickerSettled("model"))
 
     def _checked(self, spec: str, check: ModelCheck, typed: bool) -> None:
         line = self.query_one("#model-check", Static)

@@ -87,12 +87,30 @@ class SamplesPane(ReportsWorkerErrors, Vertical):
         yield table
 
     def on_mount(self) -> None:
-        table = self.query_one(DataTable)
-        for key, title in BASE_COLUMNS:
-            table.add_column(title, key=key)
-        for key in STAT_COLUMNS:
-            table.add_column(key, key=key)
+        self._fill([])
         self._update_status()
+
+    def _fill(self, rows: list[list[str]]) -> None:
+        """Replace the table's rows, with each column as wide as its widest cell.
+
+        The widths are set here rather than left to the DataTable's auto width, which it
+        measures only when it next goes idle: a refill landing between two idle passes could
+        be drawn with the previous content's widths (an index of 11 shown as "1").
+        """
+        table = self.query_one(DataTable)
+        column = table.cursor_coordinate.column
+        titles = [title for _, title in BASE_COLUMNS] + list(STAT_COLUMNS)
+        keys = [key for key, _ in BASE_COLUMNS] + list(STAT_COLUMNS)
+        widths = [
+            max([len(title), *(len(row[i]) for row in rows)]) for i, title in enumerate(titles)
+        ]
+        table.clear(columns=True)
+        for key, title, width in zip(keys, titles, widths, strict=True):
+            table.add_column(title, key=key, width=width)
+        for row, sample in zip(rows, self.rows, strict=False):
+            table.add_row(*row, key=str(sample.index))
+        if rows:
+            table.move_cursor(row=0, column=column)
 
     def set_runs(self, runs_by_id: dict[str, RunInfo]) -> None:
         """The runs in the cache (for the status line and the detail screen's title)."""
@@ -118,7 +136,7 @@ class SamplesPane(ReportsWorkerErrors, Vertical):
         if self.run_id is None:
             self._reads.invalidate()
             self.rows = []
-            self.query_one(DataTable).clear()
+            self._fill([])
             return
         run_id, sort_by, descending = self.run_id, self.sort_by, self.descending
         length = self.length_range
@@ -143,20 +161,18 @@ class SamplesPane(ReportsWorkerErrors, Vertical):
         if message.error:
             self.notify(f"Could not read the samples: {message.error}", severity="error")
         self.rows = message.rows
-        table = self.query_one(DataTable)
-        cursor = table.cursor_coordinate
-        table.clear()
-        for row in self.rows:
-            cells = [
-                str(row.index),
-                number(row.loss),
-                str(row.response_tokens),
-                str(row.prompt_tokens),
-                *(number(row.stats.get(key, float("nan"))) for key in STAT_COLUMNS),
+        self._fill(
+            [
+                [
+                    str(row.index),
+                    number(row.loss),
+                    str(row.response_tokens),
+                    str(row.prompt_tokens),
+                    *(number(row.stats.get(key, float("nan"))) for key in STAT_COLUMNS),
+                ]
+                for row in self.rows
             ]
-            table.add_row(*cells, key=str(row.index))
-        if self.rows:
-            table.move_cursor(row=0, column=cursor.column)
+        )
         self._update_status()
 
     def _update_status(self) -> None:

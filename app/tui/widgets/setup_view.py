@@ -30,6 +30,7 @@ class Picks:
     dataset_ok: bool
     types: list[str]
     values: dict[str, Any]  # settings by name (the form's and the mode)
+    checking: tuple[str, ...] = ()  # fields whose check has not answered yet ("model", ...)
 
 
 class SetupPane(VerticalScroll):
@@ -76,6 +77,11 @@ class SetupPane(VerticalScroll):
             dataset_ok=bool(dataset.sources),
             types=dataset.types,
             values=values,
+            checking=tuple(
+                name
+                for name, picker in (("model", model), ("dataset", dataset))
+                if picker.checking is not None
+            ),
         )
 
     def set_cached(self, cached: dict[str, tuple[int, int, bool]]) -> None:
