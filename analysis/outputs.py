@@ -16,7 +16,10 @@ these rules hold for all of them:
   target is replaced.
 * **A device or a FIFO** (``/dev/null``, ``/dev/stdout`` on a terminal or a pipe) is written
   straight into, since that is what naming one means; nothing is created or renamed.
-* **Standard output** is :data:`STDOUT`, the string ``"-"`` (``Path("-")`` is a file named -).
+* **Standard output** is :data:`STDOUT`, the string ``"-"`` (``Path("-")`` is a file named -),
+  written as the shell opened it. A path that reaches this process's stdout or stderr when that
+  is a file (``--output /dev/stdout >> log``) is refused and pointed to ``-``: replacing the file
+  or writing it from its start would lose what was there.
 * **A file** is written to a hidden partial file beside it, created exclusively
   (``O_CREAT | O_EXCL | O_NOFOLLOW``: nothing planted at that name is followed or reused; mode
   0o644 less the umask, or the replaced file's mode), flushed to disk and only then renamed over
@@ -54,6 +57,7 @@ __all__ = [
 ]
 
 STDOUT = "-"
+_STDOUT_NAME = "- (standard output)"
 Protected = Mapping[Path, str]  # file -> what it is, for messages ("the results cache")
 
 _PARTIAL_SUFFIX = ".partial"
@@ -98,6 +102,19 @@ def _stat(path: Path | str, *, follow: bool) -> os.stat_result | None:
         return None
 
 
+def _same_file(a: os.stat_result, b: os.stat_result) -> bool:
+    return (a.st_dev, a.st_ino) == (b.st_dev, b.st_ino)
+
+
+def _standard_stream(name: Literal["stdout", "stderr"]) -> os.stat_result | None:
+    """The file behind this process's stdout or stderr; None where there is none (a test's
+    capture in memory)."""
+    try:
+        return os.fstat(getattr(sys, name).fileno())
+    except (OSError, ValueError):
+        return None
+
+
 def _refuse_protected(
     named: str, resolved: str | None, status: os.stat_result | None, protected: Protected
 ) -> None:
@@ -107,10 +124,7 @@ def _refuse_protected(
         same = resolved is not None and os.path.realpath(path) == resolved
         if not same and status is not None:
             found = _stat(path, follow=True)
-            same = found is not None and (found.st_dev, found.st_ino) == (
-                status.st_dev,
-                status.st_ino,
-            )
+            same = found is not None and _same_file(found, status)
         if same:
             where = "" if named == str(path) else f" ({path})"
             raise OutputError(f"{named} is {what}{where}; an export never writes over it")
@@ -134,10 +148,9 @@ def check_destination(
     Cheap: exporters call it before any work, and :func:`open_output` again when it opens.
     """
     if is_stdout(path):
-        with contextlib.suppress(OSError, ValueError):  # no file behind it (a test's capture)
-            status = os.fstat(sys.stdout.fileno())
-            _refuse_protected("standard output", None, status, protected)
-        return Destination("stdout", "standard output")
+        status = _standard_stream("stdout")
+        _refuse_protected(_STDOUT_NAME, None, status, protected)  # `--output - >> cache`
+        return Destination("stdout", _STDOUT_NAME)
     if str(path) == "":
         raise OutputError("the output path is empty; give a file name")
     target = Path(path).expanduser()
@@ -152,6 +165,10 @@ def check_destination(
         raise OutputError(f"{named} is a folder; give a file name")
     if found is not None and not stat.S_ISREG(found.st_mode):
         return Destination("stream", named, target)
+    for stream in ("stdout", "stderr"):  # /dev/stdout with stdout redirected to a file
+        status = _standard_stream(stream)
+        if found is not None and status is not None and _same_file(found, status):
+            raise OutputError(f"{named} is this process's {stream}, a file: use - for stdout")
     is_link = link is not None and stat.S_ISLNK(link.st_mode)
     if link is not None and not force:
         what = f" (a symbolic link to {os.readlink(target)})" if is_link else ""
@@ -171,8 +188,11 @@ def open_output(
     try:
         if destination.kind == "stdout":
             sys.stdout.flush()
-            yield sys.stdout.buffer
-            sys.stdout.buffer.flush()
+            try:
+                yield sys.stdout.buffer
+                sys.stdout.buffer.flush()
+            except BrokenPipeError:
+                raise OutputError(f"{_STDOUT_NAME} was closed before the end (a pipe)") from None
         elif destination.kind == "stream":
             with _open_stream(destination, protected) as handle:
                 yield handle

@@ -63,6 +63,12 @@ def wait_for(condition: Callable[[], bool], what: str, timeout: float = 60.0) ->
         time.sleep(0.002)
 
 
+def cli_process(*argv: str | Path, **kwargs) -> subprocess.CompletedProcess[str]:
+    """The command line in a process of its own (for what it does to its real stdout)."""
+    command = [sys.executable, "-m", "layerscope.app", *map(str, argv)]
+    return subprocess.run(command, stderr=subprocess.PIPE, text=True, timeout=120, **kwargs)
+
+
 @pytest.fixture
 def cache_db(tmp_path) -> tuple[Path, str]:
     db = tmp_path / "cache.duckdb"
@@ -142,14 +148,41 @@ def test_standard_output_that_is_the_cache_is_refused(cache_db, tmp_path):
     db, run_id = cache_db
     before = files_of(db)
     with open(db, "ab") as appending:
-        result = subprocess.run(
-            [sys.executable, "-m", "layerscope.app", "export", run_id, "--format", "csv",
-             "--output", "-", "--db", str(db)],
-            stdout=appending, stderr=subprocess.PIPE, text=True, timeout=120,
-        )  # fmt: skip
+        result = cli_process("export", run_id, "--format", "csv", "--output", "-", "--db", db,
+                             stdout=appending)  # fmt: skip
     assert result.returncode == 1
-    one_line_error(result.stderr, "--output", "standard output", "results cache")
+    one_line_error(result.stderr, "--output -", "standard output", "results cache")
     assert files_of(db) == before
+
+
+def test_a_link_to_stdout_redirected_to_a_file_is_refused(cache_db, tmp_path):
+    """``--output /dev/stdout >> log``: replacing the file would drop the earlier lines, writing
+    into it from offset 0 would overwrite them; the answer points to ``-``. (A link of its own
+    to /proc/self/fd/1 stands in for /dev/stdout, which a regression must not replace.)"""
+    db, run_id = cache_db
+    link = tmp_path / "stdout"
+    link.symlink_to("/proc/self/fd/1")
+    log = tmp_path / "log"
+    log.write_bytes(b"earlier lines\n")
+    with open(log, "ab") as appending:
+        result = cli_process("export", run_id, "--format", "csv", "--output", link, "--force",
+                             "--db", db, stdout=appending)  # fmt: skip
+    assert result.returncode == 1
+    one_line_error(result.stderr, f"--output {link}", "stdout", "use -")
+    assert log.read_bytes() == b"earlier lines\n" and link.is_symlink()
+
+
+def test_stdout_closed_early_is_one_line(cache_db):
+    db, run_id = cache_db
+    read_end, write_end = os.pipe()
+    os.close(read_end)
+    try:
+        result = cli_process("export", run_id, "--format", "paper-jsonl", "--output", "-",
+                             "--db", db, stdout=write_end)  # fmt: skip
+    finally:
+        os.close(write_end)
+    assert result.returncode == 1
+    one_line_error(result.stderr, "--output -", "closed")
 
 
 # ---- files already there ---------------------------------------------------------------------
