@@ -33,7 +33,6 @@ from __future__ import annotations
 import hashlib
 import json
 import math
-import os
 import re
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
@@ -43,6 +42,7 @@ from typing import Any
 from layerscope.analysis.cache import ResultsCache
 from layerscope.analysis.datasets import file_sha256
 from layerscope.analysis.lifecycle import StoredRun, package_version
+from layerscope.analysis.outputs import open_output
 from layerscope.analysis.records import (
     PROJECTIONS,
     BatchResult,
@@ -377,50 +377,41 @@ def write_paper_jsonl(
     run_id: str,
     path: Path | str,
     progress: Callable[[int, int], None] | None = None,
+    *,
+    force: bool = False,
 ) -> int:
     """Write a run in the paper's format; returns the number of samples written.
 
-    Written to a temporary name and renamed, so a failed export never leaves half a file.
+    ``path`` is a file or :data:`~layerscope.analysis.outputs.STDOUT`. The cache's own files are
+    refused, an existing file is replaced only with ``force``, and a file appears only when
+    complete, so a failed export never leaves half a file
+    (:func:`~layerscope.analysis.outputs.open_output`; its errors are an ``OutputError``).
     """
     info = cache.run(run_id)
     names = {(t.layer, t.projection): t.parameter for t in cache.targets(info.id)}
-    target = Path(path).expanduser()
-    if not target.parent.exists():
-        raise PaperFormatError(f"{target}: folder {target.parent} does not exist")
-    partial = target.with_name(f".{target.name}.partial")
     written = 0
-    try:
-        with open(partial, "w", encoding="utf-8") as handle:
-            for sample, matrices in cache.iter_sample_statistics(info.id):
-                instruction = sample["instruction"]
-                if sample["input"]:
-                    instruction = f"{instruction}\n{sample['input']}"
-                record: dict[str, Any] = {
-                    "instruction": instruction,
-                    "output": sample["output"],
-                    "loss": sample["loss"],
-                }
-                for layer, projection, values, spectrum in matrices:
-                    name = names.get(
-                        (layer, projection), f"layers.{layer}.{projection}_proj.weight"
-                    )
-                    record[name] = _paper_entry(values, spectrum)
-                metadata: dict[str, int] = {"index": sample["index"]}
-                if sample["prompt_tokens"] >= 0 and sample["response_tokens"] >= 0:
-                    metadata["prompt_tokens"] = sample["prompt_tokens"]
-                    metadata["response_tokens"] = sample["response_tokens"]
-                record[METADATA_KEY] = metadata
-                handle.write(json.dumps(record) + "\n")
-                written += 1
-                if progress is not None and written % 100 == 0:
-                    progress(written, info.samples_done)
-        os.replace(partial, target)
-    except OSError as error:
-        partial.unlink(missing_ok=True)
-        raise PaperFormatError(f"{target}: {error.strerror or error}") from None
-    except BaseException:
-        partial.unlink(missing_ok=True)
-        raise
+    with open_output(path, cache.files, force=force) as handle:
+        for sample, matrices in cache.iter_sample_statistics(info.id):
+            instruction = sample["instruction"]
+            if sample["input"]:
+                instruction = f"{instruction}\n{sample['input']}"
+            record: dict[str, Any] = {
+                "instruction": instruction,
+                "output": sample["output"],
+                "loss": sample["loss"],
+            }
+            for layer, projection, values, spectrum in matrices:
+                name = names.get((layer, projection), f"layers.{layer}.{projection}_proj.weight")
+                record[name] = _paper_entry(values, spectrum)
+            metadata: dict[str, int] = {"index": sample["index"]}
+            if sample["prompt_tokens"] >= 0 and sample["response_tokens"] >= 0:
+                metadata["prompt_tokens"] = sample["prompt_tokens"]
+                metadata["response_tokens"] = sample["response_tokens"]
+            record[METADATA_KEY] = metadata
+            handle.write(json.dumps(record).encode() + b"\n")  # ASCII: ensure_ascii
+            written += 1
+            if progress is not None and written % 100 == 0:
+                progress(written, info.samples_done)
     if progress is not None:
         progress(written, info.samples_done)
     return written

@@ -34,6 +34,7 @@ from layerscope.analysis.cache import (
 from layerscope.analysis.cache import (
     schema as cache_schema,
 )
+from layerscope.analysis.outputs import OutputError
 from layerscope.analysis.records import SkippedSample
 from layerscope.analysis.statistics import t_critical_975
 
@@ -306,7 +307,7 @@ def test_export_table_parquet_and_csv(cache, tmp_path):
         assert len(rows) == 24
         assert rows[0][3] == "model.layers.0.self_attn.k_proj.weight"
         assert rows[-1][4] == pytest.approx(nuclear(2, 1, "v"))
-    with pytest.raises(CacheError, match="does not exist"):
+    with pytest.raises(OutputError, match="does not exist"):
         cache.export_table(run_id, tmp_path / "no" / "such" / "x.csv", "csv")
 
 

@@ -87,6 +87,12 @@ class ResultsCache:
         return self._file.path
 
     @property
+    def files(self) -> dict[Path, str]:
+        """The cache's files on disk (the database and its write-ahead log) with what each is:
+        what an export must never write over."""
+        return exports.cache_files(self.path)
+
+    @property
     def lock_timeout(self) -> float:
         return self._file.lock_timeout
 
@@ -221,15 +227,19 @@ class ResultsCache:
         """
         return exports.iter_sample_statistics(self._file, run_id)
 
-    def export_table(self, run_id: str, path: Path | str, file_format: str) -> int:
+    def export_table(
+        self, run_id: str, path: Path | str, file_format: str, *, force: bool = False
+    ) -> int:
         """Write the run's statistics, one row per sample and matrix, as Parquet or CSV.
 
         Columns: sample_index, loss, prompt_tokens, response_tokens, layer, projection,
-        parameter and one per statistic. Returns the number of rows written. The file is first
-        written in a private temporary folder and then moved into place, so a failed export never
-        leaves half a file (and no user-supplied text is ever spliced into SQL).
+        parameter and one per statistic. Returns the number of rows written. ``path`` is a file
+        or :data:`~layerscope.analysis.outputs.STDOUT` (CSV only). The cache's own files are
+        refused, an existing file is replaced only with ``force``, and a file appears only when
+        complete (:func:`~layerscope.analysis.outputs.open_output`: refusals and write errors
+        are an ``OutputError``). No user-supplied text is ever spliced into SQL.
         """
-        return exports.export_table(self._file, run_id, path, file_format)
+        return exports.export_table(self._file, run_id, path, file_format, force=force)
 
     # ---- writing (through layerscope.analysis.lifecycle.StoredRun) --------------------------
 

@@ -2,28 +2,35 @@
 the paper-format export writes.
 
 Why apart from the reads: exports touch every row of a run, so they must not keep a writer
-waiting. The table is copied in one short read and written to a private temporary folder, then
-moved into place, so a failed export never leaves half a file at the user's path; the stream
-reads in chunks of :data:`SCAN_CHUNK` samples, one short connection each. No user-supplied text
-is ever spliced into SQL: the query takes the run number as a parameter and DuckDB's relation
-API takes the file name as an argument.
+waiting. The table is copied in one short read into a private temporary folder and then written
+to the user's destination through :func:`layerscope.analysis.outputs.open_output`, which refuses
+the cache's own files (:func:`cache_files`) and an existing file unless asked, and publishes a
+file only when it is complete; the stream reads in chunks of :data:`SCAN_CHUNK` samples, one
+short connection each. No user-supplied text is ever spliced into SQL: the query takes the run
+number as a parameter and DuckDB's relation API takes the file name as an argument.
 """
 
 from __future__ import annotations
 
-import os
 import shutil
 import tempfile
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
-from layerscope.analysis.cache.connection import CacheError, CacheFile
+from layerscope.analysis.cache.connection import CacheFile
 from layerscope.analysis.cache.reads import as_count, as_float
 from layerscope.analysis.cache.runs import resolve
+from layerscope.analysis.outputs import check_destination, is_stdout, open_output
 from layerscope.analysis.records import MATRIX_STATISTICS
 
-__all__ = ["SCAN_CHUNK", "TABLE_FORMATS", "export_table", "iter_sample_statistics"]
+__all__ = [
+    "SCAN_CHUNK",
+    "TABLE_FORMATS",
+    "cache_files",
+    "export_table",
+    "iter_sample_statistics",
+]
 
 # Samples per read connection in long scans (exports), so a writer is never kept waiting long.
 SCAN_CHUNK = 2000
@@ -58,14 +65,26 @@ _MATRICES_QUERY = f"""
 Matrices = list[tuple[int, str, dict[str, float], list[float] | None]]
 
 
-def export_table(file: CacheFile, run_id: str, path: Path | str, file_format: str) -> int:
+def cache_files(path: Path) -> dict[Path, str]:
+    """The files of a cache that an export must never write over, with what each is: the
+    database and DuckDB's write-ahead log beside it."""
+    return {
+        path: "the results cache",
+        path.with_name(f"{path.name}.wal"): "the results cache's write-ahead log",
+    }
+
+
+def export_table(
+    file: CacheFile, run_id: str, path: Path | str, file_format: str, *, force: bool = False
+) -> int:
     """Write the run's statistics, one row per sample and matrix, as Parquet or CSV; returns
     the number of rows written (see ``ResultsCache.export_table``)."""
     if file_format not in TABLE_FORMATS:
         raise ValueError(f"unknown table format {file_format!r}: parquet or csv")
-    target = Path(path).expanduser()
-    if target.parent and not target.parent.exists():
-        raise CacheError(f"{target}: folder {target.parent} does not exist")
+    if file_format == "parquet" and is_stdout(path):
+        raise ValueError("Parquet is a binary file format: give a file name, not standard output")
+    protected = cache_files(file.path)
+    check_destination(path, protected, force=force)  # refused before any work
     scratch = Path(tempfile.mkdtemp(prefix="layerscope-export-"))
     temporary = scratch / f"export.{file_format}"
     try:
@@ -80,11 +99,8 @@ def export_table(file: CacheFile, run_id: str, path: Path | str, file_format: st
             count = con.execute(
                 "SELECT count(*) FROM statistics WHERE run_no = ?", [run_no]
             ).fetchone()
-        partial = target.with_name(f".{target.name}.partial")
-        shutil.copyfile(temporary, partial)
-        os.replace(partial, target)
-    except OSError as error:
-        raise CacheError(f"{target}: {error.strerror or error}") from None
+        with open_output(path, protected, force=force) as handle, open(temporary, "rb") as table:
+            shutil.copyfileobj(table, handle, 1 << 20)
     finally:
         shutil.rmtree(scratch, ignore_errors=True)
     return int(count[0]) if count else 0

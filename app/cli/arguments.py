@@ -12,6 +12,7 @@ import argparse
 from pathlib import Path
 from typing import Any, NoReturn
 
+from layerscope.analysis.outputs import STDOUT
 from layerscope.analysis.records import ATTENTION_PROJECTIONS, MLP_PROJECTIONS
 from layerscope.analysis.settings import Setting, SettingError, Surface, offered, setting
 
@@ -54,6 +55,17 @@ def token_range(text: str) -> tuple[int, int]:
     if low > high:
         raise argparse.ArgumentTypeError(f"empty token range {text!r}")
     return low, high
+
+
+def output_path(text: str) -> Path | str:
+    """``--output``: a file, or ``-`` for standard output (``./-`` is a file named -)."""
+    if text == STDOUT:
+        return STDOUT
+    if not text:
+        raise argparse.ArgumentTypeError("empty path; give a file name, or - for standard output")
+    if text.endswith("/"):
+        raise argparse.ArgumentTypeError(f"{text} names a folder; give a file name")
+    return Path(text)
 
 
 def names(text: str | None) -> list[str] | None:
@@ -179,7 +191,21 @@ def build_parser() -> argparse.ArgumentParser:
     export = command("export", "write a run as Parquet, CSV or the paper's JSON lines")
     export.add_argument("run", metavar="RUN")
     export.add_argument("--format", required=True, choices=EXPORT_FORMATS)
-    export.add_argument("--output", required=True, type=Path, metavar="PATH")
+    export.epilog = (
+        "With --output -, standard output carries only the data (CSV or JSON lines) and the "
+        "summary line goes to stderr. An existing file is replaced only with --force (through a "
+        "symbolic link: its target); the cache and its write-ahead log never are."
+    )
+    export.add_argument(
+        "--output",
+        required=True,
+        type=output_path,
+        metavar="PATH",
+        help="file to write, or - for standard output (csv and paper-jsonl)",
+    )
+    export.add_argument(
+        "--force", action="store_true", help="replace the file at PATH if there is one"
+    )
 
     import_ = command("import", "read the paper's per-sample JSON lines into the cache as a run")
     import_.add_argument("file", type=Path, metavar="FILE.jsonl")

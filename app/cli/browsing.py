@@ -16,6 +16,7 @@ from dataclasses import asdict
 from typing import TYPE_CHECKING
 
 from layerscope.analysis.cache import CacheError, ResultsCache
+from layerscope.analysis.outputs import OutputError, OutputExistsError, is_stdout
 from layerscope.app.cli import output
 from layerscope.app.cli.arguments import UsageError, projections
 
@@ -122,20 +123,29 @@ def cmd_show(args: argparse.Namespace) -> int:
 
 
 def cmd_export(args: argparse.Namespace) -> int:
+    to_stdout = is_stdout(args.output)
+    if to_stdout and args.format == "parquet":
+        raise UsageError("--output -: Parquet is a binary file format; give a file name")
+    destination = args.output if to_stdout else args.output.expanduser()
+    if not to_stdout and destination.is_dir():
+        raise UsageError(f"--output {destination} is a folder; give a file name")
     cache = ResultsCache(args.db)
     info = cache.run(args.run)
-    destination = args.output.expanduser()
-    if destination.is_dir():
-        raise UsageError(f"--output {destination} is a folder; give a file name")
-    if args.format == "paper-jsonl":
-        from layerscope.analysis.paper_format import write_paper_jsonl
+    try:
+        if args.format == "paper-jsonl":
+            from layerscope.analysis.paper_format import write_paper_jsonl
 
-        written = write_paper_jsonl(cache, info.id, destination)
-        what = f"{written} samples"
-    else:
-        written = cache.export_table(info.id, destination, args.format)
-        what = f"{written} rows"
-    print(f"wrote {what} of run {info.short_id} to {destination}", file=sys.stderr)
+            written = write_paper_jsonl(cache, info.id, destination, force=args.force)
+            what = f"{written} samples"
+        else:
+            written = cache.export_table(info.id, destination, args.format, force=args.force)
+            what = f"{written} rows"
+    except OutputExistsError as error:
+        raise OutputError(f"--output {error}; use --force to replace it, or another name") from None
+    except OutputError as error:
+        raise OutputError(f"--output {error}") from None
+    where = "standard output" if to_stdout else destination
+    print(f"wrote {what} of run {info.short_id} to {where}", file=sys.stderr)
     return 0
 
 
