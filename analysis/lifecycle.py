@@ -1,9 +1,10 @@
 """A stored run's life: begun, written batch by batch, and always finished.
 
-Why one lifecycle: the runner (computing) and the paper-format import (reading a file) both
-create a run, skip what is stored, write batches and must leave the run complete, cancelled or
-failed whatever happens; two hand-written copies had already drifted apart (the import recorded
-no error message and called an interrupt a failure). :class:`StoredRun` is that path once:
+Why one lifecycle: a computed run is created, skips what is stored, writes batches and must be
+left complete, cancelled or failed whatever happens, so that the same command resumes it; two
+hand-written copies had already drifted apart. :class:`StoredRun` is that path once (the runner
+uses it; the paper-format import does not: an imported file is stored whole or not at all, in
+one transaction, by ``ResultsCache.store_complete_run``):
 
 * entering begins the run (``ResultsCache.begin_run``, with its settings and this session's
   provenance); :meth:`StoredRun.done_indices` says what is already stored;

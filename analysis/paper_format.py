@@ -26,6 +26,44 @@ the paper's files: imported samples have none (NULL), so length control leaves t
 
 Exports add one key the paper's scripts ignore, ``"layerscope": {"index", "prompt_tokens",
 "response_tokens"}``, so that an export imported again gives the identical run.
+
+Why the import is strict, and what it does with each value: a file is checked line by line
+against what the cache's columns can hold (:mod:`layerscope.analysis.cache.schema`) *before* the
+cache is opened, so that DuckDB never meets a value it refuses halfway through a file, and every
+complaint names ``FILE:LINE``:
+
+* the file is read as bytes and each line decoded on its own, so invalid UTF-8 names its line;
+  a UTF-8 byte order mark on the first line is allowed. Lines that are only whitespace are
+  skipped. JSON that Python's parser refuses for other reasons than syntax (an integer of more
+  than 4300 digits, arrays nested thousands deep) is "not valid JSON" with the line too;
+* statistics (REAL, float32) and singular values: a value that is not finite (``NaN``,
+  ``Infinity``, ``1e400``, which JSON reads as infinity) or beyond float32's range (``1e39``, an
+  integer of 400 digits) is **stored as empty** (NULL), not refused: one broken matrix should not
+  cost the other numbers of a file, and an empty value is what a reader of the cache sees
+  anyway. :class:`PaperImport` counts them and the lines they are on, and ``layerscope import``
+  reports them. An empty value is left out of its layer's mean only (a NaN the engine computes
+  drops the sample from its projection's whole curve, the paper's rule); a derived statistic
+  whose input is empty is empty too, and one whose result is beyond float32 is stored as empty
+  and counted. JSON ``null`` is an empty value that was already empty (exports write it): stored
+  as empty, not counted;
+* ``loss`` (DOUBLE) must be a number; one that is not finite is stored as **NaN**, and counted
+  with the empty values: the engine stores a NaN loss the same way, every aggregate leaves it
+  out as not finite, and so an export of a computed run with such a sample imports again as the
+  same run. Refusing the whole file for it would lose every other sample (the import is all or
+  nothing), and NULL would hide it from the counts of non-finite losses;
+* integers must fit their INTEGER/SMALLINT columns or the line is refused, naming the key:
+  ``layerscope.index`` (0 to 2^31 - 1), ``layerscope.prompt_tokens``/``response_tokens`` (the
+  same, or absent), and the layer number in a parameter name (at most 32767). Texts
+  (instruction, output, parameter names) must be encodable as UTF-8 (JSON can spell a lone
+  surrogate, ``"\\ud800"``, which no text column holds).
+
+Why the import is one transaction (:meth:`ResultsCache.store_complete_run`): an imported file is
+one run or nothing. A failure of any kind on line 290 (a malformed line, a value DuckDB still
+refuses, Ctrl-C, a killed process) leaves no run and the cache as it was; importing the same file
+again adds nothing, and a run an older layerscope left half-imported (batch by batch) is
+completed. The file is read twice, streaming: first to check every line (and hash the bytes for
+the run key), then, inside the transaction, to store it, so memory stays bounded even for files
+with full spectra; a file that changes between the two readings is refused.
 """
 
 from __future__ import annotations
@@ -34,14 +72,14 @@ import hashlib
 import json
 import math
 import re
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterator, Mapping
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from layerscope.analysis.cache import ResultsCache
-from layerscope.analysis.datasets import file_sha256
-from layerscope.analysis.lifecycle import StoredRun, package_version
+from layerscope.analysis.cache import ResultsCache, UnknownRunError
+from layerscope.analysis.cache.schema import INTEGER_MAX, REAL_LIMIT, SMALLINT_MAX
+from layerscope.analysis.lifecycle import package_version
 from layerscope.analysis.outputs import open_output
 from layerscope.analysis.records import (
     PROJECTIONS,
@@ -57,6 +95,7 @@ from layerscope.analysis.targets import ARCHITECTURES
 __all__ = [
     "PAPER_STATISTICS",
     "PaperFormatError",
+    "PaperImport",
     "PaperSample",
     "import_paper_jsonl",
     "import_run_id",
@@ -79,10 +118,17 @@ SPECTRUM_KEY = "S_list"
 METADATA_KEY = "layerscope"
 _REQUIRED = ("S_sum", "S_max")
 IMPORT_BATCH = 256
+# Lines with empty values that a PaperImport keeps by number (the rest are counted).
+EMPTY_LINES_KEPT = 10
+# Longer keys are never parameter names (the longest real ones have about 60 characters); the
+# limit also keeps the name pattern's backtracking cheap on garbage.
+_MAX_PARAMETER_NAME = 256
+_JSON_WHITESPACE = " \t\r\n"
 
 
 class PaperFormatError(ValueError):
-    """A malformed statistics file; the message starts with ``FILE:LINE: ``."""
+    """A malformed statistics file; the message is one line and starts with ``FILE:LINE: ``
+    (``FILE: `` for what concerns the whole file)."""
 
 
 def _projection_paths() -> dict[str, str]:
@@ -99,6 +145,10 @@ _PARAMETER = re.compile(
     r"^(?P<prefix>.*?)\.?(?P<layer>\d+)\.(?P<path>.+)\.weight(?:\[(?P<part>\w+)\])?$"
 )
 _COMMON = re.compile(r"(?:^|\.)(?P<projection>q|k|v|o|gate|up|down)_proj$")
+# A layer number with more digits than this is beyond any column (and int() of thousands of
+# digits is slow or refused): it is returned as this, which no check lets through.
+_LAYER_DIGITS = 18
+_HUGE_LAYER = 10**_LAYER_DIGITS
 
 
 def parse_parameter_name(name: str) -> tuple[int, str] | None:
@@ -107,12 +157,17 @@ def parse_parameter_name(name: str) -> tuple[int, str] | None:
     Understands the names of every architecture in :mod:`layerscope.analysis.targets`
     (``model.layers.3.self_attn.q_proj.weight``, ``transformer.h.3.attn.c_proj.weight``), fused
     parts as layerscope names them (``transformer.h.3.attn.c_attn.weight[q]``) and the common
-    ``*_proj`` names of other models.
+    ``*_proj`` names of other models. Names of more than 256 characters are not parameter
+    names; a layer number of more than 18 digits comes back as 10**18 (which the import refuses
+    as beyond the cache's layer column).
     """
+    if len(name) > _MAX_PARAMETER_NAME:
+        return None
     match = _PARAMETER.match(name)
     if match is None:
         return None
-    layer = int(match["layer"])
+    digits = match["layer"].lstrip("0") or "0"
+    layer = int(digits) if len(digits) <= _LAYER_DIGITS else _HUGE_LAYER
     part = match["part"]
     if part:
         return (layer, part) if part in PROJECTIONS else None
@@ -131,139 +186,349 @@ class PaperSample:
     sample: Sample
     result: SampleResult
     parameters: dict[tuple[int, str], str]  # (layer, projection) -> parameter name
+    emptied: int = 0  # values of this line stored as empty (not finite or beyond float32)
+
+
+@dataclass(frozen=True)
+class PaperImport:
+    """What an import stored: the run, and the values it had to store as empty."""
+
+    info: RunInfo
+    empty_values: int  # not finite or beyond float32 range, stored as empty (loss: NaN)
+    empty_lines: int  # lines with at least one such value
+    first_empty_lines: tuple[int, ...]  # the first EMPTY_LINES_KEPT of those lines
+
+
+def _shown(text: str, limit: int = 60) -> str:
+    """A key or text from the file as one printable line (control characters and lone
+    surrogates escaped), shortened."""
+    escaped = json.dumps(text, ensure_ascii=False)[1:-1]
+    escaped = escaped.encode("utf-8", "backslashreplace").decode("utf-8")
+    return escaped if len(escaped) <= limit else escaped[: limit - 3] + "..."
+
+
+def _kind(value: Any) -> str:
+    """What a JSON value is, for a message (its value where short)."""
+    if value is None:
+        return "null"
+    if isinstance(value, bool):
+        return "true" if value else "false"
+    if isinstance(value, int):
+        digits = len(str(abs(value)))
+        return str(value) if digits <= 30 else f"an integer of {digits} digits"
+    if isinstance(value, float):
+        return repr(value)
+    if isinstance(value, str):
+        return f'a string "{_shown(value, 30)}"'
+    if isinstance(value, list):
+        return "a list"
+    return "an object"
 
 
 def _number(value: Any, where: str, key: str) -> float:
+    """A JSON number as a float: infinity for integers beyond a double's range."""
     if isinstance(value, bool) or not isinstance(value, (int, float)):
-        raise PaperFormatError(f"{where}: {key} must be a number, got {type(value).__name__}")
-    return float(value)
+        raise PaperFormatError(f"{where}: {key} must be a number, got {_kind(value)}")
+    try:
+        return float(value)
+    except OverflowError:  # an integer of more than 308 digits
+        return math.inf if value > 0 else -math.inf
+
+
+def _fits_real(value: float) -> bool:
+    """Whether a REAL (float32) column stores this as the number it is (NaN: False)."""
+    return abs(value) < REAL_LIMIT
+
+
+class _LineValues:
+    """Checks one line's values against the cache's columns and counts the emptied ones."""
+
+    def __init__(self, where: str) -> None:
+        self.where = where
+        self.emptied = 0
+
+    def statistic(self, value: Any, key: str, part: str) -> float | None:
+        """A REAL value from the file (``key``'s ``part``): None (stored as empty) where
+        float32 cannot hold it."""
+        if type(value) is float and -REAL_LIMIT < value < REAL_LIMIT:  # most values, quickly
+            return value
+        if value is None:
+            return None  # already empty (what an export writes for an empty value)
+        number = _number(value, self.where, f"{_shown(key)}.{part}")
+        if _fits_real(number):
+            return number
+        self.emptied += 1
+        return None
+
+    def derived(self, value: float) -> float | None:
+        """A derived REAL: NaN stays NaN (an undefined ratio, as in the engine); a result
+        beyond float32 is stored as empty."""
+        if math.isnan(value) or _fits_real(value):
+            return value
+        self.emptied += 1
+        return None
+
+    def loss(self, value: Any) -> float:
+        number = _number(value, self.where, "loss")
+        if math.isfinite(number):
+            return number
+        self.emptied += 1
+        return math.nan
+
+    def integer(self, value: Any, key: str, *, optional: bool = False) -> int | None:
+        """An INTEGER column's value: 0 to INTEGER_MAX (or absent/null when optional)."""
+        if value is None and optional:
+            return None
+        if isinstance(value, int) and not isinstance(value, bool) and 0 <= value <= INTEGER_MAX:
+            return value
+        absent = " (or absent)" if optional else ""
+        raise PaperFormatError(
+            f"{self.where}: {key} must be an integer from 0 to {INTEGER_MAX}{absent}, "
+            f"got {_kind(value)}"
+        )
+
+    def text(self, value: Any, key: str) -> str:
+        if not isinstance(value, str):
+            raise PaperFormatError(f"{self.where}: {key} must be a string, got {_kind(value)}")
+        try:
+            value.encode("utf-8")
+        except UnicodeEncodeError as error:
+            bad = value[error.start]
+            raise PaperFormatError(
+                f"{self.where}: {_shown(key)} is not text a cache can hold "
+                f"(a lone surrogate \\u{ord(bad):04x} at character {error.start + 1})"
+            ) from None
+        return value
 
 
 def _ratio(numerator: float, denominator: float) -> float:
     return numerator / denominator if denominator else math.nan
 
 
-def _derived(values: dict[str, float], loss: float, spectrum: list[float] | None) -> None:
-    """Add the statistics the paper's numbers determine (the engine's definitions)."""
-    nuclear = values["nuclear_norm"]
-    sigma_max = values["sigma_max"]
-    positive = nuclear > 0
-    values["sigma1_ratio"] = sigma_max / nuclear if positive else math.nan
-    values["nuclear_per_loss"] = _ratio(nuclear, loss)
-    if "frobenius_norm" in values:
-        values["stable_rank"] = (
-            values["frobenius_norm"] ** 2 / sigma_max**2 if positive and sigma_max else math.nan
-        )
-    if spectrum is not None:
-        total = sum(s for s in spectrum if s > 0)
+def _derived(
+    values: dict[str, float],
+    loss: float,
+    spectrum: list[float | None] | None,
+    check: _LineValues,
+) -> None:
+    """Add the statistics the paper's numbers determine (the engine's definitions); a
+    statistic whose inputs are empty is left out (stored as empty)."""
+    derived: dict[str, float] = {}
+    nuclear = values.get("nuclear_norm")
+    sigma_max = values.get("sigma_max")
+    frobenius = values.get("frobenius_norm")
+    if nuclear is not None:
+        derived["nuclear_per_loss"] = _ratio(nuclear, loss)
+        if sigma_max is not None:
+            positive = nuclear > 0
+            derived["sigma1_ratio"] = sigma_max / nuclear if positive else math.nan
+            if frobenius is not None:
+                square = sigma_max * sigma_max
+                derived["stable_rank"] = (
+                    frobenius * frobenius / square if positive and square else math.nan
+                )
+    if spectrum is not None and all(s is not None for s in spectrum):
+        present = [s for s in spectrum if s is not None and s > 0]
+        total = sum(present)
         if total > 0:
-            entropy = -sum((s / total) * math.log(s / total) for s in spectrum if s > 0)
-            values["effective_rank"] = math.exp(entropy)
+            entropy = -sum((s / total) * math.log(s / total) for s in present if s / total > 0)
+            derived["effective_rank"] = math.exp(entropy)
         else:
-            values["effective_rank"] = math.nan
+            derived["effective_rank"] = math.nan
+    for name, value in derived.items():
+        kept = check.derived(value)
+        if kept is not None:
+            values[name] = kept
+
+
+def _decode_json(text: str, where: str) -> Any:
+    try:
+        # without its line break, so that the column counts within the line
+        return json.loads(text.rstrip("\r\n"))
+    except json.JSONDecodeError as error:
+        raise PaperFormatError(
+            f"{where}: not valid JSON ({error.msg} at column {error.colno})"
+        ) from None
+    except RecursionError:
+        raise PaperFormatError(f"{where}: not valid JSON (nested too deeply)") from None
+    except ValueError as error:  # Python's limit on the digits of an integer literal
+        reason = "an integer literal too long" if "digits" in str(error) else str(error)
+        raise PaperFormatError(f"{where}: not valid JSON ({reason})") from None
+
+
+def _matrix(
+    key: str, entry: dict[str, Any], target: tuple[int, str], loss: float, check: _LineValues
+) -> MatrixStatistics:
+    where = check.where
+    missing = [k for k in _REQUIRED if k not in entry]
+    if missing:
+        raise PaperFormatError(f"{where}: {_shown(key)} has no {missing[0]}")
+    values: dict[str, float] = {}
+    for paper_key, name in PAPER_STATISTICS.items():
+        if paper_key in entry:
+            value = check.statistic(entry[paper_key], key, paper_key)
+            if value is not None:
+                values[name] = value
+    spectrum: list[float | None] | None = None
+    if SPECTRUM_KEY in entry:
+        raw = entry[SPECTRUM_KEY]
+        if not isinstance(raw, list):
+            raise PaperFormatError(
+                f"{where}: {_shown(key)}.{SPECTRUM_KEY} must be a list, got {_kind(raw)}"
+            )
+        spectrum = [check.statistic(v, key, SPECTRUM_KEY) for v in raw]
+    _derived(values, loss, spectrum, check)
+    return MatrixStatistics(target[0], target[1], values, spectrum)
 
 
 def _parse_line(text: str, where: str, index: int, line: int) -> PaperSample:
-    try:
-        record = json.loads(text)
-    except json.JSONDecodeError as error:
-        raise PaperFormatError(f"{where}: not valid JSON ({error.msg})") from None
+    record = _decode_json(text, where)
     if not isinstance(record, dict):
-        raise PaperFormatError(f"{where}: expected a JSON object, got {type(record).__name__}")
+        raise PaperFormatError(f"{where}: expected a JSON object, got {_kind(record)}")
+    check = _LineValues(where)
     if "loss" not in record:
         raise PaperFormatError(f'{where}: no "loss"')
-    loss = _number(record["loss"], where, "loss")
-    for key in ("instruction", "output"):
-        if not isinstance(record.get(key, ""), str):
-            raise PaperFormatError(f"{where}: {key} must be a string")
-    raw_metadata = record.get(METADATA_KEY)
-    metadata: dict[str, Any] = raw_metadata if isinstance(raw_metadata, dict) else {}
+    loss = check.loss(record["loss"])
+    instruction = check.text(record.get("instruction", ""), "instruction")
+    output = check.text(record.get("output", ""), "output")
+    metadata = record.get(METADATA_KEY, {})
+    if not isinstance(metadata, dict):
+        raise PaperFormatError(f"{where}: {METADATA_KEY} must be an object, got {_kind(metadata)}")
     matrices: list[MatrixStatistics] = []
     parameters: dict[tuple[int, str], str] = {}
     for key, entry in record.items():
-        if not isinstance(entry, dict) or key == METADATA_KEY:
+        if key == METADATA_KEY:
             continue
         target = parse_parameter_name(key)
         if target is None:
             continue
-        missing = [k for k in _REQUIRED if k not in entry]
-        if missing:
-            raise PaperFormatError(f"{where}: {key} has no {missing[0]}")
-        values = {
-            name: _number(entry[paper_key], where, f"{key}.{paper_key}")
-            for paper_key, name in PAPER_STATISTICS.items()
-            if paper_key in entry
-        }
-        spectrum = None
-        if SPECTRUM_KEY in entry:
-            raw = entry[SPECTRUM_KEY]
-            if not isinstance(raw, list):
-                raise PaperFormatError(f"{where}: {key}.{SPECTRUM_KEY} must be a list")
-            spectrum = [_number(v, where, f"{key}.{SPECTRUM_KEY}") for v in raw]
-        _derived(values, loss, spectrum)
+        if not isinstance(entry, dict):
+            raise PaperFormatError(
+                f"{where}: {_shown(key)} must be an object of statistics, got {_kind(entry)}"
+            )
+        check.text(key, key)  # stored as the target's parameter name
+        if target[0] > SMALLINT_MAX:
+            raise PaperFormatError(
+                f"{where}: {_shown(key)}: its layer number does not fit the cache "
+                f"(at most {SMALLINT_MAX})"
+            )
         if target in parameters:
             raise PaperFormatError(
-                f"{where}: {key} and {parameters[target]} are both layer {target[0]} {target[1]}"
+                f"{where}: {_shown(key)} and {_shown(parameters[target])} are both layer "
+                f"{target[0]} {target[1]}"
             )
+        matrices.append(_matrix(key, entry, target, loss, check))
         parameters[target] = key
-        matrices.append(MatrixStatistics(target[0], target[1], values, spectrum))
     if not matrices:
         raise PaperFormatError(
             f"{where}: no gradient statistics (objects keyed by parameter names such as "
             "model.layers.0.self_attn.q_proj.weight)"
         )
     matrices.sort(key=lambda m: (m.layer, PROJECTIONS.index(m.projection)))
-    sample_index = metadata.get("index", index)
-    if not isinstance(sample_index, int) or sample_index < 0:
-        raise PaperFormatError(f"{where}: {METADATA_KEY}.index must be a non-negative integer")
-    sample = Sample(sample_index, record.get("instruction", ""), record.get("output", ""))
+    sample_index = check.integer(metadata.get("index", index), f"{METADATA_KEY}.index")
+    assert sample_index is not None
+    prompt_tokens = check.integer(
+        metadata.get("prompt_tokens"), f"{METADATA_KEY}.prompt_tokens", optional=True
+    )
+    response_tokens = check.integer(
+        metadata.get("response_tokens"), f"{METADATA_KEY}.response_tokens", optional=True
+    )
+    sample = Sample(sample_index, instruction, output)
     result = SampleResult(
         index=sample_index,
         loss=loss,
-        prompt_tokens=int(metadata.get("prompt_tokens", -1)),
-        response_tokens=int(metadata.get("response_tokens", -1)),
+        prompt_tokens=-1 if prompt_tokens is None else prompt_tokens,
+        response_tokens=-1 if response_tokens is None else response_tokens,
         matrices=matrices,
     )
-    return PaperSample(line, sample, result, parameters)
+    return PaperSample(line, sample, result, parameters, check.emptied)
+
+
+def _lines(path: Path, digest: Any | None) -> Iterator[tuple[int, str]]:
+    """The file's lines as text, numbered from 1; ``digest`` (a hashlib object) is fed every
+    byte. Bytes are decoded line by line so that invalid UTF-8 names its line."""
+    try:
+        handle = open(path, "rb")  # noqa: SIM115 (closed below; errors re-raised)
+    except IsADirectoryError:
+        raise PaperFormatError(f"{path}: is a folder, not a statistics file") from None
+    except OSError as error:
+        raise PaperFormatError(f"{path}: {error.strerror or error}") from None
+    with handle:
+        number = 0
+        while True:
+            try:
+                raw = handle.readline()
+            except OSError as error:
+                raise PaperFormatError(
+                    f"{path}:{number + 1}: cannot read: {error.strerror or error}"
+                ) from None
+            if not raw:
+                return
+            number += 1
+            if digest is not None:
+                digest.update(raw)
+            try:
+                text = raw.decode("utf-8-sig" if number == 1 else "utf-8")
+            except UnicodeDecodeError as error:
+                raise PaperFormatError(
+                    f"{path}:{number}: not UTF-8 text ({error.reason} at byte {error.start + 1} "
+                    "of the line)"
+                ) from None
+            yield number, text
+
+
+def _differences(targets: set[tuple[int, str]], expected: set[tuple[int, str]]) -> str:
+    def name(target: tuple[int, str]) -> str:
+        return f"layer {target[0]} {target[1]}"
+
+    extra = sorted(targets - expected)
+    if extra:
+        return f"has {name(extra[0])}, which the first line does not"
+    missing = sorted(expected - targets)
+    return f"has no {name(missing[0])}, which the first line has"
+
+
+def _read(path: Path, digest: Any | None) -> Iterator[PaperSample]:
+    expected: set[tuple[int, str]] | None = None
+    seen: dict[int, int] = {}  # sample index -> the line it was on
+    index = 0
+    lines = 0
+    for line_number, text in _lines(path, digest):
+        lines = line_number
+        if not text.strip(_JSON_WHITESPACE):
+            continue
+        where = f"{path}:{line_number}"
+        parsed = _parse_line(text, where, index, line_number)
+        index += 1
+        targets = set(parsed.parameters)
+        if expected is None:
+            expected = targets
+        elif targets != expected:
+            raise PaperFormatError(
+                f"{where}: measures {len(targets)} matrices, the first line "
+                f"{len(expected)}; every line must have the same parameters "
+                f"(this one {_differences(targets, expected)})"
+            )
+        first = seen.get(parsed.sample.index)
+        if first is not None:
+            raise PaperFormatError(
+                f"{where}: sample index {parsed.sample.index} repeats (line {first})"
+            )
+        seen[parsed.sample.index] = line_number
+        yield parsed
+    if expected is None:
+        what = "only blank lines" if lines else "the file is empty"
+        raise PaperFormatError(f"{path}: no samples ({what})")
 
 
 def read_paper_jsonl(path: Path | str) -> Iterator[PaperSample]:
     """Parse a statistics file line by line; every error names the file and line.
 
-    All lines must measure the same matrices as the first one.
+    All lines must measure the same matrices as the first one, and their values must fit the
+    cache (see the module documentation: what does not fit a REAL is stored as empty and
+    counted in :attr:`PaperSample.emptied`; integers that do not fit are refused).
     """
-    path = Path(path)
-    try:
-        handle = open(path, encoding="utf-8")  # noqa: SIM115 (closed below; errors re-raised)
-    except OSError as error:
-        raise PaperFormatError(f"{path}: {error.strerror or error}") from None
-    expected: set[tuple[int, str]] | None = None
-    seen: set[int] = set()
-    index = 0
-    with handle:
-        try:
-            for line_number, text in enumerate(handle, start=1):
-                if not text.strip():
-                    continue
-                where = f"{path}:{line_number}"
-                parsed = _parse_line(text, where, index, line_number)
-                index += 1
-                targets = set(parsed.parameters)
-                if expected is None:
-                    expected = targets
-                elif targets != expected:
-                    raise PaperFormatError(
-                        f"{where}: measures {len(targets)} matrices, the first line "
-                        f"{len(expected)}; every line must have the same parameters"
-                    )
-                if parsed.sample.index in seen:
-                    raise PaperFormatError(f"{where}: sample index {parsed.sample.index} repeats")
-                seen.add(parsed.sample.index)
-                yield parsed
-        except UnicodeDecodeError as error:
-            raise PaperFormatError(f"{path}: not UTF-8 text ({error.reason})") from None
-    if expected is None:
-        raise PaperFormatError(f"{path}: no samples (the file is empty)")
+    return _read(Path(path), None)
 
 
 def import_run_id(file_sha256: str, model: str, dataset: str, response_type: str, mode: str) -> str:
@@ -279,6 +544,13 @@ def import_run_id(file_sha256: str, model: str, dataset: str, response_type: str
     return hashlib.sha256(json.dumps(key, sort_keys=True).encode()).hexdigest()
 
 
+def _stored_run(cache: ResultsCache, run_id: str) -> RunInfo | None:
+    try:
+        return cache.run(run_id)
+    except UnknownRunError:
+        return None
+
+
 def import_paper_jsonl(
     cache: ResultsCache,
     path: Path | str,
@@ -288,23 +560,45 @@ def import_paper_jsonl(
     response_type: str,
     mode: str = "base",
     progress: Callable[[int, int], None] | None = None,
-) -> RunInfo:
-    """Read a statistics file into the cache as a run (importing it again adds nothing).
+) -> PaperImport:
+    """Read a statistics file into the cache as one run, whole or not at all (see the module
+    documentation); importing it again adds nothing.
 
-    The file is read twice, streaming: first to validate every line, so a malformed line leaves
-    the cache untouched, then to store it in batches; memory stays bounded even for files with
-    full spectra. ``progress(done, total)`` is called after each stored batch.
+    Every line is checked before the cache is opened; then the file is read again and stored
+    in one transaction, ``progress(done, total)`` called after each batch of IMPORT_BATCH
+    samples. Raises :class:`PaperFormatError` (one line, naming ``FILE:LINE``) for a file it
+    refuses, leaving the cache untouched.
     """
     path = Path(path)
-    if not path.is_file():
+    if path.is_dir():
+        raise PaperFormatError(f"{path}: is a folder, not a statistics file")
+    if not path.exists():
         raise PaperFormatError(f"{path}: no such file")
+    digest = hashlib.sha256()
     first: PaperSample | None = None
-    total = 0
-    for parsed in read_paper_jsonl(path):
+    total = empty_values = empty_lines = 0
+    first_empty: list[int] = []
+    for parsed in _read(path, digest):
         if first is None:
             first = parsed
         total += 1
-    assert first is not None  # read_paper_jsonl raises for a file without samples
+        if parsed.emptied:
+            empty_values += parsed.emptied
+            empty_lines += 1
+            if len(first_empty) < EMPTY_LINES_KEPT:
+                first_empty.append(parsed.line)
+    assert first is not None  # _read raises for a file without samples
+    if total > INTEGER_MAX:
+        raise PaperFormatError(f"{path}: {total} samples, more than a run can hold")
+    sha256 = digest.hexdigest()
+    run_id = import_run_id(sha256, model, dataset, response_type, mode)
+
+    def report(info: RunInfo) -> PaperImport:
+        return PaperImport(info, empty_values, empty_lines, tuple(first_empty))
+
+    stored = _stored_run(cache, run_id)
+    if stored is not None and stored.status == "complete" and stored.samples_done >= total:
+        return report(stored)
     targets = [
         TargetInfo(layer, projection, name, 0, 0)
         for (layer, projection), name in sorted(
@@ -312,11 +606,29 @@ def import_paper_jsonl(
             key=lambda item: (item[0][0], PROJECTIONS.index(item[0][1])),
         )
     ]
-    digest = file_sha256(path)
-    run_id = import_run_id(digest, model, dataset, response_type, mode)
     spectra = any(m.spectrum is not None for m in first.result.matrices)
-    stored_run = StoredRun(
-        cache,
+
+    def batches() -> Iterator[tuple[BatchResult, Mapping[int, Sample]]]:
+        again = hashlib.sha256()
+        chunk: list[PaperSample] = []
+        done = 0
+        for parsed in _read(path, again):
+            chunk.append(parsed)
+            if len(chunk) >= IMPORT_BATCH:
+                yield _batch(chunk)
+                done += len(chunk)
+                chunk = []
+                if progress is not None:
+                    progress(done, total)
+        if chunk:
+            yield _batch(chunk)
+            done += len(chunk)
+        if again.hexdigest() != sha256 or done != total:
+            raise PaperFormatError(f"{path}: the file changed while it was imported")
+        if progress is not None:
+            progress(done, total)
+
+    info = cache.store_complete_run(
         run_id,
         model=model,
         dataset=dataset,
@@ -328,7 +640,7 @@ def import_paper_jsonl(
             "source": "import",
             "format": "paper-jsonl",
             "file": str(path.resolve()),
-            "file_sha256": digest,
+            "file_sha256": sha256,
             "mode": mode,
             "spectra": spectra,
         },
@@ -336,37 +648,22 @@ def import_paper_jsonl(
             "layerscope": package_version("layerscope"),
             "imported_from": str(path.resolve()),
         },
+        batches=batches(),
     )
-    with stored_run:
-        done = stored_run.done_indices()
-        handled = len(done)
-        chunk: list[PaperSample] = []
+    return report(info)
 
-        def store() -> None:
-            nonlocal handled
-            batch = BatchResult([p.result for p in chunk], [], len(chunk), len(chunk))
-            stored_run.write(batch, {p.sample.index: p.sample for p in chunk})
-            handled += len(chunk)
-            chunk.clear()
-            if progress is not None:
-                progress(handled, total)
 
-        for parsed in read_paper_jsonl(path):
-            if parsed.sample.index in done:
-                continue
-            chunk.append(parsed)
-            if len(chunk) >= IMPORT_BATCH:
-                store()
-        if chunk:
-            store()
-    assert stored_run.info is not None
-    return stored_run.info
+def _batch(chunk: list[PaperSample]) -> tuple[BatchResult, Mapping[int, Sample]]:
+    batch = BatchResult([p.result for p in chunk], [], len(chunk), len(chunk))
+    return batch, {p.sample.index: p.sample for p in chunk}
 
 
 def _paper_entry(values: dict[str, float], spectrum: list[float] | None) -> dict[str, Any]:
     entry: dict[str, Any] = {
         paper_key: values[name] for paper_key, name in PAPER_STATISTICS.items() if name in values
     }
+    for paper_key in _REQUIRED:  # stored as empty: null, which the import reads as empty
+        entry.setdefault(paper_key, None)
     if spectrum is not None:
         entry[SPECTRUM_KEY] = spectrum
     return entry

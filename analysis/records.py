@@ -9,6 +9,7 @@ code; it imports only the settings record (for ComputeSettings' defaults and key
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from datetime import datetime
 from typing import Literal
@@ -111,7 +112,8 @@ class MatrixStatistics:
     layer: int
     projection: str
     values: dict[str, float]  # keys from MATRIX_STATISTICS (entry statistics may be absent)
-    spectrum: list[float] | None = None  # descending, all min(rows, cols) values
+    # descending, all min(rows, cols) values; None in it: a value stored as empty (imports)
+    spectrum: Sequence[float | None] | None = None
 
 
 @dataclass

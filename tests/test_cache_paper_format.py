@@ -67,7 +67,7 @@ def test_import_maps_the_papers_names_and_derives_what_it_can(cache, tmp_path):
     path.write_text(paper_line(2.0, spectrum=True) + "\n\n" + paper_line(4.0, spectrum=True) + "\n")
     info = import_paper_jsonl(
         cache, path, model="llama3_8b", dataset="gsm8k", response_type="detailed_cot"
-    )
+    ).info
     assert (info.status, info.samples_done, info.layers) == ("complete", 2, 2)
     assert info.settings["source"] == "import"
     [targets_q] = [t for t in cache.targets(info.id) if (t.layer, t.projection) == (1, "q")]
@@ -90,14 +90,14 @@ def test_import_maps_the_papers_names_and_derives_what_it_can(cache, tmp_path):
     # importing the same file again adds nothing
     again = import_paper_jsonl(
         cache, path, model="llama3_8b", dataset="gsm8k", response_type="detailed_cot"
-    )
+    ).info
     assert again.id == info.id and again.samples_done == 2 and len(cache.runs()) == 1
 
 
 def test_without_spectra_effective_rank_stays_empty(cache, tmp_path):
     path = tmp_path / "paper.jsonl"
     path.write_text(paper_line(1.0) + "\n")
-    info = import_paper_jsonl(cache, path, model="m", dataset="d", response_type="t")
+    info = import_paper_jsonl(cache, path, model="m", dataset="d", response_type="t").info
     [q] = cache.curves([info.id], "effective_rank", ["q"])
     assert q.count == [0, 0] and all(math.isnan(v) for v in q.mean)
 
@@ -151,7 +151,7 @@ def test_import_of_an_export_gives_identical_curves(cache, tmp_path):
     assert first["layerscope"] == {"index": 0, "prompt_tokens": 10, "response_tokens": 20}
     copy = import_paper_jsonl(
         cache, path, model="synthetic", dataset="math", response_type="none_cot"
-    ).id
+    ).info.id
     assert copy != original
     exact = ("mean", "max", "min", "frobenius_norm", "nuclear_norm", "sigma_max", "sigma_min")
     for metric in (*MATRIX_STATISTICS, "loss"):

@@ -16,7 +16,8 @@ reviewed in one place:
 * :mod:`.aggregates`: the per-layer sums behind every curve;
 * :mod:`.reads`: one run's samples, spectra, cosines, skipped samples;
 * :mod:`.exports`: Parquet/CSV tables and the per-sample stream for the paper format;
-* :mod:`.writes` and :mod:`.inserts`: beginning, storing a batch of, and finishing a run.
+* :mod:`.writes` and :mod:`.inserts`: beginning, storing a batch of, and finishing a run, or
+  (for imports) all of it in one transaction.
 
 The records it returns are in :mod:`layerscope.analysis.records`; the statistics that turn
 stored sums into means and confidence intervals in :mod:`layerscope.analysis.statistics`. The
@@ -25,7 +26,7 @@ names below are re-exported here for the code that imports them from the cache.
 
 from __future__ import annotations
 
-from collections.abc import Iterator, Mapping, Sequence
+from collections.abc import Iterable, Iterator, Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -195,7 +196,8 @@ class ResultsCache:
         return reads.sample_curve(self._file, run_id, index, metric, projection)
 
     def sample_spectra(self, run_id: str, index: int, projection: str) -> list[list[float]]:
-        """One sample's singular values by layer (empty lists when spectra were not kept)."""
+        """One sample's singular values by layer (empty lists when spectra were not kept; NaN
+        for a value stored as empty)."""
         return reads.sample_spectra(self._file, run_id, index, projection)
 
     def layer_cosines(self, run_id: str, projection: str) -> list[list[float]]:
@@ -241,7 +243,7 @@ class ResultsCache:
         """
         return exports.export_table(self._file, run_id, path, file_format, force=force)
 
-    # ---- writing (through layerscope.analysis.lifecycle.StoredRun) --------------------------
+    # ---- writing (the runner through layerscope.analysis.lifecycle.StoredRun) ---------------
 
     def begin_run(
         self,
@@ -293,3 +295,41 @@ class ResultsCache:
     def finish_run(self, run_id: str, status: str, message: str = "") -> RunInfo:
         """Mark the run complete, cancelled or failed and close its current session."""
         return writes.finish_run(self._file, run_id, status, message)
+
+    def store_complete_run(
+        self,
+        run_id: str,
+        *,
+        model: str,
+        dataset: str,
+        response_type: str,
+        mode: str,
+        samples_total: int,
+        targets: Sequence[TargetInfo],
+        settings: Mapping[str, Any],
+        provenance: Mapping[str, Any],
+        batches: Iterable[tuple[BatchResult, Mapping[int, Sample]]],
+    ) -> RunInfo:
+        """Begin the run, store every batch and mark it complete, in ONE transaction.
+
+        For a run that is one thing, such as an imported file: if anything fails on the way
+        (the ``batches`` iterable raising, DuckDB refusing a row, Ctrl-C, a killed process),
+        the cache is as it was, with no run. ``batches`` is consumed inside the transaction, so
+        it can stream (memory stays bounded), but the file stays opened read-write until the
+        last batch is stored: other processes wait for it. A run already stored in part (by an
+        older import, batch by batch) is reopened and completed; samples already stored are
+        skipped, as in :meth:`write_batch`. The runner keeps one transaction per batch.
+        """
+        return writes.store_complete_run(
+            self._file,
+            run_id,
+            model=model,
+            dataset=dataset,
+            response_type=response_type,
+            mode=mode,
+            samples_total=samples_total,
+            targets=targets,
+            settings=settings,
+            provenance=provenance,
+            batches=batches,
+        )

@@ -127,7 +127,7 @@ def iter_sample_statistics(
         for row in rows:
             values = dict(zip(MATRIX_STATISTICS, row[3:-1], strict=True))
             stats = {k: float(v) for k, v in values.items() if v is not None}
-            spectrum = [float(v) for v in row[-1]] if row[-1] is not None else None
+            spectrum = [as_float(v) for v in row[-1]] if row[-1] is not None else None
             by_sample.setdefault(int(row[0]), []).append((int(row[1]), row[2], stats, spectrum))
         for index, loss, prompt, response, instruction, input_text, output in samples:
             sample = {

@@ -101,7 +101,7 @@ def insert_results(
     sample_column: list[int] = []
     layer_column: list[int] = []
     projection_column: list[str] = []
-    spectra: tuple[list[int], list[int], list[str], list[list[float]]] = ([], [], [], [])
+    spectra: tuple[list[int], list[int], list[str], list[list[float | None]]] = ([], [], [], [])
     for result in results:
         for matrix in result.matrices:
             sample_column.append(result.index)
@@ -114,7 +114,7 @@ def insert_results(
                 spectra[0].append(result.index)
                 spectra[1].append(matrix.layer)
                 spectra[2].append(matrix.projection)
-                spectra[3].append([float(v) for v in matrix.spectrum])
+                spectra[3].append([None if v is None else float(v) for v in matrix.spectrum])
     rows = len(sample_column)
     insert_columns(
         con,

@@ -163,7 +163,8 @@ def sample_curve(
 
 
 def sample_spectra(file: CacheFile, run_id: str, index: int, projection: str) -> list[list[float]]:
-    """One sample's singular values by layer (empty lists when spectra were not kept)."""
+    """One sample's singular values by layer (empty lists when spectra were not kept; NaN for
+    a value stored as empty)."""
     info, rows = run_rows(
         file,
         run_id,
@@ -174,7 +175,7 @@ def sample_spectra(file: CacheFile, run_id: str, index: int, projection: str) ->
     spectra: list[list[float]] = [[] for _ in range(info.layers)]
     for layer, values in rows:
         if 0 <= layer < len(spectra):
-            spectra[layer] = [float(v) for v in values]
+            spectra[layer] = [as_float(v) for v in values]
     return spectra
 
 

@@ -64,6 +64,14 @@ import duckdb
 from layerscope.analysis.records import MATRIX_STATISTICS, PROJECTIONS
 
 SCHEMA_VERSION = 2
+
+# What the column types can hold, for code that checks values before it writes them (the
+# paper-format import refuses or empties a value here instead of letting DuckDB fail mid-run).
+INTEGER_MAX = 2**31 - 1  # INTEGER: sample_index, token counts, samples_total
+SMALLINT_MAX = 2**15 - 1  # SMALLINT: layer
+# REAL (float32): a double of this magnitude or more rounds to infinity, which DuckDB refuses
+# ("out of range for ... FLOAT"); anything smaller rounds to a finite float32 (or to zero).
+REAL_LIMIT = 2.0**128 - 2.0**103
 # A statement, or a statement with its parameters.
 Statement = str | tuple[str, list[object]]
 

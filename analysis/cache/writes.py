@@ -1,15 +1,24 @@
-"""Writing a run: begin it, store its batches, finish it.
+"""Writing a run: begin it, store its batches, finish it; or all three at once.
 
-Why these three together: they are the whole of a run's life in the file and share its rules.
+Why these together: they are the whole of a run's life in the file and share its rules.
 A run is created or reopened (never computed by two live processes on one host at once), each
 batch is one transaction, so a process killed at any moment (Ctrl-C, SIGKILL, OOM) leaves either
 the whole batch or none of it: DuckDB's write-ahead log replays only committed transactions. A
 sample is never stored twice: the writer skips, inside the transaction, the samples already
 stored, so even two processes computing the same run cannot duplicate rows. Finishing records
 the session's counts and outcome in the run's provenance and checkpoints, so readers of a
-finished run replay no log. The runner and the paper-format import do not call these
-directly but go through :class:`layerscope.analysis.lifecycle.StoredRun`, which guarantees
-the finish.
+finished run replay no log. The runner does not call these directly but goes through
+:class:`layerscope.analysis.lifecycle.StoredRun`, which guarantees the finish.
+
+Why each step is a function of an open connection (``_begin``, ``_store``, ``_finish``) with
+the public functions as thin transactions around it: :func:`store_complete_run` runs all three
+in ONE transaction, for the paper-format import. A computed run is worth keeping batch by batch
+(hours of GPU time; a resumed run continues where it stopped), but an imported file is one
+thing: half of it stored is a run the user never asked for, so a failure anywhere in it (a
+malformed line, DuckDB refusing a value, Ctrl-C, SIGKILL) must leave no run at all. The price is
+that the file stays opened read-write for the whole import, so other processes' reads wait for
+it (up to their lock timeout); the import validates the whole file before it opens the cache,
+so what is left inside the transaction is re-reading and inserting.
 """
 
 from __future__ import annotations
@@ -18,8 +27,10 @@ import json
 import os
 import re
 import socket
-from collections.abc import Mapping, Sequence
+from collections.abc import Iterable, Mapping, Sequence
 from typing import Any
+
+import duckdb
 
 from layerscope.analysis.cache import runs
 from layerscope.analysis.cache.connection import CacheError, CacheFile, now, pid_alive
@@ -40,13 +51,101 @@ from layerscope.analysis.records import (
     TargetInfo,
 )
 
-__all__ = ["begin_run", "finish_run", "write_batch"]
+__all__ = ["begin_run", "finish_run", "store_complete_run", "write_batch"]
 
 _RUN_ID = re.compile(r"[0-9a-f]{16,}")
 
 
 def _json(value: Mapping[str, Any]) -> str:
     return json.dumps(dict(value), sort_keys=True, default=str)
+
+
+def _check_run_id(run_id: str) -> None:
+    if not _RUN_ID.fullmatch(run_id):
+        raise ValueError(f"run id must be a hexadecimal content hash, got {run_id!r}")
+
+
+def _begin(
+    con: duckdb.DuckDBPyConnection,
+    run_id: str,
+    *,
+    model: str,
+    dataset: str,
+    response_type: str,
+    mode: str,
+    samples_total: int,
+    targets: Sequence[TargetInfo],
+    settings: Mapping[str, Any],
+    provenance: Mapping[str, Any],
+) -> int:
+    """Create or reopen the run on an open transaction; returns its row number."""
+    started = now()
+    session = {**provenance, "started_at": started.isoformat() + "Z", "pid": os.getpid()}
+    host = socket.gethostname()
+    layers = 1 + max((t.layer for t in targets), default=-1)
+    projections = [p for p in PROJECTIONS if any(t.projection == p for t in targets)]
+    row = con.execute(
+        "SELECT run_no, status, owner_pid, owner_host, provenance FROM runs WHERE id = ?",
+        [run_id],
+    ).fetchone()
+    if row is None:
+        next_no = con.execute("SELECT coalesce(max(run_no), 0) + 1 FROM runs").fetchone()
+        run_no = int(next_no[0]) if next_no else 1
+        stored_provenance = {**session, "sessions": [session]}
+        con.execute(
+            "INSERT INTO runs VALUES (?, ?, ?, ?, ?, ?, 'running', ?, ?, ?, ?, ?, ?, NULL, ?, ?)",
+            [
+                run_no,
+                run_id,
+                model,
+                dataset,
+                response_type,
+                mode,
+                samples_total,
+                layers,
+                projections,
+                _json(settings),
+                _json(stored_provenance),
+                started,
+                os.getpid(),
+                host,
+            ],
+        )
+        if targets:
+            insert_columns(
+                con,
+                "targets",
+                {
+                    "run_no": ("INTEGER", [run_no] * len(targets)),
+                    "layer": ("SMALLINT", [t.layer for t in targets]),
+                    "projection": ("projection_name", [t.projection for t in targets]),
+                    "parameter": ("VARCHAR", [t.parameter for t in targets]),
+                    "rows": ("INTEGER", [t.rows for t in targets]),
+                    "cols": ("INTEGER", [t.cols for t in targets]),
+                },
+            )
+        return run_no
+    run_no, status, owner_pid, owner_host, old_provenance = row
+    if (
+        status == "running"
+        and owner_pid is not None
+        and owner_pid != os.getpid()
+        and owner_host == host
+        and pid_alive(int(owner_pid))
+    ):
+        raise CacheError(
+            f"run {run_id[:12]} is being computed by PID {owner_pid} right now; "
+            "wait for it or stop it first"
+        )
+    history = json.loads(old_provenance).get("sessions", [])
+    stored_provenance = {**session, "sessions": [*history, session]}
+    con.execute(
+        "UPDATE runs SET status = 'running', finished_at = NULL, samples_total = ?, "
+        "provenance = ?, owner_pid = ?, owner_host = ?, "
+        "started_at = coalesce(started_at, ?) WHERE run_no = ?",
+        [samples_total, _json(stored_provenance), os.getpid(), host, started, run_no],
+    )
+    return int(run_no)
 
 
 def begin_run(
@@ -64,76 +163,62 @@ def begin_run(
 ) -> RunInfo:
     """Create the run, or reopen it for more samples, and mark it running (see
     ``ResultsCache.begin_run``)."""
-    if not _RUN_ID.fullmatch(run_id):
-        raise ValueError(f"run id must be a hexadecimal content hash, got {run_id!r}")
-    started = now()
-    session = {**provenance, "started_at": started.isoformat() + "Z", "pid": os.getpid()}
-    host = socket.gethostname()
-    layers = 1 + max((t.layer for t in targets), default=-1)
-    projections = [p for p in PROJECTIONS if any(t.projection == p for t in targets)]
+    _check_run_id(run_id)
     with file.transaction() as con:
-        row = con.execute(
-            "SELECT run_no, status, owner_pid, owner_host, provenance FROM runs WHERE id = ?",
-            [run_id],
-        ).fetchone()
-        if row is None:
-            next_no = con.execute("SELECT coalesce(max(run_no), 0) + 1 FROM runs").fetchone()
-            run_no = int(next_no[0]) if next_no else 1
-            stored_provenance = {**session, "sessions": [session]}
-            con.execute(
-                "INSERT INTO runs VALUES (?, ?, ?, ?, ?, ?, 'running', ?, ?, ?, ?, ?, ?, NULL, ?, ?)",
-                [
-                    run_no,
-                    run_id,
-                    model,
-                    dataset,
-                    response_type,
-                    mode,
-                    samples_total,
-                    layers,
-                    projections,
-                    _json(settings),
-                    _json(stored_provenance),
-                    started,
-                    os.getpid(),
-                    host,
-                ],
-            )
-            if targets:
-                insert_columns(
-                    con,
-                    "targets",
-                    {
-                        "run_no": ("INTEGER", [run_no] * len(targets)),
-                        "layer": ("SMALLINT", [t.layer for t in targets]),
-                        "projection": ("projection_name", [t.projection for t in targets]),
-                        "parameter": ("VARCHAR", [t.parameter for t in targets]),
-                        "rows": ("INTEGER", [t.rows for t in targets]),
-                        "cols": ("INTEGER", [t.cols for t in targets]),
-                    },
-                )
-        else:
-            run_no, status, owner_pid, owner_host, old_provenance = row
-            if (
-                status == "running"
-                and owner_pid is not None
-                and owner_pid != os.getpid()
-                and owner_host == host
-                and pid_alive(int(owner_pid))
-            ):
-                raise CacheError(
-                    f"run {run_id[:12]} is being computed by PID {owner_pid} right now; "
-                    "wait for it or stop it first"
-                )
-            history = json.loads(old_provenance).get("sessions", [])
-            stored_provenance = {**session, "sessions": [*history, session]}
-            con.execute(
-                "UPDATE runs SET status = 'running', finished_at = NULL, samples_total = ?, "
-                "provenance = ?, owner_pid = ?, owner_host = ?, "
-                "started_at = coalesce(started_at, ?) WHERE run_no = ?",
-                [samples_total, _json(stored_provenance), os.getpid(), host, started, run_no],
-            )
+        run_no = _begin(
+            con,
+            run_id,
+            model=model,
+            dataset=dataset,
+            response_type=response_type,
+            mode=mode,
+            samples_total=samples_total,
+            targets=targets,
+            settings=settings,
+            provenance=provenance,
+        )
         return runs.info_by_number(con, run_no)
+
+
+def _store(
+    con: duckdb.DuckDBPyConnection,
+    run_no: int,
+    batch: BatchResult,
+    samples_by_index: Mapping[int, Sample],
+    failed: Sequence[SkippedSample] = (),
+) -> int:
+    """Store one batch on an open transaction; returns how many samples were new."""
+    incoming = [r.index for r in batch.results] + [s.index for s in batch.skipped]
+    existing = {
+        int(r[0])
+        for r in con.execute(
+            "SELECT sample_index FROM samples WHERE run_no = ? AND "
+            "list_contains(?, sample_index) UNION ALL SELECT sample_index FROM skipped "
+            "WHERE run_no = ? AND kind = 'skipped' AND list_contains(?, sample_index)",
+            [run_no, incoming, run_no, incoming],
+        ).fetchall()
+    }
+    results = [r for r in batch.results if r.index not in existing]
+    skipped = [s for s in batch.skipped if s.index not in existing]
+    fresh = {r.index for r in results} | {s.index for s in skipped}
+    if fresh:
+        con.execute(
+            "DELETE FROM skipped WHERE run_no = ? AND kind = 'failed' "
+            "AND list_contains(?, sample_index)",
+            [run_no, sorted(fresh)],
+        )
+    insert_results(con, run_no, results, samples_by_index)
+    insert_skipped(con, run_no, [(s.index, "skipped", s.reason) for s in skipped])
+    failures = [f for f in failed if f.index not in existing and f.index not in fresh]
+    if failures:
+        con.execute(
+            "DELETE FROM skipped WHERE run_no = ? AND list_contains(?, sample_index)",
+            [run_no, [f.index for f in failures]],
+        )
+        insert_skipped(con, run_no, [(f.index, "failed", f.reason) for f in failures])
+    add_curve_sums(con, run_no, results)
+    add_cosines(con, run_no, results)
+    return len(results) + len(skipped)
 
 
 def write_batch(
@@ -146,71 +231,86 @@ def write_batch(
     """Store one batch in one transaction; returns how many samples were new (see
     ``ResultsCache.write_batch``)."""
     with file.transaction() as con:
-        run_no = runs.run_no(con, run_id)
-        incoming = [r.index for r in batch.results] + [s.index for s in batch.skipped]
-        existing = {
-            int(r[0])
-            for r in con.execute(
-                "SELECT sample_index FROM samples WHERE run_no = ? AND "
-                "list_contains(?, sample_index) UNION ALL SELECT sample_index FROM skipped "
-                "WHERE run_no = ? AND kind = 'skipped' AND list_contains(?, sample_index)",
-                [run_no, incoming, run_no, incoming],
-            ).fetchall()
-        }
-        results = [r for r in batch.results if r.index not in existing]
-        skipped = [s for s in batch.skipped if s.index not in existing]
-        fresh = {r.index for r in results} | {s.index for s in skipped}
-        if fresh:
-            con.execute(
-                "DELETE FROM skipped WHERE run_no = ? AND kind = 'failed' "
-                "AND list_contains(?, sample_index)",
-                [run_no, sorted(fresh)],
-            )
-        insert_results(con, run_no, results, samples_by_index)
-        insert_skipped(con, run_no, [(s.index, "skipped", s.reason) for s in skipped])
-        failures = [f for f in failed if f.index not in existing and f.index not in fresh]
-        if failures:
-            con.execute(
-                "DELETE FROM skipped WHERE run_no = ? AND list_contains(?, sample_index)",
-                [run_no, [f.index for f in failures]],
-            )
-            insert_skipped(con, run_no, [(f.index, "failed", f.reason) for f in failures])
-        add_curve_sums(con, run_no, results)
-        add_cosines(con, run_no, results)
-    return len(results) + len(skipped)
+        return _store(con, runs.run_no(con, run_id), batch, samples_by_index, failed)
+
+
+def _check_status(status: str) -> None:
+    if status not in RUN_STATUSES:
+        raise ValueError(f"unknown run status {status!r}")
+
+
+def _finish(con: duckdb.DuckDBPyConnection, run_no: int, status: str, message: str) -> RunInfo:
+    """Mark the run finished on an open transaction and close its current session."""
+    finished = now()
+    row = con.execute("SELECT provenance FROM runs WHERE run_no = ?", [run_no]).fetchone()
+    provenance = json.loads(row[0]) if row else {}
+    counts = con.execute(
+        "SELECT (SELECT count(*) FROM samples WHERE run_no = $r), "
+        "(SELECT count(*) FROM skipped WHERE run_no = $r AND kind = 'skipped'), "
+        "(SELECT count(*) FROM skipped WHERE run_no = $r AND kind = 'failed')",
+        {"r": run_no},
+    ).fetchone()
+    closing: dict[str, Any] = {"finished_at": finished.isoformat() + "Z", "status": status}
+    if counts:
+        closing["samples_done"], closing["samples_skipped"], closing["samples_failed"] = (
+            int(c) for c in counts
+        )
+    if message:
+        closing["message"] = message
+    provenance.update(closing)
+    sessions = provenance.get("sessions") or []
+    if sessions:
+        sessions[-1] = {**sessions[-1], **closing}
+    con.execute(
+        "UPDATE runs SET status = ?, finished_at = ?, provenance = ?, owner_pid = NULL "
+        "WHERE run_no = ?",
+        [status, finished, _json(provenance), run_no],
+    )
+    return runs.info_by_number(con, run_no)
 
 
 def finish_run(file: CacheFile, run_id: str, status: str, message: str = "") -> RunInfo:
     """Mark the run complete, cancelled or failed and close its current session."""
-    if status not in RUN_STATUSES:
-        raise ValueError(f"unknown run status {status!r}")
-    finished = now()
+    _check_status(status)
     with file.transaction() as con:
         run_no, _info = runs.resolve(con, file.path, run_id)
-        row = con.execute("SELECT provenance FROM runs WHERE run_no = ?", [run_no]).fetchone()
-        provenance = json.loads(row[0]) if row else {}
-        counts = con.execute(
-            "SELECT (SELECT count(*) FROM samples WHERE run_no = $r), "
-            "(SELECT count(*) FROM skipped WHERE run_no = $r AND kind = 'skipped'), "
-            "(SELECT count(*) FROM skipped WHERE run_no = $r AND kind = 'failed')",
-            {"r": run_no},
-        ).fetchone()
-        closing: dict[str, Any] = {"finished_at": finished.isoformat() + "Z", "status": status}
-        if counts:
-            closing["samples_done"], closing["samples_skipped"], closing["samples_failed"] = (
-                int(c) for c in counts
-            )
-        if message:
-            closing["message"] = message
-        provenance.update(closing)
-        sessions = provenance.get("sessions") or []
-        if sessions:
-            sessions[-1] = {**sessions[-1], **closing}
-        con.execute(
-            "UPDATE runs SET status = ?, finished_at = ?, provenance = ?, owner_pid = NULL "
-            "WHERE run_no = ?",
-            [status, finished, _json(provenance), run_no],
+        info = _finish(con, run_no, status, message)
+    file.checkpoint()  # a finished run leaves no log for readers to replay
+    return info
+
+
+def store_complete_run(
+    file: CacheFile,
+    run_id: str,
+    *,
+    model: str,
+    dataset: str,
+    response_type: str,
+    mode: str,
+    samples_total: int,
+    targets: Sequence[TargetInfo],
+    settings: Mapping[str, Any],
+    provenance: Mapping[str, Any],
+    batches: Iterable[tuple[BatchResult, Mapping[int, Sample]]],
+) -> RunInfo:
+    """Begin the run, store every batch and finish it complete, all in one transaction (see
+    ``ResultsCache.store_complete_run``)."""
+    _check_run_id(run_id)
+    with file.transaction() as con:
+        run_no = _begin(
+            con,
+            run_id,
+            model=model,
+            dataset=dataset,
+            response_type=response_type,
+            mode=mode,
+            samples_total=samples_total,
+            targets=targets,
+            settings=settings,
+            provenance=provenance,
         )
-        info = runs.info_by_number(con, run_no)
+        for batch, samples_by_index in batches:
+            _store(con, run_no, batch, samples_by_index)
+        info = _finish(con, run_no, "complete", "")
     file.checkpoint()  # a finished run leaves no log for readers to replay
     return info

@@ -9,18 +9,22 @@ this module picks what to ask for and hands it to :mod:`~layerscope.app.cli.outp
 from __future__ import annotations
 
 import argparse
+import contextlib
 import json
+import os
 import sys
-from collections.abc import Sequence
+from collections.abc import Callable, Iterator, Sequence
 from dataclasses import asdict
 from typing import TYPE_CHECKING
 
 from layerscope.analysis.cache import CacheError, ResultsCache
 from layerscope.analysis.outputs import OutputError, OutputExistsError, is_stdout
 from layerscope.app.cli import output
-from layerscope.app.cli.arguments import UsageError, projections
+from layerscope.app.cli.arguments import PROG, UsageError, projections
+from layerscope.app.cli.computing import EXIT_INTERRUPTED
 
 if TYPE_CHECKING:
+    from layerscope.analysis.paper_format import PaperImport
     from layerscope.analysis.records import RunInfo
 
 
@@ -149,34 +153,71 @@ def cmd_export(args: argparse.Namespace) -> int:
     return 0
 
 
-def cmd_import(args: argparse.Namespace) -> int:
+def _empty_values_note(imported: PaperImport) -> str | None:
+    """The summary's line about values stored as empty, or None when there were none."""
+    if not imported.empty_values:
+        return None
+    lines = ", ".join(str(n) for n in imported.first_empty_lines)
+    more = imported.empty_lines - len(imported.first_empty_lines)
+    word = "line" if imported.empty_lines == 1 else "lines"
+    return (
+        f"{imported.empty_values} value{'s' if imported.empty_values != 1 else ''} stored as "
+        f"empty (not finite or beyond float32 range): {word} {lines}"
+        + (f" and {more} more" if more else "")
+    )
+
+
+@contextlib.contextmanager
+def _import_progress(name: str) -> Iterator[Callable[[int, int], None] | None]:
+    """A progress bar on stderr while storing, only when stderr is a terminal (a log or a pipe
+    gets the summary and nothing else, not even an empty line)."""
+    console = output.console(stderr=True)
+    if not console.is_terminal:
+        yield None
+        return
     from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn
 
-    from layerscope.analysis.paper_format import import_paper_jsonl
-
-    cache = ResultsCache(args.db)
-    columns = (TextColumn(f"importing {args.file.name}"), BarColumn(), MofNCompleteColumn())
-    with Progress(*columns, console=output.console(stderr=True), transient=True) as progress:
+    columns = (TextColumn(f"importing {name}"), BarColumn(), MofNCompleteColumn())
+    with Progress(*columns, console=console, transient=True) as progress:
         task = progress.add_task("import", total=None)
 
         def advance(done: int, total: int) -> None:
             progress.update(task, completed=done, total=total)
 
-        info = import_paper_jsonl(
-            cache,
-            args.file,
-            model=args.model,
-            dataset=args.dataset,
-            response_type=args.response_type,
-            mode=args.mode,
-            progress=advance,
-        )
+        yield advance
+
+
+def cmd_import(args: argparse.Namespace) -> int:
+    from layerscope.analysis.paper_format import import_paper_jsonl
+
+    cache = ResultsCache(args.db)
+    try:
+        with _import_progress(args.file.name) as advance:
+            imported = import_paper_jsonl(
+                cache,
+                args.file,
+                model=args.model,
+                dataset=args.dataset,
+                response_type=args.response_type,
+                mode=args.mode,
+                progress=advance,
+            )
+    except KeyboardInterrupt:
+        if os.environ.get("LAYERSCOPE_DEBUG"):
+            raise
+        # The import is one transaction: an interrupt leaves no run, unlike a computation.
+        print(f"{PROG}: error: interrupted; nothing was imported", file=sys.stderr)
+        return EXIT_INTERRUPTED
+    info = imported.info
     print(info.id)
     print(
         f"{info.short_id}  {info.model} / {info.dataset}/{info.response_type}: "
         f"{info.samples_done} samples, {info.layers} layers",
         file=sys.stderr,
     )
+    note = _empty_values_note(imported)
+    if note:
+        print(note, file=sys.stderr)
     return 0
 
 
