@@ -55,9 +55,16 @@ O(samples x L^2) rows; the price is that cosines are not length-controlled.
 Migrations: :data:`MIGRATIONS` lists, per version, the statements that bring a file from the
 previous version to it; a new file runs them all, an older file is upgraded in place (one
 transaction per step), a file from a newer layerscope is refused with :class:`SchemaVersionError`.
+A stored version layerscope never writes (``'two'``, ``'-1'``, or ``'0'`` in a file with tables:
+an empty file has no record at all) is :class:`SchemaVersionUnreadable`, never guessed at:
+reading such a file as empty said "no runs" of a file full of them, and upgrading it from 0 would
+fail half-way. ``layerscope doctor`` (:mod:`.health`) says which version its tables match.
 """
 
 from __future__ import annotations
+
+import contextlib
+import re
 
 import duckdb
 
@@ -224,12 +231,72 @@ def apply_migrations(con: duckdb.DuckDBPyConnection, current: int, target: int) 
             raise
 
 
-def schema_version(con: duckdb.DuckDBPyConnection) -> int | None:
-    """The stored schema version; 0 for an empty file; None for a file that is not ours."""
-    tables = {row[0] for row in con.execute("SELECT table_name FROM duckdb_tables()").fetchall()}
-    if not tables:
-        return 0
-    if "layerscope_meta" not in tables:
+class SchemaVersionUnreadable(ValueError):
+    """The stored schema version is not one layerscope ever writes (not a positive integer),
+    so the file's tables cannot be trusted to be read as any version."""
+
+    def __init__(self, text: str, runs: int | None) -> None:
+        if text.strip() == "0" and runs:
+            message = f"schema version '0' but the file holds {runs} run{'s' * (runs != 1)}"
+        elif text.strip() == "0":
+            message = "schema version '0' but the file holds layerscope tables"
+        else:
+            message = f"unreadable schema version {text!r}"
+        super().__init__(message)
+        self.text = text
+        self.runs = runs
+
+
+def table_names(con: duckdb.DuckDBPyConnection) -> set[str]:
+    return {row[0] for row in con.execute("SELECT table_name FROM duckdb_tables()").fetchall()}
+
+
+def stored_schema_version(con: duckdb.DuckDBPyConnection) -> str | None:
+    """The schema version as stored (text), or None when the file has no record of one."""
+    if "layerscope_meta" not in table_names(con):
         return None
     row = con.execute("SELECT value FROM layerscope_meta WHERE key = 'schema_version'").fetchone()
-    return int(row[0]) if row else None
+    return None if row is None else str(row[0])
+
+
+def tables_version(tables: set[str]) -> int | None:
+    """The newest schema version whose tables are all present (None: not even version 1's)."""
+    found = None
+    for version, statements in sorted(MIGRATIONS.items()):
+        created = {
+            match.group(1)
+            for statement in statements
+            if isinstance(statement, str)
+            for match in [re.match(r"\s*CREATE TABLE (\w+)", statement)]
+            if match
+        }
+        if not created <= tables:
+            break
+        found = version
+    return found
+
+
+def schema_version(con: duckdb.DuckDBPyConnection) -> int | None:
+    """The stored schema version; 0 for an empty file; None for a file that is not ours.
+
+    Raises :class:`SchemaVersionUnreadable` for a stored value layerscope never writes: not an
+    integer, negative, or 0 in a file that has tables (an empty file has no version record).
+    """
+    tables = table_names(con)
+    if not tables:
+        return 0
+    text = stored_schema_version(con)
+    if text is None:
+        return None
+    try:
+        version = int(text)
+    except ValueError:
+        version = -1
+    if version < 1:
+        runs = None
+        if "runs" in tables:
+            with contextlib.suppress(duckdb.Error):
+                row = con.execute("SELECT count(*) FROM runs").fetchone()
+                runs = int(row[0]) if row else None
+        raise SchemaVersionUnreadable(text, runs)
+    return version
