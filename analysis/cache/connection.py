@@ -276,9 +276,11 @@ class CacheFile:
             except OSError as error:
                 raise CacheError(f"{self.path}: cannot create its folder: {error}") from None
         if self.path.is_dir():
+            shown = (
+                self.path if self.path.is_absolute() else f"{self.path} ({self.path.absolute()})"
+            )
             raise CacheError(
-                f"{self.path} is a folder, not a cache file: give --db (or $LAYERSCOPE_DB) a "
-                "file name"
+                f"{shown} is a folder, not a cache file: give --db (or $LAYERSCOPE_DB) a file name"
             )
         deadline = time.monotonic() + self.lock_timeout
         delay = _FIRST_BACKOFF

@@ -79,30 +79,39 @@ _STAT_COLUMNS = ", ".join(f'"{name}" REAL' for name in MATRIX_STATISTICS)
 _PROJECTION_ENUM = ", ".join(f"'{p}'" for p in PROJECTIONS)
 
 
-def _rebuild_curve_sums(statistic: str) -> tuple[str, list[object]]:
-    """SQL (and its parameter) that (re)computes ``curve_sums`` of one statistic for every run
-    from its rows. ``statistic`` is one of MATRIX_STATISTICS (it names a column)."""
+def curve_sums_query(statistic: str) -> tuple[str, list[object]]:
+    """SQL (and its parameter) that recomputes ``curve_sums`` of one statistic for every run
+    from its rows, with the table's column names. ``statistic`` is one of MATRIX_STATISTICS (it
+    names a column). The rebuild stores it; ``layerscope doctor`` compares it with the store."""
     if statistic not in MATRIX_STATISTICS:
         raise ValueError(f"unknown statistic {statistic!r}")
     column = f't."{statistic}"'
     sql = f"""
-        INSERT OR REPLACE INTO curve_sums
         WITH bad AS (
             SELECT DISTINCT run_no, projection, sample_index FROM statistics t
             WHERE NOT isfinite({column})
         ),
         bad_count AS (SELECT run_no, projection, count(*) AS n FROM bad GROUP BY ALL)
-        SELECT t.run_no, t.projection::VARCHAR, t.layer, ?::VARCHAR,
-               count({column}) FILTER (WHERE b.sample_index IS NULL),
-               coalesce(sum({column}::DOUBLE) FILTER (WHERE b.sample_index IS NULL), 0),
-               coalesce(sum({column}::DOUBLE * {column}) FILTER (WHERE b.sample_index IS NULL), 0),
-               coalesce(any_value(c.n), 0)
+        SELECT t.run_no AS run_no, t.projection::VARCHAR AS projection, t.layer AS layer,
+               ?::VARCHAR AS statistic,
+               count({column}) FILTER (WHERE b.sample_index IS NULL) AS samples,
+               coalesce(sum({column}::DOUBLE) FILTER (WHERE b.sample_index IS NULL), 0) AS total,
+               coalesce(sum({column}::DOUBLE * {column}) FILTER (WHERE b.sample_index IS NULL), 0)
+                   AS squares,
+               coalesce(any_value(c.n), 0) AS nonfinite_samples
         FROM statistics t
         LEFT JOIN bad b USING (run_no, projection, sample_index)
         LEFT JOIN bad_count c USING (run_no, projection)
         GROUP BY ALL
     """  # noqa: S608 (column name from MATRIX_STATISTICS, checked above; values are parameters)
     return sql, [statistic]
+
+
+def _rebuild_curve_sums(statistic: str) -> tuple[str, list[object]]:
+    """SQL (and its parameter) that (re)computes ``curve_sums`` of one statistic for every run
+    from its rows."""
+    sql, parameters = curve_sums_query(statistic)
+    return f"INSERT OR REPLACE INTO curve_sums {sql}", parameters
 
 
 def _execute(con: duckdb.DuckDBPyConnection, statement: Statement) -> None:
@@ -259,18 +268,22 @@ def stored_schema_version(con: duckdb.DuckDBPyConnection) -> str | None:
     return None if row is None else str(row[0])
 
 
+def created_tables(version: int) -> set[str]:
+    """The tables the migration to ``version`` creates."""
+    names = set()
+    for statement in MIGRATIONS[version]:
+        if isinstance(statement, str):
+            match = re.match(r"\s*CREATE TABLE (\w+)", statement)
+            if match:
+                names.add(match.group(1))
+    return names
+
+
 def tables_version(tables: set[str]) -> int | None:
     """The newest schema version whose tables are all present (None: not even version 1's)."""
     found = None
-    for version, statements in sorted(MIGRATIONS.items()):
-        created = {
-            match.group(1)
-            for statement in statements
-            if isinstance(statement, str)
-            for match in [re.match(r"\s*CREATE TABLE (\w+)", statement)]
-            if match
-        }
-        if not created <= tables:
+    for version in sorted(MIGRATIONS):
+        if not created_tables(version) <= tables:
             break
         found = version
     return found
