@@ -10,12 +10,14 @@ from __future__ import annotations
 import os
 from pathlib import Path
 
+from layerscope.analysis.environment import text_from_env
+
 __all__ = ["default_db_path"]
 
 
 def default_db_path() -> Path:
     """``$LAYERSCOPE_DB``, else ``$XDG_CACHE_HOME/layerscope/results.duckdb``."""
-    env = os.environ.get("LAYERSCOPE_DB")
+    env = text_from_env("LAYERSCOPE_DB")
     if env:
         return Path(env).expanduser()
     base = os.environ.get("XDG_CACHE_HOME") or str(Path.home() / ".cache")

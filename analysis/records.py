@@ -175,6 +175,9 @@ class RunInfo:
     provenance: dict
     started_at: datetime | None
     finished_at: datetime | None
+    # status "cancelled" because the process computing it is gone (killed, or a write-ahead
+    # log that lost its last batches), not because anyone cancelled it: resumable all the same
+    interrupted: bool = False
 
     @property
     def short_id(self) -> str:

@@ -30,11 +30,23 @@ do not checkpoint at every close: the write-ahead log is folded into the main fi
 8 MB and when a run finishes. Checkpointing at every batch would rewrite the run's last, partly
 filled row group each time, which fragments the file and makes every batch slower; readers pay
 only a few milliseconds to replay a log of that size when they open the file.
+
+A damaged log is one line with the way forward (:class:`DamagedLogError`), not DuckDB's words.
+DuckDB 2 treats damage in three ways: a log cut short (a killed writer, a truncated copy) is
+replayed up to its last complete transaction, so the runs it touched lose their last batches and
+show as interrupted, and resuming recomputes them; an entry that fails its checksum makes every
+open fail; a log whose header is not this file's is ignored without a word, and the next write
+overwrites it. The last two name ``layerscope doctor --set-aside-wal`` (:mod:`.health`), and the
+third is caught right after connecting (how much was replayed vs the log's size), before a write
+could destroy it. The block size, log threshold and lock timeout come from
+``$LAYERSCOPE_BLOCK_SIZE``, ``$LAYERSCOPE_WAL_CHECKPOINT`` and ``$LAYERSCOPE_LOCK_TIMEOUT``,
+read through :mod:`layerscope.analysis.environment` when they are used, never at import.
 """
 
 from __future__ import annotations
 
 import contextlib
+import math
 import os
 import re
 import threading
@@ -46,7 +58,13 @@ from typing import Any
 
 import duckdb
 
-from layerscope.analysis.cache.schema import SCHEMA_VERSION, apply_migrations, schema_version
+from layerscope.analysis.cache.schema import (
+    SCHEMA_VERSION,
+    SchemaVersionUnreadable,
+    apply_migrations,
+    schema_version,
+)
+from layerscope.analysis.environment import integer_from_env, number_from_env, size_from_env
 from layerscope.analysis.errors import one_line
 from layerscope.analysis.locations import default_db_path as default_db_path
 
@@ -54,6 +72,7 @@ __all__ = [
     "CacheError",
     "CacheFile",
     "CacheLockedError",
+    "DamagedLogError",
     "NoFile",
     "SchemaVersionError",
     "UnknownRunError",
@@ -61,9 +80,9 @@ __all__ = [
 ]
 
 DEFAULT_LOCK_TIMEOUT = 30.0
-BLOCK_SIZE = int(os.environ.get("LAYERSCOPE_BLOCK_SIZE", 16384))
+DEFAULT_BLOCK_SIZE = 16384
 # Write-ahead log size at which a commit checkpoints into the main file (see module docs).
-WAL_CHECKPOINT_SIZE = os.environ.get("LAYERSCOPE_WAL_CHECKPOINT", "8MB")
+DEFAULT_WAL_CHECKPOINT = "8MB"
 _FIRST_BACKOFF = 0.01
 _MAX_BACKOFF = 0.5
 
@@ -84,6 +103,10 @@ class SchemaVersionError(CacheError):
     """The cache file was written by a newer layerscope (or is not a layerscope cache)."""
 
 
+class DamagedLogError(CacheError):
+    """The file's write-ahead log cannot be replayed; the message says how to set it aside."""
+
+
 class UnknownRunError(CacheError, KeyError):
     """No run (or more than one) matches the given id or id prefix."""
 
@@ -96,7 +119,104 @@ class NoFile(Exception):
 
 
 def default_lock_timeout() -> float:
-    return float(os.environ.get("LAYERSCOPE_LOCK_TIMEOUT", DEFAULT_LOCK_TIMEOUT))
+    """``$LAYERSCOPE_LOCK_TIMEOUT`` seconds, else 30."""
+    return number_from_env(
+        "LAYERSCOPE_LOCK_TIMEOUT", DEFAULT_LOCK_TIMEOUT, minimum=0, unit="seconds"
+    )
+
+
+def block_size() -> int:
+    """``$LAYERSCOPE_BLOCK_SIZE``: the block size of a new file (DuckDB allows 16-256 KiB)."""
+    return integer_from_env(
+        "LAYERSCOPE_BLOCK_SIZE",
+        DEFAULT_BLOCK_SIZE,
+        minimum=16384,
+        maximum=262144,
+        power_of_two=True,
+    )
+
+
+def wal_checkpoint_size() -> int:
+    """``$LAYERSCOPE_WAL_CHECKPOINT``: the log size (bytes) at which a commit checkpoints."""
+    return size_from_env("LAYERSCOPE_WAL_CHECKPOINT", DEFAULT_WAL_CHECKPOINT)
+
+
+def wal_path(path: Path) -> Path:
+    """The write-ahead log DuckDB keeps beside a database file."""
+    return path.with_name(path.name + ".wal")
+
+
+_SIZE_TEXT = re.compile(r"([\d.]+)\s*(bytes|KiB|MiB|GiB|TiB|PiB)")
+_SIZE_TEXT_UNITS = {
+    "bytes": 1,
+    "KiB": 2**10,
+    "MiB": 2**20,
+    "GiB": 2**30,
+    "TiB": 2**40,
+    "PiB": 2**50,
+}
+
+
+def replayed_log_bytes(con: duckdb.DuckDBPyConnection) -> tuple[float, float]:
+    """How much of the write-ahead log DuckDB replayed on opening, as (low, high) bytes.
+
+    DuckDB reports it rounded (``32.5 KiB``), hence the bounds. It stops at the last complete
+    transaction of a truncated log and replays nothing of a log whose header does not belong
+    to the file: comparing with the log's size on disk tells the three apart.
+    """
+    row = con.execute("SELECT wal_size FROM pragma_database_size()").fetchone()
+    match = _SIZE_TEXT.fullmatch(str(row[0]).strip()) if row else None
+    if match is None:
+        return 0.0, math.inf  # unknown: assume it replayed
+    value, unit = float(match.group(1)), _SIZE_TEXT_UNITS[match.group(2)]
+    if unit == 1:
+        return value, value
+    return max(0.0, (value - 0.05) * unit), (value + 0.05) * unit
+
+
+def damaged_log_message(path: Path, detail: str) -> str:
+    """The one line for a log that cannot be replayed, with the way forward."""
+    return (
+        f"{wal_path(path)}: the write-ahead log is damaged ({detail}); "
+        f"`layerscope doctor --db {path} --set-aside-wal` moves it aside "
+        "(batches it held are recomputed on resume)"
+    )
+
+
+def _check_log_was_read(con: duckdb.DuckDBPyConnection, path: Path) -> None:
+    """Refuse a file whose log DuckDB ignored (a header that is not this file's) before a
+    write overwrites it: the batches in it would be lost without a word."""
+    try:
+        size = wal_path(path).stat().st_size
+    except OSError:
+        return
+    if size > 0 and replayed_log_bytes(con)[1] == 0:
+        raise DamagedLogError(
+            damaged_log_message(
+                path, "its header does not belong to this file, so DuckDB ignored it"
+            )
+        )
+
+
+_WAL_CHECKSUM = re.compile(r"byte position (\d+) computed checksum")
+
+
+def open_error(path: Path, error: duckdb.Error) -> CacheError:
+    """The one line for a DuckDB error while opening ``path``: what is wrong and what to do."""
+    text = one_line(error)
+    if "replaying WAL" in text or "Corrupt WAL" in text:
+        position = _WAL_CHECKSUM.search(text)
+        detail = (
+            f"checksum mismatch at byte {position.group(1)}"
+            if position
+            else re.sub(r'^.*?WAL file "[^"]*":\s*', "", text)
+        )
+        return DamagedLogError(damaged_log_message(path, detail))
+    if "not a valid DuckDB database file" in text:
+        return CacheError(
+            f"{path} is not a DuckDB file, so not a layerscope cache: use another --db"
+        )
+    return CacheError(f"{path}: {text}")
 
 
 def now() -> datetime:
@@ -155,6 +275,13 @@ class CacheFile:
                 self.path.parent.mkdir(parents=True, exist_ok=True)
             except OSError as error:
                 raise CacheError(f"{self.path}: cannot create its folder: {error}") from None
+        if self.path.is_dir():
+            shown = (
+                self.path if self.path.is_absolute() else f"{self.path} ({self.path.absolute()})"
+            )
+            raise CacheError(
+                f"{shown} is a folder, not a cache file: give --db (or $LAYERSCOPE_DB) a file name"
+            )
         deadline = time.monotonic() + self.lock_timeout
         delay = _FIRST_BACKOFF
         while True:
@@ -164,12 +291,12 @@ class CacheFile:
                 if write and not self.path.exists():
                     # Small blocks keep small runs small (the default 256 KiB block would be
                     # mostly empty for a table of a few hundred rows).
-                    config: dict[str, Any] = {"default_block_size": str(BLOCK_SIZE)}
+                    config: dict[str, Any] = {"default_block_size": str(block_size())}
                     return duckdb.connect(str(self.path), config=config)
-                return duckdb.connect(str(self.path), read_only=not write)
+                con = duckdb.connect(str(self.path), read_only=not write)
             except duckdb.Error as error:
                 if not _is_lock_conflict(error):
-                    raise CacheError(f"{self.path}: {one_line(error)}") from None
+                    raise open_error(self.path, error) from None
                 if time.monotonic() >= deadline:
                     match = _PID_PATTERN.search(str(error))
                     pid = int(match.group(1)) if match else None
@@ -180,19 +307,27 @@ class CacheFile:
                         "process or use another --db",
                         pid,
                     ) from None
+            else:
+                try:
+                    _check_log_was_read(con, self.path)
+                except BaseException:
+                    con.close()
+                    raise
+                return con
             time.sleep(min(delay, max(0.0, deadline - time.monotonic())))
             delay = min(delay * 2, _MAX_BACKOFF)
 
     @contextlib.contextmanager
     def connection(self, write: bool = False) -> Iterator[duckdb.DuckDBPyConnection]:
         """A short-lived connection with the schema checked (and, when writing, created)."""
+        checkpoint_bytes = wal_checkpoint_size() if write else 0  # a bad value: before opening
         with _file_lock(self.path):
             con = self.open(write)
             try:
                 if write:
                     # Checkpoint when the log is big, not at every close (see module docs).
                     con.execute("PRAGMA disable_checkpoint_on_shutdown")
-                    con.execute("SET checkpoint_threshold = ?", [WAL_CHECKPOINT_SIZE])
+                    con.execute("SET checkpoint_threshold = ?", [f"{checkpoint_bytes}b"])
                 if not self.schema_ready:
                     con = self._prepare_schema(con, write)
                 yield con
@@ -205,7 +340,12 @@ class CacheFile:
         self, con: duckdb.DuckDBPyConnection, write: bool
     ) -> duckdb.DuckDBPyConnection:
         """Refuse a file that is not ours or is newer; upgrade an older one in place."""
-        version = schema_version(con)
+        try:
+            version = schema_version(con)
+        except SchemaVersionUnreadable as unreadable:
+            raise SchemaVersionError(
+                f"{self.path}: {unreadable}: run `layerscope doctor --db {self.path}`"
+            ) from None
         if version is None:
             raise SchemaVersionError(f"{self.path} is a DuckDB file but not a layerscope cache")
         if version > SCHEMA_VERSION:

@@ -4,7 +4,8 @@ Why one module: every read and every write starts by turning a run id into the r
 number, and three places had their own copy of that SQL. Here is the one column list that
 becomes a :class:`~layerscope.analysis.records.RunInfo`, the one prefix rule users rely on
 (``show 3fa9`` works while it is unambiguous), the "unknown run" messages, and the rule that a
-run left "running" by a process that no longer exists (same host) is reported as "cancelled".
+run left "running" by a process that no longer exists (same host) is reported as "cancelled"
+and ``interrupted`` (``runs`` shows it so: nobody cancelled it, and the same command resumes it).
 """
 
 from __future__ import annotations
@@ -60,13 +61,14 @@ def run_from_row(row: Sequence[Any]) -> RunInfo:
         skipped,
         failed,
     ) = row
-    if (
+    interrupted = (
         status == "running"
         and owner_pid is not None
         and owner_host == socket.gethostname()
         and owner_pid != os.getpid()
         and not pid_alive(int(owner_pid))
-    ):
+    )
+    if interrupted:
         status = "cancelled"  # its process is gone (killed): resumable
     return RunInfo(
         id=run_id,
@@ -85,6 +87,7 @@ def run_from_row(row: Sequence[Any]) -> RunInfo:
         provenance=json.loads(provenance),
         started_at=aware(started_at),
         finished_at=aware(finished_at),
+        interrupted=interrupted,
     )
 
 

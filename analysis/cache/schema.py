@@ -55,9 +55,16 @@ O(samples x L^2) rows; the price is that cosines are not length-controlled.
 Migrations: :data:`MIGRATIONS` lists, per version, the statements that bring a file from the
 previous version to it; a new file runs them all, an older file is upgraded in place (one
 transaction per step), a file from a newer layerscope is refused with :class:`SchemaVersionError`.
+A stored version layerscope never writes (``'two'``, ``'-1'``, or ``'0'`` in a file with tables:
+an empty file has no record at all) is :class:`SchemaVersionUnreadable`, never guessed at:
+reading such a file as empty said "no runs" of a file full of them, and upgrading it from 0 would
+fail half-way. ``layerscope doctor`` (:mod:`.health`) says which version its tables match.
 """
 
 from __future__ import annotations
+
+import contextlib
+import re
 
 import duckdb
 
@@ -80,30 +87,39 @@ _STAT_COLUMNS = ", ".join(f'"{name}" REAL' for name in MATRIX_STATISTICS)
 _PROJECTION_ENUM = ", ".join(f"'{p}'" for p in PROJECTIONS)
 
 
-def _rebuild_curve_sums(statistic: str) -> tuple[str, list[object]]:
-    """SQL (and its parameter) that (re)computes ``curve_sums`` of one statistic for every run
-    from its rows. ``statistic`` is one of MATRIX_STATISTICS (it names a column)."""
+def curve_sums_query(statistic: str) -> tuple[str, list[object]]:
+    """SQL (and its parameter) that recomputes ``curve_sums`` of one statistic for every run
+    from its rows, with the table's column names. ``statistic`` is one of MATRIX_STATISTICS (it
+    names a column). The rebuild stores it; ``layerscope doctor`` compares it with the store."""
     if statistic not in MATRIX_STATISTICS:
         raise ValueError(f"unknown statistic {statistic!r}")
     column = f't."{statistic}"'
     sql = f"""
-        INSERT OR REPLACE INTO curve_sums
         WITH bad AS (
             SELECT DISTINCT run_no, projection, sample_index FROM statistics t
             WHERE NOT isfinite({column})
         ),
         bad_count AS (SELECT run_no, projection, count(*) AS n FROM bad GROUP BY ALL)
-        SELECT t.run_no, t.projection::VARCHAR, t.layer, ?::VARCHAR,
-               count({column}) FILTER (WHERE b.sample_index IS NULL),
-               coalesce(sum({column}::DOUBLE) FILTER (WHERE b.sample_index IS NULL), 0),
-               coalesce(sum({column}::DOUBLE * {column}) FILTER (WHERE b.sample_index IS NULL), 0),
-               coalesce(any_value(c.n), 0)
+        SELECT t.run_no AS run_no, t.projection::VARCHAR AS projection, t.layer AS layer,
+               ?::VARCHAR AS statistic,
+               count({column}) FILTER (WHERE b.sample_index IS NULL) AS samples,
+               coalesce(sum({column}::DOUBLE) FILTER (WHERE b.sample_index IS NULL), 0) AS total,
+               coalesce(sum({column}::DOUBLE * {column}) FILTER (WHERE b.sample_index IS NULL), 0)
+                   AS squares,
+               coalesce(any_value(c.n), 0) AS nonfinite_samples
         FROM statistics t
         LEFT JOIN bad b USING (run_no, projection, sample_index)
         LEFT JOIN bad_count c USING (run_no, projection)
         GROUP BY ALL
     """  # noqa: S608 (column name from MATRIX_STATISTICS, checked above; values are parameters)
     return sql, [statistic]
+
+
+def _rebuild_curve_sums(statistic: str) -> tuple[str, list[object]]:
+    """SQL (and its parameter) that (re)computes ``curve_sums`` of one statistic for every run
+    from its rows."""
+    sql, parameters = curve_sums_query(statistic)
+    return f"INSERT OR REPLACE INTO curve_sums {sql}", parameters
 
 
 def _execute(con: duckdb.DuckDBPyConnection, statement: Statement) -> None:
@@ -232,12 +248,76 @@ def apply_migrations(con: duckdb.DuckDBPyConnection, current: int, target: int) 
             raise
 
 
-def schema_version(con: duckdb.DuckDBPyConnection) -> int | None:
-    """The stored schema version; 0 for an empty file; None for a file that is not ours."""
-    tables = {row[0] for row in con.execute("SELECT table_name FROM duckdb_tables()").fetchall()}
-    if not tables:
-        return 0
-    if "layerscope_meta" not in tables:
+class SchemaVersionUnreadable(ValueError):
+    """The stored schema version is not one layerscope ever writes (not a positive integer),
+    so the file's tables cannot be trusted to be read as any version."""
+
+    def __init__(self, text: str, runs: int | None) -> None:
+        if text.strip() == "0" and runs:
+            message = f"schema version '0' but the file holds {runs} run{'s' * (runs != 1)}"
+        elif text.strip() == "0":
+            message = "schema version '0' but the file holds layerscope tables"
+        else:
+            message = f"unreadable schema version {text!r}"
+        super().__init__(message)
+        self.text = text
+        self.runs = runs
+
+
+def table_names(con: duckdb.DuckDBPyConnection) -> set[str]:
+    return {row[0] for row in con.execute("SELECT table_name FROM duckdb_tables()").fetchall()}
+
+
+def stored_schema_version(con: duckdb.DuckDBPyConnection) -> str | None:
+    """The schema version as stored (text), or None when the file has no record of one."""
+    if "layerscope_meta" not in table_names(con):
         return None
     row = con.execute("SELECT value FROM layerscope_meta WHERE key = 'schema_version'").fetchone()
-    return int(row[0]) if row else None
+    return None if row is None else str(row[0])
+
+
+def created_tables(version: int) -> set[str]:
+    """The tables the migration to ``version`` creates."""
+    names = set()
+    for statement in MIGRATIONS[version]:
+        if isinstance(statement, str):
+            match = re.match(r"\s*CREATE TABLE (\w+)", statement)
+            if match:
+                names.add(match.group(1))
+    return names
+
+
+def tables_version(tables: set[str]) -> int | None:
+    """The newest schema version whose tables are all present (None: not even version 1's)."""
+    found = None
+    for version in sorted(MIGRATIONS):
+        if not created_tables(version) <= tables:
+            break
+        found = version
+    return found
+
+
+def schema_version(con: duckdb.DuckDBPyConnection) -> int | None:
+    """The stored schema version; 0 for an empty file; None for a file that is not ours.
+
+    Raises :class:`SchemaVersionUnreadable` for a stored value layerscope never writes: not an
+    integer, negative, or 0 in a file that has tables (an empty file has no version record).
+    """
+    tables = table_names(con)
+    if not tables:
+        return 0
+    text = stored_schema_version(con)
+    if text is None:
+        return None
+    try:
+        version = int(text)
+    except ValueError:
+        version = -1
+    if version < 1:
+        runs = None
+        if "runs" in tables:
+            with contextlib.suppress(duckdb.Error):
+                row = con.execute("SELECT count(*) FROM runs").fetchone()
+                runs = int(row[0]) if row else None
+        raise SchemaVersionUnreadable(text, runs)
+    return version

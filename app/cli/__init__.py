@@ -6,8 +6,8 @@ while they run, and move numbers around with ``export``/``import``. ``layerscope
 the Textual explorer (the only place this package touches the UI).
 
 The package is thin: :mod:`.arguments` (the grammar, the computing options built from the
-settings record), :mod:`.computing` and :mod:`.browsing` (one function per command, calling
-``analysis/``), :mod:`.output` (rendering). Conventions every command keeps: ``--help``;
+settings record), :mod:`.computing`, :mod:`.browsing` and :mod:`.doctor` (one function per
+command, calling ``analysis/``), :mod:`.output` (rendering). Conventions every command keeps: ``--help``;
 ``--db`` (also before the command); progress bars on stderr for long work (stdout stays clean
 for scripts: run ids, tables, JSON); exit status 0 on success, 1 for a runtime error, 2 for a
 usage error, 130 when interrupted (143 when stopped by SIGTERM); and every error is one line ``layerscope: error: ...`` on
@@ -27,6 +27,7 @@ from layerscope.analysis.errors import one_line
 from layerscope.app.cli.arguments import PROG, UsageError, build_parser
 from layerscope.app.cli.browsing import cmd_describe, cmd_export, cmd_import, cmd_runs, cmd_show
 from layerscope.app.cli.computing import EXIT_INTERRUPTED, cmd_check, cmd_compute
+from layerscope.app.cli.doctor import cmd_doctor
 
 __all__ = ["build_parser", "main"]
 
@@ -41,6 +42,7 @@ COMMANDS: dict[str, Callable[[argparse.Namespace], int]] = {
     "import": cmd_import,
     "describe": cmd_describe,
     "check": cmd_check,
+    "doctor": cmd_doctor,
 }
 
 

@@ -220,6 +220,24 @@ def build_parser() -> argparse.ArgumentParser:
     add_setting(describe, setting("trust_remote_code"), "compute")
     describe.add_argument("--json", action="store_true")
 
+    doctor = command(
+        "doctor",
+        "check a cache file (its log, schema, runs, sums and rows) and say what to do; "
+        "exit 1 when something needs action",
+    )
+    repairs = doctor.add_mutually_exclusive_group()
+    repairs.add_argument(
+        "--set-aside-wal",
+        action="store_true",
+        help="move a damaged write-ahead log aside (after copying the file beside itself)",
+    )
+    repairs.add_argument(
+        "--repair",
+        action="store_true",
+        help="remove orphaned and duplicated rows, recompute the curve sums (after a copy)",
+    )
+    doctor.add_argument("--json", action="store_true", help="the report as one JSON object")
+
     check = command(
         "check",
         "a quick profile of a model on the bundled math samples: fast vs slow thinking, "

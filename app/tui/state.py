@@ -13,11 +13,11 @@ from __future__ import annotations
 
 import contextlib
 import json
-import os
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from layerscope.analysis.environment import text_from_env
 from layerscope.analysis.settings import SettingError, offered, setting
 
 STATE_ENV = "LAYERSCOPE_STATE"
@@ -27,7 +27,7 @@ RECENT_LIMIT = 8
 
 def default_state_path(db_path: Path) -> Path:
     """`$LAYERSCOPE_STATE`, else a file next to the results cache."""
-    configured = os.environ.get(STATE_ENV)
+    configured = text_from_env(STATE_ENV)
     if configured:
         return Path(configured).expanduser()
     return db_path.expanduser().parent / STATE_FILE_NAME

@@ -1,0 +1,452 @@
+"""``layerscope doctor`` and the cache's health checks, on synthetic caches damaged on purpose.
+
+Each test damages a cache the way a user's got damaged (a stored schema version edited, rows
+left behind, sums out of step, a process killed, a write-ahead log corrupted or cut short) and
+checks that doctor finds it and says what to do, that the repairs it offers leave a cache that
+reads and is healthy, and that without being asked it changes nothing.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import duckdb
+import pytest
+from bad_inputs.cache_cases import corrupt_log, leave_in_log, set_schema_version
+from cache_helpers import batch, fill_run, make_result, make_samples, run_id_for, targets
+
+from layerscope.analysis.cache import ResultsCache
+from layerscope.analysis.cache import schema as cache_schema
+from layerscope.analysis.environment import (
+    EnvironmentVariableError,
+    integer_from_env,
+    number_from_env,
+    size_from_env,
+)
+from layerscope.app import cli
+
+
+@pytest.fixture
+def db(tmp_path) -> Path:
+    """A healthy cache: a complete run and a cancelled one, everything checkpointed."""
+    path = tmp_path / "results.duckdb"
+    cache = ResultsCache(path, lock_timeout=5)
+    fill_run(cache, "complete", 6, spectra=True)
+    fill_run(cache, "cancelled", 5, finish="cancelled")
+    return path
+
+
+def doctor(capsys, *argv: str | Path) -> tuple[int, list[str], str]:
+    """Run ``layerscope doctor``; returns the status, stdout lines and stderr."""
+    capsys.readouterr()
+    status = cli.main(["doctor", *(str(a) for a in argv)])
+    out, err = capsys.readouterr()
+    return status, out.splitlines(), err
+
+
+def findings(lines: list[str], severity: str, check: str) -> list[str]:
+    return [line for line in lines if line.split()[:2] == [severity, check]]
+
+
+def dead_pid() -> int:
+    """The id of a process that has ended (so that no process has it, for a while)."""
+    process = subprocess.Popen([sys.executable, "-c", ""])
+    process.wait()
+    return process.pid
+
+
+def files_of(path: Path) -> dict[str, bytes]:
+    return {p.name: p.read_bytes() for p in sorted(path.parent.iterdir()) if p.is_file()}
+
+
+def open_run_in_log(path: Path, monkeypatch, count: int = 12, owner: int | None = None) -> str:
+    """A running run whose batches of 4 are all still in the write-ahead log, owned by
+    ``owner`` (a PID); returns its id."""
+    monkeypatch.setenv("LAYERSCOPE_WAL_CHECKPOINT", "1GB")
+    cache = ResultsCache(path, lock_timeout=5)
+    run_id = run_id_for("open")
+    cache.begin_run(
+        run_id,
+        model="synthetic",
+        dataset="math",
+        response_type="none_cot",
+        mode="base",
+        samples_total=count,
+        targets=targets(4),
+        settings={"max_length": 1024, "spectra": False},
+        provenance={"layerscope": "test", "batch_size": 4},
+    )
+    if owner is not None:
+        con = duckdb.connect(str(path))
+        try:
+            con.execute("PRAGMA disable_checkpoint_on_shutdown")
+            con.execute("SET checkpoint_threshold = '1GB'")
+            con.execute("UPDATE runs SET owner_pid = ? WHERE id = ?", [owner, run_id])
+        finally:
+            con.close()
+    samples = make_samples(count)
+    for start in range(0, count, 4):
+        results = [make_result(i) for i in range(start, min(count, start + 4))]
+        cache.write_batch(run_id, batch(results), samples)
+    monkeypatch.delenv("LAYERSCOPE_WAL_CHECKPOINT")
+    assert path.with_name(path.name + ".wal").stat().st_size > 0
+    return run_id
+
+
+# ---- a healthy cache --------------------------------------------------------------------------
+
+
+def test_a_healthy_cache_is_healthy_and_left_byte_identical(db, capsys):
+    before = files_of(db)
+    status, lines, err = doctor(capsys, "--db", db)
+    assert status == 0, lines
+    assert f"{db}: healthy" in err
+    for check in ("file", "wal", "schema", "runs", "interrupted", "sums", "orphans", "duplicates"):
+        assert findings(lines, "ok", check), (check, lines)
+    assert not [line for line in lines if line.startswith("problem")]
+    assert "2 runs, 11 samples stored" in "\n".join(lines)
+    assert "curve sums of 2 runs agree" in "\n".join(lines)
+    assert files_of(db) == before  # nothing written, no log or backup created
+
+
+def test_json_report(db, capsys):
+    status, lines, _err = doctor(capsys, "--db", db, "--json")
+    report = json.loads("\n".join(lines))
+    assert status == 0 and report["healthy"] is True and report["path"] == str(db)
+    assert {f["check"] for f in report["findings"]} >= {"file", "schema", "sums", "wal"}
+    assert {f["severity"] for f in report["findings"]} == {"ok"}
+
+
+def test_a_missing_file_is_one_line_and_not_created(tmp_path, capsys):
+    missing = tmp_path / "nothing.duckdb"
+    status, lines, err = doctor(capsys, "--db", missing)
+    assert status == 1 and lines == []
+    assert err.strip() == f"layerscope: error: no cache at {missing}"
+    assert not missing.exists() and list(tmp_path.iterdir()) == []
+
+
+def test_an_empty_duckdb_file_is_healthy(tmp_path, capsys):
+    path = tmp_path / "empty.duckdb"
+    duckdb.connect(str(path)).close()
+    status, lines, _err = doctor(capsys, "--db", path)
+    assert status == 0 and findings(lines, "ok", "schema")
+
+
+# ---- schema versions --------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    ("stored", "said"),
+    [
+        ("0", "schema version '0' but the file holds 2 runs"),
+        ("two", "unreadable schema version 'two'"),
+        ("-1", "unreadable schema version '-1'"),
+    ],
+)
+def test_a_stored_schema_version_layerscope_never_writes(db, capsys, stored, said):
+    set_schema_version(db, stored)
+    status = cli.main(["runs", "--db", str(db)])
+    err = capsys.readouterr().err.strip()
+    assert status == 1
+    assert err == f"layerscope: error: {db}: {said}: run `layerscope doctor --db {db}`"
+    status, lines, _err = doctor(capsys, "--db", db)
+    assert status == 1
+    [problem] = findings(lines, "problem", "schema")
+    assert said in problem and "tables are those of schema version 2" in problem
+    assert "UPDATE layerscope_meta SET value = '2'" in problem
+    assert findings(lines, "ok", "sums")  # the rows are still checked
+    # what doctor proposes brings the file back
+    set_schema_version(db, "2")
+    assert len(ResultsCache(db).runs()) == 2
+
+
+def test_newer_and_older_schema_versions(tmp_path, db, capsys):
+    set_schema_version(db, "99")
+    status, lines, _err = doctor(capsys, "--db", db)
+    assert status == 1
+    [problem] = findings(lines, "problem", "schema")
+    assert "newer than the 2" in problem and "upgrade layerscope" in problem
+
+    old = tmp_path / "old.duckdb"
+    with duckdb.connect(str(old)) as con:
+        cache_schema.apply_migrations(con, 0, 1)
+    before = old.read_bytes()
+    status, lines, _err = doctor(capsys, "--db", old)
+    assert status == 0, lines
+    [note] = findings(lines, "note", "schema")
+    assert "schema version 1, older than 2" in note and "upgrades it" in note
+    assert old.read_bytes() == before  # doctor does not upgrade it
+
+
+def test_a_file_that_is_no_cache(tmp_path, capsys):
+    text = tmp_path / "notes.duckdb"
+    text.write_text("hello\n")
+    status, lines, _err = doctor(capsys, "--db", text)
+    assert status == 1 and "not a DuckDB file" in findings(lines, "problem", "file")[0]
+    status, lines, _err = doctor(capsys, "--db", tmp_path)
+    assert status == 1 and "is a folder" in findings(lines, "problem", "file")[0]
+
+
+# ---- rows -------------------------------------------------------------------------------------
+
+
+def test_orphaned_rows_are_found_and_repair_removes_them(db, capsys):
+    with duckdb.connect(str(db)) as con:
+        con.execute("INSERT INTO samples VALUES (99, 0, 1.0, 1, 1, 'i', '', 'o')")
+        con.execute(
+            "INSERT INTO statistics (run_no, sample_index, layer, projection, nuclear_norm) "
+            "VALUES (99, 0, 0, 'q', 1.0), (1, 77, 0, 'q', 1.0)"
+        )
+        con.execute("INSERT INTO skipped VALUES (99, 3, 'skipped', 'too long')")
+    status, lines, _err = doctor(capsys, "--db", db)
+    assert status == 1
+    [problem] = findings(lines, "problem", "orphans")
+    assert "1 in samples, 2 in statistics, 1 in skipped" in problem and "--repair" in problem
+
+    status, lines, err = doctor(capsys, "--db", db, "--repair")
+    assert status == 0, (lines, err)
+    assert any(
+        "removed orphaned rows: 1 in samples, 2 in statistics, 1 in skipped" in x for x in lines
+    )
+    [backup] = db.parent.glob("results.duckdb.backup-*")
+    assert any(str(backup) in line for line in lines)
+    assert findings(lines, "ok", "orphans") and findings(lines, "ok", "sums")
+    with duckdb.connect(str(backup), read_only=True) as con:  # the copy is as it was
+        assert con.execute("SELECT count(*) FROM samples WHERE run_no = 99").fetchone() == (1,)
+
+
+def test_curve_sums_that_disagree_with_the_rows(db, capsys):
+    cache = ResultsCache(db)
+    run = next(i for i in cache.runs() if i.status == "complete")
+    good = cache.curves([run.id], "nuclear_norm", ["q"])[0].mean
+    with duckdb.connect(str(db)) as con:
+        con.execute(
+            "UPDATE curve_sums SET total = total + 1000 WHERE run_no = 1 AND layer = 2 "
+            "AND projection = 'q' AND statistic = 'nuclear_norm'"
+        )
+    assert cache.curves([run.id], "nuclear_norm", ["q"])[0].mean != good
+    status, lines, _err = doctor(capsys, "--db", db)
+    assert status == 1
+    [problem] = findings(lines, "problem", "sums")
+    assert run.short_id in problem and "1 of" in problem
+    assert "nuclear_norm, q, layer 2" in problem and "--repair" in problem
+
+    status, lines, _err = doctor(capsys, "--db", db, "--repair")
+    assert status == 0 and findings(lines, "ok", "sums")
+    assert cache.curves([run.id], "nuclear_norm", ["q"])[0].mean == pytest.approx(good)
+
+
+def test_rows_stored_twice(db, capsys):
+    with duckdb.connect(str(db)) as con:
+        con.execute(
+            "INSERT INTO statistics SELECT * FROM statistics WHERE run_no = 1 AND sample_index = 2"
+        )
+    status, lines, _err = doctor(capsys, "--db", db)
+    assert status == 1
+    [problem] = findings(lines, "problem", "duplicates")
+    assert "16 rows stored more than once" in problem and "identical" in problem
+    status, lines, _err = doctor(capsys, "--db", db, "--repair")
+    assert status == 0, lines
+    assert any("removed identical second copies: 16 in statistics" in line for line in lines)
+
+    with duckdb.connect(str(db)) as con:  # a copy that differs: not chosen between
+        con.execute(
+            "INSERT INTO statistics SELECT * REPLACE (nuclear_norm + 1 AS nuclear_norm) "
+            "FROM statistics WHERE run_no = 1 AND sample_index = 3 AND layer = 0"
+        )
+    status, lines, _err = doctor(capsys, "--db", db, "--repair")
+    assert status == 1
+    [problem] = findings(lines, "problem", "duplicates")
+    assert "4 with differing values" in problem and "recompute the run" in problem
+    assert len(list(db.parent.glob("results.duckdb.backup-*"))) == 2  # one per repair
+
+
+def test_an_interrupted_run_is_named_and_resumes(db, capsys):
+    cache = ResultsCache(db)
+    run_id = fill_run(cache, "killed", 12, finish=None)
+    with duckdb.connect(str(db)) as con:
+        con.execute("DELETE FROM samples WHERE sample_index >= 8 AND run_no = 3")
+        con.execute("DELETE FROM statistics WHERE sample_index >= 8 AND run_no = 3")
+        con.execute("UPDATE runs SET owner_pid = ? WHERE id = ?", [dead_pid(), run_id])
+    cache.rebuild_summaries()
+    status, lines, _err = doctor(capsys, "--db", db)
+    assert status == 1
+    [problem] = findings(lines, "problem", "interrupted")
+    assert problem.endswith("interrupted: 8 of 12 samples stored; the same command resumes")
+    capsys.readouterr()
+    assert cli.main(["runs", "--db", str(db)]) == 0
+    assert "interrupted" in capsys.readouterr().out
+    assert cli.main(["runs", "--json", "--db", str(db)]) == 0
+    listed = {r["id"]: r for r in json.loads(capsys.readouterr().out)}
+    assert listed[run_id]["interrupted"] is True and listed[run_id]["samples"] == 8
+
+    fill_run(cache, "killed", 12)  # the same command: only the missing samples are written
+    assert cache.run(run_id).samples_done == 12 and cache.run(run_id).status == "complete"
+    status, lines, _err = doctor(capsys, "--db", db)
+    assert status == 0, lines
+
+
+def test_a_run_being_computed_is_a_note(db, capsys):
+    other = subprocess.Popen([sys.executable, "-c", "import time; time.sleep(60)"])
+    try:
+        run_id = fill_run(ResultsCache(db), "live", 4, finish=None)
+        with duckdb.connect(str(db)) as con:
+            con.execute("UPDATE runs SET owner_pid = ? WHERE id = ?", [other.pid, run_id])
+        status, lines, _err = doctor(capsys, "--db", db)
+    finally:
+        other.kill()
+        other.wait()
+    assert status == 0, lines
+    [note] = findings(lines, "note", "interrupted")
+    assert f"being computed by PID {other.pid} right now (4 of 4 samples stored)" in note
+
+
+# ---- the write-ahead log ----------------------------------------------------------------------
+
+
+def test_a_damaged_log_is_found_and_set_aside(db, monkeypatch, capsys):
+    run_id = open_run_in_log(db, monkeypatch)
+    assert ResultsCache(db).run(run_id).samples_done == 12
+    corrupt_log(db)
+    wal = db.with_name(db.name + ".wal")
+    damaged_bytes = wal.read_bytes()
+
+    assert cli.main(["runs", "--db", str(db)]) == 1
+    err = capsys.readouterr().err.strip()
+    assert err.startswith(f"layerscope: error: {wal}: the write-ahead log is damaged (checksum")
+    assert f"`layerscope doctor --db {db} --set-aside-wal` moves it aside" in err
+
+    status, lines, _err = doctor(capsys, "--db", db)
+    assert status == 1 and "--set-aside-wal" in findings(lines, "problem", "wal")[0]
+
+    status, lines, _err = doctor(capsys, "--db", db, "--set-aside-wal")
+    assert status == 0, lines
+    [backup] = db.parent.glob("results.duckdb.backup-*")
+    [aside] = db.parent.glob("results.duckdb.wal.damaged-*")
+    assert not wal.exists() and aside.read_bytes() == damaged_bytes
+    text = "\n".join(lines)
+    assert f"copied {db} to {backup}" in text and f"moved {wal} to {aside}" in text
+    assert "the cache reads again" in text
+    assert len(ResultsCache(db).runs()) == 2  # what was checkpointed before is all there
+    capsys.readouterr()
+    assert cli.main(["runs", "--db", str(db)]) == 0
+    # the run whose batches were in the log is computed again by the same command
+    fill_run(ResultsCache(db), "open", 12)
+    assert ResultsCache(db).run(run_id).samples_done == 12
+    assert doctor(capsys, "--db", db)[0] == 0
+
+
+def test_a_log_whose_header_is_damaged_is_not_silently_dropped(db, capsys):
+    leave_in_log(db)
+    corrupt_log(db, header=True)
+    wal = db.with_name(db.name + ".wal")
+    damaged_bytes = wal.read_bytes()
+    for argv in (["runs"], ["compute", "--model", "tiny", "--dataset", "math"]):
+        assert cli.main([*argv, "--db", str(db)]) == 1
+        assert "DuckDB ignored it" in capsys.readouterr().err
+    assert wal.read_bytes() == damaged_bytes  # no write got to overwrite it
+    status, lines, _err = doctor(capsys, "--db", db, "--set-aside-wal")
+    assert status == 0, lines
+
+
+def test_set_aside_refuses_a_log_that_replays(db, capsys, monkeypatch):
+    open_run_in_log(db, monkeypatch, count=4)
+    before = files_of(db)
+    assert cli.main(["doctor", "--set-aside-wal", "--db", str(db)]) == 1
+    err = capsys.readouterr().err.strip()
+    assert err.startswith("layerscope: error: ") and "is not damaged" in err
+    assert files_of(db) == before
+
+
+def test_a_truncated_log_loses_its_last_batch_and_the_run_resumes(db, monkeypatch, capsys):
+    run_id = open_run_in_log(db, monkeypatch, owner=dead_pid())
+    wal = db.with_name(db.name + ".wal")
+    wal.write_bytes(wal.read_bytes()[:-1])  # cut into the last batch's transaction
+    info = ResultsCache(db).run(run_id)
+    assert (info.status, info.interrupted, info.samples_done) == ("cancelled", True, 8)
+    status, lines, _err = doctor(capsys, "--db", db)
+    assert status == 1
+    assert "ends in an incomplete entry" in findings(lines, "problem", "wal")[0]
+    [interrupted] = findings(lines, "problem", "interrupted")
+    assert "interrupted: 8 of 12 samples stored; the same command resumes" in interrupted
+    assert findings(lines, "ok", "sums")  # the lost batch took its sums with it
+
+    fill_run(ResultsCache(db), "open", 12)  # resuming recomputes the last batch
+    info = ResultsCache(db).run(run_id)
+    assert (info.status, info.samples_done) == ("complete", 12)
+    assert doctor(capsys, "--db", db)[0] == 0
+
+
+# ---- environment variables --------------------------------------------------------------------
+
+
+def test_doctor_checks_the_environment(db, capsys, monkeypatch):
+    monkeypatch.setenv("LAYERSCOPE_LOCK_TIMEOUT", "abc")
+    monkeypatch.setenv("LAYERSCOPE_WAL_CHECKPOINT", "16MB")
+    status, lines, _err = doctor(capsys, "--db", db)
+    assert status == 1
+    [problem] = findings(lines, "problem", "environment")
+    assert "LAYERSCOPE_LOCK_TIMEOUT='abc'" in problem
+    assert findings(lines, "ok", "environment") == [
+        "ok       environment  LAYERSCOPE_WAL_CHECKPOINT=16MB: valid"
+    ]
+    assert findings(lines, "ok", "sums")  # the rest is checked with the default timeout
+
+
+@pytest.mark.parametrize(
+    ("read", "value", "expected"),
+    [
+        (lambda: number_from_env("LS_TEST", 30.0, minimum=0), "2.5", 2.5),
+        (lambda: number_from_env("LS_TEST", 30.0, minimum=0), "  ", 30.0),
+        (lambda: integer_from_env("LS_TEST", 16384, power_of_two=True), "32768", 32768),
+        (lambda: size_from_env("LS_TEST", "8MB"), "512KiB", 512 * 1024),
+        (lambda: size_from_env("LS_TEST", "8MB"), "1.5 GB", 1_500_000_000),
+        (lambda: size_from_env("LS_TEST", "8MB"), "4096", 4096),
+    ],
+)
+def test_environment_readers(monkeypatch, read, value, expected):
+    monkeypatch.setenv("LS_TEST", value)
+    assert read() == expected
+
+
+@pytest.mark.parametrize(
+    ("read", "value", "allowed"),
+    [
+        (lambda: number_from_env("LS_TEST", 30.0, minimum=0), "abc", "a number, at least 0"),
+        (lambda: number_from_env("LS_TEST", 30.0, minimum=0), "nan", "a number"),
+        (lambda: number_from_env("LS_TEST", 30.0, minimum=0), "-1", "at least 0"),
+        (lambda: integer_from_env("LS_TEST", 4, minimum=1, maximum=8), "9", "from 1 to 8"),
+        (lambda: integer_from_env("LS_TEST", 4, power_of_two=True), "6", "a power of two"),
+        (lambda: size_from_env("LS_TEST", "8MB"), "8 parsecs", "a size such as 8MB"),
+    ],
+)
+def test_environment_readers_name_the_variable(monkeypatch, read, value, allowed):
+    monkeypatch.setenv("LS_TEST", value)
+    with pytest.raises(EnvironmentVariableError) as raised:
+        read()
+    message = str(raised.value)
+    assert message.startswith(f"environment variable LS_TEST={value!r} is not valid: expected")
+    assert allowed in message and "\n" not in message
+    assert isinstance(raised.value, ValueError)
+
+
+def test_bad_variables_fail_when_used_not_at_import_and_doctor_needs_no_torch():
+    """They are read when used: a bad one fails the command that uses it, not the import; and
+    the health checks and the command import neither torch nor the explorer."""
+    env = {"LAYERSCOPE_BLOCK_SIZE": "abc", "LAYERSCOPE_WAL_CHECKPOINT": "abc"}
+    code = (
+        "import sys, layerscope.analysis.cache.health, layerscope.app.cli.doctor; "
+        "print(sorted(m for m in ('torch', 'textual') if m in sys.modules))"
+    )
+    done = subprocess.run(
+        [sys.executable, "-c", code],
+        capture_output=True,
+        text=True,
+        env={**os.environ, **env},
+        timeout=120,
+    )
+    assert done.returncode == 0 and done.stdout.strip() == "[]", done.stderr
