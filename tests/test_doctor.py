@@ -353,6 +353,20 @@ def test_a_log_whose_header_is_damaged_is_not_silently_dropped(db, capsys):
     assert status == 0, lines
 
 
+@pytest.mark.parametrize("kept", [5, 30, 100, 1000])
+def test_a_log_cut_inside_its_first_commit_is_no_damage(db, capsys, kept):
+    """A writer killed during its first commit after a checkpoint leaves a log of which DuckDB
+    replays nothing; that is a normal crash state (nothing in it was committed), not a damaged
+    header, and every command must go on working."""
+    leave_in_log(db)
+    wal = db.with_name(db.name + ".wal")
+    wal.write_bytes(wal.read_bytes()[:kept])
+    assert cli.main(["runs", "--json", "--db", str(db)]) == 0
+    assert len(json.loads(capsys.readouterr().out)) == 2
+    fill_run(ResultsCache(db), "after", 3)  # writing goes on, and replaces the torn log
+    assert ResultsCache(db).run(run_id_for("after")).samples_done == 3
+
+
 def test_set_aside_refuses_a_log_that_replays(db, capsys, monkeypatch):
     open_run_in_log(db, monkeypatch, count=4)
     before = files_of(db)

@@ -88,9 +88,9 @@ def state(db: Path, scratch: Path) -> tuple:
     exported = []
     for info in infos:
         csv = scratch / f"{info.id}.csv"
-        cache.export_table(info.id, csv, "csv")
+        cache.export_table(info.id, csv, "csv", force=True)  # scratch may be reused
         jsonl = scratch / f"{info.id}.jsonl"
-        write_paper_jsonl(cache, info.id, jsonl)
+        write_paper_jsonl(cache, info.id, jsonl, force=True)
         exported.append((csv.read_bytes(), jsonl.read_bytes()))
     return infos, exported
 

@@ -38,7 +38,9 @@ show as interrupted, and resuming recomputes them; an entry that fails its check
 open fail; a log whose header is not this file's is ignored without a word, and the next write
 overwrites it. The last two name ``layerscope doctor --set-aside-wal`` (:mod:`.health`), and the
 third is caught right after connecting (how much was replayed vs the log's size), before a write
-could destroy it. The block size, log threshold and lock timeout come from
+could destroy it. A log that replays nothing is also what a writer killed during its first commit
+after a checkpoint leaves (nothing in it was committed): that one still starts with this file's
+identifier and is no damage; only a log whose header is not this file's is refused. The block size, log threshold and lock timeout come from
 ``$LAYERSCOPE_BLOCK_SIZE``, ``$LAYERSCOPE_WAL_CHECKPOINT`` and ``$LAYERSCOPE_LOCK_TIMEOUT``,
 read through :mod:`layerscope.analysis.environment` when they are used, never at import.
 """
@@ -183,6 +185,51 @@ def damaged_log_message(path: Path, detail: str) -> str:
     )
 
 
+# DuckDB 2's log starts with a version entry holding the database's 16-byte identifier (as
+# LEB128 varints after this prefix), which the main file's header also holds.
+_LOG_PREFIX = bytes.fromhex("640062650002660010")
+_IDENTIFIER_BYTES = 16
+
+
+def _log_header_is_this_files(path: Path) -> bool:
+    """Whether a log that replayed nothing still starts with this file's header.
+
+    Then it is no damage: a writer was killed during its first commit after a checkpoint, and
+    DuckDB rightly drops the uncommitted tail. A log too short to hold its header is the same
+    (nothing in it was committed). Only a header that is not this file's is damage.
+    """
+    try:
+        with open(wal_path(path), "rb") as handle:
+            head = handle.read(len(_LOG_PREFIX) + 2 * _IDENTIFIER_BYTES)
+        with open(path, "rb") as handle:
+            main = handle.read(4096)
+    except OSError:
+        return True  # nothing to judge by: let DuckDB's own reading stand
+    if len(head) < len(_LOG_PREFIX) + _IDENTIFIER_BYTES and _LOG_PREFIX.startswith(
+        head[: len(_LOG_PREFIX)]
+    ):
+        return True  # killed while writing the header itself
+    if not head.startswith(_LOG_PREFIX):
+        return False
+    identifier = bytearray()
+    position = len(_LOG_PREFIX)
+    while len(identifier) < _IDENTIFIER_BYTES:
+        value, shift = 0, 0
+        while True:
+            if position >= len(head):
+                return True  # cut inside the identifier: killed while writing it
+            byte = head[position]
+            position += 1
+            value |= (byte & 0x7F) << shift
+            shift += 7
+            if byte < 0x80:
+                break
+        if value > 0xFF:
+            return False
+        identifier.append(value)
+    return bytes(identifier) in main
+
+
 def _check_log_was_read(con: duckdb.DuckDBPyConnection, path: Path) -> None:
     """Refuse a file whose log DuckDB ignored (a header that is not this file's) before a
     write overwrites it: the batches in it would be lost without a word."""
@@ -190,7 +237,7 @@ def _check_log_was_read(con: duckdb.DuckDBPyConnection, path: Path) -> None:
         size = wal_path(path).stat().st_size
     except OSError:
         return
-    if size > 0 and replayed_log_bytes(con)[1] == 0:
+    if size > 0 and replayed_log_bytes(con)[1] == 0 and not _log_header_is_this_files(path):
         raise DamagedLogError(
             damaged_log_message(
                 path, "its header does not belong to this file, so DuckDB ignored it"
