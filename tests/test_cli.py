@@ -284,3 +284,25 @@ def test_python_dash_m_works():
         timeout=60,
     )
     assert result.returncode == 0 and "--json" in result.stdout
+
+
+@pytest.mark.parametrize(
+    ("command", "said"),
+    [
+        ("compute", "finished batches are stored"),
+        ("export", "nothing was changed"),
+        ("import", "nothing was changed"),
+    ],
+)
+def test_an_interrupt_says_what_was_kept(capsys, monkeypatch, tmp_path, command, said):
+    def interrupted(_args):
+        raise KeyboardInterrupt
+
+    monkeypatch.setitem(cli.COMMANDS, command, interrupted)
+    argv = {
+        "compute": ["compute", "--model", "tiny", "--dataset", "math"],
+        "export": ["export", "abc", "--format", "csv", "--output", "x.csv"],
+        "import": ["import", "x.jsonl", "--model", "m", "--dataset", "d", "--type", "t"],
+    }[command]
+    status, _, err = run(capsys, *argv, "--db", tmp_path / "c.duckdb")
+    assert_one_line_error(status, err, 130, said)

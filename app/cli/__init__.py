@@ -55,8 +55,10 @@ def main(argv: Sequence[str] | None = None) -> int:
     """Run the command line; returns the exit status (never raises, never prints a traceback
     unless LAYERSCOPE_DEBUG is set)."""
     debug = bool(os.environ.get("LAYERSCOPE_DEBUG"))
+    command: str | None = None
     try:
         args = build_parser().parse_args(argv)
+        command = args.command
         if args.command is None:
             from layerscope.app.tui import run_tui
 
@@ -68,9 +70,12 @@ def main(argv: Sequence[str] | None = None) -> int:
     except KeyboardInterrupt:
         if debug:
             raise
-        return _fail(
-            "interrupted; finished batches are stored, run again to resume", EXIT_INTERRUPTED
-        )
+        if command in ("compute", "check"):
+            return _fail(
+                "interrupted; finished batches are stored, run again to resume", EXIT_INTERRUPTED
+            )
+        # Exports publish a file only when complete, imports store a run whole or not at all.
+        return _fail("interrupted; nothing was changed", EXIT_INTERRUPTED)
     except (CacheError, ValueError, RuntimeError, OSError) as error:
         # CacheError, RunnerError; DatasetError, ModelLoadError, PaperFormatError and
         # UnsupportedArchitectureError are ValueErrors; OSError: files the user named.
