@@ -210,7 +210,8 @@ def _log_header_is_this_files(path: Path) -> bool:
     ):
         return True  # killed while writing the header itself
     if not head.startswith(_LOG_PREFIX):
-        return False
+        # Damage in DuckDB 2's format; another version's log is not ours to judge.
+        return not duckdb.__version__.startswith("2.")
     identifier = bytearray()
     position = len(_LOG_PREFIX)
     while len(identifier) < _IDENTIFIER_BYTES:
