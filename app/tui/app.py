@@ -430,6 +430,8 @@ class LayerscopeApp(App[None]):
             self._tab_shown(event.pane.id)
 
     def _tab_shown(self, tab: str) -> None:
+        if self._exit or self._closing or not self.is_running:
+            return  # a tab switch still queued while quitting: its widgets may be gone
         if tab == "log":
             self.query_one(LogPanel).focus()
             return
