@@ -15,13 +15,15 @@ from __future__ import annotations
 import hashlib
 import json
 import os
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 from importlib import resources
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from layerscope.analysis.errors import one_line
-from layerscope.analysis.records import ModuleSet, TargetInfo
+from layerscope.analysis.records import LoadStage, ModuleSet, TargetInfo
 from layerscope.analysis.settings import DTYPES
 
 if TYPE_CHECKING:
@@ -340,13 +342,82 @@ def _tokenizer_failure(spec: str, folder: Path, error: Exception) -> str:
     return f"model {spec!r}: its tokenizer failed to load: {one_line(error)}"
 
 
+StageCallback = Callable[[LoadStage], None]
+
+
+class _WeightProgress:
+    """Stands in for transformers' "Loading weights" bar: counts the tensors as they load and
+    reports them as :class:`LoadStage` updates instead of drawing into the terminal."""
+
+    def __init__(self, on_stage: StageCallback, iterable: Any, total: int | None) -> None:
+        self.on_stage = on_stage
+        self.iterable = iterable
+        self.total = total if total is not None else _length(iterable)
+        self.n = 0
+        self._step = max(1, (self.total or 0) // 100)
+
+    def __iter__(self) -> Iterator[Any]:
+        for item in self.iterable:
+            yield item
+            self.update(1)
+
+    def update(self, n: int | None = 1) -> None:
+        self.n += n or 1
+        if self.n % self._step == 0 or self.n == self.total:
+            self.on_stage(LoadStage("weights", "loading weights", self.n, self.total))
+
+    def __enter__(self) -> _WeightProgress:
+        return self
+
+    def __exit__(self, *exc_info: object) -> None:
+        self.close()
+
+    def __getattr__(self, _name: str) -> Callable[..., None]:
+        return lambda *args, **kwargs: None  # set_description, refresh, close, ...
+
+
+def _length(iterable: Any) -> int | None:
+    try:
+        return len(iterable)
+    except TypeError:
+        return None
+
+
+@contextmanager
+def _weight_progress(on_stage: StageCallback | None) -> Iterator[None]:
+    """Route transformers' own progress bars into ``on_stage`` while loading (transformers 5
+    has a tqdm hook; without one, or without a callback, its bars are left as they are)."""
+    from transformers.utils import logging as transformers_logging
+
+    set_hook = getattr(transformers_logging, "set_tqdm_hook", None)
+    if on_stage is None or set_hook is None:
+        yield
+        return
+
+    def hook(_factory: Any, args: tuple[Any, ...], kwargs: dict[str, Any]) -> _WeightProgress:
+        iterable = args[0] if args else kwargs.get("iterable", ())
+        return _WeightProgress(on_stage, iterable, kwargs.get("total"))
+
+    previous = set_hook(hook)
+    try:
+        yield
+    finally:
+        set_hook(previous)
+
+
 def load_model(
     spec: str,
     dtype: str = "auto",
     device: str = "auto",
     trust_remote_code: bool = False,
+    on_stage: StageCallback | None = None,
 ) -> LoadedModel:
-    """Load a causal LM and its tokenizer through the ordinary transformers path."""
+    """Load a causal LM and its tokenizer through the ordinary transformers path.
+
+    ``on_stage`` hears each step as it begins (tokenizer, weights with their progress, device),
+    so that a caller can show what a minutes-long load of a large model is doing.
+    """
+    tell = on_stage or (lambda _stage: None)
     check = inspect_model_path(spec)
     if not check.ok:
         raise ModelLoadError(check.message)
@@ -361,18 +432,22 @@ def load_model(
         )
     from transformers import AutoModelForCausalLM, AutoTokenizer
 
+    tell(LoadStage("tokenizer", "loading the tokenizer"))
     try:
         tokenizer = AutoTokenizer.from_pretrained(source.path, trust_remote_code=trust_remote_code)
     except Exception as error:  # transformers' message lists files; say what is missing
         raise ModelLoadError(_tokenizer_failure(spec, source.path, error)) from error
+    tell(LoadStage("weights", "loading weights"))
     try:
-        model: Any = AutoModelForCausalLM.from_pretrained(
-            source.path, dtype=torch_dtype, trust_remote_code=trust_remote_code
-        )
+        with _weight_progress(on_stage):
+            model: Any = AutoModelForCausalLM.from_pretrained(
+                source.path, dtype=torch_dtype, trust_remote_code=trust_remote_code
+            )
     except Exception as error:  # any loader failure becomes one line for the user
         raise ModelLoadError(f"model {spec!r} failed to load: {one_line(error)}") from error
     if tokenizer.pad_token_id is None:
         tokenizer.pad_token = tokenizer.eos_token or tokenizer.unk_token
+    tell(LoadStage("device", f"moving the model to {torch_device}"))
     model.to(torch_device)
     model.eval()
     loaded = LoadedModel(

@@ -51,6 +51,26 @@ STATISTICS_VERSION = 1
 
 
 @dataclass(frozen=True)
+class LoadStage:
+    """A step of getting the model ready before the first batch: what a user waits through.
+
+    ``step`` is one of :data:`LOAD_STEPS`; ``description`` says it in words ("loading
+    weights"); ``done``/``total`` count what the step has finished where it can tell (the
+    weight tensors loaded so far), else None. On a 7B model these steps take minutes, so the CLI
+    and the explorer show each one as it begins.
+    """
+
+    step: str
+    description: str
+    done: int | None = None
+    total: int | None = None
+
+
+# In the order a run goes through them.
+LOAD_STEPS = ("imports", "tokenizer", "weights", "device", "first batch")
+
+
+@dataclass(frozen=True)
 class Sample:
     """One record of a dataset: an instruction (plus optional input) and a response."""
 

@@ -22,6 +22,7 @@ from __future__ import annotations
 
 import platform
 import socket
+import sys
 import threading
 import time
 from collections.abc import Callable, Iterator, Sequence
@@ -50,6 +51,7 @@ from layerscope.analysis.planning import (
 )
 from layerscope.analysis.records import (
     BatchResult,
+    LoadStage,
     Sample,
     SampleResult,
     SkippedSample,
@@ -194,12 +196,18 @@ def execute(
     db_path: Path | str | None = None,
     cancel: threading.Event | None = None,
     on_plan: Callable[[list[PlannedRun]], None] | None = None,
+    on_stage: Callable[[LoadStage], None] | None = None,
 ) -> Iterator[RunProgress]:
     """Compute every missing sample of the request's runs, yielding progress per batch.
 
     ``on_plan`` receives the runs this call touches (as :func:`plan` would return them, from
     the same reading of the data and the cache) before anything is computed, so a caller that
-    shows a plan does not plan twice.
+    shows a plan does not plan twice. ``on_stage`` hears each step of loading the model (see
+    :class:`~layerscope.analysis.records.LoadStage`), ending with "first batch".
+
+    A request whose runs are all cached imports neither torch nor the model: ``auto`` dtype is
+    first resolved from the device files, and only when something is missing does torch decide
+    it (should the two differ, the request is planned again with torch's answer).
 
     Raises DatasetError, ModelLoadError (both ValueError), CacheError or RunnerError with a
     one-line message. Closing the generator (or KeyboardInterrupt) marks the current run
@@ -208,10 +216,18 @@ def execute(
     check_device(request.device)  # before the cache is asked: an impossible request is refused
     cache = ResultsCache(db_path)
     identity = model_identity(request.model)
-    dtype = resolve_dtype(request.dtype, request.device, allow_torch=True)
+    dtype = resolve_dtype(request.dtype, request.device, allow_torch=False)
     jobs = plan_jobs(request, cache, identity, dtype)
     if not jobs:
         raise DatasetError(str(request.dataset), "no response types to compute")
+    if any(job.missing for job in jobs):
+        tell = on_stage or (lambda _stage: None)
+        if "torch" not in sys.modules:
+            tell(LoadStage("imports", "importing torch and transformers"))
+        checked = resolve_dtype(request.dtype, request.device, allow_torch=True)
+        if checked != dtype:  # torch knows better than the device files
+            dtype = checked
+            jobs = plan_jobs(request, cache, identity, dtype)
     if on_plan is not None:
         on_plan(planned_runs(jobs))
     loaded: LoadedModel | None = None
@@ -234,8 +250,11 @@ def execute(
                 dtype=dtype,
                 device=request.device,
                 trust_remote_code=request.trust_remote_code,
+                on_stage=on_stage,
             )
             targets = loaded.targets(request.settings.modules)
+            if on_stage is not None:
+                on_stage(LoadStage("first batch", "computing the first batch"))
         stored_run = StoredRun(
             cache,
             job.run_id,

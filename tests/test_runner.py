@@ -240,3 +240,50 @@ def test_plan_does_not_import_torch(tmp_path, model_folder, data_file):
         [sys.executable, "-c", code], capture_output=True, text=True, check=True
     ).stdout
     assert output.split() == ["1", "7", "False"]
+
+
+def test_loading_stages_are_told_in_order_with_weight_progress(tmp_path, model_folder, data_file):
+    stages = []
+    updates = list(
+        execute(
+            request_for(model_folder, data_file, limit=2),
+            tmp_path / "c.duckdb",
+            on_stage=stages.append,
+        )
+    )
+    assert updates[-1].status == "complete"
+    steps = [stage.step for stage in stages]
+    firsts = list(dict.fromkeys(steps))
+    # "imports" only where torch is not imported yet (this test process has it already)
+    assert firsts[-4:] == ["tokenizer", "weights", "device", "first batch"]
+    weights = [s for s in stages if s.step == "weights" and s.total]
+    assert weights, "transformers' weight loading bar was not routed into the stages"
+    assert weights[-1].done == weights[-1].total
+    assert [s.done for s in weights] == sorted(s.done for s in weights)
+    again = []
+    list(
+        execute(
+            request_for(model_folder, data_file, limit=2),
+            tmp_path / "c.duckdb",
+            on_stage=again.append,
+        )
+    )
+    assert again == [], "a cached request loads nothing, so it has no stages to tell"
+
+
+def test_a_cached_execute_imports_neither_torch_nor_the_model(tmp_path, model_folder, data_file):
+    db = tmp_path / "c.duckdb"
+    list(execute(request_for(model_folder, data_file), db))
+    code = (
+        "import sys; from pathlib import Path\n"
+        "from layerscope.analysis.records import ComputeSettings\n"
+        "from layerscope.analysis.runner import RunRequest, execute\n"
+        f"request = RunRequest(model={str(model_folder)!r}, dataset=Path({str(data_file)!r}),"
+        " settings=ComputeSettings(batch_size=2, max_length=64))\n"
+        f"statuses = [u.status for u in execute(request, {str(db)!r})]\n"
+        "print(statuses, 'torch' in sys.modules, 'transformers' in sys.modules)"
+    )
+    output = subprocess.run(
+        [sys.executable, "-c", code], capture_output=True, text=True, check=True
+    ).stdout
+    assert output.split() == ["['cached']", "False", "False"]
