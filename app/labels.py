@@ -8,6 +8,7 @@ to the run id prefix when two runs differ only in settings.
 from __future__ import annotations
 
 from collections.abc import Sequence
+from datetime import datetime
 from pathlib import PurePath
 from typing import Any
 
@@ -53,3 +54,59 @@ def run_labels(runs: Sequence[Any]) -> dict[str, str]:
 def full_label(run: Any) -> str:
     """Everything that names a run: model / dataset / type (mode)."""
     return f"{short_model(run.model)} / {run.dataset} / {run.response_type} ({run.mode})"
+
+
+def _seconds_between(started: Any, finished: Any) -> float | None:
+    if not started or not finished:
+        return None
+    if isinstance(started, str):
+        try:
+            started, finished = (datetime.fromisoformat(t) for t in (started, finished))
+        except ValueError:
+            return None
+    return max(0.0, (finished - started).total_seconds())
+
+
+def computing_seconds(run: Any) -> float | None:
+    """Seconds spent computing a run: its sessions' durations added up (a resumed run counts
+    only the time it computed, not the days between), else its start to its finish."""
+    provenance = getattr(run, "provenance", None) or {}
+    sessions = provenance.get("sessions") or []
+    spans = [_seconds_between(s.get("started_at"), s.get("finished_at")) for s in sessions]
+    if spans and all(span is not None for span in spans):
+        return sum(span for span in spans if span is not None)
+    return _seconds_between(getattr(run, "started_at", None), getattr(run, "finished_at", None))
+
+
+def duration(seconds: float) -> str:
+    """`4.2 s`, `3m07s`, `2h05m`: short enough for a table cell."""
+    if seconds < 60:
+        return f"{seconds:.1f} s"
+    minutes, rest = divmod(round(seconds), 60)
+    hours, minutes = divmod(minutes, 60)
+    return f"{hours}h{minutes:02d}m" if hours else f"{minutes}m{rest:02d}s"
+
+
+def run_settings(run: Any) -> str:
+    """How a run was computed, in one line: dtype, limit, max length, modules, device, time.
+
+    Two runs of the same model, data and type differ only here, so the Runs tab and the chart's
+    legend show it on request; parts a run (an imported one, say) does not record are left out.
+    """
+    settings = getattr(run, "settings", None) or {}
+    provenance = getattr(run, "provenance", None) or {}
+    parts = []
+    if settings.get("dtype"):
+        parts.append(str(settings["dtype"]))
+    limit = provenance.get("limit")
+    parts.append(f"limit {limit}" if limit is not None else "all samples")
+    if settings.get("max_length"):
+        parts.append(f"max length {settings['max_length']}")
+    if settings.get("modules"):
+        parts.append(f"modules {settings['modules']}")
+    if provenance.get("device"):
+        parts.append(str(provenance.get("gpu") or provenance["device"]))
+    seconds = computing_seconds(run)
+    if seconds is not None:
+        parts.append(f"computed in {duration(seconds)}")
+    return ", ".join(parts)
