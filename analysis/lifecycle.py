@@ -24,15 +24,15 @@ import threading
 from collections.abc import Mapping, Sequence
 from importlib.metadata import PackageNotFoundError, version
 from types import TracebackType
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING
 
 from layerscope.analysis.errors import one_line
 from layerscope.analysis.records import (
     BatchResult,
+    RunHeader,
     RunInfo,
     Sample,
     SkippedSample,
-    TargetInfo,
 )
 
 if TYPE_CHECKING:
@@ -59,37 +59,19 @@ class StoredRun:
     def __init__(
         self,
         cache: ResultsCache,
-        run_id: str,
-        *,
-        model: str,
-        dataset: str,
-        response_type: str,
-        mode: str,
-        samples_total: int,
-        targets: Sequence[TargetInfo],
-        settings: Mapping[str, Any],
-        provenance: Mapping[str, Any],
+        header: RunHeader,
         cancel: threading.Event | None = None,
     ) -> None:
         self.cache = cache
-        self.run_id = run_id
+        self.header = header
+        self.run_id = header.run_id
         self.cancel = cancel
-        self._begin: dict[str, Any] = {
-            "model": model,
-            "dataset": dataset,
-            "response_type": response_type,
-            "mode": mode,
-            "samples_total": samples_total,
-            "targets": targets,
-            "settings": settings,
-            "provenance": provenance,
-        }
         self.info: RunInfo | None = None  # as begun, then as finished
         self.status = "running"
         self.message = ""
 
     def __enter__(self) -> StoredRun:
-        self.info = self.cache.begin_run(self.run_id, **self._begin)
+        self.info = self.cache.begin_run(self.header)
         self.status = "failed"  # until the block says otherwise
         return self
 

@@ -85,6 +85,7 @@ from layerscope.analysis.records import (
     PROJECTIONS,
     BatchResult,
     MatrixStatistics,
+    RunHeader,
     RunInfo,
     Sample,
     SampleResult,
@@ -628,7 +629,7 @@ def import_paper_jsonl(
         if progress is not None:
             progress(done, total)
 
-    info = cache.store_complete_run(
+    header = RunHeader(
         run_id,
         model=model,
         dataset=dataset,
@@ -648,8 +649,8 @@ def import_paper_jsonl(
             "layerscope": package_version("layerscope"),
             "imported_from": str(path.resolve()),
         },
-        batches=batches(),
     )
+    info = cache.store_complete_run(header, batches())
     return report(info)
 
 

@@ -9,10 +9,10 @@ code; it imports only the settings record (for ComputeSettings' defaults and key
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import datetime
-from typing import Literal
+from typing import Any, Literal
 
 from layerscope.analysis.settings import DEFAULT_SYSTEM_PROMPT as DEFAULT_SYSTEM_PROMPT
 from layerscope.analysis.settings import DEFAULTS, keyed_names
@@ -173,6 +173,22 @@ class BatchResult:
     seconds: float = 0.0  # wall time of this batch
     forward_backward_seconds: float = 0.0  # of which: the model's forward and backward passes
     statistics_seconds: float = 0.0  # of which: the statistics from the captured gradients
+
+
+@dataclass(frozen=True)
+class RunHeader:
+    """What a run is, as it is begun: named once here for the cache's writers, the runner's
+    lifecycle and the paper-format import (see ``ResultsCache.begin_run``)."""
+
+    run_id: str
+    model: str
+    dataset: str
+    response_type: str
+    mode: str
+    samples_total: int
+    targets: Sequence[TargetInfo]
+    settings: Mapping[str, Any]
+    provenance: Mapping[str, Any]
 
 
 @dataclass(frozen=True)

@@ -52,6 +52,7 @@ from layerscope.analysis.planning import (
 from layerscope.analysis.records import (
     BatchResult,
     LoadStage,
+    RunHeader,
     Sample,
     SampleResult,
     SkippedSample,
@@ -255,8 +256,7 @@ def execute(
             targets = loaded.targets(request.settings.modules)
             if on_stage is not None:
                 on_stage(LoadStage("first batch", "computing the first batch"))
-        stored_run = StoredRun(
-            cache,
+        header = RunHeader(
             job.run_id,
             model=loaded.name,
             dataset=job.source.dataset,
@@ -266,8 +266,8 @@ def execute(
             targets=targets,
             settings=_settings_record(request, job, identity, dtype),
             provenance=_provenance(request, loaded, dtype),
-            cancel=cancel,
         )
+        stored_run = StoredRun(cache, header, cancel=cancel)
         with stored_run:
             tally = _Tally(job)  # rates from here: model loading is not computing
             yield tally.progress("running")

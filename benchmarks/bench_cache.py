@@ -36,6 +36,7 @@ from layerscope.analysis.records import (
     MATRIX_STATISTICS,
     BatchResult,
     MatrixStatistics,
+    RunHeader,
     Sample,
     SampleResult,
     TargetInfo,
@@ -132,15 +133,17 @@ def write_benchmark(folder: Path, samples: int, layers: int, batch_size: int) ->
         for p in PROJECTIONS
     ]
     cache.begin_run(
-        run_id,
-        model="bench",
-        dataset="synthetic",
-        response_type="none_cot",
-        mode="base",
-        samples_total=samples,
-        targets=targets,
-        settings={},
-        provenance={},
+        RunHeader(
+            run_id,
+            model="bench",
+            dataset="synthetic",
+            response_type="none_cot",
+            mode="base",
+            samples_total=samples,
+            targets=targets,
+            settings={},
+            provenance={},
+        )
     )
     rng = random.Random(0)
     texts = {i: Sample(i, f"question {i} " * 20, f"answer {i} " * 60) for i in range(samples)}

@@ -14,6 +14,7 @@ from layerscope.analysis.records import (
     MATRIX_STATISTICS,
     BatchResult,
     MatrixStatistics,
+    RunHeader,
     Sample,
     SampleResult,
     SkippedSample,
@@ -129,15 +130,17 @@ def fill_run(
     """Create a complete synthetic run of ``count`` samples; returns its id."""
     run_id = run_id_for(name)
     cache.begin_run(
-        run_id,
-        model=model,
-        dataset=dataset,
-        response_type=response_type,
-        mode="base",
-        samples_total=count,
-        targets=targets(layers),
-        settings={"max_length": 1024, "spectra": spectra},
-        provenance={"layerscope": "test", "batch_size": batch_size},
+        RunHeader(
+            run_id,
+            model=model,
+            dataset=dataset,
+            response_type=response_type,
+            mode="base",
+            samples_total=count,
+            targets=targets(layers),
+            settings={"max_length": 1024, "spectra": spectra},
+            provenance={"layerscope": "test", "batch_size": batch_size},
+        )
     )
     samples = make_samples(count)
     for start in range(0, count, batch_size):
@@ -154,3 +157,27 @@ def fill_run(
     if finish:
         cache.finish_run(run_id, finish)
     return run_id
+
+
+def paper_matrices(
+    layers: int, smallest: float, spectrum: list[float] | None = None
+) -> dict[str, dict]:
+    """The per-matrix entries of one line of the paper's JSONL format: q, k, v and o of every
+    layer, their nuclear norm growing with depth, their smallest singular value ``smallest``
+    and, when given, the singular values ``spectrum`` (``S_list``)."""
+    matrices = {}
+    for layer in range(layers):
+        for p in "qkvo":
+            entry = {
+                "M_mean": 0.01,
+                "M_max": 0.5,
+                "M_min": -0.5,
+                "frobenius_norm": 5.0,
+                "S_sum": 7.0 + layer,
+                "S_max": 4.0,
+                "S_min": smallest,
+            }
+            if spectrum is not None:
+                entry["S_list"] = list(spectrum)
+            matrices[f"model.layers.{layer}.self_attn.{p}_proj.weight"] = entry
+    return matrices

@@ -35,7 +35,7 @@ from layerscope.analysis.cache import (
     schema as cache_schema,
 )
 from layerscope.analysis.outputs import OutputError
-from layerscope.analysis.records import SkippedSample
+from layerscope.analysis.records import RunHeader, SkippedSample
 from layerscope.analysis.statistics import t_critical_975
 
 
@@ -105,15 +105,17 @@ def test_curves_are_sample_means_with_std_and_confidence_interval(cache):
 def test_a_sample_with_a_nonfinite_value_is_left_out_of_the_whole_curve(cache):
     run_id = run_id_for("nan")
     cache.begin_run(
-        run_id,
-        model="m",
-        dataset="d",
-        response_type="t",
-        mode="base",
-        samples_total=3,
-        targets=targets(2),
-        settings={},
-        provenance={},
+        RunHeader(
+            run_id,
+            model="m",
+            dataset="d",
+            response_type="t",
+            mode="base",
+            samples_total=3,
+            targets=targets(2),
+            settings={},
+            provenance={},
+        )
     )
     results = [
         make_result(0, 2),
@@ -132,15 +134,17 @@ def test_a_sample_with_a_nonfinite_value_is_left_out_of_the_whole_curve(cache):
 def test_per_run_sums_agree_with_a_scan_of_the_rows(cache):
     run_id = run_id_for("agree")
     cache.begin_run(
-        run_id,
-        model="m",
-        dataset="d",
-        response_type="t",
-        mode="base",
-        samples_total=9,
-        targets=targets(3),
-        settings={},
-        provenance={},
+        RunHeader(
+            run_id,
+            model="m",
+            dataset="d",
+            response_type="t",
+            mode="base",
+            samples_total=9,
+            targets=targets(3),
+            settings={},
+            provenance={},
+        )
     )
     rng = random.Random(1)
     for start in (0, 3, 6):
@@ -266,15 +270,17 @@ def test_unknown_and_ambiguous_run_ids(cache):
 def test_resuming_a_run_keeps_session_history_and_refuses_a_live_owner(cache):
     run_id = fill_run(cache, "r", 2, layers=1, finish="cancelled")
     info = cache.begin_run(
-        run_id,
-        model="synthetic",
-        dataset="math",
-        response_type="none_cot",
-        mode="base",
-        samples_total=2,
-        targets=targets(1),
-        settings={},
-        provenance={"batch_size": 8},
+        RunHeader(
+            run_id,
+            model="synthetic",
+            dataset="math",
+            response_type="none_cot",
+            mode="base",
+            samples_total=2,
+            targets=targets(1),
+            settings={},
+            provenance={"batch_size": 8},
+        )
     )
     assert info.status == "running"
     assert [s["batch_size"] for s in info.provenance["sessions"]] == [4, 8]
@@ -317,15 +323,17 @@ def test_storage_stays_proportionate(cache):
     rng = random.Random(0)
     run_id = run_id_for("big")
     cache.begin_run(
-        run_id,
-        model="m",
-        dataset="d",
-        response_type="t",
-        mode="base",
-        samples_total=500,
-        targets=targets(32),
-        settings={},
-        provenance={},
+        RunHeader(
+            run_id,
+            model="m",
+            dataset="d",
+            response_type="t",
+            mode="base",
+            samples_total=500,
+            targets=targets(32),
+            settings={},
+            provenance={},
+        )
     )
     samples = make_samples(500)
     for start in range(0, 500, 25):

@@ -6,7 +6,7 @@ import json
 import math
 
 import pytest
-from cache_helpers import fill_run
+from cache_helpers import fill_run, paper_matrices
 
 from layerscope.analysis.cache import ResultsCache
 from layerscope.analysis.paper_format import (
@@ -45,20 +45,7 @@ def test_parameter_names(name, expected):
 
 def paper_line(loss, layers=2, spectrum=False, **extra):
     record = {"instruction": "Q?", "output": "A.", "loss": loss, **extra}
-    for layer in range(layers):
-        for p in "qkvo":
-            entry = {
-                "M_mean": 0.01,
-                "M_max": 0.5,
-                "M_min": -0.5,
-                "frobenius_norm": 5.0,
-                "S_sum": 7.0 + layer,
-                "S_max": 4.0,
-                "S_min": 0.0,
-            }
-            if spectrum:
-                entry["S_list"] = [4.0, 3.0, 0.0]
-            record[f"model.layers.{layer}.self_attn.{p}_proj.weight"] = entry
+    record.update(paper_matrices(layers, 0.0, [4.0, 3.0, 0.0] if spectrum else None))
     return json.dumps(record)
 
 

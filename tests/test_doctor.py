@@ -27,6 +27,7 @@ from layerscope.analysis.environment import (
     number_from_env,
     size_from_env,
 )
+from layerscope.analysis.records import RunHeader
 from layerscope.app import cli
 
 
@@ -70,15 +71,17 @@ def open_run_in_log(path: Path, monkeypatch, count: int = 12, owner: int | None 
     cache = ResultsCache(path, lock_timeout=5)
     run_id = run_id_for("open")
     cache.begin_run(
-        run_id,
-        model="synthetic",
-        dataset="math",
-        response_type="none_cot",
-        mode="base",
-        samples_total=count,
-        targets=targets(4),
-        settings={"max_length": 1024, "spectra": False},
-        provenance={"layerscope": "test", "batch_size": 4},
+        RunHeader(
+            run_id,
+            model="synthetic",
+            dataset="math",
+            response_type="none_cot",
+            mode="base",
+            samples_total=count,
+            targets=targets(4),
+            settings={"max_length": 1024, "spectra": False},
+            provenance={"layerscope": "test", "batch_size": 4},
+        )
     )
     if owner is not None:
         con = duckdb.connect(str(path))

@@ -20,7 +20,7 @@ from pathlib import Path
 
 import duckdb
 import pytest
-from cache_helpers import fill_run
+from cache_helpers import fill_run, paper_matrices
 from hypothesis import HealthCheck, event, given, settings
 from hypothesis import strategies as st
 
@@ -35,7 +35,7 @@ from layerscope.analysis.paper_format import (
     read_paper_jsonl,
     write_paper_jsonl,
 )
-from layerscope.analysis.records import BatchResult, TargetInfo
+from layerscope.analysis.records import BatchResult, RunHeader, TargetInfo
 from layerscope.app import cli
 
 LAYERS = 2
@@ -45,20 +45,7 @@ MATRICES = LAYERS * 4
 def record(index: int, layers: int = LAYERS, spectrum: bool = False) -> dict:
     """One valid line of the paper's format (with layerscope's metadata)."""
     line: dict = {"instruction": f"Q{index}?", "output": "A.", "loss": 1.0 + index / 100}
-    for layer in range(layers):
-        for p in "qkvo":
-            entry = {
-                "M_mean": 0.01,
-                "M_max": 0.5,
-                "M_min": -0.5,
-                "frobenius_norm": 5.0,
-                "S_sum": 7.0 + layer,
-                "S_max": 4.0,
-                "S_min": 0.5,
-            }
-            if spectrum:
-                entry["S_list"] = [4.0, 2.5, 0.5]
-            line[f"model.layers.{layer}.self_attn.{p}_proj.weight"] = entry
+    line.update(paper_matrices(layers, 0.5, [4.0, 2.5, 0.5] if spectrum else None))
     line["layerscope"] = {"index": index, "prompt_tokens": 10, "response_tokens": 20 + index}
     return line
 
@@ -188,10 +175,10 @@ def test_importing_again_adds_nothing_and_completes_a_partial_import(db, tmp_pat
         TargetInfo(layer, projection, name, 0, 0)
         for (layer, projection), name in sorted(parsed[0].parameters.items())
     ]
-    cache.begin_run(
+    cache.begin_run(RunHeader(
         run_id, model="m", dataset="d", response_type="t", mode="base", samples_total=300,
         targets=targets, settings={"source": "import"}, provenance={"layerscope": "old"},
-    )  # fmt: skip
+    ))  # fmt: skip
     first = parsed[:IMPORT_BATCH]
     cache.write_batch(
         run_id,

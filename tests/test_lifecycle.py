@@ -9,6 +9,7 @@ from cache_helpers import batch, make_result, make_samples, run_id_for, targets
 
 from layerscope.analysis.cache import ResultsCache
 from layerscope.analysis.lifecycle import StoredRun, package_version
+from layerscope.analysis.records import RunHeader
 
 
 @pytest.fixture
@@ -17,8 +18,7 @@ def cache(tmp_path):
 
 
 def stored_run(cache, name: str, cancel: threading.Event | None = None) -> StoredRun:
-    return StoredRun(
-        cache,
+    header = RunHeader(
         run_id_for(name),
         model="synthetic",
         dataset="math",
@@ -28,8 +28,8 @@ def stored_run(cache, name: str, cancel: threading.Event | None = None) -> Store
         targets=targets(2),
         settings={"max_length": 1024},
         provenance={"layerscope": "test"},
-        cancel=cancel,
     )
+    return StoredRun(cache, header, cancel=cancel)
 
 
 def test_a_block_that_ends_normally_completes_the_run(cache):

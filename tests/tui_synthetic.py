@@ -23,6 +23,7 @@ from layerscope.analysis.records import (
     MATRIX_STATISTICS,
     BatchResult,
     MatrixStatistics,
+    RunHeader,
     Sample,
     SampleResult,
     SkippedSample,
@@ -101,15 +102,17 @@ def begin(
         for p in ATTENTION_PROJECTIONS
     ]
     ResultsCache(db_path).begin_run(
-        run_id,
-        model=model,
-        dataset=dataset,
-        response_type=response_type,
-        mode=mode,
-        samples_total=samples,
-        targets=targets,
-        settings={**SETTINGS, "mode": mode},
-        provenance={"source": "synthetic test data"},
+        RunHeader(
+            run_id,
+            model=model,
+            dataset=dataset,
+            response_type=response_type,
+            mode=mode,
+            samples_total=samples,
+            targets=targets,
+            settings={**SETTINGS, "mode": mode},
+            provenance={"source": "synthetic test data"},
+        )
     )
     return run_id
 

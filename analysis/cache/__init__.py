@@ -46,6 +46,7 @@ from layerscope.analysis.records import (
     BatchResult,
     LayerCurve,
     LayerSums,
+    RunHeader,
     RunInfo,
     Sample,
     SampleRow,
@@ -245,37 +246,14 @@ class ResultsCache:
 
     # ---- writing (the runner through layerscope.analysis.lifecycle.StoredRun) ---------------
 
-    def begin_run(
-        self,
-        run_id: str,
-        *,
-        model: str,
-        dataset: str,
-        response_type: str,
-        mode: str,
-        samples_total: int,
-        targets: Sequence[TargetInfo],
-        settings: Mapping[str, Any],
-        provenance: Mapping[str, Any],
-    ) -> RunInfo:
+    def begin_run(self, header: RunHeader) -> RunInfo:
         """Create the run, or reopen an existing one for more samples, and mark it running.
 
-        ``provenance`` describes this compute session (versions, device, batch size, ...); it is
+        ``header.provenance`` describes this compute session (versions, device, batch size, ...); it is
         stored as the run's current provenance and appended to its ``sessions`` history. Refuses
         a run that a live process on this host is computing right now.
         """
-        return writes.begin_run(
-            self._file,
-            run_id,
-            model=model,
-            dataset=dataset,
-            response_type=response_type,
-            mode=mode,
-            samples_total=samples_total,
-            targets=targets,
-            settings=settings,
-            provenance=provenance,
-        )
+        return writes.begin_run(self._file, header)
 
     def write_batch(
         self,
@@ -298,16 +276,7 @@ class ResultsCache:
 
     def store_complete_run(
         self,
-        run_id: str,
-        *,
-        model: str,
-        dataset: str,
-        response_type: str,
-        mode: str,
-        samples_total: int,
-        targets: Sequence[TargetInfo],
-        settings: Mapping[str, Any],
-        provenance: Mapping[str, Any],
+        header: RunHeader,
         batches: Iterable[tuple[BatchResult, Mapping[int, Sample]]],
     ) -> RunInfo:
         """Begin the run, store every batch and mark it complete, in ONE transaction.
@@ -320,16 +289,4 @@ class ResultsCache:
         older import, batch by batch) is reopened and completed; samples already stored are
         skipped, as in :meth:`write_batch`. The runner keeps one transaction per batch.
         """
-        return writes.store_complete_run(
-            self._file,
-            run_id,
-            model=model,
-            dataset=dataset,
-            response_type=response_type,
-            mode=mode,
-            samples_total=samples_total,
-            targets=targets,
-            settings=settings,
-            provenance=provenance,
-            batches=batches,
-        )
+        return writes.store_complete_run(self._file, header, batches)

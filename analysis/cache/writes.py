@@ -45,10 +45,10 @@ from layerscope.analysis.records import (
     PROJECTIONS,
     RUN_STATUSES,
     BatchResult,
+    RunHeader,
     RunInfo,
     Sample,
     SkippedSample,
-    TargetInfo,
 )
 
 __all__ = ["begin_run", "finish_run", "store_complete_run", "write_batch"]
@@ -65,20 +65,11 @@ def _check_run_id(run_id: str) -> None:
         raise ValueError(f"run id must be a hexadecimal content hash, got {run_id!r}")
 
 
-def _begin(
-    con: duckdb.DuckDBPyConnection,
-    run_id: str,
-    *,
-    model: str,
-    dataset: str,
-    response_type: str,
-    mode: str,
-    samples_total: int,
-    targets: Sequence[TargetInfo],
-    settings: Mapping[str, Any],
-    provenance: Mapping[str, Any],
-) -> int:
+def _begin(con: duckdb.DuckDBPyConnection, header: RunHeader) -> int:
     """Create or reopen the run on an open transaction; returns its row number."""
+    run_id, model, dataset = header.run_id, header.model, header.dataset
+    response_type, mode, samples_total = header.response_type, header.mode, header.samples_total
+    targets, settings, provenance = header.targets, header.settings, header.provenance
     started = now()
     session = {**provenance, "started_at": started.isoformat() + "Z", "pid": os.getpid()}
     host = socket.gethostname()
@@ -148,35 +139,12 @@ def _begin(
     return int(run_no)
 
 
-def begin_run(
-    file: CacheFile,
-    run_id: str,
-    *,
-    model: str,
-    dataset: str,
-    response_type: str,
-    mode: str,
-    samples_total: int,
-    targets: Sequence[TargetInfo],
-    settings: Mapping[str, Any],
-    provenance: Mapping[str, Any],
-) -> RunInfo:
+def begin_run(file: CacheFile, header: RunHeader) -> RunInfo:
     """Create the run, or reopen it for more samples, and mark it running (see
     ``ResultsCache.begin_run``)."""
-    _check_run_id(run_id)
+    _check_run_id(header.run_id)
     with file.transaction() as con:
-        run_no = _begin(
-            con,
-            run_id,
-            model=model,
-            dataset=dataset,
-            response_type=response_type,
-            mode=mode,
-            samples_total=samples_total,
-            targets=targets,
-            settings=settings,
-            provenance=provenance,
-        )
+        run_no = _begin(con, header)
         return runs.info_by_number(con, run_no)
 
 
@@ -281,34 +249,14 @@ def finish_run(file: CacheFile, run_id: str, status: str, message: str = "") -> 
 
 def store_complete_run(
     file: CacheFile,
-    run_id: str,
-    *,
-    model: str,
-    dataset: str,
-    response_type: str,
-    mode: str,
-    samples_total: int,
-    targets: Sequence[TargetInfo],
-    settings: Mapping[str, Any],
-    provenance: Mapping[str, Any],
+    header: RunHeader,
     batches: Iterable[tuple[BatchResult, Mapping[int, Sample]]],
 ) -> RunInfo:
     """Begin the run, store every batch and finish it complete, all in one transaction (see
     ``ResultsCache.store_complete_run``)."""
-    _check_run_id(run_id)
+    _check_run_id(header.run_id)
     with file.transaction() as con:
-        run_no = _begin(
-            con,
-            run_id,
-            model=model,
-            dataset=dataset,
-            response_type=response_type,
-            mode=mode,
-            samples_total=samples_total,
-            targets=targets,
-            settings=settings,
-            provenance=provenance,
-        )
+        run_no = _begin(con, header)
         for batch, samples_by_index in batches:
             _store(con, run_no, batch, samples_by_index)
         info = _finish(con, run_no, "complete", "")
