@@ -78,6 +78,20 @@ def cache_db(tmp_path) -> tuple[Path, str]:
     return db, run_id
 
 
+def export_every_format(cache: ResultsCache, run_id: str, folder: Path) -> dict[str, bytes]:
+    """The run exported once in every format, uninterrupted, into ``folder``: the bytes any
+    export of it must produce."""
+    found = {}
+    for fmt in FORMATS:
+        path = folder / f"reference.{fmt}"
+        if fmt == "paper-jsonl":
+            write_paper_jsonl(cache, run_id, path)
+        else:
+            cache.export_table(run_id, path, fmt)
+        found[fmt] = path.read_bytes()
+    return found
+
+
 @pytest.fixture
 def references(cache_db, tmp_path) -> dict[str, bytes]:
     """An uninterrupted export of the run in every format, written to fresh names."""
@@ -85,15 +99,7 @@ def references(cache_db, tmp_path) -> dict[str, bytes]:
     cache = ResultsCache(db)
     folder = tmp_path / "reference"
     folder.mkdir()
-    found = {}
-    for fmt in FORMATS:
-        path = folder / f"run.{fmt}"
-        if fmt == "paper-jsonl":
-            write_paper_jsonl(cache, run_id, path)
-        else:
-            cache.export_table(run_id, path, fmt)
-        found[fmt] = path.read_bytes()
-    return found
+    return export_every_format(cache, run_id, folder)
 
 
 # ---- the cache under every name --------------------------------------------------------------
@@ -440,15 +446,7 @@ def big_run(tmp_path_factory) -> tuple[Path, str, dict[str, bytes]]:
     cache = ResultsCache(db)
     run_id = fill_run(cache, "big", 2000, batch_size=250, spectra=True)
     cache.checkpoint()
-    found = {}
-    for fmt in FORMATS:
-        path = root / f"reference.{fmt}"
-        if fmt == "paper-jsonl":
-            write_paper_jsonl(cache, run_id, path)
-        else:
-            cache.export_table(run_id, path, fmt)
-        found[fmt] = path.read_bytes()
-    return db, run_id, found
+    return db, run_id, export_every_format(cache, run_id, root)
 
 
 def kill_export(command: list[str], target: Path, point: str | float, size: int) -> bool:
