@@ -3,11 +3,18 @@ colour, stdout kept to what ``--help`` promises, and the stages of loading a mod
 
 from __future__ import annotations
 
+import os
+import pty
 import re
+import subprocess
+import sys
+import textwrap
 
 import pytest
+from test_runner import model_folder, write_dataset  # noqa: F401 (fixture)
 from tui_synthetic import add_run
 
+from layerscope.analysis.cache import ResultsCache
 from layerscope.app import cli
 from layerscope.app.charts import MARKERS, Series, render_curves
 
@@ -101,3 +108,136 @@ def test_no_color_turns_colour_off(monkeypatch):
     monkeypatch.setenv("NO_COLOR", "1")
     chart = render_curves([Series("a", [0, 1], [1.0, 2.0])], width=40, height=10, color=True)
     assert "\x1b[" not in chart
+
+
+# ---- computing: stdout, stages, times ---------------------------------------------------------
+
+HEX_ID = re.compile(r"^[0-9a-f]{64}$")
+
+
+def compute_argv(model, data, db, *extra):
+    return ["compute", "--model", model, "--dataset", data, "--limit", "2",
+            "--max-length", "64", "--db", db, *extra]  # fmt: skip
+
+
+def test_compute_log_shows_each_stage_once_then_summaries(capsys, tmp_path, model_folder):  # noqa: F811
+    data = write_dataset(tmp_path / "d", 4)
+    status, out, err = run(capsys, *compute_argv(model_folder, data, tmp_path / "c.duckdb"))
+    assert status == 0, err
+    # stdout, redirected: the full run ids, one per line, nothing else
+    assert out.splitlines() and all(HEX_ID.match(line) for line in out.splitlines()), out
+    lines = err.splitlines()
+    begun = [line.split("…")[0] for line in lines if "…" in line]
+    # "importing torch and transformers" only where torch is not imported yet (it is here)
+    assert begun[-4:] == [
+        "loading the tokenizer",
+        "loading weights",
+        "moving the model to cpu",
+        "computing the first batch",
+    ]
+    assert len(begun) == len(set(begun))
+    assert any(re.search(r"\(loading weights: \d+ tensors in [\d.]+ s\)", line) for line in lines)
+    assert "Loading weights" not in err + out
+    [summary] = [line for line in lines if line.startswith(out.split()[0][:12])]
+    assert re.search(r"complete 2/2 in [\d.]+ s$", summary), summary
+    assert re.match(r"done in [\d.]+ s \(loading [\d.]+ s\)$", lines[-1]), lines[-1]
+    # --quiet: no stages
+    status, out, err = run(
+        capsys, *compute_argv(model_folder, data, tmp_path / "q.duckdb", "--quiet")
+    )
+    assert status == 0 and "…" not in err and "loading weights" not in err
+
+
+def test_cached_compute_imports_no_torch_and_says_nothing_was_missing(tmp_path, model_folder):  # noqa: F811
+    data = write_dataset(tmp_path / "d", 3)
+    db = tmp_path / "c.duckdb"
+    assert cli.main([str(a) for a in compute_argv(model_folder, data, db, "--quiet")]) == 0
+    ids = [info.id for info in ResultsCache(db).runs()]
+    script = textwrap.dedent(f"""
+        import sys
+        from layerscope.app.cli import main
+        status = main({[str(a) for a in compute_argv(model_folder, data, db)]!r})
+        print("RESULT", status, "torch" in sys.modules, "transformers" in sys.modules)
+    """)
+    result = subprocess.run(
+        [sys.executable, "-c", script], capture_output=True, text=True, timeout=120
+    )
+    *printed, last = result.stdout.splitlines()
+    assert last == "RESULT 0 False False", result.stderr
+    assert printed == ids
+    assert result.stderr.splitlines()[-1].startswith("the run is cached: nothing to compute")
+    assert "…" not in result.stderr  # no loading stage began
+
+
+def test_compute_in_a_terminal_shows_stages_live_and_no_loader_bar(tmp_path, model_folder):  # noqa: F811
+    """stderr a terminal, stdout a pipe: the stages are drawn on the terminal, transformers'
+    own "Loading weights" bar never is, and stdout still holds only the ids."""
+    data = write_dataset(tmp_path / "d", 2)
+    argv = [str(a) for a in compute_argv(model_folder, data, tmp_path / "c.duckdb")]
+    code = f"import sys; from layerscope.app.cli import main; sys.exit(main({argv!r}))"
+    primary, secondary = pty.openpty()
+    env = {**os.environ, "COLUMNS": "100", "TERM": "xterm"}
+    env.pop("HF_HUB_DISABLE_PROGRESS_BARS", None)
+    process = subprocess.Popen(
+        [sys.executable, "-c", code], stdout=subprocess.PIPE, stderr=secondary, env=env
+    )
+    os.close(secondary)
+    terminal = b""
+    while True:
+        try:
+            chunk = os.read(primary, 65536)
+        except OSError:  # the other end is closed: the process has exited
+            break
+        if not chunk:
+            break
+        terminal += chunk
+    stdout = process.stdout.read().decode()
+    assert process.wait(timeout=120) == 0, terminal.decode(errors="replace")
+    os.close(primary)
+    screen = terminal.decode(errors="replace")
+    assert "loading weights" in screen and "Loading weights" not in screen
+    assert [len(line) for line in stdout.splitlines()] == [64]
+    assert re.search(r"done in [\d.]+ s \(loading [\d.]+ s\)", screen)
+
+
+def test_check_keeps_stdout_for_the_profile(capsys, tmp_path, model_folder):  # noqa: F811
+    status, out, err = run(
+        capsys, "check", model_folder, "--limit", "1", "--proj", "q", "--max-length", "512",
+        "--db", tmp_path / "c.duckdb", "--width", "70",
+    )  # fmt: skip
+    assert status == 0, err
+    assert "nuclear_norm by layer" in out
+    assert "…" not in out and "done in" not in out
+    run_lines = [line for line in err.splitlines() if re.match(r"^[0-9a-f]{12}  math/", line)]
+    assert len(run_lines) == 4 and all(" in " in line for line in run_lines), err
+    assert "loading weights…" in err
+
+
+def help_text(capsys, command):
+    with pytest.raises(SystemExit) as exited:
+        cli.main([command, "--help"])
+    assert exited.value.code == 0
+    return " ".join(capsys.readouterr().out.split())
+
+
+def test_help_says_what_stdout_carries(capsys):
+    text = help_text(capsys, "compute")
+    assert "only the full run ids, one per line" in text
+    assert "one summary line per run" in text
+    assert "standard output carries the profile" in help_text(capsys, "check")
+
+
+# ---- models that are not ----------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("command", ["check", "describe"])
+def test_a_folder_that_is_no_model_is_called_so(capsys, tmp_path, command):
+    folder = tmp_path / "cot_500"
+    folder.mkdir()
+    (folder / "notes.txt").write_text("not a model")
+    argv = ["check", folder] if command == "check" else ["describe", "--model", folder]
+    status, _, err = run(capsys, *argv, "--db", tmp_path / "c.duckdb")
+    assert status == 1
+    assert err.strip() == (
+        f"layerscope: error: {folder}: no config.json, not a Hugging Face model folder"
+    )
