@@ -3,6 +3,7 @@ colour, stdout kept to what ``--help`` promises, and the stages of loading a mod
 
 from __future__ import annotations
 
+import json
 import os
 import pty
 import re
@@ -241,3 +242,17 @@ def test_a_folder_that_is_no_model_is_called_so(capsys, tmp_path, command):
     assert err.strip() == (
         f"layerscope: error: {folder}: no config.json, not a Hugging Face model folder"
     )
+
+
+def test_other_commands_keep_stdout_to_their_data(capsys, tmp_path, two_types, model_folder):  # noqa: F811
+    db, ids = two_types
+    status, out, err = run(capsys, "describe", "--model", model_folder, "--json")
+    assert status == 0 and len(json.loads(out)) == 12
+    assert err.strip() == "reading the model's layout (importing torch and transformers)…"
+    status, out, err = run(capsys, "runs", "--json", "--db", db)
+    assert [record["id"] for record in json.loads(out)] == ids
+    status, out, err = run(capsys, "export", ids[0], "--format", "csv", "--output", "-", "--db", db)
+    assert status == 0 and out.startswith("sample_index,loss,") and "wrote" in err
+    assert "wrote" not in out
+    status, out, err = run(capsys, "runs", "--db", tmp_path / "empty.duckdb")
+    assert status == 0 and out == "" and "no runs in" in err

@@ -222,10 +222,31 @@ def cmd_import(args: argparse.Namespace) -> int:
     return 0
 
 
-def cmd_describe(args: argparse.Namespace) -> int:
-    from layerscope.analysis.models import describe_targets
+@contextlib.contextmanager
+def _stage(description: str) -> Iterator[None]:
+    """Say at once what a wait of seconds is for: a passing line in a terminal (gone when the
+    wait is over), one plain line on a redirected stderr."""
+    console = output.console(stderr=True)
+    if not console.is_terminal:
+        console.print(f"{description}…")
+        yield
+        return
+    with console.status(f"{description}…"):
+        yield
 
-    targets = describe_targets(args.model, args.modules, trust_remote_code=args.trust_remote_code)
+
+def cmd_describe(args: argparse.Namespace) -> int:
+    from layerscope.analysis.models import ModelLoadError, describe_targets, inspect_model_path
+
+    check = inspect_model_path(args.model)
+    if not check.ok:  # said before any wait
+        raise ModelLoadError(check.message)
+    # The layout comes from the model built on the meta device (exact for every architecture,
+    # no weights read); the wait is importing torch and transformers.
+    with _stage("reading the model's layout (importing torch and transformers)"):
+        targets = describe_targets(
+            args.model, args.modules, trust_remote_code=args.trust_remote_code
+        )
     if args.json:
         print(json.dumps([asdict(t) for t in targets], indent=2))
         return 0
