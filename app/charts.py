@@ -3,12 +3,15 @@ chart as a string).
 
 Why a string: ``layerscope show`` runs over SSH and in scripts; a chart that is just text can be
 printed, piped, logged or compared in a test. plotext keeps global figure state, so every call
-starts from a cleared figure; colours are kept only for a terminal.
+starts from a cleared figure; colours are kept only for a terminal, and never with ``NO_COLOR``.
+Colour is lost often (tmux, plain SSH, a log file, a colour-blind reader), so every series has
+its own marker glyph with or without colour, and the legend pairs each glyph with its label.
 """
 
 from __future__ import annotations
 
 import math
+import os
 from collections.abc import Sequence
 from dataclasses import dataclass
 
@@ -16,7 +19,7 @@ import plotext
 
 # plotext colour names, in legend order (distinct on dark and light terminals)
 COLORS = ("red", "green", "blue", "orange", "magenta", "cyan", "gray", "yellow")
-# Without colour, curves differ by their marker character instead.
+# Each series' own glyph, in legend order: curves stay apart when colour is lost.
 MARKERS = ("•", "+", "x", "o", "*", "#", "@", "%")
 
 
@@ -38,7 +41,9 @@ def render_curves(
     height: int = 18,
     color: bool = False,
 ) -> str:
-    """The curves overlaid in one chart, as text (ANSI colours only with ``color``)."""
+    """The curves overlaid in one chart, as text (ANSI colours only with ``color`` and no
+    ``NO_COLOR`` in the environment); series ``n`` is drawn with ``MARKERS[n]`` either way."""
+    color = color and "NO_COLOR" not in os.environ
     plotext.clear_figure()
     plotext.plotsize(max(width, 30), max(height, 8))
     plotext.theme("clear" if not color else "pro")
@@ -57,7 +62,7 @@ def render_curves(
             list(xs),
             list(ys),
             label=curve.label,
-            marker="braille" if color else MARKERS[number % len(MARKERS)],
+            marker=MARKERS[number % len(MARKERS)],
             color=COLORS[number % len(COLORS)],
         )
         drawn += 1

@@ -8,8 +8,9 @@ the Textual explorer (the only place this package touches the UI).
 The package is thin: :mod:`.arguments` (the grammar, the computing options built from the
 settings record), :mod:`.computing`, :mod:`.browsing` and :mod:`.doctor` (one function per
 command, calling ``analysis/``), :mod:`.output` (rendering). Conventions every command keeps: ``--help``;
-``--db`` (also before the command); progress bars on stderr for long work (stdout stays clean
-for scripts: run ids, tables, JSON); exit status 0 on success, 1 for a runtime error, 2 for a
+``--db`` (also before the command); loading stages and progress bars on stderr for long work
+(stdout stays clean for scripts: run ids, tables, JSON; ``compute`` into a terminal shows each
+run once, as its summary line, see its ``--help``); exit status 0 on success, 1 for a runtime error, 2 for a
 usage error, 130 when interrupted (143 when stopped by SIGTERM); and every error is one line ``layerscope: error: ...`` on
 stderr, never a traceback (set ``LAYERSCOPE_DEBUG=1`` to get one). Browsing commands (runs,
 show, export, import) never import torch.

@@ -21,6 +21,22 @@ EXPORT_FORMATS = ("parquet", "csv", "paper-jsonl")
 DB_HELP = "results cache file (default: $LAYERSCOPE_DB or ~/.cache/layerscope/results.duckdb)"
 
 
+# Where each computing command's output goes (its --help epilog; the README says the same).
+COMPUTE_OUTPUT = (
+    "Output: when standard output is a terminal, it shows one summary line per run, starting "
+    "with the run's 12-character id (which show and export accept), then one line for the "
+    "whole call (its time, and how much of it went to loading the model). When standard "
+    "output is redirected (a pipe, a file, $(...)), it carries only the full run ids, one per "
+    "line, and the summary goes to standard error. Standard error also shows the loading "
+    "stages and the progress bars (in a log file: one line per stage, no bars)."
+)
+CHECK_OUTPUT = (
+    "Output: standard output carries the profile (charts and tables, or JSON with --json); "
+    "standard error the loading stages, the progress bars and one summary line per run with "
+    "its id and time."
+)
+
+
 class UsageError(Exception):
     """A command line that cannot be run as given (exit status 2)."""
 
@@ -165,7 +181,10 @@ def build_parser() -> argparse.ArgumentParser:
         "--types", help="comma-separated response types (default: all in the dataset)"
     )
     add_settings(compute, "compute")
-    compute.add_argument("--quiet", action="store_true", help="no progress bars")
+    compute.add_argument(
+        "--quiet", action="store_true", help="no loading stages and no progress bars"
+    )
+    compute.epilog = COMPUTE_OUTPUT
 
     runs = command("runs", "list the runs in the cache")
     runs.add_argument("--json", action="store_true", help="a JSON array instead of a table")
@@ -248,8 +267,11 @@ def build_parser() -> argparse.ArgumentParser:
     check.add_argument("--metric", default="nuclear", help="statistic to chart (nuclear)")
     check.add_argument("--proj", help="projections to chart (default: q,k,v,o)")
     add_settings(check, "check")
-    check.add_argument("--quiet", action="store_true", help="no progress bars")
-    check.add_argument("--json", action="store_true")
+    check.add_argument(
+        "--quiet", action="store_true", help="no loading stages and no progress bars"
+    )
+    check.add_argument("--json", action="store_true", help="the profile as JSON")
+    check.epilog = CHECK_OUTPUT
     _add_chart_options(check)
     return parser
 

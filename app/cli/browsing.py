@@ -46,7 +46,8 @@ def cmd_runs(args: argparse.Namespace) -> int:
     if not infos:
         print(f"no runs in {cache.path}", file=sys.stderr)
         return 0
-    output.console().print(output.runs_table(infos, f"runs in {cache.path}"))
+    console = output.console()
+    console.print(output.runs_table(infos, f"runs in {cache.path}", console.width))
     return 0
 
 
@@ -104,15 +105,15 @@ def report(
         raise CacheError(_no_samples(cache, infos, tokens))
     console = output.console()
     if metric == "loss":
-        console.print(output.loss_table(comparison, labels))
+        console.print(output.loss_table(comparison, labels, console.width))
         return 0
     heading = title + (f" (samples with {tokens[0]}-{tokens[1]} response tokens)" if tokens else "")
     for chart in output.charts(comparison, labels, heading, args.width, args.height):
         print(chart)
         print()
-    console.print(output.mad_table(comparison, labels))
+    console.print(output.mad_table(comparison, labels, console.width))
     if comparison.relative:
-        console.print(output.relative_table(comparison, labels))
+        console.print(output.relative_table(comparison, labels, console.width))
     return 0
 
 
@@ -221,25 +222,43 @@ def cmd_import(args: argparse.Namespace) -> int:
     return 0
 
 
-def cmd_describe(args: argparse.Namespace) -> int:
-    from layerscope.analysis.models import describe_targets
+@contextlib.contextmanager
+def _stage(description: str) -> Iterator[None]:
+    """Say at once what a wait of seconds is for: a passing line in a terminal (gone when the
+    wait is over), one plain line on a redirected stderr."""
+    console = output.console(stderr=True)
+    if not console.is_terminal:
+        console.print(f"{description}…")
+        yield
+        return
+    with console.status(f"{description}…"):
+        yield
 
-    targets = describe_targets(args.model, args.modules, trust_remote_code=args.trust_remote_code)
+
+def cmd_describe(args: argparse.Namespace) -> int:
+    from layerscope.analysis.models import ModelLoadError, describe_targets, inspect_model_path
+
+    check = inspect_model_path(args.model)
+    if not check.ok:  # said before any wait
+        raise ModelLoadError(check.message)
+    # The layout comes from the model built on the meta device (exact for every architecture,
+    # no weights read); the wait is importing torch and transformers.
+    with _stage("reading the model's layout (importing torch and transformers)"):
+        targets = describe_targets(
+            args.model, args.modules, trust_remote_code=args.trust_remote_code
+        )
     if args.json:
         print(json.dumps([asdict(t) for t in targets], indent=2))
         return 0
-    from rich.table import Table
-
     layers = 1 + max((t.layer for t in targets), default=-1)
-    table = Table(
-        title=f"{args.model}: {len(targets)} matrices in {layers} layers ({args.modules})",
-        title_justify="left",
+    columns = (
+        output.Column("layer", justify="right", whole=True),
+        output.Column("proj", whole=True),
+        output.Column("parameter", whole=True),
+        output.Column("shape", whole=True),
     )
-    for name in ("layer", "proj", "parameter", "shape"):
-        table.add_column(name, justify="right" if name == "layer" else "left")
-    for target in targets:
-        table.add_row(
-            str(target.layer), target.projection, target.parameter, f"{target.rows} x {target.cols}"
-        )
-    output.console().print(table)
+    rows = [(str(t.layer), t.projection, t.parameter, f"{t.rows} x {t.cols}") for t in targets]
+    title = f"{args.model}: {len(targets)} matrices in {layers} layers ({args.modules})"
+    console = output.console()
+    console.print(output.fitted_table(title, columns, rows, console.width))
     return 0

@@ -15,13 +15,20 @@ import os
 import signal
 import sys
 import threading
+import time
+from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
 from layerscope.analysis.settings import SettingError, Surface
 from layerscope.app.cli import output
 from layerscope.app.cli.arguments import PROG, UsageError, flag_name, names, setting_values
+from layerscope.app.labels import duration
 
 if TYPE_CHECKING:
+    from rich.console import Console
+    from rich.progress import Progress, Task
+
+    from layerscope.analysis.records import LoadStage
     from layerscope.analysis.runner import RunProgress, RunRequest
 
 EXIT_INTERRUPTED = 130  # 128 + SIGINT, the shell's convention; a SIGTERM exits 143
@@ -98,11 +105,84 @@ class Cancellation:
             signal.signal(signum, handler)
 
 
-def execute_with_progress(
-    request: RunRequest, db: str | None, quiet: bool
-) -> tuple[list[RunProgress], int | None]:
-    """Run a request with progress bars; the final progress per run and, when a signal
-    cancelled it, the exit status to end with (None otherwise)."""
+@dataclass
+class Outcome:
+    """What a computing command ran: the final progress per run, how long each computed in
+    this call, how long loading the model took (None when nothing was loaded), the whole
+    call's time, and the exit status a signal asks for (None when none cancelled it)."""
+
+    finals: list[RunProgress]
+    computing: dict[str, float]
+    loading: float | None
+    total: float
+    cancelled: int | None
+
+
+class StageReport:
+    """Tells the user what loading the model is doing while it loads.
+
+    In a terminal the current stage is one live line among the bars ("loading weights" with
+    its count, then "computing the first batch") that gives way to the run bars; in a log
+    file each stage is one plain line as it begins, saying how long the previous one took (and
+    how many weight tensors it loaded), never a line per tensor; ``--quiet`` says nothing.
+    """
+
+    def __init__(self, progress: Progress | None, plain: Console | None) -> None:
+        self.progress = progress
+        self.plain = plain
+        self.task: Any = None
+        self.current: LoadStage | None = None
+        self.began = 0.0
+        self.first_began: float | None = None
+        self.loaded_at: float | None = None  # when the first batch began: loading is over
+
+    def __call__(self, stage: LoadStage) -> None:
+        now = time.perf_counter()
+        if self.first_began is None:
+            self.first_began = now
+        new_step = self.current is None or stage.step != self.current.step
+        if new_step and self.plain is not None:
+            self.plain.print(f"{stage.description}…{self._previous(now)}")
+        if new_step:
+            self.began = now
+        if stage.step == "first batch":
+            self.loaded_at = now
+        self.current = stage
+        if self.progress is None:
+            return
+        counted = stage.total is not None and stage.done is not None
+        fields = {
+            "description": stage.description,
+            "total": stage.total if counted else None,
+            "completed": stage.done if counted else 0,
+        }
+        if self.task is None:
+            self.task = self.progress.add_task(rate="", loss="", **fields)
+        else:
+            self.progress.update(self.task, **fields)
+
+    def _previous(self, now: float) -> str:
+        previous = self.current
+        if previous is None:
+            return ""
+        counted = f"{previous.total} tensors in " if previous.total else ""
+        return f" ({previous.description}: {counted}{duration(now - self.began)})"
+
+    @property
+    def loading_seconds(self) -> float | None:
+        if self.first_began is None or self.loaded_at is None:
+            return None
+        return self.loaded_at - self.first_began
+
+    def computing_began(self) -> None:
+        """The first batch is stored: the stage line gives way to the run bars."""
+        if self.progress is not None and self.task is not None:
+            self.progress.remove_task(self.task)
+        self.task = None
+
+
+def execute_with_progress(request: RunRequest, db: str | None, quiet: bool) -> Outcome:
+    """Run a request with its loading stages and progress bars on stderr."""
     from rich.progress import (
         BarColumn,
         MofNCompleteColumn,
@@ -110,72 +190,132 @@ def execute_with_progress(
         TextColumn,
         TimeRemainingColumn,
     )
+    from rich.text import Text
 
     from layerscope.analysis.runner import execute
 
+    class CountColumn(MofNCompleteColumn):
+        """done/total, or nothing for a stage that cannot count."""
+
+        def render(self, task: Task) -> Text:
+            return Text("") if task.total is None else super().render(task)
+
+    began = time.perf_counter()
     finals: dict[str, RunProgress] = {}
+    started: dict[str, tuple[float, int]] = {}  # run id -> when it started computing, done then
+    computing: dict[str, float] = {}
     columns = (
         TextColumn("{task.description}"),
         BarColumn(),
-        MofNCompleteColumn(),
+        CountColumn(),
         TextColumn("{task.fields[rate]}"),
         TimeRemainingColumn(),
         TextColumn("{task.fields[loss]}"),
     )
     err = output.console(stderr=True)
     # Bars only where someone watches them: redirected to a file, Rich would write one final
-    # frame (an empty line when nothing ran); the summaries below say what happened.
+    # frame (an empty line when nothing ran); a log gets one line per stage and the summaries.
     bars = not quiet and err.is_terminal
     with (
         Cancellation() as cancellation,
-        Progress(*columns, console=err, disable=not bars) as progress,
+        Progress(*columns, console=err, disable=not bars, transient=True) as progress,
     ):
+        # Always a stage listener, even with --quiet: it is what keeps transformers' own
+        # "Loading weights" bar out of the output (the runner routes that bar into it).
+        stages = StageReport(
+            progress if bars else None, err if not quiet and not err.is_terminal else None
+        )
         tasks: dict[str, Any] = {}
-        for update in execute(request, db_path=db, cancel=cancellation.event):
-            if update.run_id not in tasks:
-                tasks[update.run_id] = progress.add_task(
+        for update in execute(request, db_path=db, cancel=cancellation.event, on_stage=stages):
+            run_id = update.run_id
+            if update.status == "running" and run_id not in started:
+                started[run_id] = (time.perf_counter(), update.done)
+            elif run_id in started and (
+                update.status != "running" or update.done > started[run_id][1]
+            ):
+                stages.computing_began()
+            if run_id in started and update.status != "running":
+                computing[run_id] = time.perf_counter() - started[run_id][0]
+            if run_id not in tasks and update.status != "cached":
+                tasks[run_id] = progress.add_task(
                     f"{update.dataset}/{update.response_type}",
                     total=update.total,
                     rate="",
                     loss="",
                 )
-            rate = f"{update.samples_per_second:.2f} samples/s" if update.samples_per_second else ""
-            loss = f"loss {update.mean_loss:.3f}" if update.mean_loss is not None else ""
-            progress.update(
-                tasks[update.run_id],
-                completed=update.done,
-                total=update.total,
-                rate=rate,
-                loss=loss,
-            )
+            if run_id in tasks:
+                rate = (
+                    f"{update.samples_per_second:.2f} samples/s"
+                    if update.samples_per_second
+                    else ""
+                )
+                loss = f"loss {update.mean_loss:.3f}" if update.mean_loss is not None else ""
+                progress.update(
+                    tasks[run_id], completed=update.done, total=update.total, rate=rate, loss=loss
+                )
             if update.message and update.status == "running":
                 progress.console.print(f"{update.dataset}/{update.response_type}: {update.message}")
-            finals[update.run_id] = update
+            finals[run_id] = update
         cancelled = cancellation.exit_status if cancellation.event.is_set() else None
-    return list(finals.values()), cancelled
+    return Outcome(
+        finals=list(finals.values()),
+        computing=computing,
+        loading=stages.loading_seconds,
+        total=time.perf_counter() - began,
+        cancelled=cancelled,
+    )
 
 
-def cmd_compute(args: argparse.Namespace) -> int:
-    quiet_loading(args.quiet)
-    check_instruct(args.model, args.mode)
-    request = build_request(args, "compute", names(args.types))
-    finals, cancelled = execute_with_progress(request, args.db, args.quiet)
-    err = output.console(stderr=True)
-    for final in finals:
-        print(final.run_id)
+def summary_lines(outcome: Outcome, full_ids: bool = False) -> list[str]:
+    """One line per run (its id, data/type, status, count, time computing in this call), then
+    one for the whole call: how long it took and how much of that was loading the model."""
+    lines = []
+    for final in outcome.finals:
         extra = []
         if final.skipped:
             extra.append(f"{final.skipped} skipped")
         if final.failed:
             extra.append(f"{final.failed} failed")
         suffix = f" ({', '.join(extra)})" if extra else ""
-        err.print(
-            f"{final.run_id[:12]}  {final.dataset}/{final.response_type}  {final.status}  "
-            f"{final.done}/{final.total}{suffix}"
+        seconds = outcome.computing.get(final.run_id)
+        took = f" in {duration(seconds)}" if seconds is not None else ""
+        run_id = final.run_id if full_ids else final.run_id[:12]
+        lines.append(
+            f"{run_id}  {final.dataset}/{final.response_type}  {final.status} "
+            f"{final.done}/{final.total}{suffix}{took}"
         )
-    if cancelled is not None:
-        err.print("cancelled: finished batches are stored; run the same command to resume")
-        return cancelled
+    count = len(outcome.finals)
+    if all(final.status == "cached" for final in outcome.finals):
+        runs = "the run is" if count == 1 else f"all {count} runs are"
+        lines.append(f"{runs} cached: nothing to compute ({duration(outcome.total)})")
+    else:
+        loading = f" (loading {duration(outcome.loading)})" if outcome.loading is not None else ""
+        lines.append(f"done in {duration(outcome.total)}{loading}")
+    return lines
+
+
+def cmd_compute(args: argparse.Namespace) -> int:
+    quiet_loading(args.quiet)
+    check_instruct(args.model, args.mode)
+    request = build_request(args, "compute", names(args.types))
+    outcome = execute_with_progress(request, args.db, args.quiet)
+    if sys.stdout.isatty():
+        # Someone reads stdout: each run once, as its summary line (its id starts the line).
+        for line in summary_lines(outcome):
+            print(line, flush=True)
+    else:
+        # A script reads stdout: the ids alone; the summary goes to stderr for the person.
+        for final in outcome.finals:
+            print(final.run_id, flush=True)
+        err = output.console(stderr=True)
+        for line in summary_lines(outcome):
+            err.print(line)
+    if outcome.cancelled is not None:
+        print(
+            "cancelled: finished batches are stored; run the same command to resume",
+            file=sys.stderr,
+        )
+        return outcome.cancelled
     return 0
 
 
@@ -198,12 +338,15 @@ def cmd_check(args: argparse.Namespace) -> int:
         request.types = check_types(available, args.dataset)
     except ProfileError as error:
         raise UsageError(str(error)) from None
-    finals, cancelled = execute_with_progress(request, args.db, args.quiet)
-    if cancelled is not None:
+    outcome = execute_with_progress(request, args.db, args.quiet)
+    err = output.console(stderr=True)
+    for line in summary_lines(outcome):  # stdout is the profile's; runs are told on stderr
+        err.print(line)
+    if outcome.cancelled is not None:
         print(f"{PROG}: cancelled; run the same command to resume", file=sys.stderr)
-        return cancelled
+        return outcome.cancelled
     cache = ResultsCache(args.db)
-    by_type = {final.response_type: final.run_id for final in finals}
+    by_type = {final.response_type: final.run_id for final in outcome.finals}
     infos = [cache.run(by_type[t]) for t in request.types if t in by_type]
     if not args.proj:
         args.proj = ",".join(p for p in ATTENTION_PROJECTIONS if p in infos[0].projections)

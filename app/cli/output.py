@@ -13,7 +13,7 @@ import os
 import shutil
 import sys
 from collections.abc import Mapping, Sequence
-from dataclasses import asdict
+from dataclasses import asdict, dataclass
 from typing import TYPE_CHECKING, Any
 
 if TYPE_CHECKING:
@@ -28,8 +28,13 @@ def console(stderr: bool = False) -> Console:
     from rich.console import Console
 
     stream = sys.stderr if stderr else sys.stdout
-    # Piped output is read by people too: do not squeeze tables into 80 columns.
-    width = None if stream.isatty() else max(120, shutil.get_terminal_size((120, 24)).columns)
+    # Piped output is read by people too: do not squeeze tables into 80 columns, unless the
+    # user asked for a width ($COLUMNS, which Rich reads itself).
+    width = (
+        None
+        if stream.isatty() or os.environ.get("COLUMNS", "").isdigit()
+        else max(120, shutil.get_terminal_size((120, 24)).columns)
+    )
     return Console(stderr=stderr, highlight=False, soft_wrap=False, width=width)
 
 
@@ -118,15 +123,88 @@ def comparison_record(
 # ---- tables and charts ------------------------------------------------------------------------
 
 
-def runs_table(infos: Sequence[RunInfo], title: str) -> Table:
+@dataclass(frozen=True)
+class Column:
+    """A table column and how it gives way when the terminal is narrow.
+
+    ``whole``: never cut nor folded (ids a user copies, names that differ only at their end,
+    such as ``none_cot`` and ``none_cot_irrelevant``, numbers); other columns fold onto more
+    lines. ``drop``: the column may be left out when the table does not fit, lowest first.
+    """
+
+    name: str
+    justify: str = "left"
+    whole: bool = False
+    drop: int | None = None
+
+
+# A bordered table spends 3 characters per column (two of padding, one rule) and one more.
+_BORDERED = (3, 1)
+# Without outer edges and their padding: 3 per gap between columns.
+_COMPACT = (3, -3)
+
+
+def fitted_table(
+    title: str, columns: Sequence[Column], rows: Sequence[Sequence[str]], width: int
+) -> Table:
+    """A table that fits ``width`` columns without cutting a ``whole`` column: optional
+    columns are dropped and the borders thinned first, then the other columns fold."""
+    from rich import box
+    from rich.cells import cell_len
     from rich.table import Table
 
+    natural = [
+        max([cell_len(column.name)] + [max(map(cell_len, row[i].split("\n"))) for row in rows])
+        for i, column in enumerate(columns)
+    ]
+    kept = list(range(len(columns)))
+
+    def needed(style: tuple[int, int]) -> int:
+        return sum(natural[i] for i in kept) + style[0] * len(kept) + style[1]
+
+    droppable = sorted((c.drop, i) for i, c in enumerate(columns) if c.drop is not None)
+    while needed(_BORDERED) > width and droppable and needed(_COMPACT) > width:
+        kept.remove(droppable.pop(0)[1])
+    compact = needed(_BORDERED) > width
+    table = Table(
+        title=title,
+        title_justify="left",
+        box=box.SIMPLE_HEAD if compact else box.HEAVY_HEAD,
+        show_edge=not compact,
+        pad_edge=not compact,
+    )
+    for i in kept:
+        column = columns[i]
+        table.add_column(
+            column.name,
+            justify=column.justify,  # type: ignore[arg-type]
+            no_wrap=column.whole,
+            min_width=natural[i] if column.whole else None,
+            overflow="fold",
+        )
+    for row in rows:
+        table.add_row(*(row[i] for i in kept))
+    return table
+
+
+RUNS_COLUMNS = (
+    Column("id", whole=True),
+    Column("model"),
+    Column("dataset"),
+    Column("type", whole=True),
+    Column("mode", drop=3),
+    Column("status"),
+    Column("samples", justify="right"),
+    Column("layers", justify="right", drop=2),
+    Column("started", drop=1),
+)
+
+
+def runs_table(infos: Sequence[RunInfo], title: str, width: int) -> Table:
+    """The runs, one a row; at any width ids and response types are shown whole."""
     from layerscope.app.labels import short_model
 
-    table = Table(title=title, title_justify="left")
-    for name in ("id", "model", "dataset", "type", "mode", "status", "samples", "layers"):
-        table.add_column(name, justify="right" if name in ("samples", "layers") else "left")
-    table.add_column("started")
+    rows = []
     for info in infos:
         samples = f"{info.samples_done}/{info.samples_total}"
         if info.samples_skipped:
@@ -134,7 +212,7 @@ def runs_table(infos: Sequence[RunInfo], title: str) -> Table:
         if info.samples_failed:
             samples += f" ({info.samples_failed} failed)"
         started = info.started_at.strftime("%Y-%m-%d %H:%M") if info.started_at else ""
-        table.add_row(
+        rows.append((
             info.short_id,
             short_model(info.model),
             info.dataset,
@@ -144,8 +222,8 @@ def runs_table(infos: Sequence[RunInfo], title: str) -> Table:
             samples,
             str(info.layers),
             started,
-        )
-    return table
+        ))  # fmt: skip
+    return fitted_table(title, RUNS_COLUMNS, rows, width)
 
 
 def charts(
@@ -177,25 +255,26 @@ def charts(
     return rendered
 
 
-def mad_table(comparison: Comparison, labels: Mapping[str, str]) -> Table:
-    from rich.table import Table
-
+def mad_table(comparison: Comparison, labels: Mapping[str, str], width: int) -> Table:
     from layerscope.analysis.compare import layer_splits
 
     layers = max((len(c.layers) for c in comparison.curves), default=0)
     early, middle, late = layer_splits(layers)
-    table = Table(
-        title=f"MAD of {comparison.metric} between adjacent layers "
+    title = (
+        f"MAD of {comparison.metric} between adjacent layers "
         f"(early {early.start}-{early.stop - 1}, middle {middle.start}-{middle.stop - 1}, "
-        f"late {late.start}-{late.stop - 1})",
-        title_justify="left",
+        f"late {late.start}-{late.stop - 1})"
     )
-    for name in ("run", "proj", "all", "early", "middle", "late", "samples", "excluded"):
-        table.add_column(name, justify="left" if name in ("run", "proj") else "right")
+    columns = [Column("run", whole=True), Column("proj", whole=True)]
+    columns += [
+        Column(name, justify="right", whole=True) for name in ("all", "early", "middle", "late")
+    ]
+    columns += [Column("samples", justify="right"), Column("excluded", justify="right", drop=1)]
     counts = {(c.run_id, c.projection): c for c in comparison.curves}
+    rows = []
     for row in comparison.mad:
         curve = counts[(row.run_id, row.projection)]
-        table.add_row(
+        rows.append((
             labels.get(row.run_id, row.run_id[:8]),
             row.projection,
             fmt(row.all),
@@ -204,35 +283,35 @@ def mad_table(comparison: Comparison, labels: Mapping[str, str]) -> Table:
             fmt(row.late),
             str(max(curve.count, default=0)),
             str(curve.excluded_nonfinite),
-        )
-    return table
+        ))  # fmt: skip
+    return fitted_table(title, columns, rows, width)
 
 
-def relative_table(comparison: Comparison, labels: Mapping[str, str]) -> Table:
-    from rich.table import Table
-
-    table = Table(
-        title="relative difference: mean over layers of |a - b| / |a|", title_justify="left"
+def relative_table(comparison: Comparison, labels: Mapping[str, str], width: int) -> Table:
+    columns = (
+        Column("a (baseline)", whole=True),
+        Column("b", whole=True),
+        Column("proj", whole=True),
+        Column("RD", justify="right", whole=True),
+        Column("largest at layers"),
     )
-    for name in ("a (baseline)", "b", "proj", "RD", "largest at layers"):
-        table.add_column(name, justify="right" if name == "RD" else "left")
+    rows = []
     for row in comparison.relative:
         record = relative_record(row, labels)
         top = ", ".join(f"{layer} ({fmt(value, 3)})" for layer, value in record["top_layers"])
-        table.add_row(
-            record["a_label"], record["b_label"], row.projection, fmt(record["value"]), top
+        rows.append(
+            (record["a_label"], record["b_label"], row.projection, fmt(record["value"]), top)
         )
-    return table
+    title = "relative difference: mean over layers of |a - b| / |a|"
+    return fitted_table(title, columns, rows, width)
 
 
-def loss_table(comparison: Comparison, labels: Mapping[str, str]) -> Table:
-    from rich.table import Table
-
-    table = Table(title="loss over samples", title_justify="left")
-    for name in ("run", "mean", "std", "95% CI ±", "samples", "excluded"):
-        table.add_column(name, justify="left" if name == "run" else "right")
-    for curve in comparison.curves:
-        table.add_row(
+def loss_table(comparison: Comparison, labels: Mapping[str, str], width: int) -> Table:
+    columns = [Column("run", whole=True)]
+    columns += [Column(name, justify="right", whole=True) for name in ("mean", "std", "95% CI ±")]
+    columns += [Column("samples", justify="right"), Column("excluded", justify="right", drop=1)]
+    rows = [
+        (
             labels.get(curve.run_id, curve.run_id[:8]),
             fmt(curve.mean[0] if curve.mean else math.nan),
             fmt(curve.std[0] if curve.std else math.nan),
@@ -240,4 +319,6 @@ def loss_table(comparison: Comparison, labels: Mapping[str, str]) -> Table:
             str(curve.count[0] if curve.count else 0),
             str(curve.excluded_nonfinite),
         )
-    return table
+        for curve in comparison.curves
+    ]
+    return fitted_table("loss over samples", columns, rows, width)
