@@ -367,11 +367,18 @@ class LayerscopeApp(App[None]):
     def set_comparison(self, run_ids: list[str]) -> None:
         self.comparison = list(dict.fromkeys(run_ids))
         self._tabs().runs.set_selected(self.comparison)
-        self._tabs().compare.show_runs(self.comparison)
+        self._show_comparison()
 
     def on_comparison_changed(self, message: ComparisonChanged) -> None:
         self.comparison = list(message.run_ids)
-        self._tabs().compare.show_runs(self.comparison)
+        self._show_comparison()
+
+    def _show_comparison(self) -> None:
+        """The overlaid runs: drawn in the chart, chosen among in Samples and Cosines (n)."""
+        browse = self._tabs()
+        browse.compare.show_runs(self.comparison)
+        browse.samples.set_overlaid(self.comparison)
+        browse.cosines.set_overlaid(self.comparison)
 
     def on_run_focused(self, message: RunFocused) -> None:
         self.focused_run = message.run_id
