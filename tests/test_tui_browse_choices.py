@@ -7,6 +7,7 @@ over what its statistic columns are averaged. Driven in-process over synthetic r
 
 from __future__ import annotations
 
+import os
 from pathlib import Path
 
 import pytest
@@ -184,3 +185,87 @@ async def test_samples_caption_says_over_what_statistics_are_averaged(filled: di
         assert "sorted by loss ↓ · 11 shown" in caption
         # It fits at 80 columns: the screen shows it whole.
         assert len(caption) <= SIZE[0] - 2
+
+
+async def open_export(app: LayerscopeApp, pilot, filled: dict[str, str]):
+    from layerscope.app.tui.screens.export_dialog import ExportDialog
+
+    await compare(app, pilot, [filled["none_cot"], filled["detailed_cot"]])
+    await pilot.press("e")
+    await pilot.pause()
+    assert isinstance(app.screen, ExportDialog)
+    return app.screen
+
+
+async def submit(pilot, dialog, folder: str) -> str:
+    """Type `folder` into the export dialog, press enter; what the dialog then says."""
+    dialog.query_one("#export-folder").value = folder
+    await pilot.press("enter")
+    await pilot.pause()
+    if pilot.app.screen is not dialog:  # closed: exported
+        return ""
+    problem = dialog.query_one("#export-problem", Static)
+    if not problem.display:
+        return ""
+    said = str(problem.render())
+    assert said.startswith("✗ ")  # marked, not only coloured
+    return said.removeprefix("✗ ")
+
+
+async def test_export_into_no_folder_or_a_file_says_why_and_stays_open(
+    filled: dict[str, str], tmp_path: Path
+):
+    a_file = tmp_path / "notes.txt"
+    a_file.write_text("mine")
+    app = LayerscopeApp(poll_seconds=0)
+    async with app.run_test(size=SIZE) as pilot:
+        await settle(app, pilot)
+        dialog = await open_export(app, pilot, filled)
+        assert await submit(pilot, dialog, "  ") == "choose a folder"
+        assert app.screen is dialog
+        said = await submit(pilot, dialog, str(a_file / "out"))
+        assert said == f"{a_file} is a file, not a folder"
+        assert app.screen is dialog and a_file.read_text() == "mine"
+        # Corrected in place: written, and the dialog closes.
+        assert await submit(pilot, dialog, str(tmp_path / "out")) == ""
+        assert app.screen is not dialog
+    assert sorted(p.name for p in (tmp_path / "out").iterdir()) == [
+        "chart-nuclear_norm.txt",
+        "comparison-nuclear_norm.csv",
+    ]
+
+
+async def test_export_that_cannot_write_a_file_writes_none_and_says_which(
+    filled: dict[str, str], tmp_path: Path
+):
+    out = tmp_path / "out"
+    (out / "comparison-nuclear_norm.csv").mkdir(parents=True)  # in the way of the second file
+    app = LayerscopeApp(poll_seconds=0)
+    async with app.run_test(size=SIZE) as pilot:
+        await settle(app, pilot)
+        dialog = await open_export(app, pilot, filled)
+        said = await submit(pilot, dialog, str(out))
+        assert said.startswith("not exported: ")
+        assert f"{out / 'comparison-nuclear_norm.csv'} is a folder" in said
+        assert app.screen is dialog
+    # Checked before writing: not even the chart's text file was written.
+    assert [p.name for p in out.iterdir()] == ["comparison-nuclear_norm.csv"]
+
+
+@pytest.mark.skipif(os.geteuid() == 0, reason="root may write into any folder")
+async def test_export_into_an_unwritable_folder_says_so(filled: dict[str, str], tmp_path: Path):
+    locked = tmp_path / "locked"
+    locked.mkdir()
+    locked.chmod(0o500)
+    try:
+        app = LayerscopeApp(poll_seconds=0)
+        async with app.run_test(size=SIZE) as pilot:
+            await settle(app, pilot)
+            dialog = await open_export(app, pilot, filled)
+            assert await submit(pilot, dialog, str(locked)) == f"folder {locked} is not writable"
+            said = await submit(pilot, dialog, str(locked / "new"))
+            assert said == f"cannot create folder {locked / 'new'}: {locked} is not writable"
+            assert app.screen is dialog
+        assert list(locked.iterdir()) == []
+    finally:
+        locked.chmod(0o700)
