@@ -269,3 +269,22 @@ async def test_export_into_an_unwritable_folder_says_so(filled: dict[str, str], 
         assert list(locked.iterdir()) == []
     finally:
         locked.chmod(0o700)
+
+
+async def test_the_runs_tab_export_carries_each_runs_settings(
+    filled: dict[str, str], tmp_path: Path
+):
+    import csv
+
+    app = LayerscopeApp(poll_seconds=0)
+    async with app.run_test(size=SIZE) as pilot:
+        await settle(app, pilot)
+        await pilot.press("2")
+        await settle(app, pilot)
+        await pilot.press("e")
+        await pilot.pause()
+        assert await submit(pilot, app.screen, str(tmp_path / "out")) == ""
+    with open(tmp_path / "out" / "runs.csv", newline="") as handle:
+        rows = list(csv.DictReader(handle))
+    assert {row["id"] for row in rows} == set(filled.values())
+    assert all("max length 512, modules attn" in row["settings"] for row in rows)

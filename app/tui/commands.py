@@ -74,7 +74,10 @@ def export_shown(app: LayerscopeApp) -> None:
 
 def runs_rows(runs: Iterable[RunInfo]) -> list[list[str]]:
     """The Runs tab as CSV rows (header first)."""
-    rows = [["id", "model", "dataset", "response_type", "mode", "status", "done", "total"]]
+    from layerscope.app.labels import run_settings
+
+    header = ["id", "model", "dataset", "response_type", "mode", "status", "done", "total"]
+    rows = [[*header, "settings"]]
     for run in runs:
         rows.append(
             [
@@ -86,6 +89,7 @@ def runs_rows(runs: Iterable[RunInfo]) -> list[list[str]]:
                 run.status,
                 str(run.samples_done),
                 str(run.samples_total),
+                run_settings(run),
             ]
         )
     return rows

@@ -144,7 +144,7 @@ class SamplesPane(ReportsWorkerErrors, Vertical):
 
     def action_cycle_run(self, step: int) -> None:
         """Show the next (or previous) overlaid run; the App hears of it (RunFocused), so the
-        Cosines tab and the sample detail follow."""
+        Cosines tab follows."""
         chosen = stepped(self.overlaid, self.run_id, step)
         if chosen is None:
             self.notify(NOTHING_OVERLAID, severity="warning")
