@@ -1,7 +1,8 @@
 """Snapshot tests of the explorer's main screens at 100x32, over fixed synthetic runs.
 
 Everything on these screens is deterministic: run ids are hashes of fixed names, the numbers
-come from tui_synthetic's formulas, and no screen shown here carries a time or a duration.
+come from tui_synthetic's formulas, and no screen shown here carries a time or a duration (the
+Runs tab's computing time is fixed by the fixture).
 Update after a deliberate change with `pytest tests/test_tui_snapshots.py --snapshot-update`
 and look at the report before committing.
 """
@@ -16,6 +17,7 @@ from textual.widgets import DataTable
 from textual.worker import WorkerCancelled
 from tui_synthetic import fill_cache
 
+from layerscope.app import labels
 from layerscope.app.tui.app import LayerscopeApp
 from layerscope.app.tui.widgets.runs_browser import RunsBrowser
 
@@ -29,6 +31,8 @@ def runs(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> dict[str, str]:
     monkeypatch.setenv("LAYERSCOPE_STATE", str(tmp_path / "state.json"))
     monkeypatch.setenv("HF_HUB_CACHE", str(tmp_path / "hf"))
     monkeypatch.delenv("NO_COLOR", raising=False)
+    # The Runs tab's detail line says how long a run computed: a fixed time, not the fill's.
+    monkeypatch.setattr(labels, "computing_seconds", lambda run: 4.2)
     return fill_cache(db)
 
 

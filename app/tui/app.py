@@ -65,7 +65,14 @@ from layerscope.app.tui.messages import (
 from layerscope.app.tui.request_builder import build_request
 from layerscope.app.tui.services.cache_reader import CacheReader
 from layerscope.app.tui.services.run_controller import RunController
-from layerscope.app.tui.state import UiState, default_state_path, load_state, save_state
+from layerscope.app.tui.state import (
+    ChartState,
+    UiState,
+    cache_key,
+    default_state_path,
+    load_state,
+    save_state,
+)
 from layerscope.app.tui.widgets.log_panel import LogPanel
 from layerscope.app.tui.widgets.run_progress import RunProgressPanel
 
@@ -120,6 +127,9 @@ class LayerscopeApp(App[None]):
         self.browse: BrowseTabs | None = None  # mounted after the first frame
         self.setup_pane: SetupPane | None = None  # likewise
         self._run_when_ready = False  # r was pressed before the tabs were filled
+        # The runs the chart overlaid when this cache was last open: overlaid again once the
+        # first scan says which are still there (None: done, or nothing to restore).
+        self._runs_to_restore: list[str] | None = self.ui_state.chart.runs_in(self.db_path)
         if self.ui_state.theme in (DARK_THEME, LIGHT_THEME):
             self.theme = self.ui_state.theme
 
@@ -171,6 +181,7 @@ class LayerscopeApp(App[None]):
         browse = BrowseTabs.create(self.reader, dark=self.current_theme.dark, mono=self.no_color)
         await browse.mount_into(self)
         self.browse = browse
+        browse.compare.restore_view(self.ui_state.chart.view)
         self.scan_cache()
         if self.poll_seconds > 0:
             self.set_interval(self.poll_seconds, self.scan_cache)
@@ -205,6 +216,7 @@ class LayerscopeApp(App[None]):
         browse.samples.set_runs(self.runs_by_id)
         browse.cosines.set_runs(self.runs_by_id)
         browse.runs.update_runs(message.runs)
+        self._restore_comparison()
         changed = [
             run_id
             for run_id in self.comparison
@@ -347,6 +359,34 @@ class LayerscopeApp(App[None]):
 
     def on_unmount(self) -> None:
         self.run_controller.cancel()
+        self._save_chart()
+
+    def _restore_comparison(self) -> None:
+        """After the first scan: overlay the runs of the last session still in the cache."""
+        if self._runs_to_restore is None:
+            return
+        wanted, self._runs_to_restore = self._runs_to_restore, None
+        if self.comparison:  # a run was started meanwhile: its runs are shown
+            return
+        kept = [run_id for run_id in wanted if run_id in self.runs_by_id]
+        if kept:
+            self.set_comparison(kept)
+        if len(kept) < len(wanted):
+            gone = len(wanted) - len(kept)
+            self.query_one(LogPanel).record(
+                f"{gone} run{'s' * (gone != 1)} overlaid in the last session "
+                f"{'are' if gone != 1 else 'is'} no longer in the cache"
+            )
+
+    def _save_chart(self) -> None:
+        """Keep the chart's runs and view for the next start with this cache."""
+        if self.browse is None:
+            return  # quit before the tabs were filled: keep what the file has
+        runs = self.comparison if self._runs_to_restore is None else self._runs_to_restore
+        self.ui_state.chart = ChartState(
+            cache_key(self.db_path), list(runs), self.browse.compare.view_settings()
+        )
+        save_state(self.state_path, self.ui_state)
 
     # --- problems ----------------------------------------------------------------------------
 
@@ -367,11 +407,18 @@ class LayerscopeApp(App[None]):
     def set_comparison(self, run_ids: list[str]) -> None:
         self.comparison = list(dict.fromkeys(run_ids))
         self._tabs().runs.set_selected(self.comparison)
-        self._tabs().compare.show_runs(self.comparison)
+        self._show_comparison()
 
     def on_comparison_changed(self, message: ComparisonChanged) -> None:
         self.comparison = list(message.run_ids)
-        self._tabs().compare.show_runs(self.comparison)
+        self._show_comparison()
+
+    def _show_comparison(self) -> None:
+        """The overlaid runs: drawn in the chart, chosen among in Samples and Cosines (n)."""
+        browse = self._tabs()
+        browse.compare.show_runs(self.comparison)
+        browse.samples.set_overlaid(self.comparison)
+        browse.cosines.set_overlaid(self.comparison)
 
     def on_run_focused(self, message: RunFocused) -> None:
         self.focused_run = message.run_id

@@ -19,6 +19,7 @@ if TYPE_CHECKING:
     from layerscope.app.tui.widgets.compare_view import ComparePane
     from layerscope.app.tui.widgets.cosine_view import CosinePane
     from layerscope.app.tui.widgets.runs_browser import RunsBrowser
+    from layerscope.app.tui.widgets.runs_pane import RunsPane
     from layerscope.app.tui.widgets.samples_view import SamplesPane
 
 
@@ -27,6 +28,7 @@ class BrowseTabs:
     """The widgets of the browsing tabs, by role."""
 
     runs: RunsBrowser
+    runs_pane: RunsPane  # the browser and the highlighted run's detail line
     compare: ComparePane
     cosines: CosinePane
     samples: SamplesPane
@@ -36,10 +38,13 @@ class BrowseTabs:
         from layerscope.app.tui.widgets.compare_view import ComparePane
         from layerscope.app.tui.widgets.cosine_view import CosinePane
         from layerscope.app.tui.widgets.runs_browser import RunsBrowser
+        from layerscope.app.tui.widgets.runs_pane import RunsPane
         from layerscope.app.tui.widgets.samples_view import SamplesPane
 
+        runs = RunsBrowser(id="runs-browser")
         return cls(
-            runs=RunsBrowser(id="runs-browser"),
+            runs=runs,
+            runs_pane=RunsPane(runs, id="runs-pane"),
             compare=ComparePane(reader, dark=dark, mono=mono, id="compare-pane"),
             cosines=CosinePane(reader, id="cosine-pane"),
             samples=SamplesPane(reader, id="samples-pane"),
@@ -50,7 +55,7 @@ class BrowseTabs:
         from textual.widgets import TabPane
 
         for pane_id, widget in (
-            ("runs", self.runs),
+            ("runs", self.runs_pane),
             ("chart", self.compare),
             ("cosines", self.cosines),
             ("samples", self.samples),

@@ -57,25 +57,27 @@ def export_shown(app: LayerscopeApp) -> None:
         return
     what = ", ".join([f"{name}.txt" for name in texts] + [f"{name}.csv" for name in tables])
 
-    def chosen(folder: str | None) -> None:
-        if folder is None:
-            return
+    def write(folder: Path) -> list[Path]:
         from layerscope.app.tui.export import write_exports
 
-        try:
-            written = write_exports(Path(folder), texts, tables)
-        except OSError as error:
-            app.report_problem("Export failed", f"{folder}: {error.strerror or error}")
-            return
-        app.notify("Wrote " + ", ".join(str(path) for path in written), title="Exported")
-        app.query_one(LogPanel).record("exported " + ", ".join(map(str, written)))
+        return write_exports(folder, texts, tables)
 
-    app.push_screen(ExportDialog(what, "layerscope-export"), chosen)
+    def written(paths: list[Path] | None) -> None:
+        if not paths:  # escape: nothing was written
+            return
+        app.notify("Wrote " + ", ".join(str(path) for path in paths), title="Exported")
+        app.query_one(LogPanel).record("exported " + ", ".join(map(str, paths)))
+
+    # The dialog writes, and says there why a folder cannot be used (it stays open).
+    app.push_screen(ExportDialog(what, "layerscope-export", write), written)
 
 
 def runs_rows(runs: Iterable[RunInfo]) -> list[list[str]]:
     """The Runs tab as CSV rows (header first)."""
-    rows = [["id", "model", "dataset", "response_type", "mode", "status", "done", "total"]]
+    from layerscope.app.labels import run_settings
+
+    header = ["id", "model", "dataset", "response_type", "mode", "status", "done", "total"]
+    rows = [[*header, "settings"]]
     for run in runs:
         rows.append(
             [
@@ -87,6 +89,7 @@ def runs_rows(runs: Iterable[RunInfo]) -> list[list[str]]:
                 run.status,
                 str(run.samples_done),
                 str(run.samples_total),
+                run_settings(run),
             ]
         )
     return rows

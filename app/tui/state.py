@@ -1,4 +1,5 @@
-"""What the explorer remembers between sessions: recently used models and datasets, last picks.
+"""What the explorer remembers between sessions: recently used models and datasets, last picks,
+the chart: which runs it overlaid and how it showed them (statistic, projections, interval, scale).
 
 The remembered settings are the settings record's (:mod:`layerscope.analysis.settings`): which
 ones, their first-start values and how a stored value is checked all come from there.
@@ -7,6 +8,12 @@ A small JSON file next to the results cache (or wherever `$LAYERSCOPE_STATE` poi
 user who comes back finds their own models and data at the top of the pickers, and a fresh user
 (no file yet) gets the built-in tiny model with the bundled math samples preselected. A broken or
 unreadable file is never fatal: the explorer starts with defaults and rewrites it.
+
+The chart's runs are kept with the cache file they were read from (one state file may serve
+several caches: `$LAYERSCOPE_STATE`), and restored only with that cache; a run deleted since is
+left out (the App says so in the log). Its view settings are kept as the chart pane reports them
+(`ComparePane.view_settings`) and given back to it to check: a value this version does not know
+falls back to its default there, so an old or edited file cannot break the chart.
 """
 
 from __future__ import annotations
@@ -79,13 +86,46 @@ class LastPicks:
 
 
 @dataclass
+class ChartState:
+    """The chart of the last session: the runs overlaid (in order) in `cache`, and its view."""
+
+    cache: str = ""  # the results cache file the runs are in (resolved)
+    runs: list[str] = field(default_factory=list)
+    view: dict[str, Any] = field(default_factory=dict)  # ComparePane.view_settings()
+
+    def runs_in(self, db_path: Path) -> list[str]:
+        """The runs to overlay again when the explorer opens `db_path` (none for another)."""
+        return list(self.runs) if self.cache == cache_key(db_path) else []
+
+    def to_json(self) -> dict[str, Any]:
+        return {"cache": self.cache, "runs": self.runs, "view": self.view}
+
+    @classmethod
+    def from_json(cls, raw: object) -> ChartState:
+        if not isinstance(raw, dict):
+            return cls()
+        cache, runs, view = raw.get("cache"), raw.get("runs"), raw.get("view")
+        return cls(
+            cache=cache if isinstance(cache, str) else "",
+            runs=[run for run in runs if isinstance(run, str)] if isinstance(runs, list) else [],
+            view=dict(view) if isinstance(view, dict) else {},
+        )
+
+
+def cache_key(db_path: Path) -> str:
+    """How the state file names a results cache: its absolute, resolved path."""
+    return str(db_path.expanduser().resolve())
+
+
+@dataclass
 class UiState:
-    """Recently used models and datasets (most recent first) and the last picks."""
+    """Recently used models and datasets (most recent first), the last picks and the chart."""
 
     recent_models: list[str] = field(default_factory=list)
     recent_datasets: list[str] = field(default_factory=list)
     last: LastPicks = field(default_factory=LastPicks)
     theme: str | None = None
+    chart: ChartState = field(default_factory=ChartState)
 
     def remember(self, model: str, dataset: str) -> None:
         """Move a model and a dataset to the front of their recent lists."""
@@ -112,6 +152,7 @@ def load_state(path: Path) -> UiState:
         recent_datasets=_strings(raw.get("recent_datasets")),
         last=last,
         theme=raw.get("theme") if isinstance(raw.get("theme"), str) else None,
+        chart=ChartState.from_json(raw.get("chart")),
     )
 
 
@@ -131,6 +172,7 @@ def save_state(path: Path, state: UiState) -> str | None:
             "recent_datasets": state.recent_datasets,
             "last": state.last.to_json(),
             "theme": state.theme,
+            "chart": state.chart.to_json(),
         }
         temporary.write_text(json.dumps(record, indent=2), encoding="utf-8")
         temporary.replace(path)

@@ -10,7 +10,8 @@ length filter is a message: the App owns the filter and its dialog.
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING, ClassVar
+from collections.abc import Mapping
+from typing import TYPE_CHECKING, Any, ClassVar
 
 from textual.app import ComposeResult
 from textual.binding import Binding, BindingType
@@ -304,6 +305,31 @@ class ComparePane(ReportsWorkerErrors, Vertical):
             f"[b]{self.metric}[/b] · {projections} · {BAND_LABELS[self.band]} · {scale}"
             f" · length {length} · {runs} run{'s' if runs != 1 else ''}"
         )
+
+    # --- kept across sessions (app/tui/state.py) ----------------------------------------------
+
+    def view_settings(self) -> dict[str, Any]:
+        """What the chart shows, to be restored at the next start (plain JSON values)."""
+        return {
+            "metric": self.metric,
+            "projections": self.projection_order(),
+            "band": self.band,
+            "log_scale": self.log_scale,
+        }
+
+    def restore_view(self, view: Mapping[str, Any]) -> None:
+        """The view settings of an earlier session; a value not known here keeps its default."""
+        if view.get("metric") in STATISTICS:
+            self.metric = view["metric"]
+        projections = view.get("projections")
+        if isinstance(projections, list):
+            known = {p for p in projections if p in (*ATTENTION_PROJECTIONS, *MLP_PROJECTIONS)}
+            self.shown_projections = known or self.shown_projections
+        if view.get("band") in BAND_MODES:
+            self.band = view["band"]
+        if isinstance(view.get("log_scale"), bool):
+            self.log_scale = view["log_scale"]
+        self.reload()
 
     # --- export -----------------------------------------------------------------------------
 

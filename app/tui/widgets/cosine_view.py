@@ -2,23 +2,31 @@
 
 Blocks of layers whose gradients point the same way show up as warm squares; the heatmap is the
 mean over the run's samples, which the cache keeps as running sums (cheap to read). Reads go
-through the cache reader; the runs known (for the status line) are pushed in by the App.
+through the cache reader; the runs known (for the status line) and the runs overlaid in the
+chart (which n steps through, run_choice.py) are pushed in by the App.
 """
 
 from __future__ import annotations
 
 from typing import TYPE_CHECKING, ClassVar
 
+from rich.text import Text
 from textual.app import ComposeResult
 from textual.binding import Binding, BindingType
 from textual.containers import Vertical
 from textual.widgets import Static
 
 from layerscope.analysis.records import ATTENTION_PROJECTIONS, MLP_PROJECTIONS
-from layerscope.app.labels import full_label
 from layerscope.app.tui.errors import ReportsWorkerErrors, reported
-from layerscope.app.tui.messages import CosinesLoaded
+from layerscope.app.tui.messages import CosinesLoaded, RunFocused
 from layerscope.app.tui.widgets.cosine_heatmap import CosineHeatmap
+from layerscope.app.tui.widgets.run_choice import (
+    NOTHING_OVERLAID,
+    place,
+    run_choice_bindings,
+    run_name,
+    stepped,
+)
 
 if TYPE_CHECKING:
     from layerscope.analysis.cache import ResultsCache
@@ -45,6 +53,7 @@ class CosinePane(ReportsWorkerErrors, Vertical):
         Binding("g", "projection('gate')", "Show MLP gate", show=False, id="cosines.gate"),
         Binding("u", "projection('up')", "Show MLP up", show=False, id="cosines.up"),
         Binding("d", "projection('down')", "Show MLP down", show=False, id="cosines.down"),
+        *run_choice_bindings("cosines"),
     ]
 
     def __init__(self, reader: CacheReader, *, id: str | None = None) -> None:
@@ -52,6 +61,7 @@ class CosinePane(ReportsWorkerErrors, Vertical):
         self._reads = reader.channel(self, "cosines-load")
         self.runs_by_id: dict[str, RunInfo] = {}
         self.run_id: str | None = None
+        self.overlaid: list[str] = []  # the chart's runs, which n steps through
         self.projection = "q"
 
     def compose(self) -> ComposeResult:
@@ -64,6 +74,21 @@ class CosinePane(ReportsWorkerErrors, Vertical):
     def set_runs(self, runs_by_id: dict[str, RunInfo]) -> None:
         """The runs in the cache (for the status line's name of the run)."""
         self.runs_by_id = runs_by_id
+
+    def set_overlaid(self, run_ids: list[str]) -> None:
+        """The runs overlaid in the chart (owned by the App): what n chooses among."""
+        self.overlaid = list(run_ids)
+        self._update_status()
+
+    def action_cycle_run(self, step: int) -> None:
+        """Show the next (or previous) overlaid run; the App hears of it (RunFocused), so the
+        Samples tab follows."""
+        chosen = stepped(self.overlaid, self.run_id, step)
+        if chosen is None:
+            self.notify(NOTHING_OVERLAID, severity="warning")
+            return
+        self.show_run(chosen)
+        self.post_message(RunFocused(chosen))
 
     def show_run(self, run_id: str | None, refresh: bool = False) -> None:
         """Show this run's heatmap (read again when `refresh`: the run is still growing)."""
@@ -113,11 +138,15 @@ class CosinePane(ReportsWorkerErrors, Vertical):
     def _update_status(self) -> None:
         status = self.query_one("#cosine-status", Static)
         if self.run_id is None:
-            status.update("No run chosen.")
+            status.update("No run chosen." + (" n: the overlaid runs." if self.overlaid else ""))
             return
-        run = self.runs_by_id.get(self.run_id)
-        name = full_label(run) if run is not None else self.run_id[:12]
-        status.update(f"[b]{name}[/b] · projection {self.projection} (q k v o to switch)")
+        name = run_name(self.run_id, self.runs_by_id, self.overlaid)
+        status.update(
+            Text.assemble(
+                (name, "bold"),
+                f" · {place(self.run_id, self.overlaid)} · projection {self.projection}",
+            )
+        )
 
     def export_rows(self) -> list[list[str]]:
         matrix = self.query_one(CosineHeatmap).matrix

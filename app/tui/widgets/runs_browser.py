@@ -2,7 +2,8 @@
 
 Each leaf is one run with its status and counts, so a run started by `layerscope compute` in
 another terminal shows up (and its counts grow) while it is still running. Runs marked with a
-dot are overlaid in the chart; space toggles the mark, enter shows the chart.
+dot are overlaid in the chart; space toggles the mark, enter shows the chart. The Runs tab
+(runs_pane.py) shows the highlighted run's id and settings below the tree.
 """
 
 from __future__ import annotations
@@ -99,7 +100,15 @@ class RunsBrowser(Tree[str]):
                         target = leaf
         target = target or first_leaf
         if target is not None:
-            self.call_after_refresh(self.move_cursor, target)
+            self.call_after_refresh(self._highlight, target)
+
+    def _highlight(self, node: TreeNode[str]) -> None:
+        """Put the cursor on `node` of the rebuilt tree, and say so even when its line is the
+        one the cursor was on: the run's record changed (counts, time), so must its detail."""
+        line = self.cursor_line
+        self.move_cursor(node)
+        if self.cursor_line == line:
+            self.post_message(self.NodeHighlighted(node))
 
     def _leaf_label(self, run: Any) -> Text:
         marked = run.id in self.selected

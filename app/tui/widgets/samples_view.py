@@ -3,7 +3,9 @@
 This is how a user finds the samples a model finds hardest: sort by loss (or nuclear norm,
 effective rank, response length, ...) and open one to read it and see its curve over the run's
 mean. Sorting happens in the cache (SQL), so a run of thousands of samples sorts instantly and
-only the first rows are drawn. Reads go through the cache reader; the runs known and the
+only the first rows are drawn. Each statistic column is one number per sample, the mean over the
+run's layers and projections; the caption says so, since a column named "nuclear_norm" alone
+reads like one matrix's norm. n steps through the runs overlaid in the chart (run_choice.py). Reads go through the cache reader; the runs known and the
 response-length filter are pushed in by the App, and opening a sample is a message (the App
 shows the detail screen: widgets do not import screens).
 """
@@ -12,15 +14,22 @@ from __future__ import annotations
 
 from typing import TYPE_CHECKING, ClassVar
 
+from rich.text import Text
 from textual.app import ComposeResult
 from textual.binding import Binding, BindingType
 from textual.containers import Vertical
 from textual.widgets import DataTable, Static
 
-from layerscope.app.labels import full_label
 from layerscope.app.tui.errors import ReportsWorkerErrors, reported
 from layerscope.app.tui.format import number
-from layerscope.app.tui.messages import SampleOpened, SamplesLoaded
+from layerscope.app.tui.messages import RunFocused, SampleOpened, SamplesLoaded
+from layerscope.app.tui.widgets.run_choice import (
+    NOTHING_OVERLAID,
+    place,
+    run_choice_bindings,
+    run_name,
+    stepped,
+)
 
 if TYPE_CHECKING:
     from layerscope.analysis.cache import ResultsCache
@@ -49,6 +58,15 @@ STAT_COLUMNS = (
 )
 
 
+def aggregation(run: RunInfo | None) -> str:
+    """Over what each statistic column is averaged: "statistics: mean over layers 0-5, q k v o"
+    (the cache's per-sample means over layers and projections, see ResultsCache.samples)."""
+    if run is None or not run.layers:
+        return "statistics: mean over layers and projections"
+    layers = f"layers 0-{run.layers - 1}" if run.layers > 1 else "layer 0"
+    return f"statistics: mean over {layers}, {' '.join(run.projections)}"
+
+
 class SamplesPane(ReportsWorkerErrors, Vertical):
     """Samples of `run_id`, sorted in the cache; enter opens a sample."""
 
@@ -67,6 +85,7 @@ class SamplesPane(ReportsWorkerErrors, Vertical):
             tooltip="Open the sample: text and its curve over the run's mean (also enter)",
             id="samples.open",
         ),
+        *run_choice_bindings("samples"),
     ]
 
     def __init__(self, reader: CacheReader, *, id: str | None = None) -> None:
@@ -75,12 +94,14 @@ class SamplesPane(ReportsWorkerErrors, Vertical):
         self.runs_by_id: dict[str, RunInfo] = {}
         self.length_range: tuple[int, int] | None = None
         self.run_id: str | None = None
+        self.overlaid: list[str] = []  # the chart's runs, which n steps through
         self.sort_by = "loss"
         self.descending = True
         self.rows: list[SampleRow] = []
 
     def compose(self) -> ComposeResult:
         yield Static("", id="samples-status", classes="status-line")
+        yield Static("", id="samples-caption", classes="caption-line")
         table: DataTable[str] = DataTable(
             id="samples-table", cursor_type="cell", zebra_stripes=True
         )
@@ -115,6 +136,21 @@ class SamplesPane(ReportsWorkerErrors, Vertical):
     def set_runs(self, runs_by_id: dict[str, RunInfo]) -> None:
         """The runs in the cache (for the status line and the detail screen's title)."""
         self.runs_by_id = runs_by_id
+
+    def set_overlaid(self, run_ids: list[str]) -> None:
+        """The runs overlaid in the chart (owned by the App): what n chooses among."""
+        self.overlaid = list(run_ids)
+        self._update_status()
+
+    def action_cycle_run(self, step: int) -> None:
+        """Show the next (or previous) overlaid run; the App hears of it (RunFocused), so the
+        Cosines tab follows."""
+        chosen = stepped(self.overlaid, self.run_id, step)
+        if chosen is None:
+            self.notify(NOTHING_OVERLAID, severity="warning")
+            return
+        self.show_run(chosen)
+        self.post_message(RunFocused(chosen))
 
     def set_length_range(self, length_range: tuple[int, int] | None) -> None:
         """The response-length filter (owned by the App): read again when it changed."""
@@ -177,15 +213,18 @@ class SamplesPane(ReportsWorkerErrors, Vertical):
 
     def _update_status(self) -> None:
         status = self.query_one("#samples-status", Static)
+        caption = self.query_one("#samples-caption", Static)
         if self.run_id is None:
             status.update("No run chosen: pick one in the Runs tab (s) or run something (r).")
+            caption.update(NOTHING_OVERLAID if not self.overlaid else "n: the overlaid runs")
             return
-        run = self.runs_by_id.get(self.run_id)
-        name = full_label(run) if run is not None else self.run_id[:12]
+        name = run_name(self.run_id, self.runs_by_id, self.overlaid)
+        status.update(Text.assemble((name, "bold"), f" · {place(self.run_id, self.overlaid)}"))
         arrow = "↓" if self.descending else "↑"
-        status.update(
-            f"[b]{name}[/b] · sorted by {self.sort_by} {arrow} · {len(self.rows)} shown"
+        caption.update(
+            f"sorted by {self.sort_by} {arrow} · {len(self.rows)} shown"
             f"{f' (first {ROW_LIMIT})' if len(self.rows) >= ROW_LIMIT else ''}"
+            f" · {aggregation(self.runs_by_id.get(self.run_id))}"
         )
 
     def action_sort_by_column(self) -> None:

@@ -1,0 +1,58 @@
+"""The Runs tab: the runs browser, and below it the highlighted run's id and settings.
+
+Why a detail line: two runs of the same model, data and response type differ only in how they
+were computed (dtype, sample limit, max length, modules, device), and the tree's one line per
+run has no room for that at 80 columns; nor for the full id a user copies into
+`layerscope export`. The line follows the tree's cursor, and is redrawn when a scan of the cache
+brings new counts or a finished run's computing time.
+"""
+
+from __future__ import annotations
+
+from typing import TYPE_CHECKING
+
+from rich.text import Text
+from textual.containers import Vertical
+from textual.widgets import Static, Tree
+
+from layerscope.app.labels import full_label, run_settings
+
+if TYPE_CHECKING:
+    from textual.app import ComposeResult
+
+    from layerscope.analysis.records import RunInfo
+    from layerscope.app.tui.widgets.runs_browser import RunsBrowser
+
+NO_RUN_HIGHLIGHTED = "Move the cursor onto a run to see its id and settings."
+
+
+def run_detail(run: RunInfo | None) -> Text:
+    """Three lines: the run's full name, its id (whole, to copy), how it was computed."""
+    if run is None:
+        return Text(NO_RUN_HIGHLIGHTED, style="italic")
+    text = Text()
+    text.append(full_label(run), style="bold")
+    text.append(f" · {run.status}\n")
+    text.append("id ", style="dim")
+    text.append(f"{run.id}\n")
+    text.append("settings: ", style="dim")
+    text.append(run_settings(run) or "not recorded")
+    return text
+
+
+class RunsPane(Vertical):
+    """Holds the runs browser it is given and the detail line of its highlighted run."""
+
+    def __init__(self, browser: RunsBrowser, *, id: str | None = None) -> None:
+        super().__init__(id=id)
+        self.browser = browser
+
+    def compose(self) -> ComposeResult:
+        yield self.browser
+        yield Static(run_detail(None), id="run-detail")
+
+    def on_tree_node_highlighted(self, event: Tree.NodeHighlighted[str]) -> None:
+        # Not stopped: the App hears of the focused run too (the browser posts RunFocused).
+        run_id = event.node.data
+        run = next((run for run in self.browser.runs if run_id and run.id == run_id), None)
+        self.query_one("#run-detail", Static).update(run_detail(run))
