@@ -15,11 +15,13 @@ import re
 from pathlib import Path
 
 import pytest
+from textual.widgets._footer import FooterKey, FooterLabel, KeyGroup
 from textual.worker import WorkerCancelled
 from tui_synthetic import fill_cache
 
 from layerscope.app.tui.app import LayerscopeApp
 from layerscope.app.tui.widgets.check_list import CheckList
+from layerscope.app.tui.widgets.fitted_footer import FittedFooter
 from layerscope.app.tui.widgets.layer_chart import LayerChart
 from layerscope.app.tui.widgets.marked_radio_button import MarkedRadioButton
 
@@ -104,3 +106,27 @@ async def test_checked_and_unchecked_boxes_and_the_mode_differ_by_glyph(
         await pilot.pause()
         assert (base.value, instruct.value) == (False, True)
         assert "○" in base.render().plain and "●" in instruct.render().plain
+
+
+async def test_footer_at_80_columns_shows_whole_entries_only(runs: dict[str, str]):
+    """The chart's keys do not all fit 80 columns: those that do not are hidden, not cut, and
+    nothing of the row shows beside the palette key (it leaked as 'paletteC')."""
+    app = LayerscopeApp(poll_seconds=0)
+    async with app.run_test(size=SMALL) as pilot:
+        await chart_of(app, pilot, [runs["none_cot"], runs["detailed_cot"]])
+        footer = app.screen.query_one(FittedFooter)
+        palette = next(key for key in footer.query(FooterKey) if key.has_class("-command-palette"))
+        entries = [
+            widget
+            for widget in footer.children
+            if isinstance(widget, FooterKey | KeyGroup | FooterLabel) and widget is not palette
+        ]
+        shown = [widget for widget in entries if widget.visible]
+        hidden = [widget for widget in entries if not widget.visible]
+        assert shown and hidden
+        assert all(widget.region.right <= palette.region.x for widget in shown)
+        assert palette.region.right == app.screen.size.width  # nothing to its right
+        # a hidden key still works: ? (help) is hidden or shown, and opens help either way
+        await pilot.press("question_mark")
+        await pilot.pause()
+        assert type(app.screen).__name__ == "HelpScreen"
