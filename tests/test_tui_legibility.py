@@ -17,13 +17,17 @@ from pathlib import Path
 import pytest
 from textual.widgets._footer import FooterKey, FooterLabel, KeyGroup
 from textual.worker import WorkerCancelled
-from tui_synthetic import fill_cache
+from tui_synthetic import LAYERS, fill_cache
 
 from layerscope.app.tui.app import LayerscopeApp
+from layerscope.app.tui.export import write_exports
+from layerscope.app.tui.screens.sample_detail import SampleDetailScreen
 from layerscope.app.tui.widgets.check_list import CheckList
+from layerscope.app.tui.widgets.compare_view import ComparePane
 from layerscope.app.tui.widgets.fitted_footer import FittedFooter
 from layerscope.app.tui.widgets.layer_chart import LayerChart
 from layerscope.app.tui.widgets.marked_radio_button import MarkedRadioButton
+from layerscope.app.tui.widgets.sample_chart import SampleChart
 
 SMALL = (80, 24)
 LARGE = (120, 40)
@@ -69,6 +73,69 @@ def occurs(marker: str, plot: str) -> bool:
     if BRAILLE.fullmatch(marker):
         return BRAILLE.search(plot) is not None
     return marker in plot
+
+
+async def test_chart_text_export_gives_every_run_its_own_marker(runs: dict[str, str], tmp_path):
+    """Colour on (as in a normal terminal): the text export still tells four runs apart."""
+    order = ["none_cot", "simplified_cot", "detailed_cot", "none_cot_irrelevant"]
+    app = LayerscopeApp(poll_seconds=0)
+    async with app.run_test(size=LARGE) as pilot:
+        await chart_of(app, pilot, [runs[name] for name in order])
+        text = app.query_one(ComparePane).export_chart_text()
+    written = write_exports(tmp_path / "out", {"chart": text}, {})
+    exported = written[0].read_text(encoding="utf-8")
+    legend, plot = exported.split("\n", 1)[0], exported.split("\n", 1)[1]
+    pairs = legend_pairs(legend)
+    assert [label for _, label in pairs] == order, legend
+    markers = [marker for marker, _ in pairs]
+    assert len(set(markers)) == len(order), legend
+    for marker, label in pairs:
+        assert occurs(marker, plot), f"{label}'s marker {marker!r} is not drawn"
+    assert "━━" not in legend
+
+
+async def test_no_color_chart_titles_ticks_and_axis_label_at_80x24(
+    runs: dict[str, str], monkeypatch: pytest.MonkeyPatch
+):
+    monkeypatch.setenv("NO_COLOR", "1")
+    app = LayerscopeApp(poll_seconds=0)
+    async with app.run_test(size=SMALL) as pilot:
+        chart = await chart_of(app, pilot, [runs["none_cot"], runs["detailed_cot"]])
+        pane = app.query_one(ComparePane)
+        pane.set_metric("nuclear_per_loss")  # the longest statistic name
+        await settle(app, pilot)
+        width, height = chart.content_size.width, chart.content_size.height
+        drawn = chart.as_text(width, height)
+    for projection in "qkvo":
+        assert f"{projection}: nuclear_per" in drawn, drawn
+    assert "…" in drawn  # the statistic is shortened, the projection kept
+    tick_line = next(line for line in drawn.splitlines() if re.search(r"\b0 +1 +2\b", line))
+    # every layer a tick, in each of the 4 panels
+    assert tick_line.split() == [str(layer) for layer in range(LAYERS)] * 4
+    assert drawn.count("layer") >= 4
+
+
+async def test_sample_detail_tells_the_sample_from_the_run_mean_without_colour(
+    runs: dict[str, str], monkeypatch: pytest.MonkeyPatch
+):
+    monkeypatch.setenv("NO_COLOR", "1")
+    app = LayerscopeApp(poll_seconds=0)
+    async with app.run_test(size=SMALL) as pilot:
+        await chart_of(app, pilot, [runs["none_cot"]])
+        await pilot.press("5")
+        await settle(app, pilot)
+        await pilot.press("enter")
+        await settle(app, pilot)
+        assert isinstance(app.screen, SampleDetailScreen)
+        chart = app.screen.query_one(SampleChart)
+        drawn = chart.as_text(chart.content_size.width, chart.content_size.height)
+    legend, plot = drawn.split("\n", 1)
+    pairs = legend_pairs(legend)
+    assert [label for _, label in pairs] == ["run mean", "this sample"], legend
+    assert len({marker for marker, _ in pairs}) == 2
+    for marker, label in pairs:
+        assert occurs(marker, plot), f"{label}'s marker {marker!r} is not drawn"
+    assert "layer" in plot
 
 
 def box_glyph(check_list: CheckList[str], line: int) -> str:

@@ -28,7 +28,7 @@ from layerscope.app.tui.widgets.layer_chart import (
     BAND_MODES,
     DARK_PALETTE,
     LIGHT_PALETTE,
-    MONO_MARKERS,
+    RUN_MARKERS,
     BandMode,
     ChartSeries,
     LayerChart,
@@ -102,7 +102,7 @@ class ComparePane(ReportsWorkerErrors, Vertical):
         self._reads = reader.channel(self, "chart-load", coalesce=True)
         self._reads.on_stale = self.reload
         self.dark = dark
-        self.mono = mono  # NO_COLOR: runs told apart by marker
+        self.mono = mono  # NO_COLOR; runs are told apart by marker with colour or without
         self.computing = False
         self.runs_by_id: dict[str, RunInfo] = {}
         self.run_ids: list[str] = []
@@ -259,12 +259,11 @@ class ComparePane(ReportsWorkerErrors, Vertical):
         known = [runs[run_id] for run_id in self.run_ids if run_id in runs]
         self.labels = run_labels(known)
         palette = DARK_PALETTE if self.dark else LIGHT_PALETTE
-        mono = self.mono
         self.colours = {}
         markers: dict[str, str] = {}
         for position, run_id in enumerate(self.run_ids):
             self.colours[run_id] = palette[position % len(palette)]
-            markers[run_id] = MONO_MARKERS[position % len(MONO_MARKERS)] if mono else "braille"
+            markers[run_id] = RUN_MARKERS[position % len(RUN_MARKERS)]
         series = [
             ChartSeries(
                 label=self.labels.get(curve.run_id, curve.run_id[:8]),
