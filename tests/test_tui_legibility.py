@@ -24,6 +24,7 @@ from layerscope.app.tui.export import write_exports
 from layerscope.app.tui.screens.sample_detail import SampleDetailScreen
 from layerscope.app.tui.widgets.check_list import CheckList
 from layerscope.app.tui.widgets.compare_view import ComparePane
+from layerscope.app.tui.widgets.comparison_table import ComparisonTable
 from layerscope.app.tui.widgets.fitted_footer import FittedFooter
 from layerscope.app.tui.widgets.layer_chart import LayerChart
 from layerscope.app.tui.widgets.marked_radio_button import MarkedRadioButton
@@ -197,3 +198,20 @@ async def test_footer_at_80_columns_shows_whole_entries_only(runs: dict[str, str
         await pilot.press("question_mark")
         await pilot.pause()
         assert type(app.screen).__name__ == "HelpScreen"
+
+
+async def test_comparison_table_fits_80_columns(runs: dict[str, str]):
+    """Two-part run labels ('detailed_cot instruct'): every column on screen, no sideways
+    scrolling needed."""
+    app = LayerscopeApp(poll_seconds=0)
+    async with app.run_test(size=SMALL) as pilot:
+        await chart_of(
+            app,
+            pilot,
+            [runs["simplified_cot"], runs["detailed_cot"], runs["detailed_cot/instruct"]],
+        )
+        table = app.query_one(ComparisonTable)
+        await settle(app, pilot)
+        assert table.row_count == 12
+        assert table.virtual_size.width <= table.scrollable_content_region.width
+        assert [str(column.label) for column in table.columns.values()][-1] == "layers"
