@@ -19,7 +19,9 @@ from textual.widgets._footer import FooterKey, FooterLabel, KeyGroup
 from textual.worker import WorkerCancelled
 from tui_synthetic import LAYERS, fill_cache
 
+from layerscope.app.labels import run_settings
 from layerscope.app.tui.app import LayerscopeApp
+from layerscope.app.tui.commands import help_sections
 from layerscope.app.tui.export import write_exports
 from layerscope.app.tui.screens.sample_detail import SampleDetailScreen
 from layerscope.app.tui.widgets.check_list import CheckList
@@ -114,6 +116,33 @@ async def test_no_color_chart_titles_ticks_and_axis_label_at_80x24(
     # every layer a tick, in each of the 4 panels
     assert tick_line.split() == [str(layer) for layer in range(LAYERS)] * 4
     assert drawn.count("layer") >= 4
+
+
+async def test_legend_shows_run_settings_on_request(runs: dict[str, str]):
+    app = LayerscopeApp(poll_seconds=0)
+    async with app.run_test(size=LARGE) as pilot:
+        chart = await chart_of(app, pilot, [runs["none_cot"], runs["detailed_cot"]])
+        short = chart.header(118)
+        assert short is not None and len(short.plain.splitlines()) == 1
+        chart.focus()
+        await pilot.press("d")
+        await settle(app, pilot)
+        detailed = chart.header(118)
+        assert detailed is not None
+        lines = detailed.plain.splitlines()
+        for line, name in zip(lines, ("none_cot", "detailed_cot"), strict=True):
+            assert name in line
+            assert run_settings(app.runs_by_id[runs[name]]) in line
+        assert "max length 512" in lines[0]
+        # the figure gives up the lines the legend takes, and still draws both runs
+        drawn = chart.as_text(118, 30)
+        plot = drawn.split("\n", 2)[2]
+        assert drawn.count("\n") <= 30 and BRAILLE.search(plot) and "•" in plot
+        await pilot.press("d")
+        await settle(app, pilot)
+        assert len(chart.header(118).plain.splitlines()) == 1  # type: ignore[union-attr]
+        help_keys = [b.id for _, bindings in help_sections(app) for b in bindings]
+    assert "chart.legend_settings" in help_keys  # listed in help, with its description
 
 
 async def test_sample_detail_tells_the_sample_from_the_run_mean_without_colour(

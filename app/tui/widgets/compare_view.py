@@ -18,7 +18,7 @@ from textual.containers import Vertical
 from textual.widgets import Static
 
 from layerscope.analysis.records import ATTENTION_PROJECTIONS, MLP_PROJECTIONS
-from layerscope.app.labels import run_labels
+from layerscope.app.labels import run_labels, run_settings
 from layerscope.app.tui.errors import ReportsWorkerErrors, reported
 from layerscope.app.tui.format import format_length_range
 from layerscope.app.tui.messages import ChartLoaded, LengthFilterRequested
@@ -88,6 +88,13 @@ class ComparePane(ReportsWorkerErrors, Vertical):
         Binding(
             "f", "length_filter", "Len", tooltip="Response-length filter", id="chart.length_filter"
         ),
+        Binding(
+            "d",
+            "toggle_legend_settings",
+            "Details",
+            tooltip="Legend: short run labels, or each run with its settings (dtype, limit, ...)",
+            id="chart.legend_settings",
+        ),
     ]
 
     def __init__(
@@ -103,6 +110,7 @@ class ComparePane(ReportsWorkerErrors, Vertical):
         self._reads.on_stale = self.reload
         self.dark = dark
         self.mono = mono  # NO_COLOR; runs are told apart by marker with colour or without
+        self.legend_settings = False
         self.computing = False
         self.runs_by_id: dict[str, RunInfo] = {}
         self.run_ids: list[str] = []
@@ -202,6 +210,10 @@ class ComparePane(ReportsWorkerErrors, Vertical):
         self.log_scale = not self.log_scale
         self.reload()
 
+    def action_toggle_legend_settings(self) -> None:
+        self.legend_settings = not self.legend_settings
+        self.query_one(LayerChart).show_legend_settings(self.legend_settings)
+
     def action_length_filter(self) -> None:
         self.post_message(LengthFilterRequested())
 
@@ -273,6 +285,7 @@ class ComparePane(ReportsWorkerErrors, Vertical):
                 ci95=list(curve.ci95),
                 colour=self.colours.get(curve.run_id, palette[0]),
                 marker=markers.get(curve.run_id, "braille"),
+                settings=run_settings(runs[curve.run_id]) if curve.run_id in runs else "",
             )
             for curve in curves
         ]
@@ -283,7 +296,14 @@ class ComparePane(ReportsWorkerErrors, Vertical):
             chart.placeholder = "Computing: the curves appear here as batches land."
         else:
             chart.placeholder = "No data for these runs (or none in this length range)."
-        chart.show(series, self.projection_order(), self.metric, self.band, self.log_scale)
+        chart.show(
+            series,
+            self.projection_order(),
+            self.metric,
+            self.band,
+            self.log_scale,
+            legend_settings=self.legend_settings,
+        )
         if chart.log_refused:
             self.notify(
                 f"{self.metric} has values <= 0: log scale needs positive values.",

@@ -82,6 +82,7 @@ class ChartSeries:
     ci95: list[float]
     colour: str
     marker: str = "braille"
+    settings: str = ""  # how the run was computed (app.labels.run_settings), for the legend
 
 
 class LayerChart(PlotextChart):
@@ -103,6 +104,7 @@ class LayerChart(PlotextChart):
         self.band: BandMode = "none"
         self.log_scale = False
         self.log_refused = False
+        self.legend_settings = False  # the legend names each run's settings, one run a line
         self.placeholder = "Select runs to compare (Runs tab, space) or start a run (r)."
 
     def show(
@@ -112,9 +114,12 @@ class LayerChart(PlotextChart):
         metric: str,
         band: BandMode,
         log_scale: bool,
+        *,
+        legend_settings: bool = False,
     ) -> None:
-        """Replace the data and redraw."""
+        """Replace the data and redraw (the legend with each run's settings when asked)."""
         self.series = series
+        self.legend_settings = legend_settings
         self.projections = projections
         self.metric = metric
         self.band = band
@@ -122,6 +127,11 @@ class LayerChart(PlotextChart):
         self.log_refused = log_scale and any(
             value <= 0 or not math.isfinite(value) for item in series for value in item.mean
         )
+        self.replot()
+
+    def show_legend_settings(self, on: bool) -> None:
+        """Legend with short labels (one line) or with each run's settings (one line a run)."""
+        self.legend_settings = on
         self.replot()
 
     def empty_message(self) -> str | None:
@@ -180,19 +190,29 @@ class LayerChart(PlotextChart):
             figure.error(list(range(1, len(means) + 1)), means, yerr=finite, color="gray")
 
     def header(self, width: int) -> Text | None:
-        """The legend: each run's marker (in its colour) and name."""
+        """The legend: each run's marker (in its colour) and name; with settings, a line a run."""
         if not self.series:
             return None
         runs: list[ChartSeries] = []
         for item in self.series:
             if all(item.label != seen.label for seen in runs):
                 runs.append(item)
-        legend = Text(no_wrap=True, overflow="ellipsis")
+        if not self.legend_settings:
+            legend = Text(no_wrap=True, overflow="ellipsis")
+            for item in runs:
+                legend.append(f" {marker_glyph(item.marker)} ", style=rich_colour(item.colour))
+                legend.append(item.label)
+            legend.truncate(width, overflow="ellipsis")
+            return legend
+        lines = []
         for item in runs:
-            legend.append(f" {marker_glyph(item.marker)} ", style=rich_colour(item.colour))
-            legend.append(item.label)
-        legend.truncate(width, overflow="ellipsis")
-        return legend
+            line = Text(no_wrap=True, overflow="ellipsis")
+            line.append(f" {marker_glyph(item.marker)} ", style=rich_colour(item.colour))
+            line.append(item.label)
+            line.append(f"  {item.settings or 'settings not recorded'}", style="dim")
+            line.truncate(width, overflow="ellipsis")
+            lines.append(line)
+        return Text("\n", no_wrap=True).join(lines)
 
     def _draw_series(self, panel: object, item: ChartSeries) -> None:
         points = [
