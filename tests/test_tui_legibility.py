@@ -27,6 +27,7 @@ from layerscope.app.tui.screens.sample_detail import SampleDetailScreen
 from layerscope.app.tui.widgets.check_list import CheckList
 from layerscope.app.tui.widgets.compare_view import ComparePane
 from layerscope.app.tui.widgets.comparison_table import ComparisonTable
+from layerscope.app.tui.widgets.cosine_heatmap import CosineHeatmap, cell_layout
 from layerscope.app.tui.widgets.fitted_footer import FittedFooter
 from layerscope.app.tui.widgets.layer_chart import LayerChart
 from layerscope.app.tui.widgets.marked_radio_button import MarkedRadioButton
@@ -244,3 +245,29 @@ async def test_comparison_table_fits_80_columns(runs: dict[str, str]):
         assert table.row_count == 12
         assert table.virtual_size.width <= table.scrollable_content_region.width
         assert [str(column.label) for column in table.columns.values()][-1] == "layers"
+
+
+def test_cosine_cells_grow_with_the_panel_and_still_fit():
+    for size in (6, 16, 32):
+        small = cell_layout(size, 78, 20)
+        large = cell_layout(size, 118, 36)
+        for (cell, lines, half), (width, height) in ((small, (78, 20)), (large, (118, 36))):
+            rows = (size + 1) // 2 if half else size * lines
+            assert len(str(size - 1)) + 1 + size * cell <= width
+            assert rows + 4 <= height
+        assert large[0] * large[1] >= small[0] * small[1]
+    assert cell_layout(6, 118, 36)[:2] == (10, 5)  # fills the height at 120x40
+
+
+async def test_cosine_heatmap_uses_the_room_at_120x40(runs: dict[str, str]):
+    app = LayerscopeApp(poll_seconds=0)
+    async with app.run_test(size=LARGE) as pilot:
+        await chart_of(app, pilot, [runs["none_cot"]])
+        await pilot.press("4")
+        await settle(app, pilot)
+        heatmap = app.query_one(CosineHeatmap)
+        rendered = heatmap.render()
+        lines = rendered.plain.splitlines()  # type: ignore[union-attr]
+        height = heatmap.content_size.height
+        assert len(lines) <= height
+        assert len(lines) >= height * 0.75  # the map fills most of the panel's height
