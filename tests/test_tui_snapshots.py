@@ -169,3 +169,44 @@ def test_chart_light_theme_at_80x24(snap_compare, runs: dict[str, str]):
         await settle(pilot)
 
     assert snap_compare(LayerscopeApp(poll_seconds=0), terminal_size=(80, 24), run_before=before)
+
+
+# --- without colour at 80x24: every series and every box state told apart by glyph ----------
+
+SMALL = (80, 24)
+
+
+@pytest.fixture
+def mono_runs(runs: dict[str, str], monkeypatch: pytest.MonkeyPatch) -> dict[str, str]:
+    """The synthetic runs, with NO_COLOR set before the app starts (Textual reads it then)."""
+    monkeypatch.setenv("NO_COLOR", "1")
+    return runs
+
+
+def test_no_color_setup_at_80x24(snap_compare, mono_runs: dict[str, str]):
+    """Checked boxes show ✓, unchecked ones a blank; the selected mode ●, the other ○."""
+
+    async def before(pilot) -> None:
+        await settle(pilot)
+
+    assert snap_compare(LayerscopeApp(poll_seconds=0), terminal_size=SMALL, run_before=before)
+
+
+def test_no_color_chart_of_three_runs_at_80x24(snap_compare, mono_runs: dict[str, str]):
+    """Three runs, three markers (⠤⠤, ••, xx) named in the legend; every layer a tick."""
+    before = go_to(mono_runs["none_cot"], mono_runs["simplified_cot"], mono_runs["detailed_cot"])
+    assert snap_compare(LayerscopeApp(poll_seconds=0), terminal_size=SMALL, run_before=before)
+
+
+def test_no_color_sample_detail_at_80x24(snap_compare, mono_runs: dict[str, str]):
+    """The run's mean in dots (••), the sample in braille (⠤⠤), named above the figure."""
+    select = go_to(mono_runs["none_cot"])
+
+    async def before(pilot) -> None:
+        await select(pilot)
+        await pilot.press("5")
+        await settle(pilot)
+        await pilot.press("enter")
+        await settle(pilot)
+
+    assert snap_compare(LayerscopeApp(poll_seconds=0), terminal_size=SMALL, run_before=before)

@@ -32,7 +32,7 @@ from textual.app import App, ComposeResult, SystemCommand
 from textual.binding import BindingType
 from textual.css.query import NoMatches
 from textual.screen import Screen
-from textual.widgets import Button, Footer, TabbedContent, TabPane
+from textual.widgets import Button, TabbedContent, TabPane
 from textual.worker import Worker, WorkerState
 
 from layerscope.analysis.errors import one_line
@@ -73,6 +73,7 @@ from layerscope.app.tui.state import (
     load_state,
     save_state,
 )
+from layerscope.app.tui.widgets.fitted_footer import FittedFooter
 from layerscope.app.tui.widgets.log_panel import LogPanel
 from layerscope.app.tui.widgets.run_progress import RunProgressPanel
 
@@ -146,7 +147,7 @@ class LayerscopeApp(App[None]):
             with TabPane("6 Log", id="log"):
                 yield LogPanel(id="log-panel")
         yield RunProgressPanel(id="progress-panel")
-        yield Footer(compact=True)
+        yield FittedFooter()
 
     def on_mount(self) -> None:
         self.query_one(RunProgressPanel).display = False

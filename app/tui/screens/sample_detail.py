@@ -14,12 +14,13 @@ from textual.app import ComposeResult
 from textual.binding import Binding, BindingType
 from textual.containers import Horizontal, Vertical, VerticalScroll
 from textual.screen import Screen
-from textual.widgets import Footer, Label, Static
+from textual.widgets import Label, Static
 
 from layerscope.analysis.records import ATTENTION_PROJECTIONS, MATRIX_STATISTICS
 from layerscope.app.tui.errors import ReportsWorkerErrors, reported
 from layerscope.app.tui.format import number
 from layerscope.app.tui.messages import SampleCurveLoaded
+from layerscope.app.tui.widgets.fitted_footer import FittedFooter
 from layerscope.app.tui.widgets.sample_chart import SampleChart
 
 if TYPE_CHECKING:
@@ -81,7 +82,7 @@ class SampleDetailScreen(ReportsWorkerErrors, Screen[None]):
                     yield Label("Response", classes="section-title")
                     yield Static(row.output, id="sample-response", markup=False)
                 yield SampleChart(dark=self.dark, id="sample-chart")
-        yield Footer(compact=True)
+        yield FittedFooter()
 
     def on_mount(self) -> None:
         run = self.run

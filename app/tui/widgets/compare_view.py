@@ -19,7 +19,7 @@ from textual.containers import Vertical
 from textual.widgets import Static
 
 from layerscope.analysis.records import ATTENTION_PROJECTIONS, MLP_PROJECTIONS
-from layerscope.app.labels import run_labels
+from layerscope.app.labels import run_labels, run_settings
 from layerscope.app.tui.errors import ReportsWorkerErrors, reported
 from layerscope.app.tui.format import format_length_range
 from layerscope.app.tui.messages import ChartLoaded, LengthFilterRequested
@@ -29,7 +29,7 @@ from layerscope.app.tui.widgets.layer_chart import (
     BAND_MODES,
     DARK_PALETTE,
     LIGHT_PALETTE,
-    MONO_MARKERS,
+    RUN_MARKERS,
     BandMode,
     ChartSeries,
     LayerChart,
@@ -89,6 +89,13 @@ class ComparePane(ReportsWorkerErrors, Vertical):
         Binding(
             "f", "length_filter", "Len", tooltip="Response-length filter", id="chart.length_filter"
         ),
+        Binding(
+            "d",
+            "toggle_legend_settings",
+            "Details",
+            tooltip="Legend: short run labels, or each run with its settings (dtype, limit, ...)",
+            id="chart.legend_settings",
+        ),
     ]
 
     def __init__(
@@ -103,7 +110,8 @@ class ComparePane(ReportsWorkerErrors, Vertical):
         self._reads = reader.channel(self, "chart-load", coalesce=True)
         self._reads.on_stale = self.reload
         self.dark = dark
-        self.mono = mono  # NO_COLOR: runs told apart by marker
+        self.mono = mono  # NO_COLOR; runs are told apart by marker with colour or without
+        self.legend_settings = False
         self.computing = False
         self.runs_by_id: dict[str, RunInfo] = {}
         self.run_ids: list[str] = []
@@ -203,6 +211,10 @@ class ComparePane(ReportsWorkerErrors, Vertical):
         self.log_scale = not self.log_scale
         self.reload()
 
+    def action_toggle_legend_settings(self) -> None:
+        self.legend_settings = not self.legend_settings
+        self.query_one(LayerChart).show_legend_settings(self.legend_settings)
+
     def action_length_filter(self) -> None:
         self.post_message(LengthFilterRequested())
 
@@ -260,12 +272,11 @@ class ComparePane(ReportsWorkerErrors, Vertical):
         known = [runs[run_id] for run_id in self.run_ids if run_id in runs]
         self.labels = run_labels(known)
         palette = DARK_PALETTE if self.dark else LIGHT_PALETTE
-        mono = self.mono
         self.colours = {}
         markers: dict[str, str] = {}
         for position, run_id in enumerate(self.run_ids):
             self.colours[run_id] = palette[position % len(palette)]
-            markers[run_id] = MONO_MARKERS[position % len(MONO_MARKERS)] if mono else "braille"
+            markers[run_id] = RUN_MARKERS[position % len(RUN_MARKERS)]
         series = [
             ChartSeries(
                 label=self.labels.get(curve.run_id, curve.run_id[:8]),
@@ -275,6 +286,7 @@ class ComparePane(ReportsWorkerErrors, Vertical):
                 ci95=list(curve.ci95),
                 colour=self.colours.get(curve.run_id, palette[0]),
                 marker=markers.get(curve.run_id, "braille"),
+                settings=run_settings(runs[curve.run_id]) if curve.run_id in runs else "",
             )
             for curve in curves
         ]
@@ -285,7 +297,14 @@ class ComparePane(ReportsWorkerErrors, Vertical):
             chart.placeholder = "Computing: the curves appear here as batches land."
         else:
             chart.placeholder = "No data for these runs (or none in this length range)."
-        chart.show(series, self.projection_order(), self.metric, self.band, self.log_scale)
+        chart.show(
+            series,
+            self.projection_order(),
+            self.metric,
+            self.band,
+            self.log_scale,
+            legend_settings=self.legend_settings,
+        )
         if chart.log_refused:
             self.notify(
                 f"{self.metric} has values <= 0: log scale needs positive values.",

@@ -3,6 +3,11 @@
 One row per (run, projection): MAD over all layers and per depth segment (the paper's Table
 numbers), then the relative difference against the first overlaid run (the baseline) and the
 layers where that difference is largest. Run names are coloured like their curves.
+
+On screen the cells are compact (3 significant digits, short headings, "layers" listing where
+the difference is largest without the values) so that the whole table fits 80 columns next to
+two-part run labels; longer labels make it scroll sideways (left/right). The CSV export keeps
+the full cells.
 """
 
 from __future__ import annotations
@@ -18,6 +23,7 @@ from layerscope.app.tui.format import number, rich_colour
 __all__ = ["ComparisonTable", "number"]
 
 COLUMNS = ("run", "proj", "MAD all", "early", "middle", "late", "rel.diff", "largest at layers")
+SCREEN_COLUMNS = ("run", "proj", "MAD", "early", "mid", "late", "rel.diff", "layers")
 
 
 class ComparisonTable(DataTable):
@@ -28,7 +34,7 @@ class ComparisonTable(DataTable):
         self.csv_rows: list[list[str]] = []
 
     def on_mount(self) -> None:
-        self.add_columns(*COLUMNS)
+        self.add_columns(*SCREEN_COLUMNS)
 
     def show(
         self,
@@ -65,5 +71,13 @@ class ComparisonTable(DataTable):
                 top_text,
             ]
             self.csv_rows.append(cells)
-            styled = [Text(label, style=rich_colour(colours.get(row.run_id, "white"))), *cells[1:]]
-            self.add_row(*styled)
+            if difference is not None and row.run_id != baseline:
+                rel_text = number(difference.value, 3)
+                top_text = " ".join(str(layer) for layer, _ in difference.top_layers[:3])
+            self.add_row(
+                Text(label, style=rich_colour(colours.get(row.run_id, "white"))),
+                row.projection,
+                *(number(value, 3) for value in (row.all, row.early, row.middle, row.late)),
+                rel_text,
+                top_text,
+            )

@@ -2,8 +2,10 @@
 
 Colour alone is not readable everywhere (16-colour terminals, colour-blind users, NO_COLOR), so
 every cell also carries a shade character for its value band, and the cell under the cursor is
-spelled out below the map ("layer 3 x layer 7: 0.812"). Rows are halved with half blocks only
-when the map would not fit otherwise.
+spelled out below the map ("layer 3 x layer 7: 0.812"). The map takes the room it has: cells
+grow (about twice as wide as tall, so that they look square) until the map fills the panel's
+width or height, layer numbers label the columns once the cells are wide enough for them, and
+rows are halved with half blocks only when the map would not fit otherwise.
 """
 
 from __future__ import annotations
@@ -29,6 +31,19 @@ _BANDS = (
     (0.9, "▓", 202),
     (math.inf, "█", 196),
 )
+
+
+def cell_layout(size: int, width: int, height: int) -> tuple[int, int, bool]:
+    """Characters per cell, lines per matrix row, and whether two rows share a line (half
+    blocks), for a `size` x `size` map in `width` x `height` (row labels, the title, column
+    labels, legend and cursor lines included)."""
+    label_width = len(str(size - 1)) + 1
+    widest = max(1, (width - label_width) // size)
+    tallest = (height - 4) // size  # title, column labels, legend, cursor line
+    if tallest < 1:  # two rows a line: a cell one or two characters wide
+        return (min(widest, 2), 1, True)
+    lines = max(1, min(tallest, widest // 2))
+    return (max(1, min(widest, 2 * lines)), lines, False)
 
 
 def band_of(value: float) -> tuple[str, int]:
@@ -84,32 +99,22 @@ class CosineHeatmap(Widget, can_focus=True):
         width = self.content_size.width or 80
         height = self.content_size.height or 24
         label_width = len(str(size - 1)) + 1
-        cell = max(1, min(3, (width - label_width - 24) // max(size, 1)))
-        half_rows = size > height - 4
+        cell, lines, half_rows = cell_layout(size, width, height)
         text = Text(no_wrap=True, end="")
         text.append(self.title + "\n", style="bold")
+        if not half_rows and cell > len(str(size - 1)):
+            text.append(" " * label_width)
+            for column in range(size):
+                text.append(f"{column:^{cell}}", style="dim")
+            text.append("\n")
         row_cursor, column_cursor = self.cursor
         step = 2 if half_rows else 1
         for row in range(0, size, step):
-            text.append(f"{row:>{label_width - 1}} ", style="dim")
-            for column in range(size):
-                value = self.matrix[row][column]
-                shade, colour = band_of(value)
-                selected = (row == row_cursor or (half_rows and row + 1 == row_cursor)) and (
-                    column == column_cursor
-                )
-                if half_rows:
-                    lower = self.matrix[row + 1][column] if row + 1 < size else float("nan")
-                    _, lower_colour = band_of(lower)
-                    style = Style(color=f"color({colour})", bgcolor=f"color({lower_colour})")
-                    glyph = "▀" * cell
-                else:
-                    style = Style(color=f"color({colour})")
-                    glyph = shade * cell
-                if selected:
-                    style = style + Style(reverse=True)
-                text.append(glyph, style=style)
-            text.append("\n")
+            for line in range(lines):
+                label = f"{row:>{label_width - 1}} " if line == 0 else " " * label_width
+                text.append(label, style="dim")
+                self._append_cells(text, row, cell, half_rows)
+                text.append("\n")
         text.append(self._legend())
         value = self.matrix[row_cursor][column_cursor]
         text.append(
@@ -117,6 +122,28 @@ class CosineHeatmap(Widget, can_focus=True):
             style="bold",
         )
         return text
+
+    def _append_cells(self, text: Text, row: int, cell: int, half_rows: bool) -> None:
+        """One line of matrix row `row` (and the next one, with half blocks)."""
+        size = len(self.matrix)
+        row_cursor, column_cursor = self.cursor
+        for column in range(size):
+            value = self.matrix[row][column]
+            shade, colour = band_of(value)
+            selected = (row == row_cursor or (half_rows and row + 1 == row_cursor)) and (
+                column == column_cursor
+            )
+            if half_rows:
+                lower = self.matrix[row + 1][column] if row + 1 < size else float("nan")
+                _, lower_colour = band_of(lower)
+                style = Style(color=f"color({colour})", bgcolor=f"color({lower_colour})")
+                glyph = "▀" * cell
+            else:
+                style = Style(color=f"color({colour})")
+                glyph = shade * cell
+            if selected:
+                style = style + Style(reverse=True)
+            text.append(glyph, style=style)
 
     @staticmethod
     def _legend() -> Text:

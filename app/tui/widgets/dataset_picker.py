@@ -23,6 +23,7 @@ from textual.widgets.selection_list import Selection
 
 from layerscope.app.tui.errors import ReportsWorkerErrors
 from layerscope.app.tui.messages import DatasetChosen, DatasetDiscovered, PickerSettled
+from layerscope.app.tui.widgets.check_list import CheckList
 
 if TYPE_CHECKING:
     from layerscope.analysis.datasets import ResponseTypeSource
@@ -64,7 +65,7 @@ class DatasetPicker(ReportsWorkerErrors, Vertical):
         )
         yield Static("", id="dataset-check", classes="check-line")
         yield Label("Response types (space toggles)", classes="section-title")
-        yield SelectionList[str](id="type-list", compact=True)
+        yield CheckList[str](id="type-list", compact=True)
         yield Static("", id="type-summary")
 
     def on_mount(self) -> None:

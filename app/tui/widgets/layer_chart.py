@@ -23,8 +23,34 @@ BAND_LABELS = {"none": "no interval", "band": "95% CI band", "bars": "95% CI err
 # Base ANSI colours only (codes 0-15): readable in any terminal, tmux and plain SSH included.
 DARK_PALETTE = ("blue+", "red+", "green+", "magenta+", "cyan+", "orange+", "gray+", "white")
 LIGHT_PALETTE = ("blue", "red", "green", "magenta", "cyan", "orange", "gray", "black")
-# Without colour, runs are told apart by their marker instead.
-MONO_MARKERS = ("braille", "•", "x", "+", "*", "o", "#", "%")
+# Every overlaid run has its own marker, with colour or without: colour is lost in tmux
+# without 256 colours, over plain SSH, with NO_COLOR and in the text export, so it is an extra
+# cue, never the only one. The first run keeps braille (the finest line); the others are drawn
+# with one character each, which the legend shows in front of the run's name.
+RUN_MARKERS = ("braille", "•", "x", "+", "*", "o", "#", "%")
+BRAILLE_LEGEND = "⠤⠤"
+
+
+def marker_glyph(marker: str) -> str:
+    """What the legend shows for a plotext marker: two of the characters the curve is drawn with."""
+    return BRAILLE_LEGEND if marker == "braille" else marker * 2
+
+
+def shorten(text: str, width: int) -> str:
+    """`text` cut to `width` characters, the cut marked with an ellipsis."""
+    if len(text) <= width:
+        return text
+    return text[: max(width - 1, 0)] + "…"
+
+
+def layer_ticks(layers: list[int], plot_width: int) -> list[int]:
+    """Every layer as an x tick when the labels fit side by side, else every n-th one."""
+    if not layers:
+        return []
+    label_width = max(len(str(layer)) for layer in layers) + 1
+    fitting = max(plot_width // label_width, 1)
+    step = max(1, math.ceil(len(layers) / fitting))
+    return layers[::step]
 
 
 def panel_grid(panels: int, width: int, height: int) -> tuple[int, int]:
@@ -56,6 +82,7 @@ class ChartSeries:
     ci95: list[float]
     colour: str
     marker: str = "braille"
+    settings: str = ""  # how the run was computed (app.labels.run_settings), for the legend
 
 
 class LayerChart(PlotextChart):
@@ -77,6 +104,7 @@ class LayerChart(PlotextChart):
         self.band: BandMode = "none"
         self.log_scale = False
         self.log_refused = False
+        self.legend_settings = False  # the legend names each run's settings, one run a line
         self.placeholder = "Select runs to compare (Runs tab, space) or start a run (r)."
 
     def show(
@@ -86,9 +114,12 @@ class LayerChart(PlotextChart):
         metric: str,
         band: BandMode,
         log_scale: bool,
+        *,
+        legend_settings: bool = False,
     ) -> None:
-        """Replace the data and redraw."""
+        """Replace the data and redraw (the legend with each run's settings when asked)."""
         self.series = series
+        self.legend_settings = legend_settings
         self.projections = projections
         self.metric = metric
         self.band = band
@@ -96,6 +127,11 @@ class LayerChart(PlotextChart):
         self.log_refused = log_scale and any(
             value <= 0 or not math.isfinite(value) for item in series for value in item.mean
         )
+        self.replot()
+
+    def show_legend_settings(self, on: bool) -> None:
+        """Legend with short labels (one line) or with each run's settings (one line a run)."""
+        self.legend_settings = on
         self.replot()
 
     def empty_message(self) -> str | None:
@@ -114,20 +150,24 @@ class LayerChart(PlotextChart):
         rows, columns = panel_grid(len(shown), width, height)
         figure = self.plt
         figure.subplots(rows, columns)
+        panel_width = width // columns
         for position, projection in enumerate(shown):
             panel = figure.subplot(position // columns + 1, position % columns + 1)
             panel.theme("clear")
-            title = f"{projection}: {self.metric}"
-            if self.log_scale and not self.log_refused:
-                title += " (log)"
-            panel.title(title)
+            # plotext drops a title wider than its panel less 4: shorten the statistic instead,
+            # so that the projection's name always shows.
+            suffix = " (log)" if self.log_scale and not self.log_refused else ""
+            head = f"{projection}: "
+            room = panel_width - 4 - len(head) - len(suffix)
+            panel.title(head + shorten(self.metric, max(room, 1)) + suffix)
             layers = sorted(
                 {layer for s in self.series if s.projection == projection for layer in s.layers}
             )
             if layers:
-                panel_width = width // columns - 8
-                step = max(1, math.ceil(len(layers) * 4 / max(panel_width, 8)))
-                panel.xticks(layers[::step])
+                # the plot area is the panel less its y tick labels and frame
+                panel.xticks(layer_ticks(layers, panel_width - 8))
+            if position + columns >= len(shown):  # the bottom panel of its column
+                panel.xlabel("layer")
             for item in self.series:
                 if item.projection != projection:
                     continue
@@ -150,20 +190,29 @@ class LayerChart(PlotextChart):
             figure.error(list(range(1, len(means) + 1)), means, yerr=finite, color="gray")
 
     def header(self, width: int) -> Text | None:
-        """The legend: each run's name in its colour (and marker, without colour)."""
+        """The legend: each run's marker (in its colour) and name; with settings, a line a run."""
         if not self.series:
             return None
-        legend = Text(no_wrap=True, overflow="ellipsis")
-        seen: set[str] = set()
+        runs: list[ChartSeries] = []
         for item in self.series:
-            if item.label in seen:
-                continue
-            seen.add(item.label)
-            glyph = "━━" if item.marker == "braille" else item.marker * 2
-            legend.append(f" {glyph} ", style=rich_colour(item.colour))
-            legend.append(item.label)
-        legend.truncate(width, overflow="ellipsis")
-        return legend
+            if all(item.label != seen.label for seen in runs):
+                runs.append(item)
+        if not self.legend_settings:
+            legend = Text(no_wrap=True, overflow="ellipsis")
+            for item in runs:
+                legend.append(f" {marker_glyph(item.marker)} ", style=rich_colour(item.colour))
+                legend.append(item.label)
+            legend.truncate(width, overflow="ellipsis")
+            return legend
+        lines = []
+        for item in runs:
+            line = Text(no_wrap=True, overflow="ellipsis")
+            line.append(f" {marker_glyph(item.marker)} ", style=rich_colour(item.colour))
+            line.append(item.label)
+            line.append(f"  {item.settings or 'settings not recorded'}", style="dim")
+            line.truncate(width, overflow="ellipsis")
+            lines.append(line)
+        return Text("\n", no_wrap=True).join(lines)
 
     def _draw_series(self, panel: object, item: ChartSeries) -> None:
         points = [

@@ -21,6 +21,7 @@ from textual.widgets.option_list import Option
 
 from layerscope.app.tui.errors import ReportsWorkerErrors
 from layerscope.app.tui.messages import ModelChecked, ModelChosen, ModelsListed, PickerSettled
+from layerscope.app.tui.widgets.marked_radio_button import MarkedRadioButton
 
 if TYPE_CHECKING:
     from layerscope.analysis.models import ModelCheck
@@ -75,8 +76,10 @@ class ModelPicker(ReportsWorkerErrors, Vertical):
         )
         yield Static("", id="model-check", classes="check-line")
         with RadioSet(id="mode-set", compact=True):
-            yield RadioButton("base", value=self.initial_mode != "instruct", id="mode-base")
-            yield RadioButton("instruct", value=self.initial_mode == "instruct", id="mode-instruct")
+            yield MarkedRadioButton("base", value=self.initial_mode != "instruct", id="mode-base")
+            yield MarkedRadioButton(
+                "instruct", value=self.initial_mode == "instruct", id="mode-instruct"
+            )
 
     def on_mount(self) -> None:
         self.query_one("#model-check", Static).update("Looking for models…")

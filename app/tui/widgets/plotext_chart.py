@@ -63,7 +63,7 @@ class PlotextChart(Widget):
         return None
 
     def header(self, width: int) -> Text | None:
-        """One line drawn above the figure (a legend, say), or None."""
+        """Lines drawn above the figure (a legend, say), or None."""
         return None
 
     def replot(self) -> None:
@@ -88,9 +88,14 @@ class PlotextChart(Widget):
 
     def _build(self, width: int, height: int) -> Text:
         header = self.header(width)
+        header_lines = 0 if header is None else len(header.plain.split("\n"))
+        if header is not None and height - header_lines < 6:
+            # a legend keeps only the lines the figure can spare (6 lines is its least)
+            header_lines = max(height - 6, 0)
+            header = self._cut(header, header_lines) if header_lines else None
         self._figure.clear_figure()
-        self._figure.plot_size(width, height - (1 if header is not None else 0))
-        self._figure_dims = (width, height - (1 if header is not None else 0))
+        self._figure.plot_size(width, height - header_lines)
+        self._figure_dims = (width, height - header_lines)
         try:
             self.plot()
             ansi = self._figure.build()
@@ -100,6 +105,11 @@ class PlotextChart(Widget):
         if header is None:
             return figure
         return Text.assemble(header, "\n", figure, no_wrap=True, end="")
+
+    @staticmethod
+    def _cut(header: Text, lines: int) -> Text:
+        """The first `lines` lines of a header."""
+        return Text("\n", no_wrap=True).join(header.split("\n")[:lines])
 
     def as_text(self, width: int | None = None, height: int | None = None) -> str:
         """The chart as plain text (for export), at the widget's size unless given."""

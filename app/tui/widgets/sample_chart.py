@@ -1,14 +1,23 @@
 """One sample's layer-wise curve drawn over its run's mean (the sample detail view).
 
 Shows at a glance whether a hard sample is hard everywhere or only in some layers. The screen
-that shows it says whether the theme is dark (the colours of the two curves depend on it).
+that shows it says whether the theme is dark (the colours of the two curves depend on it). The
+two curves differ by marker too (the run's mean in dots, the sample in braille), named in a
+legend line above the figure, so they are told apart where colour is lost (NO_COLOR, exports).
 """
 
 from __future__ import annotations
 
 import math
 
+from rich.text import Text
+
+from layerscope.app.tui.format import rich_colour
+from layerscope.app.tui.widgets.layer_chart import layer_ticks, marker_glyph, shorten
 from layerscope.app.tui.widgets.plotext_chart import PlotextChart
+
+SAMPLE_MARKER = "braille"
+MEAN_MARKER = "•"
 
 
 class SampleChart(PlotextChart):
@@ -35,23 +44,37 @@ class SampleChart(PlotextChart):
     def empty_message(self) -> str | None:
         return None if self.sample else self.placeholder
 
-    def plot(self) -> None:
+    def _curves(self) -> tuple[tuple[list[float], str, str, str], ...]:
+        """(values, label, colour, marker) of the run's mean and of the sample."""
         dark = self.dark
+        return (
+            (self.mean, "run mean", "gray+" if dark else "gray", MEAN_MARKER),
+            (self.sample, "this sample", "red+" if dark else "red", SAMPLE_MARKER),
+        )
+
+    def header(self, width: int) -> Text | None:
+        """The legend: which marker is the sample and which the run's mean."""
+        legend = Text(no_wrap=True, overflow="ellipsis")
+        for values, label, colour, marker in self._curves():
+            if values:
+                legend.append(f" {marker_glyph(marker)} ", style=rich_colour(colour))
+                legend.append(label)
+        legend.truncate(width, overflow="ellipsis")
+        return legend
+
+    def plot(self) -> None:
         figure = self.plt
         figure.theme("clear")
-        figure.title(self.title)
-        for values, label, colour in (
-            (self.mean, "run mean", "gray+" if dark else "gray"),
-            (self.sample, "this sample", "red+" if dark else "red"),
-        ):
+        width, _ = self.figure_size
+        figure.title(shorten(self.title, width - 4))
+        # The mean first, so that the sample is drawn on top of it.
+        for values, _label, colour, marker in self._curves():
             points = [(layer, v) for layer, v in enumerate(values) if math.isfinite(v)]
             if points:
                 figure.plot(
-                    [p[0] for p in points], [p[1] for p in points], color=colour, label=label
+                    [p[0] for p in points], [p[1] for p in points], color=colour, marker=marker
                 )
         layers = max(len(self.sample), len(self.mean))
         if layers:
-            width = self.content_size.width or 60
-            step = max(1, math.ceil(layers * 4 / max(width - 10, 8)))
-            figure.xticks(list(range(0, layers, step)))
+            figure.xticks(layer_ticks(list(range(layers)), width - 8))
         figure.xlabel("layer")

@@ -1,0 +1,66 @@
+"""A footer that shows whole key entries only: what does not fit is hidden, not cut.
+
+Textual's compact Footer lays every binding out in one scrollable row and docks the command
+palette key over its right end. Two things went wrong at 80 columns. The compact style gives
+every key, the docked palette key included, a right margin of one column, so the last column of
+the screen showed whatever of the row lay under it: the stray letters after `palette`
+("palettee", "paletteC"). And the row, longer than the screen, was cut in the middle of an entry
+("c Canc") by the palette key. Here the palette key has no margin (it ends at the screen's
+edge), and every entry (a key, or a group of keys with its label) that would reach under it is
+made invisible, keeping its place, so the row shows whole entries only; the hidden keys still
+work, and help (?) and the command palette list them all.
+"""
+
+from __future__ import annotations
+
+from textual.widget import Widget
+from textual.widgets import Footer
+from textual.widgets._footer import FooterKey, FooterLabel, KeyGroup
+
+
+class FittedFooter(Footer):
+    """Footer(compact=True) whose entries are all whole: those that do not fit are hidden."""
+
+    DEFAULT_CSS = """
+    FittedFooter.-compact FooterKey.-command-palette {
+        margin-right: 0;
+    }
+    """
+
+    def __init__(self, *, id: str | None = None) -> None:
+        super().__init__(id=id, compact=True)
+
+    async def recompose(self) -> None:
+        await super().recompose()
+        self.call_after_refresh(self.fit_entries)
+
+    def on_resize(self) -> None:
+        self.call_after_refresh(self.fit_entries)
+
+    def _entries(self) -> tuple[list[list[Widget]], Widget | None]:
+        """The row's entries in order (a key group travels with its label), and the palette key."""
+        entries: list[list[Widget]] = []
+        palette: Widget | None = None
+        for child in self.children:
+            if child.has_class("-command-palette"):
+                palette = child
+            elif (
+                isinstance(child, FooterLabel) and entries and isinstance(entries[-1][0], KeyGroup)
+            ):
+                entries[-1].append(child)
+            elif isinstance(child, FooterKey | KeyGroup | FooterLabel):
+                entries.append([child])
+        return entries, palette
+
+    def fit_entries(self) -> None:
+        """Hide every entry from the first one that would reach under the palette key or past
+        the right edge; show the rest."""
+        if not self.is_attached:
+            return
+        entries, palette = self._entries()
+        right = palette.region.x if palette is not None and palette.region else self.region.right
+        fits = True
+        for entry in entries:
+            fits = fits and all(widget.region.right <= right for widget in entry)
+            for widget in entry:
+                widget.visible = fits
