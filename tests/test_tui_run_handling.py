@@ -334,3 +334,92 @@ def test_progress_details_read_at_a_glance():
     done.skipped, done.failed = 2, 1  # type: ignore[attr-defined]
     assert progress_details(done) == "40/40 · loss 2.000 · 2 skipped · 1 failed · done"
     assert isinstance(ProgressRow("t"), ProgressRow)
+
+
+async def type_into(app: LayerscopeApp, pilot, selector: str, text: str) -> None:
+    """Replace a path field's text as pasting does, then wait for its check."""
+    path_field = app.query_one(selector)
+    path_field.focus()
+    await pilot.press("ctrl+a", "ctrl+k")
+    if text:
+        path_field.insert_text_at_cursor(text)
+    await settle(app, pilot)
+
+
+async def press_run(app: LayerscopeApp, pilot) -> None:
+    """Press r from the type list (in a path field, r would be typed)."""
+    app.query_one("#type-list").focus()
+    await pilot.press("r")
+    await settle(app, pilot)
+
+
+def refused_with(app: LayerscopeApp, script: Script, reason: str) -> bool:
+    """No run started, the user was told `reason`, and Setup is shown to fix it."""
+    log = "\n".join(app.query_one(LogPanel).lines_recorded)
+    told = any(reason in str(n.message) for n in app._notifications)
+    return (
+        not script.requests
+        and not app.run_controller.computing
+        and not [w for w in app.workers if w.group == "compute"]
+        and "run started" not in log
+        and f"Cannot run: {reason}" in log
+        and told
+        and app.query_one(TabbedContent).active == "setup"
+    )
+
+
+async def test_r_refuses_a_model_field_that_shows_no_usable_model(
+    script: Script, model: str, tmp_path: Path
+):
+    """It ran the last usable model while the field showed a wrong one (issue 12)."""
+    app = LayerscopeApp(model=model, poll_seconds=0)
+    async with app.run_test(size=SIZE) as pilot:
+        await settle(app, pilot)
+        nowhere = str(tmp_path / "nowhere")
+        await type_into(app, pilot, "#model-path", nowhere)
+        await press_run(app, pilot)
+        assert refused_with(app, script, f"model field: model '{nowhere}': no such folder")
+
+
+async def test_r_refuses_a_dataset_field_that_shows_no_readable_dataset(
+    script: Script, model: str, tmp_path: Path
+):
+    app = LayerscopeApp(model=model, poll_seconds=0)
+    async with app.run_test(size=SIZE) as pilot:
+        await settle(app, pilot)
+        missing = str(tmp_path / "data" / "cot_500")
+        await type_into(app, pilot, "#dataset-path", missing)
+        assert "no such file or folder" in str(app.query_one("#dataset-check").render())
+        await press_run(app, pilot)
+        assert refused_with(app, script, f"dataset field: {missing}: no such file or folder")
+        await type_into(app, pilot, "#dataset-path", "")
+        line = str(app.query_one("#dataset-check").render())
+        assert "no dataset chosen" in line and "cot_500" not in line
+        await press_run(app, pilot)
+        assert refused_with(app, script, "dataset field: no dataset chosen")
+
+
+async def test_an_emptied_model_field_says_nothing_is_chosen_and_r_refuses(
+    script: Script, model: str
+):
+    """A stale `✗ model 'Z'` stayed under the emptied field and r ran the previous model."""
+    app = LayerscopeApp(model=model, poll_seconds=0)  # a folder: shown in the path field
+    async with app.run_test(size=SIZE) as pilot:
+        await settle(app, pilot)
+        await type_into(app, pilot, "#model-path", "Z")
+        assert "Z" in str(app.query_one("#model-check").render())
+        await type_into(app, pilot, "#model-path", "")
+        line = str(app.query_one("#model-check").render())
+        assert "no model chosen" in line and "Z" not in line
+        await press_run(app, pilot)
+        assert refused_with(app, script, "model field: no model chosen")
+        # Choosing from the list again makes r run what the list shows.
+        app.query_one("#model-list").highlighted = 0  # the built-in tiny model
+        await settle(app, pilot)
+        assert str(app.query_one("#model-check").render()).startswith("✓")
+        for _ in range(10):
+            script.gate.release()
+        await press_run(app, pilot)
+        await app.workers.wait_for_complete()
+        await settle(app, pilot)
+        assert [request.model for request in script.requests] == ["tiny"]

@@ -49,6 +49,8 @@ class DatasetPicker(ReportsWorkerErrors, Vertical):
         self.sources: list[ResponseTypeSource] = []
         self.counts: dict[str, int] = {}
         self.cached: dict[str, tuple[int, int, bool]] = {}  # type -> (cached, total, complete)
+        # Why what the field shows cannot run (see ModelPicker.problem); None when it can.
+        self.problem: str | None = None
         # The spec read last and not answered yet (the initial one from the start; see
         # ModelPicker.checking).
         self.checking: str | None = initial
@@ -95,15 +97,31 @@ class DatasetPicker(ReportsWorkerErrors, Vertical):
         index = event.option_index
         if 0 <= index < len(self._entries):
             spec = self._entries[index][0]
-            if spec != self.dataset or not self.sources:
-                self.query_one("#dataset-path", Input).value = ""
+            path_field = self.query_one("#dataset-path", Input)
+            if path_field.value:
+                path_field.value = ""  # the list's choice replaces a typed one
+            if spec != self.dataset or not self.sources or self.problem is not None:
                 self._discover(spec, typed=False)
 
     @on(Input.Changed, "#dataset-path")
     def _typed(self, event: Input.Changed) -> None:
         value = event.value.strip()
+        options = self.query_one("#dataset-list", OptionList)
         if value:
+            options.highlighted = None  # the typed path is the choice now, not the list's
             self._discover(value, typed=True)
+        elif options.highlighted is None:
+            self._nothing_chosen()
+
+    def _nothing_chosen(self) -> None:
+        """The path field was emptied and the list points at nothing: say so, run nothing."""
+        self.problem = "no dataset chosen (pick one in the list or type a path)"
+        self.query_one("#dataset-check", Static).update(
+            Text.assemble(("✗ ", "bold red"), (self.problem, "red"))
+        )
+        if self.checking is not None:
+            self.checking = None
+            self.post_message(PickerSettled("dataset"))
 
     def _discover(self, spec: str, typed: bool) -> None:
         self.checking = spec
@@ -134,7 +152,9 @@ class DatasetPicker(ReportsWorkerErrors, Vertical):
 
     def on_dataset_discovered(self, message: DatasetDiscovered) -> None:
         message.stop()
-        if message.error is not None:
+        if message.typed and message.spec != self.query_one("#dataset-path", Input).value.strip():
+            pass  # the field was changed since: this answer is about text no longer shown
+        elif message.error is not None:
             self._failed(message.spec, message.error, message.typed)
         else:
             self._found(message.spec, message.sources, message.counts, message.typed)
@@ -145,6 +165,7 @@ class DatasetPicker(ReportsWorkerErrors, Vertical):
     def _failed(self, spec: str, message: str, typed: bool) -> None:
         line = self.query_one("#dataset-check", Static)
         line.update(Text.assemble(("✗ ", "bold red"), (message, "red")))
+        self.problem = message
         if not typed:
             self.dataset = spec
             self.sources = []
@@ -156,6 +177,7 @@ class DatasetPicker(ReportsWorkerErrors, Vertical):
         if typed:
             self.query_one("#dataset-list", OptionList).highlighted = None
         previous = set(self.types) if self.sources else None
+        self.problem = None
         self.dataset = spec
         self.sources = sources
         self.counts = counts

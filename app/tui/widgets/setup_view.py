@@ -31,6 +31,10 @@ class Picks:
     types: list[str]
     values: dict[str, Any]  # settings by name (the form's and the mode)
     checking: tuple[str, ...] = ()  # fields whose check has not answered yet ("model", ...)
+    # Why what a field shows cannot run (a typed path that is wrong, nothing chosen): a run
+    # refuses with it rather than run the last usable choice the field no longer shows.
+    model_problem: str | None = None
+    dataset_problem: str | None = None
 
 
 class SetupPane(VerticalScroll):
@@ -82,6 +86,8 @@ class SetupPane(VerticalScroll):
                 for name, picker in (("model", model), ("dataset", dataset))
                 if picker.checking is not None
             ),
+            model_problem=model.problem,
+            dataset_problem=dataset.problem,
         )
 
     def set_cached(self, cached: dict[str, tuple[int, int, bool]]) -> None:
