@@ -18,7 +18,9 @@ from textual.worker import WorkerCancelled
 
 from layerscope.analysis.cache import ResultsCache
 from layerscope.analysis.models import TINY, inspect_model_path
+from layerscope.analysis.runner import PlannedRun
 from layerscope.app.tui.app import LayerscopeApp
+from layerscope.app.tui.messages import RunStarted
 from layerscope.app.tui.widgets.comparison_table import ComparisonTable
 from layerscope.app.tui.widgets.layer_chart import LayerChart
 from layerscope.app.tui.widgets.model_picker import ModelPicker
@@ -124,17 +126,31 @@ async def test_r_before_the_tabs_are_filled_runs_once_they_are(db: Path, monkeyp
         assert not app.run_controller.computing
 
 
-async def test_two_types_run_overlaid_with_the_mad_table(db: Path):
+async def test_two_types_run_overlaid_with_the_mad_table(db: Path, monkeypatch: pytest.MonkeyPatch):
+    plans: list[list[PlannedRun]] = []
+    handle_started = LayerscopeApp.on_run_started
+
+    def started(self: LayerscopeApp, message: RunStarted) -> None:
+        plans.append(message.planned)
+        handle_started(self, message)
+
+    monkeypatch.setattr(LayerscopeApp, "on_run_started", started)
     app = LayerscopeApp(poll_seconds=0)
     async with app.run_test(size=SIZE) as pilot:
         await settle(app, pilot)
         await check_types(app, pilot, ["none_cot", "detailed_cot"])
         await set_field(app, pilot, "#setting-samples", "3")
         await set_field(app, pilot, "#setting-batch", "2")
+        await settle(app, pilot)
+        # Setup says how many samples run (it said the 80 the two types hold).
+        summary = str(app.query_one("#type-summary").render())
+        assert "2 types × 3 = 6 samples of 80" in summary
         app.query_one("#type-list").focus()
         await pilot.press("r")
         await app.workers.wait_for_complete()
         await settle(app, pilot)
+        (planned,) = plans
+        assert sum(item.total for item in planned) == 6  # what Setup said
         runs = list(app.runs_by_id.values())
         assert sorted(r.response_type for r in runs) == ["detailed_cot", "none_cot"]
         assert all(r.model == TINY or r.model.endswith("tiny") for r in runs)

@@ -40,10 +40,15 @@ class DatasetPicker(ReportsWorkerErrors, Vertical):
         types: Sequence[str] | None,
         recent: Sequence[str],
         *,
+        limit: int | None = None,
         id: str | None = None,
     ) -> None:
         super().__init__(id=id)
         self.dataset = initial
+        # The samples setting (at most this many per type; None: all), so that the summary
+        # says how many samples a run computes, not how many the checked types hold.
+        self.limit = limit
+        self.limit_known = True
         self.initial_types = list(types) if types else None
         self.recent = [item for item in recent if item]
         self.sources: list[ResponseTypeSource] = []
@@ -243,8 +248,14 @@ class DatasetPicker(ReportsWorkerErrors, Vertical):
         event.stop()
         self._summarise()
 
+    def set_limit(self, limit: int | None, *, known: bool = True) -> None:
+        """The samples setting changed (`known` False: the field holds no valid number)."""
+        self.limit, self.limit_known = limit, known
+        if self.is_mounted:
+            self._summarise()
+
     def _summarise(self) -> None:
-        """Spell out what is checked: the check marks alone need colour to be read."""
+        """Spell out what is checked and how much of it runs: the check marks need colour."""
         types = self.types
         summary = self.query_one("#type-summary", Static)
         if not self.sources:
@@ -252,5 +263,24 @@ class DatasetPicker(ReportsWorkerErrors, Vertical):
         elif not types:
             summary.update("nothing checked")
         else:
-            samples = sum(self.counts.get(t, 0) for t in types)
-            summary.update(f"checked {len(types)}: {', '.join(types)} ({samples} samples)")
+            counts = [self.counts.get(t, 0) for t in types]
+            checked = f"checked {len(types)}: {', '.join(types)}"
+            summary.update(f"{checked} ({run_count(counts, self.limit, self.limit_known)})")
+
+
+def run_count(counts: Sequence[int], limit: int | None, known: bool = True) -> str:
+    """How many samples a run of types holding `counts` computes with at most `limit` each.
+
+    '120 samples' (all of them), '3 types × 8 = 24 samples of 120', or '22 samples of 120, at
+    most 8 per type' when some type holds fewer.
+    """
+    total = sum(counts)
+    if not known:
+        return f"of {total} samples; the samples setting is not a number"
+    if limit is None or all(count <= limit for count in counts):
+        return f"{total} samples"
+    running = sum(min(count, limit) for count in counts)
+    if all(count >= limit for count in counts):
+        kinds = "type" if len(counts) == 1 else "types"
+        return f"{len(counts)} {kinds} × {limit} = {running} samples of {total}"
+    return f"{running} samples of {total}, at most {limit} per type"
