@@ -20,7 +20,7 @@ from layerscope.analysis.cache import ResultsCache
 from layerscope.analysis.models import TINY, inspect_model_path
 from layerscope.analysis.runner import PlannedRun
 from layerscope.app.tui.app import LayerscopeApp
-from layerscope.app.tui.messages import RunStarted
+from layerscope.app.tui.messages import LoadStageReached, RunStarted
 from layerscope.app.tui.widgets.comparison_table import ComparisonTable
 from layerscope.app.tui.widgets.layer_chart import LayerChart
 from layerscope.app.tui.widgets.model_picker import ModelPicker
@@ -135,6 +135,15 @@ async def test_two_types_run_overlaid_with_the_mad_table(db: Path, monkeypatch: 
         handle_started(self, message)
 
     monkeypatch.setattr(LayerscopeApp, "on_run_started", started)
+    stages: list[tuple[str, str]] = []  # step, what the loading row said
+    handle_stage = LayerscopeApp.on_load_stage_reached
+
+    def reached(self: LayerscopeApp, message: LoadStageReached) -> None:
+        handle_stage(self, message)
+        row = self.query_one("#load-stage")
+        stages.append((message.stage.step, str(row.query_one(".progress-details").render())))
+
+    monkeypatch.setattr(LayerscopeApp, "on_load_stage_reached", reached)
     app = LayerscopeApp(poll_seconds=0)
     async with app.run_test(size=SIZE) as pilot:
         await settle(app, pilot)
@@ -151,6 +160,12 @@ async def test_two_types_run_overlaid_with_the_mad_table(db: Path, monkeypatch: 
         await settle(app, pilot)
         (planned,) = plans
         assert sum(item.total for item in planned) == 6  # what Setup said
+        # The real loading steps arrived in order and the progress area showed each.
+        steps = [step for step in dict.fromkeys(step for step, _ in stages) if step != "imports"]
+        assert steps == ["tokenizer", "weights", "device", "first batch"]
+        assert all(" · " in text and text.endswith(" s") for _, text in stages)
+        log = app.query_one("#log-panel").lines_recorded
+        assert any("request done in " in line and "(loading " in line for line in log)
         runs = list(app.runs_by_id.values())
         assert sorted(r.response_type for r in runs) == ["detailed_cot", "none_cot"]
         assert all(r.model == TINY or r.model.endswith("tiny") for r in runs)

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import contextlib
 import json
+import re
 import sys
 import threading
 import types
@@ -18,11 +19,12 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from textual.widgets import TabbedContent
+from textual.widgets import ProgressBar, TabbedContent
 from textual.worker import WorkerCancelled
 from tui_synthetic import begin, run_id_for, write
 
 from layerscope.analysis.cache import ResultsCache
+from layerscope.analysis.records import LoadStage
 from layerscope.analysis.runner import PlannedRun as Planned
 from layerscope.analysis.runner import RunProgress as Progress
 from layerscope.analysis.runner import RunRequest as Request
@@ -30,13 +32,14 @@ from layerscope.app.tui.app import LayerscopeApp
 from layerscope.app.tui.widgets.comparison_table import ComparisonTable
 from layerscope.app.tui.widgets.layer_chart import LayerChart
 from layerscope.app.tui.widgets.log_panel import LogPanel
-from layerscope.app.tui.widgets.progress_row import ProgressRow
+from layerscope.app.tui.widgets.progress_row import ProgressRow, stage_details
 from layerscope.app.tui.widgets.run_progress import RunProgressPanel
 from layerscope.app.tui.widgets.runs_browser import RunsBrowser
 
 SIZE = (100, 32)
 BATCH = 4
 TOTAL = 12
+WEIGHTS = 3  # weight tensors the scripted model loads
 
 
 @dataclass
@@ -63,10 +66,23 @@ def scripted_runner(script: Script) -> types.ModuleType:
             )
         return planned
 
-    def execute(request: Request, db_path: Path | None = None, cancel=None, on_plan=None):
+    def execute(
+        request: Request, db_path: Path | None = None, cancel=None, on_plan=None, on_stage=None
+    ):
         script.requests.append(request)
+        tell = on_stage or (lambda _stage: None)
+        planned = plan(request, db_path)
+        loads = any(item.missing for item in planned)
+        if loads:  # the real runner's loading steps, in its order
+            tell(LoadStage("imports", "importing torch and transformers"))
         if on_plan is not None:
-            on_plan(plan(request, db_path))
+            on_plan(planned)
+        if loads:
+            tell(LoadStage("tokenizer", "loading the tokenizer"))
+            for done in range(WEIGHTS + 1):
+                tell(LoadStage("weights", "loading weights", done, WEIGHTS))
+            tell(LoadStage("device", "moving the model to cpu"))
+            tell(LoadStage("first batch", "computing the first batch"))
         cache = ResultsCache(db_path)
         for response_type in request.types or []:
             run_id = begin(
@@ -188,7 +204,8 @@ async def test_a_run_shows_progress_and_updates_the_chart_live(script: Script, m
         await until(
             app, pilot, lambda: progress_rows(app)["math/none_cot"] != "waiting…", "progress"
         )
-        assert progress_rows(app)["math/none_cot"].startswith("4/12 · 8.0/s · ETA 1s")
+        first = progress_rows(app)["math/none_cot"]
+        assert first.startswith("4/12 in ") and " s · 8.0/s · ETA 1s" in first  # elapsed
         # The chart already shows the first batch, while the run goes on.
         chart = app.query_one(LayerChart)
         await until(app, pilot, lambda: chart.series, "a live curve")
@@ -423,3 +440,63 @@ async def test_an_emptied_model_field_says_nothing_is_chosen_and_r_refuses(
         await app.workers.wait_for_complete()
         await settle(app, pilot)
         assert [request.model for request in script.requests] == ["tiny"]
+
+
+async def test_loading_stages_show_in_order_in_the_progress_area_and_the_log(
+    script: Script, model: str, monkeypatch: pytest.MonkeyPatch
+):
+    """Between r and the first batch there were only pulsing `waiting…` bars (issue 12)."""
+    shown: list[tuple[str, str, float | None]] = []  # step, loading row text, bar total
+    handle_stage = LayerscopeApp.on_load_stage_reached
+
+    def reached(self: LayerscopeApp, message: Any) -> None:
+        handle_stage(self, message)
+        row = self.query_one("#load-stage", ProgressRow)
+        assert row.display and self.query_one(RunProgressPanel).display
+        text = str(row.query_one(".progress-details").render())
+        shown.append((message.stage.step, text, row.query_one(ProgressBar).total))
+
+    monkeypatch.setattr(LayerscopeApp, "on_load_stage_reached", reached)
+    app = LayerscopeApp(model=model, poll_seconds=0)
+    async with app.run_test(size=SIZE) as pilot:
+        await start(app, pilot, ["none_cot"])
+        await until(app, pilot, lambda: shown and shown[-1][0] == "first batch", "the stages")
+        steps = list(dict.fromkeys(step for step, _, _ in shown))
+        assert steps == ["imports", "tokenizer", "weights", "device", "first batch"]
+        assert shown[0][1].startswith("importing torch and transformers · ")
+        weights = [(text, total) for step, text, total in shown if step == "weights"]
+        assert weights[-1][0].startswith(f"loading weights {WEIGHTS}/{WEIGHTS} · ")
+        assert weights[-1][1] == WEIGHTS  # a determinate bar, not a pulse
+        # Waiting for the first batch, the loading row says so above the run's row.
+        loading_row = app.query_one("#load-stage", ProgressRow)
+        assert loading_row.display
+        assert str(loading_row.query_one(".progress-details").render()).startswith(
+            "computing the first batch · "
+        )
+        for _ in range(10):
+            script.gate.release()
+        await app.workers.wait_for_complete()
+        await settle(app, pilot)
+        assert not loading_row.display  # the batches tell the rest
+        assert re.fullmatch(
+            r"12/12 in \d+\.\d s · loss 1\.500 · done", progress_rows(app)["math/none_cot"]
+        )
+        log = app.query_one(LogPanel).lines_recorded
+        stage_lines = [line for line in log if " (at " in line]
+        assert [line.split(" information ")[1].split(" (at ")[0] for line in stage_lines] == [
+            "importing torch and transformers",
+            "loading the tokenizer",
+            "loading weights",
+            "moving the model to cpu",
+            "computing the first batch",
+        ]
+        assert re.search(r"request done in \d+\.\d s \(loading \d+\.\d s\)$", log[-1])
+        assert any(str(n.message).startswith("Run complete in ") for n in app._notifications)
+
+
+def test_a_loading_stage_reads_at_a_glance():
+    weights = LoadStage("weights", "loading weights", 12, 36)
+    assert stage_details(weights, 3.24) == "loading weights 12/36 · 3.2 s"
+    assert stage_details(LoadStage("device", "moving the model to cuda"), 75) == (
+        "moving the model to cuda · 1m15s"
+    )

@@ -51,6 +51,7 @@ from layerscope.app.tui.messages import (
     ComparisonChanged,
     DatasetChosen,
     LengthFilterRequested,
+    LoadStageReached,
     ModelChosen,
     PickerSettled,
     PlanComputed,
@@ -306,6 +307,16 @@ class LayerscopeApp(App[None]):
         self.scan_cache()
 
     @reported
+    def on_load_stage_reached(self, message: LoadStageReached) -> None:
+        from layerscope.app.labels import duration
+
+        self.query_one(RunProgressPanel).show_stage(message.stage, message.elapsed)
+        if message.begins:
+            self.query_one(LogPanel).record(
+                f"{message.stage.description} (at {duration(message.elapsed)})"
+            )
+
+    @reported
     def on_run_progressed(self, message: RunProgressed) -> None:
         progress = message.progress
         self.query_one(RunProgressPanel).show_progress(progress)
@@ -314,18 +325,22 @@ class LayerscopeApp(App[None]):
         self.scan_cache()
 
     def on_run_ended(self, message: RunEnded) -> None:
+        from layerscope.app.labels import duration
+
         self.run_controller.ended(message.request_id)
         self._tabs().compare.set_computing(self.run_controller.computing)
         log = self.query_one(LogPanel)
+        took = duration(message.elapsed)
+        loading = "" if message.loading is None else f" (loading {duration(message.loading)})"
         if message.outcome == "complete":
-            self.notify("Run complete.", title="layerscope")
-            log.record("run complete")
+            self.notify(f"Run complete in {took}.", title="layerscope")
+            log.record(f"request done in {took}{loading or ' (all cached: nothing loaded)'}")
             self.set_timer(PROGRESS_LINGER, self._hide_progress)
         elif message.outcome == "cancelled":
             self.notify("Cancelled: finished samples are kept; r resumes.", severity="warning")
-            log.record("run cancelled; finished samples kept", "warning")
+            log.record(f"run cancelled after {took}{loading}; finished samples kept", "warning")
         else:
-            log.record(f"run failed: {message.message}", "error")
+            log.record(f"run failed after {took}: {message.message}", "error")
         self.scan_cache()
         self._tabs().compare.reload()
         self.run_controller.schedule_plan(self._plan_request)

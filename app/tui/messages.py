@@ -18,7 +18,7 @@ if TYPE_CHECKING:
     from layerscope.analysis.compare import MadRow, RelativeDifferenceRow
     from layerscope.analysis.datasets import ResponseTypeSource
     from layerscope.analysis.models import ModelCheck
-    from layerscope.analysis.records import LayerCurve, RunInfo, SampleRow
+    from layerscope.analysis.records import LayerCurve, LoadStage, RunInfo, SampleRow
     from layerscope.analysis.runner import PlannedRun, RunProgress
 
 
@@ -124,6 +124,20 @@ class RunStarted(_Fact):
 
 
 @dataclass(eq=False)
+class LoadStageReached(_Fact):
+    """A compute worker's model loading reached a step, `elapsed` seconds after it started.
+
+    `begins`: the step starts with this update (the weights step also reports each part of
+    its progress, `stage.done` of `stage.total`, with `begins` False).
+    """
+
+    request_id: int
+    stage: LoadStage
+    elapsed: float
+    begins: bool = True
+
+
+@dataclass(eq=False)
 class RunProgressed(_Fact):
     """A batch landed in the cache (or a run changed status)."""
 
@@ -138,6 +152,8 @@ class RunEnded(_Fact):
     request_id: int
     outcome: str  # "complete" | "cancelled" | "failed"
     message: str = ""
+    elapsed: float = 0.0  # seconds from the worker's start to its end
+    loading: float | None = None  # of those, seconds until the model was ready (None: no load)
 
 
 @dataclass(eq=False)
