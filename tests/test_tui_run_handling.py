@@ -218,7 +218,11 @@ async def test_a_run_shows_progress_and_updates_the_chart_live(script: Script, m
         await app.workers.wait_for_complete()
         await settle(app, pilot)
         rows = progress_rows(app)
-        assert rows["math/none_cot"].endswith("done") and rows["math/detailed_cot"].endswith("done")
+        # How each run ended and how long it took come first (80 columns cut the end).
+        assert all(
+            re.match(r"12/12 in \d+\.\d s · done · loss", rows[name])
+            for name in ("math/none_cot", "math/detailed_cot")
+        )
         assert {s.label for s in chart.series} == {"none_cot", "detailed_cot"}
         assert app.query_one(ComparisonTable).row_count == 8
         statuses = {run.response_type: run.status for run in app.runs_by_id.values()}
@@ -347,9 +351,10 @@ def test_progress_details_read_at_a_glance():
     assert format_duration(185) == "3m05s" and format_duration(7300) == "2h01m"
     assert format_duration(None) == "?"
     done = Progress("x", "math", "none_cot", 40, 40, 3.0, 0, 2.0, "complete")
-    assert progress_details(done).endswith("· done")
+    assert progress_details(done).startswith("40/40 · done")
     done.skipped, done.failed = 2, 1  # type: ignore[attr-defined]
-    assert progress_details(done) == "40/40 · loss 2.000 · 2 skipped · 1 failed · done"
+    assert progress_details(done) == "40/40 · done · loss 2.000 · 2 skipped · 1 failed"
+    assert progress_details(done, 9.81).startswith("40/40 in 9.8 s · done")
     assert isinstance(ProgressRow("t"), ProgressRow)
 
 
@@ -463,15 +468,15 @@ async def test_loading_stages_show_in_order_in_the_progress_area_and_the_log(
         await until(app, pilot, lambda: shown and shown[-1][0] == "first batch", "the stages")
         steps = list(dict.fromkeys(step for step, _, _ in shown))
         assert steps == ["imports", "tokenizer", "weights", "device", "first batch"]
-        assert shown[0][1].startswith("importing torch and transformers · ")
+        assert re.fullmatch(r"\d+\.\d s · importing torch and transformers", shown[0][1])
         weights = [(text, total) for step, text, total in shown if step == "weights"]
-        assert weights[-1][0].startswith(f"loading weights {WEIGHTS}/{WEIGHTS} · ")
+        assert weights[-1][0].endswith(f" s · loading weights {WEIGHTS}/{WEIGHTS}")
         assert weights[-1][1] == WEIGHTS  # a determinate bar, not a pulse
         # Waiting for the first batch, the loading row says so above the run's row.
         loading_row = app.query_one("#load-stage", ProgressRow)
         assert loading_row.display
-        assert str(loading_row.query_one(".progress-details").render()).startswith(
-            "computing the first batch · "
+        assert str(loading_row.query_one(".progress-details").render()).endswith(
+            " s · computing the first batch"
         )
         for _ in range(10):
             script.gate.release()
@@ -479,7 +484,7 @@ async def test_loading_stages_show_in_order_in_the_progress_area_and_the_log(
         await settle(app, pilot)
         assert not loading_row.display  # the batches tell the rest
         assert re.fullmatch(
-            r"12/12 in \d+\.\d s · loss 1\.500 · done", progress_rows(app)["math/none_cot"]
+            r"12/12 in \d+\.\d s · done · loss 1\.500", progress_rows(app)["math/none_cot"]
         )
         log = app.query_one(LogPanel).lines_recorded
         stage_lines = [line for line in log if " (at " in line]
@@ -496,7 +501,7 @@ async def test_loading_stages_show_in_order_in_the_progress_area_and_the_log(
 
 def test_a_loading_stage_reads_at_a_glance():
     weights = LoadStage("weights", "loading weights", 12, 36)
-    assert stage_details(weights, 3.24) == "loading weights 12/36 · 3.2 s"
+    assert stage_details(weights, 3.24) == "3.2 s · loading weights 12/36"
     assert stage_details(LoadStage("device", "moving the model to cuda"), 75) == (
-        "moving the model to cuda · 1m15s"
+        "1m15s · moving the model to cuda"
     )

@@ -20,10 +20,10 @@ from layerscope.app.labels import duration
 
 STATUS_TEXT = {
     "running": "",
-    "cached": " · already cached",
-    "complete": " · done",
-    "cancelled": " · cancelled (kept)",
-    "failed": " · failed",
+    "cached": "already cached",
+    "complete": "done",
+    "cancelled": "cancelled (kept)",
+    "failed": "failed",
 }
 ENDED = ("complete", "cancelled", "failed")
 
@@ -43,12 +43,15 @@ def format_duration(seconds: float | None) -> str:
 def progress_details(progress: Any, elapsed: float | None = None) -> str:
     """'12/40 in 4.1 s · 3.1/s · ETA 9s · loss 2.310' from a RunProgress (and its elapsed time).
 
-    The elapsed time comes right after the count: at 80 columns the end of the line is cut.
+    The elapsed time and how the run ended ('40/40 in 9.8 s · done · loss ...') come first: at
+    80 columns the end of the line is cut, and without colour the words are all there is.
     """
     parts = [f"{progress.done}/{progress.total}"]
     if elapsed is not None:
         parts[0] += f" in {duration(elapsed)}"
-    if progress.status == "running":
+    if progress.status != "running":
+        parts.append(STATUS_TEXT.get(progress.status, progress.status))
+    else:
         if progress.samples_per_second:
             parts.append(f"{progress.samples_per_second:.1f}/s")
             parts.append(f"ETA {format_duration(progress.eta_seconds)}")
@@ -62,15 +65,18 @@ def progress_details(progress: Any, elapsed: float | None = None) -> str:
     ):
         if count:
             parts.append(f"{count} {what}")
-    return " · ".join(parts) + STATUS_TEXT.get(progress.status, f" · {progress.status}")
+    return " · ".join(parts)
 
 
 def stage_details(stage: Any, elapsed: float) -> str:
-    """'loading weights 12/36 · 3.2 s' from a LoadStage and the seconds since the request began."""
+    """'3.2 s · loading weights 12/36' from a LoadStage and the seconds since the request began.
+
+    The time comes first: at 80 columns a long description is cut at the end.
+    """
     text = stage.description
     if stage.done is not None and stage.total:
         text += f" {stage.done}/{stage.total}"
-    return f"{text} · {duration(elapsed)}"
+    return f"{duration(elapsed)} · {text}"
 
 
 class ProgressRow(Horizontal):

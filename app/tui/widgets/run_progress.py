@@ -24,7 +24,7 @@ class RunProgressPanel(Vertical):
     def __init__(self, *, id: str | None = None) -> None:
         super().__init__(id=id)
         self.rows: dict[str, ProgressRow] = {}
-        self.loading_row = ProgressRow("model", id="load-stage")
+        self.loading_row = ProgressRow("loading the model", id="load-stage")
 
     def compose(self) -> ComposeResult:
         yield self.loading_row
