@@ -505,3 +505,27 @@ def test_a_loading_stage_reads_at_a_glance():
     assert stage_details(LoadStage("device", "moving the model to cuda"), 75) == (
         "1m15s · moving the model to cuda"
     )
+
+
+async def test_a_request_that_fails_while_loading_says_where_and_stops_the_clock(
+    script: Script, model: str
+):
+    """A load that failed must not look like one still going (the loading row ticked on)."""
+    script.fail_after = 0  # fails where the first batch would be computed
+    app = LayerscopeApp(model=model, poll_seconds=0)
+    async with app.run_test(size=SIZE) as pilot:
+        await start(app, pilot, ["none_cot", "detailed_cot"])
+        script.gate.release()
+        await app.workers.wait_for_complete()
+        await settle(app, pilot)
+        loading_row = app.query_one("#load-stage", ProgressRow)
+        said = str(loading_row.query_one(".progress-details").render())
+        assert re.fullmatch(r"failed after \d+\.\d s · computing the first batch", said)
+        assert progress_rows(app) == {
+            "math/none_cot": "not started (failed)",
+            "math/detailed_cot": "not started (failed)",
+        }
+        panel = app.query_one(RunProgressPanel)
+        assert not any(row.running for row in [loading_row, *panel.rows.values()])
+        log = app.query_one(LogPanel).lines_recorded
+        assert re.search(r"run failed after \d+\.\d s: CUDA out of memory\.$", log[-1])

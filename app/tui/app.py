@@ -329,6 +329,7 @@ class LayerscopeApp(App[None]):
 
         self.run_controller.ended(message.request_id)
         self._tabs().compare.set_computing(self.run_controller.computing)
+        self.query_one(RunProgressPanel).request_ended(message.outcome)
         log = self.query_one(LogPanel)
         took = duration(message.elapsed)
         loading = "" if message.loading is None else f" (loading {duration(message.loading)})"

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import math
 import time
+from dataclasses import is_dataclass, replace
 from typing import Any
 
 from textual.app import ComposeResult
@@ -124,6 +125,28 @@ class ProgressRow(Horizontal):
         self.stage = stage
         if self.is_mounted and self.children:
             self._apply()
+
+    def stop(self, outcome: str) -> None:
+        """The request ended (`outcome`) before this row's run or loading step finished.
+
+        A loading row says at which step and when; a run that never started says so. Neither
+        ticks on: a failed load must not look like one still going.
+        """
+        if self.stage is not None:
+            elapsed = self._elapsed() or 0.0
+            self._ended_after = elapsed
+            text = f"{outcome} after {duration(elapsed)} · {self.stage.description}"
+            self.stage = None
+            self.set_class(outcome == "failed", "-failed")
+            if self.is_mounted and self.children:
+                self.query_one(ProgressBar).update(total=1, progress=0)
+                self.query_one(".progress-details", Static).update(text)
+        elif self.progress is None:
+            if self.is_mounted and self.children:
+                self.query_one(ProgressBar).update(total=1, progress=0)
+                self.query_one(".progress-details", Static).update(f"not started ({outcome})")
+        elif self.running and is_dataclass(self.progress) and not isinstance(self.progress, type):
+            self.show(replace(self.progress, status=outcome))  # ended without saying so
 
     def tick(self) -> None:
         """Redraw the elapsed time (called every second while running)."""

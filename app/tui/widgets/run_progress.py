@@ -54,6 +54,14 @@ class RunProgressPanel(Vertical):
         self.loading_row.display = True
         self.display = True
 
+    def request_ended(self, outcome: str) -> None:
+        """The request ended: a load it did not finish and runs it did not start say so."""
+        if outcome == "complete":
+            return
+        for row in [self.loading_row, *self.rows.values()]:
+            if row.display:
+                row.stop(outcome)
+
     def show_planned(self, planned: list[Any]) -> None:
         """A waiting row for every run of a request (the model loads before the first batch)."""
         for item in planned:
