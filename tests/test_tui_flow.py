@@ -224,10 +224,16 @@ async def test_cancel_mid_run_keeps_samples_and_starting_again_resumes(
         (run,) = app.runs_by_id.values()
         kept = run.samples_done + run.samples_skipped
         assert run.status == "cancelled" and 1 <= kept < 6
-        # Starting the same run again computes only what is missing.
+        # Starting the same run again computes only what is missing, as Setup says.
         first_done.clear()
         await pilot.press("1")
-        await settle(app, pilot)
+        summary = app.query_one("#type-summary")
+        expected = f"(1 type × 6 = 6 samples of 40; {kept} cached)"
+        for _ in range(500):  # until the plan made after the run has answered
+            if expected in str(summary.render()):
+                break
+            await settle(app, pilot)
+        assert expected in str(summary.render())
         app.query_one("#type-list").focus()
         await pilot.press("r")
         await app.workers.wait_for_complete()

@@ -242,6 +242,7 @@ class DatasetPicker(ReportsWorkerErrors, Vertical):
                 )
             except Exception:  # the list was refilled meanwhile; the next plan fixes it
                 continue
+        self._summarise()
 
     @on(SelectionList.SelectedChanged, "#type-list")
     def _types_changed(self, event: SelectionList.SelectedChanged) -> None:
@@ -265,7 +266,24 @@ class DatasetPicker(ReportsWorkerErrors, Vertical):
         else:
             counts = [self.counts.get(t, 0) for t in types]
             checked = f"checked {len(types)}: {', '.join(types)}"
-            summary.update(f"{checked} ({run_count(counts, self.limit, self.limit_known)})")
+            running = run_count(counts, self.limit, self.limit_known)
+            cached = self._cached_of(types)
+            summary.update(f"{checked} ({running}{f'; {cached} cached' if cached else ''})")
+
+    def _cached_of(self, types: list[str]) -> int:
+        """How many of the samples a run of `types` computes are cached (0: none, or unknown).
+
+        Counted only from a plan made with the current samples setting (its totals match).
+        """
+        cached = 0
+        for response_type in types:
+            done, total, _complete = self.cached.get(response_type, (0, 0, False))
+            wanted = self.counts.get(response_type, 0)
+            if self.limit is not None:
+                wanted = min(wanted, self.limit)
+            if total == wanted and self.limit_known:
+                cached += done
+        return cached
 
 
 def run_count(counts: Sequence[int], limit: int | None, known: bool = True) -> str:
