@@ -529,3 +529,28 @@ async def test_a_request_that_fails_while_loading_says_where_and_stops_the_clock
         assert not any(row.running for row in [loading_row, *panel.rows.values()])
         log = app.query_one(LogPanel).lines_recorded
         assert re.search(r"run failed after \d+\.\d s: CUDA out of memory\.$", log[-1])
+
+
+async def test_a_wrong_model_field_drops_the_cached_marks_of_the_previous_model(
+    script: Script, model: str, tmp_path: Path
+):
+    """The type list said `cached` for the last usable model while the field showed another."""
+    app = LayerscopeApp(model=model, poll_seconds=0)
+    app.run_controller.plan_delay = 0.01  # plan at once: the test waits on the marks
+    async with app.run_test(size=SIZE) as pilot:
+        for _ in range(10):
+            script.gate.release()
+        await start(app, pilot, ["none_cot"])
+        await app.workers.wait_for_complete()
+        await settle(app, pilot)
+        await pilot.press("1")
+        types = app.query_one("#type-list")
+
+        def marked() -> bool:
+            return "cached" in str(types.get_option("type-none_cot").prompt)
+
+        await until(app, pilot, marked, "the cached mark")
+        await type_into(app, pilot, "#model-path", str(tmp_path / "nowhere"))
+        await until(app, pilot, lambda: not marked(), "the mark to go")
+        await type_into(app, pilot, "#model-path", model)  # back to the computed model
+        await until(app, pilot, marked, "the cached mark again")

@@ -237,7 +237,11 @@ class LayerscopeApp(App[None]):
             if self.setup_pane is None:
                 return None
             request, _ = build_request(self.setup_pane.picks(), require_types=False)
-        except (ValueError, NoMatches):  # picks incomplete, or the app is closing
+        except NoMatches:  # the app is closing
+            return None
+        except ValueError:  # picks incomplete: no cache status applies to what Setup shows
+            if self.setup_pane is not None:
+                self.setup_pane.set_cached({})
             return None
         return request
 
@@ -301,6 +305,12 @@ class LayerscopeApp(App[None]):
     def on_run_started(self, message: RunStarted) -> None:
         if not message.run_ids:
             return
+        total = sum(item.total for item in message.planned)
+        cached = sum(item.cached for item in message.planned)
+        runs = f"{len(message.planned)} run{'s' if len(message.planned) > 1 else ''}"
+        self.query_one(LogPanel).record(
+            f"planned {runs}: {total} samples, {total - cached} to compute"
+        )
         self.query_one(RunProgressPanel).show_planned(message.planned)
         self.set_comparison(message.run_ids)
         self.focused_run = message.run_ids[0]

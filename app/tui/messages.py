@@ -59,7 +59,11 @@ class ModelChecked(_Fact):
 
 @dataclass(eq=False)
 class ModelChosen(_Fact):
-    """The model picker settled on a model spec (`ok`: its files make a usable causal LM)."""
+    """The model picker settled on a model spec (`ok`: its files make a usable causal LM).
+
+    Also posted, with `ok` False, when the field shows no usable model (a wrong typed path, ""
+    for nothing chosen): the cache status of the last usable one no longer applies.
+    """
 
     spec: str
     ok: bool
@@ -87,7 +91,10 @@ class PickerSettled(_Fact):
 
 @dataclass(eq=False)
 class DatasetChosen(_Fact):
-    """The dataset picker settled on a dataset (a bundled name or a path) and its sources."""
+    """The dataset picker settled on a dataset (a bundled name or a path) and its sources.
+
+    No sources: the field shows nothing readable (a wrong path, "" for nothing chosen).
+    """
 
     dataset: str
     sources: list[ResponseTypeSource]

@@ -148,11 +148,11 @@ class RunController:
 
     def _start_plan(self, make_request: Callable[[], RunRequest | None]) -> None:
         self._plan_timer = None
+        self._plan_token += 1  # a plan still running for older picks is dropped when it answers
+        token = self._plan_token
         request = make_request()
         if request is None:
             return
-        self._plan_token += 1
-        token = self._plan_token
         node = self.node
         db_path = self.db_path
 

@@ -32,7 +32,7 @@ DEFAULT_TYPES = ("none_cot", "simplified_cot", "detailed_cot")
 
 
 class DatasetPicker(ReportsWorkerErrors, Vertical):
-    """Posts DatasetChosen when the dataset changes; `types` are the checked response types."""
+    """Posts DatasetChosen when what the field shows changes; `types` are the checked types."""
 
     def __init__(
         self,
@@ -124,6 +124,7 @@ class DatasetPicker(ReportsWorkerErrors, Vertical):
         self.query_one("#dataset-check", Static).update(
             Text.assemble(("✗ ", "bold red"), (self.problem, "red"))
         )
+        self.post_message(DatasetChosen("", []))
         if self.checking is not None:
             self.checking = None
             self.post_message(PickerSettled("dataset"))
@@ -171,6 +172,7 @@ class DatasetPicker(ReportsWorkerErrors, Vertical):
         line = self.query_one("#dataset-check", Static)
         line.update(Text.assemble(("✗ ", "bold red"), (message, "red")))
         self.problem = message
+        self.post_message(DatasetChosen(spec, []))
         if not typed:
             self.dataset = spec
             self.sources = []

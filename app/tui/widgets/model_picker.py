@@ -51,7 +51,7 @@ def describe_check(check: ModelCheck) -> str:
 
 
 class ModelPicker(ReportsWorkerErrors, Vertical):
-    """Posts ModelChosen whenever the chosen model (list highlight or valid path) changes."""
+    """Posts ModelChosen whenever what the field shows changes (`ok` False: nothing usable)."""
 
     def __init__(self, initial: str, mode: str, recent: Sequence[str], *, id: str | None = None):
         super().__init__(id=id)
@@ -162,6 +162,7 @@ class ModelPicker(ReportsWorkerErrors, Vertical):
         self.query_one("#model-check", Static).update(
             Text.assemble(("✗ ", "bold red"), (self.problem, "red"))
         )
+        self.post_message(ModelChosen("", False, False))
         if self.checking is not None:
             self.checking = None
             self.post_message(PickerSettled("model"))
@@ -202,6 +203,7 @@ class ModelPicker(ReportsWorkerErrors, Vertical):
         if typed and not check.ok:
             self.problem = check.message
             line.update(Text.assemble(("✗ ", "bold red"), (check.message, "red")))
+            self.post_message(ModelChosen(spec, False, False))
             return
         if typed:
             self.spec = spec
