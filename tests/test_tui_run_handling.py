@@ -487,6 +487,7 @@ async def test_loading_stages_show_in_order_in_the_progress_area_and_the_log(
             r"12/12 in \d+\.\d s · done · loss 1\.500", progress_rows(app)["math/none_cot"]
         )
         log = app.query_one(LogPanel).lines_recorded
+        assert any(line.endswith("planned 1 run: 12 samples, 12 to compute") for line in log)
         stage_lines = [line for line in log if " (at " in line]
         assert [line.split(" information ")[1].split(" (at ")[0] for line in stage_lines] == [
             "importing torch and transformers",
