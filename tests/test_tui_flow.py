@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import re
 import threading
 from pathlib import Path
 
@@ -18,7 +19,9 @@ from textual.worker import WorkerCancelled
 
 from layerscope.analysis.cache import ResultsCache
 from layerscope.analysis.models import TINY, inspect_model_path
+from layerscope.analysis.runner import PlannedRun
 from layerscope.app.tui.app import LayerscopeApp
+from layerscope.app.tui.messages import LoadStageReached, RunStarted
 from layerscope.app.tui.widgets.comparison_table import ComparisonTable
 from layerscope.app.tui.widgets.layer_chart import LayerChart
 from layerscope.app.tui.widgets.model_picker import ModelPicker
@@ -124,17 +127,46 @@ async def test_r_before_the_tabs_are_filled_runs_once_they_are(db: Path, monkeyp
         assert not app.run_controller.computing
 
 
-async def test_two_types_run_overlaid_with_the_mad_table(db: Path):
+async def test_two_types_run_overlaid_with_the_mad_table(db: Path, monkeypatch: pytest.MonkeyPatch):
+    plans: list[list[PlannedRun]] = []
+    handle_started = LayerscopeApp.on_run_started
+
+    def started(self: LayerscopeApp, message: RunStarted) -> None:
+        plans.append(message.planned)
+        handle_started(self, message)
+
+    monkeypatch.setattr(LayerscopeApp, "on_run_started", started)
+    stages: list[tuple[str, str]] = []  # step, what the loading row said
+    handle_stage = LayerscopeApp.on_load_stage_reached
+
+    def reached(self: LayerscopeApp, message: LoadStageReached) -> None:
+        handle_stage(self, message)
+        row = self.query_one("#load-stage")
+        stages.append((message.stage.step, str(row.query_one(".progress-details").render())))
+
+    monkeypatch.setattr(LayerscopeApp, "on_load_stage_reached", reached)
     app = LayerscopeApp(poll_seconds=0)
     async with app.run_test(size=SIZE) as pilot:
         await settle(app, pilot)
         await check_types(app, pilot, ["none_cot", "detailed_cot"])
         await set_field(app, pilot, "#setting-samples", "3")
         await set_field(app, pilot, "#setting-batch", "2")
+        await settle(app, pilot)
+        # Setup says how many samples run (it said the 80 the two types hold).
+        summary = str(app.query_one("#type-summary").render())
+        assert "2 types × 3 = 6 samples of 80" in summary
         app.query_one("#type-list").focus()
         await pilot.press("r")
         await app.workers.wait_for_complete()
         await settle(app, pilot)
+        (planned,) = plans
+        assert sum(item.total for item in planned) == 6  # what Setup said
+        # The real loading steps arrived in order and the progress area showed each.
+        steps = [step for step in dict.fromkeys(step for step, _ in stages) if step != "imports"]
+        assert steps == ["tokenizer", "weights", "device", "first batch"]
+        assert all(re.match(r"\d+\.\d s · \w", text) for _, text in stages)
+        log = app.query_one("#log-panel").lines_recorded
+        assert any("request done in " in line and "(loading " in line for line in log)
         runs = list(app.runs_by_id.values())
         assert sorted(r.response_type for r in runs) == ["detailed_cot", "none_cot"]
         assert all(r.model == TINY or r.model.endswith("tiny") for r in runs)
@@ -148,7 +180,7 @@ async def test_two_types_run_overlaid_with_the_mad_table(db: Path):
         assert all(row[2] != "-" for row in table.csv_rows[1:])  # MAD over all layers
         panel = app.query_one(RunProgressPanel)
         details = [str(row.query_one(".progress-details").render()) for row in panel.rows.values()]
-        assert all(text.startswith("3/3") and text.endswith("done") for text in details)
+        assert all(re.match(r"3/3 in \d+\.\d s · done", text) for text in details)
 
 
 async def test_cancel_mid_run_keeps_samples_and_starting_again_resumes(
@@ -192,10 +224,16 @@ async def test_cancel_mid_run_keeps_samples_and_starting_again_resumes(
         (run,) = app.runs_by_id.values()
         kept = run.samples_done + run.samples_skipped
         assert run.status == "cancelled" and 1 <= kept < 6
-        # Starting the same run again computes only what is missing.
+        # Starting the same run again computes only what is missing, as Setup says.
         first_done.clear()
         await pilot.press("1")
-        await settle(app, pilot)
+        summary = app.query_one("#type-summary")
+        expected = f"(1 type × 6 = 6 samples of 40; {kept} cached)"
+        for _ in range(500):  # until the plan made after the run has answered
+            if expected in str(summary.render()):
+                break
+            await settle(app, pilot)
+        assert expected in str(summary.render())
         app.query_one("#type-list").focus()
         await pilot.press("r")
         await app.workers.wait_for_complete()

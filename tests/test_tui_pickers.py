@@ -14,7 +14,7 @@ import pytest
 from textual.worker import WorkerCancelled
 
 from layerscope.app.tui.app import LayerscopeApp
-from layerscope.app.tui.widgets.dataset_picker import DatasetPicker
+from layerscope.app.tui.widgets.dataset_picker import DatasetPicker, run_count
 from layerscope.app.tui.widgets.model_picker import ModelPicker, human_size
 from layerscope.app.tui.widgets.runs_browser import type_sort_key
 
@@ -154,6 +154,11 @@ async def test_dataset_path_field_validates_files_folders_and_manifests(env: Pat
         assert app.query_one("#type-list").selected == ["mydata"]
         assert "1 response types, 5 samples" in check_line(app, "#dataset-check")
         assert "checked 1: mydata (5 samples)" in check_line(app, "#type-summary")
+        # The samples setting decides how many run, and the summary follows it.
+        await type_into(app, pilot, "#setting-samples", "2")
+        assert "checked 1: mydata (1 type × 2 = 2 samples of 5)" in check_line(app, "#type-summary")
+        await type_into(app, pilot, "#setting-samples", "")
+        assert "checked 1: mydata (5 samples)" in check_line(app, "#type-summary")
 
 
 async def test_command_line_choices_are_preselected(env: Path):
@@ -202,6 +207,9 @@ async def test_no_color_tells_runs_apart_by_marker(env: Path, monkeypatch: pytes
 
 def test_small_helpers():
     assert human_size(3_100_000) == "3.1 MB" and human_size(0) == ""
+    assert run_count([40, 40, 40], 8) == "3 types × 8 = 24 samples of 120"
+    assert run_count([40, 5], 8) == "13 samples of 45, at most 8 per type"
+    assert run_count([40, 5], None) == "45 samples" and run_count([4, 5], 8) == "9 samples"
     ordered = sorted(
         ["detailed_cot", "none_cot_irrelevant", "zeta", "none_cot", "simplified_cot"],
         key=type_sort_key,

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import contextlib
 import json
+import re
 import sys
 import threading
 import types
@@ -18,11 +19,12 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from textual.widgets import TabbedContent
+from textual.widgets import ProgressBar, TabbedContent
 from textual.worker import WorkerCancelled
 from tui_synthetic import begin, run_id_for, write
 
 from layerscope.analysis.cache import ResultsCache
+from layerscope.analysis.records import LoadStage
 from layerscope.analysis.runner import PlannedRun as Planned
 from layerscope.analysis.runner import RunProgress as Progress
 from layerscope.analysis.runner import RunRequest as Request
@@ -30,13 +32,14 @@ from layerscope.app.tui.app import LayerscopeApp
 from layerscope.app.tui.widgets.comparison_table import ComparisonTable
 from layerscope.app.tui.widgets.layer_chart import LayerChart
 from layerscope.app.tui.widgets.log_panel import LogPanel
-from layerscope.app.tui.widgets.progress_row import ProgressRow
+from layerscope.app.tui.widgets.progress_row import ProgressRow, stage_details
 from layerscope.app.tui.widgets.run_progress import RunProgressPanel
 from layerscope.app.tui.widgets.runs_browser import RunsBrowser
 
 SIZE = (100, 32)
 BATCH = 4
 TOTAL = 12
+WEIGHTS = 3  # weight tensors the scripted model loads
 
 
 @dataclass
@@ -63,10 +66,23 @@ def scripted_runner(script: Script) -> types.ModuleType:
             )
         return planned
 
-    def execute(request: Request, db_path: Path | None = None, cancel=None, on_plan=None):
+    def execute(
+        request: Request, db_path: Path | None = None, cancel=None, on_plan=None, on_stage=None
+    ):
         script.requests.append(request)
+        tell = on_stage or (lambda _stage: None)
+        planned = plan(request, db_path)
+        loads = any(item.missing for item in planned)
+        if loads:  # the real runner's loading steps, in its order
+            tell(LoadStage("imports", "importing torch and transformers"))
         if on_plan is not None:
-            on_plan(plan(request, db_path))
+            on_plan(planned)
+        if loads:
+            tell(LoadStage("tokenizer", "loading the tokenizer"))
+            for done in range(WEIGHTS + 1):
+                tell(LoadStage("weights", "loading weights", done, WEIGHTS))
+            tell(LoadStage("device", "moving the model to cpu"))
+            tell(LoadStage("first batch", "computing the first batch"))
         cache = ResultsCache(db_path)
         for response_type in request.types or []:
             run_id = begin(
@@ -188,7 +204,8 @@ async def test_a_run_shows_progress_and_updates_the_chart_live(script: Script, m
         await until(
             app, pilot, lambda: progress_rows(app)["math/none_cot"] != "waiting…", "progress"
         )
-        assert progress_rows(app)["math/none_cot"].startswith("4/12 · 8.0/s · ETA 1s")
+        first = progress_rows(app)["math/none_cot"]
+        assert first.startswith("4/12 in ") and " s · 8.0/s · ETA 1s" in first  # elapsed
         # The chart already shows the first batch, while the run goes on.
         chart = app.query_one(LayerChart)
         await until(app, pilot, lambda: chart.series, "a live curve")
@@ -201,7 +218,11 @@ async def test_a_run_shows_progress_and_updates_the_chart_live(script: Script, m
         await app.workers.wait_for_complete()
         await settle(app, pilot)
         rows = progress_rows(app)
-        assert rows["math/none_cot"].endswith("done") and rows["math/detailed_cot"].endswith("done")
+        # How each run ended and how long it took come first (80 columns cut the end).
+        assert all(
+            re.match(r"12/12 in \d+\.\d s · done · loss", rows[name])
+            for name in ("math/none_cot", "math/detailed_cot")
+        )
         assert {s.label for s in chart.series} == {"none_cot", "detailed_cot"}
         assert app.query_one(ComparisonTable).row_count == 8
         statuses = {run.response_type: run.status for run in app.runs_by_id.values()}
@@ -330,7 +351,207 @@ def test_progress_details_read_at_a_glance():
     assert format_duration(185) == "3m05s" and format_duration(7300) == "2h01m"
     assert format_duration(None) == "?"
     done = Progress("x", "math", "none_cot", 40, 40, 3.0, 0, 2.0, "complete")
-    assert progress_details(done).endswith("· done")
+    assert progress_details(done).startswith("40/40 · done")
     done.skipped, done.failed = 2, 1  # type: ignore[attr-defined]
-    assert progress_details(done) == "40/40 · loss 2.000 · 2 skipped · 1 failed · done"
+    assert progress_details(done) == "40/40 · done · loss 2.000 · 2 skipped · 1 failed"
+    assert progress_details(done, 9.81).startswith("40/40 in 9.8 s · done")
     assert isinstance(ProgressRow("t"), ProgressRow)
+
+
+async def type_into(app: LayerscopeApp, pilot, selector: str, text: str) -> None:
+    """Replace a path field's text as pasting does, then wait for its check."""
+    path_field = app.query_one(selector)
+    path_field.focus()
+    await pilot.press("ctrl+a", "ctrl+k")
+    if text:
+        path_field.insert_text_at_cursor(text)
+    await settle(app, pilot)
+
+
+async def press_run(app: LayerscopeApp, pilot) -> None:
+    """Press r from the type list (in a path field, r would be typed)."""
+    app.query_one("#type-list").focus()
+    await pilot.press("r")
+    await settle(app, pilot)
+
+
+def refused_with(app: LayerscopeApp, script: Script, reason: str) -> bool:
+    """No run started, the user was told `reason`, and Setup is shown to fix it."""
+    log = "\n".join(app.query_one(LogPanel).lines_recorded)
+    told = any(reason in str(n.message) for n in app._notifications)
+    return (
+        not script.requests
+        and not app.run_controller.computing
+        and not [w for w in app.workers if w.group == "compute"]
+        and "run started" not in log
+        and f"Cannot run: {reason}" in log
+        and told
+        and app.query_one(TabbedContent).active == "setup"
+    )
+
+
+async def test_r_refuses_a_model_field_that_shows_no_usable_model(
+    script: Script, model: str, tmp_path: Path
+):
+    """It ran the last usable model while the field showed a wrong one (issue 12)."""
+    app = LayerscopeApp(model=model, poll_seconds=0)
+    async with app.run_test(size=SIZE) as pilot:
+        await settle(app, pilot)
+        nowhere = str(tmp_path / "nowhere")
+        await type_into(app, pilot, "#model-path", nowhere)
+        await press_run(app, pilot)
+        assert refused_with(app, script, f"model field: model '{nowhere}': no such folder")
+
+
+async def test_r_refuses_a_dataset_field_that_shows_no_readable_dataset(
+    script: Script, model: str, tmp_path: Path
+):
+    app = LayerscopeApp(model=model, poll_seconds=0)
+    async with app.run_test(size=SIZE) as pilot:
+        await settle(app, pilot)
+        missing = str(tmp_path / "data" / "cot_500")
+        await type_into(app, pilot, "#dataset-path", missing)
+        assert "no such file or folder" in str(app.query_one("#dataset-check").render())
+        await press_run(app, pilot)
+        assert refused_with(app, script, f"dataset field: {missing}: no such file or folder")
+        await type_into(app, pilot, "#dataset-path", "")
+        line = str(app.query_one("#dataset-check").render())
+        assert "no dataset chosen" in line and "cot_500" not in line
+        await press_run(app, pilot)
+        assert refused_with(app, script, "dataset field: no dataset chosen")
+
+
+async def test_an_emptied_model_field_says_nothing_is_chosen_and_r_refuses(
+    script: Script, model: str
+):
+    """A stale `✗ model 'Z'` stayed under the emptied field and r ran the previous model."""
+    app = LayerscopeApp(model=model, poll_seconds=0)  # a folder: shown in the path field
+    async with app.run_test(size=SIZE) as pilot:
+        await settle(app, pilot)
+        await type_into(app, pilot, "#model-path", "Z")
+        assert "Z" in str(app.query_one("#model-check").render())
+        await type_into(app, pilot, "#model-path", "")
+        line = str(app.query_one("#model-check").render())
+        assert "no model chosen" in line and "Z" not in line
+        await press_run(app, pilot)
+        assert refused_with(app, script, "model field: no model chosen")
+        # Choosing from the list again makes r run what the list shows.
+        app.query_one("#model-list").highlighted = 0  # the built-in tiny model
+        await settle(app, pilot)
+        assert str(app.query_one("#model-check").render()).startswith("✓")
+        for _ in range(10):
+            script.gate.release()
+        await press_run(app, pilot)
+        await app.workers.wait_for_complete()
+        await settle(app, pilot)
+        assert [request.model for request in script.requests] == ["tiny"]
+
+
+async def test_loading_stages_show_in_order_in_the_progress_area_and_the_log(
+    script: Script, model: str, monkeypatch: pytest.MonkeyPatch
+):
+    """Between r and the first batch there were only pulsing `waiting…` bars (issue 12)."""
+    shown: list[tuple[str, str, float | None]] = []  # step, loading row text, bar total
+    handle_stage = LayerscopeApp.on_load_stage_reached
+
+    def reached(self: LayerscopeApp, message: Any) -> None:
+        handle_stage(self, message)
+        row = self.query_one("#load-stage", ProgressRow)
+        assert row.display and self.query_one(RunProgressPanel).display
+        text = str(row.query_one(".progress-details").render())
+        shown.append((message.stage.step, text, row.query_one(ProgressBar).total))
+
+    monkeypatch.setattr(LayerscopeApp, "on_load_stage_reached", reached)
+    app = LayerscopeApp(model=model, poll_seconds=0)
+    async with app.run_test(size=SIZE) as pilot:
+        await start(app, pilot, ["none_cot"])
+        await until(app, pilot, lambda: shown and shown[-1][0] == "first batch", "the stages")
+        steps = list(dict.fromkeys(step for step, _, _ in shown))
+        assert steps == ["imports", "tokenizer", "weights", "device", "first batch"]
+        assert re.fullmatch(r"\d+\.\d s · importing torch and transformers", shown[0][1])
+        weights = [(text, total) for step, text, total in shown if step == "weights"]
+        assert weights[-1][0].endswith(f" s · loading weights {WEIGHTS}/{WEIGHTS}")
+        assert weights[-1][1] == WEIGHTS  # a determinate bar, not a pulse
+        # Waiting for the first batch, the loading row says so above the run's row.
+        loading_row = app.query_one("#load-stage", ProgressRow)
+        assert loading_row.display
+        assert str(loading_row.query_one(".progress-details").render()).endswith(
+            " s · computing the first batch"
+        )
+        for _ in range(10):
+            script.gate.release()
+        await app.workers.wait_for_complete()
+        await settle(app, pilot)
+        assert not loading_row.display  # the batches tell the rest
+        assert re.fullmatch(
+            r"12/12 in \d+\.\d s · done · loss 1\.500", progress_rows(app)["math/none_cot"]
+        )
+        log = app.query_one(LogPanel).lines_recorded
+        assert any(line.endswith("planned 1 run: 12 samples, 12 to compute") for line in log)
+        stage_lines = [line for line in log if " (at " in line]
+        assert [line.split(" information ")[1].split(" (at ")[0] for line in stage_lines] == [
+            "importing torch and transformers",
+            "loading the tokenizer",
+            "loading weights",
+            "moving the model to cpu",
+            "computing the first batch",
+        ]
+        assert re.search(r"request done in \d+\.\d s \(loading \d+\.\d s\)$", log[-1])
+        assert any(str(n.message).startswith("Run complete in ") for n in app._notifications)
+
+
+def test_a_loading_stage_reads_at_a_glance():
+    weights = LoadStage("weights", "loading weights", 12, 36)
+    assert stage_details(weights, 3.24) == "3.2 s · loading weights 12/36"
+    assert stage_details(LoadStage("device", "moving the model to cuda"), 75) == (
+        "1m15s · moving the model to cuda"
+    )
+
+
+async def test_a_request_that_fails_while_loading_says_where_and_stops_the_clock(
+    script: Script, model: str
+):
+    """A load that failed must not look like one still going (the loading row ticked on)."""
+    script.fail_after = 0  # fails where the first batch would be computed
+    app = LayerscopeApp(model=model, poll_seconds=0)
+    async with app.run_test(size=SIZE) as pilot:
+        await start(app, pilot, ["none_cot", "detailed_cot"])
+        script.gate.release()
+        await app.workers.wait_for_complete()
+        await settle(app, pilot)
+        loading_row = app.query_one("#load-stage", ProgressRow)
+        said = str(loading_row.query_one(".progress-details").render())
+        assert re.fullmatch(r"failed after \d+\.\d s · computing the first batch", said)
+        assert progress_rows(app) == {
+            "math/none_cot": "not started (failed)",
+            "math/detailed_cot": "not started (failed)",
+        }
+        panel = app.query_one(RunProgressPanel)
+        assert not any(row.running for row in [loading_row, *panel.rows.values()])
+        log = app.query_one(LogPanel).lines_recorded
+        assert re.search(r"run failed after \d+\.\d s: CUDA out of memory\.$", log[-1])
+
+
+async def test_a_wrong_model_field_drops_the_cached_marks_of_the_previous_model(
+    script: Script, model: str, tmp_path: Path
+):
+    """The type list said `cached` for the last usable model while the field showed another."""
+    app = LayerscopeApp(model=model, poll_seconds=0)
+    app.run_controller.plan_delay = 0.01  # plan at once: the test waits on the marks
+    async with app.run_test(size=SIZE) as pilot:
+        for _ in range(10):
+            script.gate.release()
+        await start(app, pilot, ["none_cot"])
+        await app.workers.wait_for_complete()
+        await settle(app, pilot)
+        await pilot.press("1")
+        types = app.query_one("#type-list")
+
+        def marked() -> bool:
+            return "cached" in str(types.get_option("type-none_cot").prompt)
+
+        await until(app, pilot, marked, "the cached mark")
+        await type_into(app, pilot, "#model-path", str(tmp_path / "nowhere"))
+        await until(app, pilot, lambda: not marked(), "the mark to go")
+        await type_into(app, pilot, "#model-path", model)  # back to the computed model
+        await until(app, pilot, marked, "the cached mark again")

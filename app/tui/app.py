@@ -51,6 +51,7 @@ from layerscope.app.tui.messages import (
     ComparisonChanged,
     DatasetChosen,
     LengthFilterRequested,
+    LoadStageReached,
     ModelChosen,
     PickerSettled,
     PlanComputed,
@@ -249,7 +250,11 @@ class LayerscopeApp(App[None]):
             if self.setup_pane is None:
                 return None
             request, _ = build_request(self.setup_pane.picks(), require_types=False)
-        except (ValueError, NoMatches):  # picks incomplete, or the app is closing
+        except NoMatches:  # the app is closing
+            return None
+        except ValueError:  # picks incomplete: no cache status applies to what Setup shows
+            if self.setup_pane is not None:
+                self.setup_pane.set_cached({})
             return None
         return request
 
@@ -313,10 +318,26 @@ class LayerscopeApp(App[None]):
     def on_run_started(self, message: RunStarted) -> None:
         if not message.run_ids:
             return
+        total = sum(item.total for item in message.planned)
+        cached = sum(item.cached for item in message.planned)
+        runs = f"{len(message.planned)} run{'s' if len(message.planned) > 1 else ''}"
+        self.query_one(LogPanel).record(
+            f"planned {runs}: {total} samples, {total - cached} to compute"
+        )
         self.query_one(RunProgressPanel).show_planned(message.planned)
         self.set_comparison(message.run_ids)
         self.focused_run = message.run_ids[0]
         self.scan_cache()
+
+    @reported
+    def on_load_stage_reached(self, message: LoadStageReached) -> None:
+        from layerscope.app.labels import duration
+
+        self.query_one(RunProgressPanel).show_stage(message.stage, message.elapsed)
+        if message.begins:
+            self.query_one(LogPanel).record(
+                f"{message.stage.description} (at {duration(message.elapsed)})"
+            )
 
     @reported
     def on_run_progressed(self, message: RunProgressed) -> None:
@@ -327,18 +348,23 @@ class LayerscopeApp(App[None]):
         self.scan_cache()
 
     def on_run_ended(self, message: RunEnded) -> None:
+        from layerscope.app.labels import duration
+
         self.run_controller.ended(message.request_id)
         self._tabs().compare.set_computing(self.run_controller.computing)
+        self.query_one(RunProgressPanel).request_ended(message.outcome)
         log = self.query_one(LogPanel)
+        took = duration(message.elapsed)
+        loading = "" if message.loading is None else f" (loading {duration(message.loading)})"
         if message.outcome == "complete":
-            self.notify("Run complete.", title="layerscope")
-            log.record("run complete")
+            self.notify(f"Run complete in {took}.", title="layerscope")
+            log.record(f"request done in {took}{loading or ' (all cached: nothing loaded)'}")
             self.set_timer(PROGRESS_LINGER, self._hide_progress)
         elif message.outcome == "cancelled":
             self.notify("Cancelled: finished samples are kept; r resumes.", severity="warning")
-            log.record("run cancelled; finished samples kept", "warning")
+            log.record(f"run cancelled after {took}{loading}; finished samples kept", "warning")
         else:
-            log.record(f"run failed: {message.message}", "error")
+            log.record(f"run failed after {took}: {message.message}", "error")
         self.scan_cache()
         self._tabs().compare.reload()
         self.run_controller.schedule_plan(self._plan_request)

@@ -18,7 +18,7 @@ if TYPE_CHECKING:
     from layerscope.analysis.compare import MadRow, RelativeDifferenceRow
     from layerscope.analysis.datasets import ResponseTypeSource
     from layerscope.analysis.models import ModelCheck
-    from layerscope.analysis.records import LayerCurve, RunInfo, SampleRow
+    from layerscope.analysis.records import LayerCurve, LoadStage, RunInfo, SampleRow
     from layerscope.analysis.runner import PlannedRun, RunProgress
 
 
@@ -59,7 +59,11 @@ class ModelChecked(_Fact):
 
 @dataclass(eq=False)
 class ModelChosen(_Fact):
-    """The model picker settled on a model spec (`ok`: its files make a usable causal LM)."""
+    """The model picker settled on a model spec (`ok`: its files make a usable causal LM).
+
+    Also posted, with `ok` False, when the field shows no usable model (a wrong typed path, ""
+    for nothing chosen): the cache status of the last usable one no longer applies.
+    """
 
     spec: str
     ok: bool
@@ -87,7 +91,10 @@ class PickerSettled(_Fact):
 
 @dataclass(eq=False)
 class DatasetChosen(_Fact):
-    """The dataset picker settled on a dataset (a bundled name or a path) and its sources."""
+    """The dataset picker settled on a dataset (a bundled name or a path) and its sources.
+
+    No sources: the field shows nothing readable (a wrong path, "" for nothing chosen).
+    """
 
     dataset: str
     sources: list[ResponseTypeSource]
@@ -124,6 +131,20 @@ class RunStarted(_Fact):
 
 
 @dataclass(eq=False)
+class LoadStageReached(_Fact):
+    """A compute worker's model loading reached a step, `elapsed` seconds after it started.
+
+    `begins`: the step starts with this update (the weights step also reports each part of
+    its progress, `stage.done` of `stage.total`, with `begins` False).
+    """
+
+    request_id: int
+    stage: LoadStage
+    elapsed: float
+    begins: bool = True
+
+
+@dataclass(eq=False)
 class RunProgressed(_Fact):
     """A batch landed in the cache (or a run changed status)."""
 
@@ -138,6 +159,8 @@ class RunEnded(_Fact):
     request_id: int
     outcome: str  # "complete" | "cancelled" | "failed"
     message: str = ""
+    elapsed: float = 0.0  # seconds from the worker's start to its end
+    loading: float | None = None  # of those, seconds until the model was ready (None: no load)
 
 
 @dataclass(eq=False)

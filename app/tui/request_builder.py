@@ -29,6 +29,10 @@ def build_request(picks: Picks, *, require_types: bool = True) -> tuple[RunReque
         from layerscope.analysis.runner import RunRequest
     except ImportError as error:
         raise ValueError(f"computing is not available: {one_line(error)}") from None
+    if picks.model_problem is not None:
+        raise ValueError(f"model field: {picks.model_problem}")
+    if picks.dataset_problem is not None:
+        raise ValueError(f"dataset field: {picks.dataset_problem}")
     if not picks.model_ok:
         raise ValueError(f"model {picks.model!r} is not usable (see the Setup tab)")
     if not picks.dataset_ok:

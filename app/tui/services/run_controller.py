@@ -3,7 +3,8 @@
 Owns everything about a run request after it was built: the request ids, the cancel Event of
 each running request (the engine checks it between batches, so cancelling keeps every finished
 sample), the thread worker that turns the runner's progress generator into RunStarted /
-RunProgressed / ProblemReported / RunEnded messages, and the debounced plan worker behind the
+LoadStageReached / RunProgressed / ProblemReported / RunEnded messages (timed in the worker,
+where the stages happen), and the debounced plan worker behind the
 Setup tab's "cached / partial" column (PlanComputed).
 
 Why a service and not App methods: the App only decides what a message means for the screen;
@@ -16,12 +17,14 @@ when work starts, so that neither torch nor the runner is imported at start-up.
 from __future__ import annotations
 
 import threading
+import time
 from collections.abc import Callable
 from pathlib import Path
 from typing import TYPE_CHECKING
 
 from layerscope.analysis.errors import one_line
 from layerscope.app.tui.messages import (
+    LoadStageReached,
     PlanComputed,
     ProblemReported,
     RunEnded,
@@ -33,9 +36,11 @@ if TYPE_CHECKING:
     from textual.dom import DOMNode
     from textual.timer import Timer
 
+    from layerscope.analysis.records import LoadStage
     from layerscope.analysis.runner import PlannedRun, RunRequest
 
 PLAN_DELAY = 0.3  # seconds of quiet picking before the cache status is planned
+STAGE_INTERVAL = 0.05  # seconds between two progress updates of one loading step (weights)
 
 
 class RunController:
@@ -69,13 +74,32 @@ class RunController:
         def compute() -> None:
             outcome = "complete"
             message = ""
+            started = time.monotonic()
+            loading: float | None = None
+            last_step = ""
+            last_post = 0.0
+
+            def stage_reached(stage: LoadStage) -> None:
+                nonlocal loading, last_step, last_post
+                now = time.monotonic()
+                begins = stage.step != last_step
+                finished = stage.done is not None and stage.done == stage.total
+                if not (begins or finished or now - last_post >= STAGE_INTERVAL):
+                    return  # a weights step reports every tensor: enough to redraw the bar
+                last_step, last_post = stage.step, now
+                if stage.step == "first batch":
+                    loading = now - started
+                node.post_message(LoadStageReached(request_id, stage, now - started, begins))
+
             try:
                 from layerscope.analysis.runner import execute
 
                 def planned(runs: list[PlannedRun]) -> None:
                     node.post_message(RunStarted(request_id, description, runs))
 
-                for progress in execute(request, db_path=db_path, cancel=cancel, on_plan=planned):
+                for progress in execute(
+                    request, db_path=db_path, cancel=cancel, on_plan=planned, on_stage=stage_reached
+                ):
                     node.post_message(RunProgressed(request_id, progress))
                     if progress.status == "failed":
                         outcome = "failed"
@@ -91,7 +115,8 @@ class RunController:
                 outcome = "failed"
                 message = one_line(error)
                 node.post_message(ProblemReported("Run failed", message))
-            node.post_message(RunEnded(request_id, outcome, message))
+            elapsed = time.monotonic() - started
+            node.post_message(RunEnded(request_id, outcome, message, elapsed, loading))
 
         node.run_worker(compute, thread=True, group="compute", exit_on_error=False)
         return request_id
@@ -123,11 +148,11 @@ class RunController:
 
     def _start_plan(self, make_request: Callable[[], RunRequest | None]) -> None:
         self._plan_timer = None
+        self._plan_token += 1  # a plan still running for older picks is dropped when it answers
+        token = self._plan_token
         request = make_request()
         if request is None:
             return
-        self._plan_token += 1
-        token = self._plan_token
         node = self.node
         db_path = self.db_path
 

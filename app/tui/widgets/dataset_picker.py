@@ -33,7 +33,7 @@ DEFAULT_TYPES = ("none_cot", "simplified_cot", "detailed_cot")
 
 
 class DatasetPicker(ReportsWorkerErrors, Vertical):
-    """Posts DatasetChosen when the dataset changes; `types` are the checked response types."""
+    """Posts DatasetChosen when what the field shows changes; `types` are the checked types."""
 
     def __init__(
         self,
@@ -41,15 +41,22 @@ class DatasetPicker(ReportsWorkerErrors, Vertical):
         types: Sequence[str] | None,
         recent: Sequence[str],
         *,
+        limit: int | None = None,
         id: str | None = None,
     ) -> None:
         super().__init__(id=id)
         self.dataset = initial
+        # The samples setting (at most this many per type; None: all), so that the summary
+        # says how many samples a run computes, not how many the checked types hold.
+        self.limit = limit
+        self.limit_known = True
         self.initial_types = list(types) if types else None
         self.recent = [item for item in recent if item]
         self.sources: list[ResponseTypeSource] = []
         self.counts: dict[str, int] = {}
         self.cached: dict[str, tuple[int, int, bool]] = {}  # type -> (cached, total, complete)
+        # Why what the field shows cannot run (see ModelPicker.problem); None when it can.
+        self.problem: str | None = None
         # The spec read last and not answered yet (the initial one from the start; see
         # ModelPicker.checking).
         self.checking: str | None = initial
@@ -96,15 +103,32 @@ class DatasetPicker(ReportsWorkerErrors, Vertical):
         index = event.option_index
         if 0 <= index < len(self._entries):
             spec = self._entries[index][0]
-            if spec != self.dataset or not self.sources:
-                self.query_one("#dataset-path", Input).value = ""
+            path_field = self.query_one("#dataset-path", Input)
+            if path_field.value:
+                path_field.value = ""  # the list's choice replaces a typed one
+            if spec != self.dataset or not self.sources or self.problem is not None:
                 self._discover(spec, typed=False)
 
     @on(Input.Changed, "#dataset-path")
     def _typed(self, event: Input.Changed) -> None:
         value = event.value.strip()
+        options = self.query_one("#dataset-list", OptionList)
         if value:
+            options.highlighted = None  # the typed path is the choice now, not the list's
             self._discover(value, typed=True)
+        elif options.highlighted is None:
+            self._nothing_chosen()
+
+    def _nothing_chosen(self) -> None:
+        """The path field was emptied and the list points at nothing: say so, run nothing."""
+        self.problem = "no dataset chosen (pick one in the list or type a path)"
+        self.query_one("#dataset-check", Static).update(
+            Text.assemble(("✗ ", "bold red"), (self.problem, "red"))
+        )
+        self.post_message(DatasetChosen("", []))
+        if self.checking is not None:
+            self.checking = None
+            self.post_message(PickerSettled("dataset"))
 
     def _discover(self, spec: str, typed: bool) -> None:
         self.checking = spec
@@ -135,7 +159,9 @@ class DatasetPicker(ReportsWorkerErrors, Vertical):
 
     def on_dataset_discovered(self, message: DatasetDiscovered) -> None:
         message.stop()
-        if message.error is not None:
+        if message.typed and message.spec != self.query_one("#dataset-path", Input).value.strip():
+            pass  # the field was changed since: this answer is about text no longer shown
+        elif message.error is not None:
             self._failed(message.spec, message.error, message.typed)
         else:
             self._found(message.spec, message.sources, message.counts, message.typed)
@@ -146,6 +172,8 @@ class DatasetPicker(ReportsWorkerErrors, Vertical):
     def _failed(self, spec: str, message: str, typed: bool) -> None:
         line = self.query_one("#dataset-check", Static)
         line.update(Text.assemble(("✗ ", "bold red"), (message, "red")))
+        self.problem = message
+        self.post_message(DatasetChosen(spec, []))
         if not typed:
             self.dataset = spec
             self.sources = []
@@ -157,6 +185,7 @@ class DatasetPicker(ReportsWorkerErrors, Vertical):
         if typed:
             self.query_one("#dataset-list", OptionList).highlighted = None
         previous = set(self.types) if self.sources else None
+        self.problem = None
         self.dataset = spec
         self.sources = sources
         self.counts = counts
@@ -216,14 +245,21 @@ class DatasetPicker(ReportsWorkerErrors, Vertical):
                 )
             except Exception:  # the list was refilled meanwhile; the next plan fixes it
                 continue
+        self._summarise()
 
     @on(SelectionList.SelectedChanged, "#type-list")
     def _types_changed(self, event: SelectionList.SelectedChanged) -> None:
         event.stop()
         self._summarise()
 
+    def set_limit(self, limit: int | None, *, known: bool = True) -> None:
+        """The samples setting changed (`known` False: the field holds no valid number)."""
+        self.limit, self.limit_known = limit, known
+        if self.is_mounted:
+            self._summarise()
+
     def _summarise(self) -> None:
-        """Spell out what is checked: the check marks alone need colour to be read."""
+        """Spell out what is checked and how much of it runs: the check marks need colour."""
         types = self.types
         summary = self.query_one("#type-summary", Static)
         if not self.sources:
@@ -231,5 +267,41 @@ class DatasetPicker(ReportsWorkerErrors, Vertical):
         elif not types:
             summary.update("nothing checked")
         else:
-            samples = sum(self.counts.get(t, 0) for t in types)
-            summary.update(f"checked {len(types)}: {', '.join(types)} ({samples} samples)")
+            counts = [self.counts.get(t, 0) for t in types]
+            checked = f"checked {len(types)}: {', '.join(types)}"
+            running = run_count(counts, self.limit, self.limit_known)
+            cached = self._cached_of(types)
+            summary.update(f"{checked} ({running}{f'; {cached} cached' if cached else ''})")
+
+    def _cached_of(self, types: list[str]) -> int:
+        """How many of the samples a run of `types` computes are cached (0: none, or unknown).
+
+        Counted only from a plan made with the current samples setting (its totals match).
+        """
+        cached = 0
+        for response_type in types:
+            done, total, _complete = self.cached.get(response_type, (0, 0, False))
+            wanted = self.counts.get(response_type, 0)
+            if self.limit is not None:
+                wanted = min(wanted, self.limit)
+            if total == wanted and self.limit_known:
+                cached += done
+        return cached
+
+
+def run_count(counts: Sequence[int], limit: int | None, known: bool = True) -> str:
+    """How many samples a run of types holding `counts` computes with at most `limit` each.
+
+    '120 samples' (all of them), '3 types × 8 = 24 samples of 120', or '22 samples of 120, at
+    most 8 per type' when some type holds fewer.
+    """
+    total = sum(counts)
+    if not known:
+        return f"of {total} samples; the samples setting is not a number"
+    if limit is None or all(count <= limit for count in counts):
+        return f"{total} samples"
+    running = sum(min(count, limit) for count in counts)
+    if all(count >= limit for count in counts):
+        kinds = "type" if len(counts) == 1 else "types"
+        return f"{len(counts)} {kinds} × {limit} = {running} samples of {total}"
+    return f"{running} samples of {total}, at most {limit} per type"

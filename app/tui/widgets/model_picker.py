@@ -52,7 +52,7 @@ def describe_check(check: ModelCheck) -> str:
 
 
 class ModelPicker(ReportsWorkerErrors, Vertical):
-    """Posts ModelChosen whenever the chosen model (list highlight or valid path) changes."""
+    """Posts ModelChosen whenever what the field shows changes (`ok` False: nothing usable)."""
 
     def __init__(self, initial: str, mode: str, recent: Sequence[str], *, id: str | None = None):
         super().__init__(id=id)
@@ -61,6 +61,9 @@ class ModelPicker(ReportsWorkerErrors, Vertical):
         self.recent = [item for item in recent if item]
         self.has_chat_template = False
         self.ok = False
+        # Why what the field shows cannot run (a typed path that is no model, nothing chosen);
+        # None when it can. `spec` keeps the last usable choice for the plan, never for a run.
+        self.problem: str | None = None
         # The spec whose check was asked for last and has not answered yet (the initial one
         # from the start): while set, what the field shows is not yet what `spec`/`ok` say.
         self.checking: str | None = initial
@@ -137,7 +140,10 @@ class ModelPicker(ReportsWorkerErrors, Vertical):
         index = event.option_index
         if 0 <= index < len(self._entries):
             spec = self._entries[index][0]
-            if spec != self.spec or not self.ok:
+            path_field = self.query_one("#model-path", Input)
+            if path_field.value:
+                path_field.value = ""  # the list's choice replaces a typed one
+            if spec != self.spec or not self.ok or self.problem is not None:
                 self.spec = spec
                 self._check(spec)
 
@@ -146,8 +152,23 @@ class ModelPicker(ReportsWorkerErrors, Vertical):
     @on(Input.Changed, "#model-path")
     def _typed(self, event: Input.Changed) -> None:
         value = event.value.strip()
+        options = self.query_one("#model-list", OptionList)
         if value:
+            options.highlighted = None  # the typed path is the choice now, not the list's
             self._check(value, typed=True)
+        elif options.highlighted is None:
+            self._nothing_chosen()
+
+    def _nothing_chosen(self) -> None:
+        """The path field was emptied and the list points at nothing: say so, run nothing."""
+        self.problem = "no model chosen (pick one in the list or type a folder / hub id)"
+        self.query_one("#model-check", Static).update(
+            Text.assemble(("✗ ", "bold red"), (self.problem, "red"))
+        )
+        self.post_message(ModelChosen("", False, False))
+        if self.checking is not None:
+            self.checking = None
+            self.post_message(PickerSettled("model"))
 
     @on(Input.Submitted, "#model-path")
     def _submitted(self, event: Input.Submitted) -> None:
@@ -180,8 +201,12 @@ class ModelPicker(ReportsWorkerErrors, Vertical):
 
     def _checked(self, spec: str, check: ModelCheck, typed: bool) -> None:
         line = self.query_one("#model-check", Static)
+        if typed and spec != self.query_one("#model-path", Input).value.strip():
+            return  # the field was changed since: this answer is about text no longer shown
         if typed and not check.ok:
+            self.problem = check.message
             line.update(Text.assemble(("✗ ", "bold red"), (check.message, "red")))
+            self.post_message(ModelChosen(spec, False, False))
             return
         if typed:
             self.spec = spec
@@ -189,6 +214,7 @@ class ModelPicker(ReportsWorkerErrors, Vertical):
         if spec != self.spec:
             return
         self.ok = check.ok
+        self.problem = None if check.ok else check.message
         self.has_chat_template = check.has_chat_template
         if check.ok:
             line.update(Text.assemble(("✓ ", "bold green"), describe_check(check)))

@@ -1,21 +1,32 @@
-"""One response type's progress: a bar with samples done and total, speed, ETA, mean loss."""
+"""One line of progress: a response type's samples (done, total, elapsed, speed, ETA, mean loss)
+or, before the first batch, the model's loading stage (with a determinate bar for the weights).
+
+Why the loading stage is a row like the others: on a 7B model loading takes minutes, and a user
+who sees only pulsing bars cannot tell a slow load from a hung one; the same line that will show
+the samples says what is being loaded, how far and for how long.
+"""
 
 from __future__ import annotations
 
 import math
+import time
+from dataclasses import is_dataclass, replace
 from typing import Any
 
 from textual.app import ComposeResult
 from textual.containers import Horizontal
 from textual.widgets import Label, ProgressBar, Static
 
+from layerscope.app.labels import duration
+
 STATUS_TEXT = {
     "running": "",
-    "cached": " · already cached",
-    "complete": " · done",
-    "cancelled": " · cancelled (kept)",
-    "failed": " · failed",
+    "cached": "already cached",
+    "complete": "done",
+    "cancelled": "cancelled (kept)",
+    "failed": "failed",
 }
+ENDED = ("complete", "cancelled", "failed")
 
 
 def format_duration(seconds: float | None) -> str:
@@ -30,10 +41,18 @@ def format_duration(seconds: float | None) -> str:
     return f"{seconds // 3600}h{(seconds % 3600) // 60:02d}m"
 
 
-def progress_details(progress: Any) -> str:
-    """'12/40 · 3.1/s · ETA 9s · loss 2.310' from a RunProgress."""
+def progress_details(progress: Any, elapsed: float | None = None) -> str:
+    """'12/40 in 4.1 s · 3.1/s · ETA 9s · loss 2.310' from a RunProgress (and its elapsed time).
+
+    The elapsed time and how the run ended ('40/40 in 9.8 s · done · loss ...') come first: at
+    80 columns the end of the line is cut, and without colour the words are all there is.
+    """
     parts = [f"{progress.done}/{progress.total}"]
-    if progress.status == "running":
+    if elapsed is not None:
+        parts[0] += f" in {duration(elapsed)}"
+    if progress.status != "running":
+        parts.append(STATUS_TEXT.get(progress.status, progress.status))
+    else:
         if progress.samples_per_second:
             parts.append(f"{progress.samples_per_second:.1f}/s")
             parts.append(f"ETA {format_duration(progress.eta_seconds)}")
@@ -47,16 +66,30 @@ def progress_details(progress: Any) -> str:
     ):
         if count:
             parts.append(f"{count} {what}")
-    return " · ".join(parts) + STATUS_TEXT.get(progress.status, f" · {progress.status}")
+    return " · ".join(parts)
+
+
+def stage_details(stage: Any, elapsed: float) -> str:
+    """'3.2 s · loading weights 12/36' from a LoadStage and the seconds since the request began.
+
+    The time comes first: at 80 columns a long description is cut at the end.
+    """
+    text = stage.description
+    if stage.done is not None and stage.total:
+        text += f" {stage.done}/{stage.total}"
+    return f"{duration(elapsed)} · {text}"
 
 
 class ProgressRow(Horizontal):
-    """Label, bar, details; updated in place as batches land."""
+    """Label, bar, details; updated in place as batches land (or as loading goes on)."""
 
     def __init__(self, title: str, *, id: str | None = None) -> None:
         super().__init__(id=id, classes="progress-row")
         self.title = title
         self.progress: Any = None
+        self.stage: Any = None
+        self._started: float | None = None  # monotonic time the run (or request) began
+        self._ended_after: float | None = None  # seconds it took, once it ended
 
     def compose(self) -> ComposeResult:
         yield Label(self.title, classes="progress-title")
@@ -64,19 +97,80 @@ class ProgressRow(Horizontal):
         yield Static("waiting…", classes="progress-details")
 
     def on_mount(self) -> None:
-        if self.progress is not None:
+        if self.progress is not None or self.stage is not None:
             self._apply()
+
+    @property
+    def running(self) -> bool:
+        """Whether its elapsed time still grows (a running run, a loading stage)."""
+        if self.stage is not None:
+            return True
+        return self.progress is not None and self._started is not None and self._ended_after is None
 
     def show(self, progress: Any) -> None:
         """Show this progress now, or as soon as the row is mounted."""
+        now = time.monotonic()
+        if progress.status == "running" and self._started is None:
+            self._started = now
+        elif progress.status in ENDED and self._started is not None:
+            self._ended_after = self._ended_after or now - self._started
         self.progress = progress
+        self.stage = None
         if self.is_mounted and self.children:
             self._apply()
 
+    def show_stage(self, stage: Any, elapsed: float) -> None:
+        """Show a loading stage reached `elapsed` seconds after the request began."""
+        self._started = time.monotonic() - elapsed
+        self.stage = stage
+        if self.is_mounted and self.children:
+            self._apply()
+
+    def stop(self, outcome: str) -> None:
+        """The request ended (`outcome`) before this row's run or loading step finished.
+
+        A loading row says at which step and when; a run that never started says so. Neither
+        ticks on: a failed load must not look like one still going.
+        """
+        if self.stage is not None:
+            elapsed = self._elapsed() or 0.0
+            self._ended_after = elapsed
+            text = f"{outcome} after {duration(elapsed)} · {self.stage.description}"
+            self.stage = None
+            self.set_class(outcome == "failed", "-failed")
+            if self.is_mounted and self.children:
+                self.query_one(ProgressBar).update(total=1, progress=0)
+                self.query_one(".progress-details", Static).update(text)
+        elif self.progress is None:
+            if self.is_mounted and self.children:
+                self.query_one(ProgressBar).update(total=1, progress=0)
+                self.query_one(".progress-details", Static).update(f"not started ({outcome})")
+        elif self.running and is_dataclass(self.progress) and not isinstance(self.progress, type):
+            self.show(replace(self.progress, status=outcome))  # ended without saying so
+
+    def tick(self) -> None:
+        """Redraw the elapsed time (called every second while running)."""
+        if self.running and self.is_mounted and self.children:
+            self._apply()
+
+    def _elapsed(self) -> float | None:
+        if self._ended_after is not None:
+            return self._ended_after
+        return None if self._started is None else time.monotonic() - self._started
+
     def _apply(self) -> None:
-        progress = self.progress
         bar = self.query_one(ProgressBar)
+        details = self.query_one(".progress-details", Static)
+        stage = self.stage
+        if stage is not None:
+            if stage.done is not None and stage.total:
+                bar.update(total=stage.total, progress=stage.done)
+            else:
+                bar.update(total=None)  # a step that cannot tell how far it is: pulses
+            details.update(stage_details(stage, self._elapsed() or 0.0))
+            return
+        progress = self.progress
         bar.update(total=max(progress.total, 1), progress=progress.done)
-        self.query_one(".progress-details", Static).update(progress_details(progress))
+        details.update(progress_details(progress, self._elapsed()))
         self.set_class(progress.status == "failed", "-failed")
         self.set_class(progress.status in ("complete", "cached"), "-complete")

@@ -12,8 +12,9 @@ from typing import Any
 
 from textual.app import ComposeResult
 from textual.containers import Horizontal, Vertical, VerticalScroll
-from textual.widgets import Button, Label
+from textual.widgets import Button, Input, Label
 
+from layerscope.app.tui.messages import SettingsChanged
 from layerscope.app.tui.state import LastPicks
 from layerscope.app.tui.widgets.dataset_picker import DatasetPicker
 from layerscope.app.tui.widgets.model_picker import ModelPicker
@@ -31,6 +32,10 @@ class Picks:
     types: list[str]
     values: dict[str, Any]  # settings by name (the form's and the mode)
     checking: tuple[str, ...] = ()  # fields whose check has not answered yet ("model", ...)
+    # Why what a field shows cannot run (a typed path that is wrong, nothing chosen): a run
+    # refuses with it rather than run the last usable choice the field no longer shows.
+    model_problem: str | None = None
+    dataset_problem: str | None = None
 
 
 class SetupPane(VerticalScroll):
@@ -60,7 +65,11 @@ class SetupPane(VerticalScroll):
                 yield SettingsForm(last.values, id="settings-form")
             with Vertical(id="setup-right"):
                 yield DatasetPicker(
-                    last.dataset, last.types, self.recent_datasets, id="dataset-picker"
+                    last.dataset,
+                    last.types,
+                    self.recent_datasets,
+                    limit=last.values.get("limit"),
+                    id="dataset-picker",
                 )
                 yield Button(
                     "Run the checked types (r)", id="run-button", variant="primary", compact=True
@@ -82,7 +91,25 @@ class SetupPane(VerticalScroll):
                 for name, picker in (("model", model), ("dataset", dataset))
                 if picker.checking is not None
             ),
+            model_problem=model.problem,
+            dataset_problem=dataset.problem,
         )
+
+    def on_settings_changed(self, message: SettingsChanged) -> None:
+        """The samples setting decides how many samples run: the type summary says so.
+
+        Not stopped: the App plans again on the same message.
+        """
+        from layerscope.analysis.settings import SettingError
+
+        form = self.query_one(SettingsForm)
+        picker = self.query_one(DatasetPicker)
+        for item in form.settings:
+            if item.name == "limit":
+                try:
+                    picker.set_limit(item.parse(form.query_one(f"#{item.form_id}", Input).value))
+                except SettingError:
+                    picker.set_limit(None, known=False)
 
     def set_cached(self, cached: dict[str, tuple[int, int, bool]]) -> None:
         self.query_one(DatasetPicker).set_cached(cached)
