@@ -5,6 +5,7 @@ byte-identical."""
 from __future__ import annotations
 
 import json
+import re
 import shutil
 from pathlib import Path
 
@@ -17,6 +18,8 @@ from test_runner import model_folder, write_dataset  # noqa: F401 (fixture)
 from layerscope.analysis.cache import ResultsCache
 from layerscope.analysis.paper_format import write_paper_jsonl
 from layerscope.app import cli
+
+STAGE_LINE = re.compile(r"[a-z][^:]*…( \(.+\))?")
 
 
 def exports(db: Path, scratch: Path) -> dict[str, bytes]:
@@ -79,13 +82,14 @@ def test_bad_input(case: Case, canary, model_folder, tmp_path, monkeypatch, caps
     for name in case.env:
         monkeypatch.delenv(name)
     assert "Traceback" not in err
-    lines = err.strip().splitlines()
-    assert len(lines) == 1, f"stderr is not one line:\n{err}"
-    assert lines[0].startswith("layerscope: error: "), lines[0]
-    assert "internal error" not in lines[0], lines[0]
+    *stages, error = err.strip().splitlines()
+    # Before the error, only the loading stages a compute had begun ("loading weights…").
+    assert all(STAGE_LINE.fullmatch(line) for line in stages), f"more than one line:\n{err}"
+    assert error.startswith("layerscope: error: "), error
+    assert "internal error" not in error, error
     for fragment in case.expected(world):
-        assert fragment in lines[0], f"{fragment!r} not in {lines[0]!r}"
-    assert status == case.status, lines[0]
+        assert fragment in error, f"{fragment!r} not in {error!r}"
+    assert status == case.status, error
     after = exports(db, tmp_path / "after")
     assert after == reference, "the canary cache changed"
 
