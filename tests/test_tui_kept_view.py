@@ -133,3 +133,23 @@ async def test_a_broken_chart_entry_in_the_state_file_gives_the_defaults(
             "band": "none",
             "log_scale": False,
         }
+
+
+async def test_the_chart_is_kept_as_it_changes_not_only_at_a_clean_exit(
+    state_path: Path, tmp_path: Path
+):
+    """A dropped SSH session ends the explorer without an exit: the state file must already
+    hold the chart as the user left it."""
+    db = tmp_path / "results.duckdb"
+    runs = fill_cache(db)
+    overlaid = [runs["none_cot"], runs["detailed_cot"]]
+    app = LayerscopeApp(db=db, poll_seconds=0)
+    async with app.run_test(size=SIZE) as pilot:
+        await settle(app, pilot)
+        await compare(app, pilot, overlaid)
+        await pilot.press("s", "l")
+        await settle(app, pilot)
+        saved = load_state(state_path).chart  # read while the explorer is still running
+        assert saved.runs == overlaid
+        assert saved.view == app.browse.compare.view_settings()
+        assert saved.view != {}

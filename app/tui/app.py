@@ -48,6 +48,7 @@ from layerscope.app.tui.keys import (
 )
 from layerscope.app.tui.messages import (
     CacheScanned,
+    ChartViewChanged,
     ComparisonChanged,
     DatasetChosen,
     LengthFilterRequested,
@@ -405,14 +406,19 @@ class LayerscopeApp(App[None]):
                 f"{'are' if gone != 1 else 'is'} no longer in the cache"
             )
 
+    def on_chart_view_changed(self, _message: ChartViewChanged) -> None:
+        self._save_chart()
+
     def _save_chart(self) -> None:
-        """Keep the chart's runs and view for the next start with this cache."""
+        """Keep the chart's runs and view for the next start with this cache: saved as they
+        change, so a dropped SSH session (SIGHUP, no clean exit) loses nothing."""
         if self.browse is None:
             return  # quit before the tabs were filled: keep what the file has
         runs = self.comparison if self._runs_to_restore is None else self._runs_to_restore
-        self.ui_state.chart = ChartState(
-            cache_key(self.db_path), list(runs), self.browse.compare.view_settings()
-        )
+        chart = ChartState(cache_key(self.db_path), list(runs), self.browse.compare.view_settings())
+        if chart == self.ui_state.chart:
+            return
+        self.ui_state.chart = chart
         save_state(self.state_path, self.ui_state)
 
     # --- problems ----------------------------------------------------------------------------

@@ -190,6 +190,11 @@ class ComparisonChanged(_Fact):
 
 
 @dataclass(eq=False)
+class ChartViewChanged(_Fact):
+    """The chart was asked to draw other runs or another view (what a restart brings back)."""
+
+
+@dataclass(eq=False)
 class RunFocused(_Fact):
     """The user pointed at one run (runs browser cursor or an explicit open)."""
 

@@ -22,7 +22,7 @@ from layerscope.analysis.records import ATTENTION_PROJECTIONS, MLP_PROJECTIONS
 from layerscope.app.labels import run_labels, run_settings
 from layerscope.app.tui.errors import ReportsWorkerErrors, reported
 from layerscope.app.tui.format import format_length_range
-from layerscope.app.tui.messages import ChartLoaded, LengthFilterRequested
+from layerscope.app.tui.messages import ChartLoaded, ChartViewChanged, LengthFilterRequested
 from layerscope.app.tui.widgets.comparison_table import ComparisonTable
 from layerscope.app.tui.widgets.layer_chart import (
     BAND_LABELS,
@@ -223,6 +223,7 @@ class ComparePane(ReportsWorkerErrors, Vertical):
     def reload(self) -> None:
         """Read the curves again (now, or as soon as the read in flight ends)."""
         self._update_status()
+        self.post_message(ChartViewChanged())
         if not self.run_ids:
             self._reads.invalidate()
             self._show_empty()
