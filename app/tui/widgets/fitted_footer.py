@@ -8,7 +8,8 @@ the screen showed whatever of the row lay under it: the stray letters after `pal
 ("c Canc") by the palette key. Here the palette key has no margin (it ends at the screen's
 edge), and every entry (a key, or a group of keys with its label) that would reach under it is
 made invisible, keeping its place, so the row shows whole entries only; the hidden keys still
-work, and help (?) and the command palette list them all.
+work, and help (?), which leads the row so that it is never the one hidden, and the command
+palette list them all.
 """
 
 from __future__ import annotations
@@ -32,7 +33,15 @@ class FittedFooter(Footer):
 
     async def recompose(self) -> None:
         await super().recompose()
+        self._help_first()
         self.call_after_refresh(self.fit_entries)
+
+    def _help_first(self) -> None:
+        """The help key leads the row: what cannot fit is hidden, and help is what tells the
+        hidden keys (the focused widget's first, then the app's)."""
+        keys = [c for c in self.children if isinstance(c, FooterKey) and c.action == "help"]
+        if keys and self.children and self.children[0] is not keys[0]:
+            self.move_child(keys[0], before=0)
 
     def on_resize(self) -> None:
         self.call_after_refresh(self.fit_entries)
