@@ -215,3 +215,28 @@ def test_small_helpers():
         key=type_sort_key,
     )
     assert ordered == ["none_cot", "none_cot_irrelevant", "simplified_cot", "detailed_cot", "zeta"]
+
+
+async def test_a_path_that_is_no_dataset_lists_no_types_and_a_fixed_one_gets_them_back(env: Path):
+    """The type list never shows another dataset's types under a field that shows an error;
+    the checks the user made come back when the typo is fixed."""
+    folder = env / "paper"
+    folder.mkdir()
+    for name in ("none_cot", "detailed_cot", "simplified_cot"):
+        (folder / f"{name}.json").write_text(json.dumps([{"instruction": "Q?", "output": "A."}]))
+    app = LayerscopeApp(poll_seconds=0)
+    async with app.run_test(size=SIZE) as pilot:
+        await settle(app, pilot)
+        await type_into(app, pilot, "#dataset-path", str(folder))
+        types = app.query_one("#type-list")
+        assert types.option_count == 3
+        types.deselect_all()
+        types.select("simplified_cot")
+        await settle(app, pilot)
+        await type_into(app, pilot, "#dataset-path", str(folder) + "x")
+        assert "no such file or folder" in check_line(app, "#dataset-check")
+        assert types.option_count == 0
+        assert "checked" not in check_line(app, "#type-summary")
+        await type_into(app, pilot, "#dataset-path", str(folder))
+        assert types.option_count == 3
+        assert types.selected == ["simplified_cot"]

@@ -61,6 +61,9 @@ class DatasetPicker(ReportsWorkerErrors, Vertical):
         # ModelPicker.checking).
         self.checking: str | None = initial
         self._entries: list[tuple[str, str]] = []
+        # The types checked before the field showed something unusable, checked again when a
+        # dataset that has them comes back (a typo fixed).
+        self._kept_types: set[str] | None = None
 
     def compose(self) -> ComposeResult:
         yield Label("Dataset", classes="section-title")
@@ -125,6 +128,7 @@ class DatasetPicker(ReportsWorkerErrors, Vertical):
         self.query_one("#dataset-check", Static).update(
             Text.assemble(("✗ ", "bold red"), (self.problem, "red"))
         )
+        self._clear_types()
         self.post_message(DatasetChosen("", []))
         if self.checking is not None:
             self.checking = None
@@ -173,18 +177,27 @@ class DatasetPicker(ReportsWorkerErrors, Vertical):
         line = self.query_one("#dataset-check", Static)
         line.update(Text.assemble(("✗ ", "bold red"), (message, "red")))
         self.problem = message
-        self.post_message(DatasetChosen(spec, []))
         if not typed:
             self.dataset = spec
-            self.sources = []
-            self._fill_types()
+        self._clear_types()
+        self.post_message(DatasetChosen(spec, []))
+
+    def _clear_types(self) -> None:
+        """What the field shows has no types: none are listed (the old list's types would be
+        read as this field's), but the checked ones are kept for when a dataset comes back."""
+        if self.sources:
+            self._kept_types = set(self.types)
+        self.sources = []
+        self.counts = {}
+        self._fill_types()
 
     def _found(
         self, spec: str, sources: list[ResponseTypeSource], counts: dict[str, int], typed: bool
     ) -> None:
         if typed:
             self.query_one("#dataset-list", OptionList).highlighted = None
-        previous = set(self.types) if self.sources else None
+        previous = set(self.types) if self.sources else self._kept_types
+        self._kept_types = None
         self.problem = None
         self.dataset = spec
         self.sources = sources
