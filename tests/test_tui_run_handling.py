@@ -400,7 +400,7 @@ async def test_r_refuses_a_model_field_that_shows_no_usable_model(
         nowhere = str(tmp_path / "nowhere")
         await type_into(app, pilot, "#model-path", nowhere)
         await press_run(app, pilot)
-        assert refused_with(app, script, f"model field: model '{nowhere}': no such folder")
+        assert refused_with(app, script, f"model '{nowhere}': no such folder")
 
 
 async def test_r_refuses_a_dataset_field_that_shows_no_readable_dataset(
@@ -418,7 +418,7 @@ async def test_r_refuses_a_dataset_field_that_shows_no_readable_dataset(
         line = str(app.query_one("#dataset-check").render())
         assert "no dataset chosen" in line and "cot_500" not in line
         await press_run(app, pilot)
-        assert refused_with(app, script, "dataset field: no dataset chosen")
+        assert refused_with(app, script, "no dataset chosen")
 
 
 async def test_an_emptied_model_field_says_nothing_is_chosen_and_r_refuses(
@@ -434,7 +434,7 @@ async def test_an_emptied_model_field_says_nothing_is_chosen_and_r_refuses(
         line = str(app.query_one("#model-check").render())
         assert "no model chosen" in line and "Z" not in line
         await press_run(app, pilot)
-        assert refused_with(app, script, "model field: no model chosen")
+        assert refused_with(app, script, "no model chosen")
         # Choosing from the list again makes r run what the list shows.
         app.query_one("#model-list").highlighted = 0  # the built-in tiny model
         await settle(app, pilot)

@@ -17,6 +17,13 @@ if TYPE_CHECKING:
     from layerscope.app.tui.widgets.setup_view import Picks
 
 
+def _naming(field: str, problem: str) -> str:
+    """The field's problem, saying which field once ("model 'Z': ..." names it already)."""
+    if field in problem.split(":")[0].split()[:2]:
+        return problem
+    return f"{field} field: {problem}"
+
+
 def build_request(picks: Picks, *, require_types: bool = True) -> tuple[RunRequest, LastPicks]:
     """The RunRequest for these picks and the LastPicks to remember; ValueError for the user.
 
@@ -30,9 +37,9 @@ def build_request(picks: Picks, *, require_types: bool = True) -> tuple[RunReque
     except ImportError as error:
         raise ValueError(f"computing is not available: {one_line(error)}") from None
     if picks.model_problem is not None:
-        raise ValueError(f"model field: {picks.model_problem}")
+        raise ValueError(_naming("model", picks.model_problem))
     if picks.dataset_problem is not None:
-        raise ValueError(f"dataset field: {picks.dataset_problem}")
+        raise ValueError(_naming("dataset", picks.dataset_problem))
     if not picks.model_ok:
         raise ValueError(f"model {picks.model!r} is not usable (see the Setup tab)")
     if not picks.dataset_ok:
