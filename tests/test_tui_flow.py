@@ -24,6 +24,7 @@ from layerscope.app.tui.app import LayerscopeApp
 from layerscope.app.tui.messages import LoadStageReached, RunStarted
 from layerscope.app.tui.widgets.comparison_table import ComparisonTable
 from layerscope.app.tui.widgets.layer_chart import LayerChart
+from layerscope.app.tui.widgets.log_panel import LogPanel
 from layerscope.app.tui.widgets.model_picker import ModelPicker
 from layerscope.app.tui.widgets.run_progress import RunProgressPanel
 
@@ -50,6 +51,21 @@ async def settle(app: LayerscopeApp, pilot, *, keep_compute: bool = False) -> No
             with contextlib.suppress(WorkerCancelled):
                 await worker.wait()
         await pilot.pause()
+
+
+async def until_request_ended(app: LayerscopeApp, pilot) -> list[str]:
+    """Wait until the request r asked for has ended (or was refused), whether it started at
+    once or once a check in progress had settled; the Log's lines then."""
+    log: list[str] = []
+    for _ in range(100):  # rounds of "every worker done, every message handled"
+        await app.workers.wait_for_complete()
+        await pilot.pause()
+        log = list(app.query_one(LogPanel).lines_recorded)
+        ends = ("request done", "run failed after", "run cancelled after", "Cannot run")
+        ended = any(end in line for line in log for end in ends)
+        if ended and not app.run_controller.computing:
+            return log
+    raise AssertionError("the request never ended:\n" + "\n".join(log))
 
 
 async def check_types(app: LayerscopeApp, pilot, wanted: list[str]) -> None:
@@ -89,9 +105,8 @@ async def test_first_start_preselects_tiny_and_math_and_one_key_gives_charts(db:
         await set_field(app, pilot, "#setting-samples", "2")
         app.query_one("#model-list").focus()
         await pilot.press("r")
-        await app.workers.wait_for_complete()
-        await settle(app, pilot)
-        assert app.query_one(TabbedContent).active == "chart"
+        log = await until_request_ended(app, pilot)
+        assert app.query_one(TabbedContent).active == "chart", "\n".join(log)
         chart = app.query_one(LayerChart)
         assert {s.label for s in chart.series} == {"none_cot", "simplified_cot", "detailed_cot"}
         assert "(chart could not be drawn" not in chart.as_text(100, 24)
