@@ -119,23 +119,27 @@ class ProjectionSignificance:
         return [t.layer for t in self.layers if t.q_value < self.alpha]
 
     @property
-    def verdict(self) -> str:
-        """One line: "different at 27 of 30 layers (paired t, BH q < 0.05)"."""
-        how = f"{self.test}, BH q < {self.alpha:g}"
+    def summary(self) -> str:
+        """The verdict without the test's name: "different at 27 of 30 layers"."""
         tested = len(self.tested)
         if not tested:
-            return f"not testable: too few samples ({self.test})"
+            return "not testable: too few samples"
         differing = len(self.differing)
         untested = len(self.layers) - tested
-        extra = f"; {untested} layer{'s' if untested != 1 else ''} untested" if untested else ""
+        extra = f" ({untested} layer{'s' if untested != 1 else ''} untested)" if untested else ""
         if len(self.layers) == 1:
-            return f"{'different' if differing else 'not different'} ({how}{extra})"
+            return "different" if differing else "not different"
         if not differing:
-            return f"no layer differs ({how}{extra})"
+            return f"no layer differs{extra}"
         if differing == tested > 1:
-            return f"different at all {tested} layers ({how}{extra})"
+            return f"different at all {tested} layers{extra}"
         word = "layer" if tested == 1 else "layers"
-        return f"different at {differing} of {tested} {word} ({how}{extra})"
+        return f"different at {differing} of {tested} {word}{extra}"
+
+    @property
+    def verdict(self) -> str:
+        """One line: "different at 27 of 30 layers (paired t, BH q < 0.05)"."""
+        return f"{self.summary} ({self.test}, BH q < {self.alpha:g})"
 
 
 def benjamini_hochberg(p_values: Sequence[float]) -> list[float]:

@@ -275,4 +275,4 @@ def test_layers_without_spread_or_samples_are_untested_not_different():
         curve("a", [1.0, 2.0], [0.5, 0.5], [10, 1]), curve("b", [9.0, 2.0], [0.5, 0.5], [10, 1])
     )
     assert row.differing == [0]
-    assert row.verdict == "different at 1 of 1 layer (Welch t, BH q < 0.05; 1 layer untested)"
+    assert row.verdict == "different at 1 of 1 layer (1 layer untested) (Welch t, BH q < 0.05)"
