@@ -276,3 +276,19 @@ def test_layers_without_spread_or_samples_are_untested_not_different():
     )
     assert row.differing == [0]
     assert row.verdict == "different at 1 of 1 layer (1 layer untested) (Welch t, BH q < 0.05)"
+
+
+def test_length_control_restricts_the_pairs_to_samples_in_the_range(cache):
+    """Sample i has 20 + i response tokens (cache_helpers): 20-25 keeps samples 0-5."""
+    rng = np.random.default_rng(6)
+    a = rng.normal(10, 1, size=(12, LAYERS))
+    b = a + rng.normal(0.5, 1, size=(12, LAYERS))
+    a, b = as_stored(a), as_stored(b)
+    run_a = store(cache, "a", a)
+    run_b = store(cache, "b", b)
+    comparison = compare_runs(cache, [run_a, run_b], "nuclear_norm", response_tokens=(20, 25))
+    [row] = comparison.significance
+    assert [t.n_a for t in row.layers] == [6] * LAYERS
+    reference = stats.ttest_rel(b[:6], a[:6], axis=0)
+    assert [t.p_value for t in row.layers] == pytest.approx(list(reference.pvalue))
+    assert row.permutation == "exact, all 2^6 sign patterns"
