@@ -15,6 +15,10 @@ Definitions (after arXiv 2410.23743 and its released ``code_vis/exp_utils.py``):
   26 (Gemma 2 2B) 7/13/6, 28 (Qwen2 1.5B) 7/14/7, 32 (Llama 2 7B, Llama 3 8B) 10/10/12 and
   42 (Gemma 2 9B) 12/18/12. Any other depth is cut into thirds, the remainder going to the middle
   and then the late part (e.g. 4 layers: 1/2/1, 8 layers: 2/3/3).
+* **Significance** of each compared pair, per layer and projection (Welch's t from the sums,
+  or paired t and sign-flip permutation tests when the runs measured the same questions;
+  Benjamini-Hochberg across layers): :mod:`layerscope.analysis.significance`. This module
+  decides the pairing from what the runs stored and reads the per-sample values it needs.
 * **Relative difference** of curve b against baseline a: ``mean over layers of |a - b| / |a|``,
   where a zero baseline value is replaced by 1e-10 as in the paper; layers where either value is
   not finite are left out. The five layers where it is largest are reported with their values.
@@ -25,10 +29,18 @@ from __future__ import annotations
 import itertools
 import math
 from collections.abc import Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import TYPE_CHECKING
 
 from layerscope.analysis.records import METRICS, LayerCurve
+from layerscope.analysis.significance import (
+    PERMUTATIONS,
+    SEED,
+    ProjectionSignificance,
+    decide_pairing,
+    paired_tests,
+    welch_tests,
+)
 from layerscope.analysis.statistics import curve_from_sums, t_critical_975
 
 if TYPE_CHECKING:
@@ -48,6 +60,7 @@ __all__ = [
     "relative_difference",
     "relative_rows",
     "resolve_metric",
+    "significance_rows",
     "t_critical_975",
 ]
 
@@ -187,6 +200,8 @@ class Comparison:
     mad: list[MadRow]
     relative: list[RelativeDifferenceRow]
     response_tokens: tuple[int, int] | None = None
+    # per compared pair (the same pairs as ``relative``) and projection
+    significance: list[ProjectionSignificance] = field(default_factory=list)
 
 
 def relative_rows(
@@ -227,6 +242,73 @@ def pair_rows(
     return rows
 
 
+def significance_rows(
+    cache: ResultsCache,
+    curves: Sequence[LayerCurve],
+    pairs: Sequence[tuple[str, str]],
+    metric: str,
+    response_tokens: tuple[int, int] | None = None,
+    *,
+    permutations: int = PERMUTATIONS,
+    seed: int = SEED,
+) -> list[ProjectionSignificance]:
+    """The layer-wise tests of b against a for each (a, b) pair of full run ids, projection by
+    projection (in a's order) where both have the curve over the same layers: paired tests
+    when the two runs stored the same questions, else Welch's t from the curves' sums."""
+    by_key = {(c.run_id, c.projection): c for c in curves}
+    values: dict[str, dict[str, dict[int, list[float]]]] = {}
+
+    def sample_values(run_id: str) -> dict[str, dict[int, list[float]]]:
+        if run_id not in values:
+            wanted = [c.projection for c in curves if c.run_id == run_id]
+            chosen = None if metric == "loss" else wanted
+            values[run_id] = cache.sample_values(run_id, metric, chosen, response_tokens)
+        return values[run_id]
+
+    rows: list[ProjectionSignificance] = []
+    for a, b in pairs:
+        compared = [
+            (curve_a, by_key[(b, curve_a.projection)])
+            for curve_a in curves
+            if curve_a.run_id == a
+            and (b, curve_a.projection) in by_key
+            and by_key[(b, curve_a.projection)].layers == curve_a.layers
+        ]
+        if not compared:
+            continue
+        info_a, info_b = cache.run(a), cache.run(b)
+        pairing = decide_pairing(
+            _data_digest(info_a.settings),
+            _data_digest(info_b.settings),
+            *cache.shared_samples(a, b),
+        )
+        for curve_a, curve_b in compared:
+            if not pairing.paired:
+                rows.append(welch_tests(curve_a, curve_b, pairing.reason))
+                continue
+            projection = curve_a.projection
+            rows.append(
+                paired_tests(
+                    a,
+                    b,
+                    projection,
+                    sample_values(a).get(projection, {}),
+                    sample_values(b).get(projection, {}),
+                    pairing.reason,
+                    curve_a.layers,
+                    permutations=permutations,
+                    seed=seed,
+                )
+            )
+    return rows
+
+
+def _data_digest(settings: dict) -> str | None:
+    """The digest of the file a run's samples came from (computed or imported)."""
+    digest = settings.get("data_sha256") or settings.get("file_sha256")
+    return str(digest) if digest else None
+
+
 def compare_runs(
     cache: ResultsCache,
     run_ids: Sequence[str],
@@ -234,19 +316,22 @@ def compare_runs(
     projections: Sequence[str] | None = None,
     response_tokens: tuple[int, int] | None = None,
     pairs: Sequence[tuple[str, str]] | None = None,
+    *,
+    significance: bool = True,
 ) -> Comparison:
-    """Curves, MAD table and relative differences of cached runs.
+    """Curves, MAD table, relative differences and significance of cached runs.
 
-    The relative differences are of every run against the first, or of b against a for each
-    (a, b) of ``pairs`` (full run ids; the ``check`` profile compares fixed pairs of types).
-    ``response_tokens`` (inclusive range) restricts every run to samples whose response length
-    falls in it: the length control the paper's comparisons need, since nuclear norm and rank
-    grow with the response length.
+    The relative differences and the tests are of every run against the first, or of b against
+    a for each (a, b) of ``pairs`` (full run ids; the ``check`` profile compares fixed pairs of
+    types). ``response_tokens`` (inclusive range) restricts every run to samples whose
+    response length falls in it: the length control the paper's comparisons need, since
+    nuclear norm and rank grow with the response length. ``significance=False`` leaves the
+    tests out (they read per-sample values when runs are paired).
     """
     curves = cache.curves(run_ids, metric, projections, response_tokens=response_tokens)
-    if pairs is not None:
-        relative = pair_rows(curves, pairs)
-    else:
-        full_ids = [info.id for info in (cache.run(r) for r in run_ids[:1])]
-        relative = relative_rows(curves, full_ids[0]) if full_ids else []
-    return Comparison(metric, curves, mad_table(curves), relative, response_tokens)
+    if pairs is None:
+        full_ids = [info.id for info in (cache.run(r) for r in run_ids)]
+        pairs = [(full_ids[0], other) for other in full_ids[1:]]
+    relative = pair_rows(curves, pairs)
+    tests = significance_rows(cache, curves, pairs, metric, response_tokens) if significance else []
+    return Comparison(metric, curves, mad_table(curves), relative, response_tokens, tests)

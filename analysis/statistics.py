@@ -4,43 +4,30 @@ Why apart from the cache: the cache's job is to keep, per run and layer, the cou
 of squares of every statistic (:class:`~layerscope.analysis.records.LayerSums`) and to answer
 quickly; what those sums mean statistically (sample variance, Student's t interval) is part of
 the comparisons (:mod:`layerscope.analysis.compare`), which own this module. Keeping the
-arithmetic here means a change to the interval never touches SQL, and the t table needs no scipy.
+arithmetic here means a change to the interval never touches SQL. The t quantile is scipy's
+(imported when the first curve is made, so importing this module stays cheap); the tests of
+differences between curves are :mod:`layerscope.analysis.significance`.
 """
 
 from __future__ import annotations
 
+import functools
 import math
 
 from layerscope.analysis.records import LayerCurve, LayerSums
 
 __all__ = ["curve_from_sums", "t_critical_975"]
 
-# Two-sided 95% critical values of Student's t for 1..30 degrees of freedom.
-_T_975 = (
-    12.7062, 4.3027, 3.1824, 2.7764, 2.5706, 2.4469, 2.3646, 2.3060, 2.2622, 2.2281,
-    2.2010, 2.1788, 2.1604, 2.1448, 2.1314, 2.1199, 2.1098, 2.1009, 2.0930, 2.0860,
-    2.0796, 2.0739, 2.0687, 2.0639, 2.0595, 2.0555, 2.0518, 2.0484, 2.0452, 2.0423,
-)  # fmt: skip
-_Z_975 = 1.959963984540054
 
-
+@functools.lru_cache(maxsize=4096)
 def t_critical_975(dof: int) -> float:
-    """Two-sided 95% critical value of Student's t with ``dof`` degrees of freedom.
-
-    A table up to 30, then the Cornish-Fisher expansion around the normal quantile, which is
-    accurate to better than 1e-4 there (no scipy needed to browse results).
-    """
+    """Two-sided 95% critical value of Student's t with ``dof`` degrees of freedom (scipy's
+    quantile; NaN below one degree of freedom)."""
     if dof < 1:
         return math.nan
-    if dof <= len(_T_975):
-        return _T_975[dof - 1]
-    z = _Z_975
-    return (
-        z
-        + (z**3 + z) / (4 * dof)
-        + (5 * z**5 + 16 * z**3 + 3 * z) / (96 * dof**2)
-        + (3 * z**7 + 19 * z**5 + 17 * z**3 - 15 * z) / (384 * dof**3)
-    )
+    from scipy.stats import t as student_t  # imported when a curve is first made (~0.2 s)
+
+    return float(student_t.ppf(0.975, dof))
 
 
 def curve_from_sums(sums: LayerSums) -> LayerCurve:

@@ -91,6 +91,74 @@ def test_show_draws_curves_and_tables(capsys, computed):
     assert status == 1
 
 
+@pytest.fixture(scope="module")
+def answered_twice(tmp_path_factory, model_folder):  # noqa: F811
+    """Correct and irrelevant (rotated) answers to the same 6 questions, in two files."""
+    root = tmp_path_factory.mktemp("paired")
+    correct = json.loads(write_dataset(root / "toy", 6, "toy_no_cot").read_text())
+    outputs = [record["output"] for record in correct]
+    irrelevant = [
+        {**record, "output": outputs[(i + 3) % len(outputs)]} for i, record in enumerate(correct)
+    ]
+    shuffled = root / "toy_wrong_answer_shuffle"
+    shuffled.mkdir()
+    (shuffled / "toy_no_cot.json").write_text(json.dumps(irrelevant))
+    db = root / "p.duckdb"
+    status = cli.main(
+        ["compute", "--model", str(model_folder), "--dataset", str(root / "toy"),
+         "--batch-size", "3", "--max-length", "64", "--db", str(db), "--quiet"]
+    )  # fmt: skip
+    assert status == 0
+    return db
+
+
+def test_show_says_whether_runs_differ_with_the_paired_tests(capsys, answered_twice):
+    """Correct and irrelevant responses to the same questions: paired tests, as scipy's on the
+    stored per-sample values, in the JSON, the table and the marks under each chart."""
+    from scipy import stats
+
+    db = answered_twice
+    cache = ResultsCache(db)
+    a, b = (r.id for r in cache.runs())
+    status, out, err = run(capsys, "show", a, b, "--proj", "v", "--json", "--db", db)
+    assert status == 0, err
+    [record] = json.loads(out)["significance"]
+    assert (record["a"], record["b"], record["projection"]) == (a, b, "v")
+    assert record["test"] == "paired t"
+    assert record["pairing"] == "paired: same questions, 6 shared samples"
+    assert record["permutation"] == "exact, all 2^6 sign patterns"
+    values_a = [cache.sample_curve(a, i, "nuclear_norm", "v") for i in range(6)]
+    values_b = [cache.sample_curve(b, i, "nuclear_norm", "v") for i in range(6)]
+    reference = stats.ttest_rel(values_b, values_a, axis=0)
+    q = stats.false_discovery_control(reference.pvalue)
+    assert [layer["p"] for layer in record["layers"]] == pytest.approx(list(reference.pvalue))
+    assert [layer["q"] for layer in record["layers"]] == pytest.approx(list(q))
+    differing = [k for k, value in enumerate(q) if value < 0.05]
+    assert record["differing_layers"] == differing
+    status, out, err = run(capsys, "show", a, b, "--proj", "v", "--db", db)
+    assert status == 0, err
+    assert "is b different from a?" in out
+    assert "none_cot_irrelevant vs none_cot: paired t (paired: same questions" in out
+    if differing:
+        mark = f"* none_cot_irrelevant differs from none_cot (q < 0.05) at layers {differing[0]}"
+    else:
+        mark = "  none_cot_irrelevant does not differ from none_cot at any layer (q < 0.05)"
+    assert mark in out
+
+
+def test_show_finds_no_difference_between_identical_runs(capsys, computed):
+    """The toy set's irrelevant file holds the same records as the correct one."""
+    a, b = (r.id for r in ResultsCache(computed).runs())
+    status, out, err = run(capsys, "show", a, b, "--json", "--db", computed)
+    assert status == 0, err
+    records = json.loads(out)["significance"]
+    assert [r["projection"] for r in records] == ["q", "k", "v", "o"]
+    for record in records:
+        assert record["pairing"] == "paired: same data file, 5 shared samples"
+        assert record["verdict"] == "no layer differs (paired t, BH q < 0.05)"
+        assert all(layer["p"] == 1.0 for layer in record["layers"])
+
+
 def test_export_and_import_round_trip(capsys, computed, tmp_path):
     run_id = ResultsCache(computed).runs()[0].id
     db = tmp_path / "copy.duckdb"

@@ -250,7 +250,7 @@ async def test_comparison_table_fits_80_columns(runs: dict[str, str]):
         await settle(app, pilot)
         assert table.row_count == 12
         assert table.virtual_size.width <= table.scrollable_content_region.width
-        assert [str(column.label) for column in table.columns.values()][-1] == "layers"
+        assert [str(column.label) for column in table.columns.values()][-1] == "sig"
 
 
 def test_cosine_cells_grow_with_the_panel_and_still_fit():

@@ -211,6 +211,21 @@ class ResultsCache:
         (pair "q-o" or "k-v"; empty when not measured)."""
         return reads.pair_cosines(self._file, run_id, pair)
 
+    def sample_values(
+        self,
+        run_id: str,
+        metric: str,
+        projections: Sequence[str] | None = None,
+        response_tokens: tuple[int, int] | None = None,
+    ) -> dict[str, dict[int, list[float]]]:
+        """Per projection, each sample's ``metric`` by layer (NaN where not stored or not
+        finite; ``loss``: projection "loss", one value): the data of a paired test."""
+        return aggregates.sample_values(self._file, run_id, metric, projections, response_tokens)
+
+    def shared_samples(self, run_a: str, run_b: str) -> tuple[int, int]:
+        """Sample indices both runs stored, and how many of them have the same prompt."""
+        return reads.shared_samples(self._file, run_a, run_b)
+
     def skipped(self, run_id: str) -> list[SkippedSample]:
         """Samples that were not measured (skipped or failed), with their reasons."""
         return reads.skipped(self._file, run_id)

@@ -10,6 +10,7 @@ standard deviations and confidence intervals is :mod:`layerscope.analysis.statis
 
 from __future__ import annotations
 
+import math
 from collections.abc import Sequence
 from typing import Any
 
@@ -19,7 +20,7 @@ from layerscope.analysis.cache import runs
 from layerscope.analysis.cache.connection import CacheFile
 from layerscope.analysis.records import METRICS, PROJECTIONS, LayerSums
 
-__all__ = ["curve_sums", "token_range"]
+__all__ = ["curve_sums", "sample_values", "token_range"]
 
 # projection -> layer -> (count, sum, sum of squares) of the values a curve averages
 Sums = dict[str, dict[int, tuple[int, float, float]]]
@@ -172,3 +173,56 @@ def loss_sums(
     assert row is not None
     count, total, squares, excluded = row
     return int(count), total or 0.0, squares or 0.0, int(excluded or 0)
+
+
+def sample_values(
+    file: CacheFile,
+    run_id: str,
+    metric: str,
+    projections: Sequence[str] | None = None,
+    response_tokens: tuple[int, int] | None = None,
+) -> dict[str, dict[int, list[float]]]:
+    """Per projection, each sample's value of ``metric`` by layer (NaN where not stored or not
+    finite): what a paired test between two runs needs. For ``loss``, projection ``"loss"``
+    with one value per sample. Restricted by response length like ``curve_sums``."""
+    if metric not in METRICS:
+        raise ValueError(f"unknown metric {metric!r}; choose one of {', '.join(METRICS)}")
+    low, high = token_range(response_tokens)
+    wanted = tuple(projections) if projections else PROJECTIONS
+    with file.reading() as con:
+        run_no, info = runs.resolve(con, file.path, run_id)
+        assert con is not None
+        if metric == "loss":
+            rows = con.execute(
+                "SELECT sample_index, loss FROM samples WHERE run_no = ? "
+                "AND (? OR response_tokens BETWEEN ? AND ?)",
+                [run_no, response_tokens is None, low, high],
+            ).fetchall()
+            return {"loss": {int(i): [_finite_or_nan(v)] for i, v in rows}}
+        query = f"""
+            SELECT t.projection::VARCHAR, t.sample_index, t.layer, t."{metric}"::DOUBLE
+            FROM statistics t JOIN samples s USING (run_no, sample_index)
+            WHERE t.run_no = $run AND t.projection::VARCHAR = ANY($wanted::VARCHAR[])
+              AND ($all_lengths OR s.response_tokens BETWEEN $low AND $high)
+        """  # noqa: S608 (metric is one of MATRIX_STATISTICS, checked above)
+        params = {
+            "run": run_no,
+            "wanted": list(wanted),
+            "all_lengths": response_tokens is None,
+            "low": low,
+            "high": high,
+        }
+        rows = con.execute(query, params).fetchall()
+    result: dict[str, dict[int, list[float]]] = {}
+    for projection, index, layer, value in rows:
+        per_sample = result.setdefault(projection, {})
+        values = per_sample.get(int(index))
+        if values is None:
+            values = per_sample[int(index)] = [math.nan] * info.layers
+        if 0 <= layer < info.layers:
+            values[int(layer)] = _finite_or_nan(value)
+    return {p: result[p] for p in PROJECTIONS if p in result}
+
+
+def _finite_or_nan(value: Any) -> float:
+    return float(value) if value is not None and math.isfinite(value) else math.nan

@@ -25,6 +25,7 @@ __all__ = [
     "sample_curve",
     "sample_spectra",
     "samples",
+    "shared_samples",
     "skipped",
     "targets",
 ]
@@ -223,3 +224,22 @@ def skipped(file: CacheFile, run_id: str) -> list[SkippedSample]:
         SkippedSample(int(i), reason if kind == "skipped" else f"failed: {reason}")
         for i, kind, reason in rows
     ]
+
+
+def shared_samples(file: CacheFile, run_a: str, run_b: str) -> tuple[int, int]:
+    """How many sample indices two runs both stored, and how many of those have the same
+    prompt (instruction and input) in both: the evidence that they measured the same
+    questions, which a paired test between them needs."""
+    with file.reading() as con:
+        no_a, _info = resolve(con, file.path, run_a)
+        no_b, _info = resolve(con, file.path, run_b)
+        assert con is not None
+        row = con.execute(
+            "SELECT count(*), count(*) FILTER (WHERE a.instruction IS NOT DISTINCT FROM "
+            "b.instruction AND a.input IS NOT DISTINCT FROM b.input) "
+            "FROM samples a JOIN samples b USING (sample_index) "
+            "WHERE a.run_no = ? AND b.run_no = ?",
+            [no_a, no_b],
+        ).fetchone()
+    assert row is not None
+    return int(row[0]), int(row[1])

@@ -3,7 +3,9 @@
 Why they never import torch: users look at results from a second terminal while a computation
 runs, often on a login node without a GPU. Every number shown comes from ``analysis/``
 (:func:`~layerscope.analysis.compare.compare_runs` for curves, MAD and relative differences);
-this module picks what to ask for and hands it to :mod:`~layerscope.app.cli.output`.
+this module picks what to ask for and hands it to :mod:`~layerscope.app.cli.output`. ``show``
+also says whether each run differs from the first, layer by layer (the tests of
+:mod:`~layerscope.analysis.significance`, chosen and run by ``compare_runs``).
 """
 
 from __future__ import annotations
@@ -24,6 +26,9 @@ from layerscope.app.cli.arguments import PROG, UsageError, projections
 from layerscope.app.cli.computing import EXIT_INTERRUPTED
 
 if TYPE_CHECKING:
+    from rich.console import Console
+
+    from layerscope.analysis.compare import Comparison
     from layerscope.analysis.paper_format import PaperImport
     from layerscope.analysis.records import RunInfo
 
@@ -106,6 +111,7 @@ def report(
     console = output.console()
     if metric == "loss":
         console.print(output.loss_table(comparison, labels, console.width))
+        _print_significance(console, comparison, labels)
         return 0
     heading = title + (f" (samples with {tokens[0]}-{tokens[1]} response tokens)" if tokens else "")
     for chart in output.charts(comparison, labels, heading, args.width, args.height):
@@ -114,7 +120,17 @@ def report(
     console.print(output.mad_table(comparison, labels, console.width))
     if comparison.relative:
         console.print(output.relative_table(comparison, labels, console.width))
+    _print_significance(console, comparison, labels)
     return 0
+
+
+def _print_significance(console: Console, comparison: Comparison, labels: dict[str, str]) -> None:
+    """Whether each compared run differs from its baseline: the table, then how it was tested."""
+    if not comparison.significance:
+        return
+    console.print(output.significance_table(comparison, labels, console.width))
+    for line in output.significance_notes(comparison, labels):
+        console.print(line)
 
 
 def cmd_show(args: argparse.Namespace) -> int:

@@ -22,6 +22,7 @@ if TYPE_CHECKING:
 
     from layerscope.analysis.compare import Comparison, MadRow, RelativeDifferenceRow
     from layerscope.analysis.records import LayerCurve, RunInfo
+    from layerscope.analysis.significance import ProjectionSignificance
 
 
 def console(stderr: bool = False) -> Console:
@@ -117,6 +118,43 @@ def comparison_record(
         "curves": [curve_record(c) for c in comparison.curves],
         "mad": [mad_record(row) for row in comparison.mad],
         "relative_differences": [relative_record(r, labels) for r in comparison.relative],
+        "significance": [significance_record(r, labels) for r in comparison.significance],
+    }
+
+
+def significance_record(row: ProjectionSignificance, labels: Mapping[str, str]) -> dict[str, Any]:
+    """One pair's layer-wise tests for one projection (differences are b - a)."""
+    return {
+        "a": row.run_a,
+        "b": row.run_b,
+        "a_label": labels.get(row.run_a, row.run_a[:8]),
+        "b_label": labels.get(row.run_b, row.run_b[:8]),
+        "projection": row.projection,
+        "test": row.test,
+        "pairing": row.pairing,
+        "permutation": row.permutation,
+        "alpha": row.alpha,
+        "correction": "Benjamini-Hochberg across layers",
+        "verdict": row.verdict,
+        "differing_layers": row.differing,
+        "layers": [
+            {
+                "layer": t.layer,
+                "n_a": t.n_a,
+                "n_b": t.n_b,
+                "mean_a": finite(t.mean_a),
+                "mean_b": finite(t.mean_b),
+                "difference": finite(t.difference),
+                "t": finite(t.statistic),
+                "dof": finite(t.dof),
+                "p": finite(t.p_value),
+                "q": finite(t.q_value),
+                "effect_size": finite(t.effect_size),
+                "permutation_p": None if t.permutation_p is None else finite(t.permutation_p),
+                "permutation_q": None if t.permutation_q is None else finite(t.permutation_q),
+            }
+            for t in row.layers
+        ],
     }
 
 
@@ -243,15 +281,19 @@ def charts(
     rendered = []
     for projection, curves in by_projection.items():
         series = [Series(labels.get(c.run_id, c.run_id[:8]), c.layers, c.mean) for c in curves]
-        rendered.append(
-            render_curves(
-                series,
-                title=f"{title} · {projection}",
-                width=chart_width(width),
-                height=height,
-                color=color,
-            )
+        chart = render_curves(
+            series,
+            title=f"{title} · {projection}",
+            width=chart_width(width),
+            height=height,
+            color=color,
         )
+        marks = [
+            significance_mark(r, labels)
+            for r in comparison.significance
+            if r.projection == projection
+        ]
+        rendered.append("\n".join([chart, *marks]))
     return rendered
 
 
@@ -304,6 +346,81 @@ def relative_table(comparison: Comparison, labels: Mapping[str, str], width: int
         )
     title = "relative difference: mean over layers of |a - b| / |a|"
     return fitted_table(title, columns, rows, width)
+
+
+def layer_list(layers: Sequence[int]) -> str:
+    """Layers as short ranges: 0-3, 7, 9-11 ("none" when empty)."""
+    if not layers:
+        return "none"
+    parts: list[str] = []
+    start = previous = layers[0]
+    for layer in [*layers[1:], None]:
+        if layer is not None and layer == previous + 1:
+            previous = layer
+            continue
+        parts.append(str(start) if start == previous else f"{start}-{previous}")
+        if layer is not None:
+            start = previous = layer
+    return ", ".join(parts)
+
+
+def significance_mark(row: ProjectionSignificance, labels: Mapping[str, str]) -> str:
+    """The line under a chart: where run b differs from run a."""
+    a, b = labels.get(row.run_a, row.run_a[:8]), labels.get(row.run_b, row.run_b[:8])
+    if not row.differing:
+        return f"  {b} does not differ from {a} at any layer (q < {row.alpha:g})"
+    return f"* {b} differs from {a} (q < {row.alpha:g}) at layers {layer_list(row.differing)}"
+
+
+def significance_table(comparison: Comparison, labels: Mapping[str, str], width: int) -> Table:
+    """Per pair and projection: the verdict, the layers that differ and the largest effect."""
+    columns = (
+        Column("a", whole=True),
+        Column("b", whole=True),
+        Column("proj", whole=True),
+        Column("test", whole=True),
+        Column("verdict"),
+        Column("differing layers"),
+        Column("max |effect|", justify="right", drop=1),
+    )
+    rows = []
+    for row in comparison.significance:
+        effects = [abs(t.effect_size) for t in row.layers if math.isfinite(t.effect_size)]
+        rows.append((
+            labels.get(row.run_a, row.run_a[:8]),
+            labels.get(row.run_b, row.run_b[:8]),
+            row.projection,
+            row.test,
+            row.summary,
+            layer_list(row.differing),
+            fmt(max(effects), 3) if effects else "-",
+        ))  # fmt: skip
+    alpha = comparison.significance[0].alpha if comparison.significance else 0.05
+    title = f"is b different from a? layers with Benjamini-Hochberg q < {alpha:g}"
+    return fitted_table(title, columns, rows, width)
+
+
+def significance_notes(comparison: Comparison, labels: Mapping[str, str]) -> list[str]:
+    """One line per pair: which test and why, and what the permutation test says."""
+    lines = []
+    seen: set[tuple[str, str]] = set()
+    for row in comparison.significance:
+        if (row.run_a, row.run_b) in seen:
+            continue
+        seen.add((row.run_a, row.run_b))
+        pair = [r for r in comparison.significance if (r.run_a, r.run_b) == (row.run_a, row.run_b)]
+        a, b = labels.get(row.run_a, row.run_a[:8]), labels.get(row.run_b, row.run_b[:8])
+        line = f"{b} vs {a}: {row.test} ({row.pairing})"
+        if row.permutation:
+            agree = ", ".join(
+                f"{r.projection} {sum(1 for t in r.layers if (t.permutation_q or 1) < r.alpha)}"
+                f"/{len(r.tested)}"
+                for r in pair
+            )
+            line += f"; sign-flip permutation test ({row.permutation}) differs at {agree} layers"
+        effect = "d_z" if row.permutation else "Cohen's d"
+        lines.append(line + f"; effect size {effect}")
+    return lines
 
 
 def loss_table(comparison: Comparison, labels: Mapping[str, str], width: int) -> Table:

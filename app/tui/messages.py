@@ -20,6 +20,7 @@ if TYPE_CHECKING:
     from layerscope.analysis.models import ModelCheck
     from layerscope.analysis.records import LayerCurve, LoadStage, RunInfo, SampleRow
     from layerscope.analysis.runner import PlannedRun, RunProgress
+    from layerscope.analysis.significance import ProjectionSignificance
 
 
 @dataclass(eq=False)
@@ -223,6 +224,8 @@ class ChartLoaded(CacheRead):
     curves: list[LayerCurve] = field(default_factory=list)
     mad_rows: list[MadRow] = field(default_factory=list)
     differences: list[RelativeDifferenceRow] = field(default_factory=list)
+    # each run against the first: the layer-wise tests, per projection
+    significance: list[ProjectionSignificance] = field(default_factory=list)
 
 
 @dataclass(eq=False)

@@ -39,6 +39,7 @@ if TYPE_CHECKING:
     from layerscope.analysis.cache import ResultsCache
     from layerscope.analysis.compare import MadRow, RelativeDifferenceRow
     from layerscope.analysis.records import LayerCurve, RunInfo
+    from layerscope.analysis.significance import ProjectionSignificance
     from layerscope.app.tui.services.cache_reader import CacheReader
 
 # The order statistics are cycled in: the paper's headline statistics first.
@@ -59,6 +60,14 @@ STATISTICS = (
 
 
 PROJECTION_GROUP = Binding.Group("Proj ", compact=True)
+
+
+def differing_layers(significance: list[ProjectionSignificance]) -> dict[str, list[int]]:
+    """Per projection, the layers where some run differs significantly from the baseline."""
+    marks: dict[str, set[int]] = {}
+    for row in significance:
+        marks.setdefault(row.projection, set()).update(row.differing)
+    return {projection: sorted(layers) for projection, layers in marks.items()}
 
 
 class ComparePane(ReportsWorkerErrors, Vertical):
@@ -244,7 +253,9 @@ class ComparePane(ReportsWorkerErrors, Vertical):
             comparison = compare_runs(
                 cache, present, metric, projections, response_tokens=length_range
             )
-            return ChartLoaded(comparison.curves, comparison.mad, comparison.relative)
+            return ChartLoaded(
+                comparison.curves, comparison.mad, comparison.relative, comparison.significance
+            )
 
         self._reads.request(query, ChartLoaded)
 
@@ -257,17 +268,18 @@ class ComparePane(ReportsWorkerErrors, Vertical):
             self.query_one(LayerChart).placeholder = f"Could not read the curves: {message.error}"
             self._show_empty()
             return
-        self._show(message.curves, message.mad_rows, message.differences)
+        self._show(message.curves, message.mad_rows, message.differences, message.significance)
 
     def _show_empty(self) -> None:
         self.query_one(LayerChart).show([], [], self.metric, self.band, self.log_scale)
-        self.query_one(ComparisonTable).show([], [], {}, {}, None)
+        self.query_one(ComparisonTable).show([], [], {}, {}, None, [])
 
     def _show(
         self,
         curves: list[LayerCurve],
         mad_rows: list[MadRow],
         differences: list[RelativeDifferenceRow],
+        significance: list[ProjectionSignificance],
     ) -> None:
         runs = self.runs_by_id
         known = [runs[run_id] for run_id in self.run_ids if run_id in runs]
@@ -305,6 +317,7 @@ class ComparePane(ReportsWorkerErrors, Vertical):
             self.band,
             self.log_scale,
             legend_settings=self.legend_settings,
+            marks=differing_layers(significance),
         )
         if chart.log_refused:
             self.notify(
@@ -313,7 +326,7 @@ class ComparePane(ReportsWorkerErrors, Vertical):
             )
         baseline = self.run_ids[0] if self.run_ids else None
         self.query_one(ComparisonTable).show(
-            mad_rows, differences, self.labels, self.colours, baseline
+            mad_rows, differences, self.labels, self.colours, baseline, significance
         )
 
     def _update_status(self) -> None:

@@ -1,11 +1,14 @@
 """The table under the chart: MAD per run and projection, and how far each run is from the first.
 
 One row per (run, projection): MAD over all layers and per depth segment (the paper's Table
-numbers), then the relative difference against the first overlaid run (the baseline) and the
-layers where that difference is largest. Run names are coloured like their curves.
+numbers), then the relative difference against the first overlaid run (the baseline), at how
+many layers the run differs significantly from it ("sig": 3/4 means 3 of 4 tested layers have
+a Benjamini-Hochberg q below 0.05; the CSV has the whole verdict, the pairing and the layers)
+and the layers where the relative difference is largest. Run names are coloured like their curves.
 
-On screen the cells are compact (3 significant digits, short headings, "layers" listing where
-the difference is largest without the values) so that the whole table fits 80 columns next to
+On screen the cells are compact (3 significant digits, short headings: "RD" the relative
+difference, "base" on the baseline's rows, "RD at" the layers where it is largest without the
+values, "sig" the count of differing layers) so that the whole table fits 80 columns next to
 two-part run labels; longer labels make it scroll sideways (left/right). The CSV export keeps
 the full cells.
 """
@@ -22,8 +25,20 @@ from layerscope.app.tui.format import number, rich_colour
 
 __all__ = ["ComparisonTable", "number"]
 
-COLUMNS = ("run", "proj", "MAD all", "early", "middle", "late", "rel.diff", "largest at layers")
-SCREEN_COLUMNS = ("run", "proj", "MAD", "early", "mid", "late", "rel.diff", "layers")
+COLUMNS = (
+    "run",
+    "proj",
+    "MAD all",
+    "early",
+    "middle",
+    "late",
+    "rel.diff",
+    "largest at layers",
+    "verdict",
+    "pairing",
+    "differing layers",
+)
+SCREEN_COLUMNS = ("run", "proj", "MAD", "early", "mid", "late", "RD", "RD at", "sig")
 
 
 class ComparisonTable(DataTable):
@@ -43,9 +58,12 @@ class ComparisonTable(DataTable):
         labels: dict[str, str],
         colours: dict[str, str],
         baseline: str | None,
+        significance: Sequence[Any] = (),
     ) -> None:
-        """Fill from compare.MadRow and compare.RelativeDifferenceRow lists."""
+        """Fill from compare.MadRow, compare.RelativeDifferenceRow and (tests against the
+        baseline) significance.ProjectionSignificance lists."""
         relative = {(row.run_id, row.projection): row for row in relative_rows}
+        tests = {(row.run_b, row.projection): row for row in significance}
         self.clear()
         self.csv_rows = [list(COLUMNS)]
         for row in mad_rows:
@@ -60,6 +78,14 @@ class ComparisonTable(DataTable):
                 top_text = ", ".join(
                     f"{layer} ({number(value, 2)})" for layer, value in difference.top_layers[:3]
                 )
+            test = tests.get((row.run_id, row.projection))
+            if test is None or row.run_id == baseline:
+                verdict_cells = ["", "", ""]
+                sig_text = ""
+            else:
+                differing = " ".join(str(layer) for layer in test.differing)
+                verdict_cells = [test.verdict, test.pairing, differing]
+                sig_text = f"{len(test.differing)}/{len(test.tested)}"
             cells = [
                 label,
                 row.projection,
@@ -69,6 +95,7 @@ class ComparisonTable(DataTable):
                 number(row.late),
                 rel_text,
                 top_text,
+                *verdict_cells,
             ]
             self.csv_rows.append(cells)
             if difference is not None and row.run_id != baseline:
@@ -78,6 +105,7 @@ class ComparisonTable(DataTable):
                 Text(label, style=rich_colour(colours.get(row.run_id, "white"))),
                 row.projection,
                 *(number(value, 3) for value in (row.all, row.early, row.middle, row.late)),
-                rel_text,
+                "base" if row.run_id == baseline else rel_text,
                 top_text,
+                sig_text,
             )

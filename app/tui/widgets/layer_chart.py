@@ -2,7 +2,10 @@
 
 This is the figure of the paper (one panel per q/k/v/o, fast vs slow thinking overlaid), drawn
 with plotext. The widget only draws: curves arrive already aggregated by the cache (mean,
-std, 95% interval per layer), so a redraw is cheap enough to follow a live computation.
+std, 95% interval per layer), so a redraw is cheap enough to follow a live computation. Layers
+where a run differs significantly from the baseline (``marks``, from the comparison's tests)
+get a ``*`` along the bottom of their panel, legible without colour; the x axis label says
+what they mean.
 """
 
 from __future__ import annotations
@@ -29,6 +32,13 @@ LIGHT_PALETTE = ("blue", "red", "green", "magenta", "cyan", "orange", "gray", "b
 # with one character each, which the legend shows in front of the run's name.
 RUN_MARKERS = ("braille", "•", "x", "+", "*", "o", "#", "%")
 BRAILLE_LEGEND = "⠤⠤"
+SIGNIFICANCE_MARK = "*"
+# what the x axis label adds under a panel with marks, the longest that fits
+SIGNIFICANCE_LABELS = (
+    f"   {SIGNIFICANCE_MARK} differs from baseline (q<0.05)",
+    f"   {SIGNIFICANCE_MARK} differs (q<0.05)",
+    f"  {SIGNIFICANCE_MARK} differs",
+)
 
 
 def marker_glyph(marker: str) -> str:
@@ -105,6 +115,7 @@ class LayerChart(PlotextChart):
         self.log_scale = False
         self.log_refused = False
         self.legend_settings = False  # the legend names each run's settings, one run a line
+        self.marks: dict[str, list[int]] = {}  # projection -> layers that differ significantly
         self.placeholder = "Select runs to compare (Runs tab, space) or start a run (r)."
 
     def show(
@@ -116,9 +127,12 @@ class LayerChart(PlotextChart):
         log_scale: bool,
         *,
         legend_settings: bool = False,
+        marks: dict[str, list[int]] | None = None,
     ) -> None:
-        """Replace the data and redraw (the legend with each run's settings when asked)."""
+        """Replace the data and redraw (the legend with each run's settings when asked; a mark
+        at each layer of ``marks`` where a run differs from the first)."""
         self.series = series
+        self.marks = marks or {}
         self.legend_settings = legend_settings
         self.projections = projections
         self.metric = metric
@@ -167,11 +181,44 @@ class LayerChart(PlotextChart):
                 # the plot area is the panel less its y tick labels and frame
                 panel.xticks(layer_ticks(layers, panel_width - 8))
             if position + columns >= len(shown):  # the bottom panel of its column
-                panel.xlabel("layer")
+                panel.xlabel("layer" + self._marks_label(panel_width))
             for item in self.series:
                 if item.projection != projection:
                     continue
                 self._draw_series(panel, item)
+            self._draw_marks(panel, projection, height // rows)
+
+    def _marks_label(self, panel_width: int) -> str:
+        """What the x axis label says about the stars, when any panel has them."""
+        if not any(self.marks.get(p) for p in self.projections):
+            return ""
+        room = panel_width - 14 - len("layer")  # plotext drops a longer label
+        return next((text for text in SIGNIFICANCE_LABELS if len(text) <= room), "")
+
+    def _draw_marks(self, panel: object, projection: str, panel_height: int) -> None:
+        """A star at the bottom of the panel above each layer that differs significantly."""
+        layers = self.marks.get(projection)
+        values = [
+            value
+            for item in self.series
+            if item.projection == projection
+            for value in item.mean
+            if math.isfinite(value) and (value > 0 or not self.log_scale)
+        ]
+        if not layers or not values:
+            return
+        # one plot row below the lowest curve, so that the stars get a row of their own (the
+        # panel's rows less title, frame, ticks and label; the extra row widens the range)
+        plot_rows = max(panel_height - 5, 3)
+        share = 1.05 / (plot_rows - 2) if plot_rows > 2 else 0.5
+        low, high = min(values), max(values)
+        if self.log_scale and not self.log_refused:
+            bottom = low / (high / low) ** share if high > low else low / 2
+        else:
+            bottom = low - ((high - low) or abs(low) or 1.0) * share
+            if low >= 0:  # a non-negative statistic: no negative tick for the stars' row
+                bottom = max(bottom, 0.0)
+        panel.scatter(layers, [bottom] * len(layers), marker=SIGNIFICANCE_MARK)  # type: ignore[attr-defined]
 
     def _plot_loss(self) -> None:
         """Loss has no layers: one bar per run (mean loss), interval as error bars."""
