@@ -15,6 +15,9 @@ Definitions (after arXiv 2410.23743 and its released ``code_vis/exp_utils.py``):
   26 (Gemma 2 2B) 7/13/6, 28 (Qwen2 1.5B) 7/14/7, 32 (Llama 2 7B, Llama 3 8B) 10/10/12 and
   42 (Gemma 2 9B) 12/18/12. Any other depth is cut into thirds, the remainder going to the middle
   and then the late part (e.g. 4 layers: 1/2/1, 8 layers: 2/3/3).
+* **Normalised depth** of layer i in a model of L layers is ``i / (L - 1)`` (0 for a one-layer
+  model): the first layer at 0, the last at 1, so that models of different depths (28 and 42
+  layers, say) overlay on one x axis.
 * **Relative difference** of curve b against baseline a: ``mean over layers of |a - b| / |a|``,
   where a zero baseline value is replaced by 1e-10 as in the paper; layers where either value is
   not finite are left out. The five layers where it is largest are reported with their values.
@@ -35,6 +38,7 @@ if TYPE_CHECKING:
     from layerscope.analysis.cache import ResultsCache
 
 __all__ = [
+    "DEPTHS",
     "Comparison",
     "MadRow",
     "RelativeDifference",
@@ -45,6 +49,7 @@ __all__ = [
     "mad",
     "mad_row",
     "mad_table",
+    "normalised_depth",
     "relative_difference",
     "relative_rows",
     "resolve_metric",
@@ -81,6 +86,22 @@ def resolve_metric(name: str) -> str:
         choices = ", ".join([*METRIC_ALIASES, *METRICS])
         raise ValueError(f"unknown metric {name!r}; choose one of {choices}")
     return key
+
+
+# The x axes a layer-wise curve can be drawn against: layer index, or layer / (layers - 1).
+DEPTHS = ("layer", "normalised")
+
+
+def normalised_depth(layers: Sequence[int], n_layers: int | None = None) -> list[float]:
+    """Each layer's position in 0..1, ``layer / (n_layers - 1)``; ``n_layers`` defaults to
+    one more than the largest layer given (a curve that covers the whole model)."""
+    if n_layers is None:
+        n_layers = max(layers, default=-1) + 1
+    if any(layer < 0 or layer >= n_layers for layer in layers):
+        raise ValueError(f"layers must lie in 0..{n_layers - 1} for a model of {n_layers} layers")
+    if n_layers <= 1:
+        return [0.0 for _ in layers]
+    return [layer / (n_layers - 1) for layer in layers]
 
 
 def layer_splits(n_layers: int) -> tuple[range, range, range]:

@@ -108,7 +108,11 @@ def report(
         console.print(output.loss_table(comparison, labels, console.width))
         return 0
     heading = title + (f" (samples with {tokens[0]}-{tokens[1]} response tokens)" if tokens else "")
-    for chart in output.charts(comparison, labels, heading, args.width, args.height):
+    counts = {i.id: i.layers for i in infos} if getattr(args, "depth", "") == "normalised" else None
+    charts = output.charts(
+        comparison, labels, heading, args.width, args.height, layer_counts=counts
+    )
+    for chart in charts:
         print(chart)
         print()
     console.print(output.mad_table(comparison, labels, console.width))

@@ -232,8 +232,12 @@ def charts(
     title: str,
     width: int | None,
     height: int,
+    *,
+    layer_counts: Mapping[str, int] | None = None,
 ) -> list[str]:
-    """One text chart per projection, the runs overlaid."""
+    """One text chart per projection, the runs overlaid; with ``layer_counts`` (run id ->
+    the model's layers) against normalised depth, layer / (layers - 1), instead of layer."""
+    from layerscope.analysis.compare import normalised_depth
     from layerscope.app.charts import Series, render_curves
 
     color = sys.stdout.isatty() and "NO_COLOR" not in os.environ
@@ -242,7 +246,16 @@ def charts(
         by_projection.setdefault(curve.projection, []).append(curve)
     rendered = []
     for projection, curves in by_projection.items():
-        series = [Series(labels.get(c.run_id, c.run_id[:8]), c.layers, c.mean) for c in curves]
+        series = [
+            Series(
+                labels.get(c.run_id, c.run_id[:8]),
+                c.layers
+                if layer_counts is None
+                else normalised_depth(c.layers, layer_counts.get(c.run_id)),
+                c.mean,
+            )
+            for c in curves
+        ]
         rendered.append(
             render_curves(
                 series,
@@ -250,6 +263,7 @@ def charts(
                 width=chart_width(width),
                 height=height,
                 color=color,
+                xlabel="layer" if layer_counts is None else "normalised depth",
             )
         )
     return rendered
