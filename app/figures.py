@@ -31,6 +31,7 @@ __all__ = [
     "FIGURE_FORMATS",
     "MISSING_MATPLOTLIB",
     "PANELS",
+    "figure_bytes",
     "figure_format",
     "have_matplotlib",
     "panel_title",
@@ -168,15 +169,23 @@ def save_figure(
     published whole or not at all, and never over the cache (``protected``) or, without
     ``force``, over an existing file (:class:`~layerscope.analysis.outputs.OutputError`).
     """
+    chosen = figure_format(path)
+    content = figure_bytes(figure, chosen)  # drawn before the file is opened
+    with open_output(path, protected, force=force) as handle:
+        handle.write(content)
+    return chosen
+
+
+def figure_bytes(figure: Figure, chosen: str) -> bytes:
+    """The figure as the bytes of a PNG, SVG or PDF file (text kept editable, no date)."""
+    import io
+
     import matplotlib
 
-    chosen = figure_format(path)
-    with (
-        matplotlib.rc_context({"svg.fonttype": "none", "pdf.fonttype": 42}),
-        open_output(path, protected, force=force) as handle,
-    ):
-        figure.savefig(handle, format=chosen, dpi=PNG_DPI, metadata=_metadata(chosen))
-    return chosen
+    buffer = io.BytesIO()
+    with matplotlib.rc_context({"svg.fonttype": "none", "pdf.fonttype": 42}):
+        figure.savefig(buffer, format=chosen, dpi=PNG_DPI, metadata=_metadata(chosen))
+    return buffer.getvalue()
 
 
 def _metadata(chosen: str) -> dict[str, str | None]:

@@ -11,6 +11,7 @@ import math
 
 import pytest
 from test_tables import two_depths  # noqa: F401 (fixture)
+from test_tui_browse import cache_path, filled  # noqa: F401 (fixtures)
 
 from layerscope.analysis.cache import ResultsCache
 from layerscope.app import cli
@@ -137,3 +138,120 @@ def test_figure_without_matplotlib_says_how_to_install_it(capsys, tmp_path, monk
     assert status == 2
     assert line == "layerscope: error: figure needs matplotlib: pip install 'layerscope[figures]'"
     assert not (tmp_path / "f.png").exists()
+
+
+# --- the explorer: the chart against normalised depth, and the figure in its export -----------
+
+
+def add_four_layer_run(db) -> str:
+    """A run of a 4-layer model beside the synthetic cache's 6-layer ones."""
+    from cache_helpers import fill_run
+
+    return fill_run(ResultsCache(db), "four", 6, layers=4, model="four-layer")
+
+
+async def chart_with_two_depths(app, pilot, filled, shallow):  # noqa: F811
+    """Overlay a 6-layer run and a 4-layer one in the Chart tab."""
+    from test_tui_browse import compare, settle
+
+    await settle(app, pilot)
+    await compare(app, pilot, [filled["none_cot"], shallow])
+
+
+async def test_explorer_chart_toggles_to_normalised_depth(cache_path, filled):  # noqa: F811
+    from test_tui_browse import SIZE, settle
+
+    from layerscope.app.tui.app import LayerscopeApp
+    from layerscope.app.tui.widgets.compare_view import ComparePane
+    from layerscope.app.tui.widgets.layer_chart import LayerChart
+
+    shallow = add_four_layer_run(cache_path)
+    app = LayerscopeApp(poll_seconds=0)
+    async with app.run_test(size=SIZE) as pilot:
+        await chart_with_two_depths(app, pilot, filled, shallow)
+        chart = app.query_one(LayerChart)
+        deep_q = next(s for s in chart.series if s.projection == "q" and s.layers[-1] == 5)
+        assert chart.depth == "layer" and "layer" in chart.as_text()
+        await pilot.press("x")
+        await settle(app, pilot)
+        assert chart.depth == "normalised"
+        by_label = {}
+        for item in chart.series:
+            if item.projection == "q":
+                by_label[item.label] = item.layers
+        assert sorted(by_label.values(), key=len) == [
+            [0.0, 1 / 3, 2 / 3, 1.0],  # 4 layers
+            [0.0, 0.2, 0.4, 0.6, 0.8, 1.0],  # 6 layers
+        ]
+        assert deep_q.mean == next(s for s in chart.series if s.label == deep_q.label).mean
+        text = chart.as_text()
+        assert "depth" in text and "0.5" in text
+        status = str(app.query_one("#chart-status").render())
+        assert "x: depth 0-1" in status
+        assert app.query_one(ComparePane).view_settings()["depth"] == "normalised"
+        assert shallow in {c.run_id for c in app.query_one(ComparePane).curves}
+        await pilot.press("x")
+        await settle(app, pilot)
+        assert chart.depth == "layer" and "x: depth" not in str(
+            app.query_one("#chart-status").render()
+        )
+
+
+async def test_explorer_export_writes_the_papers_figure(cache_path, filled, tmp_path):  # noqa: F811
+    pytest.importorskip("matplotlib")
+    from matplotlib import image
+    from test_tui_browse import SIZE, settle
+
+    from layerscope.app.figures import PNG_DPI, SIZE_INCHES
+    from layerscope.app.tui.app import LayerscopeApp
+
+    out = tmp_path / "exported"
+    shallow = add_four_layer_run(cache_path)
+    app = LayerscopeApp(poll_seconds=0)
+    async with app.run_test(size=SIZE) as pilot:
+        await chart_with_two_depths(app, pilot, filled, shallow)
+        await pilot.press("b")  # the 95% band, in the figure too
+        await settle(app, pilot)
+        await pilot.press("e")
+        await pilot.pause()
+        app.screen.query_one("#export-folder").value = str(out)
+        await pilot.press("enter")
+        await settle(app, pilot)
+    names = sorted(path.name for path in out.iterdir())
+    assert names == [
+        "chart-nuclear_norm.txt",
+        "comparison-nuclear_norm.csv",
+        "figure-nuclear_norm.pdf",
+        "figure-nuclear_norm.png",
+    ]
+    pixels = image.imread(out / "figure-nuclear_norm.png")
+    assert pixels.shape[:2] == (round(SIZE_INCHES[1] * PNG_DPI), round(SIZE_INCHES[0] * PNG_DPI))
+    assert (out / "figure-nuclear_norm.pdf").read_bytes().startswith(b"%PDF")
+
+
+async def test_explorer_export_without_matplotlib_writes_text_and_table(
+    cache_path,  # noqa: F811
+    filled,  # noqa: F811
+    tmp_path,
+    monkeypatch,
+):
+    from test_tui_browse import SIZE, compare, settle
+
+    import layerscope.app.figures as figures
+    from layerscope.app.tui.app import LayerscopeApp
+
+    monkeypatch.setattr(figures, "have_matplotlib", lambda: False)
+    out = tmp_path / "exported"
+    app = LayerscopeApp(poll_seconds=0)
+    async with app.run_test(size=SIZE) as pilot:
+        await settle(app, pilot)
+        await compare(app, pilot, [filled["none_cot"]])
+        await pilot.press("e")
+        await pilot.pause()
+        app.screen.query_one("#export-folder").value = str(out)
+        await pilot.press("enter")
+        await settle(app, pilot)
+    assert sorted(p.name for p in out.iterdir()) == [
+        "chart-nuclear_norm.txt",
+        "comparison-nuclear_norm.csv",
+    ]

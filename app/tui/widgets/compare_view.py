@@ -1,6 +1,7 @@
 """The Chart tab: overlaid layer-wise curves of the selected runs, and their comparison table.
 
-Holds the view's choices (statistic, projections, interval, log scale) and shows what the App
+Holds the view's choices (statistic, projections, interval, log scale, x axis: layer or
+normalised depth) and shows what the App
 pushes into it: the runs known (for labels), the response-length filter (owned by the App),
 whether a computation is running and the theme's darkness. Curves are read through the cache
 reader's coalescing channel (a large cache must not freeze the keyboard, and a batch landing
@@ -32,6 +33,7 @@ from layerscope.app.tui.widgets.layer_chart import (
     RUN_MARKERS,
     BandMode,
     ChartSeries,
+    Depth,
     LayerChart,
 )
 
@@ -39,6 +41,7 @@ if TYPE_CHECKING:
     from layerscope.analysis.cache import ResultsCache
     from layerscope.analysis.compare import MadRow, RelativeDifferenceRow
     from layerscope.analysis.records import LayerCurve, RunInfo
+    from layerscope.app.tui.export import ChartFigure
     from layerscope.app.tui.services.cache_reader import CacheReader
 
 # The order statistics are cycled in: the paper's headline statistics first.
@@ -96,6 +99,14 @@ class ComparePane(ReportsWorkerErrors, Vertical):
             tooltip="Legend: short run labels, or each run with its settings (dtype, limit, ...)",
             id="chart.legend_settings",
         ),
+        Binding(
+            "x",
+            "toggle_depth",
+            "Depth",
+            tooltip="x axis: layer, or normalised depth layer/(layers-1) (models of any depth)",
+            show=False,
+            id="chart.depth",
+        ),
     ]
 
     def __init__(
@@ -119,6 +130,8 @@ class ComparePane(ReportsWorkerErrors, Vertical):
         self.shown_projections: set[str] = set(ATTENTION_PROJECTIONS)
         self.band: BandMode = "none"
         self.log_scale = False
+        self.depth: Depth = "layer"
+        self.curves: list[LayerCurve] = []  # as last drawn (the figure export draws them)
         self.length_range: tuple[int, int] | None = None
         self.labels: dict[str, str] = {}
         self.colours: dict[str, str] = {}
@@ -211,6 +224,10 @@ class ComparePane(ReportsWorkerErrors, Vertical):
         self.log_scale = not self.log_scale
         self.reload()
 
+    def action_toggle_depth(self) -> None:
+        self.depth = "normalised" if self.depth == "layer" else "layer"
+        self.reload()
+
     def action_toggle_legend_settings(self) -> None:
         self.legend_settings = not self.legend_settings
         self.query_one(LayerChart).show_legend_settings(self.legend_settings)
@@ -260,6 +277,7 @@ class ComparePane(ReportsWorkerErrors, Vertical):
         self._show(message.curves, message.mad_rows, message.differences)
 
     def _show_empty(self) -> None:
+        self.curves = []
         self.query_one(LayerChart).show([], [], self.metric, self.band, self.log_scale)
         self.query_one(ComparisonTable).show([], [], {}, {}, None)
 
@@ -269,6 +287,9 @@ class ComparePane(ReportsWorkerErrors, Vertical):
         mad_rows: list[MadRow],
         differences: list[RelativeDifferenceRow],
     ) -> None:
+        from layerscope.analysis.compare import normalised_depth
+
+        self.curves = list(curves)
         runs = self.runs_by_id
         known = [runs[run_id] for run_id in self.run_ids if run_id in runs]
         self.labels = run_labels(known)
@@ -282,7 +303,9 @@ class ComparePane(ReportsWorkerErrors, Vertical):
             ChartSeries(
                 label=self.labels.get(curve.run_id, curve.run_id[:8]),
                 projection=curve.projection,
-                layers=list(curve.layers),
+                layers=normalised_depth(curve.layers, self.layer_count(curve))
+                if self.depth == "normalised"
+                else [float(layer) for layer in curve.layers],
                 mean=list(curve.mean),
                 ci95=list(curve.ci95),
                 colour=self.colours.get(curve.run_id, palette[0]),
@@ -305,6 +328,7 @@ class ComparePane(ReportsWorkerErrors, Vertical):
             self.band,
             self.log_scale,
             legend_settings=self.legend_settings,
+            depth=self.depth,
         )
         if chart.log_refused:
             self.notify(
@@ -316,6 +340,11 @@ class ComparePane(ReportsWorkerErrors, Vertical):
             mad_rows, differences, self.labels, self.colours, baseline
         )
 
+    def layer_count(self, curve: LayerCurve) -> int:
+        """The layers of the curve's model (its run's), for normalised depth."""
+        run = self.runs_by_id.get(curve.run_id)
+        return run.layers if run and run.layers else max(curve.layers, default=0) + 1
+
     def _update_status(self) -> None:
         projections = " ".join(self.projection_order())
         length = format_length_range(self.length_range) or "all"
@@ -324,6 +353,7 @@ class ComparePane(ReportsWorkerErrors, Vertical):
         self.query_one("#chart-status", Static).update(
             f"[b]{self.metric}[/b] · {projections} · {BAND_LABELS[self.band]} · {scale}"
             f" · length {length} · {runs} run{'s' if runs != 1 else ''}"
+            + (" · x: depth 0-1" if self.depth == "normalised" else "")
         )
 
     # --- kept across sessions (app/tui/state.py) ----------------------------------------------
@@ -335,6 +365,7 @@ class ComparePane(ReportsWorkerErrors, Vertical):
             "projections": self.projection_order(),
             "band": self.band,
             "log_scale": self.log_scale,
+            "depth": self.depth,
         }
 
     def restore_view(self, view: Mapping[str, Any]) -> None:
@@ -349,12 +380,31 @@ class ComparePane(ReportsWorkerErrors, Vertical):
             self.band = view["band"]
         if isinstance(view.get("log_scale"), bool):
             self.log_scale = view["log_scale"]
+        if view.get("depth") in ("layer", "normalised"):
+            self.depth = view["depth"]
         self.reload()
 
     # --- export -----------------------------------------------------------------------------
 
     def export_chart_text(self) -> str:
         return self.query_one(LayerChart).as_text()
+
+    def export_figure(self) -> ChartFigure | None:
+        """The curves drawn, for the paper's figure; None when nothing is drawn or the
+        statistic has no layers (loss)."""
+        from layerscope.app.tui.export import ChartFigure
+
+        curves = [c for c in self.curves if c.projection != "loss"]
+        if not curves:
+            return None
+        return ChartFigure(
+            curves,
+            dict(self.labels),
+            self.metric,
+            {c.run_id: self.layer_count(c) for c in curves},
+            self.depth,
+            self.band != "none",
+        )
 
     def export_table_rows(self) -> list[list[str]]:
         return self.query_one(ComparisonTable).csv_rows
