@@ -83,6 +83,7 @@ def paper_figure(
     ``normalised`` draws x = layer / (layers - 1), ``layers`` from ``layer_counts`` by run id
     (default: the curve's own last layer + 1), so that models of different depths overlay."""
     from matplotlib.figure import Figure
+    from matplotlib.ticker import MaxNLocator
 
     runs: list[str] = []
     for curve in curves:
@@ -103,6 +104,8 @@ def paper_figure(
             panel.set_ylabel(metric)
         if position >= 2:
             panel.set_xlabel(DEPTH_LABELS.get(depth, depth))
+        if depth != "normalised":
+            panel.xaxis.set_major_locator(MaxNLocator(integer=True))  # layers are whole
         drawn = False
         for curve in curves:
             if curve.projection != projection:
@@ -152,7 +155,7 @@ def paper_figure(
             list(handles.values()),
             [labels.get(run_id, run_id[:8]) for run_id in handles],
             loc="outside lower center",
-            ncols=min(len(handles), 3),
+            ncols=min(len(handles), 4),
             frameon=False,
         )
     if title:

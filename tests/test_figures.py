@@ -91,6 +91,12 @@ def test_figure_draws_the_stored_curves_each_run_told_apart_without_colour(two_d
         top = max(m + c for m, c in zip(first.mean, first.ci95, strict=True) if math.isfinite(c))
         assert band.max() == pytest.approx(top, rel=1e-9)
     assert panels[2].get_xlabel().startswith("normalised depth")
+    by_layer = paper_figure(curves, labels, "nuclear_norm")
+    figure.canvas.draw()
+    by_layer.canvas.draw()
+    ticks = [t for t in by_layer.axes[2].get_xticks() if 0 <= t <= 41]
+    assert ticks and all(float(t).is_integer() for t in ticks)  # layers, not 0.5 steps
+    assert by_layer.axes[2].get_lines()[2].get_xdata()[-1] == 41
     legend_texts = [t.get_text() for t in figure.legends[0].get_texts()]
     assert legend_texts == list(runs)
 
