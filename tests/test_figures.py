@@ -14,6 +14,7 @@ from test_tables import two_depths  # noqa: F401 (fixture)
 from test_tui_browse import cache_path, filled  # noqa: F401 (fixtures)
 
 from layerscope.analysis.cache import ResultsCache
+from layerscope.analysis.compare import mad_row
 from layerscope.app import cli
 
 
@@ -229,7 +230,21 @@ async def test_explorer_export_writes_the_papers_figure(cache_path, filled, tmp_
         "comparison-nuclear_norm.csv",
         "figure-nuclear_norm.pdf",
         "figure-nuclear_norm.png",
+        "table-nuclear_norm.md",
+        "table-nuclear_norm.tex",
     ]
+    # the paper's table of the two models, each split by its own depth, MADs as show's
+    markdown = (out / "table-nuclear_norm.md").read_text()
+    assert markdown.count("MAD over layers of nuclear_norm") == 4  # q, k, v, o
+    cache = ResultsCache(cache_path)
+    [q_six, q_four] = [
+        next(c for c in cache.curves([run_id], "nuclear_norm", ["q"]))
+        for run_id in (filled["none_cot"], shallow)
+    ]
+    q_block = markdown.split("\n\n")[1]
+    assert f"| tiny | base | 6 | {mad_row(q_six).all:.4g} |" in q_block
+    assert f"| four-layer | base | 4 | {mad_row(q_four).all:.4g} |" in q_block
+    assert r"\begin{tabular}" in (out / "table-nuclear_norm.tex").read_text()
     pixels = image.imread(out / "figure-nuclear_norm.png")
     assert pixels.shape[:2] == (round(SIZE_INCHES[1] * PNG_DPI), round(SIZE_INCHES[0] * PNG_DPI))
     assert (out / "figure-nuclear_norm.pdf").read_bytes().startswith(b"%PDF")
@@ -260,4 +275,6 @@ async def test_explorer_export_without_matplotlib_writes_text_and_table(
     assert sorted(p.name for p in out.iterdir()) == [
         "chart-nuclear_norm.txt",
         "comparison-nuclear_norm.csv",
+        "table-nuclear_norm.md",
+        "table-nuclear_norm.tex",
     ]

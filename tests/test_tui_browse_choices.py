@@ -236,6 +236,8 @@ async def test_export_into_no_folder_or_a_file_says_why_and_stays_open(
         "chart-nuclear_norm.txt",
         "comparison-nuclear_norm.csv",
         *figures,
+        "table-nuclear_norm.md",
+        "table-nuclear_norm.tex",
     ]
 
 

@@ -31,7 +31,8 @@ if TYPE_CHECKING:
 
 def export_shown(app: LayerscopeApp) -> None:
     """Ask for a folder and write what the current tab shows (chart as text and, with the
-    figures extra, as the paper's figure in PNG and PDF; tables as CSV)."""
+    figures extra, as the paper's figure in PNG and PDF; tables as CSV; on the Chart tab also
+    the paper's MAD table as Markdown and LaTeX)."""
     from layerscope.app.tui.export import FIGURE_FILES, ChartFigure, can_draw_figures
     from layerscope.app.tui.screens.export_dialog import ExportDialog
 
@@ -39,6 +40,7 @@ def export_shown(app: LayerscopeApp) -> None:
     texts: dict[str, str] = {}
     tables: dict[str, list[list[str]]] = {}
     figures: dict[str, ChartFigure] = {}
+    documents: dict[str, str] = {}
     if tab == "chart":
         pane = app.query_one(ComparePane)
         texts[f"chart-{pane.metric}"] = pane.export_chart_text()
@@ -46,6 +48,7 @@ def export_shown(app: LayerscopeApp) -> None:
         chart = pane.export_figure()
         if chart is not None and can_draw_figures():
             figures[f"figure-{pane.metric}"] = chart
+        documents.update(pane.export_paper_tables())
     elif tab == "samples":
         samples = app.query_one(SamplesPane)
         tables[f"samples-{(samples.run_id or 'none')[:12]}"] = samples.export_rows()
@@ -65,12 +68,13 @@ def export_shown(app: LayerscopeApp) -> None:
         [f"{name}.txt" for name in texts]
         + [f"{name}.csv" for name in tables]
         + [f"{name}.{kind}" for name in figures for kind in FIGURE_FILES]
+        + list(documents)
     )
 
     def write(folder: Path) -> list[Path]:
         from layerscope.app.tui.export import write_exports
 
-        return write_exports(folder, texts, tables, figures)
+        return write_exports(folder, texts, tables, figures, documents)
 
     def written(paths: list[Path] | None) -> None:
         if not paths:  # escape: nothing was written

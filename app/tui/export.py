@@ -88,9 +88,11 @@ def write_exports(
     texts: dict[str, str],
     tables: dict[str, Sequence[Sequence[str]]],
     figures: Mapping[str, ChartFigure] | None = None,
+    documents: Mapping[str, str] | None = None,
 ) -> list[Path]:
-    """Write each text, table and figure (as PNG and PDF) into `folder`; returns the paths
-    written.
+    """Write each text (NAME.txt), table (NAME.csv), figure (NAME.png and NAME.pdf) and
+    document (named with its own extension, e.g. table-nuclear_norm.tex) into `folder`;
+    returns the paths written.
 
     Every file is checked before the first is written, and each appears whole or not at all
     (written beside it, then renamed: analysis/outputs.py). Raises OutputError or OSError.
@@ -105,6 +107,9 @@ def write_exports(
         buffer = io.StringIO(newline="")
         csv.writer(buffer).writerows(rows)
         contents[folder / f"{safe_name(name)}.csv"] = buffer.getvalue().encode("utf-8")
+    for file_name, text in (documents or {}).items():
+        stem, _, extension = file_name.rpartition(".")
+        contents[folder / f"{safe_name(stem)}.{safe_name(extension)}"] = text.encode("utf-8")
     for name, chart in (figures or {}).items():  # drawn before anything is written
         for file_name, content in _figure_files(name, chart).items():
             contents[folder / file_name] = content

@@ -406,5 +406,36 @@ class ComparePane(ReportsWorkerErrors, Vertical):
             self.band != "none",
         )
 
+    def export_paper_tables(self) -> dict[str, str]:
+        """The paper's MAD table (rows model x mode, columns response types) of the curves
+        drawn, one table per projection shown, as Markdown and LaTeX: file name -> text. Empty
+        when nothing is drawn, or when two runs would share a cell (same model, mode, type)."""
+        from layerscope.analysis.tables import paper_table, render_table
+        from layerscope.app.labels import short_model
+
+        curves = [c for c in self.curves if c.projection != "loss"]
+        drawn = {c.run_id for c in curves}
+        infos = [self.runs_by_id[r] for r in self.run_ids if r in drawn and r in self.runs_by_id]
+        if not infos:
+            return {}
+        documents: dict[str, list[str]] = {"md": [], "tex": []}
+        try:
+            for projection in self.projection_order():
+                if not any(c.projection == projection for c in curves):
+                    continue
+                having = [i for i in infos if any(
+                    c.run_id == i.id and c.projection == projection for c in curves
+                )]  # fmt: skip
+                table = paper_table(having, curves, self.metric, projection, self.length_range)
+                documents["md"].append(render_table(table, "markdown", short_model))
+                documents["tex"].append(render_table(table, "latex", short_model))
+        except ValueError:
+            return {}
+        return {
+            f"table-{self.metric}.{kind}": "\n".join(texts)
+            for kind, texts in documents.items()
+            if texts
+        }
+
     def export_table_rows(self) -> list[list[str]]:
         return self.query_one(ComparisonTable).csv_rows
