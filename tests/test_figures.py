@@ -134,6 +134,18 @@ def test_figure_bad_input_is_one_line(capsys, tmp_path, two_depths):  # noqa: F8
     assert status == 2 and "a figure is a file" in one_line_error(err)
 
 
+def test_matplotlib_is_imported_only_to_draw():
+    """Starting the command line or the explorer, or importing the figure module, never pays
+    for matplotlib (a large optional extra): only drawing a figure does."""
+    from test_boundaries import imported_after
+
+    loaded = imported_after(
+        "import layerscope.app.cli, layerscope.app.figures, layerscope.app.tui.app, "
+        "layerscope.app.tui.export, layerscope.analysis.tables"
+    )
+    assert not any(name == "matplotlib" or name.startswith("matplotlib.") for name in loaded)
+
+
 def test_figure_without_matplotlib_says_how_to_install_it(capsys, tmp_path, monkeypatch):
     import layerscope.app.figures as figures
 

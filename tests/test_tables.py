@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import csv
 import io
+import json
 
 import numpy as np
 import pytest
@@ -229,3 +230,7 @@ def test_show_draws_against_normalised_depth(capsys, two_depths):
     assert "0.5" in tick_line and "0.75" in tick_line and "1" in tick_line
     status, out, _ = run_cli(capsys, "show", ids[0], "--proj", "q", "--width", "70", "--db", db)
     assert "normalised depth" not in out and "layer" in out
+    status, out, _ = run_cli(capsys, "show", ids[0], ids[2], "--proj", "q", "--json", "--db", db)
+    shallow, deep = json.loads(out)["curves"]
+    assert shallow["depth"] == pytest.approx([layer / 27 for layer in range(28)])
+    assert deep["depth"] == pytest.approx([layer / 41 for layer in range(42)])

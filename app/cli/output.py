@@ -110,11 +110,22 @@ def relative_record(row: RelativeDifferenceRow, labels: Mapping[str, str]) -> di
 def comparison_record(
     comparison: Comparison, infos: Sequence[RunInfo], labels: Mapping[str, str]
 ) -> dict[str, Any]:
+    """Everything ``show`` reports, as JSON values; each curve also carries ``depth``, its
+    layers' normalised depth layer / (layers - 1), to overlay models of different depths."""
+    from layerscope.analysis.compare import normalised_depth
+
+    layer_counts = {info.id: info.layers for info in infos}
+    curves = []
+    for curve in comparison.curves:
+        record = curve_record(curve)
+        if curve.projection != "loss":
+            record["depth"] = normalised_depth(curve.layers, layer_counts.get(curve.run_id))
+        curves.append(record)
     return {
         "metric": comparison.metric,
         "response_tokens": comparison.response_tokens,
         "runs": [run_record(info) for info in infos],
-        "curves": [curve_record(c) for c in comparison.curves],
+        "curves": curves,
         "mad": [mad_record(row) for row in comparison.mad],
         "relative_differences": [relative_record(r, labels) for r in comparison.relative],
     }
