@@ -9,6 +9,7 @@ with the paper's split points written out by hand (28 layers: 7/14/7, 42 layers:
 from __future__ import annotations
 
 import csv
+import dataclasses
 import io
 import json
 
@@ -190,6 +191,25 @@ def test_table_refuses_two_runs_for_one_cell_and_bad_options(capsys, tmp_path):
     assert status == 2 and "loss has no layers" in err
     status, _, err = run_cli(capsys, "table", a, "--proj", "gate", "--db", db)
     assert status == 2 and "has no gate matrices" in err
+
+
+def test_table_of_several_datasets_names_columns_by_dataset_and_type(capsys, tmp_path):
+    from layerscope.analysis.tables import paper_table
+
+    db = tmp_path / "c.duckdb"
+    cache = ResultsCache(db)
+    a, _ = varied_run(cache, "a", 28, model="m", response_type="none_cot", seed=1)
+    b, _ = varied_run(cache, "b", 28, model="m", response_type="none_cot", seed=2)
+    infos = [cache.run(a), cache.run(b)]
+    infos[1] = dataclasses.replace(infos[1], dataset="knowledge")
+    curves = cache.curves([a, b], "nuclear_norm", ["q"])
+    table = paper_table(infos, curves, "nuclear_norm", "q")
+    assert table.columns == ["math/none_cot", "knowledge/none_cot"]
+    assert len(table.rows) == 1
+    # length control: no sample has 0-5 response tokens, said in one line
+    status, _, err = run_cli(capsys, "table", a, "--tokens", "0-5", "--db", db)
+    assert status == 1 and "no samples with 0-5 response tokens" in err
+    assert len(err.strip().splitlines()) == 1
 
 
 def test_render_table_escapes_latex_and_marks_undefined_segments(tmp_path):
