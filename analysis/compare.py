@@ -19,6 +19,9 @@ Definitions (after arXiv 2410.23743 and its released ``code_vis/exp_utils.py``):
   or paired t and sign-flip permutation tests when the runs measured the same questions;
   Benjamini-Hochberg across layers): :mod:`layerscope.analysis.significance`. This module
   decides the pairing from what the runs stored and reads the per-sample values it needs.
+* **Normalised depth** of layer i in a model of L layers is ``i / (L - 1)`` (0 for a one-layer
+  model): the first layer at 0, the last at 1, so that models of different depths (28 and 42
+  layers, say) overlay on one x axis.
 * **Relative difference** of curve b against baseline a: ``mean over layers of |a - b| / |a|``,
   where a zero baseline value is replaced by 1e-10 as in the paper; layers where either value is
   not finite are left out. The five layers where it is largest are reported with their values.
@@ -47,6 +50,7 @@ if TYPE_CHECKING:
     from layerscope.analysis.cache import ResultsCache
 
 __all__ = [
+    "DEPTHS",
     "Comparison",
     "MadRow",
     "RelativeDifference",
@@ -57,6 +61,7 @@ __all__ = [
     "mad",
     "mad_row",
     "mad_table",
+    "normalised_depth",
     "relative_difference",
     "relative_rows",
     "resolve_metric",
@@ -94,6 +99,22 @@ def resolve_metric(name: str) -> str:
         choices = ", ".join([*METRIC_ALIASES, *METRICS])
         raise ValueError(f"unknown metric {name!r}; choose one of {choices}")
     return key
+
+
+# The x axes a layer-wise curve can be drawn against: layer index, or layer / (layers - 1).
+DEPTHS = ("layer", "normalised")
+
+
+def normalised_depth(layers: Sequence[int], n_layers: int | None = None) -> list[float]:
+    """Each layer's position in 0..1, ``layer / (n_layers - 1)``; ``n_layers`` defaults to
+    one more than the largest layer given (a curve that covers the whole model)."""
+    if n_layers is None:
+        n_layers = max(layers, default=-1) + 1
+    if any(layer < 0 or layer >= n_layers for layer in layers):
+        raise ValueError(f"layers must lie in 0..{n_layers - 1} for a model of {n_layers} layers")
+    if n_layers <= 1:
+        return [0.0 for _ in layers]
+    return [layer / (n_layers - 1) for layer in layers]
 
 
 def layer_splits(n_layers: int) -> tuple[range, range, range]:

@@ -25,10 +25,11 @@ MARKERS = ("•", "+", "x", "o", "*", "#", "@", "%")
 
 @dataclass(frozen=True)
 class Series:
-    """One curve: a label and y values by layer (NaN values are left out of the line)."""
+    """One curve: a label and y values by layer, or by normalised depth in 0..1 (NaN values
+    are left out of the line)."""
 
     label: str
-    layers: Sequence[int]
+    layers: Sequence[float]
     values: Sequence[float]
 
 
@@ -40,15 +41,18 @@ def render_curves(
     width: int = 80,
     height: int = 18,
     color: bool = False,
+    xlabel: str = "layer",
 ) -> str:
     """The curves overlaid in one chart, as text (ANSI colours only with ``color`` and no
-    ``NO_COLOR`` in the environment); series ``n`` is drawn with ``MARKERS[n]`` either way."""
+    ``NO_COLOR`` in the environment); series ``n`` is drawn with ``MARKERS[n]`` either way.
+    Whole-number x values get a tick per layer (or every n-th); fractional ones (normalised
+    depth) get ticks at 0, 0.25, ..., 1."""
     color = color and "NO_COLOR" not in os.environ
     plotext.clear_figure()
     plotext.plotsize(max(width, 30), max(height, 8))
     plotext.theme("clear" if not color else "pro")
     drawn = 0
-    layers: set[int] = set()
+    layers: set[float] = set()
     for number, curve in enumerate(series):
         points = [
             (layer, value)
@@ -70,11 +74,14 @@ def render_curves(
     if title:
         room = max(width, 30) - 2
         plotext.title(title if len(title) <= room else title[: room - 1] + "…")
-    plotext.xlabel("layer")
-    if layers:
-        first, last = min(layers), max(layers)
+    plotext.xlabel(xlabel)
+    if layers and all(float(x).is_integer() for x in layers):
+        first, last = int(min(layers)), int(max(layers))
         step = max(1, (last - first) // 10)
         plotext.xticks(list(range(first, last + 1, step)))
+    elif layers:
+        ticks = [0.0, 0.25, 0.5, 0.75, 1.0]
+        plotext.xticks(ticks, [f"{tick:g}" for tick in ticks])
     if ylabel:
         plotext.ylabel(ylabel)
     if drawn == 0:

@@ -229,9 +229,15 @@ async def test_export_into_no_folder_or_a_file_says_why_and_stays_open(
         # Corrected in place: written, and the dialog closes.
         assert await submit(pilot, dialog, str(tmp_path / "out")) == ""
         assert app.screen is not dialog
+    from layerscope.app.figures import have_matplotlib
+
+    figures = ["figure-nuclear_norm.pdf", "figure-nuclear_norm.png"] if have_matplotlib() else []
     assert sorted(p.name for p in (tmp_path / "out").iterdir()) == [
         "chart-nuclear_norm.txt",
         "comparison-nuclear_norm.csv",
+        *figures,
+        "table-nuclear_norm.md",
+        "table-nuclear_norm.tex",
     ]
 
 

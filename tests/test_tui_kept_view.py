@@ -132,6 +132,7 @@ async def test_a_broken_chart_entry_in_the_state_file_gives_the_defaults(
             "projections": ["q", "k", "v", "o"],
             "band": "none",
             "log_scale": False,
+            "depth": "layer",
         }
 
 

@@ -6,7 +6,8 @@ while they run, and move numbers around with ``export``/``import``. ``layerscope
 the Textual explorer (the only place this package touches the UI).
 
 The package is thin: :mod:`.arguments` (the grammar, the computing options built from the
-settings record), :mod:`.computing`, :mod:`.browsing` and :mod:`.doctor` (one function per
+settings record), :mod:`.computing`, :mod:`.browsing`, :mod:`.publishing` (figure, table) and
+:mod:`.doctor` (one function per
 command, calling ``analysis/``), :mod:`.output` (rendering). Conventions every command keeps: ``--help``;
 ``--db`` (also before the command); loading stages and progress bars on stderr for long work
 (stdout stays clean for scripts: run ids, tables, JSON; ``compute`` into a terminal shows each
@@ -29,6 +30,7 @@ from layerscope.app.cli.arguments import PROG, UsageError, build_parser
 from layerscope.app.cli.browsing import cmd_describe, cmd_export, cmd_import, cmd_runs, cmd_show
 from layerscope.app.cli.computing import EXIT_INTERRUPTED, cmd_check, cmd_compute
 from layerscope.app.cli.doctor import cmd_doctor
+from layerscope.app.cli.publishing import cmd_figure, cmd_table
 
 __all__ = ["build_parser", "main"]
 
@@ -44,6 +46,8 @@ COMMANDS: dict[str, Callable[[argparse.Namespace], int]] = {
     "describe": cmd_describe,
     "check": cmd_check,
     "doctor": cmd_doctor,
+    "figure": cmd_figure,
+    "table": cmd_table,
 }
 
 

@@ -18,6 +18,16 @@ from layerscope.analysis.settings import Setting, SettingError, Surface, offered
 
 PROG = "layerscope"
 EXPORT_FORMATS = ("parquet", "csv", "paper-jsonl")
+TABLE_FORMATS = ("markdown", "latex", "csv")  # layerscope.analysis.tables.TABLE_FORMATS
+DEPTH_CHOICES = ("layer", "normalised")  # layerscope.analysis.compare.DEPTHS
+METRIC_HELP = (
+    "nuclear, sigma1_ratio, frobenius, effective_rank, stable_rank, sigma_max, "
+    "sigma_min, mean, max, min, nuclear_per_loss or loss (default: nuclear)"
+)
+DEPTH_HELP = (
+    "x axis: layer index, or normalised depth layer / (layers - 1) in 0..1, so that models "
+    "of different depths overlay (default: layer)"
+)
 DB_HELP = "results cache file (default: $LAYERSCOPE_DB or ~/.cache/layerscope/results.duckdb)"
 
 
@@ -191,21 +201,55 @@ def build_parser() -> argparse.ArgumentParser:
 
     show = command("show", "layer-wise curves of runs, their MAD and relative differences")
     show.add_argument("runs", nargs="+", metavar="RUN", help="run ids or unique id prefixes")
-    show.add_argument(
-        "--metric",
-        default="nuclear",
-        help="nuclear, sigma1_ratio, frobenius, effective_rank, stable_rank, sigma_max, "
-        "sigma_min, mean, max, min, nuclear_per_loss or loss (default: nuclear)",
-    )
+    show.add_argument("--metric", default="nuclear", help=METRIC_HELP)
     show.add_argument("--proj", help="comma-separated projections (default: all measured)")
-    show.add_argument(
-        "--tokens",
-        type=token_range,
-        metavar="LOW-HIGH",
-        help="length control: only samples with LOW..HIGH response tokens",
-    )
+    _add_tokens(show)
     show.add_argument("--json", action="store_true", help="curves and tables as JSON")
+    show.add_argument("--depth", choices=DEPTH_CHOICES, default="layer", help=DEPTH_HELP)
     _add_chart_options(show)
+
+    figure = command(
+        "figure",
+        "draw the paper's four-panel figure (q, k, v, o against layer, runs overlaid) "
+        "as PNG, SVG or PDF (needs the figures extra: pip install 'layerscope[figures]')",
+    )
+    figure.add_argument("runs", nargs="+", metavar="RUN", help="run ids or unique id prefixes")
+    figure.add_argument("--metric", default="nuclear", help=METRIC_HELP.replace(" or loss", ""))
+    figure.add_argument(
+        "--output",
+        required=True,
+        type=output_path,
+        metavar="FILE",
+        help="the figure file: its name's ending (.png, .svg, .pdf) chooses the format",
+    )
+    figure.add_argument(
+        "--band", action="store_true", help="shade the 95%% confidence interval of each mean"
+    )
+    figure.add_argument("--depth", choices=DEPTH_CHOICES, default="layer", help=DEPTH_HELP)
+    _add_tokens(figure)
+    figure.add_argument("--title", default="", help="a title above the panels (default: none)")
+    figure.add_argument(
+        "--force", action="store_true", help="replace the file at FILE if there is one"
+    )
+    figure.epilog = (
+        "An existing file is replaced only with --force; the cache and its write-ahead log "
+        "never are. SVG keeps its text as text, PDF embeds TrueType fonts."
+    )
+
+    table = command(
+        "table",
+        "the paper's MAD table: rows model x mode, columns response types, cells the MAD "
+        "over all, early, middle and late layers",
+    )
+    table.add_argument("runs", nargs="+", metavar="RUN", help="run ids or unique id prefixes")
+    table.add_argument("--metric", default="nuclear", help=METRIC_HELP.replace(" or loss", ""))
+    table.add_argument(
+        "--proj", default="q", help="the projection whose curves the cells measure (default: q)"
+    )
+    table.add_argument(
+        "--format", choices=TABLE_FORMATS, default="markdown", help="(default: markdown)"
+    )
+    _add_tokens(table)
 
     export = command("export", "write a run as Parquet, CSV or the paper's JSON lines")
     export.add_argument("run", metavar="RUN")
@@ -274,6 +318,15 @@ def build_parser() -> argparse.ArgumentParser:
     check.epilog = CHECK_OUTPUT
     _add_chart_options(check)
     return parser
+
+
+def _add_tokens(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument(
+        "--tokens",
+        type=token_range,
+        metavar="LOW-HIGH",
+        help="length control: only samples with LOW..HIGH response tokens",
+    )
 
 
 def _add_chart_options(parser: argparse.ArgumentParser) -> None:

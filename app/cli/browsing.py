@@ -114,7 +114,11 @@ def report(
         _print_significance(console, comparison, labels)
         return 0
     heading = title + (f" (samples with {tokens[0]}-{tokens[1]} response tokens)" if tokens else "")
-    for chart in output.charts(comparison, labels, heading, args.width, args.height):
+    counts = {i.id: i.layers for i in infos} if getattr(args, "depth", "") == "normalised" else None
+    charts = output.charts(
+        comparison, labels, heading, args.width, args.height, layer_counts=counts
+    )
+    for chart in charts:
         print(chart)
         print()
     console.print(output.mad_table(comparison, labels, console.width))

@@ -111,11 +111,22 @@ def relative_record(row: RelativeDifferenceRow, labels: Mapping[str, str]) -> di
 def comparison_record(
     comparison: Comparison, infos: Sequence[RunInfo], labels: Mapping[str, str]
 ) -> dict[str, Any]:
+    """Everything ``show`` reports, as JSON values; each curve also carries ``depth``, its
+    layers' normalised depth layer / (layers - 1), to overlay models of different depths."""
+    from layerscope.analysis.compare import normalised_depth
+
+    layer_counts = {info.id: info.layers for info in infos}
+    curves = []
+    for curve in comparison.curves:
+        record = curve_record(curve)
+        if curve.projection != "loss":
+            record["depth"] = normalised_depth(curve.layers, layer_counts.get(curve.run_id))
+        curves.append(record)
     return {
         "metric": comparison.metric,
         "response_tokens": comparison.response_tokens,
         "runs": [run_record(info) for info in infos],
-        "curves": [curve_record(c) for c in comparison.curves],
+        "curves": curves,
         "mad": [mad_record(row) for row in comparison.mad],
         "relative_differences": [relative_record(r, labels) for r in comparison.relative],
         "significance": [significance_record(r, labels) for r in comparison.significance],
@@ -270,8 +281,12 @@ def charts(
     title: str,
     width: int | None,
     height: int,
+    *,
+    layer_counts: Mapping[str, int] | None = None,
 ) -> list[str]:
-    """One text chart per projection, the runs overlaid."""
+    """One text chart per projection, the runs overlaid; with ``layer_counts`` (run id ->
+    the model's layers) against normalised depth, layer / (layers - 1), instead of layer."""
+    from layerscope.analysis.compare import normalised_depth
     from layerscope.app.charts import Series, render_curves
 
     color = sys.stdout.isatty() and "NO_COLOR" not in os.environ
@@ -280,13 +295,23 @@ def charts(
         by_projection.setdefault(curve.projection, []).append(curve)
     rendered = []
     for projection, curves in by_projection.items():
-        series = [Series(labels.get(c.run_id, c.run_id[:8]), c.layers, c.mean) for c in curves]
+        series = [
+            Series(
+                labels.get(c.run_id, c.run_id[:8]),
+                c.layers
+                if layer_counts is None
+                else normalised_depth(c.layers, layer_counts.get(c.run_id)),
+                c.mean,
+            )
+            for c in curves
+        ]
         chart = render_curves(
             series,
             title=f"{title} · {projection}",
             width=chart_width(width),
             height=height,
             color=color,
+            xlabel="layer" if layer_counts is None else "normalised depth",
         )
         marks = [
             significance_mark(r, labels)

@@ -30,16 +30,25 @@ if TYPE_CHECKING:
 
 
 def export_shown(app: LayerscopeApp) -> None:
-    """Ask for a folder and write what the current tab shows (chart as text, tables as CSV)."""
+    """Ask for a folder and write what the current tab shows (chart as text and, with the
+    figures extra, as the paper's figure in PNG and PDF; tables as CSV; on the Chart tab also
+    the paper's MAD table as Markdown and LaTeX)."""
+    from layerscope.app.tui.export import FIGURE_FILES, ChartFigure, can_draw_figures
     from layerscope.app.tui.screens.export_dialog import ExportDialog
 
     tab = app.query_one(TabbedContent).active
     texts: dict[str, str] = {}
     tables: dict[str, list[list[str]]] = {}
+    figures: dict[str, ChartFigure] = {}
+    documents: dict[str, str] = {}
     if tab == "chart":
         pane = app.query_one(ComparePane)
         texts[f"chart-{pane.metric}"] = pane.export_chart_text()
         tables[f"comparison-{pane.metric}"] = pane.export_table_rows()
+        chart = pane.export_figure()
+        if chart is not None and can_draw_figures():
+            figures[f"figure-{pane.metric}"] = chart
+        documents.update(pane.export_paper_tables())
     elif tab == "samples":
         samples = app.query_one(SamplesPane)
         tables[f"samples-{(samples.run_id or 'none')[:12]}"] = samples.export_rows()
@@ -55,12 +64,17 @@ def export_shown(app: LayerscopeApp) -> None:
     else:
         app.notify("Nothing to export on this tab: go to Chart, Samples, Cosines or Runs.")
         return
-    what = ", ".join([f"{name}.txt" for name in texts] + [f"{name}.csv" for name in tables])
+    what = ", ".join(
+        [f"{name}.txt" for name in texts]
+        + [f"{name}.csv" for name in tables]
+        + [f"{name}.{kind}" for name in figures for kind in FIGURE_FILES]
+        + list(documents)
+    )
 
     def write(folder: Path) -> list[Path]:
         from layerscope.app.tui.export import write_exports
 
-        return write_exports(folder, texts, tables)
+        return write_exports(folder, texts, tables, figures, documents)
 
     def written(paths: list[Path] | None) -> None:
         if not paths:  # escape: nothing was written

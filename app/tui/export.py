@@ -1,4 +1,6 @@
-"""Writing what is on screen to files: charts as plain text, tables as CSV.
+"""Writing what is on screen to files: charts as plain text, tables as CSV, and the chart as
+the paper's four-panel figure (PNG and PDF, the file ``layerscope figure`` writes) when
+matplotlib (the ``figures`` extra) is installed.
 
 Kept apart from the widgets so that exports are plain functions a test can call, and so that a
 failed write (read-only folder, full disk) becomes one message instead of an exception in the UI:
@@ -12,8 +14,34 @@ import csv
 import io
 import os
 import re
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, field
 from pathlib import Path
+from typing import TYPE_CHECKING
+
+if TYPE_CHECKING:
+    from layerscope.analysis.records import LayerCurve
+
+FIGURE_FILES = ("png", "pdf")  # one to look at, one for a paper's LaTeX
+
+
+@dataclass(frozen=True)
+class ChartFigure:
+    """What the chart shows, for :func:`layerscope.app.figures.paper_figure` to draw."""
+
+    curves: list[LayerCurve]
+    labels: dict[str, str]
+    metric: str
+    layer_counts: dict[str, int] = field(default_factory=dict)
+    depth: str = "layer"
+    band: bool = False
+
+
+def can_draw_figures() -> bool:
+    """Whether the figures extra (matplotlib) is installed, checked without importing it."""
+    from layerscope.app.figures import have_matplotlib
+
+    return have_matplotlib()
 
 
 def safe_name(text: str) -> str:
@@ -41,10 +69,30 @@ def folder_problem(text: str) -> str | None:
     return None
 
 
+def _figure_files(name: str, chart: ChartFigure) -> dict[str, bytes]:
+    from layerscope.app.figures import figure_bytes, paper_figure
+
+    figure = paper_figure(
+        chart.curves,
+        chart.labels,
+        chart.metric,
+        layer_counts=chart.layer_counts,
+        depth=chart.depth,
+        band=chart.band,
+    )
+    return {f"{safe_name(name)}.{kind}": figure_bytes(figure, kind) for kind in FIGURE_FILES}
+
+
 def write_exports(
-    folder: Path, texts: dict[str, str], tables: dict[str, Sequence[Sequence[str]]]
+    folder: Path,
+    texts: dict[str, str],
+    tables: dict[str, Sequence[Sequence[str]]],
+    figures: Mapping[str, ChartFigure] | None = None,
+    documents: Mapping[str, str] | None = None,
 ) -> list[Path]:
-    """Write each text and table into `folder`; returns the paths written.
+    """Write each text (NAME.txt), table (NAME.csv), figure (NAME.png and NAME.pdf) and
+    document (named with its own extension, e.g. table-nuclear_norm.tex) into `folder`;
+    returns the paths written.
 
     Every file is checked before the first is written, and each appears whole or not at all
     (written beside it, then renamed: analysis/outputs.py). Raises OutputError or OSError.
@@ -52,13 +100,19 @@ def write_exports(
     from layerscope.analysis.outputs import OutputError, check_destination, open_output
 
     folder = folder.expanduser()
-    contents: dict[Path, str] = {}
+    contents: dict[Path, bytes] = {}
     for name, text in texts.items():
-        contents[folder / f"{safe_name(name)}.txt"] = text
+        contents[folder / f"{safe_name(name)}.txt"] = text.encode("utf-8")
     for name, rows in tables.items():
         buffer = io.StringIO(newline="")
         csv.writer(buffer).writerows(rows)
-        contents[folder / f"{safe_name(name)}.csv"] = buffer.getvalue()
+        contents[folder / f"{safe_name(name)}.csv"] = buffer.getvalue().encode("utf-8")
+    for file_name, text in (documents or {}).items():
+        stem, _, extension = file_name.rpartition(".")
+        contents[folder / f"{safe_name(stem)}.{safe_name(extension)}"] = text.encode("utf-8")
+    for name, chart in (figures or {}).items():  # drawn before anything is written
+        for file_name, content in _figure_files(name, chart).items():
+            contents[folder / file_name] = content
     created = [path for path in (folder, *folder.parents) if not path.exists()]
     folder.mkdir(parents=True, exist_ok=True)
     try:
@@ -73,7 +127,7 @@ def write_exports(
     for path, content in contents.items():
         try:
             with open_output(path, {}, force=True) as handle:
-                handle.write(content.encode("utf-8"))
+                handle.write(content)
         except OutputError as error:
             if not written:
                 raise

@@ -8,5 +8,6 @@ from bad_inputs.export_cases import CASES as EXPORT
 from bad_inputs.handled_cases import CASES as HANDLED
 from bad_inputs.import_cases import CASES as IMPORT
 from bad_inputs.option_cases import CASES as OPTIONS
+from bad_inputs.publishing_cases import CASES as PUBLISHING
 
-CASES: list[Case] = [*HANDLED, *EXPORT, *IMPORT, *CACHE, *OPTIONS]
+CASES: list[Case] = [*HANDLED, *EXPORT, *IMPORT, *CACHE, *OPTIONS, *PUBLISHING]

@@ -1,6 +1,7 @@
 """The Chart tab: overlaid layer-wise curves of the selected runs, and their comparison table.
 
-Holds the view's choices (statistic, projections, interval, log scale) and shows what the App
+Holds the view's choices (statistic, projections, interval, log scale, x axis: layer or
+normalised depth) and shows what the App
 pushes into it: the runs known (for labels), the response-length filter (owned by the App),
 whether a computation is running and the theme's darkness. Curves are read through the cache
 reader's coalescing channel (a large cache must not freeze the keyboard, and a batch landing
@@ -32,6 +33,7 @@ from layerscope.app.tui.widgets.layer_chart import (
     RUN_MARKERS,
     BandMode,
     ChartSeries,
+    Depth,
     LayerChart,
 )
 
@@ -40,6 +42,7 @@ if TYPE_CHECKING:
     from layerscope.analysis.compare import MadRow, RelativeDifferenceRow
     from layerscope.analysis.records import LayerCurve, RunInfo
     from layerscope.analysis.significance import ProjectionSignificance
+    from layerscope.app.tui.export import ChartFigure
     from layerscope.app.tui.services.cache_reader import CacheReader
 
 # The order statistics are cycled in: the paper's headline statistics first.
@@ -105,6 +108,14 @@ class ComparePane(ReportsWorkerErrors, Vertical):
             tooltip="Legend: short run labels, or each run with its settings (dtype, limit, ...)",
             id="chart.legend_settings",
         ),
+        Binding(
+            "x",
+            "toggle_depth",
+            "Depth",
+            tooltip="x axis: layer, or normalised depth layer/(layers-1) (models of any depth)",
+            show=False,
+            id="chart.depth",
+        ),
     ]
 
     def __init__(
@@ -128,6 +139,8 @@ class ComparePane(ReportsWorkerErrors, Vertical):
         self.shown_projections: set[str] = set(ATTENTION_PROJECTIONS)
         self.band: BandMode = "none"
         self.log_scale = False
+        self.depth: Depth = "layer"
+        self.curves: list[LayerCurve] = []  # as last drawn (the figure export draws them)
         self.length_range: tuple[int, int] | None = None
         self.labels: dict[str, str] = {}
         self.colours: dict[str, str] = {}
@@ -220,6 +233,10 @@ class ComparePane(ReportsWorkerErrors, Vertical):
         self.log_scale = not self.log_scale
         self.reload()
 
+    def action_toggle_depth(self) -> None:
+        self.depth = "normalised" if self.depth == "layer" else "layer"
+        self.reload()
+
     def action_toggle_legend_settings(self) -> None:
         self.legend_settings = not self.legend_settings
         self.query_one(LayerChart).show_legend_settings(self.legend_settings)
@@ -271,6 +288,7 @@ class ComparePane(ReportsWorkerErrors, Vertical):
         self._show(message.curves, message.mad_rows, message.differences, message.significance)
 
     def _show_empty(self) -> None:
+        self.curves = []
         self.query_one(LayerChart).show([], [], self.metric, self.band, self.log_scale)
         self.query_one(ComparisonTable).show([], [], {}, {}, None, [])
 
@@ -281,6 +299,9 @@ class ComparePane(ReportsWorkerErrors, Vertical):
         differences: list[RelativeDifferenceRow],
         significance: list[ProjectionSignificance],
     ) -> None:
+        from layerscope.analysis.compare import normalised_depth
+
+        self.curves = list(curves)
         runs = self.runs_by_id
         known = [runs[run_id] for run_id in self.run_ids if run_id in runs]
         self.labels = run_labels(known)
@@ -294,7 +315,9 @@ class ComparePane(ReportsWorkerErrors, Vertical):
             ChartSeries(
                 label=self.labels.get(curve.run_id, curve.run_id[:8]),
                 projection=curve.projection,
-                layers=list(curve.layers),
+                layers=normalised_depth(curve.layers, self.layer_count(curve))
+                if self.depth == "normalised"
+                else [float(layer) for layer in curve.layers],
                 mean=list(curve.mean),
                 ci95=list(curve.ci95),
                 colour=self.colours.get(curve.run_id, palette[0]),
@@ -317,7 +340,8 @@ class ComparePane(ReportsWorkerErrors, Vertical):
             self.band,
             self.log_scale,
             legend_settings=self.legend_settings,
-            marks=differing_layers(significance),
+            marks=self._marks_at(differing_layers(significance)),
+            depth=self.depth,
         )
         if chart.log_refused:
             self.notify(
@@ -329,6 +353,25 @@ class ComparePane(ReportsWorkerErrors, Vertical):
             mad_rows, differences, self.labels, self.colours, baseline, significance
         )
 
+    def _marks_at(self, marks: dict[str, list[int]]) -> dict[str, list[float]]:
+        """The marks' x positions: layers, or the baseline run's normalised depths (what the
+        tests compare is the baseline's layer i with the other run's layer i)."""
+        if self.depth != "normalised":
+            return {projection: [float(x) for x in layers] for projection, layers in marks.items()}
+        from layerscope.analysis.compare import normalised_depth
+
+        run = self.runs_by_id.get(self.run_ids[0]) if self.run_ids else None
+        count = run.layers if run is not None and run.layers else None
+        return {
+            projection: normalised_depth(layers, count or max(layers, default=0) + 1)
+            for projection, layers in marks.items()
+        }
+
+    def layer_count(self, curve: LayerCurve) -> int:
+        """The layers of the curve's model (its run's), for normalised depth."""
+        run = self.runs_by_id.get(curve.run_id)
+        return run.layers if run and run.layers else max(curve.layers, default=0) + 1
+
     def _update_status(self) -> None:
         projections = " ".join(self.projection_order())
         length = format_length_range(self.length_range) or "all"
@@ -337,6 +380,7 @@ class ComparePane(ReportsWorkerErrors, Vertical):
         self.query_one("#chart-status", Static).update(
             f"[b]{self.metric}[/b] · {projections} · {BAND_LABELS[self.band]} · {scale}"
             f" · length {length} · {runs} run{'s' if runs != 1 else ''}"
+            + (" · x: depth 0-1" if self.depth == "normalised" else "")
         )
 
     # --- kept across sessions (app/tui/state.py) ----------------------------------------------
@@ -348,6 +392,7 @@ class ComparePane(ReportsWorkerErrors, Vertical):
             "projections": self.projection_order(),
             "band": self.band,
             "log_scale": self.log_scale,
+            "depth": self.depth,
         }
 
     def restore_view(self, view: Mapping[str, Any]) -> None:
@@ -362,12 +407,62 @@ class ComparePane(ReportsWorkerErrors, Vertical):
             self.band = view["band"]
         if isinstance(view.get("log_scale"), bool):
             self.log_scale = view["log_scale"]
+        if view.get("depth") in ("layer", "normalised"):
+            self.depth = view["depth"]
         self.reload()
 
     # --- export -----------------------------------------------------------------------------
 
     def export_chart_text(self) -> str:
         return self.query_one(LayerChart).as_text()
+
+    def export_figure(self) -> ChartFigure | None:
+        """The curves drawn, for the paper's figure; None when nothing is drawn or the
+        statistic has no layers (loss)."""
+        from layerscope.app.tui.export import ChartFigure
+
+        curves = [c for c in self.curves if c.projection != "loss"]
+        if not curves:
+            return None
+        return ChartFigure(
+            curves,
+            dict(self.labels),
+            self.metric,
+            {c.run_id: self.layer_count(c) for c in curves},
+            self.depth,
+            self.band != "none",
+        )
+
+    def export_paper_tables(self) -> dict[str, str]:
+        """The paper's MAD table (rows model x mode, columns response types) of the curves
+        drawn, one table per projection shown, as Markdown and LaTeX: file name -> text. Empty
+        when nothing is drawn, or when two runs would share a cell (same model, mode, type)."""
+        from layerscope.analysis.tables import paper_table, render_table
+        from layerscope.app.labels import short_model
+
+        curves = [c for c in self.curves if c.projection != "loss"]
+        drawn = {c.run_id for c in curves}
+        infos = [self.runs_by_id[r] for r in self.run_ids if r in drawn and r in self.runs_by_id]
+        if not infos:
+            return {}
+        documents: dict[str, list[str]] = {"md": [], "tex": []}
+        try:
+            for projection in self.projection_order():
+                if not any(c.projection == projection for c in curves):
+                    continue
+                having = [i for i in infos if any(
+                    c.run_id == i.id and c.projection == projection for c in curves
+                )]  # fmt: skip
+                table = paper_table(having, curves, self.metric, projection, self.length_range)
+                documents["md"].append(render_table(table, "markdown", short_model))
+                documents["tex"].append(render_table(table, "latex", short_model))
+        except ValueError:
+            return {}
+        return {
+            f"table-{self.metric}.{kind}": "\n".join(texts)
+            for kind, texts in documents.items()
+            if texts
+        }
 
     def export_table_rows(self) -> list[list[str]]:
         return self.query_one(ComparisonTable).csv_rows

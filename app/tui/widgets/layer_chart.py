@@ -39,6 +39,9 @@ SIGNIFICANCE_LABELS = (
     f"   {SIGNIFICANCE_MARK} differs (q<0.05)",
     f"  {SIGNIFICANCE_MARK} differs",
 )
+# x axis: layer index, or normalised depth layer / (layers - 1) (analysis.compare.DEPTHS)
+Depth = Literal["layer", "normalised"]
+DEPTH_TICKS = (0.0, 0.25, 0.5, 0.75, 1.0)
 
 
 def marker_glyph(marker: str) -> str:
@@ -83,11 +86,12 @@ def panel_grid(panels: int, width: int, height: int) -> tuple[int, int]:
 
 @dataclass(frozen=True)
 class ChartSeries:
-    """One curve: a run's mean statistic per layer for one projection."""
+    """One curve: a run's mean statistic per layer for one projection; ``layers`` are layer
+    indices, or normalised depths in 0..1 when the chart is drawn against depth."""
 
     label: str
     projection: str
-    layers: list[int]
+    layers: list[float]
     mean: list[float]
     ci95: list[float]
     colour: str
@@ -115,7 +119,9 @@ class LayerChart(PlotextChart):
         self.log_scale = False
         self.log_refused = False
         self.legend_settings = False  # the legend names each run's settings, one run a line
-        self.marks: dict[str, list[int]] = {}  # projection -> layers that differ significantly
+        # projection -> x of the layers that differ significantly (layer, or normalised depth)
+        self.marks: dict[str, list[float]] = {}
+        self.depth: Depth = "layer"
         self.placeholder = "Select runs to compare (Runs tab, space) or start a run (r)."
 
     def show(
@@ -127,12 +133,15 @@ class LayerChart(PlotextChart):
         log_scale: bool,
         *,
         legend_settings: bool = False,
-        marks: dict[str, list[int]] | None = None,
+        marks: dict[str, list[float]] | None = None,
+        depth: Depth = "layer",
     ) -> None:
         """Replace the data and redraw (the legend with each run's settings when asked; a mark
-        at each layer of ``marks`` where a run differs from the first)."""
+        at each layer of ``marks`` where a run differs from the first; x is normalised depth
+        when ``depth`` says so, the series' ``layers`` already converted)."""
         self.series = series
         self.marks = marks or {}
+        self.depth = depth
         self.legend_settings = legend_settings
         self.projections = projections
         self.metric = metric
@@ -177,11 +186,15 @@ class LayerChart(PlotextChart):
             layers = sorted(
                 {layer for s in self.series if s.projection == projection for layer in s.layers}
             )
-            if layers:
+            if self.depth == "normalised":
+                ticks = list(DEPTH_TICKS) if panel_width >= 30 else [0.0, 0.5, 1.0]
+                panel.xticks(ticks, [f"{tick:g}" for tick in ticks])
+            elif layers:
                 # the plot area is the panel less its y tick labels and frame
-                panel.xticks(layer_ticks(layers, panel_width - 8))
+                panel.xticks(layer_ticks([int(x) for x in layers], panel_width - 8))
             if position + columns >= len(shown):  # the bottom panel of its column
-                panel.xlabel("layer" + self._marks_label(panel_width))
+                axis = "depth" if self.depth == "normalised" else "layer"
+                panel.xlabel(axis + self._marks_label(panel_width))
             for item in self.series:
                 if item.projection != projection:
                     continue
