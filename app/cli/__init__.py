@@ -29,6 +29,7 @@ from layerscope.app.cli.arguments import PROG, UsageError, build_parser
 from layerscope.app.cli.browsing import cmd_describe, cmd_export, cmd_import, cmd_runs, cmd_show
 from layerscope.app.cli.computing import EXIT_INTERRUPTED, cmd_check, cmd_compute
 from layerscope.app.cli.doctor import cmd_doctor
+from layerscope.app.cli.selecting import cmd_correlations, cmd_select
 
 __all__ = ["build_parser", "main"]
 
@@ -44,6 +45,8 @@ COMMANDS: dict[str, Callable[[argparse.Namespace], int]] = {
     "describe": cmd_describe,
     "check": cmd_check,
     "doctor": cmd_doctor,
+    "select": cmd_select,
+    "correlations": cmd_correlations,
 }
 
 
