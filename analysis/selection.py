@@ -49,6 +49,7 @@ __all__ = [
     "select_samples",
     "spearman",
     "statistic_variable",
+    "write_records",
     "write_selection",
 ]
 
@@ -269,8 +270,21 @@ def write_selection(
     ``destination`` (JSON lines when it ends in .jsonl, else a JSON array), in selection
     order; returns how many. The file is published whole or not at all
     (:func:`~layerscope.analysis.outputs.open_output`)."""
+    return write_records(info, selection.indices, destination, protected, force=force)
+
+
+def write_records(
+    info: RunInfo,
+    indices: Sequence[int],
+    destination: Path | str,
+    protected: Mapping[Path, str],
+    *,
+    force: bool = False,
+) -> int:
+    """Write the records of the run's data file at ``indices`` (in that order) to
+    ``destination``, as :func:`write_selection` does; returns how many."""
     records = run_records(info)
-    chosen = [records[i] for i in selection.indices if 0 <= i < len(records)]
+    chosen = [records[i] for i in indices if 0 <= i < len(records)]
     if str(destination).lower().endswith(".jsonl"):
         text = "".join(json.dumps(r, ensure_ascii=False) + "\n" for r in chosen)
     else:
