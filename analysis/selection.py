@@ -151,21 +151,21 @@ def sample_fields(cache: ResultsCache, info: RunInfo) -> dict[str, dict[int, flo
 def sample_variables(
     cache: ResultsCache,
     info: RunInfo,
-    statistic: str = "nuclear_norm",
+    statistics: str | Sequence[str] = "nuclear_norm",
     layers: tuple[int, int] | None = None,
 ) -> dict[str, dict[int, float]]:
-    """Every per-sample variable of a run, by name -> {index: value}: the statistic's mean
-    over ``layers`` and every projection, its mean per projection, then the loss, the response length and the records' own
-    numeric fields (in name order)."""
-    if statistic not in MATRIX_STATISTICS:
-        raise ValueError(f"unknown statistic {statistic!r}")
-    variables: dict[str, dict[int, float]] = {
-        statistic_variable(statistic, None): cache.sample_means(info.id, statistic, None, layers)
-    }
-    for projection in info.projections:
-        variables[statistic_variable(statistic, projection)] = cache.sample_means(
-            info.id, statistic, projection, layers
-        )
+    """Every per-sample variable of a run, by name -> {index: value}: for each statistic its
+    mean over ``layers`` and every projection, then its mean per projection; then the loss,
+    the response length and the records' own numeric fields (in name order)."""
+    chosen = [statistics] if isinstance(statistics, str) else list(statistics)
+    variables: dict[str, dict[int, float]] = {}
+    for statistic in chosen:
+        if statistic not in MATRIX_STATISTICS:
+            raise ValueError(f"unknown statistic {statistic!r}")
+        for projection in (None, *info.projections):
+            variables[statistic_variable(statistic, projection)] = cache.sample_means(
+                info.id, statistic, projection, layers
+            )
     rows = cache.samples(info.id, sort_by="index", descending=False)
     variables[LOSS] = {row.index: row.loss for row in rows}
     lengths = {row.index: float(row.response_tokens) for row in rows if row.response_tokens >= 0}

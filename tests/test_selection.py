@@ -279,6 +279,27 @@ def test_select_and_correlations_commands(data, cache, capsys, tmp_path):
     assert set(pairs) == {(f"nuclear_norm{p}", "reward") for p in ("", " q", " k", " v", " o")}
     assert all(c["n"] == 8 for c in pairs.values())
 
+    # two statistics: each against the other, per projection too; the p-value from scipy
+    with duckdb.connect(str(cache.path)) as con:  # an effective rank that is not constant
+        con.execute("UPDATE statistics SET effective_rank = (sample_index * 37 + layer * 11) % 13")
+    status, out, err = run(
+        capsys, "correlations", run_id[:8], "--metric", "nuclear,effective_rank",
+        "--with", "effective_rank", "--json", "--db", cache.path,
+    )  # fmt: skip
+    assert status == 0, err
+    record = json.loads(out)
+    assert record["statistics"] == ["nuclear_norm", "effective_rank"]
+    [pair] = [
+        c
+        for c in record["correlations"]
+        if (c["first"], c["second"]) == ("nuclear_norm q", "effective_rank")
+    ]
+    x = cache.sample_means(run_id, "nuclear_norm", "q")
+    y = cache.sample_means(run_id, "effective_rank")
+    expected = stats.spearmanr([x[i] for i in range(8)], [y[i] for i in range(8)])
+    assert pair["rho"] == pytest.approx(expected.statistic)
+    assert pair["p"] == pytest.approx(expected.pvalue) and 0 < abs(pair["rho"]) < 1
+
     status, out, err = run(
         capsys, "correlations", run_id[:8], "--scatter", "loss", "--width", "60", "--db", cache.path
     )

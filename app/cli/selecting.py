@@ -81,7 +81,11 @@ def add_commands(command: Callable[[str, str], argparse.ArgumentParser]) -> None
         "the loss, the response length and the records' own numeric fields",
     )
     corr.add_argument("run", metavar="RUN", help="a run id or unique id prefix")
-    corr.add_argument("--metric", default="nuclear", help="statistic (default: nuclear)")
+    corr.add_argument(
+        "--metric",
+        default="nuclear",
+        help="comma-separated statistics (default: nuclear), e.g. nuclear,effective_rank",
+    )
     corr.add_argument(
         "--layers", type=layer_range, metavar="A-B", help="0-based layers A..B (default: all)"
     )
@@ -94,7 +98,8 @@ def add_commands(command: Callable[[str, str], argparse.ArgumentParser]) -> None
     corr.add_argument(
         "--scatter",
         metavar="NAME",
-        help="also draw the statistic (mean over projections) against NAME, one point a sample",
+        help="also draw the (first) statistic, mean over projections, against NAME: a point "
+        "per sample",
     )
     corr.add_argument("--json", action="store_true", help="every pair as JSON")
     corr.add_argument("--width", type=positive_int, help="chart width (terminal width)")
@@ -181,11 +186,14 @@ def cmd_correlations(args: argparse.Namespace) -> int:
         statistic_variable,
     )
 
-    statistic = _statistic(args.metric, "--metric")
+    chosen = [_statistic(name, "--metric") for name in args.metric.split(",") if name.strip()]
+    if not chosen:
+        raise UsageError("--metric: name at least one statistic")
+    statistic = chosen[0]
     cache = ResultsCache(args.db)
     info = cache.run(args.run)
     _check_run(info, None, args.layers)
-    variables = sample_variables(cache, info, statistic, args.layers)
+    variables = sample_variables(cache, info, chosen, args.layers)
     overall = statistic_variable(statistic, None)
     for name in (args.against, args.scatter):
         if name is not None and name not in variables:
@@ -196,14 +204,15 @@ def cmd_correlations(args: argparse.Namespace) -> int:
     pairs = [
         c
         for c in correlations(
-            variables, [statistic_variable(statistic, p) for p in (None, *info.projections)]
+            variables,
+            [statistic_variable(s, p) for s in chosen for p in (None, *info.projections)],
         )
         if args.against is None or args.against in (c.first, c.second)
     ]
     if args.json:
         record = {
             "run": info.id,
-            "statistic": statistic,
+            "statistics": chosen,
             "layers": list(args.layers) if args.layers else None,
             "variables": list(variables),
             "correlations": [
@@ -238,7 +247,7 @@ def cmd_correlations(args: argparse.Namespace) -> int:
         output.Column("p", justify="right", whole=True),
         output.Column("n", justify="right", whole=True),
     )
-    title = f"Spearman correlations per sample, run {info.short_id} ({statistic}{where})"
+    title = f"Spearman correlations per sample, run {info.short_id} ({', '.join(chosen)}{where})"
     console.print(output.fitted_table(title, columns, rows, console.width))
     console.print(f"* p < {MARKED_P}; the statistic is each sample's mean over layers")
     if args.scatter:
