@@ -401,3 +401,33 @@ def test_the_tiny_model_on_the_follow_ups_data(tmp_path, capsys):
     assert sorted(cache.sample_fields(again.id)["reward"].values()) == sorted(
         raw[i]["reward"] for i in top.indices
     )
+
+
+def test_a_run_without_a_data_file_cannot_be_selected_from(cache, capsys, tmp_path):
+    """Imported runs (and any run without its file) say why in one line."""
+    from cache_helpers import fill_run
+
+    run_id = fill_run(cache, "imported", 4)
+    status, _out, err = run(
+        capsys, "select", run_id, "--by", "nuclear", "--top", "1",
+        "--output", tmp_path / "x.json", "--db", cache.path,
+    )  # fmt: skip
+    assert status == 1 and err.count("\n") == 1
+    assert "has no data file of its own" in err and not (tmp_path / "x.json").exists()
+    # its correlations need no file: statistics, loss and length are in the cache
+    status, out, err = run(capsys, "correlations", run_id, "--json", "--db", cache.path)
+    assert status == 0, err
+    assert "reward" not in json.loads(out)["variables"]
+
+
+def test_doctor_finds_and_repair_removes_orphaned_field_rows(data, cache):
+    from layerscope.analysis.cache.health import examine, repair
+
+    run_id = stored_run(cache, data)
+    with duckdb.connect(str(cache.path)) as con:
+        con.execute("INSERT INTO sample_fields VALUES (1, 99, 'reward', 1.0)")  # no sample 99
+    problems = [f.message for f in examine(cache.path).findings if f.severity == "problem"]
+    assert any("sample_fields" in message for message in problems)
+    report = repair(cache.path)
+    assert any("1 in sample_fields" in action for action in report.actions)
+    assert cache.sample_fields(run_id)["reward"] == dict(enumerate(REWARDS))
