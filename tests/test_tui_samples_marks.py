@@ -113,8 +113,9 @@ async def test_scatter_of_a_statistic_against_length_then_loss(scored_run: str):
         assert sorted(scatter.points) == sorted(
             (i, float(r.response_tokens), r.stats["nuclear_norm"]) for i, r in rows.items()
         )
-        text = scatter.as_text(80, 20)
-        assert "nuclear_norm against response tokens" in text
+        text = scatter.as_text(100, 20)
+        # the synthetic response length (20 + index) rises with the nuclear norm: rho +1
+        assert "nuclear_norm against response tokens · Spearman rho +1.00 (n 8)" in text
         assert f"{MARKED_MARKER * 2} 1 marked" in text and "7 samples" in text
         assert scatter.marked == {marked}
         await pilot.press("p")

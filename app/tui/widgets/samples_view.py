@@ -20,6 +20,7 @@ length, then against loss, then back; the marked samples have their own glyph th
 from __future__ import annotations
 
 import contextlib
+import math
 from typing import TYPE_CHECKING, ClassVar
 
 from rich.text import Text
@@ -369,9 +370,15 @@ class SamplesPane(ReportsWorkerErrors, Vertical):
             for row in self.rows
             if axis != "response_tokens" or row.response_tokens >= 0
         ]
+        from layerscope.analysis.selection import spearman
+
         x_label = "response tokens" if axis == "response_tokens" else "loss"
+        found = spearman(
+            statistic, {i: y for i, _x, y in points}, axis, {i: x for i, x, _y in points}
+        )
+        rho = "" if math.isnan(found.rho) else f" · Spearman rho {found.rho:+.2f} (n {found.n})"
         self.query_one(SampleScatter).show(
-            points, self.marked, f"{statistic} against {x_label}, one point a sample", x_label
+            points, self.marked, f"{statistic} against {x_label}{rho}", x_label
         )
 
     def _update_status(self) -> None:
