@@ -78,6 +78,9 @@ class Sample:
     instruction: str
     output: str
     input: str = ""
+    # The record's own numbers besides its text (quality scores: ifd_gpt2, reward, ...); the
+    # cache keeps them per sample so gradients can be related to them.
+    numeric_fields: Mapping[str, float] = field(default_factory=dict, hash=False)
 
     @property
     def prompt(self) -> str:

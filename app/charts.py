@@ -89,3 +89,61 @@ def render_curves(
     text = plotext.build()
     plotext.clear_figure()
     return text if color else plotext.uncolorize(text)
+
+
+@dataclass(frozen=True)
+class Points:
+    """One group of a scatter: a label and (x, y) pairs (non-finite pairs are left out)."""
+
+    label: str
+    xs: Sequence[float]
+    ys: Sequence[float]
+
+
+def render_scatter(
+    groups: Sequence[Points],
+    *,
+    title: str = "",
+    xlabel: str = "",
+    ylabel: str = "",
+    width: int = 80,
+    height: int = 18,
+    color: bool = False,
+) -> str:
+    """Per-sample points (one per sample, e.g. a statistic against response length), as text;
+    group ``n`` is drawn with ``MARKERS[n]`` (the selected samples stay apart without colour)."""
+    color = color and "NO_COLOR" not in os.environ
+    plotext.clear_figure()
+    plotext.plotsize(max(width, 30), max(height, 8))
+    plotext.theme("clear" if not color else "pro")
+    drawn = 0
+    for number, group in enumerate(groups):
+        points = [
+            (x, y)
+            for x, y in zip(group.xs, group.ys, strict=False)
+            if math.isfinite(x) and math.isfinite(y)
+        ]
+        if not points:
+            continue
+        xs, ys = zip(*points, strict=True)
+        plotext.scatter(
+            list(xs),
+            list(ys),
+            label=group.label,
+            marker=MARKERS[number % len(MARKERS)],
+            color=COLORS[number % len(COLORS)],
+        )
+        drawn += 1
+    if title:
+        room = max(width, 30) - 2
+        plotext.title(title if len(title) <= room else title[: room - 1] + "…")
+    if xlabel:
+        plotext.xlabel(xlabel)
+    if ylabel:
+        plotext.ylabel(ylabel)
+    if drawn == 0:
+        plotext.clear_figure()
+        return f"{title}: no finite values to plot" if title else "no finite values to plot"
+    text = plotext.build()
+    plotext.clear_figure()
+    return text if color else plotext.uncolorize(text)

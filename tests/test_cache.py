@@ -387,9 +387,10 @@ def test_old_schema_is_upgraded_in_place(tmp_path):
         ).fetchone()
         tables = {r[0] for r in con.execute("SELECT table_name FROM duckdb_tables()").fetchall()}
     assert version == (str(SCHEMA_VERSION),)
-    assert {"spectra", "cosine_sums"} <= tables
+    assert {"spectra", "cosine_sums", "sample_fields"} <= tables
     assert cache.curves([info.id], "nuclear_norm")[0].mean == [5.0]
     assert cache.layer_cosines(info.id, "q") == []
+    assert cache.sample_fields(info.id) == {}
 
 
 def test_newer_schema_and_foreign_files_are_refused(tmp_path):

@@ -136,7 +136,8 @@ def test_field_map_reads_other_key_names(tmp_path: Path) -> None:
     ):
         source = only_source(path, fields)
         assert source.fields == fields
-        assert read_samples(source) == [Sample(0, "q1", "a1", "c1")]
+        # the record's other numbers travel with it
+        assert read_samples(source) == [Sample(0, "q1", "a1", "c1", {"id": 7.0})]
 
 
 def test_field_map_rejects_empty_and_repeated_names() -> None:

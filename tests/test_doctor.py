@@ -159,11 +159,11 @@ def test_a_stored_schema_version_layerscope_never_writes(db, capsys, stored, sai
     status, lines, _err = doctor(capsys, "--db", db)
     assert status == 1
     [problem] = findings(lines, "problem", "schema")
-    assert said in problem and "tables are those of schema version 2" in problem
-    assert "UPDATE layerscope_meta SET value = '2'" in problem
+    assert said in problem and "tables are those of schema version 3" in problem
+    assert "UPDATE layerscope_meta SET value = '3'" in problem
     assert findings(lines, "ok", "sums")  # the rows are still checked
     # what doctor proposes brings the file back
-    set_schema_version(db, "2")
+    set_schema_version(db, "3")
     assert len(ResultsCache(db).runs()) == 2
 
 
@@ -172,7 +172,7 @@ def test_newer_and_older_schema_versions(tmp_path, db, capsys):
     status, lines, _err = doctor(capsys, "--db", db)
     assert status == 1
     [problem] = findings(lines, "problem", "schema")
-    assert "newer than the 2" in problem and "upgrade layerscope" in problem
+    assert "newer than the 3" in problem and "upgrade layerscope" in problem
 
     old = tmp_path / "old.duckdb"
     with duckdb.connect(str(old)) as con:
@@ -181,7 +181,7 @@ def test_newer_and_older_schema_versions(tmp_path, db, capsys):
     status, lines, _err = doctor(capsys, "--db", old)
     assert status == 0, lines
     [note] = findings(lines, "note", "schema")
-    assert "schema version 1, older than 2" in note and "upgrades it" in note
+    assert "schema version 1, older than 3" in note and "upgrades it" in note
     assert old.read_bytes() == before  # doctor does not upgrade it
 
 

@@ -237,7 +237,7 @@ async def test_samples_sort_by_any_column_and_open_the_hardest(filled: dict[str,
         await settle(app, pilot)
         assert [row.stats["effective_rank"] for row in pane.rows] == sorted(ranks)
         # Back to loss, open the hardest sample.
-        table.move_cursor(row=0, column=1)
+        table.move_cursor(row=0, column=[key.value for key in table.columns].index("loss"))
         await pilot.press("s")  # a new column sorts descending first
         await settle(app, pilot)
         assert pane.sort_by == "loss" and pane.descending

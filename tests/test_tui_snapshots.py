@@ -210,3 +210,23 @@ def test_no_color_sample_detail_at_80x24(snap_compare, mono_runs: dict[str, str]
         await settle(pilot)
 
     assert snap_compare(LayerscopeApp(poll_seconds=0), terminal_size=SMALL, run_before=before)
+
+
+def test_no_color_samples_marked_and_their_scatter_at_80x24(
+    snap_compare, mono_runs: dict[str, str]
+):
+    """The top 3 samples marked (● in the first column, ●● in the scatter's legend), drawn
+    against response length with the other samples' •• points."""
+    select = go_to(mono_runs["none_cot"])
+
+    async def before(pilot) -> None:
+        await select(pilot)
+        await pilot.press("5")
+        await settle(pilot)
+        pilot.app.query_one("#samples-table", DataTable).move_cursor(row=2)
+        await pilot.press("M", "p")
+        await settle(pilot)
+        await pilot.press("p")  # against loss: the synthetic lengths are all alike
+        await settle(pilot)
+
+    assert snap_compare(LayerscopeApp(poll_seconds=0), terminal_size=SMALL, run_before=before)

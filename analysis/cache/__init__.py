@@ -201,6 +201,22 @@ class ResultsCache:
         for a value stored as empty)."""
         return reads.sample_spectra(self._file, run_id, index, projection)
 
+    def sample_fields(self, run_id: str) -> dict[str, dict[int, float]]:
+        """The samples' own numeric fields from their data file: name -> {index: value}
+        (empty for runs stored before the cache kept them, and for imported runs)."""
+        return reads.sample_fields(self._file, run_id)
+
+    def sample_means(
+        self,
+        run_id: str,
+        statistic: str,
+        projection: str | None = None,
+        layers: tuple[int, int] | None = None,
+    ) -> dict[int, float]:
+        """Per sample, the mean of a statistic over layers ``layers`` (inclusive; all by
+        default) of one projection (all by default); NaN where a value is not finite."""
+        return reads.sample_means(self._file, run_id, statistic, projection, layers)
+
     def layer_cosines(self, run_id: str, projection: str) -> list[list[float]]:
         """Mean over samples of the L x L cosine similarity between layers' gradients
         (empty when the run has none for this projection; NaN in cells no sample had)."""

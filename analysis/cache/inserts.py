@@ -27,7 +27,15 @@ from layerscope.analysis.records import (
 __all__ = ["add_cosines", "add_curve_sums", "insert_columns", "insert_results", "insert_skipped"]
 
 # The tables a batch writes: the only table names insert_columns splices into SQL.
-_TABLES = ("targets", "samples", "statistics", "spectra", "skipped", "cosine_sums")
+_TABLES = (
+    "targets",
+    "samples",
+    "statistics",
+    "spectra",
+    "skipped",
+    "cosine_sums",
+    "sample_fields",
+)
 
 
 def tokens(count: int | None) -> int | None:
@@ -95,6 +103,22 @@ def insert_results(
             "instruction": ("VARCHAR", [s.instruction if s else "" for s in texts]),
             "input": ("VARCHAR", [s.input if s else "" for s in texts]),
             "output": ("VARCHAR", [s.output if s else "" for s in texts]),
+        },
+    )
+    named = [
+        (r.index, name, value)
+        for r, s in zip(results, texts, strict=True)
+        if s is not None
+        for name, value in s.numeric_fields.items()
+    ]
+    insert_columns(
+        con,
+        "sample_fields",
+        {
+            "run_no": ("INTEGER", [run_no] * len(named)),
+            "sample_index": ("INTEGER", [n[0] for n in named]),
+            "name": ("VARCHAR", [n[1] for n in named]),
+            "value": ("DOUBLE", [n[2] for n in named]),
         },
     )
     stat_values: dict[str, list[float | None]] = {name: [] for name in MATRIX_STATISTICS}

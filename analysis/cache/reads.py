@@ -23,6 +23,8 @@ __all__ = [
     "layer_cosines",
     "pair_cosines",
     "sample_curve",
+    "sample_fields",
+    "sample_means",
     "sample_spectra",
     "samples",
     "shared_samples",
@@ -211,6 +213,47 @@ def pair_cosines(file: CacheFile, run_id: str, pair: str) -> list[float]:
         return []
     _size, totals, counts = sums
     return [t / c if c else math.nan for t, c in zip(totals, counts, strict=True)]
+
+
+def sample_fields(file: CacheFile, run_id: str) -> dict[str, dict[int, float]]:
+    """The run's samples' own numeric fields from their data file: name -> {index: value}
+    (empty for runs stored before the cache kept them, and for imported runs)."""
+    _info, rows = run_rows(
+        file,
+        run_id,
+        "SELECT name, sample_index, value FROM sample_fields WHERE run_no = ? "
+        "ORDER BY name, sample_index",
+    )
+    fields: dict[str, dict[int, float]] = {}
+    for name, index, value in rows:
+        fields.setdefault(str(name), {})[int(index)] = float(value)
+    return fields
+
+
+def sample_means(
+    file: CacheFile,
+    run_id: str,
+    statistic: str,
+    projection: str | None = None,
+    layers: tuple[int, int] | None = None,
+) -> dict[int, float]:
+    """Per sample, the mean of one statistic (one of MATRIX_STATISTICS) over the layers
+    ``layers`` (inclusive, 0-based; all by default) of one projection (all by default):
+    index -> value, NaN where a value in the range is not finite."""
+    if statistic not in MATRIX_STATISTICS:
+        raise ValueError(f"unknown statistic {statistic!r}")
+    low, high = layers if layers is not None else (0, 2**15 - 1)
+    column = f'"{statistic}"'
+    query = f"""
+        SELECT sample_index,
+               CASE WHEN bool_and(isfinite({column})) THEN avg({column}::DOUBLE)
+                    ELSE 'nan'::DOUBLE END
+        FROM statistics
+        WHERE run_no = ? AND (? OR projection::VARCHAR = ?) AND layer BETWEEN ? AND ?
+        GROUP BY sample_index ORDER BY sample_index
+    """  # noqa: S608 (column name from MATRIX_STATISTICS, checked above; values are parameters)
+    _info, rows = run_rows(file, run_id, query, [projection is None, projection or "", low, high])
+    return {int(index): as_float(value) for index, value in rows}
 
 
 def skipped(file: CacheFile, run_id: str) -> list[SkippedSample]:

@@ -52,6 +52,13 @@ layer-by-layer matrix, row-major) or ``pair`` (name ``q-o``/``k-v``, one value p
 per-cell counts of finite values. Their mean over samples then costs O(L^2) per run instead of
 O(samples x L^2) rows; the price is that cosines are not length-controlled.
 
+Version 3 added ``sample_fields(run_no, sample_index, name, value DOUBLE)``, primary key
+(run_no, sample_index, name): a sample's own numeric fields from its data file (quality scores
+such as ``ifd_gpt2`` or ``reward``), so per-sample gradient statistics can be related to them
+without the file. A table of its own, long format, because every dataset has other fields; a
+file upgraded from version 2 has it empty (its runs were stored without fields: ``layerscope
+select`` and the correlations read them from the data file when it is unchanged).
+
 Migrations: :data:`MIGRATIONS` lists, per version, the statements that bring a file from the
 previous version to it; a new file runs them all, an older file is upgraded in place (one
 transaction per step), a file from a newer layerscope is refused with :class:`SchemaVersionError`.
@@ -70,7 +77,7 @@ import duckdb
 
 from layerscope.analysis.records import MATRIX_STATISTICS, PROJECTIONS
 
-SCHEMA_VERSION = 2
+SCHEMA_VERSION = 3
 
 # What the column types can hold, for code that checks values before it writes them (the
 # paper-format import refuses or empties a value here instead of letting DuckDB fail mid-run).
@@ -225,6 +232,15 @@ MIGRATIONS: dict[int, tuple[Statement, ...]] = {
             totals DOUBLE[] NOT NULL,
             counts INTEGER[] NOT NULL,
             PRIMARY KEY (run_no, kind, name)
+        )""",
+    ),
+    3: (
+        """CREATE TABLE sample_fields (
+            run_no INTEGER NOT NULL,
+            sample_index INTEGER NOT NULL,
+            name VARCHAR NOT NULL,
+            value DOUBLE NOT NULL,
+            PRIMARY KEY (run_no, sample_index, name)
         )""",
     ),
 }

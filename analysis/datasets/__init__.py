@@ -20,7 +20,13 @@ from __future__ import annotations
 
 from layerscope.analysis.datasets.bundled import bundled_dataset_path, resolve_dataset
 from layerscope.analysis.datasets.discovery import discover_sources
-from layerscope.analysis.datasets.reading import count_samples, file_sha256, read_samples
+from layerscope.analysis.datasets.reading import (
+    count_samples,
+    file_sha256,
+    numeric_fields,
+    read_records,
+    read_samples,
+)
 from layerscope.analysis.datasets.sources import (
     BUNDLED_DATASETS,
     DATA_SUFFIXES,
@@ -47,6 +53,8 @@ __all__ = [
     "count_samples",
     "discover_sources",
     "file_sha256",
+    "numeric_fields",
+    "read_records",
     "read_samples",
     "resolve_dataset",
 ]

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+import math
 import re
 import threading
 from pathlib import Path
@@ -26,7 +27,33 @@ def read_samples(source: ResponseTypeSource) -> list[Sample]:
 
     Strict: a record that is not an object, lacks the instruction or output field, has a
     non-string field or an empty output raises DatasetError naming the file and line/record.
+    A record's other numeric fields (quality scores such as ``ifd_gpt2`` or ``reward``) travel
+    with it as ``Sample.numeric_fields``.
     """
+    return [sample for _record, sample in _read(source)]
+
+
+def read_records(source: ResponseTypeSource) -> list[dict[str, Any]]:
+    """Every record of the source's file as it is written there, all its fields kept, in the
+    order (and so with the indices) of :func:`read_samples`, validated the same way: what
+    ``layerscope select`` writes back so that a chosen subset is a dataset again."""
+    return [record for record, _sample in _read(source)]
+
+
+def numeric_fields(record: dict[str, Any], fields: FieldMap) -> dict[str, float]:
+    """A record's own finite numbers besides the text fields (booleans are not numbers)."""
+    text = {fields.instruction, fields.input, fields.output}
+    return {
+        str(key): float(value)
+        for key, value in record.items()
+        if key not in text
+        and isinstance(value, int | float)
+        and not isinstance(value, bool)
+        and math.isfinite(value)
+    }
+
+
+def _read(source: ResponseTypeSource) -> list[tuple[dict[str, Any], Sample]]:
     path = Path(source.path)
     text = _read_text(path)
     if not text.strip():
@@ -54,7 +81,10 @@ def _read_text(path: Path) -> str:
         raise DatasetError(path, f"not UTF-8 text (byte {error.start})", line=line) from None
 
 
-def _read_json_document(path: Path, text: str, fields: FieldMap) -> list[Sample]:
+Parsed = list[tuple[dict[str, Any], Sample]]
+
+
+def _read_json_document(path: Path, text: str, fields: FieldMap) -> Parsed:
     try:
         document = json.loads(text)
     except json.JSONDecodeError as error:
@@ -73,19 +103,19 @@ def _read_json_document(path: Path, text: str, fields: FieldMap) -> list[Sample]
         )
     if not document:
         raise DatasetError(path, "no samples (empty JSON array)")
-    samples: list[Sample] = []
+    samples: Parsed = []
     for index, record in enumerate(document):
         problem = _record_problem(record, fields)
         if problem is not None:
             raise DatasetError(
                 path, problem, record=index + 1, line=_array_record_line(text, index)
             )
-        samples.append(_to_sample(index, record, fields))
+        samples.append((record, _to_sample(index, record, fields)))
     return samples
 
 
-def _read_json_lines(path: Path, text: str, fields: FieldMap) -> list[Sample]:
-    samples: list[Sample] = []
+def _read_json_lines(path: Path, text: str, fields: FieldMap) -> Parsed:
+    samples: Parsed = []
     # split("\n"), not splitlines(): JSON strings may hold raw U+2028 and similar separators.
     for line_number, line in enumerate(text.split("\n"), start=1):
         if not line.strip():
@@ -99,7 +129,7 @@ def _read_json_lines(path: Path, text: str, fields: FieldMap) -> list[Sample]:
         problem = _record_problem(record, fields)
         if problem is not None:
             raise DatasetError(path, problem, line=line_number)
-        samples.append(_to_sample(len(samples), record, fields))
+        samples.append((record, _to_sample(len(samples), record, fields)))
     return samples
 
 
@@ -144,6 +174,7 @@ def _to_sample(index: int, record: dict[str, Any], fields: FieldMap) -> Sample:
         instruction=record[fields.instruction],
         output=record[fields.output],
         input=record.get(fields.input) or "",
+        numeric_fields=numeric_fields(record, fields),
     )
 
 

@@ -31,6 +31,7 @@ from layerscope.app.cli.browsing import cmd_describe, cmd_export, cmd_import, cm
 from layerscope.app.cli.computing import EXIT_INTERRUPTED, cmd_check, cmd_compute
 from layerscope.app.cli.doctor import cmd_doctor
 from layerscope.app.cli.publishing import cmd_figure, cmd_table
+from layerscope.app.cli.selecting import cmd_correlations, cmd_select
 
 __all__ = ["build_parser", "main"]
 
@@ -48,6 +49,8 @@ COMMANDS: dict[str, Callable[[argparse.Namespace], int]] = {
     "doctor": cmd_doctor,
     "figure": cmd_figure,
     "table": cmd_table,
+    "select": cmd_select,
+    "correlations": cmd_correlations,
 }
 
 

@@ -317,6 +317,10 @@ def build_parser() -> argparse.ArgumentParser:
     check.add_argument("--json", action="store_true", help="the profile as JSON")
     check.epilog = CHECK_OUTPUT
     _add_chart_options(check)
+
+    from layerscope.app.cli.selecting import add_commands as add_selection_commands
+
+    add_selection_commands(command)
     return parser
 
 

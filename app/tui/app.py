@@ -53,6 +53,7 @@ from layerscope.app.tui.messages import (
     DatasetChosen,
     LengthFilterRequested,
     LoadStageReached,
+    MarkedSamplesWriteRequested,
     ModelChosen,
     PickerSettled,
     PlanComputed,
@@ -480,6 +481,13 @@ class LayerscopeApp(App[None]):
             self._tabs().samples.set_length_range(self.length_range)
 
         self.push_screen(LengthFilterScreen(self.length_range), chosen)
+
+    def on_marked_samples_write_requested(self, message: MarkedSamplesWriteRequested) -> None:
+        from layerscope.app.tui import commands
+
+        run = self.runs_by_id.get(message.run_id)
+        if run is not None:
+            commands.write_marked(self, run, message.indices, message.label)
 
     def on_sample_opened(self, message: SampleOpened) -> None:
         from layerscope.app.labels import full_label

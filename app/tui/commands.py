@@ -86,6 +86,38 @@ def export_shown(app: LayerscopeApp) -> None:
     app.push_screen(ExportDialog(what, "layerscope-export", write), written)
 
 
+def write_marked(app: LayerscopeApp, run: RunInfo, indices: tuple[int, ...], label: str) -> None:
+    """Ask for a folder and write the marked samples' records there as a dataset file (JSON,
+    every field as the run's data file has it), which `compute --dataset` reads."""
+    from layerscope.app.tui.export import safe_name
+    from layerscope.app.tui.screens.export_dialog import ExportDialog
+
+    name = f"{safe_name(run.response_type)}-{run.short_id}-{safe_name(label)}.json"
+
+    def write(folder: Path) -> list[Path]:
+        from layerscope.analysis.cache import ResultsCache
+        from layerscope.analysis.datasets import DatasetError
+        from layerscope.analysis.outputs import OutputError
+        from layerscope.analysis.selection import write_records
+
+        folder.mkdir(parents=True, exist_ok=True)
+        path = folder / name
+        try:
+            write_records(run, indices, path, ResultsCache(app.db_path).files)
+        except DatasetError as error:  # the data file is gone or changed: said in the dialog
+            raise OutputError(str(error)) from None
+        return [path]
+
+    def written(paths: list[Path] | None) -> None:
+        if not paths:
+            return
+        app.notify(f"Wrote {len(indices)} samples to {paths[0]}", title="Exported")
+        app.query_one(LogPanel).record(f"wrote {len(indices)} marked samples to {paths[0]}")
+
+    what = f"the {len(indices)} marked samples' records as {name}"
+    app.push_screen(ExportDialog(what, "layerscope-export", write), written)
+
+
 def runs_rows(runs: Iterable[RunInfo]) -> list[list[str]]:
     """The Runs tab as CSV rows (header first)."""
     from layerscope.app.labels import run_settings

@@ -218,6 +218,16 @@ class SampleOpened(_Fact):
 
 
 @dataclass(eq=False)
+class MarkedSamplesWriteRequested(_Fact):
+    """The user asked to write a run's marked samples back as a dataset file (the app asks
+    where: widgets do not open screens)."""
+
+    run_id: str
+    indices: tuple[int, ...]  # in the order they are to be written
+    label: str  # what the selection is, for the file name ("top-5-by-nuclear_norm")
+
+
+@dataclass(eq=False)
 class ChartLoaded(CacheRead):
     """Curves and comparison tables for the chart were read from the cache."""
 

@@ -32,6 +32,14 @@ def _show(*changes: str):
     return argv
 
 
+def _select(*changes: str):
+    def argv(world: World) -> list[str]:
+        output = str(world.root / "selected.json")
+        return ["select", world.computed_run, "--output", output, "--db", str(world.db), *changes]
+
+    return argv
+
+
 CASES: list[Case] = [
     Case("option-device-unknown", _cached("--device", "tpu9"), 2, ("--device", "'tpu9'")),
     Case("option-device-cuda-absent", _cached("--device", "cuda"), 1, ("--device cuda", "CUDA")),
@@ -83,6 +91,20 @@ CASES: list[Case] = [
         ],
         2,
         ("--mode", "chat"),
+    ),
+    Case(
+        "option-select-layers-beyond",
+        _select("--by", "nuclear", "--top", "2", "--layers", "0-99"),
+        2,
+        ("--layers 0-99", "has layers 0-"),
+    ),
+    Case("option-select-by-unknown", _select("--by", "bogus", "--top", "2"), 2, ("--by", "bogus")),
+    Case("option-select-no-end", _select("--by", "nuclear"), 2, ("--top", "--bottom")),
+    Case(
+        "option-correlations-with-unknown",
+        lambda w: ["correlations", w.computed_run, "--with", "nonesuch", "--db", str(w.db)],
+        2,
+        ("--with nonesuch", "loss"),
     ),
     Case("option-unknown-command", lambda w: ["frobnicate"], 2, ("frobnicate",)),
     Case("option-unknown-option", _show("--colour", "red"), 2, ("--colour",)),

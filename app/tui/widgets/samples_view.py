@@ -8,10 +8,19 @@ run's layers and projections; the caption says so, since a column named "nuclear
 reads like one matrix's norm. n steps through the runs overlaid in the chart (run_choice.py). Reads go through the cache reader; the runs known and the
 response-length filter are pushed in by the App, and opening a sample is a message (the App
 shows the detail screen: widgets do not import screens).
+
+Samples are data too (the follow-up paper trains on the samples the gradients single out): m
+marks a sample and M every sample down to the cursor (sort by a statistic, move to row K, M: the
+top K), marked rows carry a ● in their first column (legible without colour), and w writes the
+marked samples' records, as their data file has them, to a dataset file that ``compute`` reads
+(the App asks where). p swaps the table for a scatter of the sorted statistic against response
+length, then against loss, then back; the marked samples have their own glyph there.
 """
 
 from __future__ import annotations
 
+import contextlib
+import math
 from typing import TYPE_CHECKING, ClassVar
 
 from rich.text import Text
@@ -19,10 +28,16 @@ from textual.app import ComposeResult
 from textual.binding import Binding, BindingType
 from textual.containers import Vertical
 from textual.widgets import DataTable, Static
+from textual.widgets.data_table import CellDoesNotExist
 
 from layerscope.app.tui.errors import ReportsWorkerErrors, reported
 from layerscope.app.tui.format import number
-from layerscope.app.tui.messages import RunFocused, SampleOpened, SamplesLoaded
+from layerscope.app.tui.messages import (
+    MarkedSamplesWriteRequested,
+    RunFocused,
+    SampleOpened,
+    SamplesLoaded,
+)
 from layerscope.app.tui.widgets.run_choice import (
     NOTHING_OVERLAID,
     place,
@@ -30,6 +45,7 @@ from layerscope.app.tui.widgets.run_choice import (
     run_name,
     stepped,
 )
+from layerscope.app.tui.widgets.sample_scatter import SampleScatter
 
 if TYPE_CHECKING:
     from layerscope.analysis.cache import ResultsCache
@@ -37,6 +53,10 @@ if TYPE_CHECKING:
     from layerscope.app.tui.services.cache_reader import CacheReader
 
 ROW_LIMIT = 500
+MARK = "●"  # a marked sample's first cell; unmarked: blank
+MARK_COLUMN = ("marked", MARK)
+# What p shows in turn: the table (None), then the scatter against these per-sample values.
+SCATTER_AXES: tuple[str | None, ...] = (None, "response_tokens", "loss")
 BASE_COLUMNS = (
     ("index", "#"),
     ("loss", "loss"),
@@ -85,6 +105,44 @@ class SamplesPane(ReportsWorkerErrors, Vertical):
             tooltip="Open the sample: text and its curve over the run's mean (also enter)",
             id="samples.open",
         ),
+        Binding(
+            "m",
+            "toggle_mark",
+            "Mark",
+            tooltip="Mark or unmark the sample at the cursor (w writes the marked samples)",
+            id="samples.mark",
+        ),
+        Binding(
+            "M",
+            "mark_to_cursor",
+            "Mark down to here",
+            show=False,
+            tooltip="Mark every sample from the first row to the cursor: the top K as sorted",
+            id="samples.mark_to_cursor",
+        ),
+        Binding(
+            "u",
+            "clear_marks",
+            "Unmark all",
+            show=False,
+            tooltip="Unmark every sample of this run",
+            id="samples.clear_marks",
+        ),
+        Binding(
+            "w",
+            "write_marked",
+            "Write marked",
+            tooltip="Write the marked samples' records as a dataset file (compute reads it)",
+            id="samples.write_marked",
+        ),
+        Binding(
+            "p",
+            "cycle_scatter",
+            "Scatter",
+            tooltip="Scatter of the sorted statistic against response length, then loss, then "
+            "the table again",
+            id="samples.scatter",
+        ),
         *run_choice_bindings("samples"),
     ]
 
@@ -98,6 +156,8 @@ class SamplesPane(ReportsWorkerErrors, Vertical):
         self.sort_by = "loss"
         self.descending = True
         self.rows: list[SampleRow] = []
+        self.marked: set[int] = set()  # sample indices of `run_id` the user marked
+        self.scatter_axis: str | None = None  # None: the table is shown
 
     def compose(self) -> ComposeResult:
         yield Static("", id="samples-status", classes="status-line")
@@ -106,8 +166,10 @@ class SamplesPane(ReportsWorkerErrors, Vertical):
             id="samples-table", cursor_type="cell", zebra_stripes=True
         )
         yield table
+        yield SampleScatter(id="samples-scatter")
 
     def on_mount(self) -> None:
+        self.query_one(SampleScatter).display = False
         self._fill([])
         self._update_status()
 
@@ -120,15 +182,15 @@ class SamplesPane(ReportsWorkerErrors, Vertical):
         """
         table = self.query_one(DataTable)
         column = table.cursor_coordinate.column
-        titles = [title for _, title in BASE_COLUMNS] + list(STAT_COLUMNS)
-        keys = [key for key, _ in BASE_COLUMNS] + list(STAT_COLUMNS)
+        titles = [MARK_COLUMN[1]] + [title for _, title in BASE_COLUMNS] + list(STAT_COLUMNS)
+        keys = [MARK_COLUMN[0]] + [key for key, _ in BASE_COLUMNS] + list(STAT_COLUMNS)
         widths = [
             max([len(title), *(len(row[i]) for row in rows)]) for i, title in enumerate(titles)
         ]
         table.clear(columns=True)
         for key, title, width in zip(keys, titles, widths, strict=True):
             table.add_column(title, key=key, width=width)
-        for row, sample in zip(rows, self.rows, strict=False):
+        for row, sample in zip(rows[:ROW_LIMIT], self.rows, strict=False):
             table.add_row(*row, key=str(sample.index))
         if rows:
             table.move_cursor(row=0, column=column)
@@ -164,6 +226,8 @@ class SamplesPane(ReportsWorkerErrors, Vertical):
         """Show this run's samples (read again when `refresh`: the run is still growing)."""
         if run_id == self.run_id and self.rows and not refresh:
             return
+        if run_id != self.run_id:
+            self.marked = set()
         self.run_id = run_id
         self.reload()
 
@@ -176,13 +240,15 @@ class SamplesPane(ReportsWorkerErrors, Vertical):
             return
         run_id, sort_by, descending = self.run_id, self.sort_by, self.descending
         length = self.length_range
+        # the scatter draws every sample; the table its first ROW_LIMIT rows
+        limit = None if self.scatter_axis else ROW_LIMIT
 
         def query(cache: ResultsCache) -> SamplesLoaded:
             rows = cache.samples(
                 run_id,
                 sort_by=sort_by,
                 descending=descending,
-                limit=ROW_LIMIT,
+                limit=limit,
                 response_tokens=length,
             )
             return SamplesLoaded(run_id, rows)
@@ -200,16 +266,120 @@ class SamplesPane(ReportsWorkerErrors, Vertical):
         self._fill(
             [
                 [
+                    self._mark(row.index),
                     str(row.index),
                     number(row.loss),
                     str(row.response_tokens),
                     str(row.prompt_tokens),
                     *(number(row.stats.get(key, float("nan"))) for key in STAT_COLUMNS),
                 ]
-                for row in self.rows
+                for row in self.rows[:ROW_LIMIT]
             ]
         )
+        self._show_scatter()
         self._update_status()
+
+    def _mark(self, index: int) -> str:
+        return MARK if index in self.marked else ""
+
+    # --- marks -----------------------------------------------------------------------------
+
+    def _cursor_row(self) -> SampleRow | None:
+        table = self.query_one(DataTable)
+        if not self.rows or self.run_id is None:
+            return None
+        return self.rows[min(table.cursor_coordinate.row, len(self.rows) - 1, ROW_LIMIT - 1)]
+
+    def _redraw_marks(self) -> None:
+        table = self.query_one(DataTable)
+        for row in self.rows[:ROW_LIMIT]:
+            with contextlib.suppress(CellDoesNotExist):
+                table.update_cell(str(row.index), MARK_COLUMN[0], self._mark(row.index))
+        self._show_scatter()
+        self._update_status()
+
+    def action_toggle_mark(self) -> None:
+        row = self._cursor_row()
+        if row is None:
+            return
+        self.marked ^= {row.index}
+        self._redraw_marks()
+
+    def action_mark_to_cursor(self) -> None:
+        row = self._cursor_row()
+        if row is None:
+            return
+        last = self.rows.index(row)
+        self.marked |= {r.index for r in self.rows[: last + 1]}
+        self._redraw_marks()
+
+    def action_clear_marks(self) -> None:
+        self.marked = set()
+        self._redraw_marks()
+
+    def selection_label(self) -> str:
+        """What the marks are, for a file name: "top-5-by-nuclear_norm" when they are the
+        first rows as sorted, else "7-marked"."""
+        count = len(self.marked)
+        first = {r.index for r in self.rows[:count]}
+        if count and first == self.marked and self.sort_by != "index":
+            end = "top" if self.descending else "bottom"
+            return f"{end}-{count}-by-{self.sort_by}"
+        return f"{count}-marked"
+
+    def marked_in_order(self) -> tuple[int, ...]:
+        """The marked samples in the table's order (then any not shown, by index)."""
+        shown = [r.index for r in self.rows if r.index in self.marked]
+        return (*shown, *sorted(self.marked - set(shown)))
+
+    def action_write_marked(self) -> None:
+        if self.run_id is None or not self.marked:
+            self.notify("No sample is marked: m marks one, M every row down to the cursor.")
+            return
+        self.post_message(
+            MarkedSamplesWriteRequested(self.run_id, self.marked_in_order(), self.selection_label())
+        )
+
+    # --- scatter ---------------------------------------------------------------------------
+
+    def scatter_statistic(self) -> str:
+        """The statistic the scatter draws: the sorted column's, else the nuclear norm."""
+        return self.sort_by if self.sort_by in STAT_COLUMNS else "nuclear_norm"
+
+    def action_cycle_scatter(self) -> None:
+        axis = SCATTER_AXES[(SCATTER_AXES.index(self.scatter_axis) + 1) % len(SCATTER_AXES)]
+        self.scatter_axis = axis
+        table, scatter = self.query_one(DataTable), self.query_one(SampleScatter)
+        table.display = axis is None
+        scatter.display = axis is not None
+        (table if axis is None else scatter).focus()  # the pane's keys keep working
+        if self.run_id is not None:
+            self.reload()  # the scatter reads every sample, the table its first rows
+
+    def _show_scatter(self) -> None:
+        axis = self.scatter_axis
+        if axis is None:
+            return
+        statistic = self.scatter_statistic()
+        points = [
+            (
+                row.index,
+                float(row.response_tokens) if axis == "response_tokens" else row.loss,
+                row.stats.get(statistic, float("nan")),
+            )
+            for row in self.rows
+            if axis != "response_tokens" or row.response_tokens >= 0
+        ]
+        from layerscope.analysis.selection import spearman
+
+        x_label = "response tokens" if axis == "response_tokens" else "loss"
+        found = spearman(
+            statistic, {i: y for i, _x, y in points}, axis, {i: x for i, x, _y in points}
+        )
+        rho = "" if math.isnan(found.rho) else f" · Spearman rho {found.rho:+.2f} (n {found.n})"
+        self.query_one(SampleScatter).show(
+            points, self.marked, f"{statistic} against {x_label}{rho}", x_label
+        )
 
     def _update_status(self) -> None:
         status = self.query_one("#samples-status", Static)
@@ -221,10 +391,12 @@ class SamplesPane(ReportsWorkerErrors, Vertical):
         name = run_name(self.run_id, self.runs_by_id, self.overlaid)
         status.update(Text.assemble((name, "bold"), f" · {place(self.run_id, self.overlaid)}"))
         arrow = "↓" if self.descending else "↑"
+        marks = f" · {MARK} {len(self.marked)} marked" if self.marked else ""
+        shown = len(self.rows) if self.scatter_axis else min(len(self.rows), ROW_LIMIT)
         caption.update(
-            f"sorted by {self.sort_by} {arrow} · {len(self.rows)} shown"
-            f"{f' (first {ROW_LIMIT})' if len(self.rows) >= ROW_LIMIT else ''}"
-            f" · {aggregation(self.runs_by_id.get(self.run_id))}"
+            f"sorted by {self.sort_by} {arrow} · {shown} shown"
+            f"{f' (first {ROW_LIMIT})' if shown >= ROW_LIMIT and not self.scatter_axis else ''}"
+            f"{marks} · {aggregation(self.runs_by_id.get(self.run_id))}"
         )
 
     def action_sort_by_column(self) -> None:
@@ -232,6 +404,9 @@ class SamplesPane(ReportsWorkerErrors, Vertical):
         if not table.columns:
             return
         column_key = list(table.columns)[table.cursor_coordinate.column].value or "loss"
+        if column_key == MARK_COLUMN[0]:
+            self.notify("The marks are not a sort key: sort by a statistic, then M marks the top.")
+            return
         if column_key == self.sort_by:
             self.descending = not self.descending
         else:
@@ -245,10 +420,9 @@ class SamplesPane(ReportsWorkerErrors, Vertical):
         self.action_sort_by_column()
 
     def action_open_sample(self) -> None:
-        table = self.query_one(DataTable)
-        if not self.rows or self.run_id is None:
+        row = self._cursor_row()
+        if row is None or self.run_id is None:
             return
-        row = self.rows[min(table.cursor_coordinate.row, len(self.rows) - 1)]
         metric = self.sort_by if self.sort_by in STAT_COLUMNS else "nuclear_norm"
         self.post_message(SampleOpened(self.run_id, row, metric))
 
@@ -257,9 +431,9 @@ class SamplesPane(ReportsWorkerErrors, Vertical):
         self.action_open_sample()
 
     def export_rows(self) -> list[list[str]]:
-        header = [key for key, _ in BASE_COLUMNS] + list(STAT_COLUMNS) + ["instruction", "output"]
-        lines = [header]
-        for row in self.rows:
+        header = [key for key, _ in BASE_COLUMNS] + list(STAT_COLUMNS)
+        lines = [[*header, "instruction", "output", "marked"]]
+        for row in self.rows[:ROW_LIMIT]:
             lines.append(
                 [
                     str(row.index),
@@ -269,6 +443,7 @@ class SamplesPane(ReportsWorkerErrors, Vertical):
                     *(repr(row.stats.get(key, float("nan"))) for key in STAT_COLUMNS),
                     row.instruction,
                     row.output,
+                    "1" if row.index in self.marked else "",
                 ]
             )
         return lines
