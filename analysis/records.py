@@ -20,6 +20,7 @@ from layerscope.analysis.settings import DEFAULTS, keyed_names
 Mode = Literal["base", "instruct"]
 ModuleSet = Literal["attn", "mlp", "all"]
 Method = Literal["fast", "reference"]
+Init = Literal["trained", "random"]
 
 ATTENTION_PROJECTIONS = ("q", "k", "v", "o")
 MLP_PROJECTIONS = ("gate", "up", "down")
@@ -101,15 +102,21 @@ class ComputeSettings:
     entry_statistics: bool = DEFAULTS["entry_statistics"]  # mean/max/min: need the full matrix
     cosines: bool = DEFAULTS["cosines"]  # layer-by-layer cosine matrices, q-o / k-v cosines
     batch_size: int = DEFAULTS["batch_size"]  # not keyed: it does not change the numbers
+    init: Init = DEFAULTS["init"]  # the trained weights, or the architecture freshly initialised
+    init_seed: int = DEFAULTS["init_seed"]  # the seed of a random initialisation
 
     def key_fields(self) -> dict[str, object]:
         """The fields that identify a run's numbers (the record's keyed compute settings).
 
-        The system prompt counts only in instruct mode, where it is part of the input.
+        The system prompt counts only in instruct mode, where it is part of the input. The
+        initialisation and its seed count only for a random one: a trained run's key is the
+        one it had before layerscope knew of random initialisations, so cached runs stay found.
         """
         fields: dict[str, object] = {name: getattr(self, name) for name in keyed_names("compute")}
         if self.mode != "instruct":
             fields["system_prompt"] = None
+        if self.init == "trained":
+            del fields["init"], fields["init_seed"]
         fields["statistics_version"] = STATISTICS_VERSION
         return fields
 
