@@ -156,6 +156,9 @@ class SampleResult:
     layer_cosines: dict[str, list[list[float]]] = field(default_factory=dict)
     # "q-o" / "k-v" -> per-layer cosine between the two gradients (only where shapes match)
     pair_cosines: dict[str, list[float]] = field(default_factory=dict)
+    # projection or pair -> the layers its cosines are between, where not simply 0, 1, 2, ...
+    # (an imported file's ``layer_indices``)
+    cosine_layers: dict[str, list[int]] = field(default_factory=dict)
 
 
 @dataclass(frozen=True)

@@ -75,13 +75,23 @@ SEVERITIES = ("ok", "note", "problem")  # a problem needs action; a note is wort
 # Relative tolerance of the curve-sum check (float64 sums of the same float32 values).
 SUM_TOLERANCE = 1e-7
 # Tables whose rows belong to a run (run_no), and those whose rows belong to a stored sample.
-RUN_TABLES = ("samples", "statistics", "skipped", "targets", "spectra", "curve_sums", "cosine_sums")
-SAMPLE_TABLES = ("statistics", "spectra")
+RUN_TABLES = (
+    "samples",
+    "statistics",
+    "skipped",
+    "targets",
+    "spectra",
+    "curve_sums",
+    "cosine_sums",
+    "sample_cosines",
+)
+SAMPLE_TABLES = ("statistics", "spectra", "sample_cosines")
 # Tables that hold one row per key, and the key (duplicates are checked on these).
 KEYED_TABLES = {
     "samples": ("run_no", "sample_index"),
     "statistics": ("run_no", "sample_index", "layer", "projection"),
     "spectra": ("run_no", "sample_index", "layer", "projection"),
+    "sample_cosines": ("run_no", "sample_index", "kind", "name"),
 }
 
 

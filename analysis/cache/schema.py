@@ -52,6 +52,14 @@ layer-by-layer matrix, row-major) or ``pair`` (name ``q-o``/``k-v``, one value p
 per-cell counts of finite values. Their mean over samples then costs O(L^2) per run instead of
 O(samples x L^2) rows; the price is that cosines are not length-controlled.
 
+Version 3 added each sample's own cosines, which the follow-up paper's files carry per line and
+its analyses (the adjacent-layer cosine with its spread, data subsets) need per sample:
+``sample_cosines(run_no, sample_index, kind, name, layers SMALLINT[], cosines REAL[])``, kind
+``layers`` (name = projection, ``cosines`` the len(layers)^2 matrix row-major, between the layers
+listed) or ``pair`` (name ``q-o``/``k-v``, one cosine per listed layer); NaN where a cosine is
+undefined (a zero gradient). Runs stored before version 3 have only their ``cosine_sums``: their
+means read as before, their per-sample cosines are absent (exports leave the keys out).
+
 Migrations: :data:`MIGRATIONS` lists, per version, the statements that bring a file from the
 previous version to it; a new file runs them all, an older file is upgraded in place (one
 transaction per step), a file from a newer layerscope is refused with :class:`SchemaVersionError`.
@@ -70,7 +78,7 @@ import duckdb
 
 from layerscope.analysis.records import MATRIX_STATISTICS, PROJECTIONS
 
-SCHEMA_VERSION = 2
+SCHEMA_VERSION = 3
 
 # What the column types can hold, for code that checks values before it writes them (the
 # paper-format import refuses or empties a value here instead of letting DuckDB fail mid-run).
@@ -225,6 +233,16 @@ MIGRATIONS: dict[int, tuple[Statement, ...]] = {
             totals DOUBLE[] NOT NULL,
             counts INTEGER[] NOT NULL,
             PRIMARY KEY (run_no, kind, name)
+        )""",
+    ),
+    3: (
+        """CREATE TABLE sample_cosines (
+            run_no INTEGER NOT NULL,
+            sample_index INTEGER NOT NULL,
+            kind VARCHAR NOT NULL,
+            name VARCHAR NOT NULL,
+            layers SMALLINT[] NOT NULL,
+            cosines REAL[] NOT NULL
         )""",
     ),
 }
