@@ -45,8 +45,14 @@ MATRIX_STATISTICS = (
 # The statistics that need every entry of the gradient matrix, not just its spectrum.
 ENTRY_STATISTICS = ("mean", "max", "min")
 
-# What a curve can average: every per-matrix statistic, plus the per-sample loss.
-METRICS = (*MATRIX_STATISTICS, "loss")
+# The cosine between the gradients of one projection at layers i and i + 1 of a sample (the
+# follow-up paper's layer-to-layer similarity, ``matrix[i][i+1]``), drawn at layer i: read from
+# each sample's stored cosines (runs computed with cosines, or imported with ``cosine_sim``), so
+# its curve has one layer fewer than the model.
+ADJACENT_COSINE = "adjacent_cosine"
+# What a curve can average: every per-matrix statistic, the adjacent-layer cosine, and the
+# per-sample loss.
+METRICS = (*MATRIX_STATISTICS, ADJACENT_COSINE, "loss")
 RUN_STATUSES = ("running", "complete", "cancelled", "failed")
 STATISTICS_VERSION = 1
 

@@ -322,3 +322,81 @@ def test_a_cache_from_before_per_sample_cosines_is_upgraded_and_exports_without_
             "SELECT value FROM layerscope_meta WHERE key = 'schema_version'"
         ).fetchone()
     assert version == (str(cache_schema.SCHEMA_VERSION),) == ("3",)
+
+
+# ---- the adjacent-layer cosine as a chart statistic ------------------------------------------
+
+
+def test_the_adjacent_layer_cosine_curve_is_the_mean_of_matrix_i_i_plus_1(cache, tmp_path, lines):
+    """Mean, standard deviation and count by layer i of matrix[i][i+1], as numpy computes them
+    from the file; a sample with an undefined one at some layer leaves that projection's curve
+    (the rule of every other statistic) and is counted."""
+    lines[1]["cosine_sim"]["o_proj"]["matrix"][0][1] = None
+    info = _import(cache, _write(tmp_path / "f.jsonl", lines))
+    curves = {c.projection: c for c in cache.curves([info.id], "adjacent_cosine")}
+    assert set(curves) == {"q", "k", "v", "o"}
+    for p in PROJECTIONS:
+        kept = [line for line in lines if line["cosine_sim"][p]["matrix"][0][1] is not None]
+        values = np.array(
+            [
+                [line["cosine_sim"][p]["matrix"][i][i + 1] for i in range(LAYERS - 1)]
+                for line in kept
+            ]
+        )
+        curve = curves[p[0]]
+        assert curve.layers == list(range(LAYERS - 1))
+        assert curve.mean == pytest.approx(values.mean(axis=0).tolist(), abs=1e-6)
+        assert curve.std == pytest.approx(values.std(axis=0, ddof=1).tolist(), abs=1e-6)
+        assert curve.count == [len(kept)] * (LAYERS - 1)
+        assert curve.excluded_nonfinite == (1 if p == "o_proj" else 0)
+
+
+def test_the_adjacent_layer_cosine_is_a_metric_by_name_and_alias(cache, tmp_path, lines):
+    from layerscope.analysis.compare import resolve_metric
+    from layerscope.app.tui.widgets.compare_view import STATISTICS
+
+    assert resolve_metric("adjacent") == resolve_metric("adjacent-cosine") == "adjacent_cosine"
+    assert "adjacent_cosine" in STATISTICS
+    # A run without per-sample cosines has no such curve (nothing is made up).
+    del lines[0]["cosine_sim"], lines[1]["cosine_sim"], lines[2]["cosine_sim"]
+    del lines[3]["cosine_sim"]
+    info = _import(cache, _write(tmp_path / "f.jsonl", lines))
+    assert cache.curves([info.id], "adjacent_cosine") == []
+
+
+async def test_the_explorers_statistic_cycle_reaches_the_adjacent_layer_cosine(
+    tmp_path, monkeypatch
+):
+    from test_tui_browse import compare, settle
+    from tui_synthetic import LAYERS as SYNTHETIC_LAYERS
+    from tui_synthetic import fill_cache
+
+    from layerscope.app.tui.app import LayerscopeApp
+    from layerscope.app.tui.widgets.layer_chart import LayerChart
+
+    db = tmp_path / "results.duckdb"
+    monkeypatch.setenv("LAYERSCOPE_DB", str(db))
+    monkeypatch.setenv("LAYERSCOPE_STATE", str(tmp_path / "state.json"))
+    monkeypatch.setenv("HF_HUB_CACHE", str(tmp_path / "hf"))
+    runs = fill_cache(db)
+    chosen = [runs["none_cot"], runs["detailed_cot"]]
+    app = LayerscopeApp(poll_seconds=0)
+    async with app.run_test(size=(100, 32)) as pilot:
+        await settle(app, pilot)
+        await compare(app, pilot, chosen)
+        chart = app.query_one(LayerChart)
+        for _ in range(20):
+            if chart.metric == "adjacent_cosine":
+                break
+            await pilot.press("s")
+            await settle(app, pilot)
+        assert chart.metric == "adjacent_cosine"
+        expected = {
+            (c.run_id, c.projection): c.mean
+            for c in ResultsCache(db).curves(chosen, "adjacent_cosine")
+        }
+        assert chart.series and len(chart.series) == len(expected)
+        for series in chart.series:
+            assert series.layers == list(range(SYNTHETIC_LAYERS - 1))
+        assert sorted(s.mean for s in chart.series) == sorted(expected.values())
+        assert "adjacent_cosine" in chart.as_text(100, 24)

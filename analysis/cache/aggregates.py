@@ -17,7 +17,7 @@ import duckdb
 
 from layerscope.analysis.cache import runs
 from layerscope.analysis.cache.connection import CacheFile
-from layerscope.analysis.records import METRICS, PROJECTIONS, LayerSums
+from layerscope.analysis.records import ADJACENT_COSINE, METRICS, PROJECTIONS, LayerSums
 
 __all__ = ["curve_sums", "token_range"]
 
@@ -63,7 +63,9 @@ def curve_sums(
                 count, total, squares, excluded = loss_sums(con, run_no, low, high)
                 result.append(LayerSums(info.id, "loss", {0: (count, total, squares)}, excluded))
                 continue
-            if response_tokens is None:
+            if metric == ADJACENT_COSINE:
+                by_projection, nonfinite = adjacent_cosine_sums(con, run_no, low, high)
+            elif response_tokens is None:
                 by_projection, nonfinite = stored_sums(con, run_no, metric)
             else:
                 by_projection, nonfinite = scanned_sums(con, run_no, metric, low, high)
@@ -138,6 +140,57 @@ def scanned_sums(
         for projection, per_layer in sums.items()
     }
     return result, excluded
+
+
+def adjacent_cosine_sums(
+    con: duckdb.DuckDBPyConnection, run_no: int, low: int | None, high: int | None
+) -> tuple[Sums, dict[str, int]]:
+    """Per projection and layer i, the sums of each sample's cosine between layers i and i + 1
+    (its layer-by-layer matrix's ``[i][i+1]``, from ``sample_cosines``), with the paper's rule
+    of the other statistics: a sample with an undefined cosine at some layer of a projection
+    is left out of that projection's curve and counted. Restricted to ``low``..``high``
+    response tokens unless both are None. Runs without per-sample cosines (computed without
+    them, or stored before schema version 3) have no such curve."""
+    unfiltered = low is None and high is None
+    length_filter = (
+        ""
+        if unfiltered
+        else "AND sample_index IN (SELECT sample_index FROM samples WHERE run_no = $run "
+        "AND response_tokens BETWEEN $low AND $high)"
+    )
+    params: dict[str, Any] = {"run": run_no}
+    if not unfiltered:
+        params.update(low=low, high=high)
+    # Lists are 1-based: for position p = i - 1, layers[p] and the flat matrix's p * n + p + 1.
+    query = f"""
+        WITH positions AS (
+            SELECT name AS projection, sample_index, layers, cosines, len(layers) AS n,
+                   unnest(range(1, len(layers))) AS i
+            FROM sample_cosines
+            WHERE run_no = $run AND kind = 'layers' {length_filter}
+        ),
+        cells AS (
+            SELECT projection, sample_index, layers[i] AS layer,
+                   cosines[(i - 1) * n + i + 1]::DOUBLE AS v
+            FROM positions
+        ),
+        flagged AS (
+            SELECT projection, sample_index, bool_and(coalesce(isfinite(v), false)) AS ok
+            FROM cells GROUP BY ALL
+        )
+        SELECT c.projection, c.layer, count(*) FILTER (WHERE f.ok),
+               coalesce(sum(c.v) FILTER (WHERE f.ok), 0),
+               coalesce(sum(c.v * c.v) FILTER (WHERE f.ok), 0),
+               count(*) FILTER (WHERE NOT f.ok)
+        FROM cells c JOIN flagged f USING (projection, sample_index)
+        GROUP BY ALL
+    """  # noqa: S608 (the filter is a constant; values are parameters)
+    sums: Sums = {}
+    excluded: dict[str, int] = {}
+    for projection, layer, count, total, squares, bad in con.execute(query, params).fetchall():
+        sums.setdefault(projection, {})[int(layer)] = (int(count), float(total), float(squares))
+        excluded[projection] = max(excluded.get(projection, 0), int(bad))
+    return sums, excluded
 
 
 def stored_sums(

@@ -54,6 +54,7 @@ STATISTICS = (
     "nuclear_per_loss",
     "sigma_max",
     "sigma_min",
+    "adjacent_cosine",
     "loss",
 )
 
