@@ -139,3 +139,15 @@ def test_init_and_seed_are_offered_on_compute_check_and_the_form():
         setting("init_seed").parse("-1")
     with pytest.raises(SettingError, match="choose one of trained, random"):
         setting("init").check("scratch")
+
+
+def test_check_with_a_random_init_says_so_in_its_title(tmp_path, capsys, monkeypatch):
+    from layerscope.app import cli
+
+    monkeypatch.setenv("COLUMNS", "100")
+    db = tmp_path / "c.duckdb"
+    command = ["check", "tiny", "--init", "random", "--seed", "2", "--limit", "2", "--db", str(db)]
+    assert cli.main(command) == 0
+    out = capsys.readouterr().out
+    assert "nuclear_norm by layer, tiny, ≤2/type, random init, seed 2" in out
+    assert all(run.settings["init_seed"] == 2 for run in ResultsCache(db).runs())
