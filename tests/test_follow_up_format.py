@@ -364,33 +364,45 @@ def test_the_adjacent_layer_cosine_is_a_metric_by_name_and_alias(cache, tmp_path
     assert cache.curves([info.id], "adjacent_cosine") == []
 
 
-async def test_the_explorers_statistic_cycle_reaches_the_adjacent_layer_cosine(
-    tmp_path, monkeypatch
-):
-    from test_tui_browse import compare, settle
-    from tui_synthetic import LAYERS as SYNTHETIC_LAYERS
+@pytest.fixture
+def synthetic_cache(tmp_path, monkeypatch):
+    """The explorer's synthetic cache (tests/tui_synthetic.py): runs with per-sample cosines."""
     from tui_synthetic import fill_cache
-
-    from layerscope.app.tui.app import LayerscopeApp
-    from layerscope.app.tui.widgets.layer_chart import LayerChart
 
     db = tmp_path / "results.duckdb"
     monkeypatch.setenv("LAYERSCOPE_DB", str(db))
     monkeypatch.setenv("LAYERSCOPE_STATE", str(tmp_path / "state.json"))
     monkeypatch.setenv("HF_HUB_CACHE", str(tmp_path / "hf"))
     runs = fill_cache(db)
-    chosen = [runs["none_cot"], runs["detailed_cot"]]
+    return db, [runs["none_cot"], runs["detailed_cot"]]
+
+
+async def _chart_of_adjacent_cosines(app, pilot, chosen):
+    from test_tui_browse import compare, settle
+
+    from layerscope.app.tui.widgets.layer_chart import LayerChart
+
+    await settle(app, pilot)
+    await compare(app, pilot, chosen)
+    chart = app.query_one(LayerChart)
+    for _ in range(20):
+        if chart.metric == "adjacent_cosine":
+            break
+        await pilot.press("s")
+        await settle(app, pilot)
+    assert chart.metric == "adjacent_cosine"
+    return chart
+
+
+async def test_the_explorers_statistic_cycle_reaches_the_adjacent_layer_cosine(synthetic_cache):
+    from tui_synthetic import LAYERS as SYNTHETIC_LAYERS
+
+    from layerscope.app.tui.app import LayerscopeApp
+
+    db, chosen = synthetic_cache
     app = LayerscopeApp(poll_seconds=0)
     async with app.run_test(size=(100, 32)) as pilot:
-        await settle(app, pilot)
-        await compare(app, pilot, chosen)
-        chart = app.query_one(LayerChart)
-        for _ in range(20):
-            if chart.metric == "adjacent_cosine":
-                break
-            await pilot.press("s")
-            await settle(app, pilot)
-        assert chart.metric == "adjacent_cosine"
+        chart = await _chart_of_adjacent_cosines(app, pilot, chosen)
         expected = {
             (c.run_id, c.projection): c.mean
             for c in ResultsCache(db).curves(chosen, "adjacent_cosine")
@@ -400,3 +412,16 @@ async def test_the_explorers_statistic_cycle_reaches_the_adjacent_layer_cosine(
             assert series.layers == list(range(SYNTHETIC_LAYERS - 1))
         assert sorted(s.mean for s in chart.series) == sorted(expected.values())
         assert "adjacent_cosine" in chart.as_text(100, 24)
+
+
+async def test_runs_without_per_sample_cosines_say_why_the_chart_is_empty(synthetic_cache):
+    from layerscope.app.tui.app import LayerscopeApp
+
+    db, chosen = synthetic_cache
+    with duckdb.connect(str(db)) as con:  # as a run stored before schema version 3
+        con.execute("DELETE FROM sample_cosines")
+    app = LayerscopeApp(poll_seconds=0)
+    async with app.run_test(size=(100, 32)) as pilot:
+        chart = await _chart_of_adjacent_cosines(app, pilot, chosen)
+        assert not chart.series
+        assert "No per-sample cosines in these runs" in chart.as_text(100, 24)
