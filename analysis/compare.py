@@ -88,6 +88,8 @@ METRIC_ALIASES = {
     "ratio": "sigma1_ratio",
     "erank": "effective_rank",
     "srank": "stable_rank",
+    "adjacent": "adjacent_cosine",
+    "adjacent_cos": "adjacent_cosine",
 }
 
 

@@ -23,7 +23,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from layerscope.analysis.errors import one_line
-from layerscope.analysis.records import LoadStage, ModuleSet, TargetInfo
+from layerscope.analysis.records import Init, LoadStage, ModuleSet, TargetInfo
 from layerscope.analysis.settings import DTYPES
 
 if TYPE_CHECKING:
@@ -411,11 +411,19 @@ def load_model(
     device: str = "auto",
     trust_remote_code: bool = False,
     on_stage: StageCallback | None = None,
+    *,
+    init: Init = "trained",
+    init_seed: int = 0,
 ) -> LoadedModel:
     """Load a causal LM and its tokenizer through the ordinary transformers path.
 
     ``on_stage`` hears each step as it begins (tokenizer, weights with their progress, device),
     so that a caller can show what a minutes-long load of a large model is doing.
+
+    ``init="random"`` builds the same architecture from the model's config with freshly
+    initialised weights instead (``AutoModelForCausalLM.from_config`` under
+    ``torch.manual_seed(init_seed)``, on the CPU so that a seed gives the same weights on every
+    machine; the global random state is left as it was): the follow-up paper's baseline.
     """
     tell = on_stage or (lambda _stage: None)
     check = inspect_model_path(spec)
@@ -437,12 +445,16 @@ def load_model(
         tokenizer = AutoTokenizer.from_pretrained(source.path, trust_remote_code=trust_remote_code)
     except Exception as error:  # transformers' message lists files; say what is missing
         raise ModelLoadError(_tokenizer_failure(spec, source.path, error)) from error
-    tell(LoadStage("weights", "loading weights"))
     try:
-        with _weight_progress(on_stage):
-            model: Any = AutoModelForCausalLM.from_pretrained(
-                source.path, dtype=torch_dtype, trust_remote_code=trust_remote_code
-            )
+        if init == "random":
+            tell(LoadStage("weights", f"initialising random weights (seed {init_seed})"))
+            model: Any = _random_model(source.path, torch_dtype, init_seed, trust_remote_code)
+        else:
+            tell(LoadStage("weights", "loading weights"))
+            with _weight_progress(on_stage):
+                model = AutoModelForCausalLM.from_pretrained(
+                    source.path, dtype=torch_dtype, trust_remote_code=trust_remote_code
+                )
     except Exception as error:  # any loader failure becomes one line for the user
         raise ModelLoadError(f"model {spec!r} failed to load: {one_line(error)}") from error
     if tokenizer.pad_token_id is None:
@@ -460,6 +472,19 @@ def load_model(
         num_layers=check.num_layers or 0,
     )
     return loaded
+
+
+def _random_model(path: Path, dtype: torch.dtype, seed: int, trust_remote_code: bool) -> Any:
+    """The architecture of the model at ``path``, freshly initialised under ``seed``."""
+    import torch
+    from transformers import AutoConfig, AutoModelForCausalLM
+
+    config = AutoConfig.from_pretrained(path, trust_remote_code=trust_remote_code)
+    with torch.random.fork_rng(devices=[]):
+        torch.manual_seed(seed)
+        return AutoModelForCausalLM.from_config(
+            config, dtype=dtype, trust_remote_code=trust_remote_code
+        )
 
 
 def loaded_from_objects(model: Any, tokenizer: Any, name: str = "in-memory") -> LoadedModel:

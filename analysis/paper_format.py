@@ -15,6 +15,21 @@ keyed by the model's own parameter names. ``S_list`` (all singular values) appea
 follow-up paper's files and in layerscope's exports of runs computed with ``--spectra``. The
 paper's ``instruction`` already contains the input, joined by a newline.
 
+The follow-up (arXiv 2504.10766, code MingLiiii/Gradient_Unified) writes ``S_list`` *instead of*
+``S_sum``/``S_max``/``S_min`` (they are then its sum, largest and smallest value) and adds each
+sample's gradient cosines::
+
+    "cosine_sim": {"q_proj": {"layer_indices": [0, 1, ...], "matrix": [[1.0, 0.93, ...], ...]},
+                   "k_proj": ..., "v_proj": ..., "o_proj": ...},
+    "cosine_sim_qkvo": {"0": {"q_proj_x_o_proj": 0.12, "k_proj_x_v_proj": 0.31}, "1": ...}
+
+``matrix[i][j]`` is the cosine between the gradients of layers ``layer_indices[i]`` and
+``[j]`` of one projection (its scripts plot the adjacent ``matrix[i][i+1]``); the second holds,
+per layer, the cosines between the q and o and between the k and v gradients. Both are stored per
+sample (``sample_cosines``, schema version 4) and summed per run (``cosine_sums``, the Cosines
+tab), and written back by the export; a cosine that is null (undefined: a zero gradient) is NaN in
+the cache and null again in an export. Runs stored before version 4 export without them.
+
 This module is the only place where the paper's short names appear: ``S_sum`` is the nuclear
 norm, ``S_max``/``S_min`` the largest/smallest singular value, ``M_*`` the mean/max/min entry.
 On import the other statistics are derived where the file allows it, with the engine's
@@ -78,6 +93,7 @@ from pathlib import Path
 from typing import Any
 
 from layerscope.analysis.cache import ResultsCache, UnknownRunError
+from layerscope.analysis.cache.exports import SampleCosines
 from layerscope.analysis.cache.schema import INTEGER_MAX, REAL_LIMIT, SMALLINT_MAX
 from layerscope.analysis.lifecycle import package_version
 from layerscope.analysis.outputs import open_output
@@ -116,6 +132,12 @@ PAPER_STATISTICS = {
     "S_min": "sigma_min",
 }
 SPECTRUM_KEY = "S_list"
+# The follow-up's per-line cosines: layer-by-layer matrices per projection, q-o / k-v per layer.
+COSINE_KEY = "cosine_sim"
+PAIR_COSINE_KEY = "cosine_sim_qkvo"
+_FOLLOW_UP_PROJECTIONS = {f"{p}_proj": p for p in PROJECTIONS}
+FOLLOW_UP_PAIRS = {"q-o": "q_proj_x_o_proj", "k-v": "k_proj_x_v_proj"}
+_FOLLOW_UP_PAIR_NAMES = {name: pair for pair, name in FOLLOW_UP_PAIRS.items()}
 METADATA_KEY = "layerscope"
 _REQUIRED = ("S_sum", "S_max")
 IMPORT_BATCH = 256
@@ -342,6 +364,119 @@ def _derived(
             values[name] = kept
 
 
+def _from_spectrum(
+    entry: dict[str, Any],
+    values: dict[str, float],
+    spectrum: list[float | None],
+    check: _LineValues,
+) -> None:
+    """The nuclear norm and the largest and smallest singular values from the full spectrum,
+    for the keys the line does not give (the follow-up's files carry only ``S_list``); empty
+    where the spectrum has an empty value or no value at all."""
+    if not spectrum or any(v is None for v in spectrum):
+        return
+    known = [v for v in spectrum if v is not None]
+    for paper_key, value in (
+        ("S_sum", math.fsum(known)),
+        ("S_max", max(known)),
+        ("S_min", min(known)),
+    ):
+        if paper_key not in entry:
+            kept = check.derived(value)
+            if kept is not None:
+                values[PAPER_STATISTICS[paper_key]] = kept
+
+
+def _cosine(value: Any, where: str, key: str, check: _LineValues) -> float:
+    """One cosine from the file: NaN for null (undefined: a zero gradient) and, counted as an
+    emptied value, for one that is not finite or beyond float32."""
+    if value is None:
+        return math.nan
+    number = _number(value, where, key)
+    if _fits_real(number):
+        return number
+    check.emptied += 1
+    return math.nan
+
+
+def _layer_number(value: Any, where: str, key: str) -> int:
+    if isinstance(value, str) and value.isdecimal() and len(value) <= _LAYER_DIGITS:
+        value = int(value)
+    if isinstance(value, int) and not isinstance(value, bool) and 0 <= value <= SMALLINT_MAX:
+        return value
+    raise PaperFormatError(
+        f"{where}: {key} must be a layer number from 0 to {SMALLINT_MAX}, got {_kind(value)}"
+    )
+
+
+def _layer_cosines(raw: Any, result: SampleResult, check: _LineValues) -> None:
+    """``cosine_sim``: per projection, the layer-by-layer matrix between ``layer_indices``."""
+    where = check.where
+    if not isinstance(raw, dict):
+        raise PaperFormatError(f"{where}: {COSINE_KEY} must be an object, got {_kind(raw)}")
+    for name, block in raw.items():
+        key = f"{COSINE_KEY}.{_shown(name)}"
+        projection = _FOLLOW_UP_PROJECTIONS.get(name)
+        if projection is None:
+            raise PaperFormatError(
+                f"{where}: {key} is not a projection (q_proj, k_proj, v_proj, o_proj, gate_proj, "
+                "up_proj, down_proj)"
+            )
+        if not isinstance(block, dict) or "layer_indices" not in block or "matrix" not in block:
+            raise PaperFormatError(
+                f"{where}: {key} must be an object with layer_indices and matrix, "
+                f"got {_kind(block)}"
+            )
+        indices, matrix = block["layer_indices"], block["matrix"]
+        if not isinstance(indices, list):
+            raise PaperFormatError(
+                f"{where}: {key}.layer_indices must be a list, got {_kind(indices)}"
+            )
+        layers = [_layer_number(v, where, f"{key}.layer_indices") for v in indices]
+        size = len(layers)
+        if len(set(layers)) != size:
+            raise PaperFormatError(f"{where}: {key}.layer_indices repeats a layer")
+        if (
+            not isinstance(matrix, list)
+            or len(matrix) != size
+            or not all(isinstance(row, list) and len(row) == size for row in matrix)
+        ):
+            raise PaperFormatError(
+                f"{where}: {key}.matrix must be {size} lists of {size} numbers "
+                "(one per layer of layer_indices)"
+            )
+        result.layer_cosines[projection] = [
+            [_cosine(v, where, f"{key}.matrix", check) for v in row] for row in matrix
+        ]
+        result.cosine_layers[projection] = layers
+
+
+def _pair_cosines(raw: Any, result: SampleResult, check: _LineValues) -> None:
+    """``cosine_sim_qkvo``: per layer (a decimal string), the q-o and k-v cosines."""
+    where = check.where
+    if not isinstance(raw, dict):
+        raise PaperFormatError(f"{where}: {PAIR_COSINE_KEY} must be an object, got {_kind(raw)}")
+    found: dict[str, list[tuple[int, float]]] = {}
+    for layer_key, entry in raw.items():
+        key = f"{PAIR_COSINE_KEY}.{_shown(layer_key)}"
+        layer = _layer_number(layer_key, where, f"{PAIR_COSINE_KEY} key")
+        if not isinstance(entry, dict):
+            raise PaperFormatError(f"{where}: {key} must be an object, got {_kind(entry)}")
+        for name, value in entry.items():
+            pair = _FOLLOW_UP_PAIR_NAMES.get(name)
+            if pair is None:
+                raise PaperFormatError(
+                    f"{where}: {key}.{_shown(name)} is not q_proj_x_o_proj or k_proj_x_v_proj"
+                )
+            found.setdefault(pair, []).append(
+                (layer, _cosine(value, where, f"{key}.{name}", check))
+            )
+    for pair, cosines in found.items():
+        cosines.sort()
+        result.pair_cosines[pair] = [value for _layer, value in cosines]
+        result.cosine_layers[pair] = [layer for layer, _value in cosines]
+
+
 def _decode_json(text: str, where: str) -> Any:
     try:
         # without its line break, so that the column counts within the line
@@ -362,8 +497,8 @@ def _matrix(
 ) -> MatrixStatistics:
     where = check.where
     missing = [k for k in _REQUIRED if k not in entry]
-    if missing:
-        raise PaperFormatError(f"{where}: {_shown(key)} has no {missing[0]}")
+    if missing and SPECTRUM_KEY not in entry:
+        raise PaperFormatError(f"{where}: {_shown(key)} has no {missing[0]} (nor {SPECTRUM_KEY})")
     values: dict[str, float] = {}
     for paper_key, name in PAPER_STATISTICS.items():
         if paper_key in entry:
@@ -378,6 +513,7 @@ def _matrix(
                 f"{where}: {_shown(key)}.{SPECTRUM_KEY} must be a list, got {_kind(raw)}"
             )
         spectrum = [check.statistic(v, key, SPECTRUM_KEY) for v in raw]
+        _from_spectrum(entry, values, spectrum, check)
     _derived(values, loss, spectrum, check)
     return MatrixStatistics(target[0], target[1], values, spectrum)
 
@@ -442,6 +578,10 @@ def _parse_line(text: str, where: str, index: int, line: int) -> PaperSample:
         response_tokens=-1 if response_tokens is None else response_tokens,
         matrices=matrices,
     )
+    if COSINE_KEY in record:
+        _layer_cosines(record[COSINE_KEY], result, check)
+    if PAIR_COSINE_KEY in record:
+        _pair_cosines(record[PAIR_COSINE_KEY], result, check)
     return PaperSample(line, sample, result, parameters, check.emptied)
 
 
@@ -608,6 +748,7 @@ def import_paper_jsonl(
         )
     ]
     spectra = any(m.spectrum is not None for m in first.result.matrices)
+    cosines = bool(first.result.layer_cosines or first.result.pair_cosines)
 
     def batches() -> Iterator[tuple[BatchResult, Mapping[int, Sample]]]:
         again = hashlib.sha256()
@@ -644,6 +785,7 @@ def import_paper_jsonl(
             "file_sha256": sha256,
             "mode": mode,
             "spectra": spectra,
+            "cosines": cosines,
         },
         provenance={
             "layerscope": package_version("layerscope"),
@@ -668,6 +810,39 @@ def _paper_entry(values: dict[str, float], spectrum: list[float] | None) -> dict
     if spectrum is not None:
         entry[SPECTRUM_KEY] = spectrum
     return entry
+
+
+def _json_cosine(value: float) -> float | None:
+    return value if math.isfinite(value) else None  # null: undefined (strict JSON has no NaN)
+
+
+def _cosine_entries(cosines: SampleCosines) -> dict[str, Any]:
+    """A sample's own cosines as the follow-up writes them (``cosine_sim``, ``cosine_sim_qkvo``);
+    nothing for a run without per-sample cosines."""
+    entries: dict[str, Any] = {}
+    matrices = cosines.get("layers", {})
+    if matrices:
+        blocks = {}
+        for projection in sorted(matrices, key=PROJECTIONS.index):
+            layers, flat = matrices[projection]
+            size = len(layers)
+            blocks[f"{projection}_proj"] = {
+                "layer_indices": layers,
+                "matrix": [
+                    [_json_cosine(v) for v in flat[i * size : (i + 1) * size]] for i in range(size)
+                ],
+            }
+        entries[COSINE_KEY] = blocks
+    pairs = cosines.get("pair", {})
+    by_layer: dict[int, dict[str, float | None]] = {}
+    for pair, name in FOLLOW_UP_PAIRS.items():
+        if pair in pairs:
+            layers, values = pairs[pair]
+            for layer, value in zip(layers, values, strict=True):
+                by_layer.setdefault(layer, {})[name] = _json_cosine(value)
+    if by_layer:
+        entries[PAIR_COSINE_KEY] = {str(layer): by_layer[layer] for layer in sorted(by_layer)}
+    return entries
 
 
 def write_paper_jsonl(
@@ -701,6 +876,7 @@ def write_paper_jsonl(
             for layer, projection, values, spectrum in matrices:
                 name = names.get((layer, projection), f"layers.{layer}.{projection}_proj.weight")
                 record[name] = _paper_entry(values, spectrum)
+            record.update(_cosine_entries(sample["cosines"]))
             metadata: dict[str, int] = {"index": sample["index"]}
             if sample["prompt_tokens"] >= 0 and sample["response_tokens"] >= 0:
                 metadata["prompt_tokens"] = sample["prompt_tokens"]

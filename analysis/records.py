@@ -20,6 +20,7 @@ from layerscope.analysis.settings import DEFAULTS, keyed_names
 Mode = Literal["base", "instruct"]
 ModuleSet = Literal["attn", "mlp", "all"]
 Method = Literal["fast", "reference"]
+Init = Literal["trained", "random"]
 
 ATTENTION_PROJECTIONS = ("q", "k", "v", "o")
 MLP_PROJECTIONS = ("gate", "up", "down")
@@ -44,8 +45,14 @@ MATRIX_STATISTICS = (
 # The statistics that need every entry of the gradient matrix, not just its spectrum.
 ENTRY_STATISTICS = ("mean", "max", "min")
 
-# What a curve can average: every per-matrix statistic, plus the per-sample loss.
-METRICS = (*MATRIX_STATISTICS, "loss")
+# The cosine between the gradients of one projection at layers i and i + 1 of a sample (the
+# follow-up paper's layer-to-layer similarity, ``matrix[i][i+1]``), drawn at layer i: read from
+# each sample's stored cosines (runs computed with cosines, or imported with ``cosine_sim``), so
+# its curve has one layer fewer than the model.
+ADJACENT_COSINE = "adjacent_cosine"
+# What a curve can average: every per-matrix statistic, the adjacent-layer cosine, and the
+# per-sample loss.
+METRICS = (*MATRIX_STATISTICS, ADJACENT_COSINE, "loss")
 RUN_STATUSES = ("running", "complete", "cancelled", "failed")
 STATISTICS_VERSION = 1
 
@@ -104,15 +111,21 @@ class ComputeSettings:
     entry_statistics: bool = DEFAULTS["entry_statistics"]  # mean/max/min: need the full matrix
     cosines: bool = DEFAULTS["cosines"]  # layer-by-layer cosine matrices, q-o / k-v cosines
     batch_size: int = DEFAULTS["batch_size"]  # not keyed: it does not change the numbers
+    init: Init = DEFAULTS["init"]  # the trained weights, or the architecture freshly initialised
+    init_seed: int = DEFAULTS["init_seed"]  # the seed of a random initialisation
 
     def key_fields(self) -> dict[str, object]:
         """The fields that identify a run's numbers (the record's keyed compute settings).
 
-        The system prompt counts only in instruct mode, where it is part of the input.
+        The system prompt counts only in instruct mode, where it is part of the input. The
+        initialisation and its seed count only for a random one: a trained run's key is the
+        one it had before layerscope knew of random initialisations, so cached runs stay found.
         """
         fields: dict[str, object] = {name: getattr(self, name) for name in keyed_names("compute")}
         if self.mode != "instruct":
             fields["system_prompt"] = None
+        if self.init == "trained":
+            del fields["init"], fields["init_seed"]
         fields["statistics_version"] = STATISTICS_VERSION
         return fields
 
@@ -152,6 +165,9 @@ class SampleResult:
     layer_cosines: dict[str, list[list[float]]] = field(default_factory=dict)
     # "q-o" / "k-v" -> per-layer cosine between the two gradients (only where shapes match)
     pair_cosines: dict[str, list[float]] = field(default_factory=dict)
+    # projection or pair -> the layers its cosines are between, where not simply 0, 1, 2, ...
+    # (an imported file's ``layer_indices``)
+    cosine_layers: dict[str, list[int]] = field(default_factory=dict)
 
 
 @dataclass(frozen=True)

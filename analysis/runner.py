@@ -252,6 +252,8 @@ def execute(
                 device=request.device,
                 trust_remote_code=request.trust_remote_code,
                 on_stage=on_stage,
+                init=request.settings.init,
+                init_seed=request.settings.init_seed,
             )
             targets = loaded.targets(request.settings.modules)
             if on_stage is not None:

@@ -24,6 +24,7 @@ __all__ = [
     "DEFAULT_SYSTEM_PROMPT",
     "DEVICE_SUGGESTIONS",
     "DTYPES",
+    "INITS",
     "METHODS",
     "MODES",
     "MODULE_SETS",
@@ -42,6 +43,9 @@ DEFAULT_SYSTEM_PROMPT = "You are a helpful assistant."
 MODES = ("base", "instruct")
 MODULE_SETS = ("attn", "mlp", "all")
 METHODS = ("fast", "reference")
+# trained: the model's own weights (pretrained or fine-tuned); random: the same architecture
+# freshly initialised under a seed (the follow-up paper's "scratch" baseline: what of a curve is architecture, not learning).
+INITS = ("trained", "random")
 # In the order a user picks from: auto first, the wide float types last.
 DTYPES = ("auto", "float32", "bfloat16", "float16", "float64")
 # What the explorer offers for the device; the CLI takes any torch device string (cuda:1, ...).
@@ -95,10 +99,13 @@ class Setting:
     placeholder: str = ""  # the form's text for an empty optional value
     # A text setting's grammar: (regular expression of the whole value, what it allows).
     pattern: tuple[str, str] | None = None
+    option: str = ""  # the command-line option when not derived from the name ("--seed")
 
     @property
     def flag(self) -> str:
         """The command-line option; flags that default to on are turned off with ``--no-``."""
+        if self.option:
+            return self.option
         name = self.name.replace("_", "-")
         return f"--no-{name}" if self.kind == "flag" and self.default else f"--{name}"
 
@@ -315,6 +322,31 @@ SETTINGS: tuple[Setting, ...] = (
         "compute",
         _COMPUTE,
         keyed=True,
+    ),
+    Setting(
+        "init",
+        "init",
+        "trained: the model's own weights; random: the same architecture freshly initialised "
+        "with the seed (a baseline)",
+        "choice",
+        "trained",
+        "compute",
+        _ALL,
+        choices=INITS,
+        keyed=True,  # with random only (ComputeSettings.key_fields)
+    ),
+    Setting(
+        "init_seed",
+        "init seed",
+        "the seed of a random initialisation (--init random)",
+        "int",
+        0,
+        "compute",
+        _ALL,
+        minimum=0,
+        keyed=True,  # with random only
+        option="--seed",
+        label="rnd seed",
     ),
     Setting(
         "trust_remote_code",

@@ -228,15 +228,20 @@ def _welch(
 
 
 def paired_arrays(
-    values_a: Mapping[int, Sequence[float]], values_b: Mapping[int, Sequence[float]]
+    values_a: Mapping[int, Sequence[float]],
+    values_b: Mapping[int, Sequence[float]],
+    layers: Sequence[int] | None = None,
 ) -> tuple[np.ndarray, np.ndarray]:
     """The (pairs x layers) values of a and b over the samples both have with a finite value
-    at every layer, in sample-index order."""
+    at every layer (of ``layers`` when given: the curve's, the adjacent cosine having none at
+    the last), in sample-index order."""
     common = sorted(set(values_a) & set(values_b))
     a = np.array([values_a[i] for i in common], dtype=np.float64).reshape(len(common), -1)
     b = np.array([values_b[i] for i in common], dtype=np.float64).reshape(len(common), -1)
     if a.shape != b.shape:
         raise ValueError(f"paired runs have different layer counts: {a.shape[1]}, {b.shape[1]}")
+    if layers is not None and a.shape[1]:
+        a, b = a[:, list(layers)], b[:, list(layers)]
     keep = np.isfinite(a).all(axis=1) & np.isfinite(b).all(axis=1)
     return a[keep], b[keep]
 
@@ -296,7 +301,7 @@ def paired_tests(
     both runs stored (per-sample values by layer, keyed by sample index)."""
     from scipy import stats
 
-    a, b = paired_arrays(values_a, values_b)
+    a, b = paired_arrays(values_a, values_b, layers)
     n, width = a.shape
     layer_numbers = list(layers) if layers is not None else list(range(width))
     d = b - a

@@ -24,8 +24,17 @@ def short_model(model: str) -> str:
     return PurePath(model).name or model
 
 
+def initialisation(run: Any) -> str:
+    """``random init, seed S`` for a run of freshly initialised weights; "" for trained weights."""
+    settings = getattr(run, "settings", None) or {}
+    if settings.get("init") != "random":
+        return ""
+    return f"random init, seed {settings.get('init_seed', 0)}"
+
+
 def _parts(run: Any) -> list[str]:
-    return [short_model(run.model), run.dataset, run.response_type, run.mode]
+    init = initialisation(run) or "trained"
+    return [short_model(run.model), run.dataset, run.response_type, run.mode, init]
 
 
 def run_labels(runs: Sequence[Any]) -> dict[str, str]:
@@ -35,9 +44,11 @@ def run_labels(runs: Sequence[Any]) -> dict[str, str]:
     all_parts = [_parts(run) for run in runs]
     if len(runs) == 1:
         kept = [2, 3] if all_parts[0][3] != "base" else [2]
+        if all_parts[0][4] != "trained":
+            kept.append(4)
     else:
         kept = [
-            position for position in range(4) if len({parts[position] for parts in all_parts}) > 1
+            position for position in range(5) if len({parts[position] for parts in all_parts}) > 1
         ] or [2]
     labels = {
         run.id: " ".join(parts[p] for p in kept) for run, parts in zip(runs, all_parts, strict=True)
@@ -52,8 +63,10 @@ def run_labels(runs: Sequence[Any]) -> dict[str, str]:
 
 
 def full_label(run: Any) -> str:
-    """Everything that names a run: model / dataset / type (mode)."""
-    return f"{short_model(run.model)} / {run.dataset} / {run.response_type} ({run.mode})"
+    """Everything that names a run: model / dataset / type (mode), and a random init."""
+    init = initialisation(run)
+    mode = f"{run.mode}, {init}" if init else run.mode
+    return f"{short_model(run.model)} / {run.dataset} / {run.response_type} ({mode})"
 
 
 def _seconds_between(started: Any, finished: Any) -> float | None:
@@ -104,6 +117,8 @@ def run_settings(run: Any) -> str:
         parts.append(f"max length {settings['max_length']}")
     if settings.get("modules"):
         parts.append(f"modules {settings['modules']}")
+    if initialisation(run):
+        parts.append(initialisation(run))
     if provenance.get("device"):
         parts.append(str(provenance.get("gpu") or provenance["device"]))
     seconds = computing_seconds(run)

@@ -159,11 +159,12 @@ def test_a_stored_schema_version_layerscope_never_writes(db, capsys, stored, sai
     status, lines, _err = doctor(capsys, "--db", db)
     assert status == 1
     [problem] = findings(lines, "problem", "schema")
-    assert said in problem and "tables are those of schema version 3" in problem
-    assert "UPDATE layerscope_meta SET value = '3'" in problem
+    current = cache_schema.SCHEMA_VERSION
+    assert said in problem and f"tables are those of schema version {current}" in problem
+    assert f"UPDATE layerscope_meta SET value = '{current}'" in problem
     assert findings(lines, "ok", "sums")  # the rows are still checked
     # what doctor proposes brings the file back
-    set_schema_version(db, "3")
+    set_schema_version(db, str(current))
     assert len(ResultsCache(db).runs()) == 2
 
 
@@ -172,7 +173,8 @@ def test_newer_and_older_schema_versions(tmp_path, db, capsys):
     status, lines, _err = doctor(capsys, "--db", db)
     assert status == 1
     [problem] = findings(lines, "problem", "schema")
-    assert "newer than the 3" in problem and "upgrade layerscope" in problem
+    current = cache_schema.SCHEMA_VERSION
+    assert f"newer than the {current}" in problem and "upgrade layerscope" in problem
 
     old = tmp_path / "old.duckdb"
     with duckdb.connect(str(old)) as con:
@@ -181,7 +183,7 @@ def test_newer_and_older_schema_versions(tmp_path, db, capsys):
     status, lines, _err = doctor(capsys, "--db", old)
     assert status == 0, lines
     [note] = findings(lines, "note", "schema")
-    assert "schema version 1, older than 3" in note and "upgrades it" in note
+    assert f"schema version 1, older than {current}" in note and "upgrades it" in note
     assert old.read_bytes() == before  # doctor does not upgrade it
 
 
@@ -274,6 +276,7 @@ def test_an_interrupted_run_is_named_and_resumes(db, capsys):
     with duckdb.connect(str(db)) as con:
         con.execute("DELETE FROM samples WHERE sample_index >= 8 AND run_no = 3")
         con.execute("DELETE FROM statistics WHERE sample_index >= 8 AND run_no = 3")
+        con.execute("DELETE FROM sample_cosines WHERE sample_index >= 8 AND run_no = 3")
         con.execute("UPDATE runs SET owner_pid = ? WHERE id = ?", [dead_pid(), run_id])
     cache.rebuild_summaries()
     status, lines, _err = doctor(capsys, "--db", db)

@@ -138,7 +138,9 @@ def test_a_version_2_cache_is_upgraded_and_its_runs_get_fields_from_their_file(t
     run_id = stored_run(cache, data)
     with duckdb.connect(str(path)) as con:
         con.execute("DELETE FROM sample_fields")
-        assert con.execute("SELECT value FROM layerscope_meta").fetchone() == ("3",)
+        assert con.execute("SELECT value FROM layerscope_meta").fetchone() == (
+            str(cache_schema.SCHEMA_VERSION),
+        )
     info = cache.run(run_id)
     assert cache.sample_fields(run_id) == {}
     variables = sample_variables(cache, info)

@@ -95,7 +95,7 @@ def test_keyed_fields_are_the_records_and_run_keys_are_unchanged():
     keyed = {s.name for s in record.SETTINGS if s.keyed}
     assert keyed == {
         "mode", "system_prompt", "max_length", "modules", "spectra", "entry_statistics",
-        "cosines", "dtype",
+        "cosines", "dtype", "init", "init_seed",
     }  # fmt: skip
     identity = {"name": "x", "config_sha256": "c", "weights_fingerprint": "w", "revision": None}
     plain = run_key(identity, "d" * 64, "none_cot", ComputeSettings(), "float32")

@@ -256,7 +256,9 @@ class ResultsCache:
         """Every stored sample in index order with its matrices, for exports.
 
         Yields ``(sample, matrices)``: the sample's row as a dict (index, loss, prompt_tokens,
-        response_tokens, instruction, input, output) and a list of ``(layer, projection,
+        response_tokens, instruction, input, output, and ``cosines``: its own cosines as
+        ``{kind: {name: (layers, cosines row-major)}}``, empty for runs stored before schema
+        version 4 or computed without cosines) and a list of ``(layer, projection,
         statistics, spectrum or None)``. Reads in chunks of samples, one short connection each.
         """
         return exports.iter_sample_statistics(self._file, run_id)

@@ -18,7 +18,7 @@ import duckdb
 
 from layerscope.analysis.cache import runs
 from layerscope.analysis.cache.connection import CacheFile
-from layerscope.analysis.records import METRICS, PROJECTIONS, LayerSums
+from layerscope.analysis.records import ADJACENT_COSINE, METRICS, PROJECTIONS, LayerSums
 
 __all__ = ["curve_sums", "sample_values", "token_range"]
 
@@ -64,7 +64,9 @@ def curve_sums(
                 count, total, squares, excluded = loss_sums(con, run_no, low, high)
                 result.append(LayerSums(info.id, "loss", {0: (count, total, squares)}, excluded))
                 continue
-            if response_tokens is None:
+            if metric == ADJACENT_COSINE:
+                by_projection, nonfinite = adjacent_cosine_sums(con, run_no, low, high)
+            elif response_tokens is None:
                 by_projection, nonfinite = stored_sums(con, run_no, metric)
             else:
                 by_projection, nonfinite = scanned_sums(con, run_no, metric, low, high)
@@ -141,6 +143,57 @@ def scanned_sums(
     return result, excluded
 
 
+def adjacent_cosine_sums(
+    con: duckdb.DuckDBPyConnection, run_no: int, low: int | None, high: int | None
+) -> tuple[Sums, dict[str, int]]:
+    """Per projection and layer i, the sums of each sample's cosine between layers i and i + 1
+    (its layer-by-layer matrix's ``[i][i+1]``, from ``sample_cosines``), with the paper's rule
+    of the other statistics: a sample with an undefined cosine at some layer of a projection
+    is left out of that projection's curve and counted. Restricted to ``low``..``high``
+    response tokens unless both are None. Runs without per-sample cosines (computed without
+    them, or stored before schema version 4) have no such curve."""
+    unfiltered = low is None and high is None
+    length_filter = (
+        ""
+        if unfiltered
+        else "AND sample_index IN (SELECT sample_index FROM samples WHERE run_no = $run "
+        "AND response_tokens BETWEEN $low AND $high)"
+    )
+    params: dict[str, Any] = {"run": run_no}
+    if not unfiltered:
+        params.update(low=low, high=high)
+    # Lists are 1-based: for position p = i - 1, layers[p] and the flat matrix's p * n + p + 1.
+    query = f"""
+        WITH positions AS (
+            SELECT name AS projection, sample_index, layers, cosines, len(layers) AS n,
+                   unnest(range(1, len(layers))) AS i
+            FROM sample_cosines
+            WHERE run_no = $run AND kind = 'layers' {length_filter}
+        ),
+        cells AS (
+            SELECT projection, sample_index, layers[i] AS layer,
+                   cosines[(i - 1) * n + i + 1]::DOUBLE AS v
+            FROM positions
+        ),
+        flagged AS (
+            SELECT projection, sample_index, bool_and(coalesce(isfinite(v), false)) AS ok
+            FROM cells GROUP BY ALL
+        )
+        SELECT c.projection, c.layer, count(*) FILTER (WHERE f.ok),
+               coalesce(sum(c.v) FILTER (WHERE f.ok), 0),
+               coalesce(sum(c.v * c.v) FILTER (WHERE f.ok), 0),
+               count(*) FILTER (WHERE NOT f.ok)
+        FROM cells c JOIN flagged f USING (projection, sample_index)
+        GROUP BY ALL
+    """  # noqa: S608 (the filter is a constant; values are parameters)
+    sums: Sums = {}
+    excluded: dict[str, int] = {}
+    for projection, layer, count, total, squares, bad in con.execute(query, params).fetchall():
+        sums.setdefault(projection, {})[int(layer)] = (int(count), float(total), float(squares))
+        excluded[projection] = max(excluded.get(projection, 0), int(bad))
+    return sums, excluded
+
+
 def stored_sums(
     con: duckdb.DuckDBPyConnection, run_no: int, metric: str
 ) -> tuple[Sums, dict[str, int]]:
@@ -184,7 +237,7 @@ def sample_values(
 ) -> dict[str, dict[int, list[float]]]:
     """Per projection, each sample's value of ``metric`` by layer (NaN where not stored or not
     finite): what a paired test between two runs needs. For ``loss``, projection ``"loss"``
-    with one value per sample. Restricted by response length like ``curve_sums``."""
+    with one value per sample; for the adjacent-layer cosine, each sample's own cosines. Restricted by response length like ``curve_sums``."""
     if metric not in METRICS:
         raise ValueError(f"unknown metric {metric!r}; choose one of {', '.join(METRICS)}")
     low, high = token_range(response_tokens)
@@ -199,12 +252,26 @@ def sample_values(
                 [run_no, response_tokens is None, low, high],
             ).fetchall()
             return {"loss": {int(i): [_finite_or_nan(v)] for i, v in rows}}
-        query = f"""
-            SELECT t.projection::VARCHAR, t.sample_index, t.layer, t."{metric}"::DOUBLE
-            FROM statistics t JOIN samples s USING (run_no, sample_index)
-            WHERE t.run_no = $run AND t.projection::VARCHAR = ANY($wanted::VARCHAR[])
-              AND ($all_lengths OR s.response_tokens BETWEEN $low AND $high)
-        """  # noqa: S608 (metric is one of MATRIX_STATISTICS, checked above)
+        if metric == ADJACENT_COSINE:  # each sample's matrix[i][i+1], at layer i
+            query = """
+                WITH positions AS (
+                    SELECT c.name AS projection, c.sample_index, c.layers, c.cosines,
+                           len(c.layers) AS n, unnest(range(1, len(c.layers))) AS i
+                    FROM sample_cosines c JOIN samples s USING (run_no, sample_index)
+                    WHERE c.run_no = $run AND c.kind = 'layers'
+                      AND c.name = ANY($wanted::VARCHAR[])
+                      AND ($all_lengths OR s.response_tokens BETWEEN $low AND $high)
+                )
+                SELECT projection, sample_index, layers[i], cosines[(i - 1) * n + i + 1]::DOUBLE
+                FROM positions
+            """
+        else:
+            query = f"""
+                SELECT t.projection::VARCHAR, t.sample_index, t.layer, t."{metric}"::DOUBLE
+                FROM statistics t JOIN samples s USING (run_no, sample_index)
+                WHERE t.run_no = $run AND t.projection::VARCHAR = ANY($wanted::VARCHAR[])
+                  AND ($all_lengths OR s.response_tokens BETWEEN $low AND $high)
+            """  # noqa: S608 (metric is one of MATRIX_STATISTICS, checked above)
         params = {
             "run": run_no,
             "wanted": list(wanted),

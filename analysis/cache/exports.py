@@ -27,6 +27,7 @@ from layerscope.analysis.records import MATRIX_STATISTICS
 __all__ = [
     "SCAN_CHUNK",
     "TABLE_FORMATS",
+    "SampleCosines",
     "cache_files",
     "export_table",
     "iter_sample_statistics",
@@ -62,7 +63,15 @@ _MATRICES_QUERY = f"""
     ORDER BY t.sample_index, t.layer, t.projection
 """  # noqa: S608 (identifiers from MATRIX_STATISTICS, values are parameters)
 
+_COSINES_QUERY = """
+    SELECT sample_index, kind, name, layers, cosines FROM sample_cosines
+    WHERE run_no = $run AND sample_index BETWEEN $first AND $last
+    ORDER BY sample_index, kind, name
+"""
+
 Matrices = list[tuple[int, str, dict[str, float], list[float] | None]]
+# kind ("layers" or "pair") -> name (projection or "q-o"/"k-v") -> (layers, cosines row-major)
+SampleCosines = dict[str, dict[str, tuple[list[int], list[float]]]]
 
 
 def cache_files(path: Path) -> dict[Path, str]:
@@ -123,6 +132,15 @@ def iter_sample_statistics(
             rows = con.execute(
                 _MATRICES_QUERY, {"run": run_no, "first": first, "last": last}
             ).fetchall()
+            cosine_rows = con.execute(
+                _COSINES_QUERY, {"run": run_no, "first": first, "last": last}
+            ).fetchall()
+        cosines: dict[int, SampleCosines] = {}
+        for index, kind, name, layers, values in cosine_rows:
+            cosines.setdefault(int(index), {}).setdefault(kind, {})[name] = (
+                [int(layer) for layer in layers],
+                [as_float(v) for v in values],
+            )
         by_sample: dict[int, Matrices] = {}
         for row in rows:
             values = dict(zip(MATRIX_STATISTICS, row[3:-1], strict=True))
@@ -138,6 +156,7 @@ def iter_sample_statistics(
                 "instruction": instruction or "",
                 "input": input_text or "",
                 "output": output or "",
+                "cosines": cosines.get(int(index), {}),
             }
             yield sample, by_sample.get(int(index), [])
         after = samples[-1][0]

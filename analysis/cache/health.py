@@ -84,13 +84,15 @@ RUN_TABLES = (
     "curve_sums",
     "cosine_sums",
     "sample_fields",
+    "sample_cosines",
 )
-SAMPLE_TABLES = ("statistics", "spectra", "sample_fields")
+SAMPLE_TABLES = ("statistics", "spectra", "sample_fields", "sample_cosines")
 # Tables that hold one row per key, and the key (duplicates are checked on these).
 KEYED_TABLES = {
     "samples": ("run_no", "sample_index"),
     "statistics": ("run_no", "sample_index", "layer", "projection"),
     "spectra": ("run_no", "sample_index", "layer", "projection"),
+    "sample_cosines": ("run_no", "sample_index", "kind", "name"),
 }
 
 

@@ -35,6 +35,7 @@ _TABLES = (
     "skipped",
     "cosine_sums",
     "sample_fields",
+    "sample_cosines",
 )
 
 
@@ -160,6 +161,43 @@ def insert_results(
             "layer": ("SMALLINT", spectra[1]),
             "projection": ("projection_name", spectra[2]),
             "singular_values": ("REAL[]", spectra[3]),
+        },
+    )
+    _insert_sample_cosines(con, run_no, results)
+
+
+def _finite_or_nan(value: float | None) -> float:
+    return math.nan if value is None or not math.isfinite(value) else float(value)
+
+
+def _insert_sample_cosines(
+    con: duckdb.DuckDBPyConnection, run_no: int, results: Sequence[SampleResult]
+) -> None:
+    """Each sample's own cosines (``sample_cosines``): its layer-by-layer matrices row-major and
+    its q-o / k-v cosines, with the layers they are between (NaN where undefined)."""
+    rows: list[tuple[int, str, str, list[int], list[float]]] = []
+    for result in results:
+        for projection, matrix in result.layer_cosines.items():
+            if matrix:
+                layers = result.cosine_layers.get(projection) or list(range(len(matrix)))
+                flat = [_finite_or_nan(v) for row in matrix for v in row]
+                rows.append((result.index, "layers", projection, layers, flat))
+        for pair, values in result.pair_cosines.items():
+            if values:
+                layers = result.cosine_layers.get(pair) or list(range(len(values)))
+                rows.append(
+                    (result.index, "pair", pair, layers, [_finite_or_nan(v) for v in values])
+                )
+    insert_columns(
+        con,
+        "sample_cosines",
+        {
+            "run_no": ("INTEGER", [run_no] * len(rows)),
+            "sample_index": ("INTEGER", [r[0] for r in rows]),
+            "kind": ("VARCHAR", [r[1] for r in rows]),
+            "name": ("VARCHAR", [r[2] for r in rows]),
+            "layers": ("SMALLINT[]", [r[3] for r in rows]),
+            "cosines": ("REAL[]", [r[4] for r in rows]),
         },
     )
 

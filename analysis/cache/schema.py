@@ -59,6 +59,16 @@ without the file. A table of its own, long format, because every dataset has oth
 file upgraded from version 2 has it empty (its runs were stored without fields: ``layerscope
 select`` and the correlations read them from the data file when it is unchanged).
 
+Version 4 added each sample's own cosines, which the follow-up paper's files carry per line and
+its analyses (the adjacent-layer cosine with its spread, data subsets) need per sample:
+``sample_cosines(run_no, sample_index, kind, name, layers SMALLINT[], cosines REAL[])``, kind
+``layers`` (name = projection, ``cosines`` the len(layers)^2 matrix row-major, between the layers
+listed) or ``pair`` (name ``q-o``/``k-v``, one cosine per listed layer); NaN where a cosine is
+undefined (a zero gradient). The price is size: L^2 values per projection and sample, about 16 KB
+per sample for the four attention projections of a 32-layer model (the statistics rows of the
+same sample take about 6 KB); ``--no-cosines`` keeps neither. Runs stored before version 4 have only their ``cosine_sums``: their
+means read as before, their per-sample cosines are absent (exports leave the keys out).
+
 Migrations: :data:`MIGRATIONS` lists, per version, the statements that bring a file from the
 previous version to it; a new file runs them all, an older file is upgraded in place (one
 transaction per step), a file from a newer layerscope is refused with :class:`SchemaVersionError`.
@@ -77,7 +87,7 @@ import duckdb
 
 from layerscope.analysis.records import MATRIX_STATISTICS, PROJECTIONS
 
-SCHEMA_VERSION = 3
+SCHEMA_VERSION = 4
 
 # What the column types can hold, for code that checks values before it writes them (the
 # paper-format import refuses or empties a value here instead of letting DuckDB fail mid-run).
@@ -241,6 +251,16 @@ MIGRATIONS: dict[int, tuple[Statement, ...]] = {
             name VARCHAR NOT NULL,
             value DOUBLE NOT NULL,
             PRIMARY KEY (run_no, sample_index, name)
+        )""",
+    ),
+    4: (
+        """CREATE TABLE sample_cosines (
+            run_no INTEGER NOT NULL,
+            sample_index INTEGER NOT NULL,
+            kind VARCHAR NOT NULL,
+            name VARCHAR NOT NULL,
+            layers SMALLINT[] NOT NULL,
+            cosines REAL[] NOT NULL
         )""",
     ),
 }

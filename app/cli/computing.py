@@ -22,7 +22,7 @@ from typing import TYPE_CHECKING, Any
 from layerscope.analysis.settings import SettingError, Surface
 from layerscope.app.cli import output
 from layerscope.app.cli.arguments import PROG, UsageError, flag_name, names, setting_values
-from layerscope.app.labels import duration
+from layerscope.app.labels import duration, initialisation
 
 if TYPE_CHECKING:
     from rich.console import Console
@@ -351,4 +351,6 @@ def cmd_check(args: argparse.Namespace) -> int:
     if not args.proj:
         args.proj = ",".join(p for p in ATTENTION_PROJECTIONS if p in infos[0].projections)
     title = f"{metric} by layer, {short_model(infos[0].model)}, ≤{args.limit}/type"
+    if initialisation(infos[0]):
+        title += f", {initialisation(infos[0])}"
     return report(cache, infos, args, check_pairs(by_type), title)

@@ -58,6 +58,7 @@ STATISTICS = (
     "nuclear_per_loss",
     "sigma_max",
     "sigma_min",
+    "adjacent_cosine",
     "loss",
 )
 
@@ -331,6 +332,11 @@ class ComparePane(ReportsWorkerErrors, Vertical):
             chart.placeholder = "Select runs to compare (Runs tab, space) or start a run (r)."
         elif self.computing:
             chart.placeholder = "Computing: the curves appear here as batches land."
+        elif self.metric == "adjacent_cosine":
+            chart.placeholder = (
+                "No per-sample cosines in these runs: computed with --no-cosines, imported "
+                "without cosine_sim, or stored before cache schema 3 (s: next statistic)."
+            )
         else:
             chart.placeholder = "No data for these runs (or none in this length range)."
         chart.show(
