@@ -201,6 +201,12 @@ class ResultsCache:
         for a value stored as empty)."""
         return reads.sample_spectra(self._file, run_id, index, projection)
 
+    def spectrum_by_rank(self, run_id: str, projection: str) -> dict[int, list[tuple[float, int]]]:
+        """Per layer, the mean over samples of the k-th largest stored singular value (k = 1,
+        2, ...) and how many samples have one: ``{layer: [(mean, samples), ...]}``; empty when
+        the run kept no spectra (see :mod:`layerscope.analysis.spectra`)."""
+        return reads.spectrum_by_rank(self._file, run_id, projection)
+
     def sample_fields(self, run_id: str) -> dict[str, dict[int, float]]:
         """The samples' own numeric fields from their data file: name -> {index: value}
         (empty for runs stored before the cache kept them, and for imported runs)."""

@@ -29,6 +29,7 @@ __all__ = [
     "samples",
     "shared_samples",
     "skipped",
+    "spectrum_by_rank",
     "targets",
 ]
 
@@ -180,6 +181,37 @@ def sample_spectra(file: CacheFile, run_id: str, index: int, projection: str) ->
         if 0 <= layer < len(spectra):
             spectra[layer] = [as_float(v) for v in values]
     return spectra
+
+
+# Each stored spectrum sorted descending (finite values only), then averaged rank by rank.
+_SPECTRUM_BY_RANK = """
+    SELECT layer, rank, avg(value), count(*) FROM (
+        SELECT layer, value, row_number() OVER (
+            PARTITION BY sample_index, layer ORDER BY value DESC
+        ) AS rank
+        FROM (
+            SELECT sample_index, layer, UNNEST(singular_values)::DOUBLE AS value
+            FROM spectra WHERE run_no = ? AND projection = ?
+        )
+        WHERE value IS NOT NULL AND isfinite(value)
+    )
+    GROUP BY layer, rank ORDER BY layer, rank
+"""
+
+
+def spectrum_by_rank(
+    file: CacheFile, run_id: str, projection: str
+) -> dict[int, list[tuple[float, int]]]:
+    """Per layer, the mean over samples of the k-th largest singular value for k = 1, 2, ...,
+    with how many samples have a k-th value: ``{layer: [(mean, samples), ...]}`` (empty when
+    the run kept no spectra for this projection)."""
+    info, rows = run_rows(file, run_id, _SPECTRUM_BY_RANK, [projection])
+    if projection not in info.projections:
+        raise ValueError(f"run {info.short_id} has no projection {projection!r}")
+    by_layer: dict[int, list[tuple[float, int]]] = {}
+    for layer, _rank, mean, count in rows:
+        by_layer.setdefault(int(layer), []).append((float(mean), int(count)))
+    return by_layer
 
 
 def _cosine_sums(

@@ -1,0 +1,134 @@
+"""Spectra: the mean singular value by rank per layer (analysis), ``show --spectra`` (CLI) and
+the Chart tab's spectra view (explorer).
+
+Every mean is checked against numpy in float64 on constructed spectra of different lengths (a
+sample with fewer values does not count at the ranks it lacks), stored unsorted and with a NaN
+so that the sorting and the leaving out are tested too.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+from dataclasses import replace
+
+import numpy as np
+import pytest
+from cache_helpers import batch, fill_run, make_result, make_samples, run_id_for, targets
+
+from layerscope.analysis.cache import ResultsCache
+from layerscope.analysis.records import RunHeader
+from layerscope.analysis.spectra import run_spectra, spread_layers
+
+LAYERS = 4
+SAMPLES = 5
+
+
+def spectrum_of(rng: np.random.Generator, index: int) -> list[float]:
+    """A sample's singular values, as many as its "tokens" (3 to 7), not sorted."""
+    return [float(v) for v in rng.lognormal(0.0, 1.0, size=3 + index % 5)]
+
+
+@pytest.fixture
+def cache(tmp_path):
+    return ResultsCache(tmp_path / "results.duckdb", lock_timeout=5)
+
+
+def constructed_run(cache: ResultsCache, name: str = "spectra") -> tuple[str, dict]:
+    """A run whose spectra are random, of different lengths, one with a NaN; returns its id and
+    the spectra as stored: ``{(index, layer, projection): values}``."""
+    rng = np.random.default_rng(7)
+    run_id = run_id_for(name)
+    cache.begin_run(
+        RunHeader(
+            run_id,
+            model="synthetic",
+            dataset="math",
+            response_type="none_cot",
+            mode="base",
+            samples_total=SAMPLES,
+            targets=targets(LAYERS),
+            settings={"max_length": 1024, "spectra": True},
+            provenance={"layerscope": "test"},
+        )
+    )
+    stored: dict[tuple[int, int, str], list[float]] = {}
+    results = []
+    for index in range(SAMPLES):
+        result = make_result(index, LAYERS)
+        matrices = []
+        for matrix in result.matrices:
+            values = spectrum_of(rng, index + matrix.layer)
+            if (index, matrix.layer, matrix.projection) == (2, 1, "q"):
+                values[1] = math.nan
+            stored[(index, matrix.layer, matrix.projection)] = values
+            matrices.append(replace(matrix, spectrum=values))
+        results.append(replace(result, matrices=matrices))
+    cache.write_batch(run_id, batch(results), make_samples(SAMPLES))
+    cache.finish_run(run_id, "complete")
+    return run_id, stored
+
+
+def reference(stored: dict, layer: int, projection: str) -> tuple[list[float], list[int]]:
+    """Mean of the k-th largest finite value over the samples that have one, in float64."""
+    spectra = [
+        np.sort(np.asarray(v, dtype=np.float64)[np.isfinite(v)])[::-1]
+        for (_i, lay, p), v in sorted(stored.items())
+        if lay == layer and p == projection
+    ]
+    longest = max(len(s) for s in spectra)
+    means, counts = [], []
+    for k in range(longest):
+        at_k = np.array([s[k] for s in spectra if len(s) > k], dtype=np.float64)
+        means.append(float(at_k.mean()))
+        counts.append(len(at_k))
+    return means, counts
+
+
+def test_mean_spectrum_by_rank_matches_numpy(cache):
+    run_id, stored = constructed_run(cache)
+    for projection in ("q", "o"):
+        spectra = run_spectra(cache, run_id, projection)
+        assert [s.layer for s in spectra] == list(range(LAYERS))
+        for spectrum in spectra:
+            means, counts = reference(stored, spectrum.layer, projection)
+            assert spectrum.samples == counts
+            np.testing.assert_allclose(spectrum.means, means, rtol=1e-6)  # stored as REAL
+    # the NaN is left out: at layer 1 of q, sample 2 has one value fewer
+    with_nan = run_spectra(cache, run_id, "q", layers=(1, 1))
+    assert [s.layer for s in with_nan] == [1]
+    assert sum(with_nan[0].samples) == sum(
+        np.isfinite(v).sum() for (_i, lay, p), v in stored.items() if (lay, p) == (1, "q")
+    )
+
+
+def test_a_run_without_spectra_has_none(cache):
+    run_id = fill_run(cache, "plain", 3, LAYERS, spectra=False)
+    assert run_spectra(cache, run_id, "q") == []
+    with pytest.raises(ValueError, match="no projection 'gate'"):
+        run_spectra(cache, run_id, "gate")
+
+
+def test_spread_layers_keeps_ends_and_at_most_eight():
+    assert spread_layers(range(4)) == [0, 1, 2, 3]
+    chosen = spread_layers(range(32))
+    assert len(chosen) == 8 and chosen[0] == 0 and chosen[-1] == 31
+    assert chosen == sorted(chosen)
+
+
+def test_imported_s_list_is_drawn(cache, tmp_path):
+    from cache_helpers import paper_matrices
+
+    from layerscope.analysis.paper_format import import_paper_jsonl
+
+    path = tmp_path / "stats.jsonl"
+    lines = []
+    for index, spectrum in enumerate(([4.0, 2.0, 1.0], [6.0, 1.0, 0.5])):
+        line = {"instruction": f"Q{index}", "output": f"A{index}", "loss": 1.0}
+        line.update(paper_matrices(2, spectrum[-1], spectrum))
+        lines.append(json.dumps(line))
+    path.write_text("\n".join(lines) + "\n")
+    imported = import_paper_jsonl(cache, path, model="m", dataset="d", response_type="t")
+    (layer0, layer1) = run_spectra(cache, imported.info.id, "k")
+    assert layer0.means == pytest.approx([5.0, 1.5, 0.75]) and layer0.samples == [2, 2, 2]
+    assert layer1.means == layer0.means
