@@ -147,3 +147,57 @@ def render_scatter(
     text = plotext.build()
     plotext.clear_figure()
     return text if color else plotext.uncolorize(text)
+
+
+def render_log_log(
+    series: Sequence[Series],
+    *,
+    title: str = "",
+    xlabel: str = "rank",
+    ylabel: str = "",
+    width: int = 80,
+    height: int = 18,
+    color: bool = False,
+) -> str:
+    """Series drawn with both axes logarithmic (a spectrum: value against rank, x taken from
+    ``Series.layers``); values <= 0 or not finite are left out, as log axes cannot show them.
+    Series ``n`` is drawn with ``MARKERS[n]``. The legend is a line below the chart, not
+    plotext's box: a spectrum starts at the top left, where that box would cover it."""
+    color = color and "NO_COLOR" not in os.environ
+    plotext.clear_figure()
+    plotext.plotsize(max(width, 30), max(height, 8))
+    plotext.theme("clear" if not color else "pro")
+    legend: list[str] = []
+    for number, curve in enumerate(series):
+        points = [
+            (x, y)
+            for x, y in zip(curve.layers, curve.values, strict=False)
+            if x > 0 and y is not None and math.isfinite(y) and y > 0
+        ]
+        if not points:
+            continue
+        xs, ys = zip(*points, strict=True)
+        marker = MARKERS[number % len(MARKERS)]
+        plotext.plot(list(xs), list(ys), marker=marker, color=COLORS[number % len(COLORS)])
+        legend.append(f"{marker} {curve.label}")
+    if not legend:
+        plotext.clear_figure()
+        return f"{title}: no positive values to plot" if title else "no positive values to plot"
+    plotext.xscale("log")
+    plotext.yscale("log")
+    if title:
+        room = max(width, 30) - 2
+        plotext.title(title if len(title) <= room else title[: room - 1] + "…")
+    plotext.xlabel(xlabel)
+    if ylabel:
+        plotext.ylabel(ylabel)
+    text = plotext.build()
+    plotext.clear_figure()
+    lines = [""]
+    for entry in legend:  # the legend wrapped to the chart's width
+        joined = f"{lines[-1]}  {entry}" if lines[-1] else entry
+        if len(joined) <= max(width, 30) or not lines[-1]:
+            lines[-1] = joined
+        else:
+            lines.append(entry)
+    return (text if color else plotext.uncolorize(text)).rstrip("\n") + "\n" + "\n".join(lines)

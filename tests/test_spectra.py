@@ -132,3 +132,57 @@ def test_imported_s_list_is_drawn(cache, tmp_path):
     (layer0, layer1) = run_spectra(cache, imported.info.id, "k")
     assert layer0.means == pytest.approx([5.0, 1.5, 0.75]) and layer0.samples == [2, 2, 2]
     assert layer1.means == layer0.means
+
+
+# ---- CLI --------------------------------------------------------------------------------------
+
+
+def cli(capsys, *argv) -> tuple[int, str, str]:
+    from layerscope.app.cli import main
+
+    status = main([str(a) for a in argv])
+    out, err = capsys.readouterr()
+    return status, out, err
+
+
+def test_show_spectra_draws_chosen_layers_log_log_and_json_carries_the_numbers(
+    capsys, cache, tmp_path
+):
+    run_id, stored = constructed_run(cache)
+    db = cache.path
+    status, out, err = cli(
+        capsys, "show", run_id[:10], "--spectra", "--proj", "q", "--layers", "1-2",
+        "--width", "70", "--db", db,
+    )  # fmt: skip
+    assert status == 0, err
+    assert "none_cot · q · mean σ by rank (5 samples)" in out
+    assert "• layer 1  + layer 2" in out  # legend: one marker per layer
+    assert "layer 0" not in out and "layer 3" not in out
+    assert "rank" in out
+    status, out, err = cli(capsys, "show", run_id, "--spectra", "--proj", "o", "--json", "--db", db)
+    assert status == 0, err
+    records = json.loads(out)["spectra"]
+    assert [r["layer"] for r in records] == list(range(LAYERS))
+    for record in records:
+        means, counts = reference(stored, record["layer"], "o")
+        assert record["projection"] == "o" and record["rank"] == list(range(1, len(means) + 1))
+        assert record["samples"] == counts
+        np.testing.assert_allclose(record["mean"], means, rtol=1e-6)
+
+
+def test_show_spectra_of_a_run_without_them_says_how_to_compute_them(capsys, cache):
+    run_id = fill_run(cache, "plain", 3, LAYERS, spectra=False)
+    status, out, err = cli(capsys, "show", run_id, "--spectra", "--db", cache.path)
+    assert status != 0 and out == ""
+    assert err.count("\n") == 1
+    assert "kept no singular-value spectra" in err and "compute ... --spectra" in err
+
+
+def test_show_layers_are_checked(capsys, cache):
+    run_id, _ = constructed_run(cache)
+    status, _, err = cli(
+        capsys, "show", run_id, "--spectra", "--layers", "9-12", "--db", cache.path
+    )
+    assert status == 2 and "--layers 9-12" in err and "layers 0-3" in err
+    status, _, err = cli(capsys, "show", run_id, "--layers", "1-2", "--db", cache.path)
+    assert status == 2 and "only with --spectra" in err

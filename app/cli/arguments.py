@@ -206,6 +206,20 @@ def build_parser() -> argparse.ArgumentParser:
     _add_tokens(show)
     show.add_argument("--json", action="store_true", help="curves and tables as JSON")
     show.add_argument("--depth", choices=DEPTH_CHOICES, default="layer", help=DEPTH_HELP)
+    show.add_argument(
+        "--spectra",
+        action="store_true",
+        help="instead of curves: the mean singular value by rank per layer, log-log "
+        "(runs computed with --spectra or imported with S_list)",
+    )
+    from layerscope.app.cli.selecting import layer_range
+
+    show.add_argument(
+        "--layers",
+        type=layer_range,
+        metavar="A-B",
+        help="with --spectra: 0-based layers A..B (default: all; 8 at most, evenly spread)",
+    )
     _add_chart_options(show)
 
     figure = command(

@@ -137,11 +137,57 @@ def _print_significance(console: Console, comparison: Comparison, labels: dict[s
         console.print(line)
 
 
+def show_spectra(cache: ResultsCache, infos: Sequence[RunInfo], args: argparse.Namespace) -> int:
+    """``show --spectra``: per run and projection, the mean singular value by rank of (at most
+    eight of) the chosen layers, log-log; ``--json``: every chosen layer's numbers."""
+    from layerscope.analysis.spectra import no_spectra_message, run_spectra, spread_layers
+    from layerscope.app.labels import run_labels
+
+    chosen = projections(args.proj)
+    _check_projections(infos, chosen)
+    labels = run_labels(infos)
+    found = []
+    for info in infos:
+        for projection in chosen or info.projections:
+            spectra = run_spectra(cache, info.id, projection, args.layers)
+            if not spectra and projection == (chosen or info.projections)[0]:
+                if args.layers and run_spectra(cache, info.id, projection):
+                    low, high = args.layers
+                    raise UsageError(
+                        f"--layers {low}-{high}: run {info.short_id} has layers 0-{info.layers - 1}"
+                    )
+                raise CacheError(no_spectra_message(info))
+            found.append((info, projection, spectra))
+    if args.json:
+        record = [
+            {"run": info.id, "label": labels.get(info.id, info.short_id), **s.record()}
+            for info, _projection, spectra in found
+            for s in spectra
+        ]
+        print(json.dumps({"spectra": record}, indent=2))
+        return 0
+    for info, projection, spectra in found:
+        drawn = [s for s in spectra if s.layer in set(spread_layers([x.layer for x in spectra]))]
+        thinned = "" if len(drawn) == len(spectra) else f", {len(drawn)} of {len(spectra)} layers"
+        samples = max((max(s.samples, default=0) for s in drawn), default=0)
+        title = (
+            f"{labels.get(info.id, info.short_id)} · {projection} · mean σ by rank"
+            f" ({samples} samples{thinned})"
+        )
+        print(output.spectrum_chart(drawn, title, args.width, args.height))
+        print()
+    return 0
+
+
 def cmd_show(args: argparse.Namespace) -> int:
     metric = metric_name(args.metric)  # usage errors before the cache is opened
     projections(args.proj)
+    if args.layers and not args.spectra:
+        raise UsageError("--layers: only with --spectra (curves always show every layer)")
     cache = ResultsCache(args.db)
     infos = [cache.run(run) for run in args.runs]
+    if args.spectra:
+        return show_spectra(cache, infos, args)
     first = infos[0].id
     pairs = [(first, info.id) for info in infos[1:]]
     return report(cache, infos, args, pairs, metric)

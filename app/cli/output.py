@@ -23,6 +23,7 @@ if TYPE_CHECKING:
     from layerscope.analysis.compare import Comparison, MadRow, RelativeDifferenceRow
     from layerscope.analysis.records import LayerCurve, RunInfo
     from layerscope.analysis.significance import ProjectionSignificance
+    from layerscope.analysis.spectra import LayerSpectrum
 
 
 def console(stderr: bool = False) -> Console:
@@ -320,6 +321,25 @@ def charts(
         ]
         rendered.append("\n".join([chart, *marks]))
     return rendered
+
+
+def spectrum_chart(
+    spectra: Sequence[LayerSpectrum], title: str, width: int | None, height: int
+) -> str:
+    """One projection's layers as log-log series: mean singular value against rank, each
+    layer with its own marker, the legend naming the layers."""
+    from layerscope.app.charts import Series, render_log_log
+
+    color = sys.stdout.isatty() and "NO_COLOR" not in os.environ
+    series = [Series(f"layer {s.layer}", [float(r) for r in s.ranks], s.means) for s in spectra]
+    return render_log_log(
+        series,
+        title=title,
+        xlabel="rank",
+        width=chart_width(width),
+        height=height,
+        color=color,
+    )
 
 
 def mad_table(comparison: Comparison, labels: Mapping[str, str], width: int) -> Table:
