@@ -186,3 +186,56 @@ def test_show_layers_are_checked(capsys, cache):
     assert status == 2 and "--layers 9-12" in err and "layers 0-3" in err
     status, _, err = cli(capsys, "show", run_id, "--layers", "1-2", "--db", cache.path)
     assert status == 2 and "only with --spectra" in err
+
+
+# ---- explorer ---------------------------------------------------------------------------------
+
+
+async def test_chart_tab_w_shows_the_first_runs_spectra_by_layer(tmp_path, monkeypatch):
+    from test_tui_browse import compare, settle
+
+    from layerscope.app.tui.app import LayerscopeApp
+    from layerscope.app.tui.widgets.compare_view import ComparePane
+    from layerscope.app.tui.widgets.layer_chart import LayerChart
+    from layerscope.app.tui.widgets.spectrum_chart import SpectrumChart
+
+    db = tmp_path / "results.duckdb"
+    monkeypatch.setenv("LAYERSCOPE_DB", str(db))
+    monkeypatch.setenv("LAYERSCOPE_STATE", str(tmp_path / "state.json"))
+    monkeypatch.setenv("HF_HUB_CACHE", str(tmp_path / "hf"))
+    cache = ResultsCache(db)
+    with_spectra, stored = constructed_run(cache)
+    without = fill_run(cache, "plain", 3, LAYERS, spectra=False, response_type="detailed_cot")
+    app = LayerscopeApp(poll_seconds=0)
+    async with app.run_test(size=(100, 32)) as pilot:
+        await settle(app, pilot)
+        await compare(app, pilot, [with_spectra, without])
+        await pilot.press("w")
+        await settle(app, pilot)
+        chart = app.query_one(SpectrumChart)
+        assert chart.display and not app.query_one(LayerChart).display
+        assert [s.layer for s in chart.spectra] == list(range(LAYERS))
+        for spectrum in chart.spectra:
+            assert spectrum.projection == "q"  # the first projection shown
+            means, counts = reference(stored, spectrum.layer, "q")
+            np.testing.assert_allclose(spectrum.means, means, rtol=1e-6)
+            assert spectrum.samples == counts
+        drawn = chart.as_text(100, 24)
+        assert "none_cot · q · mean σ by rank (5 samples)" in drawn
+        assert "•• layer 0 ++ layer 1 xx layer 2 oo layer 3" in drawn
+        assert "w: spectra" in str(app.query_one("#chart-status").render())
+        # the key is in the help's Chart tab section, with what it does
+        from layerscope.app.tui.commands import help_sections
+
+        chart_keys = dict(help_sections(app))["Chart tab"]
+        (key,) = [b for b in chart_keys if b.id == "chart.spectra"]
+        assert key.key == "w" and key.tooltip.startswith("Singular-value spectra of the first")
+        # a first run without spectra says how to get them
+        pane = app.query_one(ComparePane)
+        pane.show_runs([without, with_spectra])
+        await settle(app, pilot)
+        assert chart.spectra == []
+        assert "No spectra in run" in chart.as_text() and "--spectra" in chart.as_text()
+        await pilot.press("w")
+        await settle(app, pilot)
+        assert app.query_one(LayerChart).display and not chart.display

@@ -21,6 +21,7 @@ if TYPE_CHECKING:
     from layerscope.analysis.records import LayerCurve, LoadStage, RunInfo, SampleRow
     from layerscope.analysis.runner import PlannedRun, RunProgress
     from layerscope.analysis.significance import ProjectionSignificance
+    from layerscope.analysis.spectra import LayerSpectrum
 
 
 @dataclass(eq=False)
@@ -236,6 +237,17 @@ class ChartLoaded(CacheRead):
     differences: list[RelativeDifferenceRow] = field(default_factory=list)
     # each run against the first: the layer-wise tests, per projection
     significance: list[ProjectionSignificance] = field(default_factory=list)
+
+
+@dataclass(eq=False)
+class SpectraLoaded(CacheRead):
+    """A run's mean singular value by rank, per layer of one projection, was read (empty when
+    the run kept no spectra)."""
+
+    run_id: str = ""
+    projection: str = ""
+    spectra: list[LayerSpectrum] = field(default_factory=list)
+    layers: int = 0  # layers with spectra, before thinning to what is drawn
 
 
 @dataclass(eq=False)

@@ -23,7 +23,12 @@ from layerscope.analysis.records import ATTENTION_PROJECTIONS, MLP_PROJECTIONS
 from layerscope.app.labels import run_labels, run_settings
 from layerscope.app.tui.errors import ReportsWorkerErrors, reported
 from layerscope.app.tui.format import format_length_range
-from layerscope.app.tui.messages import ChartLoaded, ChartViewChanged, LengthFilterRequested
+from layerscope.app.tui.messages import (
+    ChartLoaded,
+    ChartViewChanged,
+    LengthFilterRequested,
+    SpectraLoaded,
+)
 from layerscope.app.tui.widgets.comparison_table import ComparisonTable
 from layerscope.app.tui.widgets.layer_chart import (
     BAND_LABELS,
@@ -36,6 +41,7 @@ from layerscope.app.tui.widgets.layer_chart import (
     Depth,
     LayerChart,
 )
+from layerscope.app.tui.widgets.spectrum_chart import SpectrumChart
 
 if TYPE_CHECKING:
     from layerscope.analysis.cache import ResultsCache
@@ -117,6 +123,15 @@ class ComparePane(ReportsWorkerErrors, Vertical):
             show=False,
             id="chart.depth",
         ),
+        Binding(
+            "w",
+            "toggle_spectra",
+            "Spectra",
+            tooltip="Singular-value spectra of the first run, first projection shown, by layer, "
+            "log-log (runs computed with --spectra); w again: the curves",
+            show=False,
+            id="chart.spectra",
+        ),
     ]
 
     def __init__(
@@ -130,6 +145,8 @@ class ComparePane(ReportsWorkerErrors, Vertical):
         super().__init__(id=id)
         self._reads = reader.channel(self, "chart-load", coalesce=True)
         self._reads.on_stale = self.reload
+        self._spectra_reads = reader.channel(self, "spectra-load", exclusive=True)
+        self.showing_spectra = False
         self.dark = dark
         self.mono = mono  # NO_COLOR; runs are told apart by marker with colour or without
         self.legend_settings = False
@@ -149,9 +166,11 @@ class ComparePane(ReportsWorkerErrors, Vertical):
     def compose(self) -> ComposeResult:
         yield Static("", id="chart-status", classes="status-line")
         yield LayerChart(id="layer-chart")
+        yield SpectrumChart(id="spectrum-chart")
         yield ComparisonTable(id="comparison-table")
 
     def on_mount(self) -> None:
+        self.query_one(SpectrumChart).display = False
         self._update_status()
 
     # --- what the App pushes in ---------------------------------------------------------------
@@ -242,6 +261,56 @@ class ComparePane(ReportsWorkerErrors, Vertical):
         self.legend_settings = not self.legend_settings
         self.query_one(LayerChart).show_legend_settings(self.legend_settings)
 
+    def action_toggle_spectra(self) -> None:
+        self.showing_spectra = not self.showing_spectra
+        self.query_one(SpectrumChart).display = self.showing_spectra
+        self.query_one(LayerChart).display = not self.showing_spectra
+        self.reload()
+
+    def _reload_spectra(self) -> None:
+        """Read the spectra of the first run, first projection shown (the w view)."""
+        from layerscope.analysis.spectra import run_spectra, spread_layers
+
+        chart = self.query_one(SpectrumChart)
+        if not self.run_ids:
+            self._spectra_reads.invalidate()
+            chart.show([], "", "Select runs to compare (Runs tab, space): w shows their spectra.")
+            return
+        run_id, projection = self.run_ids[0], self.projection_order()[0]
+
+        def query(cache: ResultsCache) -> SpectraLoaded:
+            if projection not in cache.run(run_id).projections:
+                return SpectraLoaded(run_id=run_id, projection=projection)
+            spectra = run_spectra(cache, run_id, projection)
+            drawn = set(spread_layers([s.layer for s in spectra]))
+            chosen = [s for s in spectra if s.layer in drawn]
+            return SpectraLoaded(
+                run_id=run_id, projection=projection, spectra=chosen, layers=len(spectra)
+            )
+
+        self._spectra_reads.request(query, SpectraLoaded)
+
+    @reported
+    def on_spectra_loaded(self, message: SpectraLoaded) -> None:
+        message.stop()
+        if not self._spectra_reads.accept(message):
+            return
+        chart = self.query_one(SpectrumChart)
+        run = self.runs_by_id.get(message.run_id)
+        label = run_labels([run]).get(run.id, run.short_id) if run else message.run_id[:8]
+        if message.error:
+            chart.show([], "", f"Could not read the spectra: {message.error}")
+            return
+        samples = max((max(s.samples, default=0) for s in message.spectra), default=0)
+        shown = len(message.spectra)
+        layers = "" if shown == message.layers else f", {shown} of {message.layers} layers"
+        chart.show(
+            message.spectra,
+            f"{label} · {message.projection} · mean σ by rank ({samples} samples{layers})",
+            f"No spectra in run {label} for {message.projection}: compute it with --spectra "
+            "(Setup: spectra), or import a file with S_list (w: the curves).",
+        )
+
     def action_length_filter(self) -> None:
         self.post_message(LengthFilterRequested())
 
@@ -251,6 +320,8 @@ class ComparePane(ReportsWorkerErrors, Vertical):
         """Read the curves again (now, or as soon as the read in flight ends)."""
         self._update_status()
         self.post_message(ChartViewChanged())
+        if self.showing_spectra:
+            self._reload_spectra()
         if not self.run_ids:
             self._reads.invalidate()
             self._show_empty()
@@ -387,6 +458,7 @@ class ComparePane(ReportsWorkerErrors, Vertical):
             f"[b]{self.metric}[/b] · {projections} · {BAND_LABELS[self.band]} · {scale}"
             f" · length {length} · {runs} run{'s' if runs != 1 else ''}"
             + (" · x: depth 0-1" if self.depth == "normalised" else "")
+            + (" · w: spectra" if self.showing_spectra else "")
         )
 
     # --- kept across sessions (app/tui/state.py) ----------------------------------------------
