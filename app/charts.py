@@ -149,6 +149,21 @@ def render_scatter(
     return text if color else plotext.uncolorize(text)
 
 
+def decade_ticks(values: Sequence[float], most: int = 8) -> tuple[list[float], list[str]] | None:
+    """Powers of ten spanning the positive ``values`` (every n-th, ``most`` at most), labelled
+    ``1e-3``; None when they span less than two decades (plotext's own ticks read better)."""
+    positive = [v for v in values if math.isfinite(v) and v > 0]
+    if not positive:
+        return None
+    low = math.floor(math.log10(min(positive)))
+    high = math.ceil(math.log10(max(positive)))
+    if high - low < 2:
+        return None
+    step = max(1, math.ceil((high - low + 1) / most))
+    exponents = list(range(low, high + 1, step))
+    return [10.0**e for e in exponents], [f"1e{e}" for e in exponents]
+
+
 def render_log_log(
     series: Sequence[Series],
     *,
@@ -185,6 +200,9 @@ def render_log_log(
         return f"{title}: no positive values to plot" if title else "no positive values to plot"
     plotext.xscale("log")
     plotext.yscale("log")
+    ticks = decade_ticks([y for curve in series for y in curve.values if y is not None])
+    if ticks:
+        plotext.yticks(*ticks)
     if title:
         room = max(width, 30) - 2
         plotext.title(title if len(title) <= room else title[: room - 1] + "…")

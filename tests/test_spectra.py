@@ -239,3 +239,12 @@ async def test_chart_tab_w_shows_the_first_runs_spectra_by_layer(tmp_path, monke
         await pilot.press("w")
         await settle(app, pilot)
         assert app.query_one(LayerChart).display and not chart.display
+
+
+def test_decade_ticks_label_powers_of_ten_across_the_range():
+    from layerscope.app.charts import decade_ticks
+
+    assert decade_ticks([0.5, 0.2]) is None  # under two decades: plotext's own ticks
+    ticks, labels = decade_ticks([0.54, 3e-5, 1e-12, 0.0, math.nan])
+    assert labels[0] == "1e-12" and labels[-1] == "1e0" and len(ticks) <= 8
+    assert all(math.isclose(t, 10.0 ** int(lab[2:])) for t, lab in zip(ticks, labels, strict=True))

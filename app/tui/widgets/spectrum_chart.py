@@ -81,4 +81,9 @@ class SpectrumChart(PlotextChart):
                 )
         figure.xscale("log")
         figure.yscale("log")
+        from layerscope.app.charts import decade_ticks  # imports plotext: only when drawn
+
+        ticks = decade_ticks([v for s in self.spectra for v in s.means])
+        if ticks:
+            figure.yticks(*ticks)
         figure.xlabel("rank")
