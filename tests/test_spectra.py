@@ -224,6 +224,7 @@ async def test_chart_tab_w_shows_the_first_runs_spectra_by_layer(tmp_path, monke
         assert "none_cot · q · mean σ by rank (5 samples)" in drawn
         assert "•• layer 0 ++ layer 1 xx layer 2 oo layer 3" in drawn
         assert "w: spectra" in str(app.query_one("#chart-status").render())
+        assert "mean σ by rank" in app.query_one(ComparePane).export_chart_text()
         # the key is in the help's Chart tab section, with what it does
         from layerscope.app.tui.commands import help_sections
 

@@ -492,6 +492,8 @@ class ComparePane(ReportsWorkerErrors, Vertical):
     # --- export -----------------------------------------------------------------------------
 
     def export_chart_text(self) -> str:
+        if self.showing_spectra:
+            return self.query_one(SpectrumChart).as_text()
         return self.query_one(LayerChart).as_text()
 
     def export_figure(self) -> ChartFigure | None:
