@@ -16,6 +16,7 @@ import json
 import numpy as np
 import pytest
 from cache_helpers import batch, make_result, make_samples, run_id_for, targets
+from test_tui_browse import cache_path, filled  # noqa: F401 (fixtures)
 
 from layerscope.analysis.cache import ResultsCache
 from layerscope.analysis.compare import normalised_depth
@@ -254,3 +255,35 @@ def test_show_draws_against_normalised_depth(capsys, two_depths):
     shallow, deep = json.loads(out)["curves"]
     assert shallow["depth"] == pytest.approx([layer / 27 for layer in range(28)])
     assert deep["depth"] == pytest.approx([layer / 41 for layer in range(42)])
+
+
+async def test_the_explorer_shows_the_papers_table_of_the_chart(cache_path, filled):  # noqa: F811
+    """T in the Chart tab: rows model x mode, columns response types, MAD cells; the same
+    numbers as the analysis layer's table of those runs; escape closes it."""
+    from test_tui_browse import SIZE, compare, settle
+
+    from layerscope.analysis.compare import compare_runs
+    from layerscope.analysis.tables import paper_table
+    from layerscope.app.tui.app import LayerscopeApp
+
+    chosen = [filled["none_cot"], filled["detailed_cot"], filled["detailed_cot/instruct"]]
+    app = LayerscopeApp(poll_seconds=0)
+    async with app.run_test(size=SIZE) as pilot:
+        await settle(app, pilot)
+        await compare(app, pilot, chosen)
+        await pilot.press("T")
+        await settle(app, pilot)
+        assert type(app.screen).__name__ == "PaperTableScreen"
+        text = str(app.screen.query_one("#paper-table-text").render())
+        cache = ResultsCache(cache_path)
+        infos = [cache.run(run_id) for run_id in chosen]
+        curves = compare_runs(cache, chosen, "nuclear_norm", ["q"]).curves
+        table = paper_table(infos, curves, "nuclear_norm", "q")
+        assert {row.mode for row in table.rows} == {"base", "instruct"}
+        for column in ("none_cot", "detailed_cot"):
+            assert column in text
+        first = table.rows[0].cells["none_cot"]
+        assert f"{first.all:.4g}"[:4] in text
+        await pilot.press("escape")
+        await settle(app, pilot)
+        assert type(app.screen).__name__ != "PaperTableScreen"

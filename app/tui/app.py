@@ -55,6 +55,7 @@ from layerscope.app.tui.messages import (
     LoadStageReached,
     MarkedSamplesWriteRequested,
     ModelChosen,
+    PaperTableRequested,
     PickerSettled,
     PlanComputed,
     ProblemReported,
@@ -469,6 +470,11 @@ class LayerscopeApp(App[None]):
         """Whether a run may have new samples since it was last shown (being computed)."""
         run = self.runs_by_id.get(run_id)
         return self.run_controller.computing or (run is not None and run.status == "running")
+
+    def on_paper_table_requested(self, message: PaperTableRequested) -> None:
+        from layerscope.app.tui.screens.paper_table import PaperTableScreen
+
+        self.push_screen(PaperTableScreen(message.title, message.text))
 
     def on_length_filter_requested(self, message: LengthFilterRequested) -> None:
         from layerscope.app.tui.screens.length_filter import LengthFilterScreen

@@ -197,6 +197,14 @@ class ChartViewChanged(_Fact):
 
 
 @dataclass(eq=False)
+class PaperTableRequested(_Fact):
+    """The user asked for the paper's table of the chart (its Markdown text, and a title)."""
+
+    title: str
+    text: str
+
+
+@dataclass(eq=False)
 class RunFocused(_Fact):
     """The user pointed at one run (runs browser cursor or an explicit open)."""
 

@@ -27,6 +27,7 @@ from layerscope.app.tui.messages import (
     ChartLoaded,
     ChartViewChanged,
     LengthFilterRequested,
+    PaperTableRequested,
     SpectraLoaded,
 )
 from layerscope.app.tui.widgets.comparison_table import ComparisonTable
@@ -131,6 +132,15 @@ class ComparePane(ReportsWorkerErrors, Vertical):
             "log-log (runs computed with --spectra); w again: the curves",
             show=False,
             id="chart.spectra",
+        ),
+        Binding(
+            "T",
+            "paper_table",
+            "Paper table",
+            tooltip="The paper's table of the runs drawn: rows model x mode, columns response "
+            "types, MAD over all/early/middle/late layers (what the export writes as Markdown)",
+            show=False,
+            id="chart.paper_table",
         ),
     ]
 
@@ -260,6 +270,17 @@ class ComparePane(ReportsWorkerErrors, Vertical):
     def action_toggle_legend_settings(self) -> None:
         self.legend_settings = not self.legend_settings
         self.query_one(LayerChart).show_legend_settings(self.legend_settings)
+
+    def action_paper_table(self) -> None:
+        text = self.export_paper_tables().get(f"table-{self.metric}.md")
+        if not text:
+            self.notify(
+                "No table: overlay runs first (two runs of one model, mode and type would share "
+                "a cell).",
+                severity="warning",
+            )
+            return
+        self.post_message(PaperTableRequested(f"MAD of {self.metric}, the paper's layout", text))
 
     def action_toggle_spectra(self) -> None:
         self.showing_spectra = not self.showing_spectra
