@@ -234,6 +234,12 @@ async def test_footer_at_80_columns_shows_whole_entries_only(runs: dict[str, str
         await pilot.press("question_mark")
         await pilot.pause()
         assert type(app.screen).__name__ == "HelpScreen"
+        # under the dialog the Runs tab's row is still whole (it showed a cut "r R" there)
+        await pilot.pause()
+        footer = app.screen_stack[0].query_one(FittedFooter)
+        palette = next(key for key in footer.query(FooterKey) if key.has_class("-command-palette"))
+        under = [w for w in footer.children if w.visible and w is not palette]
+        assert under and all(widget.region.right <= palette.region.x for widget in under)
 
 
 async def test_comparison_table_fits_80_columns(runs: dict[str, str]):

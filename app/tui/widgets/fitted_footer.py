@@ -32,6 +32,11 @@ class FittedFooter(Footer):
         super().__init__(id=id, compact=True)
 
     async def recompose(self) -> None:
+        if self.is_attached and self.screen is not self.app.screen:
+            # Under a dialog this screen is not laid out again, so the new row could not be
+            # fitted (it showed cut entries, "r R", beside the palette key): keep the fitted
+            # one; the row is composed again when the screen is on top once more.
+            return
         await super().recompose()
         self._help_first()
         self.call_after_refresh(self.fit_entries)
