@@ -23,6 +23,29 @@ COLORS = ("red", "green", "blue", "orange", "magenta", "cyan", "gray", "yellow")
 MARKERS = ("•", "+", "x", "o", "*", "#", "@", "%")
 
 
+def _new_figure(width: int, height: int, color: bool) -> bool:
+    """Start from a cleared figure of this size (plotext keeps global state); whether colour
+    is used (not when ``NO_COLOR`` is set)."""
+    color = color and "NO_COLOR" not in os.environ
+    plotext.clear_figure()
+    plotext.plotsize(max(width, 30), max(height, 8))
+    plotext.theme("clear" if not color else "pro")
+    return color
+
+
+def _title(title: str, width: int) -> None:
+    if title:
+        room = max(width, 30) - 2
+        plotext.title(title if len(title) <= room else title[: room - 1] + "…")
+
+
+def _built(color: bool) -> str:
+    """The figure as text (ANSI colours only with ``color``), and the figure cleared."""
+    text = plotext.build()
+    plotext.clear_figure()
+    return text if color else plotext.uncolorize(text)
+
+
 @dataclass(frozen=True)
 class Series:
     """One curve: a label and y values by layer, or by normalised depth in 0..1 (NaN values
@@ -47,10 +70,7 @@ def render_curves(
     ``NO_COLOR`` in the environment); series ``n`` is drawn with ``MARKERS[n]`` either way.
     Whole-number x values get a tick per layer (or every n-th); fractional ones (normalised
     depth) get ticks at 0, 0.25, ..., 1."""
-    color = color and "NO_COLOR" not in os.environ
-    plotext.clear_figure()
-    plotext.plotsize(max(width, 30), max(height, 8))
-    plotext.theme("clear" if not color else "pro")
+    color = _new_figure(width, height, color)
     drawn = 0
     layers: set[float] = set()
     for number, curve in enumerate(series):
@@ -71,9 +91,7 @@ def render_curves(
         )
         drawn += 1
         layers.update(xs)
-    if title:
-        room = max(width, 30) - 2
-        plotext.title(title if len(title) <= room else title[: room - 1] + "…")
+    _title(title, width)
     plotext.xlabel(xlabel)
     if layers and all(float(x).is_integer() for x in layers):
         first, last = int(min(layers)), int(max(layers))
@@ -86,9 +104,7 @@ def render_curves(
         plotext.ylabel(ylabel)
     if drawn == 0:
         return f"{title}: no finite values to plot" if title else "no finite values to plot"
-    text = plotext.build()
-    plotext.clear_figure()
-    return text if color else plotext.uncolorize(text)
+    return _built(color)
 
 
 @dataclass(frozen=True)
@@ -112,10 +128,7 @@ def render_scatter(
 ) -> str:
     """Per-sample points (one per sample, e.g. a statistic against response length), as text;
     group ``n`` is drawn with ``MARKERS[n]`` (the selected samples stay apart without colour)."""
-    color = color and "NO_COLOR" not in os.environ
-    plotext.clear_figure()
-    plotext.plotsize(max(width, 30), max(height, 8))
-    plotext.theme("clear" if not color else "pro")
+    color = _new_figure(width, height, color)
     drawn = 0
     for number, group in enumerate(groups):
         points = [
@@ -134,9 +147,7 @@ def render_scatter(
             color=COLORS[number % len(COLORS)],
         )
         drawn += 1
-    if title:
-        room = max(width, 30) - 2
-        plotext.title(title if len(title) <= room else title[: room - 1] + "…")
+    _title(title, width)
     if xlabel:
         plotext.xlabel(xlabel)
     if ylabel:
@@ -144,9 +155,7 @@ def render_scatter(
     if drawn == 0:
         plotext.clear_figure()
         return f"{title}: no finite values to plot" if title else "no finite values to plot"
-    text = plotext.build()
-    plotext.clear_figure()
-    return text if color else plotext.uncolorize(text)
+    return _built(color)
 
 
 def decade_ticks(values: Sequence[float], most: int = 8) -> tuple[list[float], list[str]] | None:
@@ -178,10 +187,7 @@ def render_log_log(
     ``Series.layers``); values <= 0 or not finite are left out, as log axes cannot show them.
     Series ``n`` is drawn with ``MARKERS[n]``. The legend is a line below the chart, not
     plotext's box: a spectrum starts at the top left, where that box would cover it."""
-    color = color and "NO_COLOR" not in os.environ
-    plotext.clear_figure()
-    plotext.plotsize(max(width, 30), max(height, 8))
-    plotext.theme("clear" if not color else "pro")
+    color = _new_figure(width, height, color)
     legend: list[str] = []
     for number, curve in enumerate(series):
         points = [
@@ -203,14 +209,11 @@ def render_log_log(
     ticks = decade_ticks([y for curve in series for y in curve.values if y is not None])
     if ticks:
         plotext.yticks(*ticks)
-    if title:
-        room = max(width, 30) - 2
-        plotext.title(title if len(title) <= room else title[: room - 1] + "…")
+    _title(title, width)
     plotext.xlabel(xlabel)
     if ylabel:
         plotext.ylabel(ylabel)
-    text = plotext.build()
-    plotext.clear_figure()
+    text = _built(color)
     lines = [""]
     for entry in legend:  # the legend wrapped to the chart's width
         joined = f"{lines[-1]}  {entry}" if lines[-1] else entry
@@ -218,4 +221,4 @@ def render_log_log(
             lines[-1] = joined
         else:
             lines.append(entry)
-    return (text if color else plotext.uncolorize(text)).rstrip("\n") + "\n" + "\n".join(lines)
+    return text.rstrip("\n") + "\n" + "\n".join(lines)

@@ -11,7 +11,6 @@ import math
 
 import pytest
 from test_tables import two_depths  # noqa: F401 (fixture)
-from test_tui_browse import cache_path, filled  # noqa: F401 (fixtures)
 
 from layerscope.analysis.cache import ResultsCache
 from layerscope.analysis.compare import mad_row
@@ -169,7 +168,7 @@ def add_four_layer_run(db) -> str:
     return fill_run(ResultsCache(db), "four", 6, layers=4, model="four-layer")
 
 
-async def chart_with_two_depths(app, pilot, filled, shallow):  # noqa: F811
+async def chart_with_two_depths(app, pilot, filled, shallow):
     """Overlay a 6-layer run and a 4-layer one in the Chart tab."""
     from test_tui_browse import compare, settle
 
@@ -177,7 +176,7 @@ async def chart_with_two_depths(app, pilot, filled, shallow):  # noqa: F811
     await compare(app, pilot, [filled["none_cot"], shallow])
 
 
-async def test_explorer_chart_toggles_to_normalised_depth(cache_path, filled):  # noqa: F811
+async def test_explorer_chart_toggles_to_normalised_depth(cache_path, filled):
     from test_tui_browse import SIZE, settle
 
     from layerscope.app.tui.app import LayerscopeApp
@@ -216,7 +215,7 @@ async def test_explorer_chart_toggles_to_normalised_depth(cache_path, filled):  
         )
 
 
-async def test_explorer_export_writes_the_papers_figure(cache_path, filled, tmp_path):  # noqa: F811
+async def test_explorer_export_writes_the_papers_figure(cache_path, filled, tmp_path):
     pytest.importorskip("matplotlib")
     from matplotlib import image
     from test_tui_browse import SIZE, settle
@@ -263,8 +262,8 @@ async def test_explorer_export_writes_the_papers_figure(cache_path, filled, tmp_
 
 
 async def test_explorer_export_without_matplotlib_writes_text_and_table(
-    cache_path,  # noqa: F811
-    filled,  # noqa: F811
+    cache_path,
+    filled,
     tmp_path,
     monkeypatch,
 ):

@@ -16,7 +16,6 @@ import json
 import numpy as np
 import pytest
 from cache_helpers import batch, make_result, make_samples, run_id_for, targets
-from test_tui_browse import cache_path, filled  # noqa: F401 (fixtures)
 
 from layerscope.analysis.cache import ResultsCache
 from layerscope.analysis.compare import normalised_depth
@@ -257,7 +256,7 @@ def test_show_draws_against_normalised_depth(capsys, two_depths):
     assert deep["depth"] == pytest.approx([layer / 41 for layer in range(42)])
 
 
-async def test_the_explorer_shows_the_papers_table_of_the_chart(cache_path, filled):  # noqa: F811
+async def test_the_explorer_shows_the_papers_table_of_the_chart(cache_path, filled):
     """T in the Chart tab: rows model x mode, columns response types, MAD cells; the same
     numbers as the analysis layer's table of those runs; escape closes it."""
     from test_tui_browse import SIZE, compare, settle

@@ -17,7 +17,7 @@ from pathlib import Path
 import pytest
 from textual.widgets import DataTable, TabbedContent
 from textual.worker import WorkerCancelled
-from tui_synthetic import LAYERS, add_run, fill_cache
+from tui_synthetic import LAYERS, add_run
 
 from layerscope.analysis.cache import ResultsCache
 from layerscope.app.tui.app import LayerscopeApp
@@ -33,20 +33,6 @@ from layerscope.app.tui.widgets.sample_chart import SampleChart
 from layerscope.app.tui.widgets.samples_view import SamplesPane
 
 SIZE = (100, 32)
-
-
-@pytest.fixture
-def cache_path(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
-    db = tmp_path / "results.duckdb"
-    monkeypatch.setenv("LAYERSCOPE_DB", str(db))
-    monkeypatch.setenv("LAYERSCOPE_STATE", str(tmp_path / "state.json"))
-    monkeypatch.setenv("HF_HUB_CACHE", str(tmp_path / "hf"))
-    return db
-
-
-@pytest.fixture
-def filled(cache_path: Path) -> dict[str, str]:
-    return fill_cache(cache_path)
 
 
 async def settle(app: LayerscopeApp, pilot) -> None:

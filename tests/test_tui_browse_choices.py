@@ -13,7 +13,6 @@ from pathlib import Path
 import pytest
 from test_tui_browse import compare, settle
 from textual.widgets import Static
-from tui_synthetic import fill_cache
 
 from layerscope.analysis.cache import ResultsCache
 from layerscope.app.tui.app import LayerscopeApp
@@ -24,20 +23,6 @@ from layerscope.app.tui.widgets.runs_browser import RunsBrowser
 from layerscope.app.tui.widgets.samples_view import SamplesPane
 
 SIZE = (80, 24)
-
-
-@pytest.fixture
-def cache_path(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
-    db = tmp_path / "results.duckdb"
-    monkeypatch.setenv("LAYERSCOPE_DB", str(db))
-    monkeypatch.setenv("LAYERSCOPE_STATE", str(tmp_path / "state.json"))
-    monkeypatch.setenv("HF_HUB_CACHE", str(tmp_path / "hf"))
-    return db
-
-
-@pytest.fixture
-def filled(cache_path: Path) -> dict[str, str]:
-    return fill_cache(cache_path)
 
 
 def shown(app: LayerscopeApp, selector: str) -> str:

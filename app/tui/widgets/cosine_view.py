@@ -18,14 +18,13 @@ from textual.widgets import Static
 
 from layerscope.analysis.records import ATTENTION_PROJECTIONS, MLP_PROJECTIONS
 from layerscope.app.tui.errors import ReportsWorkerErrors, reported
-from layerscope.app.tui.messages import CosinesLoaded, RunFocused
+from layerscope.app.tui.messages import CosinesLoaded
 from layerscope.app.tui.widgets.cosine_heatmap import CosineHeatmap
 from layerscope.app.tui.widgets.run_choice import (
-    NOTHING_OVERLAID,
+    OverlaidRunChoice,
     place,
     run_choice_bindings,
     run_name,
-    stepped,
 )
 
 if TYPE_CHECKING:
@@ -36,7 +35,7 @@ if TYPE_CHECKING:
 PROJECTION_GROUP = Binding.Group("Projection ", compact=True)
 
 
-class CosinePane(ReportsWorkerErrors, Vertical):
+class CosinePane(ReportsWorkerErrors, OverlaidRunChoice, Vertical):
     """Heatmap of `run_id` for `projection`; q/k/v/o (and g/u/d) switch the projection."""
 
     BINDINGS: ClassVar[list[BindingType]] = [
@@ -74,21 +73,6 @@ class CosinePane(ReportsWorkerErrors, Vertical):
     def set_runs(self, runs_by_id: dict[str, RunInfo]) -> None:
         """The runs in the cache (for the status line's name of the run)."""
         self.runs_by_id = runs_by_id
-
-    def set_overlaid(self, run_ids: list[str]) -> None:
-        """The runs overlaid in the chart (owned by the App): what n chooses among."""
-        self.overlaid = list(run_ids)
-        self._update_status()
-
-    def action_cycle_run(self, step: int) -> None:
-        """Show the next (or previous) overlaid run; the App hears of it (RunFocused), so the
-        Samples tab follows."""
-        chosen = stepped(self.overlaid, self.run_id, step)
-        if chosen is None:
-            self.notify(NOTHING_OVERLAID, severity="warning")
-            return
-        self.show_run(chosen)
-        self.post_message(RunFocused(chosen))
 
     def show_run(self, run_id: str | None, refresh: bool = False) -> None:
         """Show this run's heatmap (read again when `refresh`: the run is still growing)."""

@@ -11,6 +11,7 @@ what they mean.
 from __future__ import annotations
 
 import math
+from collections.abc import Iterable
 from dataclasses import dataclass
 from typing import Literal
 
@@ -47,6 +48,18 @@ DEPTH_TICKS = (0.0, 0.25, 0.5, 0.75, 1.0)
 def marker_glyph(marker: str) -> str:
     """What the legend shows for a plotext marker: two of the characters the curve is drawn with."""
     return BRAILLE_LEGEND if marker == "braille" else marker * 2
+
+
+def marker_legend(entries: Iterable[tuple[str, str, str]], width: int | None = None) -> Text:
+    """One legend line of (marker, colour, label) entries, each label after its marker's
+    glyph (colour only adds to it), cut to `width` with an ellipsis when given."""
+    legend = Text(no_wrap=True, overflow="ellipsis")
+    for marker, colour, label in entries:
+        legend.append(f" {marker_glyph(marker)} ", style=rich_colour(colour))
+        legend.append(label)
+    if width is not None:
+        legend.truncate(width, overflow="ellipsis")
+    return legend
 
 
 def shorten(text: str, width: int) -> str:
@@ -258,17 +271,10 @@ class LayerChart(PlotextChart):
             if all(item.label != seen.label for seen in runs):
                 runs.append(item)
         if not self.legend_settings:
-            legend = Text(no_wrap=True, overflow="ellipsis")
-            for item in runs:
-                legend.append(f" {marker_glyph(item.marker)} ", style=rich_colour(item.colour))
-                legend.append(item.label)
-            legend.truncate(width, overflow="ellipsis")
-            return legend
+            return marker_legend(((i.marker, i.colour, i.label) for i in runs), width)
         lines = []
         for item in runs:
-            line = Text(no_wrap=True, overflow="ellipsis")
-            line.append(f" {marker_glyph(item.marker)} ", style=rich_colour(item.colour))
-            line.append(item.label)
+            line = marker_legend([(item.marker, item.colour, item.label)])
             line.append(f"  {item.settings or 'settings not recorded'}", style="dim")
             line.truncate(width, overflow="ellipsis")
             lines.append(line)

@@ -12,10 +12,41 @@ from collections.abc import Mapping, Sequence
 from typing import Any
 
 from textual.binding import Binding
+from textual.widget import Widget
 
 from layerscope.app.labels import ID_PREFIX, full_label
+from layerscope.app.tui.messages import RunFocused
 
 NOTHING_OVERLAID = "No runs overlaid: mark runs in the Runs tab (space) to choose among them."
+
+
+class OverlaidRunChoice(Widget):
+    """Base of a tab that shows one of the chart's runs: it keeps `overlaid` (the App sets it)
+    and `run_id` (the one shown), and n/N step through the overlaid runs. The App hears of a
+    step (RunFocused), so that the other such tab follows."""
+
+    overlaid: list[str]
+    run_id: str | None
+
+    def show_run(self, run_id: str | None, refresh: bool = False) -> None:
+        raise NotImplementedError
+
+    def _update_status(self) -> None:
+        raise NotImplementedError
+
+    def set_overlaid(self, run_ids: list[str]) -> None:
+        """The runs overlaid in the chart (owned by the App): what n chooses among."""
+        self.overlaid = list(run_ids)
+        self._update_status()
+
+    def action_cycle_run(self, step: int) -> None:
+        """Show the next (or previous) overlaid run, and tell the App."""
+        chosen = stepped(self.overlaid, self.run_id, step)
+        if chosen is None:
+            self.notify(NOTHING_OVERLAID, severity="warning")
+            return
+        self.show_run(chosen)
+        self.post_message(RunFocused(chosen))
 
 
 def run_choice_bindings(area: str) -> list[Binding]:

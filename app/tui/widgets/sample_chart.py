@@ -12,8 +12,7 @@ import math
 
 from rich.text import Text
 
-from layerscope.app.tui.format import rich_colour
-from layerscope.app.tui.widgets.layer_chart import layer_ticks, marker_glyph, shorten
+from layerscope.app.tui.widgets.layer_chart import layer_ticks, marker_legend, shorten
 from layerscope.app.tui.widgets.plotext_chart import PlotextChart
 
 SAMPLE_MARKER = "braille"
@@ -54,13 +53,7 @@ class SampleChart(PlotextChart):
 
     def header(self, width: int) -> Text | None:
         """The legend: which marker is the sample and which the run's mean."""
-        legend = Text(no_wrap=True, overflow="ellipsis")
-        for values, label, colour, marker in self._curves():
-            if values:
-                legend.append(f" {marker_glyph(marker)} ", style=rich_colour(colour))
-                legend.append(label)
-        legend.truncate(width, overflow="ellipsis")
-        return legend
+        return marker_legend(((m, c, label) for v, label, c, m in self._curves() if v), width)
 
     def plot(self) -> None:
         figure = self.plt

@@ -14,8 +14,7 @@ from collections.abc import Sequence
 
 from rich.text import Text
 
-from layerscope.app.tui.format import rich_colour
-from layerscope.app.tui.widgets.layer_chart import marker_glyph, shorten
+from layerscope.app.tui.widgets.layer_chart import marker_legend, shorten
 from layerscope.app.tui.widgets.plotext_chart import PlotextChart
 
 OTHER_MARKER = "•"
@@ -62,13 +61,7 @@ class SampleScatter(PlotextChart):
         )
 
     def header(self, width: int) -> Text | None:
-        legend = Text(no_wrap=True, overflow="ellipsis")
-        for points, label, colour, marker in self._groups():
-            if points:
-                legend.append(f" {marker_glyph(marker)} ", style=rich_colour(colour))
-                legend.append(label)
-        legend.truncate(width, overflow="ellipsis")
-        return legend
+        return marker_legend(((m, c, label) for p, label, c, m in self._groups() if p), width)
 
     def plot(self) -> None:
         figure = self.plt

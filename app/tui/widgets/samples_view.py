@@ -34,16 +34,15 @@ from layerscope.app.tui.errors import ReportsWorkerErrors, reported
 from layerscope.app.tui.format import number
 from layerscope.app.tui.messages import (
     MarkedSamplesWriteRequested,
-    RunFocused,
     SampleOpened,
     SamplesLoaded,
 )
 from layerscope.app.tui.widgets.run_choice import (
     NOTHING_OVERLAID,
+    OverlaidRunChoice,
     place,
     run_choice_bindings,
     run_name,
-    stepped,
 )
 from layerscope.app.tui.widgets.sample_scatter import SampleScatter
 
@@ -87,7 +86,7 @@ def aggregation(run: RunInfo | None) -> str:
     return f"statistics: mean over {layers}, {' '.join(run.projections)}"
 
 
-class SamplesPane(ReportsWorkerErrors, Vertical):
+class SamplesPane(ReportsWorkerErrors, OverlaidRunChoice, Vertical):
     """Samples of `run_id`, sorted in the cache; enter opens a sample."""
 
     BINDINGS: ClassVar[list[BindingType]] = [
@@ -198,21 +197,6 @@ class SamplesPane(ReportsWorkerErrors, Vertical):
     def set_runs(self, runs_by_id: dict[str, RunInfo]) -> None:
         """The runs in the cache (for the status line and the detail screen's title)."""
         self.runs_by_id = runs_by_id
-
-    def set_overlaid(self, run_ids: list[str]) -> None:
-        """The runs overlaid in the chart (owned by the App): what n chooses among."""
-        self.overlaid = list(run_ids)
-        self._update_status()
-
-    def action_cycle_run(self, step: int) -> None:
-        """Show the next (or previous) overlaid run; the App hears of it (RunFocused), so the
-        Cosines tab follows."""
-        chosen = stepped(self.overlaid, self.run_id, step)
-        if chosen is None:
-            self.notify(NOTHING_OVERLAID, severity="warning")
-            return
-        self.show_run(chosen)
-        self.post_message(RunFocused(chosen))
 
     def set_length_range(self, length_range: tuple[int, int] | None) -> None:
         """The response-length filter (owned by the App): read again when it changed."""

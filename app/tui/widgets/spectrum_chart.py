@@ -16,8 +16,7 @@ from typing import TYPE_CHECKING
 
 from rich.text import Text
 
-from layerscope.app.tui.format import rich_colour
-from layerscope.app.tui.widgets.layer_chart import marker_glyph, shorten
+from layerscope.app.tui.widgets.layer_chart import marker_legend, shorten
 from layerscope.app.tui.widgets.plotext_chart import PlotextChart
 
 if TYPE_CHECKING:
@@ -56,14 +55,15 @@ class SpectrumChart(PlotextChart):
         return self.placeholder
 
     def header(self, width: int) -> Text | None:
-        legend = Text(no_wrap=True, overflow="ellipsis")
-        for number, spectrum in enumerate(self.spectra):
-            colour = LAYER_COLOURS[number % len(LAYER_COLOURS)]
-            marker = LAYER_MARKERS[number % len(LAYER_MARKERS)]
-            legend.append(f" {marker_glyph(marker)} ", style=rich_colour(colour))
-            legend.append(f"layer {spectrum.layer}")
-        legend.truncate(width, overflow="ellipsis")
-        return legend
+        entries = (
+            (
+                LAYER_MARKERS[number % len(LAYER_MARKERS)],
+                LAYER_COLOURS[number % len(LAYER_COLOURS)],
+                f"layer {spectrum.layer}",
+            )
+            for number, spectrum in enumerate(self.spectra)
+        )
+        return marker_legend(entries, width)
 
     def plot(self) -> None:
         figure = self.plt
