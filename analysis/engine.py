@@ -17,6 +17,7 @@ full weight gradient from ``loss.backward()``, ``torch.linalg.svd``.
 
 from __future__ import annotations
 
+import math
 import threading
 import time
 from collections.abc import Iterator, Sequence
@@ -24,6 +25,7 @@ from contextlib import contextmanager
 from typing import TYPE_CHECKING, Any
 
 from layerscope.analysis.cosines import cosine, cosine_matrix
+from layerscope.analysis.factorisations import Factorisation, Pending
 from layerscope.analysis.numerics import (
     PhaseTimer,
     denormals_flushed,
@@ -38,8 +40,10 @@ from layerscope.analysis.records import (
     Sample,
     SampleResult,
     SkippedSample,
+    TargetInfo,
 )
 from layerscope.analysis.spectral import (
+    entry_statistics_in_blocks,
     factor_entry_statistics,
     full_spectrum,
     input_r_factor,
@@ -233,6 +237,272 @@ def _fast_batch(
     settings: ComputeSettings,
     timer: PhaseTimer,
 ) -> list[SampleResult]:
+    """One forward and backward of a batch; statistics as the backward reaches each module."""
+    if not settings.streaming:
+        return _fast_batch_at_end(loaded, targets, encoded, settings, timer)
+    import torch
+
+    input_ids, mask = _padded_batch(loaded, encoded)
+    statistics = _StreamingStatistics(targets, encoded, settings)
+    capture = _StreamingCapture(loaded.model, targets, statistics)
+    try:
+        with timer.phase("forward_backward"), torch.enable_grad():
+            logits = loaded.model(input_ids=input_ids, attention_mask=mask, use_cache=False).logits
+            losses = [
+                _response_loss(logits[row], input_ids[row], e) for row, e in enumerate(encoded)
+            ]
+            del logits
+            torch.stack(losses).sum().backward()
+        with timer.phase("statistics"), denormals_flushed():
+            results = statistics.results([loss.item() for loss in losses])
+        # The work done inside the backward's hooks is statistics, not forward+backward.
+        timer.seconds["forward_backward"] -= statistics.hook_seconds
+        timer.seconds["statistics"] += statistics.hook_seconds
+        return results
+    finally:
+        capture.close()
+        statistics.close()
+
+
+class _StreamingCapture:
+    """Hooks that hand each target module's input and output gradient on as the backward pass
+    reaches the module, then drop them: nothing of a module outlives its own backward step."""
+
+    def __init__(self, model: Any, targets: Sequence[Target], sink: _StreamingStatistics) -> None:
+        self.sink = sink
+        self.inputs: dict[int, torch.Tensor] = {}
+        self.input_keys: dict[int, tuple[int, tuple[int, ...]]] = {}
+        self.sharing: dict[tuple[int, tuple[int, ...]], int] = {}  # q, k and v share an input
+        self.handles: list[Any] = []
+        modules = {id(t.module): t.module for t in targets}
+        for module in modules.values():
+            self.handles.append(module.register_forward_hook(self._forward_hook))
+        embeddings = model.get_input_embeddings()
+        self.handles.append(embeddings.register_forward_hook(_require_grad_hook))
+
+    def _forward_hook(self, module: Any, args: tuple[Any, ...], output: torch.Tensor) -> None:
+        key = id(module)
+        captured = args[0].detach()
+        self.inputs[key] = captured
+        input_key = (captured.data_ptr(), tuple(captured.shape))
+        self.input_keys[key] = input_key
+        self.sharing[input_key] = self.sharing.get(input_key, 0) + 1
+
+        def arrived(gradient: torch.Tensor) -> None:
+            inputs = self.inputs.pop(key)
+            self.sink.module_arrived(key, inputs, gradient.detach(), input_key)
+            del inputs
+            self.sharing[input_key] -= 1
+            if self.sharing[input_key] == 0:
+                self.sink.factorisation.forget(input_key)
+
+        output.register_hook(arrived)
+
+    def close(self) -> None:
+        for handle in self.handles:
+            handle.remove()
+        self.inputs.clear()
+
+
+class _StreamingStatistics:
+    """A batch's statistics, computed module by module as the output gradients arrive.
+
+    Each matrix is measured on its tensors' own device; spectra go through the chosen
+    :class:`~layerscope.analysis.factorisations.Factorisation`; max and min come from the
+    gradient formed in row blocks (never whole); cosines from the factors (see
+    ``_SampleCosines``). Everything is gathered on the CPU by :meth:`results`.
+    """
+
+    def __init__(
+        self, targets: Sequence[Target], encoded: list[EncodedSample], settings: ComputeSettings
+    ) -> None:
+        self.targets = list(targets)
+        self.encoded = encoded
+        self.settings = settings
+        self.positions = [e.length - 1 for e in encoded]  # the last position's D is zero
+        self.factorisation = Factorisation(settings.factorisation)
+        self.of_module: dict[int, list[int]] = {}
+        for index, target in enumerate(self.targets):
+            self.of_module.setdefault(id(target.module), []).append(index)
+        self.spectra: dict[tuple[int, int], Pending] = {}
+        self.entries: dict[tuple[int, int], tuple[torch.Tensor, torch.Tensor, torch.Tensor]] = {}
+        self.cosines = [_SampleCosines(self.targets) for _ in encoded] if settings.cosines else None
+        self.hook_seconds = 0.0
+
+    def module_arrived(
+        self,
+        module_key: int,
+        inputs: torch.Tensor,
+        output_grads: torch.Tensor,
+        input_key: tuple[int, tuple[int, ...]],
+    ) -> None:
+        import torch
+
+        began = time.perf_counter()
+        with torch.no_grad(), denormals_flushed():
+            for index in self.of_module[module_key]:
+                self._measure(index, inputs, output_grads, input_key)
+            if output_grads.device.type == "cuda":
+                torch.cuda.synchronize(output_grads.device)  # an honest phase split
+        self.hook_seconds += time.perf_counter() - began
+
+    def _measure(
+        self,
+        index: int,
+        inputs: torch.Tensor,
+        output_grads: torch.Tensor,
+        input_key: tuple[int, tuple[int, ...]],
+    ) -> None:
+        target = self.targets[index]
+        dtype = working_dtype(inputs.dtype)
+        if target.output_features is not None:
+            output_grads = output_grads.index_select(
+                -1, target.output_features.to(output_grads.device)
+            )
+        rows, cols = target.info.rows, target.info.cols
+        xs = [inputs[r, :p].to(dtype) for r, p in enumerate(self.positions)]
+        ds = [output_grads[r, :p].to(dtype) for r, p in enumerate(self.positions)]
+        matrices = [
+            d.T @ x if p >= min(rows, cols) else None
+            for d, x, p in zip(ds, xs, self.positions, strict=True)
+        ]
+        pending = self.factorisation.singular_values(ds, xs, input_key, matrices)
+        for row in range(len(self.encoded)):
+            self.spectra[(row, index)] = pending[row]
+            if self.settings.entry_statistics:
+                self.entries[(row, index)] = entry_statistics_in_blocks(
+                    ds[row], xs[row], matrices[row]
+                )
+            if self.cosines is not None:
+                p = self.positions[row]
+                self.cosines[row].add(target.info, output_grads[row, :p], inputs[row, :p])
+
+    def results(self, losses: list[float]) -> list[SampleResult]:
+        results = []
+        for row, sample in enumerate(self.encoded):
+            matrices = []
+            for index, target in enumerate(self.targets):
+                rows, cols = target.info.rows, target.info.cols
+                singular_values = self.spectra[(row, index)].result()
+                values = summarize_spectrum(singular_values, rows, cols, losses[row])
+                if self.settings.entry_statistics:
+                    total, largest, smallest = self.entries[(row, index)]
+                    values["mean"] = float(total) / (rows * cols)
+                    values["max"] = float(largest)
+                    values["min"] = float(smallest)
+                spectrum = (
+                    full_spectrum(singular_values, rows, cols) if self.settings.spectra else None
+                )
+                matrices.append(
+                    MatrixStatistics(target.info.layer, target.info.projection, values, spectrum)
+                )
+            cosines = self.cosines[row] if self.cosines is not None else None
+            results.append(
+                SampleResult(
+                    index=sample.index,
+                    loss=losses[row],
+                    prompt_tokens=sample.prompt_tokens,
+                    response_tokens=sample.response_tokens,
+                    matrices=matrices,
+                    layer_cosines=cosines.layer_cosines() if cosines else {},
+                    pair_cosines=cosines.pair_cosines() if cosines else {},
+                )
+            )
+        return results
+
+    def close(self) -> None:
+        self.factorisation.close()
+        self.spectra.clear()
+        self.entries.clear()
+        self.cosines = None
+
+
+class _SampleCosines:
+    """One sample's gradient inner products, accumulated in float64 as the layers arrive.
+
+    ``<G_i, G_j> = <D_i^T X_i, D_j^T X_j> = sum((D_i D_j^T) * (X_i X_j^T))``: two T-by-T
+    products instead of two rows-by-cols gradients, so no gradient matrix is ever formed or
+    kept; what is kept per measured matrix is its factors ``D`` and ``X`` (T rows each, in the
+    model's dtype, X shared by q, k and v), until the sample's cosines are read.
+    """
+
+    def __init__(self, targets: Sequence[Target]) -> None:
+        self.layers: dict[str, list[int]] = {}
+        self.shapes: dict[tuple[str, int], tuple[int, int]] = {}
+        for target in targets:
+            self.layers.setdefault(target.info.projection, []).append(target.info.layer)
+            self.shapes[(target.info.projection, target.info.layer)] = (
+                target.info.rows,
+                target.info.cols,
+            )
+        self.factors: dict[tuple[str, int], tuple[torch.Tensor, torch.Tensor]] = {}
+        self.products: dict[tuple[tuple[str, int], tuple[str, int]], torch.Tensor] = {}
+
+    def add(self, info: TargetInfo, output_grads: torch.Tensor, inputs: torch.Tensor) -> None:
+        key = (info.projection, info.layer)
+        partners = {b: a for a, b in PAIRS} | {a: b for a, b in PAIRS}
+        for other, (d, x) in self.factors.items():
+            same_projection = other[0] == info.projection
+            paired = other == (partners.get(info.projection), info.layer)
+            if same_projection or (paired and self.shapes[other] == self.shapes[key]):
+                self.products[(key, other)] = _factor_inner_product(output_grads, inputs, d, x)
+        self.products[(key, key)] = _factor_inner_product(
+            output_grads, inputs, output_grads, inputs
+        )
+        self.factors[key] = (output_grads, inputs)
+
+    def _product(self, a: tuple[str, int], b: tuple[str, int]) -> float:
+        value = self.products.get((a, b))
+        if value is None:
+            value = self.products[(b, a)]
+        return float(value)
+
+    def _cosine(self, a: tuple[str, int], b: tuple[str, int]) -> float:
+        norm = math.sqrt(self._product(a, a)) * math.sqrt(self._product(b, b))
+        return self._product(a, b) / norm if norm > 0 else math.nan
+
+    def layer_cosines(self) -> dict[str, list[list[float]]]:
+        return {
+            p: [[self._cosine((p, i), (p, j)) for j in layers] for i in layers]
+            for p, layers in self.layers.items()
+        }
+
+    def pair_cosines(self) -> dict[str, list[float]]:
+        pairs: dict[str, list[float]] = {}
+        for a, b in PAIRS:
+            layers = [i for i in self.layers.get(a, []) if (b, i) in self.shapes]
+            values = []
+            for i in layers:
+                if self.shapes[(a, i)] != self.shapes[(b, i)]:
+                    break
+                values.append(self._cosine((a, i), (b, i)))
+            if values and len(values) == len(layers):
+                pairs[f"{a}-{b}"] = values
+        return pairs
+
+
+def _factor_inner_product(
+    d1: torch.Tensor, x1: torch.Tensor, d2: torch.Tensor, x2: torch.Tensor
+) -> torch.Tensor:
+    """``<d1^T x1, d2^T x2>`` from T-by-T products, summed in float64 (a 0-d tensor)."""
+    dtype = working_dtype(d1.dtype)
+    device = d1.device
+    d2, x2 = d2.to(device), x2.to(device)  # modules of one model may live on several devices
+    outputs = d1.to(dtype) @ d2.to(dtype).T
+    inputs = x1.to(dtype) @ x2.to(dtype).T
+    return (outputs.double() * inputs.double()).sum()
+
+
+def _fast_batch_at_end(
+    loaded: LoadedModel,
+    targets: Sequence[Target],
+    encoded: list[EncodedSample],
+    settings: ComputeSettings,
+    timer: PhaseTimer,
+) -> list[SampleResult]:
+    """The batch-end path: keep every module's factors until the backward ends, then measure
+    each sample with the per-matrix factorisations and full gradients for max/min/cosines
+    (``--no-streaming``; the streaming path is tested against it)."""
     import torch
 
     input_ids, mask = _padded_batch(loaded, encoded)

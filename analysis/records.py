@@ -20,6 +20,7 @@ from layerscope.analysis.settings import DEFAULTS, keyed_names
 Mode = Literal["base", "instruct"]
 ModuleSet = Literal["attn", "mlp", "all"]
 Method = Literal["fast", "reference"]
+Factorisation = Literal["per-matrix", "batched", "cpu-threads"]
 Init = Literal["trained", "random"]
 
 ATTENTION_PROJECTIONS = ("q", "k", "v", "o")
@@ -113,6 +114,8 @@ class ComputeSettings:
     batch_size: int = DEFAULTS["batch_size"]  # not keyed: it does not change the numbers
     init: Init = DEFAULTS["init"]  # the trained weights, or the architecture freshly initialised
     init_seed: int = DEFAULTS["init_seed"]  # the seed of a random initialisation
+    streaming: bool = DEFAULTS["streaming"]  # not keyed: measure modules during the backward
+    factorisation: Factorisation = DEFAULTS["factorisation"]  # not keyed: how QR/SVD run
 
     def key_fields(self) -> dict[str, object]:
         """The fields that identify a run's numbers (the record's keyed compute settings).

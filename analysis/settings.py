@@ -24,6 +24,7 @@ __all__ = [
     "DEFAULT_SYSTEM_PROMPT",
     "DEVICE_SUGGESTIONS",
     "DTYPES",
+    "FACTORISATIONS",
     "INITS",
     "METHODS",
     "MODES",
@@ -43,6 +44,8 @@ DEFAULT_SYSTEM_PROMPT = "You are a helpful assistant."
 MODES = ("base", "instruct")
 MODULE_SETS = ("attn", "mlp", "all")
 METHODS = ("fast", "reference")
+# How the fast method's small factorisations run (analysis/factorisations.py; not keyed).
+FACTORISATIONS = ("per-matrix", "batched", "cpu-threads")
 # trained: the model's own weights (pretrained or fine-tuned); random: the same architecture
 # freshly initialised under a seed (the follow-up paper's "scratch" baseline: what of a curve is architecture, not learning).
 INITS = ("trained", "random")
@@ -347,6 +350,27 @@ SETTINGS: tuple[Setting, ...] = (
         keyed=True,  # with random only
         option="--seed",
         label="rnd seed",
+    ),
+    # The engine's schedule and factorisations: how, not what, so neither is keyed.
+    Setting(
+        "streaming",
+        "streaming",
+        "measure each module as the backward pass reaches it (--no-streaming: at the batch's end)",
+        "flag",
+        True,
+        "compute",
+        _COMMANDS,
+    ),
+    Setting(
+        "factorisation",
+        "factorisation",
+        "the fast method's small QRs and SVDs: one per matrix, batched per module on its "
+        "device, or batched with the SVDs on CPU threads",
+        "choice",
+        "per-matrix",
+        "compute",
+        _COMMANDS,
+        choices=FACTORISATIONS,
     ),
     Setting(
         "trust_remote_code",

@@ -120,6 +120,36 @@ def factor_entry_statistics(
     return {"mean": float(total) / (rows * cols), "max": float(largest), "min": float(smallest)}
 
 
+BLOCK_ENTRIES = 1 << 22  # entries of the gradient formed at once for its max and min
+
+
+def entry_statistics_in_blocks(
+    output_grads: torch.Tensor, inputs: torch.Tensor, matrix: torch.Tensor | None = None
+) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    """Sum, max and min of the entries of ``output_grads^T @ inputs``, as 0-d tensors.
+
+    The sum comes from the factors in float64 (as in ``factor_entry_statistics``). Max and min
+    have no shortcut through the factors, so the matrix is formed, but a block of rows at a
+    time (at most ``BLOCK_ENTRIES`` entries): the whole gradient is never held. Tensors, not
+    floats, so that a GPU is not made to wait here; ``matrix`` is used when already formed.
+    """
+    import torch
+
+    total = torch.dot(output_grads.double().sum(dim=1), inputs.double().sum(dim=1))
+    if matrix is not None:
+        smallest, largest = torch.aminmax(matrix)
+        return total, largest, smallest
+    rows, cols = output_grads.shape[1], inputs.shape[1]
+    step = max(1, BLOCK_ENTRIES // max(cols, 1))
+    highs, lows = [], []
+    for begin in range(0, rows, step):
+        block = output_grads[:, begin : begin + step].T @ inputs
+        low, high = torch.aminmax(block)
+        highs.append(high)
+        lows.append(low)
+    return total, torch.stack(highs).max(), torch.stack(lows).min()
+
+
 def reference_statistics(
     gradient: torch.Tensor,
     layer: int,

@@ -1,0 +1,113 @@
+"""Streaming statistics against the batch-end path, and the factorisations against each other.
+
+The batch-end path (``--no-streaming``) is the engine as it was: every module's factors kept
+until the backward ends, per-matrix factorisations, whole gradients for max, min and cosines.
+The streaming path measures each module inside its backward hook, forms gradients in blocks and
+takes cosines from the factors; both are exact, so in float64 they agree to rounding (1e-10).
+"""
+
+from __future__ import annotations
+
+import pytest
+import torch
+from modelkit import make_model, make_tokenizer
+from test_engine import SAMPLES, assert_results_close, run
+
+from layerscope.analysis import engine, factorisations
+from layerscope.analysis.factorisations import Factorisation
+from layerscope.analysis.models import loaded_from_objects
+
+ARCHITECTURES = ("llama", "gpt2", "qwen2")  # gpt2: a fused, transposed Conv1D for q, k, v
+
+
+@pytest.mark.parametrize("architecture", ARCHITECTURES)
+@pytest.mark.parametrize("factorisation", factorisations.FACTORISATIONS)
+def test_streaming_equals_batch_end_in_float64(architecture, factorisation):
+    loaded = loaded_from_objects(make_model(architecture, torch.float64), make_tokenizer())
+    options = {"modules": "all", "spectra": True, "batch_size": 4}
+    at_end = run(loaded, streaming=False, **options)
+    streamed = run(loaded, streaming=True, factorisation=factorisation, **options)
+    assert len(streamed) == len(SAMPLES)
+    assert_results_close(streamed, at_end, 1e-10)
+
+
+def test_streaming_handles_long_samples_and_small_blocks(monkeypatch):
+    """T >= min(rows, cols) (svdvals of G) beside short samples in one batch, and max/min
+    from many row blocks."""
+    from layerscope.analysis import spectral
+    from layerscope.analysis.records import Sample
+
+    monkeypatch.setattr(spectral, "BLOCK_ENTRIES", 64)  # blocks of 2 rows for 32 columns
+    loaded = loaded_from_objects(make_model("llama", torch.float64), make_tokenizer())
+    samples = [Sample(0, "Count:", " ".join(str(i) for i in range(60))), *SAMPLES[:2]]
+    at_end = run(loaded, samples, streaming=False, spectra=True, batch_size=3)
+    streamed = run(loaded, samples, factorisation="batched", spectra=True, batch_size=3)
+    assert at_end[0].prompt_tokens + at_end[0].response_tokens > 32
+    assert_results_close(streamed, at_end, 1e-10)
+
+
+def random_factors(lengths, rows, cols, dtype=torch.float64, seed=0):
+    generator = torch.Generator().manual_seed(seed)
+    grads = [torch.randn(n, rows, generator=generator, dtype=dtype) for n in lengths]
+    inputs = [torch.randn(n, cols, generator=generator, dtype=dtype) for n in lengths]
+    return grads, inputs
+
+
+@pytest.mark.parametrize("name", ["batched", "cpu-threads"])
+def test_batched_factorisations_equal_per_matrix_ones(name):
+    lengths = [5, 17, 1, 12]  # padded to 17 in the batched call
+    grads, inputs = random_factors(lengths, 40, 24)
+    expected = [torch.linalg.svdvals(d.T @ x) for d, x in zip(grads, inputs, strict=True)]
+    one_by_one = Factorisation("per-matrix").singular_values(grads, inputs, "x")
+    batched = Factorisation(name)
+    together = batched.singular_values(grads, inputs, "x")
+    batched.close()
+    for per_matrix, pending, full in zip(one_by_one, together, expected, strict=True):
+        a, b = per_matrix.result(), pending.result()
+        assert a.shape == b.shape == (min(len(full), a.shape[0]),)
+        assert torch.allclose(a, b, rtol=0, atol=1e-10 * float(full[0]))
+        assert torch.allclose(b, full[: b.shape[0]], rtol=0, atol=1e-10 * float(full[0]))
+
+
+def test_factorisation_shares_input_factors_until_forgotten():
+    grads, inputs = random_factors([6, 9], 30, 20)
+    factorisation = Factorisation("batched")
+    first = factorisation.singular_values(grads, inputs, "shared")
+    assert len(factorisation._input_factors) == 1
+    other_grads, _ = random_factors([6, 9], 10, 20, seed=1)  # k after q: same inputs
+    second = factorisation.singular_values(other_grads, inputs, "shared")
+    assert len(factorisation._input_factors) == 1
+    expected = torch.linalg.svdvals(other_grads[1].T @ inputs[1])
+    assert torch.allclose(second[1].result(), expected[:9], atol=1e-10 * float(expected[0]))
+    assert first[0].result().shape == (6,)
+    factorisation.forget("shared")
+    assert factorisation._input_factors == {}
+
+
+def test_unknown_factorisation_is_refused():
+    with pytest.raises(ValueError, match="factorisation: choose one of per-matrix"):
+        Factorisation("gpu-magic")
+
+
+def test_streaming_drops_each_module_when_its_backward_step_ends(monkeypatch):
+    """At any hook, only modules whose backward has not run yet hold captured inputs."""
+    loaded = loaded_from_objects(make_model("llama", torch.float64), make_tokenizer())
+    held: list[int] = []
+    real = engine._StreamingStatistics.module_arrived
+
+    def watching(self, module_key, inputs, output_grads, input_key):
+        held.append(len(capture_of[0].inputs))
+        return real(self, module_key, inputs, output_grads, input_key)
+
+    capture_of: list = []
+    real_capture = engine._StreamingCapture
+
+    def recording(*args):
+        capture_of.append(real_capture(*args))
+        return capture_of[0]
+
+    monkeypatch.setattr(engine._StreamingStatistics, "module_arrived", watching)
+    monkeypatch.setattr(engine, "_StreamingCapture", recording)
+    run(loaded, SAMPLES[:2], modules="attn", batch_size=2)
+    modules = 3 * 4  # three layers of q, k, v, o
+    assert held == list(range(modules - 1, -1, -1))
