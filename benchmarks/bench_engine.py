@@ -11,12 +11,21 @@ forward+backward. Models have random weights (numbers do not matter for timing).
     python benchmarks/bench_engine.py                   # configs a and b, 64/256/900 tokens
     python benchmarks/bench_engine.py --configs b --lengths 64 --reference-samples 1
     python benchmarks/bench_engine.py --configs a-full --device cuda --dtype bfloat16
+    python benchmarks/bench_engine.py --memory --configs a --lengths 64,512   # peak memory
+
+``--memory`` measures instead the peak resident memory (CPU) or peak allocated memory (CUDA)
+above the loaded model of one sample's bare frozen-weight forward+backward and of the fast
+method (streaming and batch-end), each in a fresh process so that no run sees another's peak.
 """
 
 from __future__ import annotations
 
 import argparse
+import json
+import os
 import platform
+import subprocess
+import sys
 import time
 from dataclasses import replace
 
@@ -76,6 +85,109 @@ def measure(loaded, samples, settings) -> dict[str, float]:
     }
 
 
+def _resident_bytes() -> int:
+    with open("/proc/self/statm") as statm:
+        return int(statm.read().split()[1]) * os.sysconf("SC_PAGE_SIZE")
+
+
+def _reset_peak(device: torch.device) -> None:
+    if device.type == "cuda":
+        torch.cuda.synchronize(device)
+        torch.cuda.reset_peak_memory_stats(device)
+        return
+    with open("/proc/self/clear_refs", "w") as clear:  # Linux: reset VmHWM to the current RSS
+        clear.write("5")
+
+
+def _peak_bytes(device: torch.device) -> int:
+    if device.type == "cuda":
+        torch.cuda.synchronize(device)
+        return torch.cuda.max_memory_allocated(device)
+    with open("/proc/self/status") as status:
+        for line in status:
+            if line.startswith("VmHWM:"):
+                return int(line.split()[1]) * 1024
+    raise RuntimeError("no VmHWM in /proc/self/status")
+
+
+def _current_bytes(device: torch.device) -> int:
+    return torch.cuda.memory_allocated(device) if device.type == "cuda" else _resident_bytes()
+
+
+def bare_forward_backward(loaded, sample) -> None:
+    """A frozen-weight forward and backward of one sample's response loss, nothing kept."""
+    model = loaded.model
+    for parameter in model.parameters():
+        parameter.requires_grad_(False)
+    handle = model.get_input_embeddings().register_forward_hook(
+        lambda module, args, output: output.detach().requires_grad_(True)
+    )
+    prompt = f"{sample.instruction}\n{sample.input}\n"
+    ids = loaded.tokenizer(prompt + sample.output)["input_ids"]
+    start = len(loaded.tokenizer(prompt)["input_ids"])
+    input_ids = torch.tensor([ids], device=loaded.device)
+    try:
+        with torch.enable_grad():
+            logits = model(input_ids=input_ids, use_cache=False).logits[0]
+            loss = torch.nn.functional.cross_entropy(
+                logits[start - 1 : -1].float(), input_ids[0, start:]
+            )
+            del logits
+            loss.backward()
+    finally:
+        handle.remove()
+
+
+def memory_child(args) -> None:
+    """One measurement in this fresh process; prints a JSON line."""
+    flush_subnormals_for_this_process()
+    device = torch.device(args.device)
+    tokenizer = AutoTokenizer.from_pretrained(tiny_model_path())
+    torch.manual_seed(0)
+    config = LlamaConfig(**CONFIGS[args.configs], max_position_embeddings=2048)
+    model = LlamaForCausalLM(config).to(device=device, dtype=getattr(torch, args.dtype)).eval()
+    loaded = loaded_from_objects(model, tokenizer, f"config-{args.configs}")
+    sample = make_samples(tokenizer, int(args.lengths), 1)
+    variant = args.memory_child
+    settings = ComputeSettings(batch_size=1, max_length=2048)
+    if variant != "bare" and hasattr(settings, "streaming"):
+        streaming, _, factorisation = variant.partition(":")
+        settings = replace(
+            settings,
+            streaming=streaming == "fast",
+            factorisation=factorisation or "per-matrix",
+        )
+    base = _current_bytes(device)
+    _reset_peak(device)
+    if variant == "bare":
+        bare_forward_backward(loaded, sample[0])
+    else:
+        for _ in compute_statistics(loaded, sample, settings):
+            pass
+    print(json.dumps({"variant": variant, "base": base, "peak": _peak_bytes(device)}))
+
+
+def memory_table(args) -> None:
+    variants = ["bare", "fast", "fast-at-end", "fast:batched"]
+    print(f"# peak memory above the loaded model, one sample, batch size 1, device {args.device}")
+    print(f"{'config':7} {'resp':>5} {'variant':14} {'above model MB':>15} {'x bare':>7}")
+    for name in args.configs.split(","):
+        for length in args.lengths.split(","):
+            bare = None
+            for variant in variants:
+                command = [sys.executable, __file__, "--memory-child", variant, "--configs", name,
+                           "--lengths", length, "--device", args.device, "--dtype", args.dtype]  # fmt: skip
+                done = subprocess.run(command, capture_output=True, text=True, check=False)
+                if done.returncode != 0:
+                    print(f"{name:7} {length:>5} {variant:14} failed: {done.stderr.strip()[-200:]}")
+                    continue
+                measured = json.loads(done.stdout.strip().splitlines()[-1])
+                above = (measured["peak"] - measured["base"]) / 2**20
+                bare = above if variant == "bare" else bare
+                ratio = f"{above / bare:6.2f}x" if bare else "      -"
+                print(f"{name:7} {length:>5} {variant:14} {above:15.0f} {ratio}", flush=True)
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--configs", default="a,b")
@@ -88,7 +200,15 @@ def main() -> None:
     parser.add_argument(
         "--keep-subnormals", action="store_true", help="do not flush subnormals process-wide"
     )
+    parser.add_argument("--memory", action="store_true", help="peak memory, not time")
+    parser.add_argument("--memory-child", help=argparse.SUPPRESS)
     args = parser.parse_args()
+    if args.memory_child:
+        memory_child(args)
+        return
+    if args.memory:
+        memory_table(args)
+        return
     if not args.keep_subnormals:
         flush_subnormals_for_this_process()  # as the CLI and the explorer do
     device = torch.device(args.device)

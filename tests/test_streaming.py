@@ -111,3 +111,61 @@ def test_streaming_drops_each_module_when_its_backward_step_ends(monkeypatch):
     run(loaded, SAMPLES[:2], modules="attn", batch_size=2)
     modules = 3 * 4  # three layers of q, k, v, o
     assert held == list(range(modules - 1, -1, -1))
+
+
+def test_out_of_memory_inside_a_backward_hook_splits_the_batch(monkeypatch):
+    """A CUDA out-of-memory raised while a module is measured (inside the backward) halves the
+    batch like one raised by the forward, and leaves no hook behind."""
+    model = make_model("llama", torch.float64)
+    loaded = loaded_from_objects(model, make_tokenizer())
+    expected = run(loaded, SAMPLES, batch_size=1)
+    real = engine._StreamingStatistics.module_arrived
+
+    def short_of_memory(self, module_key, inputs, output_grads, input_key):
+        if len(self.encoded) > 1:
+            raise torch.OutOfMemoryError("CUDA out of memory. Tried to allocate 1.00 GiB")
+        return real(self, module_key, inputs, output_grads, input_key)
+
+    monkeypatch.setattr(engine._StreamingStatistics, "module_arrived", short_of_memory)
+    got = run(loaded, SAMPLES, batch_size=4)
+    assert_results_close(got, expected, 1e-10)
+    assert all(not m._forward_hooks for m in model.modules())
+
+
+def test_hook_work_on_a_cuda_module_synchronises_that_device(monkeypatch):
+    """With modules spread over devices, the hook waits for the device the module's tensors
+    live on (cuda:1 here, faked), and its time is counted as statistics."""
+    synchronised = []
+    monkeypatch.setattr(torch.cuda, "synchronize", lambda device=None: synchronised.append(device))
+    monkeypatch.setattr(engine._StreamingStatistics, "_measure", lambda self, *args: None)
+
+    class OnSecondGpu:
+        device = torch.device("cuda:1")
+
+    statistics = engine._StreamingStatistics([], [], engine.ComputeSettings())
+    statistics.of_module[7] = [0]
+    statistics.module_arrived(7, OnSecondGpu(), OnSecondGpu(), (0, ()))
+    assert synchronised == [torch.device("cuda:1")]
+    assert statistics.hook_seconds > 0
+
+
+def test_cpu_threads_gather_the_cores_on_the_cpu(monkeypatch):
+    """cpu-threads hands the T-by-T cores to a CPU thread whatever device they were made on."""
+    moved = []
+    real_to = torch.Tensor.to
+
+    def recording_to(self, *args, **kwargs):
+        moved.append(args[0] if args else kwargs.get("device"))
+        return real_to(self, *args, **kwargs)
+
+    grads, inputs = random_factors([4, 6], 20, 12)
+    factorisation = Factorisation("cpu-threads")
+    monkeypatch.setattr(torch.Tensor, "to", recording_to)
+    pending = factorisation.singular_values(grads, inputs, "x")
+    monkeypatch.undo()
+    assert "cpu" in moved
+    values = [p.result() for p in pending]
+    factorisation.close()
+    assert [v.device.type for v in values] == ["cpu", "cpu"]
+    expected = torch.linalg.svdvals(grads[1].T @ inputs[1])[:6]
+    assert torch.allclose(values[1], expected, atol=1e-10 * float(expected[0]))
