@@ -292,3 +292,33 @@ def hub_cache_dir() -> str:
     from layerscope.analysis.models import huggingface_cache_dir
 
     return str(huggingface_cache_dir())
+
+
+async def test_the_explorer_model_field_accepts_an_uncached_hub_id_without_asking_the_hub(
+    hub, monkeypatch, tmp_path
+):
+    from test_tui_pickers import check_line, settle, type_into
+
+    from layerscope.app.tui.app import LayerscopeApp
+    from layerscope.app.tui.widgets.model_picker import ModelPicker
+    from layerscope.app.tui.widgets.settings_form import SettingsForm
+
+    monkeypatch.setenv("LAYERSCOPE_STATE", str(tmp_path / "state.json"))
+    app = LayerscopeApp(poll_seconds=0)
+    async with app.run_test(size=(100, 32)) as pilot:
+        await settle(app, pilot)
+        await type_into(app, pilot, "#model-path", "org/llama")
+        assert NOT_CACHED in check_line(app, "#model-check")
+        picker = app.query_one(ModelPicker)
+        assert picker.ok and picker.spec == "org/llama" and picker.problem is None
+        monkeypatch.setenv("HF_HUB_OFFLINE", "1")
+        await type_into(app, pilot, "#model-path", "org/llama2")
+        assert "downloads are off" in check_line(app, "#model-check")
+        assert picker.problem is not None
+        # The Setup form offers the device map and the memory limits, checked as typed.
+        form = app.query_one(SettingsForm)
+        assert form.read()["device_map"] == "none" and form.read()["max_memory"] is None
+        app.query_one("#setting-max-memory").value = "0:20GiB"
+        with pytest.raises(ValueError, match="^max memory: expected DEVICE=SIZE"):
+            form.read()
+    assert hub.model_requests() == []
