@@ -319,6 +319,6 @@ async def test_the_explorer_model_field_accepts_an_uncached_hub_id_without_askin
         form = app.query_one(SettingsForm)
         assert form.read()["device_map"] == "none" and form.read()["max_memory"] is None
         app.query_one("#setting-max-memory").value = "0:20GiB"
-        with pytest.raises(ValueError, match="^max memory: expected DEVICE=SIZE"):
+        with pytest.raises(ValueError, match=r"^max memory: expected DEVICE=SIZE"):
             form.read()
     assert hub.model_requests() == []
