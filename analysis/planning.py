@@ -6,11 +6,13 @@ needs the same reading of the data and the cache to compute only what is missing
 through :func:`plan_jobs` here, so what the explorer shows is what the runner then does.
 
 A run's key (:func:`run_key`) is a SHA-256 over the model's identity (config hash, weights
-fingerprint, hub revision; not its display name, so the same weights in two folders share runs),
+fingerprint, the commit of a hub model's snapshot, so that ``--revision`` or ``main`` moving on
+makes new runs; not its display name, so the same weights in two folders share runs),
 the data file's bytes, the response type, the settings that change the numbers (the settings
 record's keyed fields, through ``ComputeSettings.key_fields``: mode, system prompt in instruct
 mode, max length, module set, spectra, entry statistics, cosines, statistics version) and the
-dtype. ``--limit`` is not part of the key: it selects which samples of the run to compute now; a
+dtype. Where the layers run (``--device``, ``--device-map``, ``--max-memory``) is not part of
+the key: it does not change the numbers. ``--limit`` is not part of the key: it selects which samples of the run to compute now; a
 later call computes more.
 
 The dtype ``auto`` is resolved before keying (bfloat16 or float16 on CUDA, float32 otherwise,
@@ -47,6 +49,7 @@ __all__ = [
     "RunRequest",
     "RunnerError",
     "check_device",
+    "ensure_model",
     "model_identity",
     "plan",
     "plan_jobs",
@@ -79,6 +82,11 @@ class RunRequest:
     dtype: str = DEFAULTS["dtype"]
     device: str = DEFAULTS["device"]
     trust_remote_code: bool = DEFAULTS["trust_remote_code"]
+    # large models and hub models (analysis/settings.py); revision is keyed via the commit
+    device_map: str = DEFAULTS["device_map"]
+    max_memory: str | None = DEFAULTS["max_memory"]
+    revision: str | None = DEFAULTS["revision"]
+    offline: bool = DEFAULTS["offline"]
 
     @classmethod
     def from_settings(
@@ -152,29 +160,44 @@ def _nvidia_devices() -> int:
     return sum(1 for p in Path("/dev").glob("nvidia[0-9]*") if p.name[6:].isdigit())
 
 
-def check_device(device: str) -> None:
+def check_device(device: str, device_map: str = "none", max_memory: str | None = None) -> None:
     """Refuse a CUDA device this machine does not have, before any cache look-up or loading.
 
     Asks torch when it is imported (execution), otherwise the NVIDIA device files, so that a
     request answered from the cache (which never imports torch) is refused the same way: an
     impossible request must never say "cached". The loader asks torch again when it loads.
+    With a device map, ``--max-memory`` is parsed here and may name only GPUs there are.
     """
-    if not device.startswith("cuda"):
+    gpus = _parse_memory(max_memory, device_map)
+    if not device.startswith("cuda") and not gpus:
         return
-    index = int(device.partition(":")[2] or 0)
+    index = int(device.partition(":")[2] or 0) if device.startswith("cuda") else max(gpus)
     if "torch" in sys.modules:
         import torch
 
         available = torch.cuda.device_count() if torch.cuda.is_available() else 0
     else:
         available = _nvidia_devices() if _cuda_guess() else 0
+    option = f"--device {device}" if device.startswith("cuda") else f"--max-memory {max_memory}"
     if available == 0:
-        raise RunnerError(f"--device {device}: CUDA is not available on this machine")
+        raise RunnerError(f"{option}: CUDA is not available on this machine")
     if index >= available:
         raise RunnerError(
-            f"--device {device}: this machine has {available} CUDA device(s), "
-            f"cuda:0 to cuda:{available - 1}"
+            f"{option}: this machine has {available} CUDA device(s), cuda:0 to cuda:{available - 1}"
         )
+
+
+def _parse_memory(max_memory: str | None, device_map: str) -> list[int]:
+    """The GPU indices ``--max-memory`` names (RunnerError naming it for bad text)."""
+    from layerscope.analysis.settings import SettingError, parse_max_memory
+
+    try:
+        parsed = parse_max_memory(max_memory)
+    except SettingError as error:
+        raise RunnerError(error.describe(lambda s: s.flag)) from None
+    if parsed is not None and device_map == "none":
+        raise RunnerError("--max-memory needs a device map (--device-map auto, ...)")
+    return [key for key in (parsed or {}) if isinstance(key, int)]
 
 
 def resolve_dtype(dtype: str, device: str, allow_torch: bool = True) -> str:
@@ -248,16 +271,28 @@ def plan_jobs(
     return found
 
 
-def model_identity(model: str) -> dict[str, Any]:
+def model_identity(
+    model: str, revision: str | None = None, offline: bool = False
+) -> dict[str, Any]:
+    """The model's identity for the key (a hub model's holds its snapshot's commit); no
+    network: a hub id that is not cached raises ModelNotCached ("will be downloaded")."""
     from layerscope.analysis.models import model_identity
 
-    return model_identity(model)
+    return model_identity(model, revision, offline)
+
+
+def ensure_model(request: RunRequest, on_stage: Any = None) -> None:
+    """Download the request's hub model if it is not cached (unless offline), so that its
+    identity can be read; a cached model costs a look at the cache only."""
+    from layerscope.analysis.models import ensure_model_available
+
+    ensure_model_available(request.model, request.revision, request.offline, on_stage)
 
 
 def plan(request: RunRequest, db_path: Path | str | None = None) -> list[PlannedRun]:
     """The runs ``execute`` would touch and how much of each is cached (no torch imported)."""
     cache = ResultsCache(db_path)
-    identity = model_identity(request.model)
+    identity = model_identity(request.model, request.revision, request.offline)
     dtype = resolve_dtype(request.dtype, request.device, allow_torch=False)
     return planned_runs(plan_jobs(request, cache, identity, dtype))
 

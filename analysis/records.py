@@ -75,7 +75,7 @@ class LoadStage:
 
 
 # In the order a run goes through them.
-LOAD_STEPS = ("imports", "tokenizer", "weights", "device", "first batch")
+LOAD_STEPS = ("download", "imports", "tokenizer", "weights", "device", "first batch")
 
 
 @dataclass(frozen=True)

@@ -40,6 +40,7 @@ from layerscope.analysis.planning import (
     RunnerError,
     RunRequest,
     check_device,
+    ensure_model,
     model_identity,
     plan,
     plan_jobs,
@@ -137,6 +138,10 @@ def _provenance(request: RunRequest, loaded: LoadedModel, dtype: str) -> dict[st
         "limit": request.limit,
         "sample_seed": request.sample_seed,
     }
+    placement = getattr(loaded.model, "hf_device_map", None)
+    if request.device_map != "none" and placement:
+        record["device_map"] = request.device_map
+        record["placed_on"] = sorted({str(where) for where in placement.values()})
     if loaded.device.type == "cuda":
         record["gpu"] = torch.cuda.get_device_name(loaded.device)
     return record
@@ -214,9 +219,11 @@ def execute(
     one-line message. Closing the generator (or KeyboardInterrupt) marks the current run
     cancelled; its stored batches stay and the next call resumes after them.
     """
-    check_device(request.device)  # before the cache is asked: an impossible request is refused
+    # before the cache is asked: an impossible request is refused
+    check_device(request.device, request.device_map, request.max_memory)
     cache = ResultsCache(db_path)
-    identity = model_identity(request.model)
+    ensure_model(request, on_stage)  # a hub model not cached yet is downloaded (unless offline)
+    identity = model_identity(request.model, request.revision, request.offline)
     dtype = resolve_dtype(request.dtype, request.device, allow_torch=False)
     jobs = plan_jobs(request, cache, identity, dtype)
     if not jobs:
@@ -244,6 +251,7 @@ def execute(
         if loaded is None:
             from layerscope.analysis.engine import flush_subnormals_for_this_process
             from layerscope.analysis.models import load_model
+            from layerscope.analysis.settings import parse_max_memory
 
             flush_subnormals_for_this_process()  # before torch starts its worker threads
             loaded = load_model(
@@ -254,7 +262,16 @@ def execute(
                 on_stage=on_stage,
                 init=request.settings.init,
                 init_seed=request.settings.init_seed,
+                device_map=None if request.device_map == "none" else request.device_map,
+                max_memory=parse_max_memory(request.max_memory),
+                revision=request.revision,
+                offline=request.offline,
             )
+            if request.settings.method == "reference" and loaded.offloaded_to_disk:
+                raise RunnerError(
+                    "--method reference needs every weight's gradient, and the device map "
+                    "offloaded layers to disk; give --max-memory more room or use --method fast"
+                )
             targets = loaded.targets(request.settings.modules)
             if on_stage is not None:
                 on_stage(LoadStage("first batch", "computing the first batch"))

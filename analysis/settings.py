@@ -22,10 +22,12 @@ from typing import Any, Literal
 __all__ = [
     "DEFAULTS",
     "DEFAULT_SYSTEM_PROMPT",
+    "DEVICE_MAPS",
     "DEVICE_SUGGESTIONS",
     "DTYPES",
     "FACTORISATIONS",
     "INITS",
+    "MAX_MEMORY_PATTERN",
     "METHODS",
     "MODES",
     "MODULE_SETS",
@@ -36,6 +38,7 @@ __all__ = [
     "check_values",
     "keyed_names",
     "offered",
+    "parse_max_memory",
     "setting",
     "split_by_target",
 ]
@@ -53,6 +56,11 @@ INITS = ("trained", "random")
 DTYPES = ("auto", "float32", "bfloat16", "float16", "float64")
 # What the explorer offers for the device; the CLI takes any torch device string (cuda:1, ...).
 DEVICE_SUGGESTIONS = ("auto", "cpu", "cuda", "mps")
+# How a large model's layers are spread (accelerate through from_pretrained); none: one device.
+DEVICE_MAPS = ("none", "auto", "balanced", "sequential")
+# --max-memory: DEVICE=SIZE pairs, DEVICE a GPU index, cpu or mps, SIZE bytes or 20GiB/500MB.
+_MEMORY_PAIR = r"\s*(\d+|cpu|mps)\s*=\s*\d+(\.\d+)?\s*([KMGT]i?B)?\s*"
+MAX_MEMORY_PATTERN = rf"{_MEMORY_PAIR}(,{_MEMORY_PAIR})*,?\s*"
 
 Kind = Literal["int", "choice", "text", "flag"]
 # Where a setting is offered: the two computing commands and the explorer's settings form.
@@ -381,6 +389,52 @@ SETTINGS: tuple[Setting, ...] = (
         "request",
         _COMMANDS,
     ),
+    # -- large models and hub models: where the layers go and which hub snapshot is loaded --
+    Setting(
+        "device_map",
+        "device map",
+        "spread the layers over the GPUs, the CPU and disk (accelerate): none keeps the whole "
+        "model on --device; auto/balanced/sequential as from_pretrained takes them",
+        "choice",
+        "none",
+        "request",
+        _ALL,
+        choices=DEVICE_MAPS,  # not keyed: where a layer runs does not change the numbers
+        label="devmap",
+    ),
+    Setting(
+        "max_memory",
+        "max memory",
+        "with a device map, the most each device may hold, e.g. 0=20GiB,1=20GiB,cpu=64GiB",
+        "text",
+        None,
+        "request",
+        _ALL,
+        optional=True,
+        placeholder="no limit",
+        pattern=(MAX_MEMORY_PATTERN, "DEVICE=SIZE,... such as 0=20GiB,cpu=64GiB"),
+        label="max mem",
+    ),
+    Setting(
+        "revision",
+        "revision",
+        "the hub branch, tag or commit of a hub model; its resolved commit enters the run key",
+        "text",
+        None,
+        "request",
+        _COMMANDS,
+        optional=True,
+        placeholder="main",
+    ),
+    Setting(
+        "offline",
+        "offline",
+        "never download: a hub model must already be in the local cache (also HF_HUB_OFFLINE=1)",
+        "flag",
+        False,
+        "request",
+        _COMMANDS,
+    ),
 )
 
 _BY_NAME = {s.name: s for s in SETTINGS}
@@ -423,3 +477,25 @@ def split_by_target(values: Mapping[str, Any]) -> tuple[dict[str, Any], dict[str
 def keyed_names(target: Target) -> Iterable[str]:
     """The settings of one record that enter the run key (see ``ComputeSettings.key_fields``)."""
     return (s.name for s in SETTINGS if s.keyed and s.target == target)
+
+
+def parse_max_memory(text: str | None) -> dict[int | str, int | str] | None:
+    """``--max-memory`` as ``from_pretrained`` takes it: ``{0: "20GiB", "cpu": "64GiB"}``.
+
+    Raises SettingError (one line naming --max-memory) for text that is not DEVICE=SIZE pairs.
+    """
+    if text is None or not text.strip():
+        return None
+    item = setting("max_memory")
+    item.check(text)
+    parsed: dict[int | str, int | str] = {}
+    for pair in text.split(","):
+        if not pair.strip():
+            continue
+        device, _, size = (part.strip() for part in pair.partition("="))
+        key: int | str = int(device) if device.isdigit() else device
+        if key in parsed:
+            raise SettingError(item, f"device {device} is given twice in {text!r}")
+        size = size.replace(" ", "")
+        parsed[key] = int(size) if size.isdigit() else size  # bytes, or "20GiB" for accelerate
+    return parsed

@@ -181,7 +181,11 @@ def build_parser() -> argparse.ArgumentParser:
         return sub
 
     compute = command("compute", "compute what is missing and print the run ids")
-    compute.add_argument("--model", required=True, help="tiny, a local folder or a cached hub id")
+    compute.add_argument(
+        "--model",
+        required=True,
+        help="tiny, a local folder or a hub id (downloaded when not cached, unless --offline)",
+    )
     compute.add_argument(
         "--dataset",
         required=True,
@@ -295,6 +299,8 @@ def build_parser() -> argparse.ArgumentParser:
     describe.add_argument("--model", required=True)
     add_setting(describe, setting("modules"), "compute")
     add_setting(describe, setting("trust_remote_code"), "compute")
+    add_setting(describe, setting("revision"), "compute")
+    add_setting(describe, setting("offline"), "compute")
     describe.add_argument("--json", action="store_true")
 
     doctor = command(

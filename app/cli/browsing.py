@@ -304,14 +304,18 @@ def _stage(description: str) -> Iterator[None]:
 def cmd_describe(args: argparse.Namespace) -> int:
     from layerscope.analysis.models import ModelLoadError, describe_targets, inspect_model_path
 
-    check = inspect_model_path(args.model)
+    check = inspect_model_path(args.model, args.revision, args.offline)
     if not check.ok:  # said before any wait
         raise ModelLoadError(check.message)
     # The layout comes from the model built on the meta device (exact for every architecture,
     # no weights read); the wait is importing torch and transformers.
     with _stage("reading the model's layout (importing torch and transformers)"):
         targets = describe_targets(
-            args.model, args.modules, trust_remote_code=args.trust_remote_code
+            args.model,
+            args.modules,
+            trust_remote_code=args.trust_remote_code,
+            revision=args.revision,
+            offline=args.offline,
         )
     if args.json:
         print(json.dumps([asdict(t) for t in targets], indent=2))

@@ -1,8 +1,9 @@
 """Pick the model: the built-in one, recent ones, those in the local Hugging Face cache, or a path.
 
-Everything here reads files only (config.json, tokenizer_config.json): no torch, so the list and
-the as-you-type validation ("not a folder", "no config.json", "not a causal LM") are instant and
-work even where torch is broken. The instruct mode is offered only when the tokenizer has a chat
+Everything here reads files only (config.json, tokenizer_config.json): no torch and no network,
+so the list and the as-you-type validation ("not a folder", "no config.json", "not a causal LM")
+are instant and work even where torch is broken. A hub id that is not cached is usable: the line
+says it will be downloaded when the run starts (or, with HF_HUB_OFFLINE=1, how to get it). The instruct mode is offered only when the tokenizer has a chat
 template, since instruct mode formats samples with it. The scan and the checks run in thread
 workers that post ModelsListed / ModelChecked to the picker, handled on the UI thread.
 """
@@ -73,7 +74,7 @@ class ModelPicker(ReportsWorkerErrors, Vertical):
         yield Label("Model", classes="section-title")
         yield OptionList(id="model-list", compact=True)
         yield Input(
-            placeholder="or type a model folder / cached hub id",
+            placeholder="or type a model folder / hub id",
             id="model-path",
             compact=True,
         )
@@ -216,7 +217,9 @@ class ModelPicker(ReportsWorkerErrors, Vertical):
         self.ok = check.ok
         self.problem = None if check.ok else check.message
         self.has_chat_template = check.has_chat_template
-        if check.ok:
+        if check.download:  # a hub id not cached: said without a network call while typing
+            line.update(Text.assemble(("↓ ", "bold yellow"), check.message))
+        elif check.ok:
             line.update(Text.assemble(("✓ ", "bold green"), describe_check(check)))
         else:
             line.update(Text.assemble(("✗ ", "bold red"), (check.message, "red")))
