@@ -3,12 +3,15 @@ same per-sample numbers as one sample at a time; the default budget from free me
 
 from __future__ import annotations
 
+from dataclasses import replace
+
 import pytest
 import torch
 from hypothesis import given
 from hypothesis import strategies as st
 from modelkit import config_for, make_model, make_tokenizer
 from test_engine import assert_results_close
+from test_runner import request_for, write_dataset
 
 from layerscope.analysis import batching, engine
 from layerscope.analysis.batching import (
@@ -164,3 +167,27 @@ def test_memory_in_use_on_a_cpu_is_the_process_resident_set():
     assert memory is not None and memory.kind == "rss"
     assert 10 * 2**20 < memory.current <= memory.peak
     assert batching.memory_in_use(torch.device("meta")) is None
+
+
+def test_runner_progress_tells_tokens_per_second_and_memory(tmp_path):
+    from layerscope.analysis.runner import execute
+    from layerscope.app.cli.computing import memory_text, throughput
+    from layerscope.app.tui.widgets.progress_row import progress_details
+
+    model_folder = tmp_path / "small-llama"
+    make_model("llama").save_pretrained(model_folder)
+    make_tokenizer().save_pretrained(model_folder)
+    request = request_for(model_folder, write_dataset(tmp_path / "data", 7))
+    request.settings = replace(request.settings, tokens_per_batch=64)
+    updates = list(execute(request, tmp_path / "c.duckdb"))
+    computed = [u for u in updates if u.status == "running" and u.done]
+    assert computed and updates[-1].status == "complete"
+    last = computed[-1]
+    # Each sample is "What is i + (i+1)?" with its answer: about 10 to 16 tokens.
+    assert 8 * last.samples_per_second < last.tokens_per_second < 20 * last.samples_per_second
+    assert last.memory_kind == "rss" and 0 < last.memory_bytes <= last.memory_peak_bytes
+    assert "samples/s" in throughput(last) and "tok/s" in throughput(last)
+    assert memory_text(last).startswith("rss ") and memory_text(last).endswith("G")
+    line = progress_details(last)
+    assert "tok/s · ETA" in line and " · rss " in line
+    assert line.index("ETA") < 40  # what matters stays inside an 80-column row's details

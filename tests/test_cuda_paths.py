@@ -206,3 +206,43 @@ def test_without_nvml_or_a_driver_nothing_is_listed(monkeypatch):
     monkeypatch.setattr(devices, "_import_nvml", lambda: None)
     assert devices.list_gpus() == [] and not devices.nvml_available()
     assert devices.device_choices(("auto", "cpu"), []) == [("auto", "auto"), ("cpu", "cpu")]
+
+
+def test_cli_devices_lists_gpus_or_says_how_to(monkeypatch, capsys):
+    from layerscope.app.cli import main
+
+    monkeypatch.delenv("CUDA_VISIBLE_DEVICES", raising=False)
+    monkeypatch.setattr(devices, "_import_nvml", lambda: FakeNvml())
+    assert main(["devices"]) == 0
+    out = capsys.readouterr().out.splitlines()
+    assert out == [
+        "cpu",
+        "cuda:0  NVIDIA H200, free 130.2 GiB of 140.0 GiB",
+        "cuda:1  NVIDIA A10, free 2.0 GiB of 24.0 GiB",
+    ]
+    monkeypatch.setattr(devices, "_import_nvml", lambda: None)
+    assert main(["devices", "--json"]) == 0
+    captured = capsys.readouterr()
+    assert captured.out.split() == ["[", "{", '"device":', '"cpu"', "}", "]"]
+    assert "pip install 'layerscope[gpu]'" in captured.err
+
+
+async def test_the_explorers_device_field_offers_each_gpu_with_its_free_memory(monkeypatch):
+    from textual.app import App
+    from textual.widgets import Select
+
+    from layerscope.app.tui.widgets.settings_form import SettingsForm
+
+    monkeypatch.delenv("CUDA_VISIBLE_DEVICES", raising=False)
+    monkeypatch.setattr(devices, "_import_nvml", lambda: FakeNvml())
+
+    class FormApp(App[None]):
+        def compose(self):
+            yield SettingsForm({"device": "cuda:1"})
+
+    async with FormApp().run_test() as pilot:
+        field = pilot.app.query_one("#setting-device", Select)
+        assert field.value == "cuda:1"  # a remembered GPU is kept
+        options = [(str(label), value) for label, value in field._options]
+        assert ("cuda:0  NVIDIA H200, free 130.2 GiB of 140.0 GiB", "cuda:0") in options
+        assert pilot.app.query_one(SettingsForm).read()["device"] == "cuda:1"
