@@ -64,9 +64,7 @@ def test_bf16_statistics_stay_within_bf16_rounding_of_float32(architecture):
     tokenizer = make_tokenizer()
     seen_dtypes: set[torch.dtype] = set()
     embeddings = narrow.get_input_embeddings()
-    handle = embeddings.register_forward_hook(
-        lambda _m, _args, out: seen_dtypes.add(out.dtype)
-    )
+    handle = embeddings.register_forward_hook(lambda _m, _args, out: seen_dtypes.add(out.dtype))
     bf16 = run(loaded_from_objects(narrow, tokenizer))
     handle.remove()
     float32 = run(loaded_from_objects(wide, tokenizer))
