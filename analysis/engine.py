@@ -24,6 +24,7 @@ from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
 from typing import TYPE_CHECKING, Any
 
+from layerscope.analysis.batching import default_tokens_per_batch, plan_batches
 from layerscope.analysis.cosines import cosine, cosine_matrix
 from layerscope.analysis.factorisations import Factorisation, Pending
 from layerscope.analysis.numerics import (
@@ -69,37 +70,46 @@ def compute_statistics(
     settings: ComputeSettings,
     cancel: threading.Event | None = None,
 ) -> Iterator[BatchResult]:
-    """Yield the statistics of ``samples`` batch by batch; stops early when ``cancel`` is set."""
+    """Yield the statistics of ``samples`` batch by batch; stops early when ``cancel`` is set.
+
+    The fast method groups samples of similar length into passes of at most
+    ``settings.tokens_per_batch`` padded tokens (default: from the device's free memory, see
+    :mod:`~layerscope.analysis.batching`) and ``settings.batch_size`` rows; the reference method
+    takes one sample at a time. One BatchResult per pass, each sample in exactly one, results
+    in index order within a batch; samples that cannot be encoded come with the first.
+    """
     targets = loaded.target_modules(settings.modules)
     total = len(samples)
     done = 0
-    batch_size = max(1, settings.batch_size if settings.method == "fast" else 1)
+    encoded: list[EncodedSample] = []
+    skipped: list[SkippedSample] = []
+    for sample in samples:
+        try:
+            encoded.append(encode_sample(sample, loaded.tokenizer, settings))
+        except SampleSkipped as reason:
+            skipped.append(SkippedSample(sample.index, str(reason)))
+    batches = _plan(loaded, encoded, settings)
+    if not batches and skipped:
+        batches = [[]]
     with _frozen_weights(loaded.model, frozen=settings.method == "fast"):
-        for start in range(0, total, batch_size):
+        for positions in batches:
             if cancel is not None and cancel.is_set():
                 return
             began = time.perf_counter()
-            chunk = samples[start : start + batch_size]
-            encoded: list[EncodedSample] = []
-            skipped: list[SkippedSample] = []
-            for sample in chunk:
-                try:
-                    encoded.append(encode_sample(sample, loaded.tokenizer, settings))
-                except SampleSkipped as reason:
-                    skipped.append(SkippedSample(sample.index, str(reason)))
+            batch = [encoded[i] for i in positions]
+            done += len(batch) + len(skipped)
             results: list[SampleResult] = []
             timer = PhaseTimer(cuda=loaded.device.type == "cuda")
-            if encoded:
+            if batch:
                 if settings.method == "reference":
-                    for one in encoded:
+                    for one in batch:
                         results.append(_reference_sample(loaded, targets, one, settings, timer))
                 else:
                     batch_results, oom = _fast_batch_splitting(
-                        loaded, targets, encoded, settings, timer
+                        loaded, targets, batch, settings, timer
                     )
-                    results.extend(batch_results)
+                    results.extend(sorted(batch_results, key=lambda r: r.index))
                     skipped.extend(oom)
-            done += len(chunk)
             yield BatchResult(
                 results,
                 skipped,
@@ -109,6 +119,27 @@ def compute_statistics(
                 timer.seconds["forward_backward"],
                 timer.seconds["statistics"],
             )
+            skipped = []
+
+
+def _plan(
+    loaded: LoadedModel, encoded: Sequence[EncodedSample], settings: ComputeSettings
+) -> list[list[int]]:
+    """Positions into ``encoded`` per pass (see ``compute_statistics``)."""
+    if settings.method == "reference":
+        return [[i] for i in range(len(encoded))]
+    budget = settings.tokens_per_batch
+    if budget is None:
+        budget = default_tokens_per_batch(
+            loaded.device, getattr(loaded.model, "config", None), _element_bytes(loaded)
+        )
+    lengths = [e.length for e in encoded]
+    return plan_batches(lengths, budget, max(1, settings.batch_size))
+
+
+def _element_bytes(loaded: LoadedModel) -> int:
+    itemsize = getattr(loaded.dtype, "itemsize", None)
+    return itemsize if isinstance(itemsize, int) and itemsize > 0 else 4
 
 
 @contextmanager

@@ -10,6 +10,7 @@ from __future__ import annotations
 import time
 from collections.abc import Iterator
 from contextlib import contextmanager
+from typing import Any
 
 __all__ = ["PhaseTimer", "denormals_flushed", "flush_subnormals_for_this_process"]
 
@@ -48,10 +49,18 @@ def denormals_flushed() -> Iterator[None]:
 
 
 class PhaseTimer:
-    """Wall time per phase; synchronizes CUDA at phase ends so the split is honest."""
+    """Wall time per phase; synchronizes CUDA at phase ends so the split is honest.
 
-    def __init__(self, cuda: bool) -> None:
+    Kernels run asynchronously: without a synchronisation the forward and backward passes
+    would seem to take microseconds and their time would land in the statistics phase (whose
+    first ``.item()`` waits for them). Every visible CUDA device is synchronised, since a model
+    split over several (a device map) runs kernels on each. ``cuda_module``: ``torch.cuda`` or a
+    fake of its ``device_count``/``synchronize`` (tests).
+    """
+
+    def __init__(self, cuda: bool, cuda_module: Any = None) -> None:
         self.cuda = cuda
+        self.cuda_module = cuda_module
         self.seconds = {"forward_backward": 0.0, "statistics": 0.0}
 
     @contextmanager
@@ -61,7 +70,14 @@ class PhaseTimer:
             yield
         finally:
             if self.cuda:
-                import torch
-
-                torch.cuda.synchronize()
+                self._synchronize()
             self.seconds[name] += time.perf_counter() - began
+
+    def _synchronize(self) -> None:
+        cuda = self.cuda_module
+        if cuda is None:
+            import torch
+
+            cuda = torch.cuda
+        for index in range(max(1, cuda.device_count())):
+            cuda.synchronize(index)

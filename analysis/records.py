@@ -112,6 +112,7 @@ class ComputeSettings:
     entry_statistics: bool = DEFAULTS["entry_statistics"]  # mean/max/min: need the full matrix
     cosines: bool = DEFAULTS["cosines"]  # layer-by-layer cosine matrices, q-o / k-v cosines
     batch_size: int = DEFAULTS["batch_size"]  # not keyed: it does not change the numbers
+    tokens_per_batch: int | None = DEFAULTS["tokens_per_batch"]  # None: from free memory
     init: Init = DEFAULTS["init"]  # the trained weights, or the architecture freshly initialised
     init_seed: int = DEFAULTS["init_seed"]  # the seed of a random initialisation
     streaming: bool = DEFAULTS["streaming"]  # not keyed: measure modules during the backward

@@ -30,6 +30,7 @@ from dataclasses import asdict, dataclass, replace
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
+from layerscope.analysis.batching import memory_in_use
 from layerscope.analysis.cache import ResultsCache
 from layerscope.analysis.datasets import DatasetError
 from layerscope.analysis.errors import one_line
@@ -86,7 +87,11 @@ class RunProgress:
 
     ``status``: running, complete, cancelled, failed, or cached (nothing was missing).
     ``done``/``total`` count this request's samples of the run (``--limit`` applies), cached
-    ones included.
+    ones included. ``tokens_per_second``: prompt and response tokens of the samples computed
+    in this call per second of computing. ``memory_bytes``/``memory_peak_bytes``: what the
+    device holds now and at most (torch's allocated memory on CUDA, the process's resident
+    memory on a CPU: ``memory_kind`` "cuda" or "rss"); None before the model is loaded or where
+    the device cannot tell.
     """
 
     run_id: str
@@ -101,6 +106,10 @@ class RunProgress:
     message: str = ""
     skipped: int = 0
     failed: int = 0
+    tokens_per_second: float = 0.0
+    memory_bytes: int | None = None
+    memory_peak_bytes: int | None = None
+    memory_kind: str = ""
 
 
 def _settings_record(
@@ -134,6 +143,7 @@ def _provenance(request: RunRequest, loaded: LoadedModel, dtype: str) -> dict[st
         "device": device,
         "dtype": dtype,
         "batch_size": request.settings.batch_size,
+        "tokens_per_batch": request.settings.tokens_per_batch,
         "method": request.settings.method,
         "limit": request.limit,
         "sample_seed": request.sample_seed,
@@ -159,8 +169,10 @@ def _split_failures(batch: BatchResult) -> tuple[BatchResult, list[SkippedSample
 class _Tally:
     """Counts and rates of one run's computation in this call."""
 
-    def __init__(self, job: Job) -> None:
+    def __init__(self, job: Job, device: Any = None) -> None:
         self.job = job
+        self.device = device  # the model's input device, once loaded: whose memory to report
+        self.tokens = 0
         self.started = time.perf_counter()
         self.handled = 0
         self.skipped = 0
@@ -173,6 +185,7 @@ class _Tally:
         self.skipped += skipped
         self.failed += failed
         for result in results:
+            self.tokens += result.prompt_tokens + result.response_tokens
             self.loss_sum += result.loss
             self.loss_count += 1
 
@@ -181,6 +194,7 @@ class _Tally:
         elapsed = max(time.perf_counter() - self.started, 1e-9)
         rate = self.handled / elapsed if self.handled else 0.0
         remaining = len(job.missing) - self.handled
+        memory = memory_in_use(self.device) if self.device is not None else None
         return RunProgress(
             run_id=job.run_id,
             dataset=job.source.dataset,
@@ -194,6 +208,10 @@ class _Tally:
             message=message,
             skipped=self.skipped,
             failed=self.failed,
+            tokens_per_second=self.tokens / elapsed if self.tokens else 0.0,
+            memory_bytes=memory.current if memory else None,
+            memory_peak_bytes=memory.peak if memory else None,
+            memory_kind=memory.kind if memory else "",
         )
 
 
@@ -288,7 +306,7 @@ def execute(
         )
         stored_run = StoredRun(cache, header, cancel=cancel)
         with stored_run:
-            tally = _Tally(job)  # rates from here: model loading is not computing
+            tally = _Tally(job, loaded.device)  # rates from here: loading is not computing
             yield tally.progress("running")
             yield from _compute_job(request, stored_run, loaded, job, tally, cancel)
         yield tally.progress(stored_run.status, stored_run.message)

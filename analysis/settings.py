@@ -259,6 +259,21 @@ SETTINGS: tuple[Setting, ...] = (
         minimum=1,
         label="batch",
     ),
+    # Throughput (issue 8): a token budget per pass; batches group samples of similar length.
+    Setting(
+        "tokens_per_batch",
+        "tokens per batch",
+        "padded tokens per forward and backward pass; samples of similar length share a pass "
+        "(default: from the device's free memory; on a CPU 4096); --batch-size caps the rows "
+        "(does not change the numbers)",
+        "int",
+        None,
+        "compute",
+        _COMMANDS,
+        optional=True,
+        minimum=1,
+        placeholder="auto",
+    ),
     Setting(
         "dtype",
         "dtype",

@@ -28,7 +28,7 @@ from layerscope.analysis.cache import CacheError
 from layerscope.analysis.errors import one_line
 from layerscope.app.cli.arguments import PROG, UsageError, build_parser
 from layerscope.app.cli.browsing import cmd_describe, cmd_export, cmd_import, cmd_runs, cmd_show
-from layerscope.app.cli.computing import EXIT_INTERRUPTED, cmd_check, cmd_compute
+from layerscope.app.cli.computing import EXIT_INTERRUPTED, cmd_check, cmd_compute, cmd_devices
 from layerscope.app.cli.doctor import cmd_doctor
 from layerscope.app.cli.publishing import cmd_figure, cmd_table
 from layerscope.app.cli.selecting import cmd_correlations, cmd_select
@@ -47,6 +47,7 @@ COMMANDS: dict[str, Callable[[argparse.Namespace], int]] = {
     "describe": cmd_describe,
     "check": cmd_check,
     "doctor": cmd_doctor,
+    "devices": cmd_devices,
     "figure": cmd_figure,
     "table": cmd_table,
     "select": cmd_select,

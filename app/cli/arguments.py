@@ -338,6 +338,13 @@ def build_parser() -> argparse.ArgumentParser:
     check.epilog = CHECK_OUTPUT
     _add_chart_options(check)
 
+    devices = command(
+        "devices",
+        "list the devices --device takes, each GPU with its free memory (needs the optional "
+        "nvidia-ml-py: pip install 'layerscope[gpu]')",
+    )
+    devices.add_argument("--json", action="store_true", help="the devices as a JSON array")
+
     from layerscope.app.cli.selecting import add_commands as add_selection_commands
 
     add_selection_commands(command)

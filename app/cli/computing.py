@@ -244,12 +244,10 @@ def execute_with_progress(request: RunRequest, db: str | None, quiet: bool) -> O
                     loss="",
                 )
             if run_id in tasks:
-                rate = (
-                    f"{update.samples_per_second:.2f} samples/s"
-                    if update.samples_per_second
-                    else ""
-                )
+                rate = throughput(update)
                 loss = f"loss {update.mean_loss:.3f}" if update.mean_loss is not None else ""
+                if update.status == "running" and update.memory_bytes is not None:
+                    loss = f"{loss} {memory_text(update)}".strip()
                 progress.update(
                     tasks[run_id], completed=update.done, total=update.total, rate=rate, loss=loss
                 )
@@ -264,6 +262,70 @@ def execute_with_progress(request: RunRequest, db: str | None, quiet: bool) -> O
         total=time.perf_counter() - began,
         cancelled=cancelled,
     )
+
+
+def token_rate(tokens_per_second: float) -> str:
+    """'850 tok/s', '12.3k tok/s'."""
+    if tokens_per_second >= 1000:
+        return f"{tokens_per_second / 1000:.1f}k tok/s"
+    return f"{tokens_per_second:.0f} tok/s"
+
+
+def throughput(update: RunProgress) -> str:
+    """'2.10 samples/s 1.2k tok/s' (empty before the first batch)."""
+    if not update.samples_per_second:
+        return ""
+    rate = f"{update.samples_per_second:.2f} samples/s"
+    if update.tokens_per_second:
+        rate += f" {token_rate(update.tokens_per_second)}"
+    return rate
+
+
+def memory_text(update: RunProgress) -> str:
+    """'mem 3.1/5.0G' (in use now / at most, GiB; 'rss' on a CPU: the whole process)."""
+    if update.memory_bytes is None:
+        return ""
+    label = "rss" if update.memory_kind == "rss" else "mem"
+    now = update.memory_bytes / 2**30
+    peak = (update.memory_peak_bytes or update.memory_bytes) / 2**30
+    return f"{label} {now:.1f}/{peak:.1f}G"
+
+
+def cmd_devices(args: argparse.Namespace) -> int:
+    """The devices ``--device`` takes; GPUs with their free memory where NVML can tell."""
+    import json
+
+    from layerscope.analysis.devices import list_gpus, nvml_available
+
+    gpus = list_gpus()
+    if args.json:
+        rows: list[dict[str, Any]] = [{"device": "cpu"}]
+        rows += [
+            {
+                "device": gpu.device,
+                "name": gpu.name,
+                "free_bytes": gpu.free_bytes,
+                "total_bytes": gpu.total_bytes,
+            }
+            for gpu in gpus
+        ]
+        print(json.dumps(rows, indent=2))
+    else:
+        print("cpu")
+        for gpu in gpus:
+            print(f"{gpu.device}  {gpu.describe()}")
+    if not gpus:
+        reason = (
+            "no NVIDIA GPU found"
+            if nvml_available()
+            else "GPUs are listed with nvidia-ml-py (pip install 'layerscope[gpu]')"
+        )
+        print(
+            f"{PROG}: {reason}; once a computation starts its progress shows the "
+            "device memory torch reports",
+            file=sys.stderr,
+        )
+    return 0
 
 
 def summary_lines(outcome: Outcome, full_ids: bool = False) -> list[str]:

@@ -1,5 +1,6 @@
-"""One line of progress: a response type's samples (done, total, elapsed, speed, ETA, mean loss)
-or, before the first batch, the model's loading stage (with a determinate bar for the weights).
+"""One line of progress: a response type's samples (done, total, elapsed, tokens per second, ETA,
+device memory in use, mean loss) or, before the first batch, the model's loading stage (with a
+determinate bar for the weights).
 
 Why the loading stage is a row like the others: on a 7B model loading takes minutes, and a user
 who sees only pulsing bars cannot tell a slow load from a hung one; the same line that will show
@@ -54,8 +55,13 @@ def progress_details(progress: Any, elapsed: float | None = None) -> str:
         parts.append(STATUS_TEXT.get(progress.status, progress.status))
     else:
         if progress.samples_per_second:
-            parts.append(f"{progress.samples_per_second:.1f}/s")
+            tokens = getattr(progress, "tokens_per_second", 0.0)
+            # Tokens per second say the throughput when lengths vary; samples/s when unknown.
+            parts.append(token_rate(tokens) if tokens else f"{progress.samples_per_second:.1f}/s")
             parts.append(f"ETA {format_duration(progress.eta_seconds)}")
+            memory = memory_text(progress)
+            if memory:
+                parts.append(memory)
         else:
             parts.append("starting…")
     if progress.mean_loss is not None and math.isfinite(progress.mean_loss):
@@ -67,6 +73,23 @@ def progress_details(progress: Any, elapsed: float | None = None) -> str:
         if count:
             parts.append(f"{count} {what}")
     return " · ".join(parts)
+
+
+def token_rate(tokens_per_second: float) -> str:
+    """'850 tok/s', '12.3k tok/s'."""
+    if tokens_per_second >= 1000:
+        return f"{tokens_per_second / 1000:.1f}k tok/s"
+    return f"{tokens_per_second:.0f} tok/s"
+
+
+def memory_text(progress: Any) -> str:
+    """'3.1G' of device memory in use (torch's on CUDA), 'rss 3.1G' on a CPU (the process's);
+    '' where the run cannot tell."""
+    in_use = getattr(progress, "memory_bytes", None)
+    if in_use is None:
+        return ""
+    prefix = "rss " if getattr(progress, "memory_kind", "") == "rss" else ""
+    return f"{prefix}{in_use / 2**30:.1f}G"
 
 
 def stage_details(stage: Any, elapsed: float) -> str:
@@ -171,6 +194,8 @@ class ProgressRow(Horizontal):
             return
         progress = self.progress
         bar.update(total=max(progress.total, 1), progress=progress.done)
-        details.update(progress_details(progress, self._elapsed()))
+        text = progress_details(progress, self._elapsed())
+        details.update(text)
+        details.tooltip = text  # the whole line where 80 columns cut its end
         self.set_class(progress.status == "failed", "-failed")
         self.set_class(progress.status in ("complete", "cached"), "-complete")

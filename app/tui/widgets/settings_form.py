@@ -4,7 +4,8 @@ Why built from the record: the fields, their order, labels, choices, first-start
 a typed value is checked are all :mod:`layerscope.analysis.settings`'s, the same record the
 command line is built from, so the two cannot drift. Each field is one compact line so the whole
 form fits an 80x24 terminal next to the pickers. ``read()`` returns checked values by setting
-name and names the field that is wrong.
+name and names the field that is wrong. The device field also lists each GPU with its free
+memory when the optional nvidia-ml-py can tell (:mod:`layerscope.analysis.devices`).
 """
 
 from __future__ import annotations
@@ -21,8 +22,14 @@ from layerscope.analysis.settings import DEVICE_SUGGESTIONS, Setting, SettingErr
 from layerscope.app.tui.messages import SettingsChanged
 
 
-def _choices(item: Setting) -> tuple[str, ...]:
-    return item.choices or (DEVICE_SUGGESTIONS if item.name == "device" else ())
+def _choices(item: Setting) -> list[tuple[str, str]]:
+    """(label, value) pairs of a choice field; the device's list each GPU NVML reports with
+    its free memory ("cuda:0  NVIDIA H200, free 130.2 GiB of 139.8 GiB"), when it can."""
+    if item.name == "device":
+        from layerscope.analysis.devices import device_choices, list_gpus
+
+        return device_choices(DEVICE_SUGGESTIONS, list_gpus())
+    return [(choice, choice) for choice in item.choices]
 
 
 class SettingsForm(Grid):
@@ -45,9 +52,10 @@ class SettingsForm(Grid):
         choices = _choices(item)
         if choices:
             default = item.default_for("form")
+            values = [choice for _label, choice in choices]
             return Select(
-                [(choice, choice) for choice in choices],
-                value=value if value in choices else default,
+                choices,
+                value=value if value in values else default,
                 allow_blank=False,
                 id=item.form_id,
                 compact=True,
