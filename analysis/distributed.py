@@ -84,6 +84,11 @@ GRACE_SECONDS = 20.0
 # A batch on a large model takes minutes; the control plane must not time out waiting for one.
 _GROUP_TIMEOUT = timedelta(days=1)
 _POLL_SECONDS = 0.2  # how often rank 0's store loop looks at the cancel event while it waits
+# gloo does not notice a peer that died while a receive waits on it, so each worker ticks a
+# counter in the job's key-value store (torchrun's); once cancelled, rank 0 stops waiting for
+# a rank whose counter stood still for _SILENT_SECONDS.
+_HEARTBEAT_SECONDS = 0.5
+_SILENT_SECONDS = 3.0
 
 
 @dataclass(frozen=True)
@@ -305,6 +310,42 @@ def _receive(dist: Any, source: int | None = None) -> tuple[Any, int]:
     return pickle.loads(payload.numpy().tobytes()), sender
 
 
+def _heartbeat_key(rank: int) -> str:
+    return f"layerscope/heartbeat/{rank}"
+
+
+def _store(dist: Any) -> Any:
+    return dist.distributed_c10d._get_default_store()
+
+
+def _beat(store: Any, rank: int, stop: threading.Event) -> None:
+    while not stop.wait(_HEARTBEAT_SECONDS):
+        try:
+            store.add(_heartbeat_key(rank), 1)
+        except Exception:
+            return  # the job is going down
+
+
+class _Pulse:
+    """Rank 0's view of the workers' heartbeats: which have gone silent."""
+
+    def __init__(self, store: Any) -> None:
+        self.store = store
+        self.seen: dict[int, tuple[int, float]] = {}  # rank -> (count, when it last moved)
+
+    def silent(self, rank: int) -> bool:
+        try:
+            count = int(self.store.add(_heartbeat_key(rank), 0))
+        except Exception:
+            return True
+        now = time.monotonic()
+        last = self.seen.get(rank)
+        if last is None or last[0] != count:
+            self.seen[rank] = (count, now)
+            return False
+        return now - last[1] > _SILENT_SECONDS
+
+
 def _broadcast(dist: Any, setup: _Setup | None) -> _Setup:
     box = [setup]
     dist.broadcast_object_list(box, src=0)
@@ -346,6 +387,19 @@ def serve(request: RunRequest, cancel: threading.Event | None = None) -> None:
     setup = _broadcast(dist, None)
     if setup.error or not setup.compute:
         return  # rank 0 says why (or that everything is cached)
+    beating = threading.Event()
+    threading.Thread(
+        target=_beat, args=(_store(dist), rank, beating), name="layerscope-heartbeat", daemon=True
+    ).start()
+    try:
+        _serve_units(dist, rank, request, setup, cancel)
+    finally:
+        beating.set()
+
+
+def _serve_units(
+    dist: Any, rank: int, request: RunRequest, setup: _Setup, cancel: threading.Event | None
+) -> None:
     try:
         loaded = _load(request, setup.dtype, None)
     except Exception as error:
@@ -368,18 +422,31 @@ def serve(request: RunRequest, cancel: threading.Event | None = None) -> None:
 
 
 class _Dispenser:
-    """The units not yet handed out, longest first; none once stopped."""
+    """The units not yet handed out, longest first (none once stopped), and which rank holds
+    which unit now."""
 
     def __init__(self, units: Sequence[Unit], stop: threading.Event) -> None:
         self._units = list(reversed(units))  # pop() from the end takes the longest
         self._lock = threading.Lock()
         self._stop = stop
+        self.held: dict[int, int] = {}  # rank -> unit number it is computing
 
-    def take(self) -> Unit | None:
+    def take(self, rank: int) -> Unit | None:
         with self._lock:
+            self.held.pop(rank, None)
             if self._stop.is_set() or not self._units:
                 return None
-            return self._units.pop()
+            unit = self._units.pop()
+            self.held[rank] = unit.number
+            return unit
+
+    def returned(self, rank: int) -> None:
+        with self._lock:
+            self.held.pop(rank, None)
+
+    def holders(self) -> list[int]:
+        with self._lock:
+            return list(self.held)
 
 
 def _answer_ranks(
@@ -392,9 +459,10 @@ def _answer_ranks(
             report, source = _receive(dist)
             events.put(("report", report))
             if report.final:
+                dispenser.returned(source)
                 active.discard(source)
                 continue
-            unit = dispenser.take()
+            unit = dispenser.take(source)
             _send(dist, unit, source)
             if unit is None:
                 active.discard(source)
@@ -416,7 +484,7 @@ def _compute_here(
 
     flush_subnormals_for_this_process()
     try:
-        while (unit := dispenser.take()) is not None:
+        while (unit := dispenser.take(0)) is not None:
             batches, failures = compute_unit(loaded, unit.samples, settings, cancel)
             events.put(("report", _Report(0, unit.number, batches, failures)))
     except BaseException as error:
@@ -566,6 +634,7 @@ def _store_all(
         )
     failure = ""
     grace_ends: float | None = None
+    pulse = _Pulse(_store(dist))
     try:
         for thread in threads:
             thread.start()
@@ -578,8 +647,11 @@ def _store_all(
             try:
                 kind, payload = events.get(timeout=_POLL_SECONDS)
             except queue.Empty:
-                if grace_ends is not None and time.monotonic() > grace_ends:
-                    break  # a rank that does not answer is gone; its unit stays missing
+                if grace_ends is None:
+                    continue
+                waiting = [r for r in dispenser.holders() if r == 0 or not pulse.silent(r)]
+                if not waiting or time.monotonic() > grace_ends:
+                    break  # the ranks still holding a unit are gone; their units stay missing
                 continue
             if kind in ("ranks finished", "local finished"):
                 running -= 1

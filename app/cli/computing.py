@@ -318,10 +318,10 @@ def launcher_argv(args: argparse.Namespace) -> tuple[list[str], list[str]]:
             continue
         ranks.append(token)
     reparsed = vars(build_parser().parse_args(ranks))
+    left = [dest for dest in LAUNCHER_OPTIONS.values() if reparsed.pop(dest) is not None]
     expected = {k: v for k, v in vars(args).items() if k not in LAUNCHER_OPTIONS.values()}
-    reparsed = {k: v for k, v in reparsed.items() if k not in LAUNCHER_OPTIONS.values()}
     expected.pop("argv", None)
-    if reparsed != expected:
+    if left or reparsed != expected:
         raise UsageError(
             f"--nproc-per-node: spell torchrun's options in full ({', '.join(LAUNCHER_OPTIONS)})"
         )
