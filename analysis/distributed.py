@@ -25,8 +25,9 @@ the results need no trip through a GPU).
 Faults: rank 0 stores every batch as it arrives, so whatever happens the stored batches stay
 and the same command computes only what is missing. A signal (Ctrl-C through torchrun, or
 torchrun tearing the job down because a rank died) sets the cancel event: rank 0 stops handing
-out units, stores what is still in flight (waiting at most :data:`GRACE_SECONDS` for a rank that
-may be gone), and marks unfinished runs cancelled; a lost connection to a rank marks them
+out units, stores what is still in flight (waiting at most :data:`GRACE_SECONDS`, and not at
+all for a rank whose heartbeat has stopped: gloo does not notice a dead peer), and marks
+unfinished runs cancelled; a lost connection to a rank, or one silent for a minute, marks them
 failed with the reason. Either way no run stays marked running.
 """
 
@@ -86,9 +87,11 @@ _GROUP_TIMEOUT = timedelta(days=1)
 _POLL_SECONDS = 0.2  # how often rank 0's store loop looks at the cancel event while it waits
 # gloo does not notice a peer that died while a receive waits on it, so each worker ticks a
 # counter in the job's key-value store (torchrun's); once cancelled, rank 0 stops waiting for
-# a rank whose counter stood still for _SILENT_SECONDS.
+# a rank whose counter stood still for _SILENT_SECONDS; not cancelled, it calls a rank that
+# stood still for _LOST_SECONDS lost (long: a starved machine must not fail a healthy job).
 _HEARTBEAT_SECONDS = 0.5
 _SILENT_SECONDS = 3.0
+_LOST_SECONDS = 60.0
 
 
 @dataclass(frozen=True)
@@ -333,7 +336,7 @@ class _Pulse:
         self.store = store
         self.seen: dict[int, tuple[int, float]] = {}  # rank -> (count, when it last moved)
 
-    def silent(self, rank: int) -> bool:
+    def silent(self, rank: int, seconds: float = _SILENT_SECONDS) -> bool:
         try:
             count = int(self.store.add(_heartbeat_key(rank), 0))
         except Exception:
@@ -343,7 +346,7 @@ class _Pulse:
         if last is None or last[0] != count:
             self.seen[rank] = (count, now)
             return False
-        return now - last[1] > _SILENT_SECONDS
+        return now - last[1] > seconds
 
 
 def _broadcast(dist: Any, setup: _Setup | None) -> _Setup:
@@ -648,6 +651,10 @@ def _store_all(
                 kind, payload = events.get(timeout=_POLL_SECONDS)
             except queue.Empty:
                 if grace_ends is None:
+                    lost = [r for r in dispenser.holders() if r and pulse.silent(r, _LOST_SECONDS)]
+                    if lost:
+                        failure = failure or f"rank {lost[0]} stopped answering"
+                        break
                     continue
                 waiting = [r for r in dispenser.holders() if r == 0 or not pulse.silent(r)]
                 if not waiting or time.monotonic() > grace_ends:
