@@ -341,7 +341,10 @@ def launch_ranks(args: argparse.Namespace) -> int:
     # at once (torchrun then signals the ranks itself, and kills them 30 s later).
     child = subprocess.Popen(command, start_new_session=True)
 
+    forwarded: list[int] = []
+
     def forward(signum: int, _frame: Any) -> None:
+        forwarded.append(signum)
         child.send_signal(signum)
 
     previous = {s: signal.signal(s, forward) for s in (signal.SIGINT, signal.SIGTERM)}
@@ -350,6 +353,8 @@ def launch_ranks(args: argparse.Namespace) -> int:
     finally:
         for signum, handler in previous.items():
             signal.signal(signum, handler)
+    if status != 0 and forwarded:
+        return 128 + forwarded[0]  # 130 for Ctrl-C, as one process exits (torchrun says 1)
     return 128 - status if status < 0 else status
 
 
