@@ -6,6 +6,10 @@ clean for the run ids), and share the same cancellation: the first Ctrl-C (or SI
 after the current batch, a second stops at once, and either way every stored batch stays so the
 same command resumes. What ``check`` computes and compares is the analysis layer's profile
 (:mod:`layerscope.analysis.profiles`); this module only runs and renders it.
+
+Under torchrun, ``compute`` on rank 0 shows the same progress (over all ranks, from
+:func:`layerscope.analysis.distributed.execute`) and the other ranks serve it silently;
+``compute --nproc-per-node N`` starts that job itself (:func:`launch_ranks`).
 """
 
 from __future__ import annotations
