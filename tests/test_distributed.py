@@ -257,3 +257,30 @@ def test_a_killed_rank_loses_nothing_stored_and_the_same_command_completes(tmp_p
     )
     assert again.returncode == 0, again.stderr[-3000:]
     assert stored_counts(db) == {run_id: (limit, limit, "complete") for run_id in first}
+
+
+@pytest.mark.slow
+def test_ctrl_c_on_the_launcher_stops_every_rank_and_keeps_finished_batches(tmp_path):
+    db = tmp_path / "results.duckdb"
+    probe = tmp_path / "probe"
+    probe.mkdir()
+    job = subprocess.Popen(
+        compute_argv(db, 20, batch_size=1),
+        env=probe_env(probe),
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
+    try:
+        wait_for(lambda: (probe / "stored").exists(), job, "a stored batch")
+        job.send_signal(signal.SIGINT)  # what a terminal's Ctrl-C sends the launcher
+        _, err = job.communicate(timeout=120)
+    finally:
+        if job.poll() is None:
+            job.kill()
+    assert job.returncode == 130, err[-3000:]
+    assert "cancelled: finished batches are stored" in err
+    counts = stored_counts(db)
+    assert {status for _, _, status in counts.values()} == {"cancelled"}
+    assert all(count == distinct for count, distinct, _ in counts.values())
+    assert 0 < sum(count for count, _, _ in counts.values()) < 40
