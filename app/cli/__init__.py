@@ -67,6 +67,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     command: str | None = None
     try:
         args = build_parser().parse_args(argv)
+        args.argv = list(sys.argv[1:] if argv is None else argv)  # compute --nproc-per-node
         command = args.command
         if args.command is None:
             from layerscope.app.tui import run_tui

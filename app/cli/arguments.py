@@ -198,6 +198,7 @@ def build_parser() -> argparse.ArgumentParser:
     compute.add_argument(
         "--quiet", action="store_true", help="no loading stages and no progress bars"
     )
+    _add_scaling(compute)
     compute.epilog = COMPUTE_OUTPUT
 
     runs = command("runs", "list the runs in the cache")
@@ -349,6 +350,46 @@ def build_parser() -> argparse.ArgumentParser:
 
     add_selection_commands(command)
     return parser
+
+
+# torchrun's own options, passed on by `compute --nproc-per-node N` (and not to the ranks).
+LAUNCHER_OPTIONS = {
+    "--nproc-per-node": "nproc_per_node",
+    "--nnodes": "nnodes",
+    "--node-rank": "node_rank",
+    "--rdzv-backend": "rdzv_backend",
+    "--rdzv-endpoint": "rdzv_endpoint",
+    "--rdzv-id": "rdzv_id",
+    "--master-addr": "master_addr",
+    "--master-port": "master_port",
+}
+
+
+def _add_scaling(parser: argparse.ArgumentParser) -> None:
+    group = parser.add_argument_group(
+        "scaling out",
+        "data-parallel ranks through torch.distributed.run (torchrun); "
+        "see the README's 'Scaling out'",
+    )
+    group.add_argument(
+        "--nproc-per-node",
+        type=positive_int,
+        metavar="N",
+        help="start N ranks on this node (one per GPU, or CPU processes) via torchrun",
+    )
+    group.add_argument("--nnodes", metavar="N[:M]", help="torchrun: number of nodes")
+    group.add_argument("--node-rank", type=int, metavar="R", help="torchrun: this node's rank")
+    group.add_argument("--rdzv-backend", metavar="NAME", help="torchrun: rendezvous (c10d)")
+    group.add_argument("--rdzv-endpoint", metavar="HOST:PORT", help="torchrun: rendezvous host")
+    group.add_argument("--rdzv-id", metavar="ID", help="torchrun: the job's id")
+    group.add_argument("--master-addr", metavar="HOST", help="torchrun: rank 0's host")
+    group.add_argument("--master-port", type=int, metavar="PORT", help="torchrun: rank 0's port")
+    group.add_argument(
+        "--gpus-per-replica",
+        type=positive_int,
+        metavar="K",
+        help="each rank's model spans K GPUs (local rank r uses GPUs r*K .. r*K+K-1)",
+    )
 
 
 def _add_tokens(parser: argparse.ArgumentParser) -> None:

@@ -6,6 +6,10 @@ clean for the run ids), and share the same cancellation: the first Ctrl-C (or SI
 after the current batch, a second stops at once, and either way every stored batch stays so the
 same command resumes. What ``check`` computes and compares is the analysis layer's profile
 (:mod:`layerscope.analysis.profiles`); this module only runs and renders it.
+
+Under torchrun, ``compute`` on rank 0 shows the same progress (over all ranks, from
+:func:`layerscope.analysis.distributed.execute`) and the other ranks serve it silently;
+``compute --nproc-per-node N`` starts that job itself (:func:`launch_ranks`).
 """
 
 from __future__ import annotations
@@ -73,7 +77,8 @@ class Cancellation:
     """First Ctrl-C (or SIGTERM) asks the runner to stop after the current batch; a second
     Ctrl-C interrupts at once. Either way the stored batches stay and a rerun resumes."""
 
-    def __init__(self) -> None:
+    def __init__(self, announce: bool = True) -> None:
+        self.announce = announce  # a worker rank stays silent: rank 0 speaks for the job
         self.event = threading.Event()
         self.signal: int | None = None  # the first signal that asked to stop
         self._previous: dict[int, Any] = {}
@@ -89,10 +94,11 @@ class Cancellation:
         if self.signal is None:
             self.signal = signum
         self.event.set()
-        print(
-            f"{PROG}: stopping after the current batch (Ctrl-C again to stop now)",
-            file=sys.stderr,
-        )
+        if self.announce:
+            print(
+                f"{PROG}: stopping after the current batch (Ctrl-C again to stop now)",
+                file=sys.stderr,
+            )
 
     def __enter__(self) -> Cancellation:
         if threading.current_thread() is threading.main_thread():
@@ -192,7 +198,7 @@ def execute_with_progress(request: RunRequest, db: str | None, quiet: bool) -> O
     )
     from rich.text import Text
 
-    from layerscope.analysis.runner import execute
+    from layerscope.analysis.distributed import execute  # the runner's, unless under torchrun
 
     class CountColumn(MofNCompleteColumn):
         """done/total, or nothing for a stage that cannot count."""
@@ -356,10 +362,105 @@ def summary_lines(outcome: Outcome, full_ids: bool = False) -> list[str]:
     return lines
 
 
+def launcher_argv(args: argparse.Namespace) -> tuple[list[str], list[str]]:
+    """``compute --nproc-per-node N ...`` as torchrun's options and the ranks' command line
+    (the same, less torchrun's options); UsageError when the two cannot be told apart."""
+    from layerscope.app.cli.arguments import LAUNCHER_OPTIONS, build_parser
+
+    launcher = [f"--nproc-per-node={args.nproc_per_node}"]
+    for option, dest in LAUNCHER_OPTIONS.items():
+        value = getattr(args, dest)
+        if value is not None and dest != "nproc_per_node":
+            launcher.append(f"{option}={value}")
+    if not any(o.startswith(("--nnodes", "--rdzv", "--master")) for o in launcher):
+        launcher.append("--standalone")  # one node: torchrun picks a free port
+    ranks: list[str] = []
+    tokens = iter(args.argv)
+    for token in tokens:
+        name = token.partition("=")[0]
+        if name in LAUNCHER_OPTIONS:
+            if "=" not in token:
+                next(tokens, None)
+            continue
+        ranks.append(token)
+    reparsed = vars(build_parser().parse_args(ranks))
+    left = [dest for dest in LAUNCHER_OPTIONS.values() if reparsed.pop(dest) is not None]
+    expected = {k: v for k, v in vars(args).items() if k not in LAUNCHER_OPTIONS.values()}
+    expected.pop("argv", None)
+    if left or reparsed != expected:
+        raise UsageError(
+            f"--nproc-per-node: spell torchrun's options in full ({', '.join(LAUNCHER_OPTIONS)})"
+        )
+    return launcher, ranks
+
+
+def launch_ranks(args: argparse.Namespace) -> int:
+    """Start the same compute command on N ranks through ``python -m torch.distributed.run``
+    and wait for it; Ctrl-C (or SIGTERM) is passed to torchrun, which passes it to the ranks:
+    rank 0 stores the finished batches and the same command resumes."""
+    import subprocess
+
+    launcher, ranks = launcher_argv(args)
+    command = [sys.executable, "-m", "torch.distributed.run", *launcher]
+    command += ["-m", "layerscope.app", *ranks]
+    # Its own session: a terminal's Ctrl-C reaches torchrun once, through us, not every rank
+    # at once (torchrun then signals the ranks itself, and kills them 30 s later).
+    child = subprocess.Popen(command, start_new_session=True)
+
+    forwarded: list[int] = []
+
+    def forward(signum: int, _frame: Any) -> None:
+        forwarded.append(signum)
+        child.send_signal(signum)
+
+    previous = {s: signal.signal(s, forward) for s in (signal.SIGINT, signal.SIGTERM)}
+    try:
+        status = child.wait()
+    finally:
+        for signum, handler in previous.items():
+            signal.signal(signum, handler)
+    if status != 0 and forwarded:
+        return 128 + forwarded[0]  # 130 for Ctrl-C, as one process exits (torchrun says 1)
+    return 128 - status if status < 0 else status
+
+
+def serve_rank(request: RunRequest) -> int:
+    """A rank other than 0: compute what rank 0 hands out, print nothing unless it fails."""
+    from layerscope.analysis.distributed import serve
+
+    with Cancellation(announce=False) as cancellation:
+        try:
+            serve(request, cancellation.event)
+        except KeyboardInterrupt:
+            return cancellation.exit_status  # rank 0 tells the user
+    return cancellation.exit_status if cancellation.event.is_set() else 0
+
+
 def cmd_compute(args: argparse.Namespace) -> int:
-    quiet_loading(args.quiet)
+    from layerscope.analysis.distributed import detect, replica_device
+    from layerscope.app.cli.arguments import LAUNCHER_OPTIONS
+
+    environment = detect()
+    if args.nproc_per_node is not None:
+        if environment is not None:
+            raise UsageError("--nproc-per-node: already running under torchrun")
+        return launch_ranks(args)
+    given = [o for o, dest in LAUNCHER_OPTIONS.items() if getattr(args, dest) is not None]
+    if given:
+        raise UsageError(f"{given[0]}: only with --nproc-per-node (torchrun's option)")
+    if args.gpus_per_replica is not None and environment is None:
+        raise UsageError("--gpus-per-replica: only with --nproc-per-node or under torchrun")
+    worker = environment is not None and not environment.coordinator
+    quiet_loading(args.quiet or worker)
     check_instruct(args.model, args.mode)
     request = build_request(args, "compute", names(args.types))
+    if environment is not None:
+        request.device = replica_device(environment, request.device, args.gpus_per_replica)
+        if (args.gpus_per_replica or 1) > 1 and request.device_map == "none":
+            # A replica larger than one GPU: spread it over the rank's own (narrowed) GPUs.
+            request.device_map = "auto"
+        if worker:
+            return serve_rank(request)
     outcome = execute_with_progress(request, args.db, args.quiet)
     if sys.stdout.isatty():
         # Someone reads stdout: each run once, as its summary line (its id starts the line).
@@ -383,6 +484,7 @@ def cmd_compute(args: argparse.Namespace) -> int:
 
 def cmd_check(args: argparse.Namespace) -> int:
     from layerscope.analysis.cache import ResultsCache
+    from layerscope.analysis.distributed import detect
     from layerscope.analysis.profiles import ProfileError, check_pairs, check_types
     from layerscope.analysis.records import ATTENTION_PROJECTIONS
     from layerscope.analysis.runner import resolve_sources
@@ -390,6 +492,8 @@ def cmd_check(args: argparse.Namespace) -> int:
     from layerscope.app.cli.browsing import metric_name, report
     from layerscope.app.labels import short_model
 
+    if detect() is not None:
+        raise UsageError("check runs in one process; use compute under torchrun")
     quiet_loading(args.quiet)
     metric = metric_name(args.metric)
     projections(args.proj)
