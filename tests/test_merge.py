@@ -78,8 +78,9 @@ def test_two_shards_merged_equal_the_unsharded_run(capsys, computed, tmp_path):
                 assert all(math.isclose(x, y, rel_tol=1e-12) for x, y in zip(a.mean, b.mean,
                                                                               strict=True))  # fmt: skip
         for projection in info.projections:
-            want, have = full.layer_cosines(info.id, projection), result.layer_cosines(
-                info.id, projection
+            want, have = (
+                full.layer_cosines(info.id, projection),
+                result.layer_cosines(info.id, projection),
             )
             assert len(want) == len(have)
             # the run's cosine sums were added from the computed (float64) cosines; merged
