@@ -80,6 +80,7 @@ class RunRequest:
     dtype: str = DEFAULTS["dtype"]
     device: str = DEFAULTS["device"]
     trust_remote_code: bool = DEFAULTS["trust_remote_code"]
+    gpus: int = DEFAULTS["gpus"]  # the explorer: more than one computes in a torchrun job
     # (I, N): only shard I of N of each run's selected samples (``compute --shard``; not a
     # setting: it splits the work of one request, see :mod:`~layerscope.analysis.sharding`)
     shard: tuple[int, int] | None = None
