@@ -74,9 +74,23 @@ def test_a_sharded_run_computes_its_shard_and_says_so(capsys, tmp_path, model_fo
     data = write_dataset(tmp_path / "data", 5)
     db = tmp_path / "s.duckdb"
     argv = ["compute", "--model", str(model_folder), "--dataset", str(data), "--batch-size", "2",
-            "--max-length", "64", "--db", str(db), "--quiet", "--shard", "1/2"]  # fmt: skip
+            "--max-length", "64", "--db", str(db), "--quiet", "--shard", "1/2",
+            "--progress-format", "jsonl"]  # fmt: skip
     assert cli.main(argv) == 0
-    capsys.readouterr()
+    # --progress-format jsonl: stdout is one JSON object per line, for a program to follow
+    events = [json.loads(line) for line in capsys.readouterr().out.splitlines()]
+    kinds = [e["event"] for e in events]
+    assert kinds[0] in ("plan", "stage") and kinds[-1] == "progress"
+    (plan,) = [e for e in events if e["event"] == "plan"]
+    assert plan["runs"][0]["total"] == len(shard_of(read(data), 1, 2))
+    last = events[-1]
+    assert last["status"] == "complete" and last["done"] == last["total"]
+    for key in ("run_id", "dataset", "response_type", "status", "done", "total", "elapsed",
+                "message"):  # fmt: skip
+        assert key in last
+    assert [e["done"] for e in events if e["event"] == "progress"] == sorted(
+        e["done"] for e in events if e["event"] == "progress"
+    )
     assert cli.main(["runs", "--db", str(db), "--json"]) == 0
     (run,) = json.loads(capsys.readouterr().out)
     expected = [s.index for s in shard_of(read(data), 1, 2)]
