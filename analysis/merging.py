@@ -36,6 +36,7 @@ from __future__ import annotations
 import json
 import math
 import os
+import socket
 from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -49,6 +50,7 @@ from layerscope.analysis.cache.connection import (
     NoFile,
     default_lock_timeout,
     now,
+    pid_alive,
 )
 from layerscope.analysis.cache.schema import (
     SCHEMA_VERSION,
@@ -454,12 +456,25 @@ def _merge_run(
 ) -> RunMerge:
     """One source run into the destination, on the destination's open transaction."""
     merge = RunMerge(source_path, run_id, label)
-    row = con.execute("SELECT run_no FROM runs WHERE id = ?", [run_id]).fetchone()
+    row = con.execute(
+        "SELECT run_no, status, owner_pid, owner_host FROM runs WHERE id = ?", [run_id]
+    ).fetchone()
     if row is None:
         run_no = _create_run(con, source, source_no)
         merge.created = True
     else:
-        run_no = int(row[0])
+        run_no, status, owner_pid, owner_host = int(row[0]), row[1], row[2], row[3]
+        if (
+            status == "running"
+            and owner_pid is not None
+            and owner_pid != os.getpid()
+            and owner_host == socket.gethostname()
+            and pid_alive(int(owner_pid))
+        ):
+            raise MergeError(
+                f"run {run_id[:12]} is being computed into the destination by PID {owner_pid} "
+                "right now; wait for it or stop it first"
+            )
     source_row = source.execute(
         "SELECT status, provenance, samples_total FROM runs WHERE run_no = ?", [source_no]
     ).fetchone()

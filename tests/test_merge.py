@@ -238,3 +238,21 @@ def test_a_source_another_process_writes_is_named(capsys, computed, tmp_path, mo
 def test_statistics_compared_are_every_stored_one():
     # the comparison reads every statistic column the cache stores
     assert all(f'"{name}"' in merging._STATISTICS_QUERY for name in MATRIX_STATISTICS)
+
+
+def test_a_run_being_computed_into_the_destination_is_not_merged(capsys, computed, tmp_path):
+    import os
+    import socket
+
+    merged = tmp_path / "m.duckdb"
+    shutil.copy(computed["s0"], merged)
+    con = duckdb.connect(str(merged))
+    con.execute(
+        "UPDATE runs SET status = 'running', owner_pid = ?, owner_host = ?",
+        [os.getppid(), socket.gethostname()],  # a live process that is not this one
+    )
+    con.close()
+    before = merged.read_bytes()
+    status, _out, err = run(capsys, "merge", computed["s1"], "--into", merged)
+    assert_one_line_error(status, err, "is being computed into the destination by PID")
+    assert merged.read_bytes() == before
