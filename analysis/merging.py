@@ -214,6 +214,7 @@ def _read_chunk(
         }
         found[int(index)] = _Stored(result, sample, values)
     matrices: dict[tuple[int, int, str], MatrixStatistics] = {}
+    positions: dict[tuple[int, int, str], int] = {}  # where each is in its sample's list
     for row in con.execute(
         _STATISTICS_QUERY,
         params,
@@ -229,6 +230,7 @@ def _read_chunk(
         }
         matrix = MatrixStatistics(layer, projection, stats)
         matrices[(stored.result.index, layer, projection)] = matrix
+        positions[(stored.result.index, layer, projection)] = len(stored.result.matrices)
         stored.result.matrices.append(matrix)
         for name in MATRIX_STATISTICS:
             stored.values[f"{name} layer {layer} {projection}"] = stats.get(name)
@@ -240,12 +242,11 @@ def _read_chunk(
         key = (int(index), int(layer), str(projection))
         spectrum_values = [None if v is None else float(v) for v in spectrum]
         if key in matrices:
-            matrices[key] = MatrixStatistics(key[1], key[2], matrices[key].values, spectrum_values)
             stored = found[key[0]]
-            stored.result.matrices = [
-                matrices[key] if (m.layer, m.projection) == key[1:] else m
-                for m in stored.result.matrices
-            ]
+            position = positions[key]
+            stored.result.matrices[position] = MatrixStatistics(
+                key[1], key[2], matrices[key].values, spectrum_values
+            )
             stored.values[f"spectrum layer {layer} {projection}"] = spectrum_values
     for index, name, value in con.execute(
         "SELECT sample_index, name, value FROM sample_fields WHERE run_no = ? AND sample_index BETWEEN ? AND ? ORDER BY sample_index, name",
@@ -306,6 +307,8 @@ def _chunks(indices: Sequence[int]) -> Iterator[tuple[int, int]]:
 
 
 def _same(a: Any, b: Any, rtol: float) -> bool:
+    if a == b:
+        return True  # the common case, lists included (NaN is not equal to itself: below)
     if isinstance(a, list) or isinstance(b, list):
         if not isinstance(a, list) or not isinstance(b, list) or len(a) != len(b):
             return False
