@@ -93,6 +93,14 @@ async def test_the_form_offers_gpus_only_where_several_are_visible(monkeypatch, 
         assert form.read()["gpus"] == 3
 
 
+def test_the_forms_gpus_reach_the_request():
+    request = RunRequest.from_settings("tiny", "math", None, {"gpus": 2})
+    assert request.gpus == 2
+    assert RunRequest.from_settings("tiny", "math", None, {}).gpus == 1  # no field: one device
+    with pytest.raises(ValueError, match="at least 1"):
+        RunRequest.from_settings("tiny", "math", None, {"gpus": 0})
+
+
 def request_for(model_folder, data, gpus_wanted=2):  # noqa: F811
     return RunRequest(
         model=str(model_folder),
@@ -139,6 +147,7 @@ def test_a_request_on_several_gpus_computes_in_a_subprocess_and_cancel_keeps_bat
     assert LoadStageReached in kinds
     started = next(m for m in node.messages if isinstance(m, RunStarted))
     assert started.request_id == request_id and started.planned[0].total == 12
+    assert started.description == "small-llama on arith on 2 GPUs (subprocess)"
     ended = next(m for m in node.messages if isinstance(m, RunEnded))
     assert ended.outcome == "cancelled", ended.message
     progress = [m.progress for m in node.messages if isinstance(m, RunProgressed)]

@@ -85,6 +85,8 @@ class RunController:
         node = self.node
         db_path = self.db_path
         in_subprocess = request.gpus > 1
+        if in_subprocess:  # the progress header and the Log say where it computes
+            description = f"{description} on {request.gpus} GPUs (subprocess)"
 
         def compute() -> None:
             outcome = "complete"
