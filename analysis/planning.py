@@ -42,6 +42,7 @@ from layerscope.analysis.datasets import (
 )
 from layerscope.analysis.records import ComputeSettings, Sample
 from layerscope.analysis.settings import DEFAULTS, check_values, split_by_target
+from layerscope.analysis.sharding import shard_of
 
 __all__ = [
     "Job",
@@ -87,6 +88,10 @@ class RunRequest:
     max_memory: str | None = DEFAULTS["max_memory"]
     revision: str | None = DEFAULTS["revision"]
     offline: bool = DEFAULTS["offline"]
+    gpus: int = DEFAULTS["gpus"]  # the explorer: more than one computes in a torchrun job
+    # (I, N): only shard I of N of each run's selected samples (``compute --shard``; not a
+    # setting: it splits the work of one request, see :mod:`~layerscope.analysis.sharding`)
+    shard: tuple[int, int] | None = None
 
     @classmethod
     def from_settings(
@@ -253,6 +258,9 @@ class Job:
     data_sha256: str
     run_id: str
     missing: list[Sample]
+    # With a shard: what the run's provenance records of it (``shard`` "I/N" and
+    # ``requested``, the samples of the whole request), so a merge can tell a complete run.
+    shard_record: dict[str, Any] = field(default_factory=dict)
 
 
 def plan_jobs(
@@ -263,11 +271,16 @@ def plan_jobs(
     for source in resolve_sources(request):
         samples = read_samples(source)
         selected = select_samples(samples, request.limit, request.sample_seed)
+        shard_record: dict[str, Any] = {}
+        if request.shard is not None:
+            index, count = request.shard
+            shard_record = {"shard": f"{index}/{count}", "requested": len(selected)}
+            selected = shard_of(selected, index, count)
         digest = file_sha256(source.path)
         run_id = run_key(identity, digest, source.response_type, request.settings, dtype)
         done = cache.done_indices(run_id)
         missing = [s for s in selected if s.index not in done]
-        found.append(Job(source, samples, selected, digest, run_id, missing))
+        found.append(Job(source, samples, selected, digest, run_id, missing, shard_record))
     return found
 
 

@@ -302,7 +302,7 @@ def execute(
             samples_total=len(job.samples),
             targets=targets,
             settings=_settings_record(request, job, identity, dtype),
-            provenance=_provenance(request, loaded, dtype),
+            provenance={**_provenance(request, loaded, dtype), **job.shard_record},
         )
         stored_run = StoredRun(cache, header, cancel=cancel)
         with stored_run:

@@ -450,6 +450,19 @@ SETTINGS: tuple[Setting, ...] = (
         "request",
         _COMMANDS,
     ),
+    # -- the explorer's GPUs (issue 9): how many GPUs one request computes on. Not keyed (the
+    # numbers are the same), offered by the form only where several GPUs are visible; more
+    # than one runs `compute --nproc-per-node N` as a subprocess (the CLI's own option).
+    Setting(
+        "gpus",
+        "GPUs",
+        "how many of this machine's GPUs to compute on (more than one: a torchrun job)",
+        "int",
+        1,
+        "request",
+        frozenset({"form"}),
+        minimum=1,
+    ),
 )
 
 _BY_NAME = {s.name: s for s in SETTINGS}

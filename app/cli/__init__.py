@@ -30,6 +30,7 @@ from layerscope.app.cli.arguments import PROG, UsageError, build_parser
 from layerscope.app.cli.browsing import cmd_describe, cmd_export, cmd_import, cmd_runs, cmd_show
 from layerscope.app.cli.computing import EXIT_INTERRUPTED, cmd_check, cmd_compute, cmd_devices
 from layerscope.app.cli.doctor import cmd_doctor
+from layerscope.app.cli.merging import cmd_merge
 from layerscope.app.cli.publishing import cmd_figure, cmd_table
 from layerscope.app.cli.selecting import cmd_correlations, cmd_select
 
@@ -52,6 +53,7 @@ COMMANDS: dict[str, Callable[[argparse.Namespace], int]] = {
     "table": cmd_table,
     "select": cmd_select,
     "correlations": cmd_correlations,
+    "merge": cmd_merge,
 }
 
 
@@ -83,6 +85,11 @@ def main(argv: Sequence[str] | None = None) -> int:
         if command in ("compute", "check"):
             return _fail(
                 "interrupted; finished batches are stored, run again to resume", EXIT_INTERRUPTED
+            )
+        if command == "merge":  # one transaction per run
+            return _fail(
+                "interrupted; the runs merged so far are kept, run the same merge to continue",
+                EXIT_INTERRUPTED,
             )
         # Exports publish a file only when complete, imports store a run whole or not at all.
         return _fail("interrupted; nothing was changed", EXIT_INTERRUPTED)

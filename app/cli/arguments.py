@@ -18,6 +18,8 @@ from layerscope.analysis.settings import Setting, SettingError, Surface, offered
 
 PROG = "layerscope"
 EXPORT_FORMATS = ("parquet", "csv", "paper-jsonl")
+PROGRESS_FORMATS = ("bars", "jsonl")
+MERGE_RTOL = 1e-5  # layerscope.analysis.merging.DEFAULT_RTOL
 TABLE_FORMATS = ("markdown", "latex", "csv")  # layerscope.analysis.tables.TABLE_FORMATS
 DEPTH_CHOICES = ("layer", "normalised")  # layerscope.analysis.compare.DEPTHS
 METRIC_HELP = (
@@ -199,7 +201,41 @@ def build_parser() -> argparse.ArgumentParser:
         "--quiet", action="store_true", help="no loading stages and no progress bars"
     )
     _add_scaling(compute)
+    compute.add_argument(
+        "--shard",
+        metavar="I/N",
+        help="compute only shard I (0-based) of N balanced shards of each run's samples, "
+        "e.g. $SLURM_ARRAY_TASK_ID/8 in an array job; join the caches with `merge`",
+    )
+    compute.add_argument(
+        "--progress-format",
+        choices=PROGRESS_FORMATS,
+        default="bars",
+        help="bars: progress bars on stderr; jsonl: one JSON object per line on stdout per "
+        "plan, loading stage and progress update, for a program to follow (default: bars)",
+    )
     compute.epilog = COMPUTE_OUTPUT
+
+    merge = command(
+        "merge",
+        "merge cache files into one: runs matched by key, samples by index, none twice; "
+        "a sample two caches hold with different values is reported, never chosen",
+    )
+    merge.add_argument("sources", nargs="+", type=Path, metavar="SRC.duckdb")
+    merge.add_argument(
+        "--into", required=True, type=Path, metavar="DST.duckdb", help="the cache merged into"
+    )
+    merge.add_argument(
+        "--rtol",
+        type=float,
+        default=MERGE_RTOL,
+        help="relative tolerance under which two stored values agree (default: 1e-5)",
+    )
+    merge.epilog = (
+        "Each run is merged in one transaction: an interrupted merge leaves finished runs "
+        "merged and the rest untouched, and running it again continues. Exit status 1 when "
+        "any sample conflicts (one line each on stderr; the destination keeps its value)."
+    )
 
     runs = command("runs", "list the runs in the cache")
     runs.add_argument("--json", action="store_true", help="a JSON array instead of a table")

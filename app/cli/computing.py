@@ -33,7 +33,7 @@ if TYPE_CHECKING:
     from rich.progress import Progress, Task
 
     from layerscope.analysis.records import LoadStage
-    from layerscope.analysis.runner import RunProgress, RunRequest
+    from layerscope.analysis.runner import PlannedRun, RunProgress, RunRequest
 
 EXIT_INTERRUPTED = 130  # 128 + SIGINT, the shell's convention; a SIGTERM exits 143
 
@@ -436,8 +436,88 @@ def serve_rank(request: RunRequest) -> int:
     return cancellation.exit_status if cancellation.event.is_set() else 0
 
 
+def progress_event(update: RunProgress, elapsed: float) -> dict[str, Any]:
+    """One ``--progress-format jsonl`` line of a progress update (see :func:`execute_jsonl`)."""
+    from dataclasses import asdict
+
+    return {"event": "progress", **asdict(update), "elapsed": round(elapsed, 3)}
+
+
+def execute_jsonl(request: RunRequest, db: str | None) -> Outcome:
+    """Run a request writing one JSON object per line on stdout for a program to follow.
+
+    Events (``event``): ``plan`` (``runs``: id, dataset, type, total, cached), ``stage`` (a
+    loading step: step, description, done, total, elapsed) and ``progress`` (every field of a
+    :class:`~layerscope.analysis.runner.RunProgress`: run id, dataset, response type, status,
+    done, total, rate, eta, mean loss, message, skipped, failed; plus ``elapsed`` seconds since
+    the call began). Ctrl-C and SIGTERM behave as with bars; nothing else is written to stdout.
+    """
+    import json
+
+    from layerscope.analysis.distributed import execute  # the runner's, unless under torchrun
+
+    began = time.perf_counter()
+    finals: dict[str, RunProgress] = {}
+    started: dict[str, float] = {}
+    computing: dict[str, float] = {}
+    loaded_at: list[float] = []
+
+    def emit(record: dict[str, Any]) -> None:
+        sys.stdout.write(json.dumps(record, default=str) + "\n")
+        sys.stdout.flush()
+
+    def planned(runs: list[PlannedRun]) -> None:
+        emit({
+            "event": "plan",
+            "runs": [
+                {
+                    "run_id": run.run_id,
+                    "dataset": run.dataset,
+                    "response_type": run.response_type,
+                    "total": run.total,
+                    "cached": run.cached,
+                    "samples_in_file": run.samples_in_file,
+                }
+                for run in runs
+            ],
+        })  # fmt: skip
+
+    def staged(stage: LoadStage) -> None:
+        if stage.step == "first batch" and not loaded_at:
+            loaded_at.append(time.perf_counter() - began)
+        emit({
+            "event": "stage",
+            "step": stage.step,
+            "description": stage.description,
+            "done": stage.done,
+            "total": stage.total,
+            "elapsed": round(time.perf_counter() - began, 3),
+        })  # fmt: skip
+
+    with Cancellation() as cancellation:
+        for update in execute(
+            request, db_path=db, cancel=cancellation.event, on_plan=planned, on_stage=staged
+        ):
+            now = time.perf_counter()
+            if update.status == "running":
+                started.setdefault(update.run_id, now)
+            elif update.run_id in started:
+                computing[update.run_id] = now - started[update.run_id]
+            emit(progress_event(update, now - began))
+            finals[update.run_id] = update
+        cancelled = cancellation.exit_status if cancellation.event.is_set() else None
+    return Outcome(
+        finals=list(finals.values()),
+        computing=computing,
+        loading=loaded_at[0] if loaded_at else None,
+        total=time.perf_counter() - began,
+        cancelled=cancelled,
+    )
+
+
 def cmd_compute(args: argparse.Namespace) -> int:
     from layerscope.analysis.distributed import detect, replica_device
+    from layerscope.analysis.sharding import ShardError, parse_shard
     from layerscope.app.cli.arguments import LAUNCHER_OPTIONS
 
     environment = detect()
@@ -450,10 +530,17 @@ def cmd_compute(args: argparse.Namespace) -> int:
         raise UsageError(f"{given[0]}: only with --nproc-per-node (torchrun's option)")
     if args.gpus_per_replica is not None and environment is None:
         raise UsageError("--gpus-per-replica: only with --nproc-per-node or under torchrun")
+    if args.shard is not None and environment is not None:
+        raise UsageError("--shard: not under torchrun (the ranks share the work already)")
     worker = environment is not None and not environment.coordinator
-    quiet_loading(args.quiet or worker)
+    quiet_loading(args.quiet or worker or args.progress_format == "jsonl")
     check_instruct(args.model, args.mode)
     request = build_request(args, "compute", names(args.types))
+    if args.shard is not None:
+        try:
+            request.shard = parse_shard(args.shard)
+        except ShardError as error:
+            raise UsageError(str(error)) from None
     if environment is not None:
         request.device = replica_device(environment, request.device, args.gpus_per_replica)
         if (args.gpus_per_replica or 1) > 1 and request.device_map == "none":
@@ -461,6 +548,18 @@ def cmd_compute(args: argparse.Namespace) -> int:
             request.device_map = "auto"
         if worker:
             return serve_rank(request)
+    if args.progress_format == "jsonl":
+        outcome = execute_jsonl(request, args.db)
+        err = output.console(stderr=True)
+        for line in summary_lines(outcome):
+            err.print(line)
+        if outcome.cancelled is not None:
+            print(
+                "cancelled: finished batches are stored; run the same command to resume",
+                file=sys.stderr,
+            )
+            return outcome.cancelled
+        return 0
     outcome = execute_with_progress(request, args.db, args.quiet)
     if sys.stdout.isatty():
         # Someone reads stdout: each run once, as its summary line (its id starts the line).

@@ -66,6 +66,8 @@ def run_record(info: RunInfo) -> dict[str, Any]:
         "mode": info.mode,
         "status": info.status,
         "interrupted": info.interrupted,
+        "shard": info.provenance.get("shard"),
+        "shards": info.provenance.get("shards"),
         "samples": info.samples_done,
         "samples_total": info.samples_total,
         "skipped": info.samples_skipped,
@@ -237,6 +239,20 @@ def fitted_table(
     return table
 
 
+def status_text(info: RunInfo) -> str:
+    """The run's status as ``runs`` shows it: a shard of an array job says so ("complete,
+    shard 0/8"), and a merged run that lacks shards says which it holds ("partial, shards
+    0/8 1/8"): both are complete only for part of the request."""
+    status = "interrupted" if info.interrupted else info.status
+    shard = info.provenance.get("shard")
+    shards = info.provenance.get("shards")
+    if shard and status == "complete":
+        return f"complete, shard {shard}"
+    if shards and status != "complete":
+        return f"partial, shards {' '.join(str(s) for s in shards)}"
+    return status
+
+
 RUNS_COLUMNS = (
     Column("id", whole=True),
     Column("model"),
@@ -268,7 +284,7 @@ def runs_table(infos: Sequence[RunInfo], title: str, width: int) -> Table:
             info.dataset,
             info.response_type,
             info.mode,
-            "interrupted" if info.interrupted else info.status,
+            status_text(info),
             samples,
             str(info.layers),
             started,

@@ -4,7 +4,8 @@ Owns everything about a run request after it was built: the request ids, the can
 each running request (the engine checks it between batches, so cancelling keeps every finished
 sample), the thread worker that turns the runner's progress generator into RunStarted /
 LoadStageReached / RunProgressed / ProblemReported / RunEnded messages (timed in the worker,
-where the stages happen), and the debounced plan worker behind the
+where the stages happen; a request on several GPUs as a `compute --nproc-per-node N`
+subprocess whose JSON lines become the same messages), and the debounced plan worker behind the
 Setup tab's "cached / partial" column (PlanComputed).
 
 Why a service and not App methods: the App only decides what a message means for the screen;
@@ -16,9 +17,14 @@ when work starts, so that neither torch nor the runner is imported at start-up.
 
 from __future__ import annotations
 
+import json
+import signal
+import subprocess
+import sys
 import threading
 import time
 from collections.abc import Callable
+from dataclasses import fields
 from pathlib import Path
 from typing import TYPE_CHECKING
 
@@ -37,7 +43,7 @@ if TYPE_CHECKING:
     from textual.timer import Timer
 
     from layerscope.analysis.records import LoadStage
-    from layerscope.analysis.runner import PlannedRun, RunRequest
+    from layerscope.analysis.runner import PlannedRun, RunProgress, RunRequest
 
 PLAN_DELAY = 0.3  # seconds of quiet picking before the cache status is planned
 STAGE_INTERVAL = 0.05  # seconds between two progress updates of one loading step (weights)
@@ -54,6 +60,10 @@ class RunController:
         self._active: dict[int, threading.Event] = {}
         self._plan_token = 0
         self._plan_timer: Timer | None = None
+        self._processes: dict[int, subprocess.Popen[str]] = {}
+        self._signalled: set[int] = set()  # requests whose subprocess was sent SIGINT
+        # Whether a several-GPU request's command names --nproc-per-node (tests turn it off)
+        self.nproc_option = True
 
     # --- computing ---------------------------------------------------------------------------
 
@@ -63,13 +73,20 @@ class RunController:
         return bool(self._active)
 
     def start(self, request: RunRequest, description: str) -> int:
-        """Compute `request` in a thread worker; returns the request id its messages carry."""
+        """Compute `request` in a thread worker; returns the request id its messages carry.
+
+        A request on more than one GPU runs `compute --nproc-per-node N` as a subprocess (see
+        :meth:`_follow_subprocess`); its messages are the same as the in-process worker's.
+        """
         self._request_id += 1
         request_id = self._request_id
         cancel = threading.Event()
         self._active[request_id] = cancel
         node = self.node
         db_path = self.db_path
+        in_subprocess = request.gpus > 1
+        if in_subprocess:  # the progress header and the Log say where it computes
+            description = f"{description} on {request.gpus} GPUs (subprocess)"
 
         def compute() -> None:
             outcome = "complete"
@@ -91,24 +108,40 @@ class RunController:
                     loading = now - started
                 node.post_message(LoadStageReached(request_id, stage, now - started, begins))
 
+            def planned(runs: list[PlannedRun]) -> None:
+                node.post_message(RunStarted(request_id, description, runs))
+
+            def progressed(progress: RunProgress) -> None:
+                nonlocal outcome, message
+                node.post_message(RunProgressed(request_id, progress))
+                if progress.status == "failed":
+                    outcome = "failed"
+                    message = progress.message or f"{progress.response_type} failed"
+                    node.post_message(ProblemReported("Run failed", message))
+                elif progress.message and progress.status == "running":
+                    node.post_message(
+                        ProblemReported(progress.response_type, progress.message, "warning")
+                    )
+
             try:
-                from layerscope.analysis.runner import execute
-
-                def planned(runs: list[PlannedRun]) -> None:
-                    node.post_message(RunStarted(request_id, description, runs))
-
-                for progress in execute(
-                    request, db_path=db_path, cancel=cancel, on_plan=planned, on_stage=stage_reached
-                ):
-                    node.post_message(RunProgressed(request_id, progress))
-                    if progress.status == "failed":
-                        outcome = "failed"
-                        message = progress.message or f"{progress.response_type} failed"
+                if in_subprocess:
+                    error = self._follow_subprocess(
+                        request_id, request, cancel, planned, stage_reached, progressed
+                    )
+                    if error and outcome != "failed":
+                        outcome, message = "failed", error
                         node.post_message(ProblemReported("Run failed", message))
-                    elif progress.message and progress.status == "running":
-                        node.post_message(
-                            ProblemReported(progress.response_type, progress.message, "warning")
-                        )
+                else:
+                    from layerscope.analysis.runner import execute
+
+                    for progress in execute(
+                        request,
+                        db_path=db_path,
+                        cancel=cancel,
+                        on_plan=planned,
+                        on_stage=stage_reached,
+                    ):
+                        progressed(progress)
                 if cancel.is_set() and outcome != "failed":
                     outcome = "cancelled"
             except Exception as error:  # out of memory, a model that fails to load, a bad file
@@ -121,6 +154,106 @@ class RunController:
         node.run_worker(compute, thread=True, group="compute", exit_on_error=False)
         return request_id
 
+    # --- computing in a subprocess (several GPUs) ----------------------------------------------
+
+    def compute_command(self, request: RunRequest) -> list[str]:
+        """The `layerscope compute` command line of `request`, following it as JSON lines.
+
+        Every compute setting is passed explicitly, so the subprocess computes exactly the
+        runs (keys) the explorer planned. `nproc_option` False leaves out `--nproc-per-node`
+        (tests: the same path on a CPU-only machine, one process).
+        """
+        from layerscope.analysis.settings import offered
+
+        argv = [sys.executable, "-m", "layerscope.app", "compute", "--model", request.model]
+        argv += ["--dataset", str(request.dataset), "--db", str(self.db_path)]
+        if request.types:
+            argv += ["--types", ",".join(request.types)]
+        for item in offered("compute"):
+            holder = request.settings if item.target == "compute" else request
+            value = getattr(holder, item.name)
+            if item.kind == "flag":
+                if bool(value) != bool(item.default):
+                    argv.append(item.flag)
+            else:
+                argv += [item.flag, "" if value is None else str(value)]
+        if self.nproc_option:
+            argv += ["--nproc-per-node", str(request.gpus)]
+        return [*argv, "--progress-format", "jsonl", "--quiet"]
+
+    def _follow_subprocess(
+        self,
+        request_id: int,
+        request: RunRequest,
+        cancel: threading.Event,
+        planned: Callable[[list[PlannedRun]], None],
+        stage_reached: Callable[[LoadStage], None],
+        progressed: Callable[[RunProgress], None],
+    ) -> str:
+        """Run the request's compute command, turning its JSON lines into the worker's calls;
+        returns its error line ("" when it completed or was cancelled).
+
+        Cancelling sends SIGINT (the command stores the finished batches and exits 130) and
+        waits for it. The explorer keeps no connection to the cache (each read opens and closes
+        its own, see :mod:`layerscope.analysis.cache.connection`), so the subprocess is the only
+        writer and the explorer's reads meanwhile wait their turn for the lock, as a `runs`
+        from another terminal does.
+        """
+        from layerscope.analysis.records import LoadStage
+        from layerscope.analysis.runner import PlannedRun, RunProgress
+
+        process = subprocess.Popen(
+            self.compute_command(request),
+            stdin=subprocess.DEVNULL,
+            stdout=subprocess.PIPE,
+            stderr=subprocess.PIPE,
+            text=True,
+            start_new_session=True,  # the terminal's signals are the explorer's, not its
+        )
+        self._processes[request_id] = process
+        if cancel.is_set() and request_id not in self._signalled:
+            self._signalled.add(request_id)
+            process.send_signal(signal.SIGINT)
+        errors: list[str] = []
+        reader = threading.Thread(
+            target=lambda: errors.extend(line.rstrip() for line in process.stderr or ()),
+            daemon=True,
+        )
+        reader.start()
+        progress_fields = {f.name for f in fields(RunProgress)}
+        try:
+            for line in process.stdout or ():
+                try:
+                    event = json.loads(line)
+                except json.JSONDecodeError:
+                    continue  # not one of ours (a library printing to stdout)
+                kind = event.get("event") if isinstance(event, dict) else None
+                if kind == "plan":
+                    planned([PlannedRun(**run) for run in event["runs"]])
+                elif kind == "stage":
+                    stage_reached(
+                        LoadStage(
+                            event["step"], event["description"], event["done"], event["total"]
+                        )
+                    )
+                elif kind == "progress":
+                    progressed(
+                        RunProgress(**{k: v for k, v in event.items() if k in progress_fields})
+                    )
+        finally:
+            status = process.wait()
+            reader.join()
+            self._processes.pop(request_id, None)
+            self._signalled.discard(request_id)
+        if status == 0 or (cancel.is_set() and status in (130, 143)):
+            return ""
+        said = [line for line in errors if line.startswith("layerscope: error: ")]
+        if said:
+            return said[-1].removeprefix("layerscope: error: ")
+        return f"the compute subprocess exited with status {status}" + (
+            f": {errors[-1]}" if errors else ""
+        )
+
     def ended(self, request_id: int) -> None:
         """The App handled this request's RunEnded: it no longer counts as computing."""
         self._active.pop(request_id, None)
@@ -131,6 +264,11 @@ class RunController:
             return False
         for event in self._active.values():
             event.set()
+        for request_id, process in list(self._processes.items()):
+            if process.poll() is None and request_id not in self._signalled:
+                # Once: a second SIGINT would stop it at once, before it reports the cancel.
+                self._signalled.add(request_id)
+                process.send_signal(signal.SIGINT)  # stores finished batches, exits 130
         return True
 
     # --- planning ----------------------------------------------------------------------------

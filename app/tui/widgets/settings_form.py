@@ -6,6 +6,10 @@ command line is built from, so the two cannot drift. Each field is one compact l
 form fits an 80x24 terminal next to the pickers. ``read()`` returns checked values by setting
 name and names the field that is wrong. The device field also lists each GPU with its free
 memory when the optional nvidia-ml-py can tell (:mod:`layerscope.analysis.devices`).
+
+"GPUs" is the one field that depends on the machine: it is offered only where more than one
+GPU is visible (:func:`~layerscope.app.tui.services.gpus.visible_gpu_count`), as a choice of
+1..N; elsewhere the form has no such row and a request computes on one device, in-process.
 """
 
 from __future__ import annotations
@@ -20,11 +24,15 @@ from textual.widgets import Input, Label, Select
 
 from layerscope.analysis.settings import DEVICE_SUGGESTIONS, Setting, SettingError, offered
 from layerscope.app.tui.messages import SettingsChanged
+from layerscope.app.tui.services.gpus import visible_gpu_count
 
 
-def _choices(item: Setting) -> list[tuple[str, str]]:
+def _choices(item: Setting, gpus: int) -> list[tuple[str, str]]:
     """(label, value) pairs of a choice field; the device's list each GPU NVML reports with
-    its free memory ("cuda:0  NVIDIA H200, free 130.2 GiB of 139.8 GiB"), when it can."""
+    its free memory ("cuda:0  NVIDIA H200, free 130.2 GiB of 139.8 GiB"), when it can, and
+    GPUs offers 1..N of the visible ones."""
+    if item.name == "gpus":
+        return [(str(n), str(n)) for n in range(1, gpus + 1)]
     if item.name == "device":
         from layerscope.analysis.devices import device_choices, list_gpus
 
@@ -35,9 +43,14 @@ def _choices(item: Setting) -> list[tuple[str, str]]:
 class SettingsForm(Grid):
     """A two-column grid of labels and compact inputs, one row per offered setting."""
 
-    def __init__(self, values: Mapping[str, Any], *, id: str | None = None) -> None:
+    def __init__(
+        self, values: Mapping[str, Any], *, id: str | None = None, gpus: int | None = None
+    ) -> None:
         super().__init__(id=id)
-        self.settings = offered("form")
+        self.gpus = visible_gpu_count() if gpus is None else gpus
+        self.settings = tuple(
+            item for item in offered("form") if item.name != "gpus" or self.gpus > 1
+        )
         self._initial = {
             item.name: values.get(item.name, item.default_for("form")) for item in self.settings
         }
@@ -47,11 +60,12 @@ class SettingsForm(Grid):
             yield Label(item.form_label)
             yield self._field(item, self._initial[item.name])
 
-    @staticmethod
-    def _field(item: Setting, value: Any) -> Widget:
-        choices = _choices(item)
+    def _field(self, item: Setting, value: Any) -> Widget:
+        choices = _choices(item, self.gpus)
         if choices:
             default = item.default_for("form")
+            if item.kind == "int":
+                value, default = str(value), str(default)
             values = [choice for _label, choice in choices]
             return Select(
                 choices,
@@ -76,7 +90,9 @@ class SettingsForm(Grid):
         for item in self.settings:
             field = self.query_one(f"#{item.form_id}")
             try:
-                if isinstance(field, Select):
+                if isinstance(field, Select) and item.kind == "int":
+                    values[item.name] = item.parse(str(field.value))
+                elif isinstance(field, Select):
                     values[item.name] = item.check(str(field.value))
                 else:
                     assert isinstance(field, Input)
