@@ -16,8 +16,13 @@ so when the time budget is spent:
     python benchmarks/gpu_check.py                    # on the GPU machine (gpu_check.sh)
     python benchmarks/gpu_check.py --cpu-rehearsal    # the same code paths, tiny, on a CPU
 
-Random weights (timing and agreement only). Batch size: the engine's ``batch_size`` (4), as
-``tokens_per_batch`` batching is not in this build.
+  torchrun    ``layerscope compute --nproc-per-node 1`` on the built-in model and bundled math
+              samples: one rank through torch.distributed, its run ids and sample count checked
+              against a plain in-process run of the same request.
+
+Random weights (timing and agreement only). Batches: the default token budget (from free device
+memory) with rows capped by the default ``batch_size`` (4); the ``budget`` row lifts the cap so
+the token budget alone decides.
 """
 
 from __future__ import annotations
@@ -144,6 +149,35 @@ def device_map_section(args, device, dtype_name, config, tokenizer, samples) -> 
         )
 
 
+def torchrun_section(device: torch.device) -> None:
+    """One rank through torchrun against one in-process run: same run ids, same samples."""
+    import subprocess
+
+    with tempfile.TemporaryDirectory() as folder:
+        base = [sys.executable, "-m", "layerscope.app", "compute", "--model", "tiny",
+                "--dataset", "math", "--types", "none_cot,detailed_cot", "--limit", "8",
+                "--device", device.type, "--quiet"]  # fmt: skip
+        began = time.perf_counter()
+        ranked = subprocess.run(
+            [*base, "--db", f"{folder}/ranks.duckdb", "--nproc-per-node", "1"],
+            capture_output=True, text=True, timeout=240,
+        )  # fmt: skip
+        seconds = time.perf_counter() - began
+        if ranked.returncode != 0:
+            tail = (ranked.stderr.strip().splitlines() or ["no output"])[-1]
+            print(f"torchrun: FAILED (exit {ranked.returncode}): {tail}")
+            return
+        plain = subprocess.run(
+            [*base, "--db", f"{folder}/plain.duckdb"], capture_output=True, text=True, timeout=240
+        )
+        same = sorted(ranked.stdout.split()) == sorted(plain.stdout.split())
+        verdict = "ok" if same and plain.returncode == 0 else "DIFFERS"
+        print(
+            f"torchrun: 1 rank on {device.type}, 16 samples in {seconds:.1f} s (start-up "
+            f"included), run ids {' '.join(sorted(ranked.stdout.split()))} vs in-process: {verdict}"
+        )
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--cpu-rehearsal", action="store_true")
@@ -196,6 +230,7 @@ def main() -> None:
         ("streaming, cpu-threads", {"factorisation": "cpu-threads"}),
         ("batch-end, per-matrix", {"streaming": False}),
         ("streaming, spectral only", {"entry_statistics": False, "cosines": False}),
+        ("token budget alone", {"batch_size": 64}),
     ]
     for label, change in options:
         if budget.left() < 60:
@@ -230,6 +265,10 @@ def main() -> None:
         device_map_section(
             args, device, dtype_name, small, tokenizer, make_samples(tokenizer, 64, 2)
         )
+    if budget.left() < 40:
+        print("torchrun: skipped (time budget)")
+    else:
+        torchrun_section(device)
     print(
         json.dumps(
             {"finished": time.strftime("%Y-%m-%d %H:%M:%S"), "budget_left_s": round(budget.left())}

@@ -428,7 +428,7 @@ async def test_an_emptied_model_field_says_nothing_is_chosen_and_r_refuses(
     app = LayerscopeApp(model=model, poll_seconds=0)  # a folder: shown in the path field
     async with app.run_test(size=SIZE) as pilot:
         await settle(app, pilot)
-        await type_into(app, pilot, "#model-path", "Z")
+        await type_into(app, pilot, "#model-path", "./Z")  # a folder (a bare name may be a hub id)
         assert "Z" in str(app.query_one("#model-check").render())
         await type_into(app, pilot, "#model-path", "")
         line = str(app.query_one("#model-check").render())

@@ -143,6 +143,7 @@ def test_a_request_on_several_gpus_computes_in_a_subprocess_and_cancel_keeps_bat
     request_id = controller.start(request_for(model_folder, data), "small-llama on arith")
     node.wait_for(lambda ms: any(isinstance(m, RunEnded) for m in ms), "the run ended")
     kinds = [type(m) for m in node.messages]
+    assert RunStarted in kinds, node.messages
     assert kinds.index(RunStarted) < kinds.index(RunProgressed) < kinds.index(RunEnded)
     assert LoadStageReached in kinds
     started = next(m for m in node.messages if isinstance(m, RunStarted))

@@ -175,6 +175,8 @@ class RunController:
             if item.kind == "flag":
                 if bool(value) != bool(item.default):
                     argv.append(item.flag)
+            elif value is None and item.default is None:
+                continue  # unset and unset by default (max memory, revision): say nothing
             else:
                 argv += [item.flag, "" if value is None else str(value)]
         if self.nproc_option:
