@@ -118,7 +118,9 @@ def test_unsupported_architecture_names_the_modules_found():
 
 
 def test_describe_of_a_missing_model_is_one_clear_line(tmp_path):
-    with pytest.raises(ModelLoadError, match="no such folder, and not in the local Hugging Face cache"):
+    with pytest.raises(
+        ModelLoadError, match="no such folder, and not in the local Hugging Face cache"
+    ):
         describe_targets(str(tmp_path / "nope"))
     (tmp_path / "empty").mkdir()
     with pytest.raises(ModelLoadError, match=r"no config\.json"):
