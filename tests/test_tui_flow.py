@@ -106,6 +106,10 @@ async def test_first_start_preselects_tiny_and_math_and_one_key_gives_charts(db:
         app.query_one("#model-list").focus()
         await pilot.press("r")
         log = await until_request_ended(app, pilot)
+        for _ in range(50):  # the switch to the chart follows the request's end message
+            if app.query_one(TabbedContent).active == "chart":
+                break
+            await settle(app, pilot)
         assert app.query_one(TabbedContent).active == "chart", "\n".join(log)
         chart = app.query_one(LayerChart)
         for _ in range(100):  # the last read of the curves, after the request ended
