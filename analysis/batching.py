@@ -35,6 +35,7 @@ __all__ = [
     "bytes_per_token",
     "cuda_available_bytes",
     "default_tokens_per_batch",
+    "formed_gradients_budget",
     "memory_in_use",
     "plan_batches",
 ]
@@ -142,6 +143,34 @@ def default_tokens_per_batch(
     free = (available or cuda_available_bytes)(device)
     budget = int(free * MEMORY_FRACTION) // max(1, bytes_per_token(config, element_bytes))
     return max(MIN_TOKENS_PER_BATCH, min(MAX_TOKENS_PER_BATCH, budget))
+
+
+# The fraction of the free memory that the formed cosine route may keep in gradients (see
+# routes.py): L x rows x cols per projection and sample, e.g. 106 MB for a 135M model's 30
+# layers of q, k, v and o, 5.4 GB for a 7B model's 32.
+FORMED_MEMORY_FRACTION = 0.25
+HOST_MEMORY_FALLBACK = 8 << 30
+
+
+def formed_gradients_budget(device: Any, available: Callable[[Any], int] | None = None) -> int:
+    """Bytes a batch may keep in formed gradients: a quarter of the device's free memory (on
+    CUDA as :func:`cuda_available_bytes` counts it, on a CPU the host's available memory)."""
+    if getattr(device, "type", str(device)) == "cuda":
+        free = (available or cuda_available_bytes)(device)
+    else:
+        free = (available or _host_available_bytes)(device)
+    return int(free * FORMED_MEMORY_FRACTION)
+
+
+def _host_available_bytes(_device: Any = None) -> int:
+    try:
+        with open("/proc/meminfo") as meminfo:
+            for line in meminfo:
+                if line.startswith("MemAvailable:"):
+                    return int(line.split()[1]) * 1024
+    except (OSError, ValueError, IndexError):
+        pass
+    return HOST_MEMORY_FALLBACK
 
 
 @dataclass(frozen=True)

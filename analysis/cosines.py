@@ -9,12 +9,26 @@ way (chunked products, float64 accumulation) and is the one place that trade-off
 from __future__ import annotations
 
 import math
+from collections.abc import Hashable, Sequence
 from typing import TYPE_CHECKING
+
+from layerscope.analysis.routes import SHARED_INPUTS
+from layerscope.analysis.spectral import working_dtype
 
 if TYPE_CHECKING:
     import torch
 
-__all__ = ["GRAM_CHUNK", "cosine", "cosine_matrix", "gram"]
+    from layerscope.analysis.records import TargetInfo
+
+__all__ = [
+    "GRAM_CHUNK",
+    "PAIRS",
+    "SampleCosines",
+    "cosine",
+    "cosine_matrix",
+    "factor_inner_product",
+    "gram",
+]
 
 
 GRAM_CHUNK = 1 << 20
@@ -52,3 +66,259 @@ def cosine_matrix(vectors: list[torch.Tensor]) -> list[list[float]]:
         ]
         for i in range(len(vectors))
     ]
+
+
+# Entries of the T-by-T products formed at once by the factor route (per chunk of earlier
+# layers): bounds its memory at any T (no layers x T x T tensor).
+FACTOR_CHUNK_ENTRIES = 1 << 24
+# Columns of the kept gradients multiplied at once by the formed route's Gram (float64).
+FORMED_CHUNK_COLUMNS = 1 << 16
+
+Key = tuple[str, int]  # (projection, layer)
+
+
+class SampleCosines:
+    """One sample's gradient inner products, each projection by its route, summed in float64.
+
+    The layer-by-layer cosines of a projection need ``<G_i, G_j>`` for every pair of its layers,
+    and the q-o / k-v cosines ``<G_a, G_b>`` at each layer. Two exact routes
+    (:mod:`~layerscope.analysis.routes` picks one per projection):
+
+    - ``factors``: ``<G_i, G_j> = sum((D_i D_j^T) * (X_i X_j^T))``. Each projection keeps its
+      ``D``s and each input group (q, k and v read one input) its ``X``s; when every member of a
+      group has arrived at a layer, its products with all earlier layers are a few large matrix
+      products per chunk of layers, ``X_i X_j^T`` computed once for the whole group.
+    - ``formed``: each ``G`` written once into a buffer of the projection's layers (the engine
+      forms it there, and max/min and the spectrum reuse it); one chunked float64 Gram at the end.
+
+    Layers arrive in any order (the backward goes from the last layer to the first).
+    """
+
+    def __init__(self, infos: Sequence[TargetInfo]) -> None:
+        self.layers: dict[str, list[int]] = {}
+        self.shapes: dict[Key, tuple[int, int]] = {}
+        for info in infos:
+            self.layers.setdefault(info.projection, []).append(info.layer)
+            self.shapes[(info.projection, info.layer)] = (info.rows, info.cols)
+        self.products: dict[tuple[Key, Key], torch.Tensor] = {}
+        # formed: one buffer of L gradients per projection, slot by layer
+        self._kept: dict[str, torch.Tensor] = {}
+        self._kept_slot: dict[Key, int] = {}
+        # factors: per projection its D's; per input group its X's (slots in arrival order)
+        self._output_factors: dict[str, list[torch.Tensor]] = {}
+        self._output_slot: dict[Key, int] = {}
+        self._input_factors: dict[Hashable, list[torch.Tensor]] = {}
+        self._input_slot: dict[Key, tuple[Hashable, int]] = {}
+        self._waiting: dict[Hashable, list[Key]] = {}  # members of a group awaiting products
+        self._group_of_input: dict[Hashable, Hashable] = {}
+
+    # -- formed route ------------------------------------------------------------------
+    def gradient_slot(self, info: TargetInfo, like: torch.Tensor) -> torch.Tensor:
+        """Where the engine writes ``G`` (rows x cols) of this matrix for the formed route."""
+        import torch
+
+        projection = info.projection
+        buffer = self._kept.get(projection)
+        if buffer is None:
+            count = len(self.layers[projection])
+            buffer = torch.empty(
+                (count, info.rows * info.cols), dtype=like.dtype, device=like.device
+            )
+            self._kept[projection] = buffer
+        slot = len([k for k in self._kept_slot if k[0] == projection])
+        self._kept_slot[(projection, info.layer)] = slot
+        return buffer[slot].view(info.rows, info.cols)
+
+    # -- factor route ------------------------------------------------------------------
+    def add_factors(
+        self,
+        info: TargetInfo,
+        output_grads: torch.Tensor,
+        inputs: torch.Tensor,
+        input_key: Hashable,
+    ) -> None:
+        """Keep ``D`` (T x rows) and ``X`` (T x cols) of a matrix on the factor route.
+
+        ``input_key`` names its input: matrices with the same key share X (q, k and v of a
+        layer). Products are formed in :meth:`input_done`, once the group is complete.
+        """
+        key = (info.projection, info.layer)
+        outputs = self._output_factors.setdefault(info.projection, [])
+        self._output_slot[key] = len(outputs)
+        outputs.append(output_grads)
+        group = self._group_of_input.get(input_key)
+        if group is None:
+            group = self._group_name(info.projection)
+            self._group_of_input[input_key] = group
+            self._input_factors.setdefault(group, []).append(inputs)
+        self._input_slot[key] = (group, len(self._input_factors[group]) - 1)
+        self._waiting.setdefault(input_key, []).append(key)
+
+    def _group_name(self, projection: str) -> Hashable:
+        for group in SHARED_INPUTS:
+            if projection in group:
+                return group
+        return (projection,)
+
+    def input_done(self, input_key: Hashable) -> None:
+        """Every matrix reading ``input_key`` has arrived: form their products with all the
+        earlier layers of their projections (and themselves)."""
+        members = self._waiting.pop(input_key, [])
+        self._group_of_input.pop(input_key, None)
+        by_prior: dict[tuple[Hashable, tuple[int, ...]], list[Key]] = {}
+        for key in members:
+            projection = key[0]
+            group = self._input_slot[key][0]
+            prior = tuple(
+                self._input_slot[(projection, layer)][1]
+                for layer in self._arrived_factors(projection)
+            )
+            by_prior.setdefault((group, prior), []).append(key)
+        for (group, prior), keys in by_prior.items():
+            self._layer_products(group, prior, keys)
+
+    def _arrived_factors(self, projection: str) -> list[int]:
+        """Layers of ``projection`` whose factors are kept, in slot order."""
+        slots = [(slot, key[1]) for key, slot in self._output_slot.items() if key[0] == projection]
+        return [layer for _slot, layer in sorted(slots)]
+
+    def _layer_products(self, group: Hashable, prior: tuple[int, ...], keys: list[Key]) -> None:
+        """``<G_new, G_j>`` for each new matrix in ``keys`` and each layer j of its projection
+        kept so far (the new one included), per chunk of layers: one product of the stacked
+        X's with the new X for the group, one of the stacked D's with the new D per member."""
+        import torch
+
+        inputs = self._input_factors[group]
+        new_input = inputs[self._input_slot[keys[0]][1]]
+        positions = new_input.shape[0]
+        dtype = working_dtype(new_input.dtype)
+        device = new_input.device
+        new_x = new_input.to(dtype)
+        per_chunk = max(1, FACTOR_CHUNK_ENTRIES // max(positions * positions, 1))
+        for begin in range(0, len(prior), per_chunk):
+            chunk = prior[begin : begin + per_chunk]
+            stacked_x = torch.cat([inputs[slot].to(device, dtype) for slot in chunk])
+            input_products = (stacked_x @ new_x.T).double().view(len(chunk), positions, -1)
+            del stacked_x
+            for key in keys:
+                projection = key[0]
+                outputs = self._output_factors[projection]
+                new_d = outputs[self._output_slot[key]].to(dtype)
+                layers = self._arrived_factors(projection)[begin : begin + len(chunk)]
+                stacked_d = torch.cat(
+                    [
+                        outputs[self._output_slot[(projection, layer)]].to(device, dtype)
+                        for layer in layers
+                    ]
+                )
+                output_products = (stacked_d @ new_d.T).double().view(len(chunk), positions, -1)
+                values = (output_products * input_products).sum(dim=(1, 2))
+                for position, layer in enumerate(layers):
+                    self.products[(key, (projection, layer))] = values[position]
+        self._pair_products(keys)
+
+    def _pair_products(self, keys: list[Key]) -> None:
+        """q-o and k-v products at the new matrices' layer, where both are on this route."""
+        for key in keys:
+            projection, layer = key
+            partner = (_PARTNERS.get(projection, ""), layer)
+            if partner not in self._output_slot or self.shapes.get(partner) != self.shapes[key]:
+                continue
+            if (key, partner) in self.products or (partner, key) in self.products:
+                continue
+            self.products[(key, partner)] = factor_inner_product(
+                *self._factors(key), *self._factors(partner)
+            )
+
+    def _factors(self, key: Key) -> tuple[torch.Tensor, torch.Tensor]:
+        group, slot = self._input_slot[key]
+        return (
+            self._output_factors[key[0]][self._output_slot[key]],
+            self._input_factors[group][slot],
+        )
+
+    # -- results -----------------------------------------------------------------------
+    def finish(self) -> None:
+        """The formed route's Gram matrices, and the pairs whose members took different routes."""
+        import torch
+
+        for projection, buffer in self._kept.items():
+            count = buffer.shape[0]
+            total = torch.zeros((count, count), dtype=torch.float64, device=buffer.device)
+            for begin in range(0, buffer.shape[1], FORMED_CHUNK_COLUMNS):
+                block = buffer[:, begin : begin + FORMED_CHUNK_COLUMNS].double()
+                total += block @ block.T
+            slots = {slot: key for key, slot in self._kept_slot.items() if key[0] == projection}
+            for i, first in slots.items():
+                for j, second in slots.items():
+                    if j <= i:
+                        self.products[(first, second)] = total[i, j]
+        for a, b in PAIRS:
+            for layer in self.layers.get(a, []):
+                one, other = (a, layer), (b, layer)
+                if other not in self.shapes or self.shapes[one] != self.shapes[other]:
+                    continue
+                if (one, other) in self.products or (other, one) in self.products:
+                    continue
+                self.products[(one, other)] = self._mixed_product(one, other)
+        self._kept.clear()
+        self._output_factors.clear()
+        self._input_factors.clear()
+
+    def _gradient(self, key: Key) -> torch.Tensor:
+        """``G`` of a matrix, from the formed buffer or from its factors, flattened."""
+        if key in self._kept_slot:
+            return self._kept[key[0]][self._kept_slot[key]]
+        output_grads, inputs = self._factors(key)
+        dtype = working_dtype(inputs.dtype)
+        return (output_grads.to(dtype).T @ inputs.to(dtype)).reshape(-1)
+
+    def _mixed_product(self, one: Key, other: Key) -> torch.Tensor:
+        first = self._gradient(one)
+        second = self._gradient(other).to(first.device)
+        return (first.double() * second.double()).sum()
+
+    def _product(self, a: Key, b: Key) -> float:
+        value = self.products.get((a, b))
+        if value is None:
+            value = self.products[(b, a)]
+        return float(value)
+
+    def _cosine(self, a: Key, b: Key) -> float:
+        norm = math.sqrt(self._product(a, a)) * math.sqrt(self._product(b, b))
+        return self._product(a, b) / norm if norm > 0 else math.nan
+
+    def layer_cosines(self) -> dict[str, list[list[float]]]:
+        return {
+            p: [[self._cosine((p, i), (p, j)) for j in layers] for i in layers]
+            for p, layers in self.layers.items()
+        }
+
+    def pair_cosines(self) -> dict[str, list[float]]:
+        pairs: dict[str, list[float]] = {}
+        for a, b in PAIRS:
+            layers = [i for i in self.layers.get(a, []) if (b, i) in self.shapes]
+            values = []
+            for i in layers:
+                if self.shapes[(a, i)] != self.shapes[(b, i)]:
+                    break
+                values.append(self._cosine((a, i), (b, i)))
+            if values and len(values) == len(layers):
+                pairs[f"{a}-{b}"] = values
+        return pairs
+
+
+PAIRS = (("q", "o"), ("k", "v"))
+_PARTNERS = {b: a for a, b in PAIRS} | {a: b for a, b in PAIRS}
+
+
+def factor_inner_product(
+    d1: torch.Tensor, x1: torch.Tensor, d2: torch.Tensor, x2: torch.Tensor
+) -> torch.Tensor:
+    """``<d1^T x1, d2^T x2>`` from T-by-T products, summed in float64 (a 0-d tensor)."""
+    dtype = working_dtype(d1.dtype)
+    device = d1.device
+    d2, x2 = d2.to(device), x2.to(device)  # modules of one model may live on several devices
+    outputs = d1.to(dtype) @ d2.to(dtype).T
+    inputs = x1.to(dtype) @ x2.to(dtype).T
+    return (outputs.double() * inputs.double()).sum()

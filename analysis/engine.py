@@ -17,15 +17,18 @@ full weight gradient from ``loss.backward()``, ``torch.linalg.svd``.
 
 from __future__ import annotations
 
-import math
 import threading
 import time
 from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
 from typing import TYPE_CHECKING, Any
 
-from layerscope.analysis.batching import default_tokens_per_batch, plan_batches
-from layerscope.analysis.cosines import cosine, cosine_matrix
+from layerscope.analysis.batching import (
+    default_tokens_per_batch,
+    formed_gradients_budget,
+    plan_batches,
+)
+from layerscope.analysis.cosines import PAIRS, SampleCosines, cosine, cosine_matrix
 from layerscope.analysis.factorisations import Factorisation, Pending
 from layerscope.analysis.numerics import (
     PhaseTimer,
@@ -41,8 +44,8 @@ from layerscope.analysis.records import (
     Sample,
     SampleResult,
     SkippedSample,
-    TargetInfo,
 )
+from layerscope.analysis.routes import SamplePlan, plan_batch, shapes_of
 from layerscope.analysis.spectral import (
     entry_statistics_in_blocks,
     factor_entry_statistics,
@@ -60,8 +63,6 @@ if TYPE_CHECKING:
 
     from layerscope.analysis.models import LoadedModel
     from layerscope.analysis.targets import Target
-
-PAIRS = (("q", "o"), ("k", "v"))
 
 
 def compute_statistics(
@@ -274,7 +275,8 @@ def _fast_batch(
     import torch
 
     input_ids, mask = _padded_batch(loaded, encoded)
-    statistics = _StreamingStatistics(targets, encoded, settings)
+    plans = plan_routes(loaded, targets, [e.length - 1 for e in encoded], settings)
+    statistics = _StreamingStatistics(targets, encoded, settings, plans)
     capture = _StreamingCapture(loaded.model, targets, statistics)
     try:
         with timer.phase("forward_backward"), torch.enable_grad():
@@ -325,7 +327,7 @@ class _StreamingCapture:
             del inputs
             self.sharing[input_key] -= 1
             if self.sharing[input_key] == 0:
-                self.sink.factorisation.forget(input_key)
+                self.sink.input_done(input_key)
 
         output.register_hook(arrived)
 
@@ -338,26 +340,35 @@ class _StreamingCapture:
 class _StreamingStatistics:
     """A batch's statistics, computed module by module as the output gradients arrive.
 
-    Each matrix is measured on its tensors' own device; spectra go through the chosen
-    :class:`~layerscope.analysis.factorisations.Factorisation`; max and min come from the
-    gradient formed in row blocks (never whole); cosines from the factors (see
-    ``_SampleCosines``). Everything is gathered on the CPU by :meth:`results`.
+    Each matrix is measured on its tensors' own device, by the routes the cost model
+    (:mod:`~layerscope.analysis.routes`) chose for its projection at its sample's length:
+    spectra by T-by-T factors (through the chosen
+    :class:`~layerscope.analysis.factorisations.Factorisation`) or by ``svdvals`` of the formed
+    gradient; max and min from a formed gradient or from one formed in row blocks; cosines by
+    factor products or from gradients kept formed (:class:`~layerscope.analysis.cosines.
+    SampleCosines`). Everything is gathered on the CPU by :meth:`results`.
     """
 
     def __init__(
-        self, targets: Sequence[Target], encoded: list[EncodedSample], settings: ComputeSettings
+        self,
+        targets: Sequence[Target],
+        encoded: list[EncodedSample],
+        settings: ComputeSettings,
+        plans: list[SamplePlan],
     ) -> None:
         self.targets = list(targets)
         self.encoded = encoded
         self.settings = settings
         self.positions = [e.length - 1 for e in encoded]  # the last position's D is zero
+        self.plans = plans
         self.factorisation = Factorisation(settings.factorisation)
         self.of_module: dict[int, list[int]] = {}
         for index, target in enumerate(self.targets):
             self.of_module.setdefault(id(target.module), []).append(index)
         self.spectra: dict[tuple[int, int], Pending] = {}
         self.entries: dict[tuple[int, int], tuple[torch.Tensor, torch.Tensor, torch.Tensor]] = {}
-        self.cosines = [_SampleCosines(self.targets) for _ in encoded] if settings.cosines else None
+        infos = [t.info for t in self.targets]
+        self.cosines = [SampleCosines(infos) for _ in encoded] if settings.cosines else None
         self.hook_seconds = 0.0
 
     def module_arrived(
@@ -377,6 +388,18 @@ class _StreamingStatistics:
                 torch.cuda.synchronize(output_grads.device)  # an honest phase split
         self.hook_seconds += time.perf_counter() - began
 
+    def input_done(self, input_key: tuple[int, tuple[int, ...]]) -> None:
+        """Every module reading this input has been measured: its shared work can be done and
+        its shared factors dropped."""
+        import torch
+
+        began = time.perf_counter()
+        with torch.no_grad(), denormals_flushed():
+            self.factorisation.forget(input_key)
+            for cosines in self.cosines or []:
+                cosines.input_done(input_key)
+        self.hook_seconds += time.perf_counter() - began
+
     def _measure(
         self,
         index: int,
@@ -384,29 +407,42 @@ class _StreamingStatistics:
         output_grads: torch.Tensor,
         input_key: tuple[int, tuple[int, ...]],
     ) -> None:
+        import torch
+
         target = self.targets[index]
+        info = target.info
         dtype = working_dtype(inputs.dtype)
         if target.output_features is not None:
             output_grads = output_grads.index_select(
                 -1, target.output_features.to(output_grads.device)
             )
-        rows, cols = target.info.rows, target.info.cols
+        routes = [plan[info.projection] for plan in self.plans]
         xs = [inputs[r, :p].to(dtype) for r, p in enumerate(self.positions)]
         ds = [output_grads[r, :p].to(dtype) for r, p in enumerate(self.positions)]
-        matrices = [
-            d.T @ x if p >= min(rows, cols) else None
-            for d, x, p in zip(ds, xs, self.positions, strict=True)
-        ]
-        pending = self.factorisation.singular_values(ds, xs, input_key, matrices)
-        for row in range(len(self.encoded)):
+        matrices: list[torch.Tensor | None] = []
+        for row, route in enumerate(routes):
+            if self.cosines is not None and route.keeps_gradients:
+                slot = self.cosines[row].gradient_slot(info, ds[row])
+                torch.matmul(ds[row].T, xs[row], out=slot)  # formed where it is kept
+                matrices.append(slot)
+            elif route.forms_gradients:
+                matrices.append(ds[row].T @ xs[row])
+            else:
+                matrices.append(None)
+        pending = self.factorisation.singular_values(
+            ds, xs, input_key, matrices, [route.spectrum == "factors" for route in routes]
+        )
+        for row, route in enumerate(routes):
             self.spectra[(row, index)] = pending[row]
             if self.settings.entry_statistics:
                 self.entries[(row, index)] = entry_statistics_in_blocks(
                     ds[row], xs[row], matrices[row]
                 )
-            if self.cosines is not None:
+            if self.cosines is not None and route.cosines == "factors":
                 p = self.positions[row]
-                self.cosines[row].add(target.info, output_grads[row, :p], inputs[row, :p])
+                self.cosines[row].add_factors(
+                    info, output_grads[row, :p], inputs[row, :p], input_key
+                )
 
     def results(self, losses: list[float]) -> list[SampleResult]:
         results = []
@@ -428,6 +464,8 @@ class _StreamingStatistics:
                     MatrixStatistics(target.info.layer, target.info.projection, values, spectrum)
                 )
             cosines = self.cosines[row] if self.cosines is not None else None
+            if cosines is not None:
+                cosines.finish()
             results.append(
                 SampleResult(
                     index=sample.index,
@@ -448,80 +486,30 @@ class _StreamingStatistics:
         self.cosines = None
 
 
-class _SampleCosines:
-    """One sample's gradient inner products, accumulated in float64 as the layers arrive.
-
-    ``<G_i, G_j> = <D_i^T X_i, D_j^T X_j> = sum((D_i D_j^T) * (X_i X_j^T))``: two T-by-T
-    products instead of two rows-by-cols gradients, so no gradient matrix is ever formed or
-    kept; what is kept per measured matrix is its factors ``D`` and ``X`` (T rows each, in the
-    model's dtype, X shared by q, k and v), until the sample's cosines are read.
-    """
-
-    def __init__(self, targets: Sequence[Target]) -> None:
-        self.layers: dict[str, list[int]] = {}
-        self.shapes: dict[tuple[str, int], tuple[int, int]] = {}
-        for target in targets:
-            self.layers.setdefault(target.info.projection, []).append(target.info.layer)
-            self.shapes[(target.info.projection, target.info.layer)] = (
-                target.info.rows,
-                target.info.cols,
-            )
-        self.factors: dict[tuple[str, int], tuple[torch.Tensor, torch.Tensor]] = {}
-        self.products: dict[tuple[tuple[str, int], tuple[str, int]], torch.Tensor] = {}
-
-    def add(self, info: TargetInfo, output_grads: torch.Tensor, inputs: torch.Tensor) -> None:
-        key = (info.projection, info.layer)
-        partners = {b: a for a, b in PAIRS} | {a: b for a, b in PAIRS}
-        for other, (d, x) in self.factors.items():
-            same_projection = other[0] == info.projection
-            paired = other == (partners.get(info.projection), info.layer)
-            if same_projection or (paired and self.shapes[other] == self.shapes[key]):
-                self.products[(key, other)] = _factor_inner_product(output_grads, inputs, d, x)
-        self.products[(key, key)] = _factor_inner_product(
-            output_grads, inputs, output_grads, inputs
-        )
-        self.factors[key] = (output_grads, inputs)
-
-    def _product(self, a: tuple[str, int], b: tuple[str, int]) -> float:
-        value = self.products.get((a, b))
-        if value is None:
-            value = self.products[(b, a)]
-        return float(value)
-
-    def _cosine(self, a: tuple[str, int], b: tuple[str, int]) -> float:
-        norm = math.sqrt(self._product(a, a)) * math.sqrt(self._product(b, b))
-        return self._product(a, b) / norm if norm > 0 else math.nan
-
-    def layer_cosines(self) -> dict[str, list[list[float]]]:
-        return {
-            p: [[self._cosine((p, i), (p, j)) for j in layers] for i in layers]
-            for p, layers in self.layers.items()
-        }
-
-    def pair_cosines(self) -> dict[str, list[float]]:
-        pairs: dict[str, list[float]] = {}
-        for a, b in PAIRS:
-            layers = [i for i in self.layers.get(a, []) if (b, i) in self.shapes]
-            values = []
-            for i in layers:
-                if self.shapes[(a, i)] != self.shapes[(b, i)]:
-                    break
-                values.append(self._cosine((a, i), (b, i)))
-            if values and len(values) == len(layers):
-                pairs[f"{a}-{b}"] = values
-        return pairs
+def plan_routes(
+    loaded: LoadedModel,
+    targets: Sequence[Target],
+    positions: Sequence[int],
+    settings: ComputeSettings,
+) -> list[SamplePlan]:
+    """The cost model's routes for a batch of samples with these measured positions."""
+    shapes = shapes_of(
+        ((t.info.projection, t.info.rows, t.info.cols) for t in targets), working_bytes_of(loaded)
+    )
+    budget = formed_gradients_budget(loaded.device) if settings.routes == "auto" else None
+    return plan_batch(
+        shapes,
+        positions,
+        cosines=settings.cosines,
+        entry_statistics=settings.entry_statistics,
+        forced=settings.routes,
+        budget_bytes=budget,
+    )
 
 
-def _factor_inner_product(
-    d1: torch.Tensor, x1: torch.Tensor, d2: torch.Tensor, x2: torch.Tensor
-) -> torch.Tensor:
-    """``<d1^T x1, d2^T x2>`` from T-by-T products, summed in float64 (a 0-d tensor)."""
-    dtype = working_dtype(d1.dtype)
-    device = d1.device
-    d2, x2 = d2.to(device), x2.to(device)  # modules of one model may live on several devices
-    outputs = d1.to(dtype) @ d2.to(dtype).T
-    inputs = x1.to(dtype) @ x2.to(dtype).T
-    return (outputs.double() * inputs.double()).sum()
+def working_bytes_of(loaded: LoadedModel) -> int:
+    """Bytes per element of the statistics' working dtype (float64 models: 8, else 4)."""
+    return 8 if _element_bytes(loaded) == 8 else 4
 
 
 def _fast_batch_at_end(

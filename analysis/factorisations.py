@@ -26,7 +26,11 @@ from concurrent.futures import Future, ThreadPoolExecutor
 from typing import TYPE_CHECKING
 
 from layerscope.analysis.settings import FACTORISATIONS as FACTORISATION_CHOICES
-from layerscope.analysis.spectral import input_r_factor, singular_values_from_factors
+from layerscope.analysis.spectral import (
+    input_r_factor,
+    singular_values_from_factors,
+    singular_values_of_matrix,
+)
 
 if TYPE_CHECKING:
     import torch
@@ -84,16 +88,24 @@ class Factorisation:
         inputs: Sequence[torch.Tensor],
         input_key: Hashable,
         matrices: Sequence[torch.Tensor | None] | None = None,
+        use_factors: Sequence[bool] | None = None,
     ) -> list[Pending]:
         """One :class:`Pending` per row: ``output_grads[r]`` is T_r x rows, ``inputs[r]`` T_r x cols.
 
-        ``matrices[r]`` may pass an already formed ``D_r^T X_r`` (the large-T case uses it).
+        ``matrices[r]`` may pass an already formed ``D_r^T X_r``. ``use_factors[r]`` says
+        whether row r takes the T-by-T factor route (the cost model's choice; default: wherever
+        T_r < min(rows, cols)) or ``svdvals`` of the formed matrix.
         """
         count = len(output_grads)
         matrices = matrices if matrices is not None else [None] * count
         rows = output_grads[0].shape[1]
         cols = inputs[0].shape[1]
-        small = [r for r in range(count) if output_grads[r].shape[0] < min(rows, cols)]
+        small = [
+            r
+            for r in range(count)
+            if output_grads[r].shape[0] < min(rows, cols)
+            and (use_factors is None or use_factors[r])
+        ]
         results: list[Pending | None] = [None] * count
         if self.name != "per-matrix" and small:
             for row, pending in zip(
@@ -104,12 +116,15 @@ class Factorisation:
                 results[row] = pending
         for row in range(count):
             if results[row] is None:
-                factor = None
                 if row in small:
                     factor = self._input_factor((input_key, row), inputs[row])
-                values = singular_values_from_factors(
-                    output_grads[row], inputs[row], matrices[row], factor
-                )
+                    values = singular_values_from_factors(
+                        output_grads[row], inputs[row], matrices[row], factor
+                    )
+                else:
+                    values = singular_values_of_matrix(
+                        output_grads[row], inputs[row], matrices[row]
+                    )
                 results[row] = Pending(values)
         return [p for p in results if p is not None]
 

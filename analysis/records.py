@@ -22,6 +22,7 @@ ModuleSet = Literal["attn", "mlp", "all"]
 Method = Literal["fast", "reference"]
 Factorisation = Literal["per-matrix", "batched", "cpu-threads"]
 Init = Literal["trained", "random"]
+Routes = Literal["auto", "factors", "formed"]
 
 ATTENTION_PROJECTIONS = ("q", "k", "v", "o")
 MLP_PROJECTIONS = ("gate", "up", "down")
@@ -117,6 +118,7 @@ class ComputeSettings:
     init_seed: int = DEFAULTS["init_seed"]  # the seed of a random initialisation
     streaming: bool = DEFAULTS["streaming"]  # not keyed: measure modules during the backward
     factorisation: Factorisation = DEFAULTS["factorisation"]  # not keyed: how QR/SVD run
+    routes: Routes = DEFAULTS["routes"]  # not keyed: which exact route each statistic takes
 
     def key_fields(self) -> dict[str, object]:
         """The fields that identify a run's numbers (the record's keyed compute settings).

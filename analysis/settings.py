@@ -31,6 +31,7 @@ __all__ = [
     "METHODS",
     "MODES",
     "MODULE_SETS",
+    "ROUTES",
     "SETTINGS",
     "Setting",
     "SettingError",
@@ -49,6 +50,8 @@ MODULE_SETS = ("attn", "mlp", "all")
 METHODS = ("fast", "reference")
 # How the fast method's small factorisations run (analysis/factorisations.py; not keyed).
 FACTORISATIONS = ("per-matrix", "batched", "cpu-threads")
+# Which exact route each statistic takes (analysis/routes.py; not keyed): auto asks the cost model.
+ROUTES = ("auto", "factors", "formed")
 # trained: the model's own weights (pretrained or fine-tuned); random: the same architecture
 # freshly initialised under a seed (the follow-up paper's "scratch" baseline: what of a curve is architecture, not learning).
 INITS = ("trained", "random")
@@ -394,6 +397,19 @@ SETTINGS: tuple[Setting, ...] = (
         "compute",
         _COMMANDS,
         choices=FACTORISATIONS,
+    ),
+    Setting(
+        "routes",
+        "routes",
+        "how each statistic is computed, all exact: auto picks the cheapest route per "
+        "projection and sample length (spectra and cosines from T-by-T factors, or from "
+        "gradients formed once, within a quarter of free memory); factors or formed force one "
+        "(does not change the numbers)",
+        "choice",
+        "auto",
+        "compute",
+        _COMMANDS,
+        choices=ROUTES,
     ),
     Setting(
         "trust_remote_code",

@@ -53,6 +53,16 @@ def singular_values_from_factors(
         r_out = torch.linalg.qr(output_grads.T, mode="r").R  # T x T
         r_in = input_factor if input_factor is not None else input_r_factor(inputs)
         return torch.linalg.svdvals(r_out @ r_in.T)
+    return singular_values_of_matrix(output_grads, inputs, matrix)
+
+
+def singular_values_of_matrix(
+    output_grads: torch.Tensor, inputs: torch.Tensor, matrix: torch.Tensor | None = None
+) -> torch.Tensor:
+    """Singular values of ``output_grads^T @ inputs`` by ``svdvals`` of the formed matrix
+    (``matrix`` when already formed); min(rows, cols) values, descending."""
+    import torch
+
     if matrix is None:
         matrix = output_grads.T @ inputs
     return torch.linalg.svdvals(matrix)

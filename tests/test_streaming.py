@@ -142,7 +142,7 @@ def test_hook_work_on_a_cuda_module_synchronises_that_device(monkeypatch):
     class OnSecondGpu:
         device = torch.device("cuda:1")
 
-    statistics = engine._StreamingStatistics([], [], engine.ComputeSettings())
+    statistics = engine._StreamingStatistics([], [], engine.ComputeSettings(), [])
     statistics.of_module[7] = [0]
     statistics.module_arrived(7, OnSecondGpu(), OnSecondGpu(), (0, ()))
     assert synchronised == [torch.device("cuda:1")]
