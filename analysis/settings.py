@@ -274,6 +274,22 @@ SETTINGS: tuple[Setting, ...] = (
         minimum=1,
         placeholder="auto",
     ),
+    # Threads (issue "Fast at real depth"): torch's default is every core of the machine, whose
+    # spinning threads slow a loaded or shared machine down many times. The runner sets it.
+    Setting(
+        "cpu_threads",
+        "CPU threads",
+        "torch's CPU threads (auto: the CPUs this process may run on, by its affinity and "
+        "cgroup quota, or OMP_NUM_THREADS when set and fewer; a torchrun job's ranks on one "
+        "machine share them) (does not change the numbers)",
+        "int",
+        None,
+        "request",
+        _COMMANDS,  # like the token budget, the explorer's form leaves it on auto
+        optional=True,
+        minimum=1,
+        placeholder="auto",
+    ),
     Setting(
         "dtype",
         "dtype",

@@ -8,9 +8,12 @@ import os
 
 import pytest
 import torch
+from test_runner import data_file, model_folder, request_for  # noqa: F401 (fixtures)
 
 from layerscope.analysis import environment, numerics
+from layerscope.analysis.cache import ResultsCache
 from layerscope.analysis.environment import EnvironmentVariableError, available_cpus
+from layerscope.analysis.runner import execute
 
 
 @pytest.fixture
@@ -120,3 +123,29 @@ def test_use_cpu_threads_sets_torch(threads_restored, monkeypatch):
 def test_this_machine_gives_at_least_one_and_at_most_its_cpus():
     assert environment.CGROUP_ROOT.as_posix() == "/sys/fs/cgroup"
     assert 1 <= available_cpus(environ={}) <= (os.cpu_count() or 1)
+
+
+# ---- a run: applied before loading, recorded in the provenance --------------------------------
+
+
+def test_a_run_computes_on_the_asked_threads_and_records_them(
+    tmp_path,
+    model_folder,  # noqa: F811
+    data_file,  # noqa: F811
+    threads_restored,
+):
+    wanted = 2 if threads_restored == 1 else 1
+    seen = []
+
+    def stage(stage):
+        if stage.step in ("weights", "first batch"):
+            seen.append((stage.step, torch.get_num_threads(), stage.description))
+
+    request = request_for(model_folder, data_file, limit=2, cpu_threads=wanted)
+    updates = list(execute(request, tmp_path / "c.duckdb", on_stage=stage))
+    assert updates[-1].status == "complete"
+    assert torch.get_num_threads() == wanted
+    assert {threads for _, threads, _ in seen} == {wanted}  # already while loading
+    assert seen[-1][2] == f"computing the first batch on {wanted} CPU thread{'s' * (wanted > 1)}"
+    [info] = ResultsCache(tmp_path / "c.duckdb").runs()
+    assert info.provenance["cpu_threads"] == wanted
