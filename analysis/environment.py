@@ -10,9 +10,9 @@ can check them all by calling the same readers. ``LAYERSCOPE_DEBUG`` is a flag r
 command line itself: any non-empty value means yes, so there is nothing to get wrong.
 
 :func:`available_cpus` reads the process's share of the machine (its CPU affinity, its cgroup's
-CPU quota and ``OMP_NUM_THREADS``): the default of ``--cpu-threads``. Torch's own default is every
-core of the machine, and on a shared machine its spinning worker threads then fight over the
-few cores the process actually gets.
+CPU quota and ``OMP_NUM_THREADS``): the default of ``--cpu-threads``. Torch's own default counts
+the cores it sees, not a container's CPU quota, and its spinning worker threads then fight over
+the few cores the process actually gets.
 """
 
 from __future__ import annotations

@@ -1,10 +1,10 @@
 """CPU arithmetic settings and timing of the engine's phases.
 
 Why its own module: both matter for speed claims. Subnormal floats make CPU factorisations
-several times slower unless flushed, torch's default thread count (every core of the machine)
-makes a loaded or shared machine several times slower still, and a phase split of GPU work is
-honest only when CUDA is synchronised at the phase ends; the engine, the runner and the
-benchmarks share these.
+several times slower unless flushed, more CPU threads than the cores a process really gets
+(torch counts the cores it sees, not a cgroup quota or other processes' load) make a pass many
+times slower still, and a phase split of GPU work is honest only when CUDA is synchronised at
+the phase ends; the engine, the runner and the benchmarks share these.
 """
 
 from __future__ import annotations

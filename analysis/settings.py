@@ -274,14 +274,15 @@ SETTINGS: tuple[Setting, ...] = (
         minimum=1,
         placeholder="auto",
     ),
-    # Threads (issue "Fast at real depth"): torch's default is every core of the machine, whose
-    # spinning threads slow a loaded or shared machine down many times. The runner sets it.
+    # Threads (issue "Fast at real depth"): torch counts the cores it sees, not a cgroup quota or
+    # other processes' load, and more threads than cores slow a pass many times. The runner
+    # sets it (runner.prepare_cpu).
     Setting(
         "cpu_threads",
         "CPU threads",
-        "torch's CPU threads (auto: the CPUs this process may run on, by its affinity and "
-        "cgroup quota, or OMP_NUM_THREADS when set and fewer; a torchrun job's ranks on one "
-        "machine share them) (does not change the numbers)",
+        "torch's CPU threads; auto: the CPUs this process may run on (its affinity, its "
+        "cgroup's CPU quota, OMP_NUM_THREADS when set), under torchrun each local rank's share "
+        "(does not change the numbers)",
         "int",
         None,
         "request",
