@@ -359,10 +359,10 @@ def _broadcast(dist: Any, setup: _Setup | None) -> _Setup:
 
 
 def _load(request: RunRequest, dtype: str, on_stage: Callable[[LoadStage], None] | None) -> Any:
-    from layerscope.analysis.engine import flush_subnormals_for_this_process
     from layerscope.analysis.models import load_model
 
-    flush_subnormals_for_this_process()  # before torch starts its worker threads
+    # before torch starts its worker threads; auto threads: this rank's share of the machine
+    runner.prepare_cpu(request)
     # With --gpus-per-replica K > 1 the CLI asks for device_map="auto" (replica_device has
     # already narrowed the visible GPUs to the rank's own group).
     return load_model(
@@ -569,7 +569,7 @@ def _coordinate(
     loaded = _load(request, dtype, on_stage)
     targets = loaded.targets(request.settings.modules)
     if on_stage is not None:
-        on_stage(LoadStage("first batch", "computing the first batch"))
+        on_stage(LoadStage("first batch", runner.first_batch_description(loaded)))
     yield from _store_all(
         request, environment, dist, cache, jobs, loaded, targets, identity, dtype, cancel,
         compute_here,

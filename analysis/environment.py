@@ -8,6 +8,11 @@ through here, when it is used, so a bad one is one line that names the variable,
 what it may be (:class:`EnvironmentVariableError`, a ``ValueError``), and ``layerscope doctor``
 can check them all by calling the same readers. ``LAYERSCOPE_DEBUG`` is a flag read by the
 command line itself: any non-empty value means yes, so there is nothing to get wrong.
+
+:func:`available_cpus` reads the process's share of the machine (its CPU affinity, its cgroup's
+CPU quota and ``OMP_NUM_THREADS``): the default of ``--cpu-threads``. Torch's own default counts
+the cores it sees, not a container's CPU quota, and its spinning worker threads then fight over
+the few cores the process actually gets.
 """
 
 from __future__ import annotations
@@ -15,9 +20,13 @@ from __future__ import annotations
 import math
 import os
 import re
+from collections.abc import Mapping
+from pathlib import Path
 
 __all__ = [
+    "CGROUP_ROOT",
     "EnvironmentVariableError",
+    "available_cpus",
     "integer_from_env",
     "number_from_env",
     "size_from_env",
@@ -121,3 +130,62 @@ def size_from_env(name: str, default: str) -> int:
             name, text, f"a size such as 8MB, 512KiB or 1GB (default {default})"
         )
     return int(float(match.group(1)) * unit)
+
+
+CGROUP_ROOT = Path("/sys/fs/cgroup")
+
+
+def available_cpus(
+    cgroup_root: Path = CGROUP_ROOT, environ: Mapping[str, str] | None = None
+) -> int:
+    """How many CPU threads this process should compute with: at least 1.
+
+    The smallest of: the CPUs the scheduler lets it run on (``os.sched_getaffinity``, else
+    ``os.cpu_count()``), its cgroup's CPU quota rounded up (cgroup v2 ``cpu.max``, or v1
+    ``cpu.cfs_quota_us`` over ``cpu.cfs_period_us``, read under ``cgroup_root``) and
+    ``OMP_NUM_THREADS`` when set (OpenMP's list form ``4,2`` counts its first level). An
+    ``OMP_NUM_THREADS`` that is not a positive integer raises EnvironmentVariableError.
+    """
+    environ = os.environ if environ is None else environ
+    try:
+        count = len(os.sched_getaffinity(0))
+    except (AttributeError, OSError):  # macOS and Windows have no affinity call
+        count = os.cpu_count() or 1
+    quota = _cgroup_quota(cgroup_root)
+    if quota is not None:
+        count = min(count, quota)
+    text = environ.get("OMP_NUM_THREADS", "").strip()
+    if text:
+        first = text.split(",")[0].strip()
+        if not first.isdigit() or int(first) < 1:
+            raise EnvironmentVariableError(
+                "OMP_NUM_THREADS", text, "a positive integer (the CPU threads torch may use)"
+            )
+        count = min(count, int(first))
+    return max(1, count)
+
+
+def _cgroup_quota(root: Path) -> int | None:
+    """The CPUs the cgroup's quota allows (rounded up), or None without a quota or a file."""
+    try:  # cgroup v2: "QUOTA PERIOD", or "max PERIOD" for no limit
+        quota_text, period_text = (root / "cpu.max").read_text().split()[:2]
+        return _cpus(quota_text, period_text)
+    except (OSError, ValueError):
+        pass
+    for folder in ("cpu", "cpu,cpuacct", "cpuacct,cpu"):  # cgroup v1: -1 for no limit
+        try:
+            quota_text = (root / folder / "cpu.cfs_quota_us").read_text().strip()
+            period_text = (root / folder / "cpu.cfs_period_us").read_text().strip()
+            return _cpus(quota_text, period_text)
+        except (OSError, ValueError):
+            continue
+    return None
+
+
+def _cpus(quota_text: str, period_text: str) -> int | None:
+    if quota_text == "max":
+        return None
+    quota, period = int(quota_text), int(period_text)  # ValueError: not a quota file
+    if quota <= 0 or period <= 0:
+        return None
+    return max(1, math.ceil(quota / period))

@@ -1,18 +1,30 @@
 """CPU arithmetic settings and timing of the engine's phases.
 
 Why its own module: both matter for speed claims. Subnormal floats make CPU factorisations
-several times slower unless flushed, and a phase split of GPU work is honest only when CUDA is
-synchronised at the phase ends; the engine, the runner and the benchmarks share these.
+several times slower unless flushed, more CPU threads than the cores a process really gets
+(torch counts the cores it sees, not a cgroup quota or other processes' load) make a pass many
+times slower still, and a phase split of GPU work is honest only when CUDA is synchronised at
+the phase ends; the engine, the runner and the benchmarks share these.
 """
 
 from __future__ import annotations
 
+import contextlib
+import os
 import time
-from collections.abc import Iterator
+from collections.abc import Iterator, Mapping
 from contextlib import contextmanager
 from typing import Any
 
-__all__ = ["PhaseTimer", "denormals_flushed", "flush_subnormals_for_this_process"]
+from layerscope.analysis.environment import available_cpus
+
+__all__ = [
+    "PhaseTimer",
+    "cpu_threads_for_this_process",
+    "denormals_flushed",
+    "flush_subnormals_for_this_process",
+    "use_cpu_threads",
+]
 
 
 def flush_subnormals_for_this_process() -> bool:
@@ -26,6 +38,39 @@ def flush_subnormals_for_this_process() -> bool:
     import torch
 
     return bool(torch.set_flush_denormal(True))
+
+
+def cpu_threads_for_this_process(
+    requested: int | None, environ: Mapping[str, str] | None = None
+) -> int:
+    """The CPU threads torch should use: ``requested`` (``--cpu-threads``) when given, else
+    :func:`~layerscope.analysis.environment.available_cpus` shared among the ranks a torchrun
+    job starts on this machine (``LOCAL_WORLD_SIZE``), at least 1 each."""
+    if requested is not None:
+        return requested
+    environ = os.environ if environ is None else environ
+    text = environ.get("LOCAL_WORLD_SIZE", "").strip()  # torchrun's; checked by its own reader
+    ranks_here = int(text) if text.isdigit() and int(text) > 0 else 1
+    return max(1, available_cpus(environ=environ) // ranks_here)
+
+
+def use_cpu_threads(requested: int | None) -> int:
+    """Set torch's CPU threads for this process (see :func:`cpu_threads_for_this_process`);
+    returns the number torch now uses.
+
+    Call it when a computation starts, before the model is loaded: torch's worker threads take
+    the count when they first work. Setting it again later (the explorer computes one request
+    after another in one process) is allowed. The inter-op pool is sized too where torch still
+    allows it (it refuses once any parallel work has run).
+    """
+    import torch
+
+    threads = cpu_threads_for_this_process(requested)
+    if torch.get_num_threads() != threads:
+        torch.set_num_threads(threads)
+    with contextlib.suppress(RuntimeError):
+        torch.set_num_interop_threads(threads)
+    return int(torch.get_num_threads())
 
 
 @contextmanager

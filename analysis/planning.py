@@ -83,6 +83,7 @@ class RunRequest:
     dtype: str = DEFAULTS["dtype"]
     device: str = DEFAULTS["device"]
     trust_remote_code: bool = DEFAULTS["trust_remote_code"]
+    cpu_threads: int | None = DEFAULTS["cpu_threads"]  # torch's CPU threads; None: auto
     # large models and hub models (analysis/settings.py); revision is keyed via the commit
     device_map: str = DEFAULTS["device_map"]
     max_memory: str | None = DEFAULTS["max_memory"]

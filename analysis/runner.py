@@ -130,6 +130,26 @@ def _settings_record(
     }
 
 
+def prepare_cpu(request: RunRequest) -> int:
+    """This process's CPU arithmetic for a computation, before its model is loaded: subnormals
+    flushed and torch's threads set (``--cpu-threads``, auto: this process's share of the
+    CPUs). Returns the threads in use. Both the runner and each torchrun rank call it."""
+    from layerscope.analysis.numerics import flush_subnormals_for_this_process, use_cpu_threads
+
+    flush_subnormals_for_this_process()
+    return use_cpu_threads(request.cpu_threads)
+
+
+def first_batch_description(loaded: LoadedModel) -> str:
+    """The last loading stage's words; on a CPU with the threads it computes on."""
+    if loaded.device.type != "cpu":
+        return "computing the first batch"
+    import torch
+
+    threads = torch.get_num_threads()
+    return f"computing the first batch on {threads} CPU thread{'s' * (threads != 1)}"
+
+
 def _provenance(request: RunRequest, loaded: LoadedModel, dtype: str) -> dict[str, Any]:
     import torch
 
@@ -144,6 +164,7 @@ def _provenance(request: RunRequest, loaded: LoadedModel, dtype: str) -> dict[st
         "dtype": dtype,
         "batch_size": request.settings.batch_size,
         "tokens_per_batch": request.settings.tokens_per_batch,
+        "cpu_threads": torch.get_num_threads(),  # in use (--cpu-threads, or auto)
         "method": request.settings.method,
         "limit": request.limit,
         "sample_seed": request.sample_seed,
@@ -267,11 +288,10 @@ def execute(
             yield tally.progress("cancelled", "cancelled before it started")
             return
         if loaded is None:
-            from layerscope.analysis.engine import flush_subnormals_for_this_process
             from layerscope.analysis.models import load_model
             from layerscope.analysis.settings import parse_max_memory
 
-            flush_subnormals_for_this_process()  # before torch starts its worker threads
+            prepare_cpu(request)  # before torch starts its worker threads
             loaded = load_model(
                 request.model,
                 dtype=dtype,
@@ -292,7 +312,7 @@ def execute(
                 )
             targets = loaded.targets(request.settings.modules)
             if on_stage is not None:
-                on_stage(LoadStage("first batch", "computing the first batch"))
+                on_stage(LoadStage("first batch", first_batch_description(loaded)))
         header = RunHeader(
             job.run_id,
             model=loaded.name,

@@ -277,6 +277,23 @@ SETTINGS: tuple[Setting, ...] = (
         minimum=1,
         placeholder="auto",
     ),
+    # Threads (issue "Fast at real depth"): torch counts the cores it sees, not a cgroup quota or
+    # other processes' load, and more threads than cores slow a pass many times. The runner
+    # sets it (runner.prepare_cpu).
+    Setting(
+        "cpu_threads",
+        "CPU threads",
+        "torch's CPU threads; auto: the CPUs this process may run on (its affinity, its "
+        "cgroup's CPU quota, OMP_NUM_THREADS when set), under torchrun each local rank's share "
+        "(does not change the numbers)",
+        "int",
+        None,
+        "request",
+        _COMMANDS,  # like the token budget, the explorer's form leaves it on auto
+        optional=True,
+        minimum=1,
+        placeholder="auto",
+    ),
     Setting(
         "dtype",
         "dtype",

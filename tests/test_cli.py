@@ -302,6 +302,11 @@ def test_locked_database(capsys, tmp_path, monkeypatch):
         (["show", "abc", "--proj", "q,x"], "unknown projection 'x'"),
         (["compute", "--model", "tiny"], "--dataset"),
         (["compute", "--model", "tiny", "--dataset", "math", "--limit", "0"], "--limit"),
+        (
+            ["compute", "--model", "tiny", "--dataset", "math", "--cpu-threads", "0"],
+            "--cpu-threads",
+        ),
+        (["check", "tiny", "--cpu-threads", "0"], "--cpu-threads: must be at least 1"),
         (["export", "abc", "--format", "xml", "--output", "x"], "invalid choice"),
         (["show", "abc", "--tokens", "9-1"], "empty token range"),
         (["frobnicate"], "invalid choice"),

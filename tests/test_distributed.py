@@ -194,6 +194,8 @@ def test_two_ranks_give_the_numbers_of_one_process(tmp_path):
     assert set((probe / "opened").read_text().split()) == {"0"}  # workers never open the cache
     assert stored_counts(double) == {run_id: (limit, limit, "complete") for run_id in run_ids}
     one, two = ResultsCache(single), ResultsCache(double)
+    # auto CPU threads: OMP_NUM_THREADS=1 shared by the two ranks, at least 1 each
+    assert {info.provenance["cpu_threads"] for info in two.runs()} == {1}
     compared = 0
     for run_id in run_ids:
         expected = {

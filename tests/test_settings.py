@@ -52,6 +52,19 @@ def test_check_starts_small_and_compute_takes_everything():
     assert record.setting("limit").default_for("compute") is None
 
 
+def test_cpu_threads_are_offered_by_the_commands_on_auto_and_change_no_numbers():
+    item = record.setting("cpu_threads")
+    assert item.surfaces == {"compute", "check"}  # the form leaves it on auto
+    assert (item.default, item.target, item.flag) == (None, "request", "--cpu-threads")
+    assert not item.keyed  # how many threads does not change the numbers
+    for command in ("compute", "check"):
+        (action,) = [a for a in subparser(command)._actions if a.dest == "cpu_threads"]
+        assert action.default is None and action.help.endswith("(default: auto)")
+    assert RunRequest.from_settings("m", "d", None, {"cpu_threads": 3}).cpu_threads == 3
+    with pytest.raises(record.SettingError, match="must be at least 1, got 0"):
+        RunRequest.from_settings("m", "d", None, {"cpu_threads": 0})
+
+
 def test_literal_types_agree_with_the_records_choices():
     assert get_args(Mode) == record.MODES
     assert get_args(ModuleSet) == record.MODULE_SETS
