@@ -199,6 +199,19 @@ def test_describe_lists_targets(capsys, model_folder):  # noqa: F811
     assert status == 0 and "model.layers.2.mlp.down_proj.weight" in out
 
 
+def test_describe_explains_the_routes_at_given_lengths(capsys, model_folder):  # noqa: F811
+    status, out, _ = run(capsys, "describe", "--model", model_folder, "--routes", "8,200")
+    assert status == 0
+    lines = out.splitlines()
+    assert len(lines) == 2 * 4  # q, k, v, o at each length
+    assert lines[0].startswith("T=8 ") and "spectrum factors" in lines[0]
+    # 200 positions on 32-wide matrices: no low rank left, the spectrum is by the formed matrix
+    assert all("spectrum formed" in line for line in lines[4:])
+    assert all(("cheaper" in line) for line in lines)
+    status, _, err = run(capsys, "describe", "--model", model_folder, "--routes", "8,x")
+    assert status == 2 and "--routes" in err and len(err.strip().splitlines()) == 1
+
+
 def test_check_profiles_a_model(capsys, tmp_path, model_folder):  # noqa: F811
     status, out, err = run(
         capsys, "check", model_folder, "--limit", "2", "--proj", "q", "--max-length", "512",

@@ -338,6 +338,12 @@ def build_parser() -> argparse.ArgumentParser:
     add_setting(describe, setting("trust_remote_code"), "compute")
     add_setting(describe, setting("revision"), "compute")
     add_setting(describe, setting("offline"), "compute")
+    describe.add_argument(
+        "--routes",
+        metavar="LENGTHS",
+        help="also say which exact route each statistic of each projection takes at these "
+        "sample lengths (positions, e.g. 64,256,1024), and why (the cost model of compute)",
+    )
     describe.add_argument("--json", action="store_true")
 
     doctor = command(

@@ -301,8 +301,23 @@ def _stage(description: str) -> Iterator[None]:
         yield
 
 
+def _route_lengths(text: str | None) -> list[int]:
+    """``--routes 64,256,1024`` as lengths; a one-line error naming the option otherwise."""
+    if text is None:
+        return []
+    try:
+        lengths = [int(part) for part in text.split(",") if part.strip()]
+    except ValueError:
+        lengths = []
+    if not lengths or min(lengths) < 1:
+        raise UsageError(f"--routes: expected sample lengths such as 64,256,1024, not {text!r}")
+    return lengths
+
+
 def cmd_describe(args: argparse.Namespace) -> int:
     from layerscope.analysis.models import ModelLoadError, describe_targets, inspect_model_path
+
+    lengths = _route_lengths(args.routes)  # before any wait
 
     check = inspect_model_path(args.model, args.revision, args.offline)
     if not check.ok:  # said before any wait
@@ -317,8 +332,20 @@ def cmd_describe(args: argparse.Namespace) -> int:
             revision=args.revision,
             offline=args.offline,
         )
+
     if args.json:
         print(json.dumps([asdict(t) for t in targets], indent=2))
+        return 0
+    if lengths:
+        from layerscope.analysis.routes import explain, shapes_of
+
+        shapes = shapes_of((t.projection, t.rows, t.cols) for t in targets)
+        for line in explain(shapes, lengths):
+            print(line)
+        print(
+            "(formed routes are also bounded by a quarter of the device's free memory per batch)",
+            file=sys.stderr,
+        )
         return 0
     layers = 1 + max((t.layer for t in targets), default=-1)
     columns = (
