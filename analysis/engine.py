@@ -45,7 +45,7 @@ from layerscope.analysis.records import (
     SampleResult,
     SkippedSample,
 )
-from layerscope.analysis.routes import SamplePlan, plan_batch, shapes_of
+from layerscope.analysis.routes import SamplePlan, plan_batch, shapes_of, weights_for
 from layerscope.analysis.spectral import (
     entry_statistics_in_blocks,
     factor_entry_statistics,
@@ -504,6 +504,7 @@ def plan_routes(
         entry_statistics=settings.entry_statistics,
         forced=settings.routes,
         budget_bytes=budget,
+        weights=weights_for(loaded.device.type),
     )
 
 

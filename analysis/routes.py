@@ -37,25 +37,51 @@ from dataclasses import dataclass, field
 from typing import Literal
 
 __all__ = [
+    "CPU_WEIGHTS",
+    "GPU_WEIGHTS",
+    "RAW",
     "ROUTE_CHOICES",
     "ProjectionPlan",
     "ProjectionShape",
     "SamplePlan",
+    "Weights",
     "cosine_costs",
     "explain",
     "plan_batch",
     "plan_sample",
     "shapes_of",
     "spectrum_costs",
+    "weights_for",
 ]
 
 Route = Literal["factors", "formed"]
 ROUTE_CHOICES = ("auto", "factors", "formed")
 
-# How much slower than a matrix product each kind of operation runs, per operation.
-QR_WEIGHT = 2.0
-SVD_WEIGHT = 6.0
-FLOAT64_WEIGHT = 2.0  # the Gram and the Hadamard sums accumulate in float64
+
+@dataclass(frozen=True)
+class Weights:
+    """How much slower than a float32 matrix product each kind of operation runs, per
+    operation. The defaults were measured on a CPU with one thread (torch 2.13, OpenBLAS);
+    :data:`RAW` counts plain operations (for projections such as benchmarks/gpu_projection.py)."""
+
+    qr: float = 2.0
+    svd: float = 6.0
+    float64: float = 2.0  # the Gram and the Hadamard sums accumulate in float64
+
+
+CPU_WEIGHTS = Weights()
+# Not measured (no GPU was at hand): cuSOLVER's QR and SVD of the sizes here run at a small
+# fraction of a GPU's matrix-product rate, and float64 on data-centre GPUs at about float32's
+# (non-tensor-core) rate. benchmarks/gpu_check.sh measures what a GPU does.
+GPU_WEIGHTS = Weights(qr=8.0, svd=40.0, float64=1.0)
+RAW = Weights(1.0, 1.0, 1.0)
+
+
+def weights_for(device_type: str) -> Weights:
+    """The operation weights of a device type ("cuda", "cpu", ...)."""
+    return GPU_WEIGHTS if device_type == "cuda" else CPU_WEIGHTS
+
+
 # Projections that read the same input (one X, one QR of it, one X_i X_j^T for all of them).
 SHARED_INPUTS = (("q", "k", "v"), ("gate", "up"))
 
@@ -115,15 +141,15 @@ def _gemm(m: int, n: int, k: int) -> float:
     return 2.0 * m * n * k
 
 
-def _qr(m: int, n: int) -> float:
+def _qr(m: int, n: int, weights: Weights) -> float:
     """Householder R of an m x n matrix."""
     big, small = max(m, n), min(m, n)
-    return QR_WEIGHT * (2.0 * big * small * small - 2.0 / 3.0 * small**3)
+    return weights.qr * (2.0 * big * small * small - 2.0 / 3.0 * small**3)
 
 
-def _svdvals(m: int, n: int) -> float:
+def _svdvals(m: int, n: int, weights: Weights) -> float:
     big, small = max(m, n), min(m, n)
-    return SVD_WEIGHT * (4.0 * big * small * small - 4.0 / 3.0 * small**3)
+    return weights.svd * (4.0 * big * small * small - 4.0 / 3.0 * small**3)
 
 
 def _sharing(projection: str) -> int:
@@ -133,21 +159,28 @@ def _sharing(projection: str) -> int:
     return 1
 
 
-def spectrum_costs(shape: ProjectionShape, positions: int, sharing: int = 1) -> dict[str, float]:
+def spectrum_costs(
+    shape: ProjectionShape, positions: int, sharing: int = 1, weights: Weights = CPU_WEIGHTS
+) -> dict[str, float]:
     """Cost of one matrix's singular values by each route; ``formed`` excludes forming G.
 
     ``factors`` is absent where it does not apply (T >= min(rows, cols): no low rank to use).
     """
     t = positions
-    costs = {"formed": _svdvals(shape.rows, shape.cols)}
+    costs = {"formed": _svdvals(shape.rows, shape.cols, weights)}
     if t < min(shape.rows, shape.cols):
         costs["factors"] = (
-            _qr(shape.rows, t) + _qr(shape.cols, t) / sharing + _gemm(t, t, t) + _svdvals(t, t)
+            _qr(shape.rows, t, weights)
+            + _qr(shape.cols, t, weights) / sharing
+            + _gemm(t, t, t)
+            + _svdvals(t, t, weights)
         )
     return costs
 
 
-def cosine_costs(shape: ProjectionShape, positions: int, sharing: int = 1) -> dict[str, float]:
+def cosine_costs(
+    shape: ProjectionShape, positions: int, sharing: int = 1, weights: Weights = CPU_WEIGHTS
+) -> dict[str, float]:
     """Cost of one projection's layer-by-layer inner products, all layers, by each route.
 
     ``formed`` excludes forming each G (see :func:`plan_sample`, which adds it where nothing
@@ -155,8 +188,8 @@ def cosine_costs(shape: ProjectionShape, positions: int, sharing: int = 1) -> di
     """
     t, layers = positions, shape.layers
     pairs = layers * (layers + 1) / 2
-    per_pair = _gemm(t, t, shape.rows) + _gemm(t, t, shape.cols) / sharing + FLOAT64_WEIGHT * t * t
-    gram = FLOAT64_WEIGHT * 2.0 * pairs * shape.entries
+    per_pair = _gemm(t, t, shape.rows) + _gemm(t, t, shape.cols) / sharing + weights.float64 * t * t
+    gram = weights.float64 * 2.0 * pairs * shape.entries
     return {"factors": pairs * per_pair, "formed": gram}
 
 
@@ -172,6 +205,7 @@ def plan_sample(
     entry_statistics: bool,
     forced: str = "auto",
     formed_allowed: Iterable[str] | None = None,
+    weights: Weights = CPU_WEIGHTS,
 ) -> SamplePlan:
     """The cheapest exact routes for one sample with ``positions`` measured positions.
 
@@ -190,6 +224,7 @@ def plan_sample(
             entry_statistics=entry_statistics,
             forced=forced,
             may_keep=projection in allowed,
+            weights=weights,
         )
     return SamplePlan(positions, plans)
 
@@ -203,9 +238,10 @@ def _plan_projection(
     entry_statistics: bool,
     forced: str,
     may_keep: bool,
+    weights: Weights,
 ) -> ProjectionPlan:
     sharing = _sharing(projection)
-    spectrum = spectrum_costs(shape, positions, sharing)
+    spectrum = spectrum_costs(shape, positions, sharing, weights)
     layers = shape.layers
     forming = _forming(shape, positions)
     # Entry statistics form G anyway (whole, or in blocks): forming is then already paid for.
@@ -225,7 +261,7 @@ def _plan_projection(
         per_matrix = spectrum["factors"] if spectrum_route == "factors" else formed_spectrum
         cost = layers * (per_matrix + entries_cost)
         if cosine_route is not None:
-            cosine = cosine_costs(shape, positions, sharing)[cosine_route]
+            cosine = cosine_costs(shape, positions, sharing, weights)[cosine_route]
             if cosine_route == "formed" and not entry_statistics and spectrum_route == "factors":
                 cost += layers * forming
             cost += cosine
@@ -292,6 +328,7 @@ def plan_batch(
     entry_statistics: bool,
     forced: str = "auto",
     budget_bytes: int | None = None,
+    weights: Weights = CPU_WEIGHTS,
 ) -> list[SamplePlan]:
     """One :class:`SamplePlan` per sample of a batch, the formed cosine routes within budget.
 
@@ -299,7 +336,14 @@ def plan_batch(
     (None: no limit), the largest savings per byte keep theirs and the rest use factors.
     """
     plans = [
-        plan_sample(shapes, p, cosines=cosines, entry_statistics=entry_statistics, forced=forced)
+        plan_sample(
+            shapes,
+            p,
+            cosines=cosines,
+            entry_statistics=entry_statistics,
+            forced=forced,
+            weights=weights,
+        )
         for p in positions
     ]
     if budget_bytes is None or forced != "auto":
@@ -327,6 +371,7 @@ def plan_batch(
             entry_statistics=entry_statistics,
             forced=forced,
             formed_allowed=allowed[row],
+            weights=weights,
         )
         for row, p in enumerate(positions)
     ]
@@ -357,6 +402,7 @@ def explain(
     entry_statistics: bool = True,
     forced: str = "auto",
     budget_bytes: int | None = None,
+    weights: Weights = CPU_WEIGHTS,
 ) -> list[str]:
     """A line per length and projection: the routes chosen, their cost, and why."""
     lines = []
@@ -368,6 +414,7 @@ def explain(
             entry_statistics=entry_statistics,
             forced=forced,
             budget_bytes=budget_bytes,
+            weights=weights,
         )[0]
         for name, shape in shapes.items():
             chosen = plan[name]
