@@ -146,3 +146,11 @@ def test_explain_names_each_projection_and_route():
     lines = explain(smollm2(), [64, 1024])
     assert len(lines) == 8
     assert lines[0].startswith("T=64") and " q " in lines[0] and "cosines formed" in lines[0]
+
+
+def test_formed_gradients_budget_is_a_quarter_of_free_memory():
+    from layerscope.analysis.batching import formed_gradients_budget
+
+    assert formed_gradients_budget(torch.device("cuda:0"), lambda _d: 40 << 30) == 10 << 30
+    assert formed_gradients_budget(torch.device("cpu"), lambda _d: 8 << 30) == 2 << 30
+    assert formed_gradients_budget(torch.device("cpu")) > 0  # the host's available memory
