@@ -71,8 +71,9 @@ def cosine_matrix(vectors: list[torch.Tensor]) -> list[list[float]]:
 # Entries of the T-by-T products formed at once by the factor route (per chunk of earlier
 # layers): bounds its memory at any T (no layers x T x T tensor).
 FACTOR_CHUNK_ENTRIES = 1 << 24
-# Columns of the kept gradients multiplied at once by the formed route's Gram (float64).
-FORMED_CHUNK_COLUMNS = 1 << 16
+# Entries of the kept gradients multiplied at once by the formed route's Gram (each chunk's
+# products in the gradients' dtype, summed in float64).
+FORMED_CHUNK_COLUMNS = 1 << 12
 
 Key = tuple[str, int]  # (projection, layer)
 
@@ -111,6 +112,9 @@ class SampleCosines:
         self._input_slot: dict[Key, tuple[Hashable, int]] = {}
         self._waiting: dict[Hashable, list[Key]] = {}  # members of a group awaiting products
         self._group_of_input: dict[Hashable, Hashable] = {}
+        # results (finish): per projection its L x L inner products; q-o / k-v products
+        self._grams: dict[str, torch.Tensor] = {}
+        self._pair_values: dict[tuple[Key, Key], float] = {}
 
     # -- formed route ------------------------------------------------------------------
     def gradient_slot(self, info: TargetInfo, like: torch.Tensor) -> torch.Tensor:
@@ -239,31 +243,56 @@ class SampleCosines:
 
     # -- results -----------------------------------------------------------------------
     def finish(self) -> None:
-        """The formed route's Gram matrices, and the pairs whose members took different routes."""
+        """Every projection's matrix of inner products (the formed route's Gram, the factor
+        route's products gathered), and the q-o / k-v products whose members took different
+        routes; the kept gradients and factors are dropped."""
         import torch
 
         for projection, buffer in self._kept.items():
             count = buffer.shape[0]
             total = torch.zeros((count, count), dtype=torch.float64, device=buffer.device)
+            # Products of short chunks in the buffer's dtype, summed in float64: as accurate as
+            # a float64 product here (cosines within 2e-9), without a float64 copy of the buffer.
             for begin in range(0, buffer.shape[1], FORMED_CHUNK_COLUMNS):
-                block = buffer[:, begin : begin + FORMED_CHUNK_COLUMNS].double()
-                total += block @ block.T
-            slots = {slot: key for key, slot in self._kept_slot.items() if key[0] == projection}
-            for i, first in slots.items():
-                for j, second in slots.items():
-                    if j <= i:
-                        self.products[(first, second)] = total[i, j]
+                block = buffer[:, begin : begin + FORMED_CHUNK_COLUMNS]
+                total += (block @ block.T).double()
+            order = [self._kept_slot[(projection, layer)] for layer in self.layers[projection]]
+            self._grams[projection] = total[order][:, order].cpu()
+        for projection, layers in self.layers.items():
+            if projection not in self._grams:
+                self._grams[projection] = self._gathered(projection, layers)
         for a, b in PAIRS:
             for layer in self.layers.get(a, []):
                 one, other = (a, layer), (b, layer)
                 if other not in self.shapes or self.shapes[one] != self.shapes[other]:
                     continue
-                if (one, other) in self.products or (other, one) in self.products:
-                    continue
-                self.products[(one, other)] = self._mixed_product(one, other)
+                value = self.products.get((one, other), self.products.get((other, one)))
+                if value is None:
+                    value = self._mixed_product(one, other)
+                self._pair_values[(one, other)] = float(value)
         self._kept.clear()
         self._output_factors.clear()
         self._input_factors.clear()
+        self.products.clear()
+
+    def _gathered(self, projection: str, layers: list[int]) -> torch.Tensor:
+        """The factor route's products of one projection as a matrix in layer order."""
+        import torch
+
+        index = {layer: i for i, layer in enumerate(layers)}
+        places, values = [], []
+        for (a, b), value in self.products.items():
+            if a[0] == projection and b[0] == projection:
+                places.append((index[a[1]], index[b[1]]))
+                values.append(value.detach().to("cpu", torch.float64))
+        total = torch.full((len(layers), len(layers)), math.nan, dtype=torch.float64)
+        if values:
+            stacked = torch.stack(values)
+            rows = torch.tensor([i for i, _ in places])
+            cols = torch.tensor([j for _, j in places])
+            total[rows, cols] = stacked
+            total[cols, rows] = stacked
+        return total
 
     def _gradient(self, key: Key) -> torch.Tensor:
         """``G`` of a matrix, from the formed buffer or from its factors, flattened."""
@@ -274,25 +303,23 @@ class SampleCosines:
         return (output_grads.to(dtype).T @ inputs.to(dtype)).reshape(-1)
 
     def _mixed_product(self, one: Key, other: Key) -> torch.Tensor:
+        import torch
+
         first = self._gradient(one)
         second = self._gradient(other).to(first.device)
-        return (first.double() * second.double()).sum()
-
-    def _product(self, a: Key, b: Key) -> float:
-        value = self.products.get((a, b))
-        if value is None:
-            value = self.products[(b, a)]
-        return float(value)
-
-    def _cosine(self, a: Key, b: Key) -> float:
-        norm = math.sqrt(self._product(a, a)) * math.sqrt(self._product(b, b))
-        return self._product(a, b) / norm if norm > 0 else math.nan
+        return torch.mul(first, second).sum(dtype=torch.float64)  # summed in float64
 
     def layer_cosines(self) -> dict[str, list[list[float]]]:
-        return {
-            p: [[self._cosine((p, i), (p, j)) for j in layers] for i in layers]
-            for p, layers in self.layers.items()
-        }
+        """Per projection, the cosine of every pair of its layers (NaN where one is zero)."""
+        import torch
+
+        cosines = {}
+        for projection, total in self._grams.items():
+            norms = total.diagonal().clamp_min(0).sqrt()
+            outer = norms[:, None] * norms[None, :]
+            matrix = torch.where(outer > 0, total / outer, torch.full_like(total, math.nan))
+            cosines[projection] = matrix.tolist()
+        return cosines
 
     def pair_cosines(self) -> dict[str, list[float]]:
         pairs: dict[str, list[float]] = {}
@@ -302,10 +329,16 @@ class SampleCosines:
             for i in layers:
                 if self.shapes[(a, i)] != self.shapes[(b, i)]:
                     break
-                values.append(self._cosine((a, i), (b, i)))
+                norm = math.sqrt(self._norm_squared(a, i) * self._norm_squared(b, i))
+                product = self._pair_values[((a, i), (b, i))]
+                values.append(product / norm if norm > 0 else math.nan)
             if values and len(values) == len(layers):
                 pairs[f"{a}-{b}"] = values
         return pairs
+
+    def _norm_squared(self, projection: str, layer: int) -> float:
+        i = self.layers[projection].index(layer)
+        return max(float(self._grams[projection][i, i]), 0.0)
 
 
 PAIRS = (("q", "o"), ("k", "v"))
