@@ -117,6 +117,7 @@ class ComputeSettings:
     init_seed: int = DEFAULTS["init_seed"]  # the seed of a random initialisation
     streaming: bool = DEFAULTS["streaming"]  # not keyed: measure modules during the backward
     factorisation: Factorisation = DEFAULTS["factorisation"]  # not keyed: how QR/SVD run
+    checkpointing: bool = DEFAULTS["checkpointing"]  # not keyed: recompute layers in backward
 
     def key_fields(self) -> dict[str, object]:
         """The fields that identify a run's numbers (the record's keyed compute settings).
