@@ -189,7 +189,9 @@ def _checkpointing(model: Any, enabled: bool) -> Iterator[None]:
         else:
             model.gradient_checkpointing_enable(gradient_checkpointing_kwargs=_CHECKPOINT_OPTIONS)
         for module in modules:
-            if getattr(module, "gradient_checkpointing", False) is True:
+            if getattr(module, "gradient_checkpointing", False) is True and _checks_training(
+                module
+            ):
                 _refuse_training_reads(module)
                 module.training = True  # not .train(): its children stay in eval mode
         yield
@@ -219,16 +221,33 @@ _CHECKPOINTING_ATTRIBUTES = (
 )
 
 
-def _refuse_training_reads(module: Any) -> None:
-    """A checkpointed module is put in training mode; refuse one whose own forward reads the
-    flag for anything but checkpointing (a dropout there would change the numbers)."""
+def _forward_source(module: Any) -> str:
     import inspect
 
     try:
-        source = inspect.getsource(inspect.unwrap(type(module).forward))
+        return inspect.getsource(inspect.unwrap(type(module).forward))
     except (OSError, TypeError):
-        return
-    source = source.replace("gradient_checkpointing and self.training", "")
+        return ""
+
+
+def _checks_training(module: Any) -> bool:
+    """Whether transformers checkpoints this module only in training mode: a decoder layer
+    (``GradientCheckpointingLayer``), or a model that checkpoints its layers in its own loop
+    (``if self.gradient_checkpointing and self.training``); a base model whose forward never
+    reads the flag is left in eval mode."""
+    try:
+        from transformers.modeling_layers import GradientCheckpointingLayer
+    except ImportError:
+        return "self.training" in _forward_source(module)
+    return isinstance(module, GradientCheckpointingLayer) or (
+        "self.training" in _forward_source(module)
+    )
+
+
+def _refuse_training_reads(module: Any) -> None:
+    """A checkpointed module is put in training mode; refuse one whose own forward reads the
+    flag for anything but checkpointing (a dropout there would change the numbers)."""
+    source = _forward_source(module).replace("gradient_checkpointing and self.training", "")
     if "self.training" in source:
         raise ValueError(
             f"--checkpointing: {type(module).__name__}'s forward reads its training mode (a "

@@ -177,3 +177,34 @@ def test_a_checkpointed_layer_reading_its_training_mode_is_refused():
 
     with pytest.raises(ValueError, match=r"^--checkpointing: Layer's forward reads its training"):
         engine._refuse_training_reads(Layer())
+
+
+def test_checkpointing_is_not_part_of_the_run_key():
+    from layerscope.analysis.records import ComputeSettings
+
+    assert "checkpointing" not in ComputeSettings().key_fields()
+    assert ComputeSettings(checkpointing=True).key_fields() == ComputeSettings().key_fields()
+
+
+def test_a_layer_with_its_own_dropout_is_refused_and_the_model_left_as_it_was():
+    """OPT's decoder (layerdrop) and its layers (dropout) read their own training flag:
+    training mode would change the numbers, so checkpointing is refused (and nothing of it
+    stays on)."""
+    from transformers import OPTConfig, OPTForCausalLM
+
+    torch.manual_seed(0)
+    config = OPTConfig(
+        vocab_size=400,
+        hidden_size=32,
+        ffn_dim=48,
+        num_hidden_layers=2,
+        num_attention_heads=4,
+        word_embed_proj_dim=32,
+        max_position_embeddings=256,
+    )
+    model = OPTForCausalLM(config).to(torch.float64).eval()  # (its projections are not targets)
+    refused = pytest.raises(ValueError, match=r"^--checkpointing: OPTDecoder\w*'s forward reads")
+    with refused, engine._checkpointing(model, True):
+        pass
+    assert not model.is_activation_checkpointing
+    assert not any(m.training for m in model.modules())
