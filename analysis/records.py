@@ -119,6 +119,7 @@ class ComputeSettings:
     streaming: bool = DEFAULTS["streaming"]  # not keyed: measure modules during the backward
     factorisation: Factorisation = DEFAULTS["factorisation"]  # not keyed: how QR/SVD run
     routes: Routes = DEFAULTS["routes"]  # not keyed: which exact route each statistic takes
+    checkpointing: bool = DEFAULTS["checkpointing"]  # not keyed: recompute layers in backward
 
     def key_fields(self) -> dict[str, object]:
         """The fields that identify a run's numbers (the record's keyed compute settings).

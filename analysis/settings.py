@@ -394,7 +394,7 @@ SETTINGS: tuple[Setting, ...] = (
         option="--seed",
         label="rnd seed",
     ),
-    # The engine's schedule and factorisations: how, not what, so neither is keyed.
+    # The engine's schedule, factorisations and checkpointing: how, not what, so none is keyed.
     Setting(
         "streaming",
         "streaming",
@@ -414,6 +414,17 @@ SETTINGS: tuple[Setting, ...] = (
         "compute",
         _COMMANDS,
         choices=FACTORISATIONS,
+    ),
+    # Long samples (4k-16k token reasoning traces): trade time for activation memory.
+    Setting(
+        "checkpointing",
+        "checkpointing",
+        "recompute each layer's activations in the backward pass (less memory for long "
+        "samples, about a third more time; does not change the numbers)",
+        "flag",
+        False,
+        "compute",
+        _COMMANDS,
     ),
     Setting(
         "routes",
