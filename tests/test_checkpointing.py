@@ -38,6 +38,16 @@ def test_checkpointed_equals_plain_in_float64(architecture, streaming):
     assert_results_close(checkpointed, plain, 1e-10)
 
 
+@pytest.mark.parametrize("routes", ["factors", "formed"])
+def test_checkpointed_equals_plain_on_each_forced_route(routes):
+    """The factor route's products wait for every module reading an input (q, k and v):
+    under checkpointing those inputs come from the recompute."""
+    loaded = loaded_model("llama")
+    options = {"modules": "all", "batch_size": 4, "routes": routes}
+    plain = run(loaded, **options)
+    assert_results_close(run(loaded, checkpointing=True, **options), plain, 1e-10)
+
+
 def test_checkpointed_reference_equals_plain_reference():
     loaded = loaded_model("llama")
     plain = run(loaded, SAMPLES[:2], method="reference")
