@@ -17,12 +17,10 @@ full weight gradient from ``loss.backward()``, ``torch.linalg.svd``.
 
 from __future__ import annotations
 
-import sys
 import threading
 import time
 from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
-from functools import cache
 from typing import TYPE_CHECKING, Any
 
 from layerscope.analysis.batching import (
@@ -518,8 +516,6 @@ class _StreamingCapture:
         del inputs
         self.measured.add(key)
         self._unshare(input_key)
-        if self.recomputed and gradient.device.type == "cpu":
-            _trim_heap()
 
     def _unshare(self, input_key: tuple[int, tuple[int, ...]]) -> None:
         self.sharing[input_key] -= 1
@@ -538,34 +534,6 @@ class _StreamingCapture:
             handle.remove()
         self.inputs.clear()
         self.waiting.clear()
-
-
-@cache
-def _malloc_trim() -> Any:
-    import ctypes
-    import ctypes.util
-
-    if sys.platform != "linux":
-        return None
-    try:
-        return ctypes.CDLL(ctypes.util.find_library("c") or "libc.so.6").malloc_trim
-    except (OSError, AttributeError):
-        return None
-
-
-def _trim_heap() -> None:
-    """Give the C heap's free pages back to the system (glibc's ``malloc_trim``).
-
-    On a CPU, checkpointing interleaves each layer's recompute with the statistics of the
-    layer's modules; glibc then keeps the freed blocks of both in a fragmented heap (its mmap
-    threshold rises with the large blocks freed), and the resident memory grows layer by layer:
-    13 GB instead of 0.95 GB above the model for one 1,024-token sample of a 30-layer model
-    with cosines (``benchmarks/bench_long.py``). Trimming after each measured module keeps it
-    flat at no measurable cost in time.
-    """
-    trim = _malloc_trim()
-    if trim is not None:
-        trim(0)
 
 
 class _StreamingStatistics:
