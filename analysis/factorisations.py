@@ -94,18 +94,19 @@ class Factorisation:
 
         ``matrices[r]`` may pass an already formed ``D_r^T X_r``. ``use_factors[r]`` says
         whether row r takes the T-by-T factor route (the cost model's choice; default: wherever
-        T_r < min(rows, cols)) or ``svdvals`` of the formed matrix.
+        T_r < max(rows, cols)) or ``svdvals`` of the formed matrix. Rows with T_r below both
+        sides take the T-by-T core (batched where the factorisation batches); rows with T_r
+        between them factor only the longer side (see ``singular_values_from_factors``).
         """
         count = len(output_grads)
         matrices = matrices if matrices is not None else [None] * count
         rows = output_grads[0].shape[1]
         cols = inputs[0].shape[1]
-        small = [
-            r
-            for r in range(count)
-            if output_grads[r].shape[0] < min(rows, cols)
-            and (use_factors is None or use_factors[r])
-        ]
+        wanted = [use_factors is None or use_factors[r] for r in range(count)]
+        lengths = [output_grads[r].shape[0] for r in range(count)]
+        # T below both sides: the T-by-T core (batched where asked); below one side: one R
+        small = [r for r in range(count) if lengths[r] < min(rows, cols) and wanted[r]]
+        factored = [r for r in range(count) if lengths[r] < max(rows, cols) and wanted[r]]
         results: list[Pending | None] = [None] * count
         if self.name != "per-matrix" and small:
             for row, pending in zip(
@@ -116,8 +117,10 @@ class Factorisation:
                 results[row] = pending
         for row in range(count):
             if results[row] is None:
-                if row in small:
-                    factor = self._input_factor((input_key, row), inputs[row])
+                if row in factored:
+                    factor = None
+                    if lengths[row] < cols:
+                        factor = self._input_factor((input_key, row), inputs[row])
                     values = singular_values_from_factors(
                         output_grads[row], inputs[row], matrices[row], factor
                     )

@@ -12,7 +12,8 @@ length and per projection, from operation counts, and nowhere else; the engine a
 The routes (each exact; tests force every one and hold it to the full-SVD reference):
 
 - **spectrum** ``factors``: thin QRs of ``D^T`` and ``X^T`` (X's shared by the projections
-  that read the same input) and ``svdvals`` of the T-by-T core; only where T < min(rows, cols).
+  that read the same input) and ``svdvals`` of the core, T-by-T where T < min(rows, cols); where
+  T lies between rows and cols only the longer side is factored (rows x T for GQA's k and v).
   ``formed``: ``svdvals(G)`` of the formed matrix.
 - **cosines** ``factors``: ``<G_i, G_j> = sum((D_i D_j^T) * (X_i X_j^T))``, the products of a
   new layer with all earlier layers of its projection as a few large matrix products, each
@@ -164,16 +165,18 @@ def spectrum_costs(
 ) -> dict[str, float]:
     """Cost of one matrix's singular values by each route; ``formed`` excludes forming G.
 
-    ``factors`` is absent where it does not apply (T >= min(rows, cols): no low rank to use).
+    ``factors`` (the R of each side longer than T, and the SVD of the min(T, rows) x
+    min(T, cols) core) is absent where it does not apply: T >= rows and T >= cols.
     """
-    t = positions
-    costs = {"formed": _svdvals(shape.rows, shape.cols, weights)}
-    if t < min(shape.rows, shape.cols):
+    t, rows, cols = positions, shape.rows, shape.cols
+    costs = {"formed": _svdvals(rows, cols, weights)}
+    if t < max(rows, cols):
+        left, right = min(t, rows), min(t, cols)
         costs["factors"] = (
-            _qr(shape.rows, t, weights)
-            + _qr(shape.cols, t, weights) / sharing
-            + _gemm(t, t, t)
-            + _svdvals(t, t, weights)
+            (_qr(rows, t, weights) if t < rows else 0.0)
+            + (_qr(cols, t, weights) / sharing if t < cols else 0.0)
+            + _gemm(left, right, t)
+            + _svdvals(left, right, weights)
         )
     return costs
 
@@ -210,7 +213,7 @@ def plan_sample(
     """The cheapest exact routes for one sample with ``positions`` measured positions.
 
     ``forced`` is ``auto`` (cheapest), ``factors`` or ``formed`` (every statistic by that route
-    where it applies: the spectrum's factor route needs T < min(rows, cols)). ``formed_allowed``
+    where it applies: the spectrum's factor route needs T < max(rows, cols)). ``formed_allowed``
     names the projections whose cosines may keep formed gradients (the memory budget; None: all).
     """
     allowed = set(shapes) if formed_allowed is None else set(formed_allowed)
@@ -313,8 +316,8 @@ def _plan_projection(
 
 
 def _spectrum_reason(route: Route, positions: int, shape: ProjectionShape, forced: str) -> str:
-    if positions >= min(shape.rows, shape.cols):
-        return f"T={positions} >= min(rows, cols)={min(shape.rows, shape.cols)}: no low rank"
+    if positions >= max(shape.rows, shape.cols):
+        return f"T={positions} >= rows and cols: nothing to factor"
     if forced != "auto":
         return f"forced (--routes {forced})"
     return f"spectrum by {route} is cheaper at T={positions}"

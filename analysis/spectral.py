@@ -40,20 +40,27 @@ def singular_values_from_factors(
 ) -> torch.Tensor:
     """Singular values of ``output_grads^T @ inputs``, descending.
 
-    ``output_grads`` is T x rows, ``inputs`` is T x cols. Returns min(T, rows, cols) values;
-    the other singular values of the rows x cols matrix are exactly zero. ``matrix`` may pass
-    an already computed ``output_grads^T @ inputs`` for the large-T case, and
-    ``input_factor`` the R of ``inputs^T`` (q, k and v share their inputs, so it is reused).
+    ``output_grads`` is T x rows, ``inputs`` is T x cols. Each side longer than T is replaced by
+    the T-by-T R of its thin QR (``D^T = Q_d R_d``, ``X^T = Q_x R_x``; the orthonormal Qs do not
+    change singular values), so the SVD is of a min(T, rows) x min(T, cols) core: T x T when T
+    is below both, and rows x T when only the inputs are wider (k and v of a GQA model at
+    medium lengths). Returns min(T, rows, cols) values; the other singular values of the
+    rows x cols matrix are exactly zero. ``matrix`` may pass an already computed
+    ``output_grads^T @ inputs`` (used when T is at least both sides), and ``input_factor`` the
+    R of ``inputs^T`` (q, k and v share their inputs, so it is reused).
     """
     import torch
 
     positions, rows = output_grads.shape
     cols = inputs.shape[1]
-    if positions < min(rows, cols):
-        r_out = torch.linalg.qr(output_grads.T, mode="r").R  # T x T
-        r_in = input_factor if input_factor is not None else input_r_factor(inputs)
-        return torch.linalg.svdvals(r_out @ r_in.T)
-    return singular_values_of_matrix(output_grads, inputs, matrix)
+    if positions >= max(rows, cols):
+        return singular_values_of_matrix(output_grads, inputs, matrix)
+    left = torch.linalg.qr(output_grads.T, mode="r").R if positions < rows else output_grads.T
+    if positions < cols:
+        right = input_factor if input_factor is not None else input_r_factor(inputs)
+    else:
+        right = inputs.T
+    return torch.linalg.svdvals(left @ right.T)
 
 
 def singular_values_of_matrix(

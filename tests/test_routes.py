@@ -93,9 +93,32 @@ def test_forced_routes_are_followed():
         plan = plan_sample(shapes, 100, cosines=True, entry_statistics=True, forced=forced)
         assert {plan[p].cosines for p in shapes} == {forced}
         assert {plan[p].spectrum for p in shapes} == {forced}
-    # No low rank to use at T >= min(rows, cols): the spectrum is always by the formed matrix.
+    # T between rows and cols: the wider side alone is factored; T >= both: nothing to factor.
     plan = plan_sample(shapes, 500, cosines=True, entry_statistics=True, forced="factors")
-    assert plan["k"].spectrum == "formed" and plan["q"].spectrum == "factors"
+    assert plan["k"].spectrum == "factors" and plan["q"].spectrum == "factors"
+    plan = plan_sample(shapes, 600, cosines=True, entry_statistics=True, forced="factors")
+    assert plan["k"].spectrum == "formed" and plan["q"].spectrum == "formed"
+
+
+@pytest.mark.parametrize(("positions", "rows", "cols"), [(7, 20, 30), (25, 20, 30), (25, 30, 20)])
+def test_spectrum_from_factors_of_the_sides_longer_than_t(positions, rows, cols):
+    """T below both sides (a T x T core), or between them (one side factored): the singular
+    values of G = D^T X either way."""
+    from layerscope.analysis.spectral import singular_values_from_factors
+
+    generator = torch.Generator().manual_seed(positions + rows)
+    d = torch.randn(positions, rows, generator=generator, dtype=torch.float64)
+    x = torch.randn(positions, cols, generator=generator, dtype=torch.float64)
+    expected = torch.linalg.svdvals(d.T @ x)
+    got = singular_values_from_factors(d, x)
+    assert got.shape[0] == min(positions, rows, cols)
+    assert torch.allclose(got, expected[: got.shape[0]], rtol=0, atol=1e-12 * float(expected[0]))
+
+
+def test_gqa_keys_and_values_factor_their_inputs_at_medium_lengths():
+    """SmolLM2's k and v (192 x 576) at 319 positions: svdvals of 192 x 319, not 192 x 576."""
+    plan = plan_sample(smollm2(), 319, cosines=True, entry_statistics=True)
+    assert plan["k"].spectrum == plan["v"].spectrum == "factors"
 
 
 def smollm2():
