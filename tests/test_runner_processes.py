@@ -21,7 +21,8 @@ pytestmark = pytest.mark.slow
 
 SAMPLES = 150  # enough that the writer is still running while a reader process starts
 MATRICES = 3 * 4  # the test Llama: 3 layers x q, k, v, o
-HELD_AT = 16  # the killed writer is held after this many stored batches (tests/writer_probe)
+PAUSED_AT = 2  # the killed writer waits here until the reader process is started
+HELD_AT = 16  # and is held after this many stored batches (tests/writer_probe)
 KILLED_SAMPLES = HELD_AT + 8  # a few left for the resumed process to compute
 WRITER_PROBE = Path(__file__).parent / "writer_probe"
 
@@ -72,12 +73,15 @@ def assert_stored_once(db, run_id, expected_samples=None):
     return samples
 
 
-def held_env(after):
-    """The environment of a writer that blocks once it has stored ``after`` batches, until it is
-    killed: still running whatever the machine's speed, so few samples are needed."""
+def held_env(after, pause_at, pause_file):
+    """The environment of a writer that waits for ``pause_file`` once it has stored
+    ``pause_at`` batches and blocks once it has stored ``after``, until it is killed: still
+    running whatever the machine's speed, so few samples are needed."""
     env = dict(os.environ)
     env["PYTHONPATH"] = os.pathsep.join([str(WRITER_PROBE), env.get("PYTHONPATH", "")])
     env["LAYERSCOPE_HOLD_AFTER"] = str(after)
+    env["LAYERSCOPE_PAUSE_AT"] = str(pause_at)
+    env["LAYERSCOPE_PAUSE_FILE"] = str(pause_file)
     return env
 
 
@@ -85,8 +89,13 @@ def test_sigkill_mid_run_with_a_concurrent_reader_then_resume(tmp_path, model_fo
     data = write_dataset(tmp_path / "data", KILLED_SAMPLES)
     db = tmp_path / "c.duckdb"
     command = compute_command(model_folder, data, db)
+    go_on = tmp_path / "go-on"
     writer = subprocess.Popen(
-        command, env=held_env(HELD_AT), stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True
+        command,
+        env=held_env(HELD_AT, PAUSED_AT, go_on),
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
     )
     cache = ResultsCache(db, lock_timeout=20)
     observed: list[int] = []
@@ -100,7 +109,7 @@ def test_sigkill_mid_run_with_a_concurrent_reader_then_resume(tmp_path, model_fo
             done = runs[0].samples_done if runs else 0
             if not observed or done != observed[-1]:
                 observed.append(done)
-            if done >= 2 and other_reader is None:
+            if done >= PAUSED_AT and other_reader is None:
                 # a second reader process, as `layerscope runs` in another terminal
                 # started, not waited for: this process keeps polling while it runs
                 other_reader = subprocess.Popen(
@@ -109,6 +118,7 @@ def test_sigkill_mid_run_with_a_concurrent_reader_then_resume(tmp_path, model_fo
                     stderr=subprocess.PIPE,
                     text=True,
                 )
+                go_on.touch()  # the writer, paused at PAUSED_AT (seen here), goes on
             if done >= HELD_AT and other_reader is not None and other_reader.poll() is not None:
                 break
             time.sleep(0.05)
