@@ -1,7 +1,19 @@
+import os
 import sys
 from pathlib import Path
 
 import pytest
+
+# One torch thread in tests, set before anything imports torch (subprocesses, the CLI and
+# torchrun's ranks, inherit it): torch's default intra-op threads spin-wait, and on a busy 2-core
+# machine a frozen forward+backward took 1.05 s with 1 thread against 11.7 s with 2. Forced, not
+# setdefault: a shell's OMP_NUM_THREADS=2 would bring the spinning back. LAYERSCOPE_TEST_THREADS
+# picks another count on purpose.
+_THREADS = os.environ.get("LAYERSCOPE_TEST_THREADS", "1")
+os.environ["OMP_NUM_THREADS"] = _THREADS
+os.environ["MKL_NUM_THREADS"] = _THREADS
+if "torch" in sys.modules:  # a plugin imported it first: the variables came too late for it
+    sys.modules["torch"].set_num_threads(int(_THREADS))
 
 # tests/modelkit.py is a helper module, not a test: make it importable from every test file.
 sys.path.insert(0, str(Path(__file__).parent))

@@ -172,26 +172,89 @@ def reference_run(db, limit):
     return [p.run_id for p in execute(request, db) if p.status == "complete"]
 
 
-@pytest.mark.slow
-def test_two_ranks_give_the_numbers_of_one_process(tmp_path):
-    from layerscope.analysis.cache import ResultsCache
+def wait_for(condition, job, what, seconds=180):
+    deadline = time.monotonic() + seconds
+    while not condition():
+        assert job.poll() is None, f"the job ended before {what}: {job.stderr.read()[-3000:]}"
+        assert time.monotonic() < deadline, f"no {what} within {seconds} s"
+        time.sleep(0.05)  # polling the condition, not waiting for time
 
-    limit = 3
-    single, double = tmp_path / "single.duckdb", tmp_path / "double.duckdb"
-    run_ids = reference_run(single, limit)
-    assert len(run_ids) == 2
-    probe = tmp_path / "probe"
+
+@dataclass
+class KilledThenResumed:
+    db: Path
+    probe: Path
+    limit: int
+    killed: subprocess.CompletedProcess  # the job whose rank 1 was killed
+    first: dict  # stored_counts after it
+    again: subprocess.CompletedProcess  # the same command run again
+
+
+@pytest.fixture(scope="module")
+def killed_then_resumed(tmp_path_factory):
+    """One two-rank job whose rank 1 is killed holding its second batch (rank 1 has sent one
+    batch back, rank 0 has stored one), then the same command run again to the end. The tests
+    below assert on it: what the kill left stored, and that the resumed cache holds the numbers
+    of one process (each torchrun job costs tens of seconds of start-up, so they share it)."""
+    limit = 4
+    root = tmp_path_factory.mktemp("killed")
+    db = root / "results.duckdb"
+    probe = root / "probe"
     probe.mkdir()
-    job = subprocess.run(
-        compute_argv(double, limit, batch_size=1),
+    blocked, stored = probe / "blocked", probe / "stored"
+    job = subprocess.Popen(
+        compute_argv(db, limit, batch_size=1),
+        env=probe_env(probe, LAYERSCOPE_PROBE_BLOCK_RANK="1"),
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
+    try:
+        wait_for(lambda: blocked.exists() and stored.exists(), job, "a held rank 1")
+        os.kill(int(blocked.read_text().split()[0]), signal.SIGKILL)
+        out, err = job.communicate(timeout=120)
+    finally:
+        if job.poll() is None:
+            job.kill()
+    killed = subprocess.CompletedProcess(job.args, job.returncode, out, err)
+    first = stored_counts(db)
+    again = subprocess.run(
+        compute_argv(db, limit, batch_size=1),
         env=probe_env(probe),
         capture_output=True,
         text=True,
         timeout=240,
     )
-    assert job.returncode == 0, job.stderr[-3000:]
-    assert job.stdout.split() == run_ids  # rank 0 alone prints, the run ids as one process would
-    assert set((probe / "opened").read_text().split()) == {"0"}  # workers never open the cache
+    return KilledThenResumed(db, probe, limit, killed, first, again)
+
+
+@pytest.mark.slow
+def test_a_killed_rank_loses_nothing_stored_and_the_same_command_completes(killed_then_resumed):
+    job = killed_then_resumed
+    assert job.killed.returncode != 0  # torchrun reports the dead rank
+    first = job.first
+    assert len(first) == 2
+    assert all(status != "running" for _, _, status in first.values())  # none left running
+    assert all(count == distinct for count, distinct, _ in first.values())
+    assert sum(count for count, _, _ in first.values()) < 2 * job.limit  # rank 1's is missing
+    assert job.again.returncode == 0, job.again.stderr[-3000:]
+    assert stored_counts(job.db) == {run_id: (job.limit, job.limit, "complete") for run_id in first}
+
+
+@pytest.mark.slow
+def test_two_ranks_give_the_numbers_of_one_process(killed_then_resumed, tmp_path):
+    """The two-rank cache (half stored by the killed job, the rest by the resumed one) holds
+    the numbers one process computes, each sample once, and only rank 0 ever opened it."""
+    from layerscope.analysis.cache import ResultsCache
+
+    job = killed_then_resumed
+    limit, double = job.limit, job.db
+    single = tmp_path / "single.duckdb"
+    run_ids = reference_run(single, limit)
+    assert len(run_ids) == 2
+    assert job.again.returncode == 0, job.again.stderr[-3000:]
+    assert job.again.stdout.split() == run_ids  # rank 0 alone prints, as one process would
+    assert set((job.probe / "opened").read_text().split()) == {"0"}  # workers never open it
     assert stored_counts(double) == {run_id: (limit, limit, "complete") for run_id in run_ids}
     one, two = ResultsCache(single), ResultsCache(double)
     # auto CPU threads: OMP_NUM_THREADS=1 shared by the two ranks, at least 1 each
@@ -212,53 +275,6 @@ def test_two_ranks_give_the_numbers_of_one_process(tmp_path):
                     compared += 1
         assert not expected  # every sample of the single run is there
     assert compared > 100
-
-
-def wait_for(condition, job, what, seconds=180):
-    deadline = time.monotonic() + seconds
-    while not condition():
-        assert job.poll() is None, f"the job ended before {what}: {job.stderr.read()[-3000:]}"
-        assert time.monotonic() < deadline, f"no {what} within {seconds} s"
-        time.sleep(0.05)  # polling the condition, not waiting for time
-
-
-@pytest.mark.slow
-def test_a_killed_rank_loses_nothing_stored_and_the_same_command_completes(tmp_path):
-    limit = 4
-    db = tmp_path / "results.duckdb"
-    probe = tmp_path / "probe"
-    probe.mkdir()
-    blocked, stored = probe / "blocked", probe / "stored"
-    job = subprocess.Popen(
-        compute_argv(db, limit, batch_size=1),
-        env=probe_env(probe, LAYERSCOPE_PROBE_BLOCK_RANK="1"),
-        stdout=subprocess.PIPE,
-        stderr=subprocess.PIPE,
-        text=True,
-    )
-    try:
-        # rank 1 has sent one batch back (and holds its second); rank 0 has stored one
-        wait_for(lambda: blocked.exists() and stored.exists(), job, "a held rank 1")
-        os.kill(int(blocked.read_text().split()[0]), signal.SIGKILL)
-        job.wait(timeout=120)
-    finally:
-        if job.poll() is None:
-            job.kill()
-    assert job.returncode != 0  # torchrun reports the dead rank
-    first = stored_counts(db)
-    assert len(first) == 2
-    assert all(status != "running" for _, _, status in first.values())  # none left running
-    assert all(count == distinct for count, distinct, _ in first.values())
-    assert sum(count for count, _, _ in first.values()) < 2 * limit  # rank 1's batch is missing
-    again = subprocess.run(
-        compute_argv(db, limit, batch_size=1),
-        env=probe_env(probe),
-        capture_output=True,
-        text=True,
-        timeout=240,
-    )
-    assert again.returncode == 0, again.stderr[-3000:]
-    assert stored_counts(db) == {run_id: (limit, limit, "complete") for run_id in first}
 
 
 @pytest.mark.slow

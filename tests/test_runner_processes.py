@@ -9,6 +9,7 @@ import signal
 import subprocess
 import sys
 import time
+from pathlib import Path
 
 import duckdb
 import pytest
@@ -20,6 +21,10 @@ pytestmark = pytest.mark.slow
 
 SAMPLES = 150  # enough that the writer is still running while a reader process starts
 MATRICES = 3 * 4  # the test Llama: 3 layers x q, k, v, o
+PAUSED_AT = 2  # the killed writer waits here until the reader process is started
+HELD_AT = 16  # and is held after this many stored batches (tests/writer_probe)
+KILLED_SAMPLES = HELD_AT + 8  # a few left for the resumed process to compute
+WRITER_PROBE = Path(__file__).parent / "writer_probe"
 
 
 def compute_command(model, data, db):
@@ -68,11 +73,30 @@ def assert_stored_once(db, run_id, expected_samples=None):
     return samples
 
 
+def held_env(after, pause_at, pause_file):
+    """The environment of a writer that waits for ``pause_file`` once it has stored
+    ``pause_at`` batches and blocks once it has stored ``after``, until it is killed: still
+    running whatever the machine's speed, so few samples are needed."""
+    env = dict(os.environ)
+    env["PYTHONPATH"] = os.pathsep.join([str(WRITER_PROBE), env.get("PYTHONPATH", "")])
+    env["LAYERSCOPE_HOLD_AFTER"] = str(after)
+    env["LAYERSCOPE_PAUSE_AT"] = str(pause_at)
+    env["LAYERSCOPE_PAUSE_FILE"] = str(pause_file)
+    return env
+
+
 def test_sigkill_mid_run_with_a_concurrent_reader_then_resume(tmp_path, model_folder):  # noqa: F811
-    data = write_dataset(tmp_path / "data", SAMPLES)
+    data = write_dataset(tmp_path / "data", KILLED_SAMPLES)
     db = tmp_path / "c.duckdb"
     command = compute_command(model_folder, data, db)
-    writer = subprocess.Popen(command, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    go_on = tmp_path / "go-on"
+    writer = subprocess.Popen(
+        command,
+        env=held_env(HELD_AT, PAUSED_AT, go_on),
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
     cache = ResultsCache(db, lock_timeout=20)
     observed: list[int] = []
     other_reader = None
@@ -85,7 +109,7 @@ def test_sigkill_mid_run_with_a_concurrent_reader_then_resume(tmp_path, model_fo
             done = runs[0].samples_done if runs else 0
             if not observed or done != observed[-1]:
                 observed.append(done)
-            if done >= 2 and other_reader is None:
+            if done >= PAUSED_AT and other_reader is None:
                 # a second reader process, as `layerscope runs` in another terminal
                 # started, not waited for: this process keeps polling while it runs
                 other_reader = subprocess.Popen(
@@ -94,7 +118,8 @@ def test_sigkill_mid_run_with_a_concurrent_reader_then_resume(tmp_path, model_fo
                     stderr=subprocess.PIPE,
                     text=True,
                 )
-            if done >= 16 and other_reader is not None and other_reader.poll() is not None:
+                go_on.touch()  # the writer, paused at PAUSED_AT (seen here), goes on
+            if done >= HELD_AT and other_reader is not None and other_reader.poll() is not None:
                 break
             time.sleep(0.05)
         os.kill(writer.pid, signal.SIGKILL)
@@ -109,19 +134,23 @@ def test_sigkill_mid_run_with_a_concurrent_reader_then_resume(tmp_path, model_fo
     reader_out, reader_err = other_reader.communicate(timeout=60)
     assert other_reader.returncode == 0, reader_err
     [listed] = json.loads(reader_out)
-    assert listed["status"] == "running" and 0 < listed["samples"] < SAMPLES
+    assert listed["status"] == "running" and 0 < listed["samples"] < KILLED_SAMPLES
 
     info = cache.runs()[0]
     assert info.status == "cancelled"  # its process is gone
     killed_at = assert_stored_once(db, info.id)
-    assert 16 <= killed_at < SAMPLES
+    assert killed_at == HELD_AT  # killed while held: every batch it committed is there
 
     resumed = subprocess.run(command, capture_output=True, text=True, timeout=300)
     assert resumed.returncode == 0, resumed.stderr
     assert resumed.stdout.split() == [info.id]
     info = cache.run(info.id)
-    assert (info.status, info.samples_done, info.samples_total) == ("complete", SAMPLES, SAMPLES)
-    assert_stored_once(db, info.id, SAMPLES)
+    assert (info.status, info.samples_done, info.samples_total) == (
+        "complete",
+        KILLED_SAMPLES,
+        KILLED_SAMPLES,
+    )
+    assert_stored_once(db, info.id, KILLED_SAMPLES)
     assert len(info.provenance["sessions"]) == 2
 
 

@@ -9,6 +9,7 @@ flat and every downstream result meaningless.
 
 from __future__ import annotations
 
+import functools
 import json
 import re
 import subprocess
@@ -236,20 +237,30 @@ def _mean_response_loss(tiny: Tiny, records: list[dict[str, str]], chat: bool) -
 MARGINS = {"math": 0.7, "knowledge": 0.85}
 
 
+@pytest.fixture(scope="module")
+def response_loss(tiny: Tiny, samples_root: Path) -> Any:
+    """``_mean_response_loss`` of a samples file in a format, each computed once in this module
+    (a forward pass per record): the fast-to-slow test reads the base-format math losses that
+    the pair tests computed."""
+
+    @functools.cache
+    def loss(relative: str, chat: bool) -> float:
+        return _mean_response_loss(tiny, _load(samples_root, relative), chat)
+
+    return loss
+
+
 @pytest.mark.parametrize("chat", [False, True], ids=["base", "chat"])
 @pytest.mark.parametrize("relative", MATH_PAIRS + KNOWLEDGE_PAIRS)
 def test_tiny_model_finds_correct_responses_more_likely(
-    tiny: Tiny, samples_root: Path, relative: str, chat: bool
+    response_loss: Any, relative: str, chat: bool
 ) -> None:
-    correct = _mean_response_loss(tiny, _load(samples_root, relative), chat)
-    irrelevant = _mean_response_loss(tiny, _load(samples_root, _irrelevant_path(relative)), chat)
+    correct = response_loss(relative, chat)
+    irrelevant = response_loss(_irrelevant_path(relative), chat)
     assert correct < MARGINS[relative.split("/")[0]] * irrelevant, (correct, irrelevant)
 
 
-def test_tiny_model_loss_falls_from_fast_to_slow_thinking(tiny: Tiny, samples_root: Path) -> None:
+def test_tiny_model_loss_falls_from_fast_to_slow_thinking(response_loss: Any) -> None:
     # Per token, a rationale is easier to predict than a bare answer (as in the paper's data).
-    none, simplified, detailed = (
-        _mean_response_loss(tiny, _load(samples_root, relative), chat=False)
-        for relative in MATH_PAIRS
-    )
+    none, simplified, detailed = (response_loss(relative, chat=False) for relative in MATH_PAIRS)
     assert none > simplified > detailed

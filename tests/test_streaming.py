@@ -8,6 +8,8 @@ takes cosines from the factors; both are exact, so in float64 they agree to roun
 
 from __future__ import annotations
 
+import functools
+
 import pytest
 import torch
 from modelkit import make_model, make_tokenizer
@@ -20,13 +22,22 @@ from layerscope.analysis.models import loaded_from_objects
 ARCHITECTURES = ("llama", "gpt2", "qwen2")  # gpt2: a fused, transposed Conv1D for q, k, v
 
 
+OPTIONS = {"modules": "all", "spectra": True, "batch_size": 4}
+
+
+@functools.cache
+def batch_end(architecture):
+    """An architecture's model and its batch-end results, computed once: each factorisation's
+    streamed results are compared against the same reference (the slow path)."""
+    loaded = loaded_from_objects(make_model(architecture, torch.float64), make_tokenizer())
+    return loaded, run(loaded, streaming=False, **OPTIONS)
+
+
 @pytest.mark.parametrize("architecture", ARCHITECTURES)
 @pytest.mark.parametrize("factorisation", factorisations.FACTORISATIONS)
 def test_streaming_equals_batch_end_in_float64(architecture, factorisation):
-    loaded = loaded_from_objects(make_model(architecture, torch.float64), make_tokenizer())
-    options = {"modules": "all", "spectra": True, "batch_size": 4}
-    at_end = run(loaded, streaming=False, **options)
-    streamed = run(loaded, streaming=True, factorisation=factorisation, **options)
+    loaded, at_end = batch_end(architecture)
+    streamed = run(loaded, streaming=True, factorisation=factorisation, **OPTIONS)
     assert len(streamed) == len(SAMPLES)
     assert_results_close(streamed, at_end, 1e-10)
 
