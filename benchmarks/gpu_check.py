@@ -5,9 +5,10 @@ one run that fits in 8 minutes and prints one table. Sections, each skipped with
 so when the time budget is spent:
 
   fast        per-sample forward+backward, statistics, total, peak memory above the loaded
-              model and samples per second, at 128, 512 and 1,024 response tokens (the default
+              model and samples per second, at 128, 512 and 2,048 response tokens (the default
               options: streaming, per-matrix factorisations, every statistic, attention);
-  options     the streaming / batch-end schedules and the factorisations side by side (512);
+  options     the streaming / batch-end schedules, the factorisations and each forced route
+              side by side (512);
   reference   the paper's full-SVD procedure on 2 samples (128 tokens) and the speed-up;
   device map  the model split across all visible GPUs (or GPU and CPU where one GPU exists)
               through ``load_model(..., device_map=..., max_memory=...)``, its numbers against a
@@ -46,6 +47,7 @@ from bench_engine import CONFIGS, make_samples
 from layerscope.analysis.engine import compute_statistics, flush_subnormals_for_this_process
 from layerscope.analysis.models import load_model, loaded_from_objects, tiny_model_path
 from layerscope.analysis.records import ComputeSettings
+from layerscope.analysis.routes import explain, shapes_of, weights_for
 
 REHEARSAL = {"hidden_size": 128, "num_attention_heads": 4, "num_key_value_heads": 2,
              "intermediate_size": 256, "num_hidden_layers": 4, "vocab_size": 8192}  # fmt: skip
@@ -199,14 +201,14 @@ def main() -> None:
             "cuda",
             "bfloat16",
             CONFIGS["a-full"],
-            (128, 512, 1024),
+            (128, 512, 2048),  # 512 and 2048: the rows of gpu_projection.py
             512,
         )
         count = 8
     device = torch.device(device)
     dtype = getattr(torch, dtype_name)
     tokenizer = AutoTokenizer.from_pretrained(tiny_model_path())
-    config = LlamaConfig(**shape, max_position_embeddings=4096)
+    config = LlamaConfig(**shape, max_position_embeddings=8192)
     torch.manual_seed(0)
     began = time.perf_counter()
     model = LlamaForCausalLM(config).to(dtype=dtype).to(device).eval()
@@ -217,7 +219,12 @@ def main() -> None:
           f"{time.perf_counter() - began:.0f} s, batch size {ComputeSettings().batch_size}")  # fmt: skip
     print(f"{'section':10} {'run':26} {'fwd+bwd':>9} {'stats':>9} {'total':>9} "
           f"{'st/fb':>8} {'peak GiB':>8} {'samp/s':>8}  (seconds per sample)")  # fmt: skip
-    default = ComputeSettings(max_length=2048)
+    default = ComputeSettings(max_length=4096)
+    shapes = shapes_of(
+        (t.info.projection, t.info.rows, t.info.cols) for t in loaded.targets("attn")
+    )
+    for line in explain(shapes, [n + 63 for n in lengths], weights=weights_for(device.type)):
+        print(f"# route {line}")
     measure(loaded, make_samples(tokenizer, 16, 2), default)  # warm-up
     for length in lengths:
         samples = make_samples(tokenizer, length, count)
@@ -230,6 +237,8 @@ def main() -> None:
         ("streaming, cpu-threads", {"factorisation": "cpu-threads"}),
         ("batch-end, per-matrix", {"streaming": False}),
         ("streaming, spectral only", {"entry_statistics": False, "cosines": False}),
+        ("routes forced: factors", {"routes": "factors"}),
+        ("routes forced: formed", {"routes": "formed"}),
         ("token budget alone", {"batch_size": 64}),
     ]
     for label, change in options:
