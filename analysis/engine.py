@@ -425,7 +425,6 @@ def _fast_batch(
     """One forward and backward of a batch; statistics as the backward reaches each module."""
     if not settings.streaming:
         return _fast_batch_at_end(loaded, targets, encoded, settings, timer)
-    import torch
 
     input_ids, mask = _padded_batch(loaded, encoded)
     plans = plan_routes(loaded, targets, [e.length - 1 for e in encoded], settings)
@@ -433,14 +432,8 @@ def _fast_batch(
     with _checkpointing(loaded.model, settings.checkpointing):
         capture = _StreamingCapture(loaded.model, targets, statistics)
         try:
-            with timer.phase("forward_backward"), torch.enable_grad():
-                model = loaded.model
-                logits = model(input_ids=input_ids, attention_mask=mask, use_cache=False).logits
-                losses = [
-                    _response_loss(logits[row], input_ids[row], e) for row, e in enumerate(encoded)
-                ]
-                del logits
-                torch.stack(losses).sum().backward()
+            with timer.phase("forward_backward"):
+                losses = _forward_backward(loaded, encoded, input_ids, mask)
             capture.check_complete()
             with timer.phase("statistics"), denormals_flushed():
                 results = statistics.results([loss.item() for loss in losses])
@@ -451,6 +444,23 @@ def _fast_batch(
         finally:
             capture.close()
             statistics.close()
+
+
+def _forward_backward(
+    loaded: LoadedModel, encoded: list[EncodedSample], input_ids: torch.Tensor, mask: torch.Tensor
+) -> list[torch.Tensor]:
+    """One forward and backward of a padded batch; the loss is the sum of the samples' mean
+    response losses, so each sample's output gradients are exactly its own. Returns the
+    per-sample losses (0-d tensors)."""
+    import torch
+
+    with torch.enable_grad():
+        model = loaded.model
+        logits = model(input_ids=input_ids, attention_mask=mask, use_cache=False).logits
+        losses = [_response_loss(logits[row], input_ids[row], e) for row, e in enumerate(encoded)]
+        del logits
+        torch.stack(losses).sum().backward()
+    return losses
 
 
 class _StreamingCapture:
@@ -722,20 +732,13 @@ def _fast_batch_at_end(
     """The batch-end path: keep every module's factors until the backward ends, then measure
     each sample with the per-matrix factorisations and full gradients for max/min/cosines
     (``--no-streaming``; the streaming path is tested against it)."""
-    import torch
 
     input_ids, mask = _padded_batch(loaded, encoded)
     with _checkpointing(loaded.model, settings.checkpointing):
         capture = _Capture(loaded.model, targets)
         try:
-            with timer.phase("forward_backward"), torch.enable_grad():
-                model = loaded.model
-                logits = model(input_ids=input_ids, attention_mask=mask, use_cache=False).logits
-                losses = [
-                    _response_loss(logits[row], input_ids[row], e) for row, e in enumerate(encoded)
-                ]
-                del logits
-                torch.stack(losses).sum().backward()
+            with timer.phase("forward_backward"):
+                losses = _forward_backward(loaded, encoded, input_ids, mask)
             capture.check_complete()
             with timer.phase("statistics"), denormals_flushed():
                 return [
