@@ -110,7 +110,9 @@ def build_paper_table(
     (``nuclear``)."""
     metric = resolve_metric(metric)
     infos = [cache.run(run_id) for run_id in run_ids]
-    comparison = compare_runs(cache, [i.id for i in infos], metric, [projection], response_tokens)
+    comparison = compare_runs(
+        cache, [i.id for i in infos], metric, [projection], response_tokens, significance=False
+    )
     return paper_table(infos, comparison.curves, metric, projection, response_tokens)
 
 

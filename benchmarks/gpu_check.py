@@ -220,9 +220,7 @@ def main() -> None:
     print(f"{'section':10} {'run':26} {'fwd+bwd':>9} {'stats':>9} {'total':>9} "
           f"{'st/fb':>8} {'peak GiB':>8} {'samp/s':>8}  (seconds per sample)")  # fmt: skip
     default = ComputeSettings(max_length=4096)
-    shapes = shapes_of(
-        (t.info.projection, t.info.rows, t.info.cols) for t in loaded.targets("attn")
-    )
+    shapes = shapes_of((t.projection, t.rows, t.cols) for t in loaded.targets("attn"))
     for line in explain(shapes, [n + 63 for n in lengths], weights=weights_for(device.type)):
         print(f"# route {line}")
     measure(loaded, make_samples(tokenizer, 16, 2), default)  # warm-up

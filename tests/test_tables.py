@@ -288,3 +288,27 @@ async def test_the_explorer_shows_the_papers_table_of_the_chart(cache_path, fill
         await pilot.press("escape")
         await settle(app, pilot)
         assert type(app.screen).__name__ != "PaperTableScreen"
+
+
+def test_table_leaves_the_tests_of_significance_out(capsys, two_depths, monkeypatch):
+    """It prints the curves' MADs only: running the paired and permutation tests for it was most
+    of its time on a study-sized cache. ``show`` prints them, so it still runs them."""
+    from layerscope.analysis import compare
+
+    calls = []
+    real = compare.significance_rows
+
+    def counted(*args, **kwargs):
+        calls.append(args)
+        return real(*args, **kwargs)
+
+    monkeypatch.setattr(compare, "significance_rows", counted)
+    db, runs = two_depths
+    ids = [run_id[:10] for run_id, _ in runs.values()]
+    status, _, err = run_cli(capsys, "table", *ids, "--proj", "q", "--format", "csv", "--db", db)
+    assert status == 0, err
+    assert build_paper_table(ResultsCache(db), ids, "nuclear_norm", "k").rows
+    assert calls == []
+    status, _, err = run_cli(capsys, "show", *ids[:2], "--proj", "q", "--db", db)
+    assert status == 0, err
+    assert len(calls) == 1

@@ -60,7 +60,9 @@ def cmd_figure(args: argparse.Namespace) -> int:
         raise OutputError(f"--output {error}; use --force to replace it, or another name") from None
     except OutputError as error:
         raise OutputError(f"--output {error}") from None
-    comparison = compare_runs(cache, [i.id for i in infos], metric, measured, args.tokens)
+    comparison = compare_runs(
+        cache, [i.id for i in infos], metric, measured, args.tokens, significance=False
+    )
     if not comparison.curves:
         raise CacheError(_no_samples(cache, infos, args.tokens))
     figure = paper_figure(
@@ -99,7 +101,9 @@ def cmd_table(args: argparse.Namespace) -> int:
     cache = ResultsCache(args.db)
     infos = [cache.run(run) for run in args.runs]
     _check_projections(infos, chosen)
-    comparison = compare_runs(cache, [i.id for i in infos], metric, chosen, args.tokens)
+    comparison = compare_runs(
+        cache, [i.id for i in infos], metric, chosen, args.tokens, significance=False
+    )
     empty = [i for i in infos if all(c.run_id != i.id for c in comparison.curves)]
     if empty:
         raise CacheError(_no_samples(cache, empty, args.tokens))
