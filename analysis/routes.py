@@ -28,7 +28,7 @@ than a matrix product, so their counts are weighted by how much slower they run 
 CPU with one thread: a Householder QR at about half the speed of a matrix product, ``svdvals``
 at about a sixth). The weights only have to rank routes, not predict seconds.
 
-No torch here: the explorer's and the CLI's ``--explain`` use it without loading a model.
+No torch here: ``layerscope describe --routes`` and the benchmarks use it without loading a model.
 """
 
 from __future__ import annotations
