@@ -35,10 +35,12 @@ from typing import Any
 from layerscope.analysis.cache import ResultsCache
 from layerscope.analysis.datasets import (
     ResponseTypeSource,
+    chosen_by,
     discover_sources,
     file_sha256,
     read_samples,
     resolve_dataset,
+    type_names,
 )
 from layerscope.analysis.records import ComputeSettings, Sample
 from layerscope.analysis.settings import DEFAULTS, check_values, split_by_target
@@ -135,14 +137,13 @@ def resolve_sources(request: RunRequest) -> list[ResponseTypeSource]:
     """The request's response-type sources, filtered by ``types`` (in the dataset's order)."""
     sources = discover_sources(resolve_dataset(request.dataset))
     if request.types:
-        available = [s.response_type for s in sources]
-        unknown = [t for t in request.types if t not in available]
+        unknown = [t for t in request.types if not any(chosen_by(s, {t}) for s in sources)]
         if unknown:
             raise RunnerError(
                 f"--types: {unknown[0]!r} is not in {request.dataset} "
-                f"(it has {', '.join(dict.fromkeys(available))})"
+                f"(it has {', '.join(dict.fromkeys(type_names(sources)))})"
             )
-        sources = [s for s in sources if s.response_type in request.types]
+        sources = [s for s in sources if chosen_by(s, request.types)]
     return sources
 
 

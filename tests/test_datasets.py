@@ -729,3 +729,32 @@ def test_paper_subfolders_and_single_files_agree_with_the_root() -> None:
     )
     assert single in everything
     assert (single.dataset, single.response_type) == ("algebra", "detailed_cot_irrelevant")
+
+
+def test_types_choose_one_dataset_of_a_folder_holding_several(tmp_path):
+    """The paper's cot_500 folder holds gsm8k and creak: ``gsm8k_train/none_cot`` picks one
+    dataset's file, a bare ``none_cot`` every dataset's, and the names offered say which."""
+    from layerscope.analysis.datasets import type_names
+    from layerscope.analysis.planning import RunnerError, RunRequest, resolve_sources
+
+    folder = tmp_path / "cot_500"
+    folder.mkdir()
+    for dataset in ("gsm8k_train", "creak_train"):
+        for suffix in ("no_cot", "with_cot"):
+            records = [{"instruction": "Q?", "output": "A."}]
+            (folder / f"{dataset}_{suffix}.json").write_text(json.dumps(records))
+    sources = discover_sources(folder)
+    assert type_names(sources) == [
+        "creak_train/none_cot",
+        "creak_train/simplified_cot",
+        "gsm8k_train/none_cot",
+        "gsm8k_train/simplified_cot",
+    ]
+    one = resolve_sources(RunRequest("tiny", folder, ["gsm8k_train/none_cot"]))
+    assert [s.label for s in one] == ["gsm8k_train/none_cot"]
+    both = resolve_sources(RunRequest("tiny", folder, ["none_cot"]))
+    assert [s.label for s in both] == ["creak_train/none_cot", "gsm8k_train/none_cot"]
+    with pytest.raises(RunnerError, match=r"--types: 'gsm8k/none_cot' is not in .*gsm8k_train/"):
+        resolve_sources(RunRequest("tiny", folder, ["gsm8k/none_cot"]))
+    single = discover_sources(folder / "gsm8k_train_no_cot.json")
+    assert type_names(single) == [single[0].response_type]  # one dataset: plain names

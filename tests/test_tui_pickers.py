@@ -240,3 +240,47 @@ async def test_a_path_that_is_no_dataset_lists_no_types_and_a_fixed_one_gets_the
         await type_into(app, pilot, "#dataset-path", str(folder))
         assert types.option_count == 3
         assert types.selected == ["simplified_cot"]
+
+
+def two_datasets_folder(root: Path) -> Path:
+    """A folder in the paper's layout holding two datasets (as the paper's cot_500 holds gsm8k
+    and creak), each with the same response types."""
+    folder = root / "cot_500"
+    folder.mkdir()
+    for dataset, count in (("gsm8k_train", 3), ("creak_train", 2)):
+        for suffix in ("no_cot", "with_cot"):
+            records = [{"instruction": f"{dataset} Q{i}?", "output": "A."} for i in range(count)]
+            (folder / f"{dataset}_{suffix}.json").write_text(json.dumps(records))
+    return folder
+
+
+async def test_a_folder_of_several_datasets_lists_each_as_dataset_slash_type(env: Path):
+    """Once a DuplicateID crash at start (each dataset has a none_cot), and a crash at every
+    start after, since the folder was remembered: every type is listed once per dataset."""
+    folder = two_datasets_folder(env)
+    app = LayerscopeApp(dataset=str(folder), poll_seconds=0)
+    async with app.run_test(size=SIZE) as pilot:
+        await settle(app, pilot)
+        picker = app.query_one(DatasetPicker)
+        assert picker.dataset == str(folder)
+        listed = app.query_one("#type-list")
+        names = [listed.get_option_at_index(i).value for i in range(listed.option_count)]
+        assert names == [
+            "creak_train/none_cot",
+            "creak_train/simplified_cot",
+            "gsm8k_train/none_cot",
+            "gsm8k_train/simplified_cot",
+        ]
+        # the paper's types of the first dataset are checked; each name counts its own file
+        assert picker.types == ["creak_train/none_cot", "creak_train/simplified_cot"]
+        assert "checked 2: creak_train/none_cot, creak_train/simplified_cot (4 samples)" in (
+            check_line(app, "#type-summary")
+        )
+        prompt = str(app.query_one("#type-list").get_option(_gsm8k_option_id()).prompt)
+        assert "3" in prompt
+
+
+def _gsm8k_option_id() -> str:
+    from layerscope.app.tui.widgets.dataset_picker import _option_id
+
+    return _option_id("gsm8k_train/none_cot")

@@ -37,6 +37,8 @@ from layerscope.analysis.datasets.sources import (
     FieldMap,
     Relevance,
     ResponseTypeSource,
+    chosen_by,
+    type_names,
 )
 
 __all__ = [
@@ -50,6 +52,7 @@ __all__ = [
     "Relevance",
     "ResponseTypeSource",
     "bundled_dataset_path",
+    "chosen_by",
     "count_samples",
     "discover_sources",
     "file_sha256",
@@ -57,4 +60,5 @@ __all__ = [
     "read_records",
     "read_samples",
     "resolve_dataset",
+    "type_names",
 ]

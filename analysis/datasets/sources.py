@@ -8,6 +8,7 @@ once.
 
 from __future__ import annotations
 
+from collections.abc import Collection, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Literal
@@ -100,6 +101,20 @@ class ResponseTypeSource:
     @property
     def label(self) -> str:
         return f"{self.dataset}/{self.response_type}"
+
+
+def type_names(sources: Sequence[ResponseTypeSource]) -> list[str]:
+    """How each source is chosen (``--types``, the explorer's type list): its response type, or
+    ``dataset/type`` where the sources come from several datasets (the paper's ``cot_500``
+    folder holds gsm8k and creak, each with a ``none_cot``), so every name picks one source."""
+    qualified = len({source.dataset for source in sources}) > 1
+    return [source.label if qualified else source.response_type for source in sources]
+
+
+def chosen_by(source: ResponseTypeSource, names: Collection[str]) -> bool:
+    """Whether ``names`` choose ``source``: by ``dataset/type``, or by its type alone (every
+    dataset's source of that type)."""
+    return source.response_type in names or source.label in names
 
 
 def _base_type(response_type: str) -> str:

@@ -194,7 +194,10 @@ def build_parser() -> argparse.ArgumentParser:
         help="a data file, a folder in the paper's layout, a .toml manifest, or math/knowledge",
     )
     compute.add_argument(
-        "--types", help="comma-separated response types (default: all in the dataset)"
+        "--types",
+        help="comma-separated response types (default: all in the dataset); in a folder "
+        "holding several datasets, DATASET/TYPE picks one dataset's (gsm8k_train/none_cot) "
+        "and a bare type every dataset's",
     )
     add_settings(compute, "compute")
     compute.add_argument(

@@ -269,7 +269,11 @@ class LayerscopeApp(App[None]):
             self.query_one(LogPanel).record(f"cache status unknown: {message.error}", "warning")
             return
         cached = {
-            item.response_type: (int(item.cached), int(item.total), item.cached >= item.total > 0)
+            f"{item.dataset}/{item.response_type}": (
+                int(item.cached),
+                int(item.total),
+                item.cached >= item.total > 0,
+            )
             for item in message.planned
         }
         if self.setup_pane is not None:

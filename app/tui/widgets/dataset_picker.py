@@ -10,6 +10,7 @@ in a thread worker that posts DatasetDiscovered to the picker, handled on the UI
 
 from __future__ import annotations
 
+import re
 from collections.abc import Sequence
 from typing import TYPE_CHECKING
 
@@ -145,6 +146,7 @@ class DatasetPicker(ReportsWorkerErrors, Vertical):
             count_samples,
             discover_sources,
             resolve_dataset,
+            type_names,
         )
 
         try:
@@ -152,7 +154,10 @@ class DatasetPicker(ReportsWorkerErrors, Vertical):
             if not path.exists():
                 raise DatasetError(path, "no such file or folder")
             sources = discover_sources(path)
-            counts = {source.response_type: count_samples(source) for source in sources}
+            counts = {
+                name: count_samples(source)
+                for name, source in zip(type_names(sources), sources, strict=True)
+            }
         except (DatasetError, OSError, ValueError) as error:
             self.post_message(DatasetDiscovered(spec, typed, error=str(error)))
             return
@@ -216,29 +221,43 @@ class DatasetPicker(ReportsWorkerErrors, Vertical):
     def _fill_types(self, previous: set[str] | None = None) -> None:
         selection = self.query_one("#type-list", SelectionList)
         selection.clear_options()
-        available = [source.response_type for source in self.sources]
+        available = self._names()
         if previous is not None:
             wanted = previous & set(available) or set(available[:1])
         elif self.initial_types is not None:
             wanted = set(self.initial_types) & set(available)
             self.initial_types = None
-        else:
-            wanted = set(DEFAULT_TYPES) & set(available) or set(available[:1])
-        for response_type in available:
+        else:  # the paper's types, of the first dataset where the folder holds several
+            first = self.sources[0].dataset if self.sources else ""
+            wanted = {
+                name
+                for name, source in zip(available, self.sources, strict=True)
+                if source.response_type in DEFAULT_TYPES and source.dataset == first
+            } or set(available[:1])
+        for name in available:
             selection.add_option(
-                Selection(
-                    self._type_prompt(response_type),
-                    response_type,
-                    response_type in wanted,
-                    id=f"type-{response_type}",
-                )
+                Selection(self._type_prompt(name), name, name in wanted, id=_option_id(name))
             )
         self._summarise()
 
-    def _type_prompt(self, response_type: str) -> Text:
-        count = self.counts.get(response_type, 0)
-        prompt = Text.assemble(f"{response_type:<26}", (f"{count:>5}", "dim"))
-        cached = self.cached.get(response_type)
+    def _names(self) -> list[str]:
+        """The names the type list offers: a type, or ``dataset/type`` where the folder holds
+        several datasets (each with its own ``none_cot``)."""
+        from layerscope.analysis.datasets import type_names
+
+        return type_names(self.sources)
+
+    def _label(self, name: str) -> str:
+        """``dataset/type`` of a listed name (what the cache status is keyed by)."""
+        for listed, source in zip(self._names(), self.sources, strict=True):
+            if listed == name:
+                return source.label
+        return name
+
+    def _type_prompt(self, name: str) -> Text:
+        count = self.counts.get(name, 0)
+        prompt = Text.assemble(f"{name:<26}", (f"{count:>5}", "dim"))
+        cached = self.cached.get(self._label(name))
         if cached is not None:
             done, total, complete = cached
             if complete:
@@ -248,14 +267,13 @@ class DatasetPicker(ReportsWorkerErrors, Vertical):
         return prompt
 
     def set_cached(self, cached: dict[str, tuple[int, int, bool]]) -> None:
-        """Show which types are already cached for the current model and settings."""
+        """Show which types are already cached for the current model and settings (``cached``
+        is keyed by ``dataset/type``)."""
         self.cached = cached
         selection = self.query_one("#type-list", SelectionList)
-        for response_type in [source.response_type for source in self.sources]:
+        for name in self._names():
             try:
-                selection.replace_option_prompt(
-                    f"type-{response_type}", self._type_prompt(response_type)
-                )
+                selection.replace_option_prompt(_option_id(name), self._type_prompt(name))
             except Exception:  # the list was refilled meanwhile; the next plan fixes it
                 continue
         self._summarise()
@@ -292,14 +310,19 @@ class DatasetPicker(ReportsWorkerErrors, Vertical):
         Counted only from a plan made with the current samples setting (its totals match).
         """
         cached = 0
-        for response_type in types:
-            done, total, _complete = self.cached.get(response_type, (0, 0, False))
-            wanted = self.counts.get(response_type, 0)
+        for name in types:
+            done, total, _complete = self.cached.get(self._label(name), (0, 0, False))
+            wanted = self.counts.get(name, 0)
             if self.limit is not None:
                 wanted = min(wanted, self.limit)
             if total == wanted and self.limit_known:
                 cached += done
         return cached
+
+
+def _option_id(name: str) -> str:
+    """A widget id for a listed type name (ids take letters, digits, ``_`` and ``-`` only)."""
+    return "type-" + re.sub(r"[^A-Za-z0-9_-]", lambda m: f"-{ord(m.group()):x}-", name)
 
 
 def run_count(counts: Sequence[int], limit: int | None, known: bool = True) -> str:
