@@ -334,9 +334,28 @@ def test_no_command_opens_the_explorer(monkeypatch, tmp_path):
     import layerscope.app.tui as tui
 
     calls = []
-    monkeypatch.setattr(tui, "run_tui", lambda **kwargs: calls.append(kwargs))
+    monkeypatch.setattr(tui, "run_tui", lambda **kwargs: calls.append(kwargs) or 0)
     assert cli.main(["--model", "tiny", "--dataset", "math", "--db", str(tmp_path / "x")]) == 0
     assert calls == [{"model": "tiny", "dataset": "math", "db": str(tmp_path / "x")}]
+
+
+def test_an_explorer_that_stopped_on_an_error_exits_non_zero(monkeypatch):
+    """Textual prints the error and sets the app's return code to 1: the process says so too
+    (it used to exit 0 after a crash)."""
+    import layerscope.app.tui as tui
+    from layerscope.app.tui import app as app_module
+
+    class Crashed:
+        def __init__(self, **kwargs):
+            self.return_code = None
+
+        def run(self):
+            self.return_code = 1
+
+    monkeypatch.setattr(app_module, "LayerscopeApp", Crashed)
+    assert app_module.run_tui() == 1
+    monkeypatch.setattr(tui, "run_tui", app_module.run_tui)
+    assert cli.main([]) == 1
 
 
 def test_browsing_never_imports_torch(computed, tmp_path):

@@ -74,8 +74,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         if args.command is None:
             from layerscope.app.tui import run_tui
 
-            run_tui(model=args.model, dataset=args.dataset, db=args.db)
-            return 0
+            return run_tui(model=args.model, dataset=args.dataset, db=args.db)
         return COMMANDS[args.command](args)
     except UsageError as error:
         return _fail(str(error), EXIT_USAGE)

@@ -590,6 +590,9 @@ class LayerscopeApp(App[None]):
             yield from commands.palette_commands(self, TABS)
 
 
-def run_tui(model: str | None = None, dataset: str | None = None, db: str | None = None) -> None:
-    """Open the explorer (blocks until the user quits)."""
-    LayerscopeApp(model=model, dataset=dataset, db=db).run()
+def run_tui(model: str | None = None, dataset: str | None = None, db: str | None = None) -> int:
+    """Open the explorer (blocks until the user quits); its exit status: 1 when it stopped on
+    an error (Textual has printed it), 0 otherwise."""
+    app = LayerscopeApp(model=model, dataset=dataset, db=db)
+    app.run()
+    return app.return_code or 0
