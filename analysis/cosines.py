@@ -9,7 +9,7 @@ way (chunked products, float64 accumulation) and is the one place that trade-off
 from __future__ import annotations
 
 import math
-from collections.abc import Hashable, Sequence
+from collections.abc import Callable, Hashable, Mapping, Sequence
 from typing import TYPE_CHECKING
 
 from layerscope.analysis.routes import SHARED_INPUTS
@@ -28,6 +28,7 @@ __all__ = [
     "cosine_matrix",
     "factor_inner_product",
     "gram",
+    "paired_cosines",
 ]
 
 
@@ -322,19 +323,11 @@ class SampleCosines:
         return cosines
 
     def pair_cosines(self) -> dict[str, list[float]]:
-        pairs: dict[str, list[float]] = {}
-        for a, b in PAIRS:
-            layers = [i for i in self.layers.get(a, []) if (b, i) in self.shapes]
-            values = []
-            for i in layers:
-                if self.shapes[(a, i)] != self.shapes[(b, i)]:
-                    break
-                norm = math.sqrt(self._norm_squared(a, i) * self._norm_squared(b, i))
-                product = self._pair_values[((a, i), (b, i))]
-                values.append(product / norm if norm > 0 else math.nan)
-            if values and len(values) == len(layers):
-                pairs[f"{a}-{b}"] = values
-        return pairs
+        def cosine_of(one: Key, other: Key) -> float:
+            norm = math.sqrt(self._norm_squared(*one) * self._norm_squared(*other))
+            return self._pair_values[(one, other)] / norm if norm > 0 else math.nan
+
+        return paired_cosines(self.layers, self.shapes, cosine_of)
 
     def _norm_squared(self, projection: str, layer: int) -> float:
         i = self.layers[projection].index(layer)
@@ -343,6 +336,26 @@ class SampleCosines:
 
 PAIRS = (("q", "o"), ("k", "v"))
 _PARTNERS = {b: a for a, b in PAIRS} | {a: b for a, b in PAIRS}
+
+
+def paired_cosines(
+    layers: Mapping[str, Sequence[int]],
+    shapes: Mapping[Key, object],
+    cosine_of: Callable[[Key, Key], float],
+) -> dict[str, list[float]]:
+    """The q-o and k-v cosines layer by layer (``"q-o": [...]``), for the pairs whose two
+    matrices exist at every layer with one shape (``shapes`` per (projection, layer))."""
+    pairs: dict[str, list[float]] = {}
+    for a, b in PAIRS:
+        present = [i for i in layers.get(a, []) if (b, i) in shapes]
+        values = []
+        for i in present:
+            if shapes[(a, i)] != shapes[(b, i)]:
+                break
+            values.append(cosine_of((a, i), (b, i)))
+        if values and len(values) == len(present):
+            pairs[f"{a}-{b}"] = values
+    return pairs
 
 
 def factor_inner_product(

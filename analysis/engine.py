@@ -28,7 +28,7 @@ from layerscope.analysis.batching import (
     formed_gradients_budget,
     plan_batches,
 )
-from layerscope.analysis.cosines import PAIRS, SampleCosines, cosine, cosine_matrix
+from layerscope.analysis.cosines import SampleCosines, cosine, cosine_matrix, paired_cosines
 from layerscope.analysis.factorisations import Factorisation, Pending
 from layerscope.analysis.numerics import (
     PhaseTimer,
@@ -766,18 +766,10 @@ class _GradientStore:
         return {p: cosine_matrix([self.flat[(p, i)] for i in ls]) for p, ls in self.layers.items()}
 
     def pair_cosines(self) -> dict[str, list[float]]:
-        pairs: dict[str, list[float]] = {}
-        for a, b in PAIRS:
-            layers = [i for i in self.layers.get(a, []) if (b, i) in self.flat]
-            values = []
-            for i in layers:
-                x, y = self.flat[(a, i)], self.flat[(b, i)]
-                if x.shape != y.shape:
-                    break
-                values.append(cosine(x, y))
-            if values and len(values) == len(layers):
-                pairs[f"{a}-{b}"] = values
-        return pairs
+        shapes = {key: tuple(flat.shape) for key, flat in self.flat.items()}
+        return paired_cosines(
+            self.layers, shapes, lambda one, other: cosine(self.flat[one], self.flat[other])
+        )
 
 
 def _sample_result(
