@@ -103,7 +103,12 @@ async def test_first_start_preselects_tiny_and_math_and_one_key_gives_charts(db:
         ]
         # Keep it quick: 2 samples per type.
         await set_field(app, pilot, "#setting-samples", "2")
-        app.query_one("#model-list").focus()
+        model_list = app.query_one("#model-list")
+        model_list.focus()  # deferred: a focus landing after r would show Setup again
+        for _ in range(100):
+            if app.focused is model_list:
+                break
+            await pilot.pause()
         await pilot.press("r")
         log = await until_request_ended(app, pilot)
         for _ in range(50):  # the switch to the chart follows the request's end message
