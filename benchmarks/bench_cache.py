@@ -1,311 +1,528 @@
-"""How fast `layerscope show` aggregates a large cache.
+"""Browsing the paper's whole study from one cache: 150,000 samples, before and after.
 
-Fills a cache file with synthetic statistics for 100,000 samples of an 80-layer model with 4
-attention projections: 32 million statistic rows (one row per sample and matrix, one REAL column
-for each of the 11 statistics, so 352 million values), then times what ``show`` and the TUI do:
-``ResultsCache.curves`` (mean, std, 95% CI and count by layer and projection, non-finite samples
-excluded), the same with length control (response-token range), ``runs()``, and opening a
-read-only connection. The SQL aggregation is printed side by side with the obvious alternative,
-fetching the values and averaging them in numpy, as a ratio.
+The paper's study is about 150,000 samples (5 models x 2 modes x 30 response types x 500
+samples) of 28-42 layers; a lab keeps it in one cache file and browses it for weeks. This
+benchmark builds that cache (300 runs of 500 samples, 30 layers, 4 projections, every default
+statistic, per-sample cosines) and times what a user does with it, each in a fresh process as a
+user runs it: ``runs``, ``show`` of 2 runs, ``table`` over 10 runs, ``doctor``, and the explorer's
+first frame and its chart after Enter on 2 runs (driven by Pilot). It prints the wall time, the
+CPU time and the peak resident memory of each, for the code in this checkout and, with
+``--baseline REV``, side by side for the code of an older commit (checked out into a temporary
+git worktree and imported from there), with the ratio.
 
-    python benchmarks/bench_cache.py                     # the full 32M rows (~1.5 GB file)
-    python benchmarks/bench_cache.py --samples 10000     # quicker
-    python benchmarks/bench_cache.py --db /tmp/big.duckdb --keep   # reuse the file next time
+    python benchmarks/bench_cache.py --baseline 5acfd73 --keep       # the study, before/after
+    python benchmarks/bench_cache.py --runs 30 --keep                # 15,000 samples, quicker
 
-Values are uniform random numbers (as incompressible as real statistics); 0.1% of the samples
-get a NaN nuclear norm at one layer so that the non-finite exclusion does real work.
+How the cache is built, the fastest honest way: one run of 500 samples is written through the
+cache's own write path (``ResultsCache.store_complete_run``: the same rows, arrays and sums a
+compute stores), then copied run by run in SQL with a new key, model, mode and response type, its
+statistics scaled by a per-run factor and jittered per row (so that no two runs are equal and
+the tests of significance do real work). Each copy's rows are appended together, as a compute
+appends them; the per-layer sums are then rebuilt from the rows (``rebuild_summaries``). Every
+version of the code builds its own file (its schema may differ), so the size per sample printed
+is that of the layout each version writes. Files are named by schema version and shape under
+``--dir`` and reused with ``--keep``.
+
+Pairs: runs of one response type share their data file's digest (the same questions), so
+``show`` of two models on one type runs the paired tests (per-sample reads, sign-flip
+permutations), the expensive case. ``table`` takes the 10 runs of one model and both modes over
+five types.
 """
 
 from __future__ import annotations
 
 import argparse
 import hashlib
+import json
+import math
 import os
 import platform
-import random
+import shutil
 import statistics
+import subprocess
 import sys
 import tempfile
+import textwrap
 import time
 from pathlib import Path
 
-import duckdb
-
-from layerscope.analysis.cache import ResultsCache
-from layerscope.analysis.records import (
-    MATRIX_STATISTICS,
-    BatchResult,
-    MatrixStatistics,
-    RunHeader,
-    Sample,
-    SampleResult,
-    TargetInfo,
-)
-
-GOAL_SECONDS = 1.0
+HERE = Path(__file__).resolve().parent
+ROOT = HERE.parent
+MODELS = ("llama-3.1-8b", "qwen2.5-7b", "mistral-7b", "gemma-2-9b", "olmo-2-7b")
+MODES = ("base", "instruct")
 PROJECTIONS = ("q", "k", "v", "o")
+GOALS = {  # issue 19: CPU seconds (doctor: wall seconds and resident memory)
+    "runs": 0.3,
+    "show 2 runs": 0.5,
+    "table 10 runs": 1.0,
+    "explorer chart after Enter": 0.5,
+}
 
+# ---- building the cache (runs inside the code version under test) --------------------------
 
-def fill(path: Path, samples: int, layers: int) -> str:
-    """Create the run with ``samples`` x ``layers`` x 4 statistic rows; returns its id."""
-    cache = ResultsCache(path)
-    cache.upgrade()
-    run_id = hashlib.sha256(f"bench-{samples}-{layers}".encode()).hexdigest()
-    if any(run.id == run_id for run in cache.runs()):
-        return run_id
-    with duckdb.connect(str(path)) as con:
-        con.execute(
-            "INSERT INTO runs VALUES (1, ?, 'bench-80-layer', 'synthetic', 'detailed_cot', "
-            "'base', 'complete', ?, ?, ['q','k','v','o'], '{}', '{}', "
-            "now()::TIMESTAMP, now()::TIMESTAMP, NULL, NULL)",
-            [run_id, samples, layers],
-        )
-        con.execute(
-            "INSERT INTO samples SELECT 1, i, 1 + random(), 50 + (i % 200), "
-            "20 + (i * 7919) % 1000, 'instruction ' || i, '', 'output ' || i FROM range(?) t(i)",
-            [samples],
-        )
-        con.execute(
-            "INSERT INTO targets SELECT 1, l, p, 'model.layers.' || l || '.self_attn.' || p "
-            "|| '_proj.weight', 4096, 4096 FROM range(?) a(l), "
-            "(SELECT unnest(['q','k','v','o'])) b(p)",
-            [layers],
-        )
-        values = ", ".join(
-            "CASE WHEN i % 1000 = 7 AND l = 3 THEN 'nan'::REAL ELSE (random() * 100)::REAL END"
-            if name == "nuclear_norm"
-            else "random()::REAL"
-            for name in MATRIX_STATISTICS
-        )
-        chunk = 10_000
-        started = time.perf_counter()
-        for first in range(0, samples, chunk):
-            last = min(samples, first + chunk)
-            # sample-major order, as the runner writes: every batch appends its samples' rows
-            con.execute(
-                f"INSERT INTO statistics SELECT 1, i, l, p::projection_name, {values} "  # noqa: S608 (constant expressions)
-                "FROM range(?, ?) a(i), range(?) b(l), (SELECT unnest(['q','k','v','o'])) c(p) "
-                "ORDER BY i, l, p",
-                [first, last, layers],
-            )
-            done = last * layers * len(PROJECTIONS)
-            print(
-                f"\r  filled {done:,} rows ({time.perf_counter() - started:.0f} s)",
-                end="",
-                flush=True,
-            )
-        print()
-        con.execute("CHECKPOINT")
+BUILD = textwrap.dedent(
+    '''
+    import hashlib, json, math, random, sys, time
+    from pathlib import Path
+    import duckdb
+    from layerscope.analysis.cache import ResultsCache
+    from layerscope.analysis.cache.schema import SCHEMA_VERSION
+    from layerscope.analysis.records import (
+        MATRIX_STATISTICS, BatchResult, MatrixStatistics, RunHeader, Sample, SampleResult,
+        TargetInfo,
+    )
+
+    path, runs, samples, layers, seed = Path(sys.argv[1]), *map(int, sys.argv[2:6])
+    names = json.loads(sys.argv[6])  # [[model, mode, response_type], ...] per run
+    rng = random.Random(seed)
     started = time.perf_counter()
-    cache.rebuild_summaries()  # what write_batch keeps up to date batch by batch
-    print(f"  per-layer sums rebuilt from the rows in {time.perf_counter() - started:.1f} s")
-    return run_id
 
+    def run_id(model, mode, response_type):
+        text = f"study|{model}|{mode}|{response_type}|{samples}|{layers}"
+        return hashlib.sha256(text.encode()).hexdigest()
 
-def synthetic_batch(first: int, count: int, layers: int, rng: random.Random) -> BatchResult:
-    """Engine-like output: random statistics, layer cosine matrices and pair cosines."""
-    results = []
-    for index in range(first, first + count):
-        matrices = [
-            MatrixStatistics(
-                layer, projection, {name: rng.uniform(0.1, 10) for name in MATRIX_STATISTICS}
-            )
-            for layer in range(layers)
-            for projection in PROJECTIONS
-        ]
-        cosines = {
-            p: [[rng.uniform(-1, 1) for _ in range(layers)] for _ in range(layers)]
-            for p in PROJECTIONS
-        }
-        pairs = {"q-o": [rng.uniform(-1, 1) for _ in range(layers)]}
-        results.append(SampleResult(index, rng.uniform(1, 3), 40, 200, matrices, cosines, pairs))
-    return BatchResult(results, [], count, count)
+    def digest(response_type):
+        return hashlib.sha256(f"data|{response_type}".encode()).hexdigest()
 
+    def symmetric(size):
+        """A cosine matrix as the engine stores it: symmetric, ones on the diagonal."""
+        m = [[1.0] * size for _ in range(size)]
+        for i in range(size):
+            for j in range(i + 1, size):
+                m[i][j] = m[j][i] = rng.uniform(-0.2, 0.9)
+        return m
 
-def write_benchmark(folder: Path, samples: int, layers: int, batch_size: int) -> None:
-    """Per-batch cost of storing a run the way the runner does, and the file it leaves."""
-    path = folder / "write.duckdb"
-    cache = ResultsCache(path)
-    run_id = hashlib.sha256(b"write-bench").hexdigest()
+    def sample_result(index):
+        matrices = []
+        for layer in range(layers):
+            for p in ("q", "k", "v", "o"):
+                scale = (1 + 0.5 * math.sin(layer / 3)) * rng.lognormvariate(0, 0.3)
+                values = {name: scale * rng.uniform(0.5, 1.5) for name in MATRIX_STATISTICS}
+                values["mean"] = rng.gauss(0, 1e-5)
+                values["min"] = -abs(values["min"])
+                matrices.append(MatrixStatistics(layer, p, values))
+        cosines = {p: symmetric(layers) for p in ("q", "k", "v", "o")}
+        pairs = {pair: [rng.uniform(-1, 1) for _ in range(layers)] for pair in ("q-o", "k-v")}
+        prompt_tokens = 30 + index % 90
+        response_tokens = 20 + (index * 7919) % 900
+        return SampleResult(
+            index, rng.uniform(0.5, 3), prompt_tokens, response_tokens, matrices, cosines, pairs
+        )
+
+    model, mode, response_type = names[0]
     targets = [
         TargetInfo(layer, p, f"model.layers.{layer}.self_attn.{p}_proj.weight", 4096, 4096)
-        for layer in range(layers)
-        for p in PROJECTIONS
+        for layer in range(layers) for p in ("q", "k", "v", "o")
     ]
-    cache.begin_run(
-        RunHeader(
-            run_id,
-            model="bench",
-            dataset="synthetic",
-            response_type="none_cot",
-            mode="base",
-            samples_total=samples,
-            targets=targets,
-            settings={},
-            provenance={},
-        )
-    )
-    rng = random.Random(0)
-    texts = {i: Sample(i, f"question {i} " * 20, f"answer {i} " * 60) for i in range(samples)}
-    batches = [
-        synthetic_batch(first, min(batch_size, samples - first), layers, rng)
-        for first in range(0, samples, batch_size)
-    ]
-    times = []
-    for batch in batches:
-        started = time.perf_counter()
-        cache.write_batch(run_id, batch, texts)
-        times.append(time.perf_counter() - started)
+    settings = {"mode": mode, "max_length": 4096, "modules": "attn", "statistics_version": 1,
+                "data_sha256": digest(response_type)}
+    header = RunHeader(run_id(model, mode, response_type), model, "study", response_type, mode,
+                       samples, targets, settings, {"benchmark": "bench_cache.py"})
+    texts = {i: Sample(i, f"question {i}: " + "why " * 40, "because " * 120) for i in range(samples)}
+
+    def batches():
+        for first in range(0, samples, 50):
+            chunk = [sample_result(i) for i in range(first, min(samples, first + 50))]
+            yield BatchResult(chunk, [], first + len(chunk), samples), texts
+
+    cache = ResultsCache(path)
+    cache.store_complete_run(header, batches())
+    print(f"  seed run written through the cache in {time.perf_counter() - started:.1f} s",
+          flush=True)
+
     started = time.perf_counter()
-    cache.finish_run(run_id, "complete")
-    finish = time.perf_counter() - started
-    print(
-        f"write: {samples} samples of a {layers}-layer model in batches of {batch_size}: "
-        f"median {statistics.median(times) * 1000:.0f} ms per batch transaction "
-        f"(max {max(times) * 1000:.0f} ms), finish + checkpoint {finish * 1000:.0f} ms, "
-        f"file {path.stat().st_size / 1e6:.1f} MB (no spectra)"
+    with duckdb.connect(str(path)) as con:
+        con.execute("SET enable_progress_bar = false")
+        tables = [
+            t for (t,) in con.execute(
+                "SELECT DISTINCT table_name FROM duckdb_columns() WHERE column_name = 'run_no' "
+                "AND table_name <> 'runs' ORDER BY table_name").fetchall()
+        ]
+        columns = {
+            t: con.execute(
+                "SELECT column_name, data_type FROM duckdb_columns() WHERE table_name = ? "
+                "ORDER BY column_index", [t]).fetchall()
+            for t in tables
+        }
+        for number, (model, mode, response_type) in enumerate(names[1:], start=2):
+            settings = {**settings, "mode": mode, "data_sha256": digest(response_type)}
+            con.begin()
+            con.execute(
+                "INSERT INTO runs SELECT * REPLACE (? AS run_no, ? AS id, ? AS model, "
+                "? AS response_type, ? AS mode, ? AS settings) FROM runs WHERE run_no = 1",
+                [number, run_id(model, mode, response_type), model, response_type, mode,
+                 json.dumps(settings)],
+            )
+            factor = 0.7 + 0.6 * rng.random()
+            for table in tables:
+                scaled = [
+                    f'"{name}" * (? * (0.9 + 0.2 * random()))::REAL AS "{name}"'
+                    for name, data_type in columns[table]
+                    if table == "statistics" and data_type == "FLOAT"
+                ]
+                replace = ", ".join(["? AS run_no", *scaled])
+                con.execute(
+                    f"INSERT INTO {table} SELECT * REPLACE ({replace}) FROM {table} "
+                    "WHERE run_no = 1",
+                    [number, *([factor] * len(scaled))],
+                )
+            con.commit()
+            if number % 25 == 0:
+                print(f"  {number}/{len(names)} runs", flush=True)
+    cache.rebuild_summaries()
+    cache.checkpoint()
+    print(f"  copied into {len(names)} runs and sums rebuilt in "
+          f"{time.perf_counter() - started:.1f} s (schema version {SCHEMA_VERSION})", flush=True)
+    '''
+)
+
+# ---- timing one command in a fresh process ----------------------------------------------------
+
+MEASURE = textwrap.dedent(
+    """
+    import json, os, resource, runpy, sys, time
+    started = time.perf_counter()
+    code = 0
+    try:
+        sys.argv = ["layerscope", *sys.argv[1:]]
+        runpy.run_module("layerscope.app", run_name="__main__")
+    except SystemExit as stop:
+        code = stop.code if isinstance(stop.code, int) else (0 if stop.code is None else 1)
+    finally:
+        usage = resource.getrusage(resource.RUSAGE_SELF)
+        with open(os.environ["BENCH_REPORT"], "w") as report:
+            json.dump({"wall": time.perf_counter() - started,
+                       "cpu": usage.ru_utime + usage.ru_stime,
+                       "peak_mb": usage.ru_maxrss / 1024, "code": code}, report)
+    """
+)
+
+EXPLORER = textwrap.dedent(
+    """
+    import asyncio, json, os, resource, sys, time
+    started = time.perf_counter()
+    cpu_started = time.process_time()
+    from layerscope.app.tui.app import LayerscopeApp
+    from layerscope.app.tui.widgets.layer_chart import LayerChart
+    from layerscope.app.tui.widgets.runs_browser import RunsBrowser
+
+    wanted = sys.argv[2:4]
+
+    async def until(pilot, condition):
+        while not condition():
+            await pilot.pause(0.01)
+
+    async def main():
+        app = LayerscopeApp(db=sys.argv[1], poll_seconds=0)
+        report = {}
+        async with app.run_test(size=(160, 48)) as pilot:
+            await pilot.pause()
+            report["first frame"] = (time.perf_counter() - started,
+                                     time.process_time() - cpu_started)
+            await pilot.press("2")
+            tree = app.query_one(RunsBrowser)
+            await until(pilot, lambda: tree.last_line > 10)
+            await app.workers.wait_for_complete()
+            await pilot.pause()
+            for run_id in wanted:
+                for line in range(tree.last_line + 1):
+                    node = tree.get_node_at_line(line)
+                    if node is not None and node.data == run_id:
+                        tree.cursor_line = line
+                        break
+                else:
+                    raise SystemExit(f"run {run_id[:12]} not in the runs list")
+                await pilot.pause()
+                await pilot.press("space")
+            await app.workers.wait_for_complete()
+            await pilot.pause()
+            chart = app.query_one(LayerChart)
+            enter, enter_cpu = time.perf_counter(), time.process_time()
+            await pilot.press("enter")
+            await until(pilot, lambda: len({s.label for s in chart.series}) >= 2)
+            report["chart after Enter"] = (time.perf_counter() - enter,
+                                           time.process_time() - enter_cpu)
+            await app.workers.wait_for_complete()
+            await pilot.pause()
+            report["all reads done after Enter"] = (time.perf_counter() - enter,
+                                                    time.process_time() - enter_cpu)
+        return report
+
+    report = asyncio.run(main())
+    usage = resource.getrusage(resource.RUSAGE_SELF)
+    report["peak_mb"] = usage.ru_maxrss / 1024
+    with open(os.environ["BENCH_REPORT"], "w") as out:
+        json.dump(report, out)
+    """
+)
+
+
+class Code:
+    """One version of layerscope: this checkout, or an older commit in a temporary worktree."""
+
+    def __init__(self, label: str, revision: str | None, scratch: Path) -> None:
+        self.label = label
+        self.revision = revision
+        self.pythonpath: str | None = None
+        self.state = scratch / f"explorer-state-{label}.json"  # a fresh explorer each time
+        if revision is not None:
+            tree = scratch / f"tree-{revision}"
+            if not tree.exists():
+                subprocess.run(
+                    [
+                        "git",
+                        "-C",
+                        str(ROOT),
+                        "worktree",
+                        "add",
+                        "-f",
+                        "--detach",
+                        str(tree),
+                        revision,
+                    ],
+                    check=True,
+                    capture_output=True,
+                )
+            shim = scratch / f"shim-{revision}" / "layerscope"
+            shim.mkdir(parents=True, exist_ok=True)
+            for folder in ("app", "analysis", "samples"):
+                link = shim / folder
+                if not link.exists():
+                    link.symlink_to(tree / folder)
+            self.pythonpath = str(shim.parent)
+
+    def env(self, report: Path | None = None) -> dict[str, str]:
+        env = dict(os.environ)
+        if self.pythonpath:
+            env["PYTHONPATH"] = self.pythonpath
+        if report is not None:
+            env["BENCH_REPORT"] = str(report)
+        env.setdefault("OMP_NUM_THREADS", "1")
+        env["LAYERSCOPE_STATE"] = str(self.state)
+        return env
+
+    def python(self, code: str, *args: str, report: Path | None = None) -> None:
+        subprocess.run(
+            [sys.executable, "-c", code, *args], env=self.env(report), check=True, cwd=ROOT
+        )
+
+    def schema_version(self) -> int:
+        out = subprocess.run(
+            [
+                sys.executable,
+                "-c",
+                "from layerscope.analysis.cache.schema import SCHEMA_VERSION as v; print(v)",
+            ],
+            env=self.env(),
+            check=True,
+            capture_output=True,
+            text=True,
+        )
+        return int(out.stdout)
+
+
+def study_names(runs: int) -> list[list[str]]:
+    """(model, mode, response type) of each run: types vary fastest, then modes, then models."""
+    types = max(1, math.ceil(runs / (len(MODELS) * len(MODES))))
+    names = [
+        [model, mode, f"type_{t:02d}"] for model in MODELS for mode in MODES for t in range(types)
+    ]
+    return names[:runs]
+
+
+def run_id(names: list[str], samples: int, layers: int) -> str:
+    model, mode, response_type = names
+    text = f"study|{model}|{mode}|{response_type}|{samples}|{layers}"
+    return hashlib.sha256(text.encode()).hexdigest()
+
+
+def build(code: Code, path: Path, runs: int, samples: int, layers: int) -> float:
+    started = time.perf_counter()
+    partial = path.with_suffix(".building")
+    for leftover in (partial, Path(f"{partial}.wal")):
+        leftover.unlink(missing_ok=True)
+    names = study_names(runs)
+    code.python(BUILD, str(partial), str(runs), str(samples), str(layers), "0", json.dumps(names))
+    partial.rename(path)
+    return time.perf_counter() - started
+
+
+def measure(code: Code, args: list[str], scratch: Path) -> dict[str, float]:
+    report = scratch / "report.json"
+    report.unlink(missing_ok=True)
+    subprocess.run(
+        [sys.executable, "-c", MEASURE, *args],
+        env=code.env(report),
+        cwd=ROOT,
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.PIPE,
+        check=False,
     )
+    return json.loads(report.read_text())
 
 
-def timed(function, repeats: int) -> tuple[float, object]:
-    times = []
-    result = None
-    for _ in range(repeats):
-        started = time.perf_counter()
-        result = function()
-        times.append(time.perf_counter() - started)
-    return statistics.median(times), result
-
-
-def numpy_baseline(path: Path, metric: str) -> object:
-    """The obvious alternative: fetch the values and aggregate them in numpy."""
-    import numpy as np
-
-    with duckdb.connect(str(path), read_only=True) as con:
-        columns = con.execute(
-            f'SELECT sample_index, layer, enum_code(projection) AS projection, "{metric}" '  # noqa: S608 (constant)
-            "FROM statistics WHERE run_no = 1"
-        ).fetchnumpy()
-    values = columns[metric].astype(np.float64)
-    layers = columns["layer"].astype(np.int64)
-    projections = columns["projection"].astype(np.int64)  # enum codes: q, k, v, o = 0..3
-    bad = ~np.isfinite(values)
-    bad_keys = set(
-        zip(projections[bad].tolist(), columns["sample_index"][bad].tolist(), strict=True)
+def explore(code: Code, db: Path, pair: list[str], scratch: Path) -> dict:
+    report = scratch / "report.json"
+    report.unlink(missing_ok=True)
+    code.state.unlink(missing_ok=True)
+    done = subprocess.run(
+        [sys.executable, "-c", EXPLORER, str(db), *pair],
+        env=code.env(report),
+        cwd=ROOT,
+        capture_output=True,
+        text=True,
+        check=False,
     )
-    keep = np.ones(len(values), dtype=bool)
-    if bad_keys:
-        sample_index = columns["sample_index"]
-        for projection, index in bad_keys:
-            keep &= ~((projections == projection) & (sample_index == index))
-    group = projections[keep] * (layers.max() + 1) + layers[keep]
-    counts = np.bincount(group)
-    sums = np.bincount(group, weights=values[keep])
-    squares = np.bincount(group, weights=values[keep] ** 2)
-    means = sums / counts
-    return means, np.sqrt((squares - counts * means**2) / (counts - 1))
+    if done.returncode:
+        raise SystemExit(f"explorer run failed ({code.label}):\n{done.stderr[-2000:]}")
+    return json.loads(report.read_text())
+
+
+def load_average() -> str:
+    return " ".join(f"{x:.1f}" for x in os.getloadavg())
 
 
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--samples", type=int, default=100_000)
-    parser.add_argument("--layers", type=int, default=80)
-    parser.add_argument(
-        "--db", type=Path, help="cache file to fill or reuse (default: a temp file)"
-    )
-    parser.add_argument("--keep", action="store_true", help="keep the cache file afterwards")
-    parser.add_argument("--repeats", type=int, default=5)
-    parser.add_argument("--no-baseline", action="store_true", help="skip the numpy comparison")
-    parser.add_argument("--no-write", action="store_true", help="skip the write benchmark")
-    args = parser.parse_args(argv)
+    parser.add_argument("--runs", type=int, default=300, help="runs of --samples each (300)")
+    parser.add_argument("--samples", type=int, default=500)
+    parser.add_argument("--layers", type=int, default=30)
+    parser.add_argument("--baseline", metavar="REV", help="also time this commit's code")
+    parser.add_argument("--dir", type=Path, default=Path(tempfile.gettempdir()) / "bench-cache")
+    parser.add_argument("--keep", action="store_true", help="keep the cache files for reruns")
+    parser.add_argument("--repeats", type=int, default=3, help="median over this many (3)")
+    parser.add_argument("--no-doctor", action="store_true", help="skip doctor (slow before)")
+    parser.add_argument("--no-explorer", action="store_true")
+    parser.add_argument("--json", type=Path, help="also write the results here")
+    options = parser.parse_args(argv)
+    if options.runs < 10:
+        parser.error("--runs: at least 10 (table takes 10 runs)")
 
-    folder = None
-    if args.db is None:
-        folder = tempfile.mkdtemp(prefix="layerscope-bench-")
-        path = Path(folder) / "bench.duckdb"
-    else:
-        path = args.db
-    rows = args.samples * args.layers * len(PROJECTIONS)
+    options.dir.mkdir(parents=True, exist_ok=True)
+    scratch = Path(tempfile.mkdtemp(prefix="bench-cache-"))
+    versions = [Code("after", None, scratch)]
+    if options.baseline:
+        versions.insert(0, Code("before", options.baseline, scratch))
+    total = options.runs * options.samples
     print(
-        f"layerscope cache benchmark: {args.samples:,} samples x {args.layers} layers x "
-        f"{len(PROJECTIONS)} projections = {rows:,} statistic rows "
-        f"({len(MATRIX_STATISTICS)} statistics each)"
+        f"study cache: {options.runs} runs x {options.samples} samples = {total:,} samples, "
+        f"{options.layers} layers x 4 projections; {platform.processor() or platform.machine()}, "
+        f"{os.cpu_count()} CPUs, load {load_average()}"
     )
-    print(
-        f"machine: {platform.machine()}, {os.cpu_count()} CPUs, Python {sys.version.split()[0]}, "
-        f"DuckDB {duckdb.__version__}"
+    names = study_names(options.runs)
+    pair = [run_id(names[0], options.samples, options.layers)]
+    same_type_other_model = next(
+        (n for n in names if n[0] != names[0][0] and n[1:] == names[0][1:]), names[1]
     )
-    started = time.perf_counter()
-    run_id = fill(path, args.samples, args.layers)
-    print(f"fill: {time.perf_counter() - started:.1f} s, file {path.stat().st_size / 1e9:.2f} GB")
+    pair.append(run_id(same_type_other_model, options.samples, options.layers))
+    one_model = [n for n in names if n[0] == names[0][0]]
+    table_runs = [
+        run_id(n, options.samples, options.layers)
+        for n in sorted(one_model, key=lambda n: (n[2], n[1]))[:10]
+    ]
+    results: dict[str, dict[str, dict[str, float]]] = {}
+    try:
+        for code in versions:
+            version = code.schema_version()
+            db = options.dir / (
+                f"study-v{version}-{options.runs}x{options.samples}x{options.layers}.duckdb"
+            )
+            if not db.exists():
+                print(f"[{code.label}] building {db} ...", flush=True)
+                seconds = build(code, db, options.runs, options.samples, options.layers)
+                print(f"[{code.label}] built in {seconds:.0f} s", flush=True)
+            size = db.stat().st_size
+            wal = Path(f"{db}.wal")
+            size += wal.stat().st_size if wal.exists() else 0
+            row: dict[str, dict[str, float]] = {
+                "size per sample (KB)": {"value": size / total / 1e3, "file_gb": size / 1e9}
+            }
+            commands = {
+                "runs": ["runs", "--db", str(db)],
+                "show 2 runs": ["show", "--db", str(db), *pair],
+                "table 10 runs": ["table", "--db", str(db), *table_runs],
+            }
+            if not options.no_doctor:
+                commands["doctor"] = ["doctor", "--db", str(db)]
+            for name, args in commands.items():
+                repeats = 1 if name == "doctor" else options.repeats
+                samples = [measure(code, args, scratch) for _ in range(repeats)]
+                if any(s["code"] not in (0, 1) for s in samples):
+                    raise SystemExit(f"{code.label}: {name} failed: {samples}")
+                row[name] = {
+                    key: statistics.median(s[key] for s in samples)
+                    for key in ("wall", "cpu", "peak_mb")
+                }
+                print(f"[{code.label}] {name}: {row[name]}", flush=True)
+            if not options.no_explorer:
+                runs = [explore(code, db, pair, scratch) for _ in range(options.repeats)]
+                for key in ("first frame", "chart after Enter", "all reads done after Enter"):
+                    row[f"explorer {key}"] = {
+                        "wall": statistics.median(r[key][0] for r in runs),
+                        "cpu": statistics.median(r[key][1] for r in runs),
+                        "peak_mb": statistics.median(r["peak_mb"] for r in runs),
+                    }
+                    print(f"[{code.label}] explorer {key}: {row[f'explorer {key}']}", flush=True)
+            results[code.label] = row
+    finally:
+        if options.baseline:
+            for tree in scratch.glob("tree-*"):
+                subprocess.run(
+                    ["git", "-C", str(ROOT), "worktree", "remove", "--force", str(tree)],
+                    check=False,
+                    capture_output=True,
+                )
+        shutil.rmtree(scratch, ignore_errors=True)
+        if not options.keep:
+            for leftover in options.dir.glob("study-*"):
+                leftover.unlink()
 
-    cache = ResultsCache(path)
-    results = []
-    seconds, curves = timed(lambda: cache.curves([run_id], "nuclear_norm"), args.repeats)
-    results.append(("show: curves(nuclear_norm) from per-run sums", seconds))
-    excluded = curves[0].excluded_nonfinite
-    everything = (0, 10**9)  # a token range holding every sample forces the scan of all rows
-    seconds, scanned = timed(
-        lambda: cache.curves([run_id], "nuclear_norm", response_tokens=everything), args.repeats
-    )
-    results.append(("same, GROUP BY scan of all rows", seconds))
-    scan_seconds = seconds
-    seconds, _ = timed(
-        lambda: cache.curves([run_id], "nuclear_norm", response_tokens=(100, 400)), args.repeats
-    )
-    results.append(("length control (100-400 tokens), scan", seconds))
-    seconds, _ = timed(
-        lambda: cache.curves([run_id], "sigma1_ratio", ["q"], response_tokens=everything),
-        args.repeats,
-    )
-    results.append(("curves(sigma1_ratio, q), scan", seconds))
-    seconds, _ = timed(cache.runs, args.repeats)
-    results.append(("runs()", seconds))
-
-    def open_close() -> None:
-        duckdb.connect(str(path), read_only=True).close()
-
-    seconds, _ = timed(open_close, args.repeats)
-    results.append(("open + close a read-only connection", seconds))
-    print(f"\n{'operation':<48}{'median s':>10}")
-    for name, value in results:
-        print(f"{name:<48}{value:>10.3f}")
-    show_seconds = results[0][1]
-    agree = max(
-        abs(a - b) / abs(b)
-        for c, d in zip(curves, scanned, strict=True)
-        for a, b in zip(c.mean, d.mean, strict=True)
-    )
-    print(
-        f"\ngoal: show's aggregation under {GOAL_SECONDS:.0f} s -> "
-        f"{'met' if show_seconds < GOAL_SECONDS else 'MISSED'} ({show_seconds:.3f} s; "
-        f"the full scan {'also meets it' if scan_seconds < GOAL_SECONDS else 'does not'}: "
-        f"{scan_seconds:.3f} s); {excluded} samples with a non-finite nuclear norm excluded "
-        f"from q; sums and scan agree to {agree:.1e} (relative)"
-    )
-    print(
-        f"side by side: per-run sums {show_seconds:.3f} s vs scan {scan_seconds:.3f} s "
-        f"= {scan_seconds / show_seconds:.0f}x"
-    )
-    if not args.no_baseline:
-        baseline, (means, _stds) = timed(lambda: numpy_baseline(path, "nuclear_norm"), 1)
-        q_means = scanned[0].mean
-        agree = max(abs(a - b) for a, b in zip(q_means, means[: len(q_means)], strict=False))
+    print(f"\nload after: {load_average()}")
+    labels = [code.label for code in versions]
+    header = "| action | " + " | ".join(f"{label} wall / CPU s" for label in labels)
+    header += " | peak MB |" + (" CPU ratio |" if len(labels) == 2 else "")
+    print(header)
+    print("|" + "---|" * (header.count("|") - 1))
+    for name in results[labels[-1]]:
+        if name.startswith("size"):
+            cells = [f"{results[label][name]['value']:.1f} KB" for label in labels]
+            print(f"| {name} | " + " | ".join(cells) + " | |" + (" |" if len(labels) == 2 else ""))
+            continue
+        cells = [
+            f"{results[label][name]['wall']:.2f} / {results[label][name]['cpu']:.2f}"
+            for label in labels
+        ]
+        peaks = " / ".join(f"{results[label][name]['peak_mb']:.0f}" for label in labels)
+        line = f"| {name} | " + " | ".join(cells) + f" | {peaks} |"
+        if len(labels) == 2:
+            before, after = results[labels[0]][name]["cpu"], results[labels[1]][name]["cpu"]
+            line += f" {before / after:.1f}x |" if after > 0 else " |"
+        print(line)
+    goals = results[labels[-1]]
+    print("\ngoals (after):")
+    for name, limit in GOALS.items():
+        key = name if name in goals else f"explorer {name}"
+        if key in goals:
+            value = goals[key]["cpu"]
+            print(
+                f"  {name}: {value:.2f} CPU-s (goal {limit} s) {'met' if value <= limit else 'NOT met'}"
+            )
+    if "doctor" in goals:
+        d = goals["doctor"]
+        met = d["wall"] <= 20 and d["peak_mb"] <= 1000
         print(
-            f"side by side: SQL scan {scan_seconds:.3f} s vs fetch + numpy {baseline:.3f} s "
-            f"= {baseline / scan_seconds:.1f}x (max |difference| of q means {agree:.2e})"
+            f"  doctor: {d['wall']:.1f} s, {d['peak_mb']:.0f} MB (goal 20 s, 1 GB) "
+            f"{'met' if met else 'NOT met'}"
         )
-    if not args.no_write:
-        with tempfile.TemporaryDirectory(prefix="layerscope-bench-write-") as scratch:
-            write_benchmark(Path(scratch), 500, 32, 4)
-    if folder is not None and not args.keep:
-        for leftover in Path(folder).iterdir():
-            leftover.unlink()
-        os.rmdir(folder)
-    elif args.keep or args.db is not None:
-        print(f"cache kept at {path}")
+    per_sample = goals["size per sample (KB)"]["value"]
+    print(
+        f"  size: {per_sample:.1f} KB per sample (goal 20 KB) "
+        f"{'met' if per_sample <= 20 else 'NOT met'}"
+    )
+    if options.json:
+        options.json.write_text(json.dumps(results, indent=2))
     return 0
 
 
 if __name__ == "__main__":
-    raise SystemExit(main())
+    sys.exit(main())

@@ -43,7 +43,7 @@ every statistic by layer, over the samples whose statistic is finite at every la
 projection (``nonfinite_samples`` counts the others). ``write_batch`` updates it in the batch's
 transaction, so ``show`` and the TUI get mean, std and CI of any run in O(layers) instead of
 scanning its rows: 32 million rows would take a second or more to scan, the sums milliseconds
-(benchmarks/bench_cache.py). Length control needs a per-sample filter, so it scans the rows with
+(benchmarks/bench_curves.py). Length control needs a per-sample filter, so it scans the rows with
 GROUP BY (same numbers: the sums add the values rounded to float32 exactly as stored).
 ``spectra(run_no, sample_index, layer, projection, singular_values REAL[])`` (only with
 ``--spectra``) and ``cosine_sums(run_no, kind, name, size, totals DOUBLE[], counts INTEGER[])``:
