@@ -272,9 +272,9 @@ class LayerCurve:
 
     ``count[i]`` samples entered layer i's mean; ``excluded_nonfinite`` samples were left out of
     the whole curve because the statistic was NaN or infinite at some layer (as the paper drops
-    them). ``ci95`` is the half-width of the 95% t confidence interval of the mean (NaN below
-    two samples). For the metric ``loss``, which has no layers, the curve has one point at layer
-    0 and projection ``"loss"``.
+    them). The half-width of its 95% t confidence interval is
+    :func:`~layerscope.analysis.statistics.ci95`, computed where it is shown. For the metric
+    ``loss``, which has no layers, the curve has one point at layer 0 and projection ``"loss"``.
     """
 
     run_id: str
@@ -282,7 +282,6 @@ class LayerCurve:
     layers: list[int]
     mean: list[float]
     std: list[float]
-    ci95: list[float]
     count: list[int]
     excluded_nonfinite: int = 0
 

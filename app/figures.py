@@ -22,6 +22,7 @@ from typing import TYPE_CHECKING
 from layerscope.analysis.compare import normalised_depth
 from layerscope.analysis.outputs import open_output
 from layerscope.analysis.records import ATTENTION_PROJECTIONS, LayerCurve
+from layerscope.analysis.statistics import ci95
 
 if TYPE_CHECKING:
     from matplotlib.figure import Figure
@@ -112,7 +113,7 @@ def paper_figure(
                 continue
             points = [
                 (layer, mean, ci)
-                for layer, mean, ci in zip(curve.layers, curve.mean, curve.ci95, strict=False)
+                for layer, mean, ci in zip(curve.layers, curve.mean, ci95(curve), strict=False)
                 if math.isfinite(mean)
             ]
             if not points:

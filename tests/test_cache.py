@@ -36,7 +36,7 @@ from layerscope.analysis.cache import (
 )
 from layerscope.analysis.outputs import OutputError
 from layerscope.analysis.records import RunHeader, SkippedSample
-from layerscope.analysis.statistics import t_critical_975
+from layerscope.analysis.statistics import ci95, t_critical_975
 
 
 @pytest.fixture
@@ -94,7 +94,7 @@ def test_curves_are_sample_means_with_std_and_confidence_interval(cache):
         assert k.std[layer] == pytest.approx(statistics.stdev(values), rel=1e-6)
         assert k.count[layer] == 7
         expected_ci = 2.4469 * statistics.stdev(values) / math.sqrt(7)
-        assert k.ci95[layer] == pytest.approx(expected_ci, rel=1e-4)
+        assert ci95(k)[layer] == pytest.approx(expected_ci, rel=1e-4)
     assert k.excluded_nonfinite == 0
     only_q = cache.curves([run_id], "sigma_max", projections=["q"])
     assert [c.projection for c in only_q] == ["q"]
@@ -127,7 +127,7 @@ def test_a_sample_with_a_nonfinite_value_is_left_out_of_the_whole_curve(cache):
     assert q.excluded_nonfinite == 2
     assert q.count == [1, 1]
     assert q.mean == [nuclear(0, 0, "q"), nuclear(0, 1, "q")]
-    assert math.isnan(q.std[0]) and math.isnan(q.ci95[0])
+    assert math.isnan(q.std[0]) and math.isnan(ci95(q)[0])
     assert k.excluded_nonfinite == 0 and k.count == [3, 3]
 
 

@@ -253,3 +253,54 @@ def test_other_commands_keep_stdout_to_their_data(capsys, tmp_path, two_types, m
     assert "wrote" not in out
     status, out, err = run(capsys, "runs", "--db", tmp_path / "empty.duckdb")
     assert status == 0 and out == "" and "no runs in" in err
+
+
+# ---- one connection per command ---------------------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    "command",
+    [
+        ["runs"],
+        ["show", "{a}", "{b}"],
+        ["show", "{a}", "{b}", "--json"],
+        ["table", "{a}", "{b}"],
+    ],
+)
+def test_a_browsing_command_opens_the_cache_once(capsys, monkeypatch, two_types, command):
+    """Opening the file costs about 20 ms of CPU; a command reads the runs, their sums and
+    their samples, each read once opened the file again."""
+    from layerscope.analysis.cache.connection import CacheFile
+
+    db, ids = two_types
+    opened = []
+    real_open = CacheFile.open
+
+    def counting_open(self, write=False):
+        opened.append(write)
+        return real_open(self, write)
+
+    monkeypatch.setattr(CacheFile, "open", counting_open)
+    argv = [part.format(a=ids[0][:12], b=ids[1][:12]) for part in command]
+    status, out, err = run(capsys, *argv, "--db", db)
+    assert status == 0, err
+    assert out
+    assert opened == [False]
+
+
+def test_a_write_inside_a_reading_session_is_refused(two_types):
+    db, _ids = two_types
+    cache = ResultsCache(db)
+    with cache.session():
+        assert cache.runs()
+        with pytest.raises(RuntimeError, match="write inside a read-only cache session"):
+            cache.checkpoint()
+    cache.checkpoint()  # after the session, writes open their own connection again
+
+
+def test_table_cells_are_printed_as_they_are_not_as_markup(capsys, tmp_path):
+    db = tmp_path / "c.duckdb"
+    add_run(db, "correct", dataset="[bold]math[/bold]")
+    status, out, err = run(capsys, "runs", "--db", db)
+    assert status == 0, err
+    assert "[bold]math[/bold]" in out

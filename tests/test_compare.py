@@ -20,9 +20,7 @@ from layerscope.analysis.records import LayerCurve
 
 def curve(values, run_id="a" * 64, projection="q"):
     n = len(values)
-    return LayerCurve(
-        run_id, projection, list(range(n)), list(values), [0.0] * n, [0.0] * n, [1] * n
-    )
+    return LayerCurve(run_id, projection, list(range(n)), list(values), [0.0] * n, [1] * n)
 
 
 @pytest.mark.parametrize(

@@ -14,6 +14,7 @@ from test_tables import two_depths  # noqa: F401 (fixture)
 
 from layerscope.analysis.cache import ResultsCache
 from layerscope.analysis.compare import mad_row
+from layerscope.analysis.statistics import ci95
 from layerscope.app import cli
 
 
@@ -88,7 +89,7 @@ def test_figure_draws_the_stored_curves_each_run_told_apart_without_colour(two_d
         assert len(panel.collections) == len(lines)  # one 95% band per run
         band = panel.collections[0].get_paths()[0].vertices[:, 1]
         [first] = [c for c in curves if c.run_id == ids[0] and c.projection == projection]
-        top = max(m + c for m, c in zip(first.mean, first.ci95, strict=True) if math.isfinite(c))
+        top = max(m + c for m, c in zip(first.mean, ci95(first), strict=True) if math.isfinite(c))
         assert band.max() == pytest.approx(top, rel=1e-9)
     assert panels[2].get_xlabel().startswith("normalised depth")
     by_layer = paper_figure(curves, labels, "nuclear_norm")

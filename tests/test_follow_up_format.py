@@ -385,10 +385,10 @@ async def _chart_of_adjacent_cosines(app, pilot, chosen):
     await settle(app, pilot)
     await compare(app, pilot, chosen)
     chart = app.query_one(LayerChart)
-    for _ in range(20):
+    for _ in range(20):  # backwards (S): the cosine is next to last, each step a reload
         if chart.metric == "adjacent_cosine":
             break
-        await pilot.press("s")
+        await pilot.press("S")
         await settle(app, pilot)
     assert chart.metric == "adjacent_cosine"
     return chart

@@ -269,7 +269,7 @@ def test_benjamini_hochberg_matches_scipy_and_keeps_nan():
 
 def test_layers_without_spread_or_samples_are_untested_not_different():
     def curve(run_id, mean, std, count):
-        return LayerCurve(run_id, "q", [0, 1], mean, std, [0.0, 0.0], count)
+        return LayerCurve(run_id, "q", [0, 1], mean, std, count)
 
     row = welch_tests(
         curve("a", [1.0, 2.0], [0.5, 0.5], [10, 1]), curve("b", [9.0, 2.0], [0.5, 0.5], [10, 1])

@@ -26,6 +26,7 @@ names below are re-exported here for the code that imports them from the cache.
 
 from __future__ import annotations
 
+import contextlib
 from collections.abc import Iterable, Iterator, Mapping, Sequence
 from pathlib import Path
 from typing import Any
@@ -118,6 +119,12 @@ class ResultsCache:
         with self._file.connection(write=True):
             pass
         return SCHEMA_VERSION
+
+    def session(self) -> contextlib.AbstractContextManager[None]:
+        """Reads of this thread inside the block share one read-only connection (a command's
+        reads open the file once, not once each; while it lasts no process can write the file,
+        so it spans one command or one load). See :meth:`.connection.CacheFile.session`."""
+        return self._file.session()
 
     def checkpoint(self) -> None:
         """Move the write-ahead log into the main file (readers then open faster)."""

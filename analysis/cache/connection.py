@@ -304,6 +304,33 @@ def _file_lock(path: Path) -> threading.RLock:
         return lock
 
 
+class _Session:
+    """A session's connection (None until its first read), what closes it, and what its reads
+    may keep: nothing writes the file while a session lasts, so a run looked up once (by id or
+    prefix) is the same run for the rest of it."""
+
+    def __init__(self) -> None:
+        self.stack = contextlib.ExitStack()
+        self.shared: duckdb.DuckDBPyConnection | None = None
+        self.kept: dict[Any, Any] = {}
+
+
+# The session of each (file, thread) (see CacheFile.session): keyed by path, not by CacheFile,
+# so that every ResultsCache of the file in that thread uses it.
+_SESSIONS: dict[tuple[str, int], _Session] = {}
+
+
+def _session_key(path: Path) -> tuple[str, int]:
+    return str(path.resolve()), threading.get_ident()
+
+
+def session_memo(path: Path) -> dict[Any, Any] | None:
+    """What reads of ``path`` may keep for the rest of this thread's session (None outside
+    one): the file does not change until the session ends."""
+    session = _SESSIONS.get(_session_key(path)) if _SESSIONS else None
+    return None if session is None else session.kept
+
+
 def _is_lock_conflict(error: Exception) -> bool:
     return "Could not set lock on file" in str(error) or "Conflicting lock" in str(error)
 
@@ -366,8 +393,53 @@ class CacheFile:
             delay = min(delay * 2, _MAX_BACKOFF)
 
     @contextlib.contextmanager
+    def session(self) -> Iterator[None]:
+        """Let every read of this thread inside the block share one read-only connection.
+
+        Opening the file costs about 20 ms of CPU (the open itself, the log check), and one
+        command reads several times (the runs, their sums, their samples): a command opens the
+        file once instead. The price is the one any reader pays, for longer: while the session
+        lasts, no process can write the file (a compute waits, up to its lock timeout, to store
+        its next batch), so a session spans one command or one screen's load, never a user's
+        pause. Writing inside a session is a bug and raises; sessions nest; other threads keep
+        their own short connections (they wait for this one, as for any read).
+        """
+        key = _session_key(self.path)
+        if key in _SESSIONS:
+            yield
+            return
+        # Opened by the first read (so that a command's own checks come first, as without a
+        # session) and kept open until the block ends.
+        session = _SESSIONS[key] = _Session()
+        try:
+            with session.stack:
+                yield
+        finally:
+            del _SESSIONS[key]
+
+    @contextlib.contextmanager
     def connection(self, write: bool = False) -> Iterator[duckdb.DuckDBPyConnection]:
-        """A short-lived connection with the schema checked (and, when writing, created)."""
+        """A short-lived connection with the schema checked (and, when writing, created); inside
+        a :meth:`session` of this thread, the session's connection."""
+        session = _SESSIONS.get(_session_key(self.path)) if _SESSIONS else None
+        if session is not None:
+            if write:
+                raise RuntimeError(f"{self.path}: a write inside a read-only cache session")
+            if session.shared is None:
+                # Held by the session's stack until it ends; NoFile (nothing stored yet) is
+                # raised again by the next read, which may then find the file.
+                session.shared = session.stack.enter_context(self._held_connection())
+            try:
+                yield session.shared
+            except duckdb.Error as error:
+                raise CacheError(f"{self.path}: {one_line(error)}") from None
+            return
+        with self._held_connection(write) as con:
+            yield con
+
+    @contextlib.contextmanager
+    def _held_connection(self, write: bool = False) -> Iterator[duckdb.DuckDBPyConnection]:
+        """A new connection, under the file's in-process lock until it is closed."""
         checkpoint_bytes = wal_checkpoint_size() if write else 0  # a bad value: before opening
         with _file_lock(self.path):
             con = self.open(write)

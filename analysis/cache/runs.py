@@ -20,7 +20,13 @@ from typing import Any
 
 import duckdb
 
-from layerscope.analysis.cache.connection import CacheFile, UnknownRunError, aware, pid_alive
+from layerscope.analysis.cache.connection import (
+    CacheFile,
+    UnknownRunError,
+    aware,
+    pid_alive,
+    session_memo,
+)
 from layerscope.analysis.records import RunInfo
 
 __all__ = ["find", "info_by_number", "list_runs", "resolve", "run_no"]
@@ -99,13 +105,21 @@ def resolve(con: duckdb.DuckDBPyConnection | None, path: Path, run_id: str) -> t
         raise UnknownRunError(f"unknown run {run_id!r}: run ids are hexadecimal")
     if con is None:
         raise UnknownRunError(f"unknown run {run_id!r}: the cache {path} has no runs")
+    memo = session_memo(path)
+    key = ("run", prefix)
+    if memo is not None and key in memo:
+        number, info = memo[key]
+        return int(number), info
     rows = con.execute(_BY_PREFIX, [prefix]).fetchall()
     if not rows:
         raise UnknownRunError(f"unknown run {run_id!r} (see `layerscope runs`)")
     if len(rows) > 1 and rows[0][1] != prefix:
         shown = ", ".join(r[1][:12] for r in rows[:5])
         raise UnknownRunError(f"run id prefix {run_id!r} is ambiguous: matches {shown}")
-    return int(rows[0][0]), run_from_row(rows[0])
+    found = int(rows[0][0]), run_from_row(rows[0])
+    if memo is not None:
+        memo[key] = found
+    return found
 
 
 def run_no(con: duckdb.DuckDBPyConnection, run_id: str) -> int:

@@ -24,7 +24,7 @@ import os
 import sys
 from collections.abc import Callable, Sequence
 
-from layerscope.analysis.cache import CacheError
+from layerscope.analysis.cache import CacheError, ResultsCache
 from layerscope.analysis.errors import one_line
 from layerscope.app.cli.arguments import PROG, UsageError, build_parser
 from layerscope.app.cli.browsing import cmd_describe, cmd_export, cmd_import, cmd_runs, cmd_show
@@ -55,6 +55,10 @@ COMMANDS: dict[str, Callable[[argparse.Namespace], int]] = {
     "correlations": cmd_correlations,
     "merge": cmd_merge,
 }
+# Commands that only read the cache, briefly: their reads share one connection (opening the
+# file costs about 20 ms of CPU each time). Exports read in chunks, each with its own short
+# connection, so that a compute can store batches meanwhile; they are not here.
+ONE_CONNECTION = frozenset({"runs", "show", "figure", "table", "select", "correlations"})
 
 
 def _fail(message: str, status: int) -> int:
@@ -75,6 +79,9 @@ def main(argv: Sequence[str] | None = None) -> int:
             from layerscope.app.tui import run_tui
 
             return run_tui(model=args.model, dataset=args.dataset, db=args.db)
+        if args.command in ONE_CONNECTION:
+            with ResultsCache(args.db).session():
+                return COMMANDS[args.command](args)
         return COMMANDS[args.command](args)
     except UsageError as error:
         return _fail(str(error), EXIT_USAGE)

@@ -13,12 +13,14 @@ import os
 import shutil
 import sys
 from collections.abc import Mapping, Sequence
-from dataclasses import asdict, dataclass
+from dataclasses import asdict
 from typing import TYPE_CHECKING, Any
+
+from layerscope.analysis.statistics import ci95
+from layerscope.app.cli.tables import Column, FittedTable, fitted_table
 
 if TYPE_CHECKING:
     from rich.console import Console
-    from rich.table import Table
 
     from layerscope.analysis.compare import Comparison, MadRow, RelativeDifferenceRow
     from layerscope.analysis.records import LayerCurve, RunInfo
@@ -88,7 +90,7 @@ def curve_record(curve: LayerCurve) -> dict[str, Any]:
         "layers": curve.layers,
         "mean": [finite(v) for v in curve.mean],
         "std": [finite(v) for v in curve.std],
-        "ci95": [finite(v) for v in curve.ci95],
+        "ci95": [finite(v) for v in ci95(curve)],
         "count": curve.count,
         "excluded_nonfinite": curve.excluded_nonfinite,
     }
@@ -175,70 +177,6 @@ def significance_record(row: ProjectionSignificance, labels: Mapping[str, str]) 
 # ---- tables and charts ------------------------------------------------------------------------
 
 
-@dataclass(frozen=True)
-class Column:
-    """A table column and how it gives way when the terminal is narrow.
-
-    ``whole``: never cut nor folded (ids a user copies, names that differ only at their end,
-    such as ``none_cot`` and ``none_cot_irrelevant``, numbers); other columns fold onto more
-    lines. ``drop``: the column may be left out when the table does not fit, lowest first.
-    """
-
-    name: str
-    justify: str = "left"
-    whole: bool = False
-    drop: int | None = None
-
-
-# A bordered table spends 3 characters per column (two of padding, one rule) and one more.
-_BORDERED = (3, 1)
-# Without outer edges and their padding: 3 per gap between columns.
-_COMPACT = (3, -3)
-
-
-def fitted_table(
-    title: str, columns: Sequence[Column], rows: Sequence[Sequence[str]], width: int
-) -> Table:
-    """A table that fits ``width`` columns without cutting a ``whole`` column: optional
-    columns are dropped and the borders thinned first, then the other columns fold."""
-    from rich import box
-    from rich.cells import cell_len
-    from rich.table import Table
-
-    natural = [
-        max([cell_len(column.name)] + [max(map(cell_len, row[i].split("\n"))) for row in rows])
-        for i, column in enumerate(columns)
-    ]
-    kept = list(range(len(columns)))
-
-    def needed(style: tuple[int, int]) -> int:
-        return sum(natural[i] for i in kept) + style[0] * len(kept) + style[1]
-
-    droppable = sorted((c.drop, i) for i, c in enumerate(columns) if c.drop is not None)
-    while needed(_BORDERED) > width and droppable and needed(_COMPACT) > width:
-        kept.remove(droppable.pop(0)[1])
-    compact = needed(_BORDERED) > width
-    table = Table(
-        title=title,
-        title_justify="left",
-        box=box.SIMPLE_HEAD if compact else box.HEAVY_HEAD,
-        show_edge=not compact,
-        pad_edge=not compact,
-    )
-    for i in kept:
-        column = columns[i]
-        table.add_column(
-            column.name,
-            justify=column.justify,  # type: ignore[arg-type]
-            no_wrap=column.whole,
-            min_width=natural[i] if column.whole else None,
-            overflow="fold",
-        )
-    for row in rows:
-        table.add_row(*(row[i] for i in kept))
-    return table
-
-
 def status_text(info: RunInfo) -> str:
     """The run's status as ``runs`` shows it: a shard of an array job says so ("complete,
     shard 0/8"), and a merged run that lacks shards says which it holds ("partial, shards
@@ -266,7 +204,7 @@ RUNS_COLUMNS = (
 )
 
 
-def runs_table(infos: Sequence[RunInfo], title: str, width: int) -> Table:
+def runs_table(infos: Sequence[RunInfo], title: str, width: int) -> FittedTable:
     """The runs, one a row; at any width ids and response types are shown whole."""
     from layerscope.app.labels import short_model
 
@@ -358,7 +296,7 @@ def spectrum_chart(
     )
 
 
-def mad_table(comparison: Comparison, labels: Mapping[str, str], width: int) -> Table:
+def mad_table(comparison: Comparison, labels: Mapping[str, str], width: int) -> FittedTable:
     from layerscope.analysis.compare import layer_splits
 
     layers = max((len(c.layers) for c in comparison.curves), default=0)
@@ -390,7 +328,7 @@ def mad_table(comparison: Comparison, labels: Mapping[str, str], width: int) -> 
     return fitted_table(title, columns, rows, width)
 
 
-def relative_table(comparison: Comparison, labels: Mapping[str, str], width: int) -> Table:
+def relative_table(comparison: Comparison, labels: Mapping[str, str], width: int) -> FittedTable:
     columns = (
         Column("a (baseline)", whole=True),
         Column("b", whole=True),
@@ -433,7 +371,9 @@ def significance_mark(row: ProjectionSignificance, labels: Mapping[str, str]) ->
     return f"* {b} differs from {a} (q < {row.alpha:g}) at layers {layer_list(row.differing)}"
 
 
-def significance_table(comparison: Comparison, labels: Mapping[str, str], width: int) -> Table:
+def significance_table(
+    comparison: Comparison, labels: Mapping[str, str], width: int
+) -> FittedTable:
     """Per pair and projection: the verdict, the layers that differ and the largest effect."""
     columns = (
         Column("a", whole=True),
@@ -484,7 +424,7 @@ def significance_notes(comparison: Comparison, labels: Mapping[str, str]) -> lis
     return lines
 
 
-def loss_table(comparison: Comparison, labels: Mapping[str, str], width: int) -> Table:
+def loss_table(comparison: Comparison, labels: Mapping[str, str], width: int) -> FittedTable:
     columns = [Column("run", whole=True)]
     columns += [Column(name, justify="right", whole=True) for name in ("mean", "std", "95% CI ±")]
     columns += [Column("samples", justify="right"), Column("excluded", justify="right", drop=1)]
@@ -493,7 +433,7 @@ def loss_table(comparison: Comparison, labels: Mapping[str, str], width: int) ->
             labels.get(curve.run_id, curve.run_id[:8]),
             fmt(curve.mean[0] if curve.mean else math.nan),
             fmt(curve.std[0] if curve.std else math.nan),
-            fmt(curve.ci95[0] if curve.ci95 else math.nan),
+            fmt(ci95(curve)[0] if curve.count else math.nan),
             str(curve.count[0] if curve.count else 0),
             str(curve.excluded_nonfinite),
         )

@@ -20,6 +20,7 @@ from textual.containers import Vertical
 from textual.widgets import Static
 
 from layerscope.analysis.records import ATTENTION_PROJECTIONS, MLP_PROJECTIONS
+from layerscope.analysis.statistics import ci95
 from layerscope.app.labels import run_labels, run_settings
 from layerscope.app.tui.errors import ReportsWorkerErrors, reported
 from layerscope.app.tui.format import format_length_range
@@ -412,7 +413,7 @@ class ComparePane(ReportsWorkerErrors, Vertical):
                 if self.depth == "normalised"
                 else [float(layer) for layer in curve.layers],
                 mean=list(curve.mean),
-                ci95=list(curve.ci95),
+                ci95=ci95(curve),
                 colour=self.colours.get(curve.run_id, palette[0]),
                 marker=markers.get(curve.run_id, "braille"),
                 settings=run_settings(runs[curve.run_id]) if curve.run_id in runs else "",
