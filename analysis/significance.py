@@ -35,10 +35,12 @@ import math
 import warnings
 from collections.abc import Iterator, Mapping, Sequence
 from dataclasses import dataclass
-
-import numpy as np
+from typing import TYPE_CHECKING
 
 from layerscope.analysis.records import LayerCurve
+
+if TYPE_CHECKING:
+    import numpy as np
 
 __all__ = [
     "ALPHA",
@@ -176,6 +178,8 @@ def decide_pairing(
 @contextlib.contextmanager
 def _quiet() -> Iterator[None]:
     """scipy and numpy warn on degenerate layers (no spread); those get NaN or p = 1 here."""
+    import numpy as np  # imported by the first test (0.1 s): kept tests need none
+
     with warnings.catch_warnings(), np.errstate(divide="ignore", invalid="ignore"):
         warnings.simplefilter("ignore", RuntimeWarning)
         yield
@@ -235,6 +239,8 @@ def paired_arrays(
     """The (pairs x layers) values of a and b over the samples both have with a finite value
     at every layer (of ``layers`` when given: the curve's, the adjacent cosine having none at
     the last), in sample-index order."""
+    import numpy as np  # imported by the first test (0.1 s): kept tests need none
+
     common = sorted(set(values_a) & set(values_b))
     a = np.array([values_a[i] for i in common], dtype=np.float64).reshape(len(common), -1)
     b = np.array([values_b[i] for i in common], dtype=np.float64).reshape(len(common), -1)
@@ -257,6 +263,8 @@ def sign_flip_p_values(
     |sum| reaches the observed one (exact); above, ``permutations`` random patterns from a
     generator seeded with ``seed`` and p = (1 + hits) / (1 + permutations).
     """
+    import numpy as np  # imported by the first test (0.1 s): kept tests need none
+
     d = np.asarray(differences, dtype=np.float64)
     if d.ndim == 1:
         d = d[:, None]
@@ -299,6 +307,7 @@ def paired_tests(
 ) -> ProjectionSignificance:
     """Paired t-test and sign-flip permutation test of b - a at every layer, over the samples
     both runs stored (per-sample values by layer, keyed by sample index)."""
+    import numpy as np  # imported by the first test (0.1 s): kept tests need none
     from scipy import stats
 
     a, b = paired_arrays(values_a, values_b, layers)
