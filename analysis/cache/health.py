@@ -94,6 +94,9 @@ KEYED_TABLES = {
     "spectra": ("run_no", "sample_index", "layer", "projection"),
     "sample_cosines": ("run_no", "sample_index", "kind", "name"),
 }
+# Rows of a keyed table whose keys the duplicates check groups at once: its memory, whatever the
+# size of the cache.
+DUPLICATES_PART_ROWS = 250_000
 
 
 @dataclass(frozen=True)
@@ -486,26 +489,75 @@ def _orphan_counts(con: duckdb.DuckDBPyConnection, tables: set[str]) -> dict[str
     return counts
 
 
+def _row_ranges(con: duckdb.DuckDBPyConnection, table: str) -> Iterator[tuple[int, int, int, int]]:
+    """(first run_no, last run_no, first sample_index, last sample_index) of successive parts
+    of ``table`` of at most about :data:`DUPLICATES_PART_ROWS` rows each: runs together while
+    they are small, a run's samples in ranges when it alone is bigger. Every key of a keyed
+    table holds its run and sample, so each part's keys can be grouped on their own."""
+    runs = con.execute(
+        f"SELECT run_no, count(*), min(sample_index), max(sample_index) FROM {table} "  # noqa: S608 (constant names)
+        "GROUP BY run_no ORDER BY run_no"
+    ).fetchall()
+    pending: list[tuple[int, int, int, int]] = []  # runs gathered into the next part
+    rows = 0
+    for number, count, first, last in runs:
+        if pending and rows + count > DUPLICATES_PART_ROWS:
+            yield _spanning(pending)
+            pending, rows = [], 0
+        if count <= DUPLICATES_PART_ROWS:
+            pending.append((number, count, first, last))
+            rows += count
+            continue
+        parts = math.ceil(count / DUPLICATES_PART_ROWS)
+        width = math.ceil((last - first + 1) / parts)
+        for start in range(first, last + 1, width):
+            yield number, number, start, min(last, start + width - 1)
+    if pending:
+        yield _spanning(pending)
+
+
+def _spanning(runs: list[tuple[int, int, int, int]]) -> tuple[int, int, int, int]:
+    return runs[0][0], runs[-1][0], min(r[2] for r in runs), max(r[3] for r in runs)
+
+
 def _duplicate_counts(
     con: duckdb.DuckDBPyConnection, tables: set[str]
 ) -> dict[int, tuple[int, int]]:
-    """Per run number: (keys stored more than once, of which with differing copies)."""
+    """Per run number: (keys stored more than once, of which with differing copies).
+
+    Keys are grouped a part of the table at a time (:func:`_row_ranges`), so memory stays that
+    of one part however big the cache. A first pass reads only the key columns; in a part where
+    some key is stored more than once, the rows of those keys are read again, whole, to tell
+    identical copies from differing ones (as ``--repair`` tells them: equal in every column).
+    """
     found: dict[int, tuple[int, int]] = {}
     for table, key in KEYED_TABLES.items():
         if table not in tables:
             continue
         keys = ", ".join(key)
-        rows = con.execute(
-            f"""
-            SELECT run_no, count(*), count(*) FILTER (WHERE versions > 1) FROM (
-                SELECT {keys}, count(*) AS copies, count(DISTINCT t) AS versions
-                FROM {table} t GROUP BY {keys} HAVING count(*) > 1
-            ) GROUP BY run_no
-            """  # noqa: S608 (constant table and column names)
-        ).fetchall()
-        for number, duplicated, differing in rows:
-            old = found.get(int(number), (0, 0))
-            found[int(number)] = (old[0] + int(duplicated), old[1] + int(differing))
+        part = "run_no BETWEEN ? AND ? AND sample_index BETWEEN ? AND ?"
+        for bounds in _row_ranges(con, table):
+            twice = con.execute(
+                f"SELECT count(*) FROM (SELECT 1 FROM {table} WHERE {part} "  # noqa: S608 (constant names)
+                f"GROUP BY {keys} HAVING count(*) > 1)",
+                list(bounds),
+            ).fetchone()
+            if not twice or not twice[0]:
+                continue
+            rows = con.execute(
+                f"""
+                WITH part AS NOT MATERIALIZED (SELECT * FROM {table} WHERE {part}),
+                twice AS (SELECT {keys} FROM part GROUP BY {keys} HAVING count(*) > 1)
+                SELECT run_no, count(*), count(*) FILTER (WHERE versions > 1) FROM (
+                    SELECT {keys}, count(DISTINCT t) AS versions
+                    FROM part t SEMI JOIN twice USING ({keys}) GROUP BY {keys}
+                ) GROUP BY run_no
+                """,  # noqa: S608 (constant table and column names)
+                list(bounds),
+            ).fetchall()
+            for number, duplicated, differing in rows:
+                old = found.get(int(number), (0, 0))
+                found[int(number)] = (old[0] + int(duplicated), old[1] + int(differing))
     return found
 
 
@@ -520,7 +572,7 @@ def _duplicates(
     if not found:
         report.add("duplicates", "ok", "no sample stored twice")
         return
-    for number, (duplicated, differing) in found.items():
+    for number, (duplicated, differing) in sorted(found.items()):
         run = runs[number]
         if differing:
             advice = (
