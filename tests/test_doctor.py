@@ -19,7 +19,7 @@ import pytest
 from bad_inputs.cache_cases import corrupt_log, leave_in_log, set_schema_version
 from cache_helpers import batch, fill_run, make_result, make_samples, run_id_for, targets
 
-from layerscope.analysis.cache import ResultsCache
+from layerscope.analysis.cache import ResultsCache, health
 from layerscope.analysis.cache import schema as cache_schema
 from layerscope.analysis.environment import (
     EnvironmentVariableError,
@@ -268,6 +268,66 @@ def test_rows_stored_twice(db, capsys):
     [problem] = findings(lines, "problem", "duplicates")
     assert "4 with differing values" in problem and "recompute the run" in problem
     assert len(list(db.parent.glob("results.duckdb.backup-*"))) == 2  # one per repair
+
+
+def test_a_stored_sum_that_is_not_finite_disagrees(db, capsys):
+    """Recomputed sums are of finite values only, so a stored NaN disagrees whatever the
+    tolerance (and a tolerance test alone lets it through: every comparison with NaN is false)."""
+    with duckdb.connect(str(db)) as con:
+        con.execute(
+            "UPDATE curve_sums SET total = 'nan' WHERE run_no = 1 AND layer = 1 "
+            "AND projection = 'o' AND statistic = 'mean'"
+        )
+    status, lines, _err = doctor(capsys, "--db", db)
+    assert status == 1
+    [problem] = findings(lines, "problem", "sums")
+    assert "in 1 of" in problem and "mean, o, layer 1: 6 samples summing to nan stored" in problem
+
+
+@pytest.mark.parametrize(("duplicates_rows", "sums_rows"), [(7, 50), (100, 200)])
+def test_checks_made_in_parts_find_what_whole_tables_show(
+    db, capsys, monkeypatch, duplicates_rows, sums_rows
+):
+    """Doctor groups the keys and recomputes the sums a part of the cache at a time (issue 19:
+    memory); with parts of a few rows (one sample of a run, a run's samples split, several runs
+    together) it finds the same as with every table in one part, as these small caches are."""
+    fill_run(ResultsCache(db), "third", 7, spectra=True)
+    with duckdb.connect(str(db)) as con:
+        con.execute(  # identical copies, run 1
+            "INSERT INTO statistics SELECT * FROM statistics WHERE run_no = 1 AND sample_index = 5"
+        )
+        con.execute(  # differing copies, run 3
+            "INSERT INTO spectra SELECT * REPLACE (singular_values || [0.5] AS singular_values) "
+            "FROM spectra WHERE run_no = 3 AND sample_index = 0 AND layer = 3"
+        )
+        con.execute(  # identical copies, run 2
+            "INSERT INTO sample_cosines SELECT * FROM sample_cosines "
+            "WHERE run_no = 2 AND sample_index = 4"
+        )
+        con.execute(
+            "UPDATE curve_sums SET squares = squares * 2 WHERE run_no = 3 AND layer = 3 "
+            "AND projection = 'v' AND statistic = 'max'"
+        )
+        con.execute(
+            "DELETE FROM curve_sums WHERE run_no = 2 AND layer = 0 AND projection = 'k' "
+            "AND statistic = 'stable_rank'"
+        )
+    status, whole, _err = doctor(capsys, "--db", db)
+    assert status == 1
+    monkeypatch.setattr(health, "DUPLICATES_PART_ROWS", duplicates_rows)
+    monkeypatch.setattr(health, "SUMS_PART_ROWS", sums_rows)
+    status, parts, _err = doctor(capsys, "--db", db)
+    assert status == 1 and parts == whole
+    sums = findings(parts, "problem", "sums")  # in run order; run 1's are off by its copies
+    assert len(sums) == 3
+    assert "in 176 of 176 entries (e.g. mean, k, layer 0: 6 samples summing to" in sums[0]
+    assert "in 1 of 176 entries (e.g. stable_rank, k, layer 0: no stored sums)" in sums[1]
+    assert "in 1 of 176 entries (e.g. max, v, layer 3: 7 samples summing to" in sums[2]
+    duplicates = findings(parts, "problem", "duplicates")  # in run order
+    assert len(duplicates) == 3
+    assert "16 rows stored more than once; the copies are identical" in duplicates[0]
+    assert "6 rows stored more than once; the copies are identical" in duplicates[1]
+    assert "4 rows stored more than once; 4 with differing values" in duplicates[2]
 
 
 def test_an_interrupted_run_is_named_and_resumes(db, capsys):
