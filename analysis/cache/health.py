@@ -24,6 +24,12 @@ Which checks need which tables is decided by the tables present, so an older fil
 version 2) is checked as far as it goes. The curve-sum check recomputes the sums with the same
 SQL the schema's rebuild uses (:func:`~.schema.curve_sums_query`) and compares within float
 tolerance (the write path adds the same float32 values in another order).
+
+Doctor is what a user runs on a cache that misbehaves, which may be a whole study's (hundreds of
+runs, tens of millions of rows) on the machine the explorer runs on, so it reads the file in
+bounded memory: DuckDB's memory on its connection is capped, rows are compared and counted in
+SQL instead of fetched, and the checks that group rows (duplicates, curve sums) take a bounded
+part of the cache at a time.
 """
 
 from __future__ import annotations
@@ -34,6 +40,7 @@ import math
 import os
 import shutil
 import socket
+import tempfile
 from collections.abc import Iterator
 from dataclasses import asdict, dataclass, field
 from datetime import datetime, timezone
@@ -100,6 +107,10 @@ DUPLICATES_PART_ROWS = 250_000
 # Statistics rows whose curve sums one query recomputes (it holds a few values per entry of its
 # runs, and returns a row per run).
 SUMS_PART_ROWS = 2_000_000
+# DuckDB's memory on doctor's connection, and its threads (each thread's hash tables and scan
+# buffers add to the memory; the checks are scans that a few threads keep up with).
+MEMORY_LIMIT = "256MB"
+MAX_THREADS = 4
 
 
 @dataclass(frozen=True)
@@ -653,12 +664,21 @@ def _duplicates(
 
 @contextlib.contextmanager
 def _reading(path: Path, timeout: float) -> Iterator[duckdb.DuckDBPyConnection]:
-    """A read-only connection without the schema check or upgrade other readers do."""
-    con = CacheFile(path, timeout).open(write=False)
-    try:
-        yield con
-    finally:
-        con.close()
+    """A read-only connection without the schema check or upgrade other readers do, in bounded
+    memory: DuckDB's buffer pool (the file's blocks it keeps, and the checks' hash tables) is
+    capped at :data:`MEMORY_LIMIT` instead of its default 80% of the machine's memory, what
+    outgrows it spills to a temporary folder of the system's (never beside the cache, which
+    doctor leaves as it is), and results need not keep the rows' order."""
+    with tempfile.TemporaryDirectory(prefix="layerscope-doctor-") as spill:
+        con = CacheFile(path, timeout).open(write=False)
+        try:
+            con.execute("SET memory_limit = ?", [MEMORY_LIMIT])
+            con.execute("SET threads = ?", [min(os.cpu_count() or 1, MAX_THREADS)])
+            con.execute("SET preserve_insertion_order = false")
+            con.execute("SET temp_directory = ?", [spill])
+            yield con
+        finally:
+            con.close()
 
 
 def examine(path: Path | str, report: HealthReport | None = None) -> HealthReport:
