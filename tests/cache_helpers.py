@@ -10,6 +10,10 @@ import hashlib
 import math
 from collections.abc import Sequence
 
+import duckdb
+
+from layerscope.analysis.cache.health import RUN_TABLES
+from layerscope.analysis.cache.schema import table_names
 from layerscope.analysis.records import (
     MATRIX_STATISTICS,
     BatchResult,
@@ -181,3 +185,27 @@ def paper_matrices(
                 entry["S_list"] = list(spectrum)
             matrices[f"model.layers.{layer}.self_attn.{p}_proj.weight"] = entry
     return matrices
+
+
+def copy_run(path, run_id: str, copies: int) -> None:
+    """Add ``copies`` copies of the stored run ``run_id`` to the cache file at ``path``, every
+    row of every table copied in SQL under new run numbers and ids: a cache of many runs in a
+    fraction of the time the write path takes for each."""
+    with duckdb.connect(str(path)) as con:
+        [(source, highest)] = con.execute(
+            "SELECT (SELECT run_no FROM runs WHERE id = ?), max(run_no) FROM runs", [run_id]
+        ).fetchall()
+        numbers = "SELECT ? + i AS number FROM range(1, ? + 1) r(i)"
+        con.execute(
+            "INSERT INTO runs SELECT runs.* REPLACE (n.number AS run_no, "
+            f"sha256(id || n.number) AS id) FROM runs, ({numbers}) n WHERE run_no = ?",
+            [highest, copies, source],
+        )
+        present = table_names(con)
+        for table in (t for t in RUN_TABLES if t in present):
+            con.execute(
+                f"INSERT INTO {table} SELECT {table}.* REPLACE (n.number AS run_no) "
+                f"FROM {table}, ({numbers}) n WHERE run_no = ? ORDER BY n.number",
+                [highest, copies, source],
+            )
+        con.execute("CHECKPOINT")

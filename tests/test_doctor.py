@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import json
 import os
+import shutil
 import subprocess
 import sys
 from pathlib import Path
@@ -17,9 +18,17 @@ from pathlib import Path
 import duckdb
 import pytest
 from bad_inputs.cache_cases import corrupt_log, leave_in_log, set_schema_version
-from cache_helpers import batch, fill_run, make_result, make_samples, run_id_for, targets
+from cache_helpers import (
+    batch,
+    copy_run,
+    fill_run,
+    make_result,
+    make_samples,
+    run_id_for,
+    targets,
+)
 
-from layerscope.analysis.cache import ResultsCache
+from layerscope.analysis.cache import ResultsCache, health
 from layerscope.analysis.cache import schema as cache_schema
 from layerscope.analysis.environment import (
     EnvironmentVariableError,
@@ -270,6 +279,66 @@ def test_rows_stored_twice(db, capsys):
     assert len(list(db.parent.glob("results.duckdb.backup-*"))) == 2  # one per repair
 
 
+def test_a_stored_sum_that_is_not_finite_disagrees(db, capsys):
+    """Recomputed sums are of finite values only, so a stored NaN disagrees whatever the
+    tolerance (and a tolerance test alone lets it through: every comparison with NaN is false)."""
+    with duckdb.connect(str(db)) as con:
+        con.execute(
+            "UPDATE curve_sums SET total = 'nan' WHERE run_no = 1 AND layer = 1 "
+            "AND projection = 'o' AND statistic = 'mean'"
+        )
+    status, lines, _err = doctor(capsys, "--db", db)
+    assert status == 1
+    [problem] = findings(lines, "problem", "sums")
+    assert "in 1 of" in problem and "mean, o, layer 1: 6 samples summing to nan stored" in problem
+
+
+@pytest.mark.parametrize(("duplicates_rows", "sums_rows"), [(7, 50), (100, 200)])
+def test_checks_made_in_parts_find_what_whole_tables_show(
+    db, capsys, monkeypatch, duplicates_rows, sums_rows
+):
+    """Doctor groups the keys and recomputes the sums a part of the cache at a time (issue 19:
+    memory); with parts of a few rows (one sample of a run, a run's samples split, several runs
+    together) it finds the same as with every table in one part, as these small caches are."""
+    fill_run(ResultsCache(db), "third", 7, spectra=True)
+    with duckdb.connect(str(db)) as con:
+        con.execute(  # identical copies, run 1
+            "INSERT INTO statistics SELECT * FROM statistics WHERE run_no = 1 AND sample_index = 5"
+        )
+        con.execute(  # differing copies, run 3
+            "INSERT INTO spectra SELECT * REPLACE (singular_values || [0.5] AS singular_values) "
+            "FROM spectra WHERE run_no = 3 AND sample_index = 0 AND layer = 3"
+        )
+        con.execute(  # identical copies, run 2
+            "INSERT INTO sample_cosines SELECT * FROM sample_cosines "
+            "WHERE run_no = 2 AND sample_index = 4"
+        )
+        con.execute(
+            "UPDATE curve_sums SET squares = squares * 2 WHERE run_no = 3 AND layer = 3 "
+            "AND projection = 'v' AND statistic = 'max'"
+        )
+        con.execute(
+            "DELETE FROM curve_sums WHERE run_no = 2 AND layer = 0 AND projection = 'k' "
+            "AND statistic = 'stable_rank'"
+        )
+    status, whole, _err = doctor(capsys, "--db", db)
+    assert status == 1
+    monkeypatch.setattr(health, "DUPLICATES_PART_ROWS", duplicates_rows)
+    monkeypatch.setattr(health, "SUMS_PART_ROWS", sums_rows)
+    status, parts, _err = doctor(capsys, "--db", db)
+    assert status == 1 and parts == whole
+    sums = findings(parts, "problem", "sums")  # in run order; run 1's are off by its copies
+    assert len(sums) == 3
+    assert "in 176 of 176 entries (e.g. mean, k, layer 0: 6 samples summing to" in sums[0]
+    assert "in 1 of 176 entries (e.g. stable_rank, k, layer 0: no stored sums)" in sums[1]
+    assert "in 1 of 176 entries (e.g. max, v, layer 3: 7 samples summing to" in sums[2]
+    duplicates = findings(parts, "problem", "duplicates")  # in run order
+    assert len(duplicates) == 3
+    assert "16 rows stored more than once; the copies are identical" in duplicates[0]
+    assert "6 rows stored more than once; the copies are identical" in duplicates[1]
+    assert "4 rows stored more than once; 4 with differing values" in duplicates[2]
+
+
 def test_an_interrupted_run_is_named_and_resumes(db, capsys):
     cache = ResultsCache(db)
     run_id = fill_run(cache, "killed", 12, finish=None)
@@ -470,3 +539,58 @@ def test_bad_variables_fail_when_used_not_at_import_and_doctor_needs_no_torch():
         timeout=120,
     )
     assert done.returncode == 0 and done.stdout.strip() == "[]", done.stderr
+
+
+# ---- a big cache ------------------------------------------------------------------------------
+
+# The peak is read from /proc (VmHWM, in KiB): getrusage's ru_maxrss of a child started by fork
+# and exec keeps the forking process's peak (pytest's) when that is larger.
+PEAK_MEMORY_CODE = (
+    "import re, sys; from layerscope.app import cli; status = cli.main(sys.argv[1:]); "
+    "status_text = open('/proc/self/status').read(); "
+    "print(int(re.search(r'VmHWM:\\s*(\\d+) kB', status_text).group(1)) * 1024); sys.exit(status)"
+)
+
+
+def doctor_peak_memory(path: Path) -> int:
+    """Run ``layerscope doctor`` on ``path`` in a fresh process; returns its peak resident
+    memory in bytes (the process's own high-water mark, so nothing else running counts)."""
+    done = subprocess.run(
+        [sys.executable, "-c", PEAK_MEMORY_CODE, "doctor", "--db", str(path)],
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
+    assert done.returncode == 0, (done.stdout, done.stderr)
+    *lines, peak = done.stdout.splitlines()
+    assert findings(lines, "ok", "duplicates") and findings(lines, "ok", "sums"), lines
+    return int(peak)
+
+
+@pytest.mark.skipif(not Path("/proc/self/status").exists(), reason="reads VmHWM from /proc")
+def test_doctor_memory_does_not_grow_with_the_runs(tmp_path):
+    """Issue 19: on the paper's whole study in one cache (300 runs of 500 samples, 18M
+    statistics rows) doctor held 7.4 GB, growing with the cache, because the duplicates check
+    grouped every row of every table at once, and the sums check held a copy of all the
+    statistics rows. Every check now scans, groups and sums a bounded part at a time.
+
+    Between a cache of 4 runs and one of 24 (6,000 samples, 720,000 statistics rows), the peak
+    may grow by the file's growth, the blocks of it DuckDB keeps (capped at
+    :data:`~layerscope.analysis.cache.health.MEMORY_LIMIT`, far above these files), and a
+    margin; nothing else may grow with the cache. Before, it grew by about 180 MiB here, nine
+    times the file's growth."""
+    small = tmp_path / "small.duckdb"
+    run_id = fill_run(ResultsCache(small), "base", 250, layers=30, batch_size=50)
+    copy_run(small, run_id, 3)
+    big = tmp_path / "big.duckdb"
+    shutil.copy2(small, big)
+    copy_run(big, run_id, 20)
+    with duckdb.connect(str(big), read_only=True) as con:
+        assert con.execute("SELECT count(*) FROM statistics").fetchone() == (24 * 250 * 120,)
+    small_peak, big_peak = doctor_peak_memory(small), doctor_peak_memory(big)
+    growth = big.stat().st_size - small.stat().st_size
+    mib = 2**20
+    assert big_peak - small_peak <= growth + 40 * mib, (
+        f"peak {small_peak / mib:.0f} MiB with 4 runs, {big_peak / mib:.0f} MiB with 24; "
+        f"the file grew by {growth / mib:.0f} MiB"
+    )

@@ -24,6 +24,12 @@ Which checks need which tables is decided by the tables present, so an older fil
 version 2) is checked as far as it goes. The curve-sum check recomputes the sums with the same
 SQL the schema's rebuild uses (:func:`~.schema.curve_sums_query`) and compares within float
 tolerance (the write path adds the same float32 values in another order).
+
+Doctor is what a user runs on a cache that misbehaves, which may be a whole study's (hundreds of
+runs, tens of millions of rows) on the machine the explorer runs on, so it reads the file in
+bounded memory: DuckDB's memory on its connection is capped, rows are compared and counted in
+SQL instead of fetched, and the checks that group rows (duplicates, curve sums) take a bounded
+part of the cache at a time.
 """
 
 from __future__ import annotations
@@ -34,6 +40,7 @@ import math
 import os
 import shutil
 import socket
+import tempfile
 from collections.abc import Iterator
 from dataclasses import asdict, dataclass, field
 from datetime import datetime, timezone
@@ -94,6 +101,16 @@ KEYED_TABLES = {
     "spectra": ("run_no", "sample_index", "layer", "projection"),
     "sample_cosines": ("run_no", "sample_index", "kind", "name"),
 }
+# Rows of a keyed table whose keys the duplicates check groups at once: its memory, whatever the
+# size of the cache.
+DUPLICATES_PART_ROWS = 250_000
+# Statistics rows whose curve sums one query recomputes (it holds a few values per entry of its
+# runs, and returns a row per run).
+SUMS_PART_ROWS = 2_000_000
+# DuckDB's memory on doctor's connection, and its threads (each thread's hash tables and scan
+# buffers add to the memory; the checks are scans that a few threads keep up with).
+MEMORY_LIMIT = "256MB"
+MAX_THREADS = 4
 
 
 @dataclass(frozen=True)
@@ -383,68 +400,127 @@ def _interrupted(report: HealthReport, runs: dict[int, _Run]) -> None:
         report.add("interrupted", "ok", "no interrupted runs")
 
 
-def _disagreement_scale(samples: int, squares: float) -> float:
-    # |sum x| <= sqrt(n * sum x^2): the size the float error of a sum is relative to
-    return math.sqrt(max(samples, 1) * max(squares, 0.0))
+def _compared_sums(statistic: str, first: int, last: int) -> tuple[str, list[object]]:
+    """SQL (and its parameters) comparing the stored curve sums of ``statistic`` with the sums
+    recomputed from the statistics rows, for the runs numbered ``first`` to ``last``: per
+    run, its entries (projection and layer), how many disagree, and the first that does (in
+    projection and layer order).
+
+    The recomputing SQL is the schema's rebuild's (:func:`~.schema.curve_sums_query`), run on
+    those runs' rows alone: a common table expression named ``statistics`` stands for the
+    table, not materialized, so the rows are scanned, never held. An entry disagrees when
+    either side is missing, the sample or non-finite counts differ, a stored sum is not finite
+    (recomputed sums are of finite values only), or a sum differs by more than the float
+    tolerance: relative to sqrt(n * sum of squares) for the total, since |sum x| is at most
+    that, and to the larger of the two for the sum of squares.
+    """
+    recomputed, parameters = curve_sums_query(statistic)
+    sql = f"""
+        WITH statistics AS NOT MATERIALIZED (
+            SELECT * FROM main.statistics WHERE run_no BETWEEN ? AND ?
+        ),
+        recomputed AS ({recomputed}),
+        stored AS (SELECT * FROM curve_sums WHERE statistic = ? AND run_no BETWEEN ? AND ?),
+        compared AS (
+            SELECT run_no, projection, layer,
+                   s.samples AS s_n, r.samples AS r_n, s.total AS s_total, r.total AS r_total,
+                   s.squares AS s_squares, r.squares AS r_squares,
+                   s.nonfinite_samples AS s_bad, r.nonfinite_samples AS r_bad
+            FROM recomputed r FULL OUTER JOIN stored s
+                USING (run_no, projection, layer, statistic)
+        ),
+        judged AS (
+            SELECT *, (
+                s_n IS NULL OR r_n IS NULL OR s_n <> r_n OR s_bad <> r_bad
+                OR NOT isfinite(s_total) OR NOT isfinite(s_squares)
+                OR abs(s_total - r_total) > ?
+                    * sqrt(greatest(s_n, r_n, 1) * greatest(s_squares, r_squares, 0.0)) + 1e-300
+                OR abs(s_squares - r_squares) > ?
+                    * greatest(abs(s_squares), abs(r_squares)) + 1e-300
+            ) AS disagrees
+            FROM compared
+        )
+        SELECT run_no, count(*), count(*) FILTER (WHERE disagrees),
+               arg_min({{'projection': projection, 'layer': layer, 's_n': s_n,
+                         's_total': s_total, 'r_n': r_n, 'r_total': r_total}},
+                       (projection, layer)) FILTER (WHERE disagrees)
+        FROM judged GROUP BY run_no
+    """  # noqa: S608 (the recomputing SQL is this package's; values are parameters)
+    # the parameters in the order of their places in the SQL
+    values = [first, last, *parameters, statistic, first, last, SUM_TOLERANCE, SUM_TOLERANCE]
+    return sql, values
+
+
+def _run_parts(counts: dict[int, int], limit: int) -> Iterator[tuple[int, int]]:
+    """(first, last) run numbers of successive groups of the runs ``counts`` (run number: its
+    rows) holding at most ``limit`` rows, or one run each, in run-number order."""
+    first: int | None = None
+    last = 0
+    rows = 0
+    for number in sorted(counts):
+        if first is not None and rows + counts[number] > limit:
+            yield first, last
+            first, rows = None, 0
+        if first is None:
+            first = number
+        last = number
+        rows += counts[number]
+    if first is not None:
+        yield first, last
+
+
+def _sum_example(statistic: str, entry: dict[str, Any]) -> str:
+    where = f"{statistic}, {entry['projection']}, layer {entry['layer']}"
+    if entry["s_n"] is None:
+        return f"{where}: no stored sums"
+    if entry["r_n"] is None:
+        return f"{where}: sums of no statistics rows"
+    return (
+        f"{where}: {entry['s_n']} samples summing to {entry['s_total']:.6g} stored, "
+        f"{entry['r_n']} summing to {entry['r_total']:.6g} in the rows"
+    )
 
 
 def _sums(
     report: HealthReport, con: duckdb.DuckDBPyConnection, path: Path, runs: dict[int, _Run]
 ) -> None:
-    bad: dict[int, list[str]] = {}
+    """Compare every run's curve sums with its statistics rows, a group of runs of at most
+    :data:`SUMS_PART_ROWS` rows at a time, one statistic at a time (each query's memory is
+    that of a few rows per entry of its runs, and it returns one row per run)."""
+    counts = dict.fromkeys(runs, 0)
+    for number, count in con.execute(
+        "SELECT run_no, count(*) FROM statistics GROUP BY run_no"
+    ).fetchall():
+        if int(number) in counts:
+            counts[int(number)] = int(count)
     entries: dict[int, int] = {}
+    disagreeing: dict[int, int] = {}
+    examples: dict[int, str] = {}  # the first disagreeing entry of each run, in statistic order
     for statistic in MATRIX_STATISTICS:
-        recomputed, parameters = curve_sums_query(statistic)
-        rows = con.execute(
-            f"""
-            WITH recomputed AS ({recomputed}),
-            stored AS (SELECT * FROM curve_sums WHERE statistic = ?)
-            SELECT run_no, projection, layer,
-                   s.samples, r.samples, s.total, r.total, s.squares, r.squares,
-                   s.nonfinite_samples, r.nonfinite_samples
-            FROM recomputed r FULL OUTER JOIN stored s USING (run_no, projection, layer, statistic)
-            """,  # noqa: S608 (the recomputing SQL is this package's; values are parameters)
-            [*parameters, statistic],
-        ).fetchall()
-        for number, projection, layer, *values in rows:
-            if number not in runs:
-                continue  # rows of no run: the orphan check's
-            entries[number] = entries.get(number, 0) + 1
-            s_n, r_n, s_total, r_total, s_squares, r_squares, s_bad, r_bad = values
-            if s_n is None or r_n is None:
-                where = "no stored sums" if s_n is None else "sums of no statistics rows"
-                bad.setdefault(number, []).append(
-                    f"{statistic}, {projection}, layer {layer}: {where}"
-                )
-                continue
-            scale = _disagreement_scale(max(s_n, r_n), max(s_squares, r_squares))
-            if (
-                s_n != r_n
-                or s_bad != r_bad
-                or abs(s_total - r_total) > SUM_TOLERANCE * scale + 1e-300
-                or abs(s_squares - r_squares)
-                > SUM_TOLERANCE * max(abs(s_squares), abs(r_squares)) + 1e-300
-            ):
-                bad.setdefault(number, []).append(
-                    f"{statistic}, {projection}, layer {layer}: {s_n} samples summing to "
-                    f"{s_total:.6g} stored, {r_n} summing to {r_total:.6g} in the rows"
-                )
-    for number, examples in bad.items():
+        for first, last in _run_parts(counts, SUMS_PART_ROWS):
+            compared = _compared_sums(statistic, first, last)
+            for number, count, wrong, example in con.execute(*compared).fetchall():
+                if number not in runs:
+                    continue  # rows of no run: the orphan check's
+                entries[number] = entries.get(number, 0) + int(count)
+                if wrong:
+                    disagreeing[number] = disagreeing.get(number, 0) + int(wrong)
+                    examples.setdefault(number, _sum_example(statistic, example))
+    for number in sorted(disagreeing):
         run = runs[number]
         report.add(
             "sums",
             "problem",
             f"{run.name}: its curve sums disagree with its statistics rows in "
-            f"{len(examples)} of {entries.get(number, 0)} entries (e.g. {examples[0]}): "
+            f"{disagreeing[number]} of {entries[number]} entries (e.g. {examples[number]}): "
             f"`layerscope doctor --db {path} --repair` recomputes them from the rows",
             run.id,
         )
-    if not bad:
-        checked = len([n for n in runs if n in entries])
+    if not disagreeing:
         report.add(
             "sums",
             "ok",
-            f"curve sums of {_plural(checked, 'run')} agree with their statistics rows",
+            f"curve sums of {_plural(len(entries), 'run')} agree with their statistics rows",
         )
 
 
@@ -486,26 +562,75 @@ def _orphan_counts(con: duckdb.DuckDBPyConnection, tables: set[str]) -> dict[str
     return counts
 
 
+def _row_ranges(con: duckdb.DuckDBPyConnection, table: str) -> Iterator[tuple[int, int, int, int]]:
+    """(first run_no, last run_no, first sample_index, last sample_index) of successive parts
+    of ``table`` of at most about :data:`DUPLICATES_PART_ROWS` rows each: runs together while
+    they are small, a run's samples in ranges when it alone is bigger. Every key of a keyed
+    table holds its run and sample, so each part's keys can be grouped on their own."""
+    runs = con.execute(
+        f"SELECT run_no, count(*), min(sample_index), max(sample_index) FROM {table} "  # noqa: S608 (constant names)
+        "GROUP BY run_no ORDER BY run_no"
+    ).fetchall()
+    pending: list[tuple[int, int, int, int]] = []  # runs gathered into the next part
+    rows = 0
+    for number, count, first, last in runs:
+        if pending and rows + count > DUPLICATES_PART_ROWS:
+            yield _spanning(pending)
+            pending, rows = [], 0
+        if count <= DUPLICATES_PART_ROWS:
+            pending.append((number, count, first, last))
+            rows += count
+            continue
+        parts = math.ceil(count / DUPLICATES_PART_ROWS)
+        width = math.ceil((last - first + 1) / parts)
+        for start in range(first, last + 1, width):
+            yield number, number, start, min(last, start + width - 1)
+    if pending:
+        yield _spanning(pending)
+
+
+def _spanning(runs: list[tuple[int, int, int, int]]) -> tuple[int, int, int, int]:
+    return runs[0][0], runs[-1][0], min(r[2] for r in runs), max(r[3] for r in runs)
+
+
 def _duplicate_counts(
     con: duckdb.DuckDBPyConnection, tables: set[str]
 ) -> dict[int, tuple[int, int]]:
-    """Per run number: (keys stored more than once, of which with differing copies)."""
+    """Per run number: (keys stored more than once, of which with differing copies).
+
+    Keys are grouped a part of the table at a time (:func:`_row_ranges`), so memory stays that
+    of one part however big the cache. A first pass reads only the key columns; in a part where
+    some key is stored more than once, the rows of those keys are read again, whole, to tell
+    identical copies from differing ones (as ``--repair`` tells them: equal in every column).
+    """
     found: dict[int, tuple[int, int]] = {}
     for table, key in KEYED_TABLES.items():
         if table not in tables:
             continue
         keys = ", ".join(key)
-        rows = con.execute(
-            f"""
-            SELECT run_no, count(*), count(*) FILTER (WHERE versions > 1) FROM (
-                SELECT {keys}, count(*) AS copies, count(DISTINCT t) AS versions
-                FROM {table} t GROUP BY {keys} HAVING count(*) > 1
-            ) GROUP BY run_no
-            """  # noqa: S608 (constant table and column names)
-        ).fetchall()
-        for number, duplicated, differing in rows:
-            old = found.get(int(number), (0, 0))
-            found[int(number)] = (old[0] + int(duplicated), old[1] + int(differing))
+        part = "run_no BETWEEN ? AND ? AND sample_index BETWEEN ? AND ?"
+        for bounds in _row_ranges(con, table):
+            twice = con.execute(
+                f"SELECT count(*) FROM (SELECT 1 FROM {table} WHERE {part} "  # noqa: S608 (constant names)
+                f"GROUP BY {keys} HAVING count(*) > 1)",
+                list(bounds),
+            ).fetchone()
+            if not twice or not twice[0]:
+                continue
+            rows = con.execute(
+                f"""
+                WITH part AS NOT MATERIALIZED (SELECT * FROM {table} WHERE {part}),
+                twice AS (SELECT {keys} FROM part GROUP BY {keys} HAVING count(*) > 1)
+                SELECT run_no, count(*), count(*) FILTER (WHERE versions > 1) FROM (
+                    SELECT {keys}, count(DISTINCT t) AS versions
+                    FROM part t SEMI JOIN twice USING ({keys}) GROUP BY {keys}
+                ) GROUP BY run_no
+                """,  # noqa: S608 (constant table and column names)
+                list(bounds),
+            ).fetchall()
+            for number, duplicated, differing in rows:
+                old = found.get(int(number), (0, 0))
+                found[int(number)] = (old[0] + int(duplicated), old[1] + int(differing))
     return found
 
 
@@ -520,7 +645,7 @@ def _duplicates(
     if not found:
         report.add("duplicates", "ok", "no sample stored twice")
         return
-    for number, (duplicated, differing) in found.items():
+    for number, (duplicated, differing) in sorted(found.items()):
         run = runs[number]
         if differing:
             advice = (
@@ -539,12 +664,21 @@ def _duplicates(
 
 @contextlib.contextmanager
 def _reading(path: Path, timeout: float) -> Iterator[duckdb.DuckDBPyConnection]:
-    """A read-only connection without the schema check or upgrade other readers do."""
-    con = CacheFile(path, timeout).open(write=False)
-    try:
-        yield con
-    finally:
-        con.close()
+    """A read-only connection without the schema check or upgrade other readers do, in bounded
+    memory: DuckDB's buffer pool (the file's blocks it keeps, and the checks' hash tables) is
+    capped at :data:`MEMORY_LIMIT` instead of its default 80% of the machine's memory, what
+    outgrows it spills to a temporary folder of the system's (never beside the cache, which
+    doctor leaves as it is), and results need not keep the rows' order."""
+    with tempfile.TemporaryDirectory(prefix="layerscope-doctor-") as spill:
+        con = CacheFile(path, timeout).open(write=False)
+        try:
+            con.execute("SET memory_limit = ?", [MEMORY_LIMIT])
+            con.execute("SET threads = ?", [min(os.cpu_count() or 1, MAX_THREADS)])
+            con.execute("SET preserve_insertion_order = false")
+            con.execute("SET temp_directory = ?", [spill])
+            yield con
+        finally:
+            con.close()
 
 
 def examine(path: Path | str, report: HealthReport | None = None) -> HealthReport:
