@@ -61,8 +61,9 @@ def leaf_labels(tree: RunsBrowser) -> dict[str, str]:
     return labels
 
 
-async def compare(app: LayerscopeApp, pilot, run_ids: list[str]) -> None:
-    """Mark runs in the Runs tab by keyboard (space), then open the chart (enter)."""
+async def compare(app: LayerscopeApp, pilot, run_ids: list[str], *, settled: bool = True) -> None:
+    """Mark runs in the Runs tab by keyboard (space), then open the chart (enter); `settled`:
+    wait for every read it started (a test that holds one back waits itself)."""
     await pilot.press("2")
     await settle(app, pilot)
     tree = app.query_one(RunsBrowser)
@@ -75,7 +76,8 @@ async def compare(app: LayerscopeApp, pilot, run_ids: list[str]) -> None:
         await pilot.pause()
         await pilot.press("space")
     await pilot.press("enter")
-    await settle(app, pilot)
+    if settled:
+        await settle(app, pilot)
 
 
 async def test_runs_browser_shows_every_run_with_status_and_counts(filled: dict[str, str]):

@@ -238,6 +238,65 @@ async def test_a_run_shows_progress_and_updates_the_chart_live(script: Script, m
         assert all(label.startswith("●") for label in marked)
 
 
+async def test_a_batch_reads_the_chart_once_and_tests_only_the_pair_it_changed(
+    script: Script, model: str, monkeypatch: pytest.MonkeyPatch
+):
+    """A batch that lands redraws the live chart from one read (not one for the progress and
+    one for the runs' new counts), and the pair is tested once per state of what its runs
+    stored: a batch of the second run tests it again, a redraw of the same counts never."""
+    from layerscope.analysis import compare as analysis_compare
+
+    reads = 0
+    tested: list[tuple[int, int]] = []  # the two runs' stored samples, at each pair's tests
+    compare_runs, pair_tests = analysis_compare.compare_runs, analysis_compare._pair_tests
+
+    def counted_reads(*args, **kwargs):
+        nonlocal reads
+        reads += 1
+        return compare_runs(*args, **kwargs)
+
+    def counted_tests(cache, info_a, info_b, *args, **kwargs):
+        tested.append((info_a.samples_done, info_b.samples_done))
+        return pair_tests(cache, info_a, info_b, *args, **kwargs)
+
+    monkeypatch.setattr(analysis_compare, "compare_runs", counted_reads)
+    monkeypatch.setattr(analysis_compare, "_pair_tests", counted_tests)
+    app = LayerscopeApp(model=model, poll_seconds=0)
+    async with app.run_test(size=SIZE) as pilot:
+        await start(app, pilot, ["none_cot", "detailed_cot"])
+        await until(app, pilot, lambda: len(progress_rows(app)) == 2, "planned rows")
+        chart = app.query_one(LayerChart)
+        reads_per_batch = []
+        for batch, (name, done) in enumerate(
+            [("none_cot", 4), ("none_cot", 8), ("none_cot", 12), ("detailed_cot", 4)]
+        ):
+            reads = 0
+            script.gate.release()
+            await until(
+                app,
+                pilot,
+                lambda: progress_rows(app)[f"math/{name}"].startswith(f"{done}/12"),  # noqa: B023
+                f"batch {batch + 1}",
+            )
+            await settle(app, pilot, keep_compute=True)
+            await until(app, pilot, lambda: not chart.testing, "the tests")
+            reads_per_batch.append(reads)
+        # the third batch ends none_cot (its status changes too): not counted
+        assert [reads_per_batch[i] for i in (0, 1, 3)] == [1, 1, 1]
+        assert len(tested) == 1 and tested[0][1] > 0
+        assert {s.label for s in chart.series} == {"none_cot", "detailed_cot"}
+        for _ in range(10):
+            script.gate.release()
+        await app.workers.wait_for_complete()
+        await settle(app, pilot)
+        runs = [app.runs_by_id[run_id] for run_id in app.comparison]
+        assert [run.status for run in runs] == ["complete", "complete"] and not chart.testing
+        # a state of the two runs is tested once at most (batches that land while a test
+        # runs are tested together), and the last is what the marks show
+        assert len(tested) == len(set(tested)) <= 3
+        assert tested[-1] == (runs[0].samples_done, runs[1].samples_done)
+
+
 async def test_cancel_keeps_finished_samples_and_running_again_resumes(script: Script, model: str):
     app = LayerscopeApp(model=model, poll_seconds=0)
     async with app.run_test(size=SIZE) as pilot:

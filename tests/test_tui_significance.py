@@ -1,21 +1,34 @@
 """The explorer says whether overlaid runs differ: the comparison table's "sig." column and
-verdict, and a star under each layer that differs on the chart, legible without colour."""
+verdict, and a star under each layer that differs on the chart, legible without colour.
+
+The tests take longer than the curves on a big cache, so the curves come first and the marks
+follow ("testing…" meanwhile); each pair is tested once for what its runs stored, so a redraw
+(another statistic and back, log scale, interval, x axis) never tests again. Here the tests are
+held on a gate the test opens, and counted.
+"""
 
 from __future__ import annotations
 
+import contextlib
+import threading
+import time
+from collections.abc import Callable
 from pathlib import Path
 
 import pytest
 from test_tui_browse import compare, settle
+from textual.worker import WorkerCancelled
 from tui_synthetic import LAYERS, fill_cache
 
+from layerscope.analysis import compare as analysis_compare
 from layerscope.analysis.cache import ResultsCache
-from layerscope.analysis.compare import compare_runs
+from layerscope.analysis.compare import SIGNIFICANCE_MEMO, compare_runs
 from layerscope.app.tui.app import LayerscopeApp
-from layerscope.app.tui.widgets.comparison_table import COLUMNS, ComparisonTable
+from layerscope.app.tui.widgets.comparison_table import COLUMNS, TESTING, ComparisonTable
 from layerscope.app.tui.widgets.layer_chart import LayerChart
 
 SIZE = (100, 32)
+PROJECTIONS = 4  # q k v o: the synthetic runs' projections, one test each
 
 
 @pytest.fixture
@@ -24,7 +37,65 @@ def filled(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> dict[str, str]:
     monkeypatch.setenv("LAYERSCOPE_DB", str(db))
     monkeypatch.setenv("LAYERSCOPE_STATE", str(tmp_path / "state.json"))
     monkeypatch.setenv("HF_HUB_CACHE", str(tmp_path / "hf"))
-    return fill_cache(db)
+    SIGNIFICANCE_MEMO.clear()
+    yield fill_cache(db)
+    SIGNIFICANCE_MEMO.clear()
+
+
+class Tally:
+    """Counts the paired tests the explorer runs (one per pair and projection) and the chart's
+    reads of curves; while `held`, a test waits until the test calls `release()`."""
+
+    def __init__(self, monkeypatch: pytest.MonkeyPatch, *, held: bool = False) -> None:
+        self.run: list[tuple[str, str, str]] = []
+        self.reads = 0
+        self.entered = threading.Event()
+        self._gate = threading.Event()
+        if not held:
+            self._gate.set()
+        paired_tests, compare_runs = analysis_compare.paired_tests, analysis_compare.compare_runs
+
+        def gated(run_a, run_b, projection, *args, **kwargs):
+            self.entered.set()
+            if not self._gate.wait(timeout=60):
+                raise TimeoutError("the test never released the significance tests")
+            self.run.append((run_a, run_b, projection))
+            return paired_tests(run_a, run_b, projection, *args, **kwargs)
+
+        def counted(*args, **kwargs):
+            self.reads += 1
+            return compare_runs(*args, **kwargs)
+
+        monkeypatch.setattr(analysis_compare, "paired_tests", gated)
+        monkeypatch.setattr(analysis_compare, "compare_runs", counted)
+
+    def release(self) -> None:
+        self._gate.set()
+
+    def take(self) -> tuple[int, int]:
+        """(paired tests run, chart reads) since the last call."""
+        counts = (len(self.run), self.reads)
+        self.run.clear()
+        self.reads = 0
+        return counts
+
+
+async def settle_reads(app: LayerscopeApp, pilot) -> None:
+    """Let every read but the significance tests (held) finish and be shown."""
+    for _ in range(3):
+        for worker in [w for w in app.workers if w.group != "chart-tests"]:
+            with contextlib.suppress(WorkerCancelled):
+                await worker.wait()
+        await pilot.pause()
+
+
+async def until(pilot, condition: Callable[[], bool], what: str) -> None:
+    """Poll `condition` while the app handles its messages (bounded)."""
+    deadline = time.monotonic() + 30
+    while not condition():
+        if time.monotonic() > deadline:
+            raise AssertionError(f"timed out waiting for {what}")
+        await pilot.pause(0.02)
 
 
 async def test_comparison_table_and_chart_mark_the_layers_that_differ(filled: dict[str, str]):
@@ -73,3 +144,85 @@ async def test_a_single_run_has_no_marks_and_no_verdict(filled: dict[str, str]):
         assert "differs" not in chart.as_text(100, 24)
         rows = app.query_one(ComparisonTable).csv_rows[1:]
         assert rows and all(row[8] == "" for row in rows)
+
+
+async def test_the_curves_come_first_and_the_marks_when_the_tests_end(
+    filled: dict[str, str], monkeypatch: pytest.MonkeyPatch
+):
+    a, b = filled["none_cot"], filled["detailed_cot"]
+    expected = {
+        row.projection: row
+        for row in compare_runs(ResultsCache(), [a, b], "nuclear_norm").significance
+    }
+    assert any(row.differing for row in expected.values())
+    SIGNIFICANCE_MEMO.clear()
+    tests = Tally(monkeypatch, held=True)
+    app = LayerscopeApp(poll_seconds=0)
+    try:
+        async with app.run_test(size=SIZE) as pilot:
+            await settle(app, pilot)
+            await compare(app, pilot, [a, b], settled=False)
+            await settle_reads(app, pilot)
+            await until(pilot, tests.entered.is_set, "the tests to start")
+            # the curves and the MAD table are drawn while the tests run, which says so
+            chart = app.query_one(LayerChart)
+            assert {s.label for s in chart.series} == {"none_cot", "detailed_cot"}
+            assert chart.testing and chart.marks == {}
+            drawn = chart.as_text(100, 24)
+            assert "testing significance…" in drawn and "*" not in drawn
+            table = app.query_one(ComparisonTable)
+            header = table.csv_rows[0]
+            rows = {(r[0], r[1]): dict(zip(header, r, strict=True)) for r in table.csv_rows[1:]}
+            assert rows[("detailed_cot", "q")]["MAD all"] != ""
+            assert rows[("detailed_cot", "q")]["verdict"] == TESTING
+            assert rows[("none_cot", "q")]["verdict"] == ""
+            assert "…" in [str(cell) for cell in table.get_row_at(LAYERS)]  # detailed_cot, q
+            assert tests.take()[0] == 0
+            # keys are answered while the tests run: a redraw needs no read
+            await pilot.press("l")
+            await pilot.press("b")
+            await pilot.pause()
+            assert chart.log_scale and chart.band != "none" and chart.testing
+            assert "(log)" in chart.as_text(100, 24)
+            assert tests.take() == (0, 0)
+            tests.release()
+            await settle(app, pilot)
+            assert not chart.testing
+            assert chart.marks == {p: t.differing for p, t in expected.items()}
+            assert "* differs (q<0.05)" in chart.as_text(100, 24)
+            rows = {(r[0], r[1]): dict(zip(header, r, strict=True)) for r in table.csv_rows[1:]}
+            for projection, test in expected.items():
+                assert rows[("detailed_cot", projection)]["verdict"] == test.verdict
+            assert tests.take() == (PROJECTIONS, 0)  # one pair, tested once
+    finally:
+        tests.release()
+
+
+async def test_redraws_and_coming_back_to_a_statistic_do_not_test_again(
+    filled: dict[str, str], monkeypatch: pytest.MonkeyPatch
+):
+    a, b = filled["none_cot"], filled["detailed_cot"]
+    tests = Tally(monkeypatch)
+    app = LayerscopeApp(poll_seconds=0)
+    async with app.run_test(size=SIZE) as pilot:
+        await settle(app, pilot)
+        await compare(app, pilot, [a, b])
+        chart = app.query_one(LayerChart)
+        marks = chart.marks
+        assert marks and not chart.testing
+        assert tests.take()[0] == PROJECTIONS  # one pair, tested once
+        await pilot.press("s")  # another statistic: another question, tested once
+        await settle(app, pilot)
+        assert chart.metric == "sigma1_ratio" and not chart.testing
+        assert tests.take() == (PROJECTIONS, 1)
+        await pilot.press("S")  # back: known, drawn with its marks at once
+        await pilot.pause()
+        await settle_reads(app, pilot)
+        assert chart.metric == "nuclear_norm" and not chart.testing and chart.marks == marks
+        assert tests.take() == (0, 1)
+        # what only changes the drawing reads nothing and tests nothing
+        for key in ("l", "l", "b", "b", "x", "x", "d", "w", "w"):
+            await pilot.press(key)
+        await settle(app, pilot)
+        assert chart.marks == marks and not chart.log_scale
+        assert tests.take() == (0, 0)

@@ -348,10 +348,9 @@ class LayerscopeApp(App[None]):
 
     @reported
     def on_run_progressed(self, message: RunProgressed) -> None:
-        progress = message.progress
-        self.query_one(RunProgressPanel).show_progress(progress)
-        if progress.run_id in self.comparison:
-            self._tabs().compare.reload()
+        self.query_one(RunProgressPanel).show_progress(message.progress)
+        # The scan finds the batch in the run's counts and redraws the chart once (reloading
+        # here too read every comparison twice per batch, significance tests included).
         self.scan_cache()
 
     def on_run_ended(self, message: RunEnded) -> None:

@@ -238,12 +238,29 @@ class MarkedSamplesWriteRequested(_Fact):
 
 @dataclass(eq=False)
 class ChartLoaded(CacheRead):
-    """Curves and comparison tables for the chart were read from the cache."""
+    """Curves and comparison tables for the chart were read from the cache.
+
+    `significance` holds the tests of each run against the first when they were already
+    known for what the runs have stored, else None: they are being computed, and come in a
+    `SignificanceTested` of their own (the curves are shown first). `pairs`, `metric` and
+    `response_tokens` are what the tests compare.
+    """
 
     curves: list[LayerCurve] = field(default_factory=list)
     mad_rows: list[MadRow] = field(default_factory=list)
     differences: list[RelativeDifferenceRow] = field(default_factory=list)
-    # each run against the first: the layer-wise tests, per projection
+    # each run against the first: the layer-wise tests, per projection (None: not known yet)
+    significance: list[ProjectionSignificance] | None = field(default_factory=list)
+    pairs: list[tuple[str, str]] = field(default_factory=list)
+    metric: str = ""
+    response_tokens: tuple[int, int] | None = None
+
+
+@dataclass(eq=False)
+class SignificanceTested(CacheRead):
+    """The layer-wise tests of the chart's runs against the first were computed (or found:
+    each pair is tested once for what its runs have stored)."""
+
     significance: list[ProjectionSignificance] = field(default_factory=list)
 
 

@@ -7,6 +7,16 @@ whether a computation is running and the theme's darkness. Curves are read throu
 reader's coalescing channel (a large cache must not freeze the keyboard, and a batch landing
 every second during a run only marks the view stale while a read is in flight). Asking for a
 length filter is a message: the App owns the filter and its dialog.
+
+The tests of significance behind the chart's marks and the table's "sig" column take longer
+than the curves on a big cache (paired tests read every shared sample), so the curves come
+first: the chart read hands the tests over only when they are already known for what the runs
+have stored (:func:`~layerscope.analysis.compare.memoised_significance_rows`), else the curves
+are drawn with "testing…" and a second coalescing channel computes the tests (once per pair
+and stored counts: the analysis layer keeps them) and fills in the marks when they arrive.
+What only changes how the data is drawn (interval, log scale, x axis, theme, computing or not)
+is redrawn from the data held, without a read; ``ChartViewChanged`` is posted when the user
+changes the runs or the view, not when new data is read.
 """
 
 from __future__ import annotations
@@ -29,6 +39,7 @@ from layerscope.app.tui.messages import (
     ChartViewChanged,
     LengthFilterRequested,
     PaperTableRequested,
+    SignificanceTested,
     SpectraLoaded,
 )
 from layerscope.app.tui.widgets.comparison_table import ComparisonTable
@@ -47,7 +58,6 @@ from layerscope.app.tui.widgets.spectrum_chart import SpectrumChart
 
 if TYPE_CHECKING:
     from layerscope.analysis.cache import ResultsCache
-    from layerscope.analysis.compare import MadRow, RelativeDifferenceRow
     from layerscope.analysis.records import LayerCurve, RunInfo
     from layerscope.analysis.significance import ProjectionSignificance
     from layerscope.app.tui.export import ChartFigure
@@ -156,6 +166,14 @@ class ComparePane(ReportsWorkerErrors, Vertical):
         super().__init__(id=id)
         self._reads = reader.channel(self, "chart-load", coalesce=True)
         self._reads.on_stale = self.reload
+        self._tests = reader.channel(self, "chart-tests", coalesce=True)
+        self._tests.on_stale = self._test_again
+        self._loaded: ChartLoaded | None = None  # the data drawn (redrawn without a read)
+        # what the read asked last and what the data held answers: runs, statistic,
+        # projections and length range (`_question()`)
+        self._asked: tuple[object, ...] | None = None
+        self._answered: tuple[object, ...] | None = None
+        self._significance: list[ProjectionSignificance] | None = []  # None: being tested
         self._spectra_reads = reader.channel(self, "spectra-load", exclusive=True)
         self.showing_spectra = False
         self.dark = dark
@@ -192,12 +210,14 @@ class ComparePane(ReportsWorkerErrors, Vertical):
 
     def set_computing(self, computing: bool) -> None:
         """Whether a computation is running (what an empty chart says)."""
-        self.computing = computing
+        if computing != self.computing:
+            self.computing = computing
+            self._redraw()
 
     def set_dark(self, dark: bool) -> None:
         """The theme changed: redraw with the palette for it."""
         self.dark = dark
-        self.reload()
+        self._redraw()
 
     def set_length_range(self, length_range: tuple[int, int] | None) -> None:
         """The response-length filter (owned by the App) changed."""
@@ -209,6 +229,7 @@ class ComparePane(ReportsWorkerErrors, Vertical):
     def show_runs(self, run_ids: list[str]) -> None:
         """Overlay these runs (in this order; the first is the baseline)."""
         self.run_ids = list(run_ids)
+        self._view_changed()
         self.reload()
 
     def projection_order(self) -> list[str]:
@@ -222,6 +243,7 @@ class ComparePane(ReportsWorkerErrors, Vertical):
 
     def set_metric(self, metric: str) -> None:
         self.metric = metric
+        self._view_changed()
         self.reload()
 
     def action_toggle_projection(self, projection: str) -> None:
@@ -232,6 +254,7 @@ class ComparePane(ReportsWorkerErrors, Vertical):
             self.shown_projections.discard(projection)
         else:
             self.shown_projections.add(projection)
+        self._view_changed()
         self.reload()
 
     def action_toggle_mlp(self) -> None:
@@ -246,6 +269,7 @@ class ComparePane(ReportsWorkerErrors, Vertical):
                     "No MLP statistics in these runs: compute with module set 'mlp' or 'all'.",
                     severity="warning",
                 )
+        self._view_changed()
         self.reload()
 
     def _has_mlp(self) -> bool:
@@ -258,15 +282,18 @@ class ComparePane(ReportsWorkerErrors, Vertical):
     def action_cycle_band(self) -> None:
         position = BAND_MODES.index(self.band)
         self.band = BAND_MODES[(position + 1) % len(BAND_MODES)]
-        self.reload()
+        self._view_changed()
+        self._redraw()
 
     def action_toggle_log(self) -> None:
         self.log_scale = not self.log_scale
-        self.reload()
+        self._view_changed()
+        self._redraw()
 
     def action_toggle_depth(self) -> None:
         self.depth = "normalised" if self.depth == "layer" else "layer"
-        self.reload()
+        self._view_changed()
+        self._redraw()
 
     def action_toggle_legend_settings(self) -> None:
         self.legend_settings = not self.legend_settings
@@ -287,7 +314,9 @@ class ComparePane(ReportsWorkerErrors, Vertical):
         self.showing_spectra = not self.showing_spectra
         self.query_one(SpectrumChart).display = self.showing_spectra
         self.query_one(LayerChart).display = not self.showing_spectra
-        self.reload()
+        self._update_status()
+        if self.showing_spectra:
+            self._reload_spectra()
 
     def _reload_spectra(self) -> None:
         """Read the spectra of the first run, first projection shown (the w view)."""
@@ -338,14 +367,20 @@ class ComparePane(ReportsWorkerErrors, Vertical):
 
     # --- loading ----------------------------------------------------------------------------
 
+    def _view_changed(self) -> None:
+        """The user changed the runs or the view: say so (the App keeps it for the next start)."""
+        self._update_status()
+        self.post_message(ChartViewChanged())
+
     def reload(self) -> None:
         """Read the curves again (now, or as soon as the read in flight ends)."""
         self._update_status()
-        self.post_message(ChartViewChanged())
         if self.showing_spectra:
             self._reload_spectra()
         if not self.run_ids:
             self._reads.invalidate()
+            self._tests.invalidate()
+            self._loaded = self._answered = None
             self._show_empty()
             return
         run_ids = list(self.run_ids)
@@ -354,47 +389,118 @@ class ComparePane(ReportsWorkerErrors, Vertical):
         length_range = self.length_range
 
         def query(cache: ResultsCache) -> ChartLoaded:
-            from layerscope.analysis.compare import compare_runs
+            from layerscope.analysis.compare import compare_runs, memoised_significance_rows
 
             # Runs of a request that have not started yet are not in the cache: skip them.
             stored = {run.id for run in cache.runs()}
             present = [run_id for run_id in run_ids if run_id in stored]
             if not present:
-                return ChartLoaded()
+                return ChartLoaded(metric=metric, response_tokens=length_range)
+            pairs = [(present[0], other) for other in present[1:]]
             comparison = compare_runs(
-                cache, present, metric, projections, response_tokens=length_range
+                cache,
+                present,
+                metric,
+                projections,
+                response_tokens=length_range,
+                pairs=pairs,
+                significance=False,
+            )
+            known = memoised_significance_rows(
+                cache, comparison.curves, pairs, metric, length_range
             )
             return ChartLoaded(
-                comparison.curves, comparison.mad, comparison.relative, comparison.significance
+                comparison.curves,
+                comparison.mad,
+                comparison.relative,
+                known,
+                pairs=pairs,
+                metric=metric,
+                response_tokens=length_range,
             )
 
-        self._reads.request(query, ChartLoaded)
+        if self._reads.request(query, ChartLoaded):
+            self._asked = self._question()
+
+    def _question(self) -> tuple[object, ...]:
+        """What a chart read answers: the runs, the statistic, the projections and the
+        length range (the rest of the view only changes how the answer is drawn)."""
+        return (tuple(self.run_ids), self.metric, tuple(self.projection_order()), self.length_range)
 
     @reported
     def on_chart_loaded(self, message: ChartLoaded) -> None:
         message.stop()
         if not self._reads.accept(message):
             return
+        self._tests.invalidate()  # tests of earlier curves are no longer wanted
         if message.error:
+            self._loaded = None
             self.query_one(LayerChart).placeholder = f"Could not read the curves: {message.error}"
             self._show_empty()
             return
-        self._show(message.curves, message.mad_rows, message.differences, message.significance)
+        self._loaded, self._answered = message, self._asked
+        self._significance = message.significance
+        self._show()
+        if message.significance is None:
+            self._test(message)
+
+    def _test(self, loaded: ChartLoaded) -> None:
+        """Compute the tests of the curves drawn (a pair's are computed once and kept)."""
+        curves, pairs = list(loaded.curves), list(loaded.pairs)
+        metric, length_range = loaded.metric, loaded.response_tokens
+
+        def query(cache: ResultsCache) -> SignificanceTested:
+            from layerscope.analysis.compare import significance_rows
+
+            return SignificanceTested(significance_rows(cache, curves, pairs, metric, length_range))
+
+        self._tests.request(query, SignificanceTested)
+
+    def _test_again(self) -> None:
+        """Curves came while tests were computed: test the newest ones (often known by now)."""
+        if self._loaded is not None and self._significance is None:
+            self._test(self._loaded)
+
+    @reported
+    def on_significance_tested(self, message: SignificanceTested) -> None:
+        message.stop()
+        if not self._tests.accept(message) or self._loaded is None:
+            return
+        if message.error:
+            self.notify(f"Could not test significance: {message.error}", severity="warning")
+        significance = [] if message.error else list(message.significance)
+        self._significance = significance
+        # what arrives flows into the widgets through their reactives
+        chart = self.query_one(LayerChart)
+        chart.marks = self._marks_at(differing_layers(significance))
+        chart.testing = False
+        table = self.query_one(ComparisonTable)
+        table.significance = tuple(significance)
+        table.testing = False
+
+    def _redraw(self) -> None:
+        """Draw the data held again in the current view, without a read, at once (a read in
+        flight, a batch's say, does not hold the key up). Data that answers another question
+        (another statistic or runs, asked meanwhile) is not drawn: the read in flight for the
+        current one draws its answer in the view of its arrival."""
+        if self._loaded is not None and self._answered == self._question():
+            self._show()
+        elif not self.run_ids:
+            self._show_empty()
 
     def _show_empty(self) -> None:
         self.curves = []
         self.query_one(LayerChart).show([], [], self.metric, self.band, self.log_scale)
         self.query_one(ComparisonTable).show([], [], {}, {}, None, [])
 
-    def _show(
-        self,
-        curves: list[LayerCurve],
-        mad_rows: list[MadRow],
-        differences: list[RelativeDifferenceRow],
-        significance: list[ProjectionSignificance],
-    ) -> None:
+    def _show(self) -> None:
+        """Draw the data held (`_loaded`, and the tests when known) in the current view."""
         from layerscope.analysis.compare import normalised_depth
 
+        assert self._loaded is not None
+        curves = self._loaded.curves
+        testing = self._significance is None
+        significance = self._significance or []
         self.curves = list(curves)
         runs = self.runs_by_id
         known = [runs[run_id] for run_id in self.run_ids if run_id in runs]
@@ -440,6 +546,7 @@ class ComparePane(ReportsWorkerErrors, Vertical):
             self.log_scale,
             legend_settings=self.legend_settings,
             marks=self._marks_at(differing_layers(significance)),
+            testing=testing,
             depth=self.depth,
         )
         if chart.log_refused:
@@ -449,7 +556,13 @@ class ComparePane(ReportsWorkerErrors, Vertical):
             )
         baseline = self.run_ids[0] if self.run_ids else None
         self.query_one(ComparisonTable).show(
-            mad_rows, differences, self.labels, self.colours, baseline, significance
+            self._loaded.mad_rows,
+            self._loaded.differences,
+            self.labels,
+            self.colours,
+            baseline,
+            significance,
+            testing=testing,
         )
 
     def _marks_at(self, marks: dict[str, list[int]]) -> dict[str, list[float]]:

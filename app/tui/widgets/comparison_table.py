@@ -11,6 +11,10 @@ difference, "base" on the baseline's rows, "RD at" the layers where it is larges
 values, "sig" the count of differing layers) so that the whole table fits 80 columns next to
 two-part run labels; longer labels make it scroll sideways (left/right). The CSV export keeps
 the full cells.
+
+The tests come after the MAD and relative differences (on a big cache they take longer):
+``testing`` shows "…" in "sig" (and "testing…" as the CSV's verdict) until ``significance``
+arrives; both are reactive, and setting either refills the rows.
 """
 
 from __future__ import annotations
@@ -19,6 +23,7 @@ from collections.abc import Sequence
 from typing import Any
 
 from rich.text import Text
+from textual.reactive import reactive
 from textual.widgets import DataTable
 
 from layerscope.app.tui.format import number, rich_colour
@@ -39,14 +44,25 @@ COLUMNS = (
     "differing layers",
 )
 SCREEN_COLUMNS = ("run", "proj", "MAD", "early", "mid", "late", "RD", "RD at", "sig")
+TESTING = "testing…"
 
 
 class ComparisonTable(DataTable):
     """MAD and relative difference rows; `rows_as_csv()` feeds the export."""
 
+    # significance.ProjectionSignificance of each run against the baseline, per projection
+    significance: reactive[tuple[Any, ...]] = reactive((), init=False)
+    # the tests are being computed (the MAD and relative differences are shown already)
+    testing: reactive[bool] = reactive(False, init=False)
+
     def __init__(self, *, id: str | None = None, classes: str | None = None) -> None:
         super().__init__(id=id, classes=classes, cursor_type="row", zebra_stripes=True)
         self.csv_rows: list[list[str]] = []
+        self._mad_rows: Sequence[Any] = ()
+        self._relative_rows: Sequence[Any] = ()
+        self._labels: dict[str, str] = {}
+        self._colours: dict[str, str] = {}
+        self._baseline: str | None = None
 
     def on_mount(self) -> None:
         self.add_columns(*SCREEN_COLUMNS)
@@ -59,14 +75,31 @@ class ComparisonTable(DataTable):
         colours: dict[str, str],
         baseline: str | None,
         significance: Sequence[Any] = (),
+        *,
+        testing: bool = False,
     ) -> None:
         """Fill from compare.MadRow, compare.RelativeDifferenceRow and (tests against the
-        baseline) significance.ProjectionSignificance lists."""
-        relative = {(row.run_id, row.projection): row for row in relative_rows}
-        tests = {(row.run_b, row.projection): row for row in significance}
+        baseline) significance.ProjectionSignificance lists; `testing`: the tests are still
+        being computed."""
+        self._mad_rows, self._relative_rows = mad_rows, relative_rows
+        self._labels, self._colours, self._baseline = labels, colours, baseline
+        self.set_reactive(ComparisonTable.significance, tuple(significance))
+        self.set_reactive(ComparisonTable.testing, testing)
+        self._fill()
+
+    def watch_significance(self) -> None:
+        self._fill()
+
+    def watch_testing(self) -> None:
+        self._fill()
+
+    def _fill(self) -> None:
+        labels, colours, baseline = self._labels, self._colours, self._baseline
+        relative = {(row.run_id, row.projection): row for row in self._relative_rows}
+        tests = {(row.run_b, row.projection): row for row in self.significance}
         self.clear()
         self.csv_rows = [list(COLUMNS)]
-        for row in mad_rows:
+        for row in self._mad_rows:
             label = labels.get(row.run_id, row.run_id[:8])
             difference = relative.get((row.run_id, row.projection))
             if row.run_id == baseline:
@@ -79,7 +112,10 @@ class ComparisonTable(DataTable):
                     f"{layer} ({number(value, 2)})" for layer, value in difference.top_layers[:3]
                 )
             test = tests.get((row.run_id, row.projection))
-            if test is None or row.run_id == baseline:
+            if row.run_id != baseline and difference is not None and self.testing:
+                verdict_cells = [TESTING, "", ""]
+                sig_text = "…"
+            elif test is None or row.run_id == baseline:
                 verdict_cells = ["", "", ""]
                 sig_text = ""
             else:

@@ -5,7 +5,9 @@ with plotext. The widget only draws: curves arrive already aggregated by the cac
 std, 95% interval per layer), so a redraw is cheap enough to follow a live computation. Layers
 where a run differs significantly from the baseline (``marks``, from the comparison's tests)
 get a ``*`` along the bottom of their panel, legible without colour; the x axis label says
-what they mean.
+what they mean. The tests take longer than the curves on a big cache, so the marks come on
+their own: ``testing`` (the x axis label says "testing…") while they are computed, then
+``marks``; both are reactive, and setting either redraws.
 """
 
 from __future__ import annotations
@@ -16,6 +18,7 @@ from dataclasses import dataclass
 from typing import Literal
 
 from rich.text import Text
+from textual.reactive import reactive
 
 from layerscope.app.tui.format import rich_colour
 from layerscope.app.tui.widgets.plotext_chart import PlotextChart
@@ -40,6 +43,8 @@ SIGNIFICANCE_LABELS = (
     f"   {SIGNIFICANCE_MARK} differs (q<0.05)",
     f"  {SIGNIFICANCE_MARK} differs",
 )
+# what the x axis label adds while the tests behind the marks are being computed
+TESTING_LABELS = ("   testing significance…", "   testing…")
 # x axis: layer index, or normalised depth layer / (layers - 1) (analysis.compare.DEPTHS)
 Depth = Literal["layer", "normalised"]
 DEPTH_TICKS = (0.0, 0.25, 0.5, 0.75, 1.0)
@@ -117,6 +122,11 @@ class LayerChart(PlotextChart):
 
     can_focus = True
 
+    # projection -> x of the layers that differ significantly (layer, or normalised depth)
+    marks: reactive[dict[str, list[float]]] = reactive(dict, layout=False, init=False)
+    # the tests behind the marks are being computed (the curves are drawn already)
+    testing: reactive[bool] = reactive(False, layout=False, init=False)
+
     def __init__(
         self,
         *,
@@ -132,8 +142,6 @@ class LayerChart(PlotextChart):
         self.log_scale = False
         self.log_refused = False
         self.legend_settings = False  # the legend names each run's settings, one run a line
-        # projection -> x of the layers that differ significantly (layer, or normalised depth)
-        self.marks: dict[str, list[float]] = {}
         self.depth: Depth = "layer"
         self.placeholder = "Select runs to compare (Runs tab, space) or start a run (r)."
 
@@ -147,13 +155,16 @@ class LayerChart(PlotextChart):
         *,
         legend_settings: bool = False,
         marks: dict[str, list[float]] | None = None,
+        testing: bool = False,
         depth: Depth = "layer",
     ) -> None:
         """Replace the data and redraw (the legend with each run's settings when asked; a mark
-        at each layer of ``marks`` where a run differs from the first; x is normalised depth
-        when ``depth`` says so, the series' ``layers`` already converted)."""
+        at each layer of ``marks`` where a run differs from the first, or "testing…" while
+        they are computed; x is normalised depth when ``depth`` says so, the series' ``layers``
+        already converted)."""
         self.series = series
-        self.marks = marks or {}
+        self.set_reactive(LayerChart.marks, marks or {})
+        self.set_reactive(LayerChart.testing, testing)
         self.depth = depth
         self.legend_settings = legend_settings
         self.projections = projections
@@ -163,6 +174,12 @@ class LayerChart(PlotextChart):
         self.log_refused = log_scale and any(
             value <= 0 or not math.isfinite(value) for item in series for value in item.mean
         )
+        self.replot()
+
+    def watch_marks(self) -> None:
+        self.replot()
+
+    def watch_testing(self) -> None:
         self.replot()
 
     def show_legend_settings(self, on: bool) -> None:
@@ -215,11 +232,17 @@ class LayerChart(PlotextChart):
             self._draw_marks(panel, projection, height // rows)
 
     def _marks_label(self, panel_width: int) -> str:
-        """What the x axis label says about the stars, when any panel has them."""
-        if not any(self.marks.get(p) for p in self.projections):
+        """What the x axis label says about the stars, when any panel has them, or that the
+        tests behind them are being computed."""
+        labels: tuple[str, ...]
+        if self.testing:
+            labels = TESTING_LABELS
+        elif any(self.marks.get(p) for p in self.projections):
+            labels = SIGNIFICANCE_LABELS
+        else:
             return ""
         room = panel_width - 14 - len("layer")  # plotext drops a longer label
-        return next((text for text in SIGNIFICANCE_LABELS if len(text) <= room), "")
+        return next((text for text in labels if len(text) <= room), "")
 
     def _draw_marks(self, panel: object, projection: str, panel_height: int) -> None:
         """A star at the bottom of the panel above each layer that differs significantly."""
