@@ -39,8 +39,9 @@ Definitions (after arXiv 2410.23743 and its released ``code_vis/exp_utils.py``):
   --repair`` removes only rows the tests never read (orphans) or identical second copies
   (of a sample: the count changes). The memo is bounded (the least
   recently used pairs are dropped) and guarded by a lock: the explorer reads from worker
-  threads. Nothing is cached across processes, and a hit returns the very numbers a fresh
-  computation would.
+  threads. Across processes the cache file keeps them (:mod:`layerscope.analysis.cache.kept_tests`: a ``show``
+  is a fresh process), under the same key less the file; a hit, in memory or in the file,
+  returns the very numbers a fresh computation would.
 * **Relative difference** of curve b against baseline a: ``mean over layers of |a - b| / |a|``,
   where a zero baseline value is replaced by 1e-10 as in the paper; layers where either value is
   not finite are left out. The five layers where it is largest are reported with their values.
@@ -52,12 +53,11 @@ import hashlib
 import itertools
 import math
 import threading
+from array import array
 from collections import OrderedDict
 from collections.abc import Callable, Hashable, Sequence
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING
-
-import numpy as np
 
 from layerscope.analysis.records import METRICS, LayerCurve, RunInfo
 from layerscope.analysis.significance import (
@@ -367,6 +367,10 @@ class SignificanceMemo:
             return len(self._entries)
 
 
+# The format of the tests and their records: kept tests of another format are computed anew
+# (raise it when a test, its inputs or LayerTest / ProjectionSignificance change).
+TESTS_FORMAT = 1
+
 # The process's memo of tests (the explorer's chart reads and a CLI command share it).
 SIGNIFICANCE_MEMO = SignificanceMemo()
 
@@ -385,14 +389,18 @@ def _curve_digest(curves: Sequence[LayerCurve]) -> str:
     for curve in curves:
         digest.update(f"{curve.run_id}|{curve.projection}|".encode())
         for values, kind in (
-            (curve.layers, np.int64),
-            (curve.count, np.int64),
-            (curve.mean, np.float64),
-            (curve.std, np.float64),
+            (curve.layers, "q"),
+            (curve.count, "q"),
+            (curve.mean, "d"),
+            (curve.std, "d"),
         ):
-            digest.update(np.asarray(list(values), dtype=kind).tobytes())
+            digest.update(array(kind, values).tobytes())
             digest.update(b"|")
     return digest.hexdigest()
+
+
+def _digest(*parts: object) -> str:
+    return hashlib.blake2b(repr(parts).encode(), digest_size=16).hexdigest()
 
 
 def _significance(
@@ -436,24 +444,24 @@ def _significance(
         if not compared:
             continue
         info_a, info_b = info(a), info(b)
-        key = (
-            str(cache.path),
-            a,
-            b,
+        settings = _digest(TESTS_FORMAT, metric, response_tokens, permutations, seed)
+        state = _digest(
             _stored(info_a),
             _stored(info_b),
-            metric,
-            response_tokens,
-            permutations,
-            seed,
             _curve_digest([curve for both in compared for curve in both]),
         )
+        key = (str(cache.path), a, b, settings, state)
         known = SIGNIFICANCE_MEMO.get(key)
+        if known is None:
+            known = cache.kept_tests(a, b, settings, state)
+            if known is not None:
+                SIGNIFICANCE_MEMO.put(key, known)
         if known is None and not compute:
             return None
         if known is None:
             known = _pair_tests(cache, info_a, info_b, compared, sample_values, permutations, seed)
             SIGNIFICANCE_MEMO.put(key, known)
+            cache.keep_tests(a, b, settings, state, known)
         rows.extend(known)
     return rows
 

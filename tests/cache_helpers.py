@@ -9,6 +9,7 @@ from __future__ import annotations
 import hashlib
 import math
 from collections.abc import Sequence
+from pathlib import Path
 
 import duckdb
 
@@ -209,3 +210,12 @@ def copy_run(path, run_id: str, copies: int) -> None:
                 [highest, copies, source],
             )
         con.execute("CHECKPOINT")
+
+
+def forget_kept_tests(path: Path) -> None:
+    """Drop the tests of significance the file keeps (with the in-process memo cleared, the
+    next comparison computes them afresh)."""
+    import duckdb
+
+    with duckdb.connect(str(path)) as con:
+        con.execute("DELETE FROM kept_tests")

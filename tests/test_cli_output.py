@@ -269,10 +269,13 @@ def test_other_commands_keep_stdout_to_their_data(capsys, tmp_path, two_types, m
 )
 def test_a_browsing_command_opens_the_cache_once(capsys, monkeypatch, two_types, command):
     """Opening the file costs about 20 ms of CPU; a command reads the runs, their sums and
-    their samples, each read once opened the file again."""
+    their samples, each read once opened the file again. (A pair's first ``show`` also opens
+    it once more, after its reads, to keep the tests: the test runs it once before.)"""
     from layerscope.analysis.cache.connection import CacheFile
 
     db, ids = two_types
+    argv = [part.format(a=ids[0][:12], b=ids[1][:12]) for part in command]
+    assert run(capsys, *argv, "--db", db)[0] == 0
     opened = []
     real_open = CacheFile.open
 
@@ -281,7 +284,6 @@ def test_a_browsing_command_opens_the_cache_once(capsys, monkeypatch, two_types,
         return real_open(self, write)
 
     monkeypatch.setattr(CacheFile, "open", counting_open)
-    argv = [part.format(a=ids[0][:12], b=ids[1][:12]) for part in command]
     status, out, err = run(capsys, *argv, "--db", db)
     assert status == 0, err
     assert out
@@ -304,3 +306,61 @@ def test_table_cells_are_printed_as_they_are_not_as_markup(capsys, tmp_path):
     status, out, err = run(capsys, "runs", "--db", db)
     assert status == 0, err
     assert "[bold]math[/bold]" in out
+
+
+def test_show_keeps_a_pairs_tests_and_the_next_show_reuses_them(capsys, monkeypatch, two_types):
+    """A fresh process per command: the tests are kept in the file, not only in memory."""
+    from layerscope.analysis import compare
+
+    db, ids = two_types
+    tested = []
+    real_pair_tests = compare._pair_tests
+
+    def counting(*args, **kwargs):
+        tested.append(args[1].id)
+        return real_pair_tests(*args, **kwargs)
+
+    monkeypatch.setattr(compare, "_pair_tests", counting)
+    first = run(capsys, "show", ids[0], ids[1], "--json", "--db", db)
+    assert first[0] == 0 and tested == [ids[0]]
+    compare.SIGNIFICANCE_MEMO.clear()  # as in the next process
+    second = run(capsys, "show", ids[0], ids[1], "--json", "--db", db)
+    assert second == first and tested == [ids[0]]
+    assert json.loads(second[1])["significance"]
+    # another statistic is another test
+    run(capsys, "show", ids[0], ids[1], "--metric", "sigma1_ratio", "--db", db)
+    assert tested == [ids[0], ids[0]]
+
+
+HOLD_WRITE_LOCK = textwrap.dedent("""
+    import sys, time, duckdb
+    con = duckdb.connect(sys.argv[1])  # read-write: DuckDB locks the file for this process
+    print("holding", flush=True)
+    time.sleep(120)
+""")
+
+
+def test_keeping_tests_never_waits_for_a_lock_nor_fails(two_types):
+    """Another process writing the file (a compute storing batches) leaves the tests unkept,
+    at once: a browsing command is not held up by a write it only does for next time."""
+    from layerscope.analysis.compare import significance_rows
+
+    db, ids = two_types
+    cache = ResultsCache(db, lock_timeout=300)
+    curves = cache.curves(ids, "nuclear_norm")
+    rows = significance_rows(cache, curves, [(ids[0], ids[1])], "nuclear_norm")
+    holder = subprocess.Popen(
+        [sys.executable, "-c", HOLD_WRITE_LOCK, str(db)], stdout=subprocess.PIPE, text=True
+    )
+    try:
+        assert holder.stdout is not None and holder.stdout.readline().strip() == "holding"
+        cache.keep_tests(ids[0], ids[1], "settings", "state", rows)
+        assert holder.poll() is None  # it returned while the lock was held: it did not wait
+    finally:
+        holder.kill()
+        holder.wait()
+        holder.stdout.close()
+    assert cache.kept_tests(ids[0], ids[1], "settings", "state") is None
+    cache.keep_tests(ids[0], ids[1], "settings", "state", rows)
+    assert cache.kept_tests(ids[0], ids[1], "settings", "state") == rows
+    assert cache.kept_tests(ids[0], ids[1], "settings", "another state") is None

@@ -16,7 +16,7 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-from cache_helpers import PROJECTIONS, batch, make_result, run_id_for, targets
+from cache_helpers import PROJECTIONS, batch, forget_kept_tests, make_result, run_id_for, targets
 
 from layerscope.analysis import compare
 from layerscope.analysis.cache import ResultsCache
@@ -187,7 +187,9 @@ def test_a_new_batch_tests_again_the_pairs_with_that_run(cache: ResultsCache, co
     assert f"{SAMPLES + 50} shared samples" in caught_up.significance[0].pairing
     # and reused answers are what a fresh computation gives
     SIGNIFICANCE_MEMO.clear()
+    forget_kept_tests(cache.path)
     assert numbers(compare_runs(cache, runs, "nuclear_norm")) == numbers(caught_up)
+    assert counts.take()[0] == 2 * len(PROJECTIONS)
 
 
 def test_known_tests_are_handed_out_without_computing(cache: ResultsCache, counts: Counts):

@@ -16,6 +16,7 @@ from collections.abc import Callable
 from pathlib import Path
 
 import pytest
+from cache_helpers import forget_kept_tests
 from test_tui_browse import compare, settle
 from textual.worker import WorkerCancelled
 from tui_synthetic import LAYERS, fill_cache
@@ -156,6 +157,7 @@ async def test_the_curves_come_first_and_the_marks_when_the_tests_end(
     }
     assert any(row.differing for row in expected.values())
     SIGNIFICANCE_MEMO.clear()
+    forget_kept_tests(ResultsCache().path)  # as for a pair never compared
     tests = Tally(monkeypatch, held=True)
     app = LayerscopeApp(poll_seconds=0)
     try:

@@ -31,7 +31,15 @@ from collections.abc import Iterable, Iterator, Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
-from layerscope.analysis.cache import aggregates, exports, reads, runs, schema, writes
+from layerscope.analysis.cache import (
+    aggregates,
+    exports,
+    kept_tests,
+    reads,
+    runs,
+    schema,
+    writes,
+)
 from layerscope.analysis.cache.connection import (
     CacheError,
     CacheFile,
@@ -54,6 +62,7 @@ from layerscope.analysis.records import (
     SkippedSample,
     TargetInfo,
 )
+from layerscope.analysis.significance import ProjectionSignificance
 from layerscope.analysis.statistics import curve_from_sums
 
 __all__ = [
@@ -254,6 +263,41 @@ class ResultsCache:
     def shared_samples(self, run_a: str, run_b: str) -> tuple[int, int]:
         """Sample indices both runs stored, and how many of them have the same prompt."""
         return reads.shared_samples(self._file, run_a, run_b)
+
+    def kept_tests(
+        self, run_a: str, run_b: str, settings: str, state: str
+    ) -> list[ProjectionSignificance] | None:
+        """The tests of b against a kept for these settings and this state (digests the caller
+        makes), or None (:mod:`.kept_tests`)."""
+        with self._file.reading() as con:
+            if con is None:
+                return None
+            number_a = runs.resolve(con, self.path, run_a)[0]
+            number_b = runs.resolve(con, self.path, run_b)[0]
+            return kept_tests.kept(con, number_a, number_b, settings, state)
+
+    def keep_tests(
+        self,
+        run_a: str,
+        run_b: str,
+        settings: str,
+        state: str,
+        tests: Sequence[ProjectionSignificance],
+    ) -> None:
+        """Keep a pair's tests for next time, best-effort: inside a reading session when it
+        ends, else now; never waiting for a lock nor failing (a cache being written by another
+        process, or one the user may not write, keeps nothing)."""
+        rows = list(tests)
+
+        def keep() -> None:
+            file = CacheFile(self.path, lock_timeout=0)
+            with contextlib.suppress(CacheError, OSError), file.transaction() as con:
+                number_a = runs.resolve(con, self.path, run_a)[0]
+                number_b = runs.resolve(con, self.path, run_b)[0]
+                kept_tests.keep(con, number_a, number_b, settings, state, rows)
+
+        if not self._file.after_session(keep):
+            keep()
 
     def skipped(self, run_id: str) -> list[SkippedSample]:
         """Samples that were not measured (skipped or failed), with their reasons."""

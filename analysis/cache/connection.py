@@ -53,7 +53,7 @@ import os
 import re
 import threading
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any
@@ -313,6 +313,7 @@ class _Session:
         self.stack = contextlib.ExitStack()
         self.shared: duckdb.DuckDBPyConnection | None = None
         self.kept: dict[Any, Any] = {}
+        self.after: list[Callable[[], None]] = []
 
 
 # The session of each (file, thread) (see CacheFile.session): keyed by path, not by CacheFile,
@@ -416,6 +417,17 @@ class CacheFile:
                 yield
         finally:
             del _SESSIONS[key]
+        for write in session.after:  # the connection is closed: writes may open the file
+            write()
+
+    def after_session(self, write: Callable[[], None]) -> bool:
+        """Run ``write`` when this thread's session of the file ends (after its connection is
+        closed), and say True; False outside a session (the caller writes now)."""
+        session = _SESSIONS.get(_session_key(self.path)) if _SESSIONS else None
+        if session is None:
+            return False
+        session.after.append(write)
+        return True
 
     @contextlib.contextmanager
     def connection(self, write: bool = False) -> Iterator[duckdb.DuckDBPyConnection]:

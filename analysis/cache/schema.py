@@ -69,6 +69,10 @@ per sample for the four attention projections of a 32-layer model (the statistic
 same sample take about 6 KB); ``--no-cosines`` keeps neither. Runs stored before version 4 have only their ``cosine_sums``: their
 means read as before, their per-sample cosines are absent (exports leave the keys out).
 
+Version 5 keeps the tests of significance of the pairs compared (:mod:`.kept_tests`), so that a
+pair is tested once: ``kept_tests(run_a, run_b, settings, state, tests)``, one row per pair and
+settings digest, ``state`` the digest of what the tests were computed from.
+
 Migrations: :data:`MIGRATIONS` lists, per version, the statements that bring a file from the
 previous version to it; a new file runs them all, an older file is upgraded in place (one
 transaction per step), a file from a newer layerscope is refused with :class:`SchemaVersionError`.
@@ -87,7 +91,7 @@ import duckdb
 
 from layerscope.analysis.records import MATRIX_STATISTICS, PROJECTIONS
 
-SCHEMA_VERSION = 4
+SCHEMA_VERSION = 5
 
 # What the column types can hold, for code that checks values before it writes them (the
 # paper-format import refuses or empties a value here instead of letting DuckDB fail mid-run).
@@ -261,6 +265,16 @@ MIGRATIONS: dict[int, tuple[Statement, ...]] = {
             name VARCHAR NOT NULL,
             layers SMALLINT[] NOT NULL,
             cosines REAL[] NOT NULL
+        )""",
+    ),
+    5: (
+        """CREATE TABLE kept_tests (
+            run_a INTEGER NOT NULL,
+            run_b INTEGER NOT NULL,
+            settings VARCHAR NOT NULL,
+            state VARCHAR NOT NULL,
+            tests VARCHAR NOT NULL,
+            PRIMARY KEY (run_a, run_b, settings)
         )""",
     ),
 }
