@@ -20,45 +20,52 @@ show, export, import) never import torch.
 from __future__ import annotations
 
 import argparse
+import importlib
 import os
 import sys
 from collections.abc import Callable, Sequence
 
 from layerscope.analysis.cache import CacheError, ResultsCache
 from layerscope.analysis.errors import one_line
-from layerscope.app.cli.arguments import PROG, UsageError, build_parser
-from layerscope.app.cli.browsing import cmd_describe, cmd_export, cmd_import, cmd_runs, cmd_show
-from layerscope.app.cli.computing import EXIT_INTERRUPTED, cmd_check, cmd_compute, cmd_devices
-from layerscope.app.cli.doctor import cmd_doctor
-from layerscope.app.cli.merging import cmd_merge
-from layerscope.app.cli.publishing import cmd_figure, cmd_table
-from layerscope.app.cli.selecting import cmd_correlations, cmd_select
+from layerscope.app.cli.arguments import EXIT_INTERRUPTED, PROG, UsageError, build_parser
 
 __all__ = ["build_parser", "main"]
 
 EXIT_RUNTIME = 1
 EXIT_USAGE = 2
 
-COMMANDS: dict[str, Callable[[argparse.Namespace], int]] = {
-    "compute": cmd_compute,
-    "runs": cmd_runs,
-    "show": cmd_show,
-    "export": cmd_export,
-    "import": cmd_import,
-    "describe": cmd_describe,
-    "check": cmd_check,
-    "doctor": cmd_doctor,
-    "devices": cmd_devices,
-    "figure": cmd_figure,
-    "table": cmd_table,
-    "select": cmd_select,
-    "correlations": cmd_correlations,
-    "merge": cmd_merge,
+# Each command's function, "module:function" under layerscope.app.cli: a command imports only
+# its own module (``runs`` needs none of compute's, doctor's or the figures' imports).
+COMMANDS: dict[str, str | Callable[[argparse.Namespace], int]] = {
+    "compute": "computing:cmd_compute",
+    "runs": "browsing:cmd_runs",
+    "show": "browsing:cmd_show",
+    "export": "browsing:cmd_export",
+    "import": "browsing:cmd_import",
+    "describe": "browsing:cmd_describe",
+    "check": "computing:cmd_check",
+    "doctor": "doctor:cmd_doctor",
+    "devices": "computing:cmd_devices",
+    "figure": "publishing:cmd_figure",
+    "table": "publishing:cmd_table",
+    "select": "selecting:cmd_select",
+    "correlations": "selecting:cmd_correlations",
+    "merge": "merging:cmd_merge",
 }
 # Commands that only read the cache, briefly: their reads share one connection (opening the
 # file costs about 20 ms of CPU each time). Exports read in chunks, each with its own short
 # connection, so that a compute can store batches meanwhile; they are not here.
 ONE_CONNECTION = frozenset({"runs", "show", "figure", "table", "select", "correlations"})
+
+
+def command_function(name: str) -> Callable[[argparse.Namespace], int]:
+    """The function that runs command ``name``, its module imported now."""
+    handler = COMMANDS[name]
+    if isinstance(handler, str):
+        module, function = handler.split(":")
+        handler = getattr(importlib.import_module(f"layerscope.app.cli.{module}"), function)
+        assert callable(handler)
+    return handler
 
 
 def _fail(message: str, status: int) -> int:
@@ -79,10 +86,11 @@ def main(argv: Sequence[str] | None = None) -> int:
             from layerscope.app.tui import run_tui
 
             return run_tui(model=args.model, dataset=args.dataset, db=args.db)
+        run = command_function(args.command)
         if args.command in ONE_CONNECTION:
             with ResultsCache(args.db).session():
-                return COMMANDS[args.command](args)
-        return COMMANDS[args.command](args)
+                return run(args)
+        return run(args)
     except UsageError as error:
         return _fail(str(error), EXIT_USAGE)
     except KeyboardInterrupt:

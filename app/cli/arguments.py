@@ -17,6 +17,7 @@ from layerscope.analysis.records import ATTENTION_PROJECTIONS, MLP_PROJECTIONS
 from layerscope.analysis.settings import Setting, SettingError, Surface, offered, setting
 
 PROG = "layerscope"
+EXIT_INTERRUPTED = 130  # 128 + SIGINT, the shell's convention; a SIGTERM exits 143
 EXPORT_FORMATS = ("parquet", "csv", "paper-jsonl")
 PROGRESS_FORMATS = ("bars", "jsonl")
 MERGE_RTOL = 1e-5  # layerscope.analysis.merging.DEFAULT_RTOL

@@ -22,8 +22,7 @@ from typing import TYPE_CHECKING
 from layerscope.analysis.cache import CacheError, ResultsCache
 from layerscope.analysis.outputs import OutputError, OutputExistsError, is_stdout
 from layerscope.app.cli import output
-from layerscope.app.cli.arguments import PROG, UsageError, projections
-from layerscope.app.cli.computing import EXIT_INTERRUPTED
+from layerscope.app.cli.arguments import EXIT_INTERRUPTED, PROG, UsageError, projections
 
 if TYPE_CHECKING:
     from rich.console import Console

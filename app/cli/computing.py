@@ -35,8 +35,6 @@ if TYPE_CHECKING:
     from layerscope.analysis.records import LoadStage
     from layerscope.analysis.runner import PlannedRun, RunProgress, RunRequest
 
-EXIT_INTERRUPTED = 130  # 128 + SIGINT, the shell's convention; a SIGTERM exits 143
-
 
 def quiet_loading(quiet: bool) -> None:
     """--quiet, or a stderr that is no terminal, also silences the loader's own progress bar
