@@ -383,6 +383,48 @@ def explore(code: Code, db: Path, pair: list[str], scratch: Path) -> dict:
     return json.loads(report.read_text())
 
 
+def printed(code: Code, args: list[str]) -> str:
+    """What a command prints (stdout and stderr), run by this version of the code."""
+    env = {**code.env(), "COLUMNS": "160"}
+    done = subprocess.run(
+        [sys.executable, "-m", "layerscope.app", *args],
+        env=env,
+        cwd=ROOT,
+        capture_output=True,
+        text=True,
+        check=False,
+    )
+    return f"exit {done.returncode}\n{done.stdout}{done.stderr}"
+
+
+def same_output(
+    before: Code, after: Code, db: Path, pair: list[str], table_runs: list[str], scratch: Path
+) -> dict[str, bool]:
+    """Whether both versions print the same curves, tables and tests from the same file: the
+    baseline's file, copied (the newer code upgrades it in place, after the baseline read it)."""
+    copy = scratch / "same-output.duckdb"
+    shutil.copyfile(db, copy)
+    commands = {
+        "show --json (curves, MAD, relative differences, tests)": ["show", "--json", *pair],
+        "show (charts and tables)": ["show", *pair],
+        "table over 10 runs": ["table", *table_runs],
+        "table over 10 runs, 100-300 response tokens": [
+            "table",
+            *table_runs,
+            "--tokens",
+            "100-300",
+        ],
+    }
+    outputs = {name: printed(before, [*args, "--db", str(copy)]) for name, args in commands.items()}
+    same = {
+        name: printed(after, [*args, "--db", str(copy)]) == outputs[name]
+        for name, args in commands.items()
+    }
+    copy.unlink()
+    Path(f"{copy}.wal").unlink(missing_ok=True)
+    return same
+
+
 def forget_kept_tests(db: Path) -> None:
     """Drop the tests of significance a cache keeps (schema 5 on): the next ``show`` of a pair,
     or the explorer's, computes them as the first time does."""
@@ -439,6 +481,8 @@ def main(argv: list[str] | None = None) -> int:
         for n in sorted(one_model, key=lambda n: (n[2], n[1]))[:10]
     ]
     results: dict[str, dict[str, dict[str, float]]] = {}
+    files: dict[str, Path] = {}
+    same: dict[str, bool] = {}
     try:
         for code in versions:
             version = code.schema_version()
@@ -491,6 +535,10 @@ def main(argv: list[str] | None = None) -> int:
                     }
                     print(f"[{code.label}] explorer {key}: {row[f'explorer {key}']}", flush=True)
             results[code.label] = row
+            files[code.label] = db
+        if options.baseline:
+            print("[same output] both versions on a copy of the baseline's file ...", flush=True)
+            same = same_output(versions[0], versions[1], files["before"], pair, table_runs, scratch)
     finally:
         if options.baseline:
             for tree in scratch.glob("tree-*"):
@@ -546,8 +594,12 @@ def main(argv: list[str] | None = None) -> int:
         f"  size: {per_sample:.1f} KB per sample (goal 20 KB) "
         f"{'met' if per_sample <= 20 else 'NOT met'}"
     )
+    if same:
+        print("\nsame output, before and after, from one file:")
+        for name, identical in same.items():
+            print(f"  {name}: {'identical' if identical else 'DIFFERENT'}")
     if options.json:
-        options.json.write_text(json.dumps(results, indent=2))
+        options.json.write_text(json.dumps({**results, "same output": same}, indent=2))
     return 0
 
 
