@@ -54,6 +54,7 @@ from layerscope.analysis.cache.connection import (
 )
 from layerscope.analysis.cache.schema import (
     SCHEMA_VERSION,
+    UNPACKED_COSINES,
     SchemaVersionUnreadable,
     schema_version,
 )
@@ -263,7 +264,7 @@ def _read_chunk(
             )
             stored.values[f"field {name}"] = float(value)
     for index, kind, name, layers, cosines in con.execute(
-        "SELECT sample_index, kind, name, layers, cosines FROM sample_cosines "
+        f"SELECT sample_index, kind, name, layers, {UNPACKED_COSINES} FROM sample_cosines "  # noqa: S608 (the schema's constant SQL)
         "WHERE run_no = ? AND sample_index BETWEEN ? AND ? ORDER BY sample_index, kind, name",
         params,
     ).fetchall():

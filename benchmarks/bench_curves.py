@@ -102,6 +102,16 @@ def fill(path: Path, samples: int, layers: int) -> str:
     return run_id
 
 
+def cosine_matrix(layers: int, rng: random.Random) -> list[list[float]]:
+    """A layer-by-layer cosine matrix as the engine's: symmetric, 1.0 on the diagonal, random
+    cells (as incompressible as real ones)."""
+    matrix = [[1.0] * layers for _ in range(layers)]
+    for i in range(layers):
+        for j in range(i + 1, layers):
+            matrix[i][j] = matrix[j][i] = rng.uniform(-1, 1)
+    return matrix
+
+
 def synthetic_batch(first: int, count: int, layers: int, rng: random.Random) -> BatchResult:
     """Engine-like output: random statistics, layer cosine matrices and pair cosines."""
     results = []
@@ -113,11 +123,8 @@ def synthetic_batch(first: int, count: int, layers: int, rng: random.Random) -> 
             for layer in range(layers)
             for projection in PROJECTIONS
         ]
-        cosines = {
-            p: [[rng.uniform(-1, 1) for _ in range(layers)] for _ in range(layers)]
-            for p in PROJECTIONS
-        }
-        pairs = {"q-o": [rng.uniform(-1, 1) for _ in range(layers)]}
+        cosines = {p: cosine_matrix(layers, rng) for p in PROJECTIONS}
+        pairs = {pair: [rng.uniform(-1, 1) for _ in range(layers)] for pair in ("q-o", "k-v")}
         results.append(SampleResult(index, rng.uniform(1, 3), 40, 200, matrices, cosines, pairs))
     return BatchResult(results, [], count, count)
 
@@ -163,7 +170,8 @@ def write_benchmark(folder: Path, samples: int, layers: int, batch_size: int) ->
         f"write: {samples} samples of a {layers}-layer model in batches of {batch_size}: "
         f"median {statistics.median(times) * 1000:.0f} ms per batch transaction "
         f"(max {max(times) * 1000:.0f} ms), finish + checkpoint {finish * 1000:.0f} ms, "
-        f"file {path.stat().st_size / 1e6:.1f} MB (no spectra)"
+        f"file {path.stat().st_size / 1e6:.1f} MB, {path.stat().st_size / samples / 1e3:.1f} KB "
+        "per sample (no spectra)"
     )
 
 

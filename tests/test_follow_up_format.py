@@ -321,7 +321,7 @@ def test_a_cache_from_before_per_sample_cosines_is_upgraded_and_exports_without_
         version = con.execute(
             "SELECT value FROM layerscope_meta WHERE key = 'schema_version'"
         ).fetchone()
-    assert version == (str(cache_schema.SCHEMA_VERSION),) == ("4",)
+    assert version == (str(cache_schema.SCHEMA_VERSION),) == ("6",)
 
 
 # ---- the adjacent-layer cosine as a chart statistic ------------------------------------------

@@ -18,12 +18,16 @@ import duckdb
 
 from layerscope.analysis.cache import runs
 from layerscope.analysis.cache.connection import CacheFile
+from layerscope.analysis.cache.schema import cosine_cell
 from layerscope.analysis.records import ADJACENT_COSINE, METRICS, PROJECTIONS, LayerSums
 
 __all__ = ["curve_sums", "sample_values", "token_range"]
 
 # projection -> layer -> (count, sum, sum of squares) of the values a curve averages
 Sums = dict[str, dict[int, tuple[int, float, float]]]
+# A sample's cosine between layers i - 1 and i of a projection (at 1-based position i of its
+# n layers): its matrix's cell above the diagonal, read where the schema stores it.
+_ADJACENT_CELL = f"cells[{cosine_cell('i - 1', 'i', 'n')}]::DOUBLE"
 
 
 def token_range(response_tokens: tuple[int, int] | None) -> tuple[int, int]:
@@ -162,28 +166,27 @@ def adjacent_cosine_sums(
     params: dict[str, Any] = {"run": run_no}
     if not unfiltered:
         params.update(low=low, high=high)
-    # Lists are 1-based: for position p = i - 1, layers[p] and the flat matrix's p * n + p + 1.
+    # Lists are 1-based: at position i, layers[i] and the cell [i - 1][i] above the diagonal.
     query = f"""
         WITH positions AS (
-            SELECT name AS projection, sample_index, layers, cosines, len(layers) AS n,
+            SELECT name AS projection, sample_index, layers, cells, len(layers) AS n,
                    unnest(range(1, len(layers))) AS i
             FROM sample_cosines
             WHERE run_no = $run AND kind = 'layers' {length_filter}
         ),
-        cells AS (
-            SELECT projection, sample_index, layers[i] AS layer,
-                   cosines[(i - 1) * n + i + 1]::DOUBLE AS v
+        adjacent AS (
+            SELECT projection, sample_index, layers[i] AS layer, {_ADJACENT_CELL} AS v
             FROM positions
         ),
         flagged AS (
             SELECT projection, sample_index, bool_and(coalesce(isfinite(v), false)) AS ok
-            FROM cells GROUP BY ALL
+            FROM adjacent GROUP BY ALL
         )
         SELECT c.projection, c.layer, count(*) FILTER (WHERE f.ok),
                coalesce(sum(c.v) FILTER (WHERE f.ok), 0),
                coalesce(sum(c.v * c.v) FILTER (WHERE f.ok), 0),
                count(*) FILTER (WHERE NOT f.ok)
-        FROM cells c JOIN flagged f USING (projection, sample_index)
+        FROM adjacent c JOIN flagged f USING (projection, sample_index)
         GROUP BY ALL
     """  # noqa: S608 (the filter is a constant; values are parameters)
     sums: Sums = {}
@@ -253,18 +256,18 @@ def sample_values(
             ).fetchall()
             return {"loss": {int(i): [_finite_or_nan(v)] for i, v in rows}}
         if metric == ADJACENT_COSINE:  # each sample's matrix[i][i+1], at layer i
-            query = """
+            query = f"""
                 WITH positions AS (
-                    SELECT c.name AS projection, c.sample_index, c.layers, c.cosines,
+                    SELECT c.name AS projection, c.sample_index, c.layers, c.cells,
                            len(c.layers) AS n, unnest(range(1, len(c.layers))) AS i
                     FROM sample_cosines c JOIN samples s USING (run_no, sample_index)
                     WHERE c.run_no = $run AND c.kind = 'layers'
                       AND c.name = ANY($wanted::VARCHAR[])
                       AND ($all_lengths OR s.response_tokens BETWEEN $low AND $high)
                 )
-                SELECT projection, sample_index, layers[i], cosines[(i - 1) * n + i + 1]::DOUBLE
+                SELECT projection, sample_index, layers[i], {_ADJACENT_CELL}
                 FROM positions
-            """
+            """  # noqa: S608 (the schema's constant SQL, values are parameters)
         else:
             query = f"""
                 SELECT t.projection::VARCHAR, t.sample_index, t.layer, t."{metric}"::DOUBLE

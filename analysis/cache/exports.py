@@ -21,6 +21,7 @@ from typing import Any
 from layerscope.analysis.cache.connection import CacheFile
 from layerscope.analysis.cache.reads import as_count, as_float
 from layerscope.analysis.cache.runs import resolve
+from layerscope.analysis.cache.schema import UNPACKED_COSINES
 from layerscope.analysis.outputs import check_destination, is_stdout, open_output
 from layerscope.analysis.records import MATRIX_STATISTICS
 
@@ -63,11 +64,11 @@ _MATRICES_QUERY = f"""
     ORDER BY t.sample_index, t.layer, t.projection
 """  # noqa: S608 (identifiers from MATRIX_STATISTICS, values are parameters)
 
-_COSINES_QUERY = """
-    SELECT sample_index, kind, name, layers, cosines FROM sample_cosines
+_COSINES_QUERY = f"""
+    SELECT sample_index, kind, name, layers, {UNPACKED_COSINES} FROM sample_cosines
     WHERE run_no = $run AND sample_index BETWEEN $first AND $last
     ORDER BY sample_index, kind, name
-"""
+"""  # noqa: S608 (the schema's constant SQL, values are parameters)
 
 Matrices = list[tuple[int, str, dict[str, float], list[float] | None]]
 # kind ("layers" or "pair") -> name (projection or "q-o"/"k-v") -> (layers, cosines row-major)

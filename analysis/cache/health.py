@@ -69,6 +69,7 @@ from layerscope.analysis.cache.schema import (
     curve_sums_query,
     rebuild_curve_sums,
     schema_version,
+    table_columns,
     table_names,
     tables_version,
 )
@@ -212,7 +213,7 @@ def _schema(
     report: HealthReport, con: duckdb.DuckDBPyConnection, path: Path, tables: set[str]
 ) -> bool:
     """Check the schema version; returns whether the rows can be checked."""
-    matched = tables_version(tables)
+    matched = tables_version(table_columns(con))
     try:
         version = schema_version(con)
     except SchemaVersionUnreadable as unreadable:

@@ -17,6 +17,7 @@ from typing import Any
 
 import duckdb
 
+from layerscope.analysis.cache.schema import packed_cosines_query
 from layerscope.analysis.records import (
     MATRIX_STATISTICS,
     MatrixStatistics,
@@ -35,7 +36,6 @@ _TABLES = (
     "skipped",
     "cosine_sums",
     "sample_fields",
-    "sample_cosines",
 )
 
 
@@ -170,16 +170,30 @@ def _finite_or_nan(value: float | None) -> float:
     return math.nan if value is None or not math.isfinite(value) else float(value)
 
 
+# One batch's cosine rows as the writer has them (a matrix row-major), for packed_cosines_query.
+_SAMPLE_COSINES_ROWS = (
+    "SELECT unnest(?::INTEGER[]) AS run_no, unnest(?::INTEGER[]) AS sample_index, "
+    "unnest(?::VARCHAR[]) AS kind, unnest(?::VARCHAR[]) AS name, "
+    "unnest(?::SMALLINT[][]) AS layers, unnest(?::REAL[][]) AS cosines"
+)
+
+
 def _insert_sample_cosines(
     con: duckdb.DuckDBPyConnection, run_no: int, results: Sequence[SampleResult]
 ) -> None:
-    """Each sample's own cosines (``sample_cosines``): its layer-by-layer matrices row-major and
-    its q-o / k-v cosines, with the layers they are between (NaN where undefined)."""
+    """Each sample's own cosines (``sample_cosines``): its layer-by-layer matrices and its q-o /
+    k-v cosines, with the layers they are between (NaN where undefined), each matrix stored as
+    the schema packs it (:func:`~.schema.packed_cosines_query`)."""
     rows: list[tuple[int, str, str, list[int], list[float]]] = []
     for result in results:
         for projection, matrix in result.layer_cosines.items():
             if matrix:
                 layers = result.cosine_layers.get(projection) or list(range(len(matrix)))
+                if len(layers) != len(matrix) or any(len(row) != len(matrix) for row in matrix):
+                    raise ValueError(
+                        f"sample {result.index}: the {projection} cosines are not a square "
+                        f"matrix of its {len(layers)} layers"
+                    )
                 flat = [_finite_or_nan(v) for row in matrix for v in row]
                 rows.append((result.index, "layers", projection, layers, flat))
         for pair, values in result.pair_cosines.items():
@@ -188,17 +202,11 @@ def _insert_sample_cosines(
                 rows.append(
                     (result.index, "pair", pair, layers, [_finite_or_nan(v) for v in values])
                 )
-    insert_columns(
-        con,
-        "sample_cosines",
-        {
-            "run_no": ("INTEGER", [run_no] * len(rows)),
-            "sample_index": ("INTEGER", [r[0] for r in rows]),
-            "kind": ("VARCHAR", [r[1] for r in rows]),
-            "name": ("VARCHAR", [r[2] for r in rows]),
-            "layers": ("SMALLINT[]", [r[3] for r in rows]),
-            "cosines": ("REAL[]", [r[4] for r in rows]),
-        },
+    if not rows:
+        return
+    con.execute(
+        f"INSERT INTO sample_cosines {packed_cosines_query(_SAMPLE_COSINES_ROWS)}",
+        [[run_no] * len(rows), *(list(column) for column in zip(*rows, strict=True))],
     )
 
 

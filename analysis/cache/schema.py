@@ -64,14 +64,50 @@ its analyses (the adjacent-layer cosine with its spread, data subsets) need per 
 ``sample_cosines(run_no, sample_index, kind, name, layers SMALLINT[], cosines REAL[])``, kind
 ``layers`` (name = projection, ``cosines`` the len(layers)^2 matrix row-major, between the layers
 listed) or ``pair`` (name ``q-o``/``k-v``, one cosine per listed layer); NaN where a cosine is
-undefined (a zero gradient). The price is size: L^2 values per projection and sample, about 16 KB
-per sample for the four attention projections of a 32-layer model (the statistics rows of the
-same sample take about 6 KB); ``--no-cosines`` keeps neither. Runs stored before version 4 have only their ``cosine_sums``: their
-means read as before, their per-sample cosines are absent (exports leave the keys out).
+undefined (a zero gradient). ``--no-cosines`` keeps neither. Runs stored before version 4 have
+only their ``cosine_sums``: their means read as before, their per-sample cosines are absent
+(exports leave the keys out).
 
 Version 5 keeps the tests of significance of the pairs compared (:mod:`.kept_tests`), so that a
 pair is tested once: ``kept_tests(run_a, run_b, settings, state, tests)``, one row per pair and
 settings digest, ``state`` the digest of what the tests were computed from.
+
+Version 6 stores each matrix's cells once: ``sample_cosines(run_no, sample_index, kind, name,
+layers SMALLINT[], cells REAL[], diagonal REAL[], lower REAL[])``. A pair's ``cells`` are its
+cosines, one per listed layer. A matrix of n layers keeps in ``cells`` the n(n-1)/2 cells above
+its diagonal, row by row (``[0][1..n-1]``, ``[1][2..n-1]``, ...); ``diagonal`` is NULL when every
+diagonal cell is 1.0, else the n diagonal cells; ``lower`` is NULL when every cell below the
+diagonal equals its mirror above, else the cells below in the order of their mirrors (``lower[k]``
+is ``[j][i]`` where ``cells[k]`` is ``[i][j]``). Why: a cosine matrix is symmetric with a unit
+diagonal, so half of each row-major matrix repeated the other half, and these rows were two
+thirds of the bytes a run uses: for the 4 attention projections of a 30-layer model, 15 KB of the
+22 KB a sample used (benchmarks/bench_cache.py's write side, random cells as incompressible as
+real ones). Stored once they take 7.5 KB, the floor for float32 values (4 x 435 + 2 x 30 of them).
+
+Why lossless instead of symmetric by definition: a matrix reads back bit for bit as written, and
+what is written is not always symmetric bit for bit. The engine's formed and batch-end routes take
+the Gram from a BLAS product that may add (i, j) and (j, i) in different orders (MKL on a CPU left
+about half the mirror cells a float32 step apart at 5 to 7 layers, none at 2 to 4 or 8 to 80; the
+factor route fills both halves from one product), an imported file holds whatever its writer
+wrote, and a zero gradient puts NaN on its diagonal. Such a matrix keeps ``lower`` or
+``diagonal`` (with both, the n^2 values version 4 kept, no more); the engine's usual matrix,
+symmetric with its diagonal exactly 1.0 once rounded to float32 (x / (sqrt(x) sqrt(x)) is within
+2^-52 of 1), costs two NULLs. "Equal" is bit equality: 0.0 and -0.0 differ, and NaN equals NaN
+(every undefined cosine is stored as the one NaN the writer makes of it). The diagonal is kept
+apart from ``cells`` because it is almost always all ones: inside them it would cost n values per
+matrix, 6% more at 30 layers. Lists in one row per matrix rather than a row per cell: a row per
+cell would repeat the run, sample, kind, name and two layer numbers beside every 4-byte value.
+
+The packing and unpacking are SQL in this module (:func:`packed_cosines_query`,
+:data:`UNPACKED_COSINES`, :func:`cosine_cell`), used by the writer, by the upgrade to version 6
+and by every reader, so an upgraded file holds exactly the rows the writer would have written, and
+readers rebuild the row-major matrix in their query (the adjacent-layer cosine reads its one cell
+where it is stored): nothing above the storage layer sees the layout. The upgrade rewrites every cosine row in its one transaction (about 1.2 s per 5,000
+samples of a 32-layer model on a loaded 2-core machine), so other processes wait for the file as
+for any write, up to their lock timeout. The file does not shrink: the packed rows are written
+before the old ones are dropped, and DuckDB reuses the freed blocks for later writes. A process
+that opened the file before the upgrade with an older layerscope names ``cosines``, which no
+longer exists: its next cosine read or write fails instead of misreading the cells.
 
 Migrations: :data:`MIGRATIONS` lists, per version, the statements that bring a file from the
 previous version to it; a new file runs them all, an older file is upgraded in place (one
@@ -79,19 +115,22 @@ transaction per step), a file from a newer layerscope is refused with :class:`Sc
 A stored version layerscope never writes (``'two'``, ``'-1'``, or ``'0'`` in a file with tables:
 an empty file has no record at all) is :class:`SchemaVersionUnreadable`, never guessed at:
 reading such a file as empty said "no runs" of a file full of them, and upgrading it from 0 would
-fail half-way. ``layerscope doctor`` (:mod:`.health`) says which version its tables match.
+fail half-way. ``layerscope doctor`` (:mod:`.health`) says which version its tables (and their
+columns) match.
 """
 
 from __future__ import annotations
 
 import contextlib
+import functools
 import re
+from collections.abc import Collection, Mapping
 
 import duckdb
 
 from layerscope.analysis.records import MATRIX_STATISTICS, PROJECTIONS
 
-SCHEMA_VERSION = 5
+SCHEMA_VERSION = 6
 
 # What the column types can hold, for code that checks values before it writes them (the
 # paper-format import refuses or empties a value here instead of letting DuckDB fail mid-run).
@@ -141,6 +180,64 @@ def _rebuild_curve_sums(statistic: str) -> tuple[str, list[object]]:
     from its rows."""
     sql, parameters = curve_sums_query(statistic)
     return f"INSERT OR REPLACE INTO curve_sums {sql}", parameters
+
+
+def cosine_cell(row: str, column: str, size: str) -> str:
+    """SQL for the (1-based) position in ``cells`` of a matrix's cell [row][column] above the
+    diagonal (0-based, row < column) in a matrix of ``size`` layers: each an SQL expression."""
+    return f"(({row}) * (2 * ({size}) - ({row}) - 1) // 2 + ({column}) - ({row}))"
+
+
+# SQL: the number of layers n of a row's matrix, and its cell [i][j] in ``cosines`` (row-major;
+# lists are 1-based).
+_SIZE = "len(layers)"
+_ROW_MAJOR = f"cosines[i * {_SIZE} + j + 1]"
+
+
+def packed_cosines_query(source: str) -> str:
+    """SELECT that stores the rows of ``source`` as ``sample_cosines`` holds them (see the
+    module docs): ``source`` is a query giving ``run_no, sample_index, kind, name, layers`` and
+    ``cosines``, a pair's cosines or a matrix row-major."""
+    # Bit equality: = alone takes -0.0 for 0.0 (and NaN for NaN, which is meant).
+    mirrored = "v = cells[k] AND signbit(v) = signbit(cells[k])"
+    return f"""
+        SELECT run_no, sample_index, kind, name, layers, cells,
+               CASE WHEN NOT list_bool_and(list_transform(diagonal,
+                                                          lambda d: d = 1 AND NOT signbit(d)))
+                    THEN diagonal END AS diagonal,
+               CASE WHEN NOT list_bool_and(list_transform(lower, lambda v, k: {mirrored}))
+                    THEN lower END AS lower
+        FROM (
+            SELECT run_no, sample_index, kind, name, layers,
+                   CASE WHEN kind = 'layers'
+                        THEN flatten(list_transform(range({_SIZE}), lambda i:
+                            list_transform(range(i + 1, {_SIZE}), lambda j: {_ROW_MAJOR})))
+                        ELSE cosines END AS cells,
+                   CASE WHEN kind = 'layers'
+                        THEN list_transform(range({_SIZE}), lambda i:
+                            cosines[i * {_SIZE} + i + 1]) END AS diagonal,
+                   CASE WHEN kind = 'layers'
+                        THEN flatten(list_transform(range({_SIZE}), lambda j:
+                            list_transform(range(j + 1, {_SIZE}), lambda i: {_ROW_MAJOR})))
+                        END AS lower
+            FROM ({source})
+        )
+    """  # noqa: S608 (source is this package's constant SQL)
+
+
+# SQL for a ``sample_cosines`` row's cosines as version 4 stored them: a pair's per layer, a
+# matrix's row-major, rebuilt from ``cells``, ``diagonal`` and ``lower`` bit for bit.
+UNPACKED_COSINES = f"""
+    CASE WHEN kind = 'layers'
+         THEN flatten(list_transform(range({_SIZE}), lambda i:
+                  list_transform(range({_SIZE}), lambda j: CASE
+                      WHEN i < j THEN cells[{cosine_cell("i", "j", _SIZE)}]
+                      WHEN i = j THEN CASE WHEN diagonal IS NULL THEN 1::REAL
+                                           ELSE diagonal[i + 1] END
+                      WHEN lower IS NULL THEN cells[{cosine_cell("j", "i", _SIZE)}]
+                      ELSE lower[{cosine_cell("j", "i", _SIZE)}] END)))
+         ELSE cells END
+"""
 
 
 def _execute(con: duckdb.DuckDBPyConnection, statement: Statement) -> None:
@@ -277,6 +374,22 @@ MIGRATIONS: dict[int, tuple[Statement, ...]] = {
             PRIMARY KEY (run_a, run_b, settings)
         )""",
     ),
+    6: (
+        "ALTER TABLE sample_cosines RENAME TO unpacked_sample_cosines",
+        """CREATE TABLE sample_cosines (
+            run_no INTEGER NOT NULL,
+            sample_index INTEGER NOT NULL,
+            kind VARCHAR NOT NULL,
+            name VARCHAR NOT NULL,
+            layers SMALLINT[] NOT NULL,
+            cells REAL[] NOT NULL,
+            diagonal REAL[],
+            lower REAL[]
+        )""",
+        "INSERT INTO sample_cosines "  # noqa: S608 (this module's constant SQL)
+        + packed_cosines_query("SELECT * FROM unpacked_sample_cosines"),
+        "DROP TABLE unpacked_sample_cosines",
+    ),
 }
 assert max(MIGRATIONS) == SCHEMA_VERSION
 
@@ -337,13 +450,36 @@ def created_tables(version: int) -> set[str]:
     return names
 
 
-def tables_version(tables: set[str]) -> int | None:
-    """The newest schema version whose tables are all present (None: not even version 1's)."""
+def table_columns(con: duckdb.DuckDBPyConnection) -> dict[str, set[str]]:
+    """The file's tables, each with the names of its columns."""
+    columns: dict[str, set[str]] = {}
+    for table, column in con.execute(
+        "SELECT table_name, column_name FROM duckdb_columns() "
+        "WHERE table_oid IN (SELECT table_oid FROM duckdb_tables())"
+    ).fetchall():
+        columns.setdefault(str(table), set()).add(str(column))
+    return columns
+
+
+@functools.cache
+def _columns_by_version() -> dict[int, dict[str, set[str]]]:
+    """Each version's tables with their columns, as its migrations leave an empty database
+    (a version may change a table's columns without creating a table)."""
+    found = {}
+    with duckdb.connect() as con:  # in memory
+        for version in sorted(MIGRATIONS):
+            apply_migrations(con, version - 1, version)
+            found[version] = table_columns(con)
+    return found
+
+
+def tables_version(tables: Mapping[str, Collection[str]]) -> int | None:
+    """The newest schema version whose tables are all present with all their columns
+    (``tables`` as :func:`table_columns` gives them; None: not even version 1's)."""
     found = None
-    for version in sorted(MIGRATIONS):
-        if not created_tables(version) <= tables:
-            break
-        found = version
+    for version, expected in _columns_by_version().items():
+        if all(t in tables and columns <= set(tables[t]) for t, columns in expected.items()):
+            found = version
     return found
 
 
