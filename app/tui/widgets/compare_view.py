@@ -21,6 +21,7 @@ changes the runs or the view, not when new data is read.
 
 from __future__ import annotations
 
+import math
 from collections.abc import Mapping
 from typing import TYPE_CHECKING, Any, ClassVar
 
@@ -442,7 +443,9 @@ class ComparePane(ReportsWorkerErrors, Vertical):
         self._significance = message.significance
         self._show()
         if message.significance is None:
-            self._test(message)
+            # after the curves are on screen: a worker testing meanwhile would hold the GIL
+            # for half of every slice (scipy's import alone is 0.7 s of CPU)
+            self.call_after_refresh(self._test, message)
 
     def _test(self, loaded: ChartLoaded) -> None:
         """Compute the tests of the curves drawn (a pair's are computed once and kept)."""
@@ -519,7 +522,8 @@ class ComparePane(ReportsWorkerErrors, Vertical):
                 if self.depth == "normalised"
                 else [float(layer) for layer in curve.layers],
                 mean=list(curve.mean),
-                ci95=ci95(curve),
+                # the interval only when drawn: its t quantile imports scipy (0.7 s of CPU)
+                ci95=ci95(curve) if self.band != "none" else [math.nan] * len(curve.mean),
                 colour=self.colours.get(curve.run_id, palette[0]),
                 marker=markers.get(curve.run_id, "braille"),
                 settings=run_settings(runs[curve.run_id]) if curve.run_id in runs else "",
