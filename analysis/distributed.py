@@ -48,6 +48,15 @@ from layerscope.analysis import runner
 from layerscope.analysis.cache import ResultsCache
 from layerscope.analysis.datasets import DatasetError
 from layerscope.analysis.errors import one_line
+from layerscope.analysis.execution import (
+    ExecutionPlan,
+    RunProgress,
+    Tally,
+    first_batch_description,
+    prepare_cpu,
+    run_header,
+    split_failures,
+)
 from layerscope.analysis.lifecycle import StoredRun
 from layerscope.analysis.planning import (
     Job,
@@ -60,8 +69,7 @@ from layerscope.analysis.planning import (
     planned_runs,
     resolve_dtype,
 )
-from layerscope.analysis.records import BatchResult, LoadStage, RunHeader, Sample, SkippedSample
-from layerscope.analysis.runner import RunProgress
+from layerscope.analysis.records import BatchResult, LoadStage, Sample, SkippedSample
 from layerscope.analysis.settings import parse_max_memory
 
 if TYPE_CHECKING:
@@ -362,7 +370,7 @@ def _load(request: RunRequest, dtype: str, on_stage: Callable[[LoadStage], None]
     from layerscope.analysis.models import load_model
 
     # before torch starts its worker threads; auto threads: this rank's share of the machine
-    runner.prepare_cpu(request)
+    prepare_cpu(request)
     # With --gpus-per-replica K > 1 the CLI asks for device_map="auto" (replica_device has
     # already narrowed the visible GPUs to the rank's own group).
     return load_model(
@@ -564,12 +572,12 @@ def _coordinate(
         on_plan(planned_runs(jobs))
     if not missing:
         for job in jobs:
-            yield runner._Tally(job).progress("cached")
+            yield Tally(job).progress("cached")
         return
     loaded = _load(request, dtype, on_stage)
     targets = loaded.targets(request.settings.modules)
     if on_stage is not None:
-        on_stage(LoadStage("first batch", runner.first_batch_description(loaded)))
+        on_stage(LoadStage("first batch", first_batch_description(loaded)))
     yield from _store_all(
         request, environment, dist, cache, jobs, loaded, targets, identity, dtype, cancel,
         compute_here,
@@ -591,27 +599,17 @@ def _store_all(
 ) -> Iterator[RunProgress]:
     stop = threading.Event()  # no more units: cancelled, or a rank was lost
     runs: dict[str, StoredRun] = {}
-    tallies: dict[str, runner._Tally] = {}
+    tallies: dict[str, Tally] = {}
     left: dict[str, int] = {}  # samples of each open run not yet stored
     by_index: dict[str, dict[int, Sample]] = {}
     for job in jobs:
-        tally = runner._Tally(job)
+        tally = Tally(job)
         if not job.missing:
             yield tally.progress("cached")
             continue
-        header = RunHeader(
-            job.run_id,
-            model=loaded.name,
-            dataset=job.source.dataset,
-            response_type=job.source.response_type,
-            mode=request.settings.mode,
-            samples_total=len(job.samples),
-            targets=targets,
-            settings=runner._settings_record(request, job, identity, dtype),
-            provenance={
-                **runner._provenance(request, loaded, dtype),
-                "world_size": environment.world_size,
-            },
+        planned = ExecutionPlan(cache, identity, dtype, list(jobs))
+        header = run_header(
+            request, planned, job, loaded, targets, world_size=environment.world_size
         )
         stored = StoredRun(cache, header)
         stored.__enter__()
@@ -709,11 +707,11 @@ def _handled(report: _Report) -> int:
 
 
 def _store_report(
-    stored: StoredRun, tally: runner._Tally, report: _Report, by_index: dict[int, Sample]
+    stored: StoredRun, tally: Tally, report: _Report, by_index: dict[int, Sample]
 ) -> Iterator[RunProgress]:
     """Each batch of a report in its own transaction, as the single-process runner does."""
     for batch in report.batches:
-        kept, failed = runner._split_failures(batch)
+        kept, failed = split_failures(batch)
         stored.write(kept, by_index, failed=failed)
         tally.add(kept.results, len(kept.skipped), len(failed))
         yield tally.progress("running")
