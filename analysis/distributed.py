@@ -3,12 +3,12 @@
 Why this shape: a request is many independent samples, so replicas of the model on several
 devices (or nodes) scale it without any gradient communication. What they must share is the
 plan and the cache, and DuckDB allows one writer; a shared cache file across nodes would also
-need a shared filesystem. So rank 0 owns both: it plans the missing samples of every run of the
-request (resuming exactly as :func:`layerscope.analysis.runner.execute` does), opens the cache,
-and hands out work *on request*: a worker asks for a unit (one batch: sample records of one
-run), computes it with the engine, and sends the :class:`BatchResult` back with its next
-request; rank 0 stores each batch in one transaction, as a single process does, and replies
-with the next unit. Units go out longest first (by text length), so with skewed lengths
+need a shared filesystem. So rank 0 owns both: it keys and plans the missing samples of every
+run of the request through the execution core (:mod:`~layerscope.analysis.execution`), exactly
+as :func:`layerscope.analysis.runner.execute` does, opens the cache, and hands out work *on
+request*: a worker asks for a unit (one batch: sample records of one run), computes it with the
+engine, and sends the :class:`BatchResult` back with its next request; rank 0 stores each batch
+in one transaction, as a single process does, and replies with the next unit. Units go out longest first (by text length), so with skewed lengths
 (detailed chains of thought are ten times longer than bare answers) the long ones do not end
 up last on one rank: the slowest rank finishes close to the others.
 
@@ -21,6 +21,13 @@ Workers receive the sample records themselves, so they never read the data files
 cache; they need only the model. The messages are pickled Python objects over a gloo process
 group (the control plane; no tensor collective is ever used, so gloo serves CUDA ranks too and
 the results need no trip through a GPU).
+
+Device maps: each rank loads a whole replica, the same way one process loads its model (at the
+request's revision, in the dtype rank 0 keyed), and a device map spreads that replica, over the
+rank's own GPUs (``--gpus-per-replica`` K narrows ``CUDA_VISIBLE_DEVICES`` to them and asks for
+``device_map="auto"``) or over its CPU and disk (``--max-memory``, which rank 0 checks as one
+process does). Where the layers run is not part of a run's key, so a device map is meaningful
+here and the runs are those one process computes.
 
 Faults: rank 0 stores every batch as it arrives, so whatever happens the stored batches stay
 and the same command computes only what is missing. A signal (Ctrl-C through torchrun, or
@@ -45,32 +52,19 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from layerscope.analysis import runner
-from layerscope.analysis.cache import ResultsCache
-from layerscope.analysis.datasets import DatasetError
 from layerscope.analysis.errors import one_line
 from layerscope.analysis.execution import (
     ExecutionPlan,
     RunProgress,
     Tally,
-    first_batch_description,
-    prepare_cpu,
+    load_model_for,
+    plan_execution,
     run_header,
     split_failures,
 )
 from layerscope.analysis.lifecycle import StoredRun
-from layerscope.analysis.planning import (
-    Job,
-    PlannedRun,
-    RunnerError,
-    RunRequest,
-    check_device,
-    model_identity,
-    plan_jobs,
-    planned_runs,
-    resolve_dtype,
-)
+from layerscope.analysis.planning import Job, PlannedRun, RunnerError, RunRequest
 from layerscope.analysis.records import BatchResult, LoadStage, Sample, SkippedSample
-from layerscope.analysis.settings import parse_max_memory
 
 if TYPE_CHECKING:
     from layerscope.analysis.models import LoadedModel
@@ -366,28 +360,6 @@ def _broadcast(dist: Any, setup: _Setup | None) -> _Setup:
     return received
 
 
-def _load(request: RunRequest, dtype: str, on_stage: Callable[[LoadStage], None] | None) -> Any:
-    from layerscope.analysis.models import load_model
-
-    # before torch starts its worker threads; auto threads: this rank's share of the machine
-    prepare_cpu(request)
-    # With --gpus-per-replica K > 1 the CLI asks for device_map="auto" (replica_device has
-    # already narrowed the visible GPUs to the rank's own group).
-    return load_model(
-        request.model,
-        dtype=dtype,
-        device=request.device,
-        trust_remote_code=request.trust_remote_code,
-        on_stage=on_stage,
-        init=request.settings.init,
-        init_seed=request.settings.init_seed,
-        device_map=None if request.device_map == "none" else request.device_map,
-        max_memory=parse_max_memory(request.max_memory),
-        revision=request.revision,
-        offline=request.offline,
-    )
-
-
 # ---- ranks other than 0 -----------------------------------------------------------------------
 
 
@@ -417,7 +389,8 @@ def _serve_units(
     dist: Any, rank: int, request: RunRequest, setup: _Setup, cancel: threading.Event | None
 ) -> None:
     try:
-        loaded = _load(request, setup.dtype, None)
+        # the dtype rank 0 keyed the runs with; revision and device map from the same request
+        loaded = load_model_for(request, setup.dtype)
     except Exception as error:
         _send(dist, _Report(rank, final=True, error=one_line(error)), 0)
         raise
@@ -556,31 +529,21 @@ def _coordinate(
 ) -> Iterator[RunProgress]:
     dist = _init_group()
     try:
-        check_device(request.device)
-        cache = ResultsCache(db_path)
-        identity = model_identity(request.model)
-        dtype = resolve_dtype(request.dtype, request.device, allow_torch=True)
-        jobs = plan_jobs(request, cache, identity, dtype)
-        if not jobs:
-            raise DatasetError(str(request.dataset), "no response types to compute")
+        planned = plan_execution(request, db_path, on_stage)  # keyed as in one process
     except BaseException as error:
         _broadcast(dist, _Setup(error=one_line(error)))
         raise
-    missing = any(job.missing for job in jobs)
-    _broadcast(dist, _Setup(dtype=dtype, compute=missing))
+    _broadcast(dist, _Setup(dtype=planned.dtype, compute=planned.missing))
     if on_plan is not None:
-        on_plan(planned_runs(jobs))
-    if not missing:
-        for job in jobs:
+        on_plan(planned.planned_runs())
+    if not planned.missing:
+        for job in planned.jobs:
             yield Tally(job).progress("cached")
         return
-    loaded = _load(request, dtype, on_stage)
+    loaded = load_model_for(request, planned.dtype, on_stage)
     targets = loaded.targets(request.settings.modules)
-    if on_stage is not None:
-        on_stage(LoadStage("first batch", first_batch_description(loaded)))
     yield from _store_all(
-        request, environment, dist, cache, jobs, loaded, targets, identity, dtype, cancel,
-        compute_here,
+        request, environment, dist, planned, loaded, targets, cancel, compute_here
     )  # fmt: skip
 
 
@@ -588,12 +551,9 @@ def _store_all(
     request: RunRequest,
     environment: RankEnvironment,
     dist: Any,
-    cache: ResultsCache,
-    jobs: Sequence[Job],
+    planned: ExecutionPlan,
     loaded: LoadedModel,
     targets: Any,
-    identity: dict[str, Any],
-    dtype: str,
     cancel: threading.Event,
     compute_here: bool,
 ) -> Iterator[RunProgress]:
@@ -602,23 +562,22 @@ def _store_all(
     tallies: dict[str, Tally] = {}
     left: dict[str, int] = {}  # samples of each open run not yet stored
     by_index: dict[str, dict[int, Sample]] = {}
-    for job in jobs:
+    for job in planned.jobs:
         tally = Tally(job)
         if not job.missing:
             yield tally.progress("cached")
             continue
-        planned = ExecutionPlan(cache, identity, dtype, list(jobs))
         header = run_header(
             request, planned, job, loaded, targets, world_size=environment.world_size
         )
-        stored = StoredRun(cache, header)
+        stored = StoredRun(planned.cache, header)
         stored.__enter__()
         runs[job.run_id] = stored
         tallies[job.run_id] = tally
         left[job.run_id] = len(job.missing)
         by_index[job.run_id] = {s.index: s for s in job.missing}
         yield tally.progress("running")
-    units = {unit.number: unit for unit in plan_units(jobs, request.settings.batch_size)}
+    units = {unit.number: unit for unit in plan_units(planned.jobs, request.settings.batch_size)}
     dispenser = _Dispenser(list(units.values()), stop)
     events: queue.Queue[Any] = queue.Queue()
     threads = [
