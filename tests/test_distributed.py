@@ -18,6 +18,7 @@ from pathlib import Path
 
 import duckdb
 import pytest
+from test_runner import model_folder  # noqa: F401 (fixture)
 
 from layerscope.analysis.distributed import (
     RankEnvironment,
@@ -97,6 +98,32 @@ def test_units_cover_each_sample_once_longest_first_and_balance_two_ranks():
     for unit in units:
         busy[busy.index(min(busy))] += unit.length
     assert abs(busy[0] - busy[1]) <= min(lengths)
+
+
+def test_a_failing_unit_is_retried_per_sample(model_folder, monkeypatch):  # noqa: F811
+    """As in one process, a unit that raises is computed again one sample at a time; a unit in
+    which every sample fails comes back as their failures (rank 0 records each), not an error."""
+    from test_runner import EngineSpy
+
+    from layerscope.analysis.distributed import compute_unit
+    from layerscope.analysis.models import load_model
+    from layerscope.analysis.records import BatchResult, ComputeSettings, SkippedSample
+
+    loaded = load_model(str(model_folder), dtype="float64", device="cpu")
+    samples = [Sample(i, f"What is {i} + 1?", f"{i + 1}.") for i in range(3)]
+    settings = ComputeSettings(batch_size=3, max_length=64)
+    with monkeypatch.context() as patch:
+        EngineSpy(patch, fail_on={1})
+        computed = compute_unit(loaded, samples, settings, None)
+    assert [type(c) for c in computed] == [BatchResult, SkippedSample, BatchResult]
+    assert [r.index for c in computed if isinstance(c, BatchResult) for r in c.results] == [0, 2]
+    assert computed[1].reason == "RuntimeError: boom in [1]"
+    with monkeypatch.context() as patch:
+        EngineSpy(patch, fail_always=True)
+        computed = compute_unit(loaded, samples, settings, None)
+    assert [(c.index, c.reason) for c in computed] == [
+        (i, f"RuntimeError: boom in [{i}]") for i in range(3)
+    ]
 
 
 def parsed(argv):
