@@ -278,8 +278,8 @@ SETTINGS: tuple[Setting, ...] = (
         placeholder="auto",
     ),
     # Threads (issue "Fast at real depth"): torch counts the cores it sees, not a cgroup quota or
-    # other processes' load, and more threads than cores slow a pass many times. The runner
-    # sets it (runner.prepare_cpu).
+    # other processes' load, and more threads than cores slow a pass many times. Every
+    # computing process sets it (execution.prepare_cpu).
     Setting(
         "cpu_threads",
         "CPU threads",

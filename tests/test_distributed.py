@@ -18,6 +18,7 @@ from pathlib import Path
 
 import duckdb
 import pytest
+from test_runner import model_folder  # noqa: F401 (fixture)
 
 from layerscope.analysis.distributed import (
     RankEnvironment,
@@ -97,6 +98,32 @@ def test_units_cover_each_sample_once_longest_first_and_balance_two_ranks():
     for unit in units:
         busy[busy.index(min(busy))] += unit.length
     assert abs(busy[0] - busy[1]) <= min(lengths)
+
+
+def test_a_failing_unit_is_retried_per_sample(model_folder, monkeypatch):  # noqa: F811
+    """As in one process, a unit that raises is computed again one sample at a time; a unit in
+    which every sample fails comes back as their failures (rank 0 records each), not an error."""
+    from test_runner import EngineSpy
+
+    from layerscope.analysis.distributed import compute_unit
+    from layerscope.analysis.models import load_model
+    from layerscope.analysis.records import BatchResult, ComputeSettings, SkippedSample
+
+    loaded = load_model(str(model_folder), dtype="float64", device="cpu")
+    samples = [Sample(i, f"What is {i} + 1?", f"{i + 1}.") for i in range(3)]
+    settings = ComputeSettings(batch_size=3, max_length=64)
+    with monkeypatch.context() as patch:
+        EngineSpy(patch, fail_on={1})
+        computed = compute_unit(loaded, samples, settings, None)
+    assert [type(c) for c in computed] == [BatchResult, SkippedSample, BatchResult]
+    assert [r.index for c in computed if isinstance(c, BatchResult) for r in c.results] == [0, 2]
+    assert computed[1].reason == "RuntimeError: boom in [1]"
+    with monkeypatch.context() as patch:
+        EngineSpy(patch, fail_always=True)
+        computed = compute_unit(loaded, samples, settings, None)
+    assert [(c.index, c.reason) for c in computed] == [
+        (i, f"RuntimeError: boom in [{i}]") for i in range(3)
+    ]
 
 
 def parsed(argv):
@@ -256,9 +283,17 @@ def test_two_ranks_give_the_numbers_of_one_process(killed_then_resumed, tmp_path
     assert job.again.stdout.split() == run_ids  # rank 0 alone prints, as one process would
     assert set((job.probe / "opened").read_text().split()) == {"0"}  # workers never open it
     assert stored_counts(double) == {run_id: (limit, limit, "complete") for run_id in run_ids}
-    one, two = ResultsCache(single), ResultsCache(double)
     # auto CPU threads: OMP_NUM_THREADS=1 shared by the two ranks, at least 1 each
-    assert {info.provenance["cpu_threads"] for info in two.runs()} == {1}
+    assert {info.provenance["cpu_threads"] for info in ResultsCache(double).runs()} == {1}
+    assert same_numbers(single, double, run_ids) > 100
+
+
+def same_numbers(single, double, run_ids):
+    """Asserts that two caches hold the same numbers for ``run_ids``, every sample of the first
+    in the second; returns how many statistics were compared."""
+    from layerscope.analysis.cache import ResultsCache
+
+    one, two = ResultsCache(single), ResultsCache(double)
     compared = 0
     for run_id in run_ids:
         expected = {
@@ -274,7 +309,7 @@ def test_two_ranks_give_the_numbers_of_one_process(killed_then_resumed, tmp_path
                     assert got[name] == pytest.approx(value, rel=1e-12, abs=1e-12), name
                     compared += 1
         assert not expected  # every sample of the single run is there
-    assert compared > 100
+    return compared
 
 
 @pytest.mark.slow
@@ -302,3 +337,71 @@ def test_ctrl_c_on_the_launcher_stops_every_rank_and_keeps_finished_batches(tmp_
     assert {status for _, _, status in counts.values()} == {"cancelled"}
     assert all(count == distinct for count, distinct, _ in counts.values())
     assert 0 < sum(count for count, _, _ in counts.values()) < 40
+
+
+# ---- keyed as in one process: a hub revision, a device map ----------------------------------
+
+MAIN, TAGGED = "1" * 40, "2" * 40
+
+
+@pytest.fixture(scope="module")
+def hub_cache(tmp_path_factory):
+    """A local Hugging Face cache holding ``org/llama`` at main and at the tag v1, each with
+    its own weights, laid out as a download leaves it (refs naming snapshots): no hub needed."""
+    from modelkit import make_model, make_tokenizer
+
+    root = tmp_path_factory.mktemp("hub-cache")
+    repo = root / "models--org--llama"
+    (repo / "refs").mkdir(parents=True)
+    for ref, commit, seed in (("main", MAIN, 0), ("v1", TAGGED, 1)):
+        snapshot = repo / "snapshots" / commit
+        make_model("llama", seed=seed).save_pretrained(snapshot)
+        make_tokenizer().save_pretrained(snapshot)
+        (repo / "refs" / ref).write_text(commit)
+    return root
+
+
+@pytest.mark.slow
+def test_two_ranks_key_a_revision_under_a_device_map_as_one_process(
+    hub_cache, tmp_path, monkeypatch
+):
+    """``org/llama`` at v1 (main is cached too, with other weights), each replica spread over
+    the CPU and disk by a device map: two ranks key the run by v1's commit, as one process
+    does, and store the numbers one process stores."""
+    from layerscope.analysis.cache import ResultsCache
+    from layerscope.analysis.planning import plan
+    from layerscope.analysis.runner import RunRequest, execute
+
+    monkeypatch.setenv("HF_HUB_CACHE", str(hub_cache))
+    monkeypatch.setenv("HF_HUB_OFFLINE", "1")
+    monkeypatch.setenv("LAYERSCOPE_DB", str(tmp_path / "default.duckdb"))  # offload beside it
+    monkeypatch.setenv("OMP_NUM_THREADS", "1")
+    # 330 kB of CPU keeps two of the llama's three layers in memory, the rest goes to disk
+    placement = {"device": "cpu", "device_map": "sequential", "max_memory": "cpu=330000"}
+    values = {"limit": 3, "dtype": "float64", "batch_size": 1, "revision": "v1", **placement}
+    request = RunRequest.from_settings("org/llama", "math", ["none_cot"], values)
+    single, double = tmp_path / "single.duckdb", tmp_path / "double.duckdb"
+    run_ids = [p.run_id for p in execute(request, single) if p.status == "complete"]
+    assert len(run_ids) == 1
+    (at_main,) = plan(RunRequest.from_settings("org/llama", "math", ["none_cot"], {
+        **values, "revision": None
+    }), single)  # fmt: skip
+    assert at_main.run_id != run_ids[0]  # the commit is keyed: main is another run
+    job = subprocess.run(
+        [sys.executable, "-m", "layerscope.app", "compute", "--model", "org/llama",
+         "--revision", "v1", "--dataset", "math", "--types", "none_cot", "--limit", "3",
+         "--batch-size", "1", "--dtype", "float64", "--device", "cpu",
+         "--device-map", "sequential", "--max-memory", "cpu=330000", "--db", str(double),
+         "--quiet", "--nproc-per-node", "2"],
+        capture_output=True,
+        text=True,
+        timeout=240,
+    )  # fmt: skip
+    assert job.returncode == 0, job.stderr[-3000:]
+    assert job.stdout.split() == run_ids  # the same key
+    assert stored_counts(double) == {run_ids[0]: (3, 3, "complete")}
+    (stored,) = ResultsCache(double).runs()
+    assert stored.settings["model_identity"]["revision"] == TAGGED
+    assert stored.provenance["world_size"] == 2
+    assert stored.provenance["placed_on"] == ["cpu", "disk"]  # the device map was applied
+    assert same_numbers(single, double, run_ids) > 50
