@@ -46,6 +46,7 @@ from typing import TYPE_CHECKING, Any
 
 from layerscope.analysis import runner
 from layerscope.analysis.cache import ResultsCache
+from layerscope.analysis.compat.torch_distributed import default_store
 from layerscope.analysis.datasets import DatasetError
 from layerscope.analysis.devices import node_gpus, show_only
 from layerscope.analysis.errors import one_line
@@ -310,10 +311,6 @@ def _heartbeat_key(rank: int) -> str:
     return f"layerscope/heartbeat/{rank}"
 
 
-def _store(dist: Any) -> Any:
-    return dist.distributed_c10d._get_default_store()
-
-
 def _beat(store: Any, rank: int, stop: threading.Event) -> None:
     while not stop.wait(_HEARTBEAT_SECONDS):
         try:
@@ -389,7 +386,10 @@ def serve(request: RunRequest, cancel: threading.Event | None = None) -> None:
         return  # rank 0 says why (or that everything is cached)
     beating = threading.Event()
     threading.Thread(
-        target=_beat, args=(_store(dist), rank, beating), name="layerscope-heartbeat", daemon=True
+        target=_beat,
+        args=(default_store(dist), rank, beating),
+        name="layerscope-heartbeat",
+        daemon=True,
     ).start()
     try:
         _serve_units(dist, rank, request, setup, cancel)
@@ -634,7 +634,7 @@ def _store_all(
         )
     failure = ""
     grace_ends: float | None = None
-    pulse = _Pulse(_store(dist))
+    pulse = _Pulse(default_store(dist))
     try:
         for thread in threads:
             thread.start()
