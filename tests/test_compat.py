@@ -68,6 +68,35 @@ def test_the_model_says_which_modules_stay_whole():
     assert transformers_compat.no_split_modules(object()) == []
 
 
+def test_enabling_checkpointing_sets_only_what_is_restored():
+    """What transformers sets on a model's modules when checkpointing is enabled is all in
+    CHECKPOINTING_ATTRIBUTES, and restoring leaves the model as it was (hooks included)."""
+    from modelkit import make_model
+
+    model = make_model("llama")
+    modules = list(model.modules())
+    before = [dict(module.__dict__) for module in modules]
+    states = [transformers_compat.checkpointing_state(module) for module in modules]
+    enable = getattr(model, "activation_checkpointing_enable", None)
+    (enable or model.gradient_checkpointing_enable)()
+    changed = {
+        name
+        for module, was in zip(modules, before, strict=True)
+        for name, value in module.__dict__.items()
+        if name not in was or was[name] is not value
+    }
+    assert "_gradient_checkpointing_func" in changed  # checkpointing is still enabled this way
+    unexpected = sorted(changed - set(transformers_compat.CHECKPOINTING_ATTRIBUTES))
+    assert not unexpected, (
+        f"transformers {version('transformers')} sets {', '.join(unexpected)} when enabling "
+        "checkpointing, which layerscope.analysis.compat.transformers does not restore"
+    )
+    for module, state in zip(modules, states, strict=True):
+        transformers_compat.restore_checkpointing_state(module, state)
+    assert [set(module.__dict__) for module in modules] == [set(was) for was in before]
+    assert not model.get_input_embeddings()._forward_hooks
+
+
 def test_the_tests_reach_into_textual_only_where_it_still_offers_it():
     """What some tests read of Textual's widgets (a Select's options, a DataTable's pending
     redraw in the snapshot tests), checked here so that an upgrade says what changed."""
