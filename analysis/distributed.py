@@ -28,6 +28,7 @@ from typing import TYPE_CHECKING, Any
 
 from layerscope.analysis import runner
 from layerscope.analysis.coordinator import coordinate
+from layerscope.analysis.devices import node_gpus, show_only
 from layerscope.analysis.errors import one_line
 from layerscope.analysis.execution import (
     ChunkFailed,
@@ -127,15 +128,6 @@ def replica_gpus(local_rank: int, gpus_per_replica: int, visible: Sequence[str])
     return list(visible[first : first + gpus_per_replica])
 
 
-def _visible_gpus(environ: Mapping[str, str]) -> list[str]:
-    listed = environ.get("CUDA_VISIBLE_DEVICES")
-    if listed is not None:
-        return [gpu.strip() for gpu in listed.split(",") if gpu.strip()]
-    from layerscope.analysis.planning import _cuda_guess, _nvidia_devices
-
-    return [str(i) for i in range(_nvidia_devices())] if _cuda_guess() else []
-
-
 def replica_device(
     environment: RankEnvironment,
     device: str,
@@ -153,14 +145,14 @@ def replica_device(
     assert environ is not None
     if device.startswith("cpu") or device.startswith("mps"):
         return device
-    visible = _visible_gpus(environ)
+    visible = node_gpus(environ)
     if not visible:
         if device.startswith("cuda"):
             raise RunnerError(f"--device {device}: CUDA is not available on this node")
         return "cpu"  # auto without GPUs
     if gpus_per_replica:
         group = replica_gpus(environment.local_rank, gpus_per_replica, visible)
-        environ["CUDA_VISIBLE_DEVICES"] = ",".join(group)
+        show_only(group, environ)
         return "cuda:0"  # the first of the replica's GPUs; the device map spreads the rest
     if environment.local_rank >= len(visible):
         raise RunnerError(

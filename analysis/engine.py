@@ -28,6 +28,10 @@ from layerscope.analysis.batching import (
     formed_gradients_budget,
     plan_batches,
 )
+from layerscope.analysis.compat.transformers import (
+    checkpointing_state,
+    restore_checkpointing_state,
+)
 from layerscope.analysis.cosines import SampleCosines, cosine, cosine_matrix, paired_cosines
 from layerscope.analysis.factorisations import Factorisation, Pending
 from layerscope.analysis.numerics import (
@@ -145,9 +149,6 @@ def _element_bytes(loaded: LoadedModel) -> int:
     return itemsize if isinstance(itemsize, int) and itemsize > 0 else 4
 
 
-_MISSING = object()
-
-
 def _check_checkpointing(model: Any) -> None:
     """Refuse, in one line, a model that cannot recompute its layers."""
     if not getattr(model, "supports_gradient_checkpointing", False) or not hasattr(
@@ -179,10 +180,7 @@ def _checkpointing(model: Any, enabled: bool) -> Iterator[None]:
     _check_checkpointing(model)
     modules = list(model.modules())
     modes = [m.training for m in modules]
-    saved = {
-        id(m): (m, {n: m.__dict__.get(n, _MISSING) for n in _CHECKPOINTING_ATTRIBUTES})
-        for m in modules
-    }
+    saved = [(m, checkpointing_state(m)) for m in modules]
     try:
         enable = getattr(model, "activation_checkpointing_enable", None)
         if enable is not None:  # transformers 5: gradient_checkpointing_enable is deprecated
@@ -197,16 +195,8 @@ def _checkpointing(model: Any, enabled: bool) -> Iterator[None]:
                 module.training = True  # not .train(): its children stay in eval mode
         yield
     finally:
-        for module, attributes in saved.values():
-            for name, value in attributes.items():
-                if name == "_require_grads_hooks":
-                    for hook in module.__dict__.get(name, None) or []:
-                        if value is _MISSING or hook not in value:
-                            hook.remove()  # added by enabling
-                if value is _MISSING:
-                    module.__dict__.pop(name, None)
-                else:
-                    module.__dict__[name] = value
+        for module, state in saved:
+            restore_checkpointing_state(module, state)
         for module, mode in zip(modules, modes, strict=True):
             module.training = mode
 
@@ -214,12 +204,6 @@ def _checkpointing(model: Any, enabled: bool) -> Iterator[None]:
 # use_reentrant=False: hooks see tensors of one autograd graph; early_stop=False: a layer's
 # recompute runs to its end, so every target module inside it sees its input again.
 _CHECKPOINT_OPTIONS = {"use_reentrant": False, "early_stop": False}
-_CHECKPOINTING_ATTRIBUTES = (
-    "gradient_checkpointing",
-    "_gradient_checkpointing_func",
-    "_require_grads_hooks",
-    "_require_grads_hook",
-)
 
 
 def _forward_source(module: Any) -> str:

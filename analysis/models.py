@@ -763,8 +763,10 @@ def _dispatch_random(
     from accelerate import dispatch_model, infer_auto_device_map
     from accelerate.utils import get_balanced_memory
 
+    from layerscope.analysis.compat.transformers import no_split_modules
+
     if isinstance(device_map, str):
-        no_split = getattr(model, "_no_split_modules", None) or []
+        no_split = no_split_modules(model)
         memory = max_memory
         if device_map != "sequential":
             memory = get_balanced_memory(

@@ -42,6 +42,7 @@ from layerscope.analysis.datasets import (
     resolve_dataset,
     type_names,
 )
+from layerscope.analysis.devices import device_file_gpu_count
 from layerscope.analysis.records import ComputeSettings, Sample
 from layerscope.analysis.settings import DEFAULTS, check_values, split_by_target
 from layerscope.analysis.sharding import shard_of
@@ -159,14 +160,6 @@ def select_samples(samples: Sequence[Sample], limit: int | None, seed: int | Non
     return sorted(chosen, key=lambda s: s.index)
 
 
-def _cuda_guess() -> bool:
-    return any(Path(p).exists() for p in ("/dev/nvidiactl", "/dev/nvidia0"))
-
-
-def _nvidia_devices() -> int:
-    return sum(1 for p in Path("/dev").glob("nvidia[0-9]*") if p.name[6:].isdigit())
-
-
 def check_device(device: str, device_map: str = "none", max_memory: str | None = None) -> None:
     """Refuse a CUDA device this machine does not have, before any cache look-up or loading.
 
@@ -184,7 +177,7 @@ def check_device(device: str, device_map: str = "none", max_memory: str | None =
 
         available = torch.cuda.device_count() if torch.cuda.is_available() else 0
     else:
-        available = _nvidia_devices() if _cuda_guess() else 0
+        available = device_file_gpu_count()
     option = f"--device {device}" if device.startswith("cuda") else f"--max-memory {max_memory}"
     if available == 0:
         raise RunnerError(f"{option}: CUDA is not available on this machine")
@@ -222,7 +215,7 @@ def resolve_dtype(dtype: str, device: str, allow_torch: bool = True) -> str:
         return "float32"
     return (
         "bfloat16"
-        if (device.startswith("cuda") or device == "auto") and _cuda_guess()
+        if (device.startswith("cuda") or device == "auto") and device_file_gpu_count() > 0
         else "float32"
     )
 

@@ -22,6 +22,7 @@ from dataclasses import dataclass, field, replace
 from datetime import timedelta
 from typing import Any
 
+from layerscope.analysis.compat.torch_distributed import default_store
 from layerscope.analysis.planning import Job
 from layerscope.analysis.records import BatchResult, Sample, SkippedSample
 
@@ -170,7 +171,7 @@ def _heartbeat_key(rank: int) -> str:
 
 def key_value_store(dist: Any) -> Any:
     """The job's key-value store (torchrun's), where the heartbeats are counted."""
-    return dist.distributed_c10d._get_default_store()
+    return default_store(dist)
 
 
 def beat(store: Any, rank: int, stop: threading.Event) -> None:

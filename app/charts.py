@@ -17,10 +17,7 @@ from dataclasses import dataclass
 
 import plotext
 
-# plotext colour names, in legend order (distinct on dark and light terminals)
-COLORS = ("red", "green", "blue", "orange", "magenta", "cyan", "gray", "yellow")
-# Each series' own glyph, in legend order: curves stay apart when colour is lost.
-MARKERS = ("•", "+", "x", "o", "*", "#", "@", "%")
+from layerscope.app.palettes import SERIES_COLOURS, SERIES_MARKERS
 
 
 def _new_figure(width: int, height: int, color: bool) -> bool:
@@ -67,7 +64,7 @@ def render_curves(
     xlabel: str = "layer",
 ) -> str:
     """The curves overlaid in one chart, as text (ANSI colours only with ``color`` and no
-    ``NO_COLOR`` in the environment); series ``n`` is drawn with ``MARKERS[n]`` either way.
+    ``NO_COLOR`` in the environment); series ``n`` is drawn with ``SERIES_MARKERS[n]`` either way.
     Whole-number x values get a tick per layer (or every n-th); fractional ones (normalised
     depth) get ticks at 0, 0.25, ..., 1."""
     color = _new_figure(width, height, color)
@@ -86,8 +83,8 @@ def render_curves(
             list(xs),
             list(ys),
             label=curve.label,
-            marker=MARKERS[number % len(MARKERS)],
-            color=COLORS[number % len(COLORS)],
+            marker=SERIES_MARKERS[number % len(SERIES_MARKERS)],
+            color=SERIES_COLOURS[number % len(SERIES_COLOURS)],
         )
         drawn += 1
         layers.update(xs)
@@ -127,7 +124,7 @@ def render_scatter(
     color: bool = False,
 ) -> str:
     """Per-sample points (one per sample, e.g. a statistic against response length), as text;
-    group ``n`` is drawn with ``MARKERS[n]`` (the selected samples stay apart without colour)."""
+    group ``n`` is drawn with ``SERIES_MARKERS[n]`` (the selected samples stay apart without colour)."""
     color = _new_figure(width, height, color)
     drawn = 0
     for number, group in enumerate(groups):
@@ -143,8 +140,8 @@ def render_scatter(
             list(xs),
             list(ys),
             label=group.label,
-            marker=MARKERS[number % len(MARKERS)],
-            color=COLORS[number % len(COLORS)],
+            marker=SERIES_MARKERS[number % len(SERIES_MARKERS)],
+            color=SERIES_COLOURS[number % len(SERIES_COLOURS)],
         )
         drawn += 1
     _title(title, width)
@@ -185,7 +182,7 @@ def render_log_log(
 ) -> str:
     """Series drawn with both axes logarithmic (a spectrum: value against rank, x taken from
     ``Series.layers``); values <= 0 or not finite are left out, as log axes cannot show them.
-    Series ``n`` is drawn with ``MARKERS[n]``. The legend is a line below the chart, not
+    Series ``n`` is drawn with ``SERIES_MARKERS[n]``. The legend is a line below the chart, not
     plotext's box: a spectrum starts at the top left, where that box would cover it."""
     color = _new_figure(width, height, color)
     legend: list[str] = []
@@ -198,8 +195,10 @@ def render_log_log(
         if not points:
             continue
         xs, ys = zip(*points, strict=True)
-        marker = MARKERS[number % len(MARKERS)]
-        plotext.plot(list(xs), list(ys), marker=marker, color=COLORS[number % len(COLORS)])
+        marker = SERIES_MARKERS[number % len(SERIES_MARKERS)]
+        plotext.plot(
+            list(xs), list(ys), marker=marker, color=SERIES_COLOURS[number % len(SERIES_COLOURS)]
+        )
         legend.append(f"{marker} {curve.label}")
     if not legend:
         plotext.clear_figure()

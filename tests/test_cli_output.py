@@ -17,7 +17,8 @@ from tui_synthetic import add_run
 
 from layerscope.analysis.cache import ResultsCache
 from layerscope.app import cli
-from layerscope.app.charts import MARKERS, Series, render_curves
+from layerscope.app.charts import Series, render_curves
+from layerscope.app.palettes import SERIES_MARKERS
 
 
 def run(capsys, *argv):
@@ -93,7 +94,7 @@ def test_chart_series_differ_by_glyph_with_or_without_colour(monkeypatch, color)
     plain = re.sub(r"\x1b\[[0-9;]*m", "", chart)
     markers = legend_markers(plain, labels)
     assert len(set(markers)) == len(labels)
-    assert [m[0] for m in markers] == list(MARKERS[: len(labels)])
+    assert [m[0] for m in markers] == list(SERIES_MARKERS[: len(labels)])
     rows = plain.splitlines()
     plot = "\n".join(row.split("┤", 1)[1] for row in rows if "┤" in row)
     for label, marker in zip(labels, markers, strict=True):

@@ -56,6 +56,9 @@ def test_the_tree_keeps_its_contracts(tmp_path):
         ("app/tui/widgets/samples_view.py", "import layerscope.app.tui.screens.help", "Explorer"),
         # the CLI reaches the explorer only to launch it
         ("app/cli/output.py", "import layerscope.app.tui.app", "The CLI never imports"),
+        # a compatibility module wraps its library and nothing of layerscope
+        ("analysis/compat/transformers.py", "import layerscope.analysis.records", "Layers"),
+        ("app/compat/plotext.py", "import layerscope.app.tui.format", "compatibility modules"),
     ],
 )
 def test_a_wrong_import_breaks_a_contract(tmp_path, module, line, contract):

@@ -208,6 +208,43 @@ def test_without_nvml_or_a_driver_nothing_is_listed(monkeypatch):
     assert devices.device_choices(("auto", "cpu"), []) == [("auto", "auto"), ("cpu", "cpu")]
 
 
+def test_cuda_visible_devices_is_read_as_cuda_reads_it(monkeypatch):
+    """Entries up to the first that is no GPU, indices and UUIDs alike, in torch's order."""
+    parse = devices.parse_visible_devices
+    assert parse("0,2") == ["0", "2"]
+    assert parse(" 3 , 1 ") == ["3", "1"]
+    assert parse("1,-1,2") == ["1"]  # -1 hides it and every later one
+    assert parse("0,,1") == ["0"]  # so does an empty entry
+    assert parse("") == []
+    assert parse("GPU-5f3c,MIG-aa01/1/0") == ["GPU-5f3c", "MIG-aa01/1/0"]
+    assert devices.visible_entries({}) is None  # unset: every GPU
+    assert devices.node_gpus({"CUDA_VISIBLE_DEVICES": "4,5"}) == ["4", "5"]
+    monkeypatch.setattr(devices, "_device_files_present", lambda: True)
+    monkeypatch.setattr(devices, "_device_file_count", lambda: 3)
+    assert devices.node_gpus({}) == ["0", "1", "2"]
+    assert devices.device_file_gpu_count({"CUDA_VISIBLE_DEVICES": "2"}) == 1
+    assert devices.device_file_gpu_count({"CUDA_VISIBLE_DEVICES": ""}) == 0
+    environ = {"CUDA_VISIBLE_DEVICES": "4,5,6,7"}
+    devices.show_only(devices.node_gpus(environ)[2:], environ)
+    assert environ == {"CUDA_VISIBLE_DEVICES": "6,7"}
+
+
+def test_only_the_devices_module_reads_cuda_visible_devices():
+    """One owner: every other module asks :mod:`layerscope.analysis.devices`."""
+    import ast
+    from pathlib import Path
+
+    root = Path(devices.__file__).resolve().parents[1]
+    readers = []
+    for folder in ("analysis", "app"):
+        for path in sorted((root / folder).rglob("*.py")):
+            tree = ast.parse(path.read_text(encoding="utf-8"))
+            for node in ast.walk(tree):
+                if isinstance(node, ast.Constant) and node.value == "CUDA_VISIBLE_DEVICES":
+                    readers.append(str(path.relative_to(root)))
+    assert readers == ["analysis/devices.py"]
+
+
 def test_cli_devices_lists_gpus_or_says_how_to(monkeypatch, capsys):
     from layerscope.app.cli import main
 

@@ -15,7 +15,7 @@ import torch
 from modelkit import make_model, make_tokenizer
 from test_engine import SAMPLES, assert_results_close, run
 
-from layerscope.analysis import models, planning
+from layerscope.analysis import devices, models, planning
 from layerscope.analysis.models import ModelLoadError, load_model
 from layerscope.analysis.planning import RunnerError, RunRequest, check_device
 from layerscope.analysis.records import LoadStage
@@ -182,8 +182,9 @@ def test_max_memory_may_name_only_gpus_the_machine_has(monkeypatch):
 
 
 def test_without_torch_imported_the_device_files_answer(monkeypatch):
-    monkeypatch.setattr(planning, "_cuda_guess", lambda: True)
-    monkeypatch.setattr(planning, "_nvidia_devices", lambda: 1)
+    monkeypatch.setattr(devices, "_device_files_present", lambda: True)
+    monkeypatch.setattr(devices, "_device_file_count", lambda: 1)
+    monkeypatch.delenv("CUDA_VISIBLE_DEVICES", raising=False)
     monkeypatch.delitem(planning.sys.modules, "torch")
     with pytest.raises(RunnerError, match="has 1 CUDA device"):
         check_device("auto", "auto", "1=10GiB")

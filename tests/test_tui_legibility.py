@@ -15,10 +15,10 @@ import re
 from pathlib import Path
 
 import pytest
-from textual.widgets._footer import FooterKey, FooterLabel, KeyGroup
 from textual.worker import WorkerCancelled
 from tui_synthetic import LAYERS, fill_cache
 
+from layerscope.app.compat.textual import FooterKey, FooterLabel, KeyGroup
 from layerscope.app.labels import run_settings
 from layerscope.app.tui.app import LayerscopeApp
 from layerscope.app.tui.commands import help_sections

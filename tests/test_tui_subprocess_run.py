@@ -18,6 +18,7 @@ from test_runner import model_folder, write_dataset  # noqa: F401 (fixture)
 from textual.app import App
 from textual.widgets import Label, Select
 
+from layerscope.analysis import devices
 from layerscope.analysis.cache import ResultsCache
 from layerscope.analysis.records import ComputeSettings
 from layerscope.analysis.runner import RunRequest
@@ -59,7 +60,7 @@ def test_the_gpu_count_needs_no_torch(monkeypatch):
     monkeypatch.setenv(gpus.GPU_COUNT_ENV, "3")
     assert gpus.visible_gpu_count() == 3
     monkeypatch.delenv(gpus.GPU_COUNT_ENV)
-    monkeypatch.setattr(gpus, "_library_count", lambda: 4)
+    monkeypatch.setattr(devices, "_library_count", lambda: 4)
     monkeypatch.delenv("CUDA_VISIBLE_DEVICES", raising=False)
     assert gpus.visible_gpu_count() == 4
     monkeypatch.setenv("CUDA_VISIBLE_DEVICES", "0,2")

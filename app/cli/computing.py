@@ -434,25 +434,21 @@ def serve_rank(request: RunRequest) -> int:
     return cancellation.exit_status if cancellation.event.is_set() else 0
 
 
-def progress_event(update: RunProgress, elapsed: float) -> dict[str, Any]:
-    """One ``--progress-format jsonl`` line of a progress update (see :func:`execute_jsonl`)."""
-    from dataclasses import asdict
-
-    return {"event": "progress", **asdict(update), "elapsed": round(elapsed, 3)}
-
-
 def execute_jsonl(request: RunRequest, db: str | None) -> Outcome:
     """Run a request writing one JSON object per line on stdout for a program to follow.
 
-    Events (``event``): ``plan`` (``runs``: id, dataset, type, total, cached), ``stage`` (a
-    loading step: step, description, done, total, elapsed) and ``progress`` (every field of a
-    :class:`~layerscope.analysis.runner.RunProgress`: run id, dataset, response type, status,
-    done, total, rate, eta, mean loss, message, skipped, failed; plus ``elapsed`` seconds since
-    the call began). Ctrl-C and SIGTERM behave as with bars; nothing else is written to stdout.
+    The lines are the records of :mod:`layerscope.analysis.progress_codec`: the plan, each
+    loading stage and each progress update. Ctrl-C and SIGTERM behave as with bars; nothing
+    else is written to stdout.
     """
-    import json
-
     from layerscope.analysis.distributed import execute  # the runner's, unless under torchrun
+    from layerscope.analysis.progress_codec import (
+        PlanEvent,
+        ProgressEvent,
+        ProgressRecord,
+        StageEvent,
+        encode,
+    )
 
     began = time.perf_counter()
     finals: dict[str, RunProgress] = {}
@@ -460,37 +456,17 @@ def execute_jsonl(request: RunRequest, db: str | None) -> Outcome:
     computing: dict[str, float] = {}
     loaded_at: list[float] = []
 
-    def emit(record: dict[str, Any]) -> None:
-        sys.stdout.write(json.dumps(record, default=str) + "\n")
+    def emit(record: ProgressRecord) -> None:
+        sys.stdout.write(encode(record) + "\n")
         sys.stdout.flush()
 
     def planned(runs: list[PlannedRun]) -> None:
-        emit({
-            "event": "plan",
-            "runs": [
-                {
-                    "run_id": run.run_id,
-                    "dataset": run.dataset,
-                    "response_type": run.response_type,
-                    "total": run.total,
-                    "cached": run.cached,
-                    "samples_in_file": run.samples_in_file,
-                }
-                for run in runs
-            ],
-        })  # fmt: skip
+        emit(PlanEvent(tuple(runs)))
 
     def staged(stage: LoadStage) -> None:
         if stage.step == "first batch" and not loaded_at:
             loaded_at.append(time.perf_counter() - began)
-        emit({
-            "event": "stage",
-            "step": stage.step,
-            "description": stage.description,
-            "done": stage.done,
-            "total": stage.total,
-            "elapsed": round(time.perf_counter() - began, 3),
-        })  # fmt: skip
+        emit(StageEvent(stage, time.perf_counter() - began))
 
     with Cancellation() as cancellation:
         for update in execute(
@@ -501,7 +477,7 @@ def execute_jsonl(request: RunRequest, db: str | None) -> Outcome:
                 started.setdefault(update.run_id, now)
             elif update.run_id in started:
                 computing[update.run_id] = now - started[update.run_id]
-            emit(progress_event(update, now - began))
+            emit(ProgressEvent(update, now - began))
             finals[update.run_id] = update
         cancelled = cancellation.exit_status if cancellation.event.is_set() else None
     return Outcome(

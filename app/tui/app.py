@@ -36,6 +36,7 @@ from textual.widgets import Button, TabbedContent, TabPane
 from textual.worker import Worker, WorkerState
 
 from layerscope.analysis.errors import one_line
+from layerscope.app.compat.textual import is_quitting
 from layerscope.app.tui.browse_tabs import BrowseTabs
 from layerscope.app.tui.errors import reported
 from layerscope.app.tui.keys import (
@@ -169,7 +170,7 @@ class LayerscopeApp(App[None]):
         try:
             await self._fill_tabs()
         except MountError:
-            if not (self._exit or self._closing):  # not quitting: a real error
+            if not is_quitting(self):  # not quitting: a real error
                 raise
 
     async def _fill_tabs(self) -> None:
@@ -527,7 +528,7 @@ class LayerscopeApp(App[None]):
             self._tab_shown(event.pane.id)
 
     def _tab_shown(self, tab: str) -> None:
-        if self._exit or self._closing or not self.is_running:
+        if is_quitting(self) or not self.is_running:
             return  # a tab switch still queued while quitting: its widgets may be gone
         if tab == "log":
             self.query_one(LogPanel).focus()

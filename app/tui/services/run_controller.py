@@ -17,14 +17,12 @@ when work starts, so that neither torch nor the runner is imported at start-up.
 
 from __future__ import annotations
 
-import json
 import signal
 import subprocess
 import sys
 import threading
 import time
 from collections.abc import Callable
-from dataclasses import fields
 from pathlib import Path
 from typing import TYPE_CHECKING
 
@@ -201,8 +199,13 @@ class RunController:
         writer and the explorer's reads meanwhile wait their turn for the lock, as a `runs`
         from another terminal does.
         """
-        from layerscope.analysis.records import LoadStage
-        from layerscope.analysis.runner import PlannedRun, RunProgress
+        from layerscope.analysis.progress_codec import (
+            NotAProgressLine,
+            PlanEvent,
+            ProgressEvent,
+            StageEvent,
+            decode,
+        )
 
         process = subprocess.Popen(
             self.compute_command(request),
@@ -222,26 +225,18 @@ class RunController:
             daemon=True,
         )
         reader.start()
-        progress_fields = {f.name for f in fields(RunProgress)}
         try:
             for line in process.stdout or ():
                 try:
-                    event = json.loads(line)
-                except json.JSONDecodeError:
+                    record = decode(line)
+                except NotAProgressLine:
                     continue  # not one of ours (a library printing to stdout)
-                kind = event.get("event") if isinstance(event, dict) else None
-                if kind == "plan":
-                    planned([PlannedRun(**run) for run in event["runs"]])
-                elif kind == "stage":
-                    stage_reached(
-                        LoadStage(
-                            event["step"], event["description"], event["done"], event["total"]
-                        )
-                    )
-                elif kind == "progress":
-                    progressed(
-                        RunProgress(**{k: v for k, v in event.items() if k in progress_fields})
-                    )
+                if isinstance(record, PlanEvent):
+                    planned(list(record.runs))
+                elif isinstance(record, StageEvent):
+                    stage_reached(record.stage)
+                elif isinstance(record, ProgressEvent):
+                    progressed(record.progress)
         finally:
             status = process.wait()
             reader.join()

@@ -36,7 +36,7 @@ class CheckList(SelectionList[SelectionType]):
         if len(segments) < 2:
             return strip
         # SelectionList's line starts with the box: left side, inner glyph, right side.
-        glyph = CHECKED if selection.value in self._selected else UNCHECKED
+        glyph = CHECKED if selection.value in self.selected else UNCHECKED
         inner = segments[1]
         segments[1] = Segment(glyph, inner.style, inner.control)
         return Strip(segments, strip.cell_length)

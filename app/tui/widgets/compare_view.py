@@ -33,6 +33,7 @@ from textual.widgets import Static
 from layerscope.analysis.records import ATTENTION_PROJECTIONS, MLP_PROJECTIONS
 from layerscope.analysis.statistics import ci95
 from layerscope.app.labels import run_labels, run_settings
+from layerscope.app.palettes import RUN_MARKERS, run_colours
 from layerscope.app.tui.errors import ReportsWorkerErrors, reported
 from layerscope.app.tui.format import format_length_range
 from layerscope.app.tui.messages import (
@@ -47,9 +48,6 @@ from layerscope.app.tui.widgets.comparison_table import ComparisonTable
 from layerscope.app.tui.widgets.layer_chart import (
     BAND_LABELS,
     BAND_MODES,
-    DARK_PALETTE,
-    LIGHT_PALETTE,
-    RUN_MARKERS,
     BandMode,
     ChartSeries,
     Depth,
@@ -508,7 +506,7 @@ class ComparePane(ReportsWorkerErrors, Vertical):
         runs = self.runs_by_id
         known = [runs[run_id] for run_id in self.run_ids if run_id in runs]
         self.labels = run_labels(known)
-        palette = DARK_PALETTE if self.dark else LIGHT_PALETTE
+        palette = run_colours(self.dark)
         self.colours = {}
         markers: dict[str, str] = {}
         for position, run_id in enumerate(self.run_ids):

@@ -26,7 +26,8 @@ from rich.text import Text
 from textual.reactive import reactive
 from textual.widgets import DataTable
 
-from layerscope.app.tui.format import number, rich_colour
+from layerscope.app.palettes import rich_colour
+from layerscope.app.tui.format import number
 
 __all__ = ["ComparisonTable", "number"]
 

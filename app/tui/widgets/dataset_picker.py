@@ -17,14 +17,12 @@ from typing import TYPE_CHECKING
 from rich.text import Text
 from textual import on, work
 from textual.app import ComposeResult
-from textual.containers import Vertical
-from textual.widgets import Input, Label, OptionList, SelectionList, Static
-from textual.widgets.option_list import Option
+from textual.widgets import Label, SelectionList, Static
 from textual.widgets.selection_list import Selection
 
-from layerscope.app.tui.errors import ReportsWorkerErrors
-from layerscope.app.tui.messages import DatasetChosen, DatasetDiscovered, PickerSettled
+from layerscope.app.tui.messages import DatasetChosen, DatasetDiscovered
 from layerscope.app.tui.widgets.check_list import CheckList
+from layerscope.app.tui.widgets.list_or_path import ListOrPathPicker
 
 if TYPE_CHECKING:
     from layerscope.analysis.datasets import ResponseTypeSource
@@ -33,8 +31,13 @@ if TYPE_CHECKING:
 DEFAULT_TYPES = ("none_cot", "simplified_cot", "detailed_cot")
 
 
-class DatasetPicker(ReportsWorkerErrors, Vertical):
+class DatasetPicker(ListOrPathPicker):
     """Posts DatasetChosen when what the field shows changes; `types` are the checked types."""
+
+    KIND = "dataset"
+    TITLE = "Dataset"
+    PLACEHOLDER = "or type a file, paper-layout folder or manifest"
+    NOTHING_CHOSEN = "no dataset chosen (pick one in the list or type a path)"
 
     def __init__(
         self,
@@ -45,7 +48,7 @@ class DatasetPicker(ReportsWorkerErrors, Vertical):
         limit: int | None = None,
         id: str | None = None,
     ) -> None:
-        super().__init__(id=id)
+        super().__init__(initial, id=id)
         self.dataset = initial
         # The samples setting (at most this many per type; None: all), so that the summary
         # says how many samples a run computes, not how many the checked types hold.
@@ -56,25 +59,12 @@ class DatasetPicker(ReportsWorkerErrors, Vertical):
         self.sources: list[ResponseTypeSource] = []
         self.counts: dict[str, int] = {}
         self.cached: dict[str, tuple[int, int, bool]] = {}  # type -> (cached, total, complete)
-        # Why what the field shows cannot run (see ModelPicker.problem); None when it can.
-        self.problem: str | None = None
-        # The spec read last and not answered yet (the initial one from the start; see
-        # ModelPicker.checking).
-        self.checking: str | None = initial
-        self._entries: list[tuple[str, str]] = []
         # The types checked before the field showed something unusable, checked again when a
         # dataset that has them comes back (a typo fixed).
         self._kept_types: set[str] | None = None
 
     def compose(self) -> ComposeResult:
-        yield Label("Dataset", classes="section-title")
-        yield OptionList(id="dataset-list", compact=True)
-        yield Input(
-            placeholder="or type a file, paper-layout folder or manifest",
-            id="dataset-path",
-            compact=True,
-        )
-        yield Static("", id="dataset-check", classes="check-line")
+        yield from self.compose_choice()
         yield Label("Response types (space toggles)", classes="section-title")
         yield CheckList[str](id="type-list", compact=True)
         yield Static("", id="type-summary")
@@ -88,55 +78,21 @@ class DatasetPicker(ReportsWorkerErrors, Vertical):
                 entries.append((item, "recent"))
         if self.dataset not in [spec for spec, _ in entries]:
             entries.append((self.dataset, "given"))
-        self._entries = entries
-        options = self.query_one("#dataset-list", OptionList)
-        for position, (spec, description) in enumerate(entries):
-            options.add_option(
-                Option(
-                    Text.assemble((spec, "bold"), "  ", (description, "dim")), id=f"ds-{position}"
-                )
-            )
-        options.highlighted = [spec for spec, _ in entries].index(self.dataset)
+        self.choice_list.highlighted = self._list(entries).index(self.dataset)
 
     @property
     def types(self) -> list[str]:
         return list(self.query_one("#type-list", SelectionList).selected)
 
-    @on(OptionList.OptionHighlighted, "#dataset-list")
-    def _highlighted(self, event: OptionList.OptionHighlighted) -> None:
-        index = event.option_index
-        if 0 <= index < len(self._entries):
-            spec = self._entries[index][0]
-            path_field = self.query_one("#dataset-path", Input)
-            if path_field.value:
-                path_field.value = ""  # the list's choice replaces a typed one
-            if spec != self.dataset or not self.sources or self.problem is not None:
-                self._discover(spec, typed=False)
+    def _list_chose(self, spec: str) -> None:
+        if spec != self.dataset or not self.sources or self.problem is not None:
+            self._check(spec, typed=False)
 
-    @on(Input.Changed, "#dataset-path")
-    def _typed(self, event: Input.Changed) -> None:
-        value = event.value.strip()
-        options = self.query_one("#dataset-list", OptionList)
-        if value:
-            options.highlighted = None  # the typed path is the choice now, not the list's
-            self._discover(value, typed=True)
-        elif options.highlighted is None:
-            self._nothing_chosen()
-
-    def _nothing_chosen(self) -> None:
-        """The path field was emptied and the list points at nothing: say so, run nothing."""
-        self.problem = "no dataset chosen (pick one in the list or type a path)"
-        self.query_one("#dataset-check", Static).update(
-            Text.assemble(("✗ ", "bold red"), (self.problem, "red"))
-        )
+    def _chose_nothing(self) -> None:
         self._clear_types()
         self.post_message(DatasetChosen("", []))
-        if self.checking is not None:
-            self.checking = None
-            self.post_message(PickerSettled("dataset"))
 
-    def _discover(self, spec: str, typed: bool) -> None:
-        self.checking = spec
+    def _start_check(self, spec: str, typed: bool) -> None:
         self._read(spec, typed)
 
     @work(thread=True, exclusive=True, group="dataset-discover", exit_on_error=False)
@@ -168,20 +124,16 @@ class DatasetPicker(ReportsWorkerErrors, Vertical):
 
     def on_dataset_discovered(self, message: DatasetDiscovered) -> None:
         message.stop()
-        if message.typed and message.spec != self.query_one("#dataset-path", Input).value.strip():
+        if not self._is_current(message.spec, message.typed):
             pass  # the field was changed since: this answer is about text no longer shown
         elif message.error is not None:
             self._failed(message.spec, message.error, message.typed)
         else:
             self._found(message.spec, message.sources, message.counts, message.typed)
-        if message.spec == self.checking:
-            self.checking = None
-            self.post_message(PickerSettled("dataset"))
+        self._settle(message.spec)
 
     def _failed(self, spec: str, message: str, typed: bool) -> None:
-        line = self.query_one("#dataset-check", Static)
-        line.update(Text.assemble(("✗ ", "bold red"), (message, "red")))
-        self.problem = message
+        self._refuse(message)
         if not typed:
             self.dataset = spec
         self._clear_types()
@@ -200,7 +152,7 @@ class DatasetPicker(ReportsWorkerErrors, Vertical):
         self, spec: str, sources: list[ResponseTypeSource], counts: dict[str, int], typed: bool
     ) -> None:
         if typed:
-            self.query_one("#dataset-list", OptionList).highlighted = None
+            self.choice_list.highlighted = None
         previous = set(self.types) if self.sources else self._kept_types
         self._kept_types = None
         self.problem = None
@@ -209,7 +161,7 @@ class DatasetPicker(ReportsWorkerErrors, Vertical):
         self.counts = counts
         names = sorted({source.dataset for source in sources})
         total = sum(counts.values())
-        self.query_one("#dataset-check", Static).update(
+        self.check_line.update(
             Text.assemble(
                 ("✓ ", "bold green"),
                 f"{', '.join(names)}: {len(sources)} response types, {total} samples",

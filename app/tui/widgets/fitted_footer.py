@@ -16,7 +16,8 @@ from __future__ import annotations
 
 from textual.widget import Widget
 from textual.widgets import Footer
-from textual.widgets._footer import FooterKey, FooterLabel, KeyGroup
+
+from layerscope.app.compat.textual import FooterKey, FooterLabel, KeyGroup
 
 
 class FittedFooter(Footer):

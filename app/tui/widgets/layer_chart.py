@@ -20,21 +20,16 @@ from typing import Literal
 from rich.text import Text
 from textual.reactive import reactive
 
-from layerscope.app.tui.format import rich_colour
+from layerscope.app.palettes import rich_colour
 from layerscope.app.tui.widgets.plotext_chart import PlotextChart
 
 BandMode = Literal["none", "band", "bars"]
 BAND_MODES: tuple[BandMode, ...] = ("none", "band", "bars")
 BAND_LABELS = {"none": "no interval", "band": "95% CI band", "bars": "95% CI error bars"}
 
-# Base ANSI colours only (codes 0-15): readable in any terminal, tmux and plain SSH included.
-DARK_PALETTE = ("blue+", "red+", "green+", "magenta+", "cyan+", "orange+", "gray+", "white")
-LIGHT_PALETTE = ("blue", "red", "green", "magenta", "cyan", "orange", "gray", "black")
-# Every overlaid run has its own marker, with colour or without: colour is lost in tmux
-# without 256 colours, over plain SSH, with NO_COLOR and in the text export, so it is an extra
-# cue, never the only one. The first run keeps braille (the finest line); the others are drawn
-# with one character each, which the legend shows in front of the run's name.
-RUN_MARKERS = ("braille", "•", "x", "+", "*", "o", "#", "%")
+# Every overlaid run has its own colour and marker (layerscope.app.palettes): colour is lost in
+# tmux without 256 colours, over plain SSH, with NO_COLOR and in the text export, so it is an
+# extra cue, never the only one.
 BRAILLE_LEGEND = "⠤⠤"
 SIGNIFICANCE_MARK = "*"
 # what the x axis label adds under a panel with marks, the longest that fits

@@ -16,12 +16,10 @@ from typing import TYPE_CHECKING
 from rich.text import Text
 from textual import on, work
 from textual.app import ComposeResult
-from textual.containers import Vertical
-from textual.widgets import Input, Label, OptionList, RadioButton, RadioSet, Static
-from textual.widgets.option_list import Option
+from textual.widgets import Input, RadioButton, RadioSet
 
-from layerscope.app.tui.errors import ReportsWorkerErrors
-from layerscope.app.tui.messages import ModelChecked, ModelChosen, ModelsListed, PickerSettled
+from layerscope.app.tui.messages import ModelChecked, ModelChosen, ModelsListed
+from layerscope.app.tui.widgets.list_or_path import ListOrPathPicker
 from layerscope.app.tui.widgets.marked_radio_button import MarkedRadioButton
 
 if TYPE_CHECKING:
@@ -52,33 +50,28 @@ def describe_check(check: ModelCheck) -> str:
     return ", ".join(parts)
 
 
-class ModelPicker(ReportsWorkerErrors, Vertical):
-    """Posts ModelChosen whenever what the field shows changes (`ok` False: nothing usable)."""
+class ModelPicker(ListOrPathPicker):
+    """Posts ModelChosen whenever what the field shows changes (`ok` False: nothing usable).
+
+    `problem` says why what the field shows cannot run; `spec` keeps the last usable choice
+    for the plan, never for a run.
+    """
+
+    KIND = "model"
+    TITLE = "Model"
+    PLACEHOLDER = "or type a model folder / hub id"
+    NOTHING_CHOSEN = "no model chosen (pick one in the list or type a folder / hub id)"
 
     def __init__(self, initial: str, mode: str, recent: Sequence[str], *, id: str | None = None):
-        super().__init__(id=id)
+        super().__init__(initial, id=id)
         self.spec = initial
         self.initial_mode = mode
         self.recent = [item for item in recent if item]
         self.has_chat_template = False
         self.ok = False
-        # Why what the field shows cannot run (a typed path that is no model, nothing chosen);
-        # None when it can. `spec` keeps the last usable choice for the plan, never for a run.
-        self.problem: str | None = None
-        # The spec whose check was asked for last and has not answered yet (the initial one
-        # from the start): while set, what the field shows is not yet what `spec`/`ok` say.
-        self.checking: str | None = initial
-        self._entries: list[tuple[str, str]] = []  # (spec, description)
 
     def compose(self) -> ComposeResult:
-        yield Label("Model", classes="section-title")
-        yield OptionList(id="model-list", compact=True)
-        yield Input(
-            placeholder="or type a model folder / hub id",
-            id="model-path",
-            compact=True,
-        )
-        yield Static("", id="model-check", classes="check-line")
+        yield from self.compose_choice()
         with RadioSet(id="mode-set", compact=True):
             yield MarkedRadioButton("base", value=self.initial_mode != "instruct", id="mode-base")
             yield MarkedRadioButton(
@@ -86,7 +79,7 @@ class ModelPicker(ReportsWorkerErrors, Vertical):
             )
 
     def on_mount(self) -> None:
-        self.query_one("#model-check", Static).update("Looking for models…")
+        self.check_line.update("Looking for models…")
         self._scan()
 
     @property
@@ -123,53 +116,22 @@ class ModelPicker(ReportsWorkerErrors, Vertical):
         self._fill(message.entries)
 
     def _fill(self, entries: list[tuple[str, str]]) -> None:
-        self._entries = entries
-        options = self.query_one("#model-list", OptionList)
-        options.clear_options()
-        for position, (spec, description) in enumerate(entries):
-            prompt = Text.assemble((spec, "bold"), "  ", (description, "dim"))
-            options.add_option(Option(prompt, id=f"model-{position}"))
-        specs = [spec for spec, _ in entries]
+        specs = self._list(entries)
         if self.spec in specs:
-            options.highlighted = specs.index(self.spec)  # checks it (OptionHighlighted)
+            self.choice_list.highlighted = specs.index(self.spec)  # checks it (OptionHighlighted)
         else:
             # Preselected path that is not in the list: show it in the path field.
-            self.query_one("#model-path", Input).value = self.spec
+            self.path_field.value = self.spec
 
-    @on(OptionList.OptionHighlighted, "#model-list")
-    def _highlighted(self, event: OptionList.OptionHighlighted) -> None:
-        index = event.option_index
-        if 0 <= index < len(self._entries):
-            spec = self._entries[index][0]
-            path_field = self.query_one("#model-path", Input)
-            if path_field.value:
-                path_field.value = ""  # the list's choice replaces a typed one
-            if spec != self.spec or not self.ok or self.problem is not None:
-                self.spec = spec
-                self._check(spec)
+    def _list_chose(self, spec: str) -> None:
+        if spec != self.spec or not self.ok or self.problem is not None:
+            self.spec = spec
+            self._check(spec)
 
     # --- the path field -----------------------------------------------------------------------
 
-    @on(Input.Changed, "#model-path")
-    def _typed(self, event: Input.Changed) -> None:
-        value = event.value.strip()
-        options = self.query_one("#model-list", OptionList)
-        if value:
-            options.highlighted = None  # the typed path is the choice now, not the list's
-            self._check(value, typed=True)
-        elif options.highlighted is None:
-            self._nothing_chosen()
-
-    def _nothing_chosen(self) -> None:
-        """The path field was emptied and the list points at nothing: say so, run nothing."""
-        self.problem = "no model chosen (pick one in the list or type a folder / hub id)"
-        self.query_one("#model-check", Static).update(
-            Text.assemble(("✗ ", "bold red"), (self.problem, "red"))
-        )
+    def _chose_nothing(self) -> None:
         self.post_message(ModelChosen("", False, False))
-        if self.checking is not None:
-            self.checking = None
-            self.post_message(PickerSettled("model"))
 
     @on(Input.Submitted, "#model-path")
     def _submitted(self, event: Input.Submitted) -> None:
@@ -177,8 +139,7 @@ class ModelPicker(ReportsWorkerErrors, Vertical):
         if value:
             self._check(value, typed=True)
 
-    def _check(self, spec: str, typed: bool = False) -> None:
-        self.checking = spec
+    def _start_check(self, spec: str, typed: bool) -> None:
         self._inspect(spec, typed)
 
     @work(thread=True, exclusive=True, group="model-check", exit_on_error=False)
@@ -196,33 +157,30 @@ class ModelPicker(ReportsWorkerErrors, Vertical):
     def on_model_checked(self, message: ModelChecked) -> None:
         message.stop()
         self._checked(message.spec, message.check, message.typed)
-        if message.spec == self.checking:
-            self.checking = None
-            self.post_message(PickerSettled("model"))
+        self._settle(message.spec)
 
     def _checked(self, spec: str, check: ModelCheck, typed: bool) -> None:
-        line = self.query_one("#model-check", Static)
-        if typed and spec != self.query_one("#model-path", Input).value.strip():
+        if not self._is_current(spec, typed):
             return  # the field was changed since: this answer is about text no longer shown
         if typed and not check.ok:
-            self.problem = check.message
-            line.update(Text.assemble(("✗ ", "bold red"), (check.message, "red")))
+            self._refuse(check.message)
             self.post_message(ModelChosen(spec, False, False))
             return
         if typed:
             self.spec = spec
-            self.query_one("#model-list", OptionList).highlighted = None
+            self.choice_list.highlighted = None
         if spec != self.spec:
             return
         self.ok = check.ok
         self.problem = None if check.ok else check.message
         self.has_chat_template = check.has_chat_template
+        line = self.check_line
         if check.download:  # a hub id not cached: said without a network call while typing
             line.update(Text.assemble(("↓ ", "bold yellow"), check.message))
         elif check.ok:
             line.update(Text.assemble(("✓ ", "bold green"), describe_check(check)))
         else:
-            line.update(Text.assemble(("✗ ", "bold red"), (check.message, "red")))
+            self._show_problem(check.message)
         instruct = self.query_one("#mode-instruct", RadioButton)
         instruct.disabled = not check.has_chat_template
         if not check.has_chat_template and instruct.value:

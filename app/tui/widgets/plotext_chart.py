@@ -40,9 +40,9 @@ class PlotextChart(Widget):
     def _figure(self) -> Any:
         """The widget's own plotext figure, made (and plotext imported) on first use."""
         if self._figure_object is None:
-            from plotext._figure import _figure_class
+            from layerscope.app.compat.plotext import new_figure
 
-            self._figure_object = _figure_class()
+            self._figure_object = new_figure()
         return self._figure_object
 
     @property

@@ -16,14 +16,12 @@ from typing import TYPE_CHECKING
 
 from rich.text import Text
 
+from layerscope.app.palettes import SERIES_COLOURS, SERIES_MARKERS
 from layerscope.app.tui.widgets.layer_chart import marker_legend, shorten
 from layerscope.app.tui.widgets.plotext_chart import PlotextChart
 
 if TYPE_CHECKING:
     from layerscope.analysis.spectra import LayerSpectrum
-
-LAYER_MARKERS = ("•", "+", "x", "o", "*", "#", "@", "%")
-LAYER_COLOURS = ("red", "green", "blue", "orange", "magenta", "cyan", "gray", "yellow")
 
 
 class SpectrumChart(PlotextChart):
@@ -57,8 +55,8 @@ class SpectrumChart(PlotextChart):
     def header(self, width: int) -> Text | None:
         entries = (
             (
-                LAYER_MARKERS[number % len(LAYER_MARKERS)],
-                LAYER_COLOURS[number % len(LAYER_COLOURS)],
+                SERIES_MARKERS[number % len(SERIES_MARKERS)],
+                SERIES_COLOURS[number % len(SERIES_COLOURS)],
                 f"layer {spectrum.layer}",
             )
             for number, spectrum in enumerate(self.spectra)
@@ -76,8 +74,8 @@ class SpectrumChart(PlotextChart):
                 figure.plot(
                     xs,
                     ys,
-                    color=LAYER_COLOURS[number % len(LAYER_COLOURS)],
-                    marker=LAYER_MARKERS[number % len(LAYER_MARKERS)],
+                    color=SERIES_COLOURS[number % len(SERIES_COLOURS)],
+                    marker=SERIES_MARKERS[number % len(SERIES_MARKERS)],
                 )
         figure.xscale("log")
         figure.yscale("log")
