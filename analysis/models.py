@@ -33,7 +33,7 @@ from importlib import resources
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from layerscope.analysis.errors import one_line
+from layerscope.analysis.errors import LayerscopeError, one_line
 from layerscope.analysis.records import Init, LoadStage, ModuleSet, TargetInfo
 from layerscope.analysis.settings import DTYPES
 
@@ -47,7 +47,7 @@ _WEIGHT_SUFFIXES = (".safetensors", ".bin", ".pt", ".pth")
 _FINGERPRINT_CHUNK = 1 << 20
 
 
-class ModelLoadError(ValueError):
+class ModelLoadError(LayerscopeError, ValueError):
     """A model could not be found, checked or loaded; the message is one line for the user."""
 
 

@@ -42,6 +42,7 @@ from layerscope.analysis.datasets import (
     resolve_dataset,
     type_names,
 )
+from layerscope.analysis.errors import LayerscopeError
 from layerscope.analysis.records import ComputeSettings, Sample
 from layerscope.analysis.settings import DEFAULTS, check_values, split_by_target
 from layerscope.analysis.sharding import shard_of
@@ -64,7 +65,7 @@ __all__ = [
 ]
 
 
-class RunnerError(RuntimeError):
+class RunnerError(LayerscopeError, RuntimeError):
     """A computation that cannot start or went wrong as a whole; one line for the user."""
 
 

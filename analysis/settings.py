@@ -19,6 +19,8 @@ from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass
 from typing import Any, Literal
 
+from layerscope.analysis.errors import LayerscopeError
+
 __all__ = [
     "DEFAULTS",
     "DEFAULT_SYSTEM_PROMPT",
@@ -72,7 +74,7 @@ Surface = Literal["compute", "check", "form"]
 Target = Literal["compute", "request"]
 
 
-class SettingError(ValueError):
+class SettingError(LayerscopeError, ValueError):
     """A value a setting does not accept; ``setting`` names it, ``reason`` says why.
 
     Each surface names the setting its own way (``--max-length`` on the command line, "max

@@ -20,12 +20,13 @@ from __future__ import annotations
 import heapq
 from collections.abc import Sequence
 
+from layerscope.analysis.errors import LayerscopeError
 from layerscope.analysis.records import Sample
 
 __all__ = ["ShardError", "parse_shard", "sample_cost", "shard_of"]
 
 
-class ShardError(ValueError):
+class ShardError(LayerscopeError, ValueError):
     """A ``--shard`` value that cannot be used; the message is one line naming the option."""
 
 

@@ -14,6 +14,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any, Literal
 
+from layerscope.analysis.errors import LayerscopeError
 from layerscope.analysis.records import (
     ATTENTION_PROJECTIONS,
     MLP_PROJECTIONS,
@@ -26,7 +27,7 @@ if TYPE_CHECKING:
     from torch import nn
 
 
-class UnsupportedArchitectureError(ValueError):
+class UnsupportedArchitectureError(LayerscopeError, ValueError):
     """The model's layers do not match any architecture layerscope knows how to measure."""
 
 

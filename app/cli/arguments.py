@@ -12,6 +12,7 @@ import argparse
 from pathlib import Path
 from typing import Any, NoReturn
 
+from layerscope.analysis.errors import LayerscopeError
 from layerscope.analysis.outputs import STDOUT
 from layerscope.analysis.records import ATTENTION_PROJECTIONS, MLP_PROJECTIONS
 from layerscope.analysis.settings import Setting, SettingError, Surface, offered, setting
@@ -50,7 +51,7 @@ CHECK_OUTPUT = (
 )
 
 
-class UsageError(Exception):
+class UsageError(LayerscopeError):
     """A command line that cannot be run as given (exit status 2)."""
 
 
