@@ -13,7 +13,7 @@ import contextlib
 from dataclasses import dataclass
 from typing import Any
 
-__all__ = ["GIB", "GpuInfo", "device_choices", "list_gpus", "nvml_available"]
+__all__ = ["GIB", "GpuInfo", "list_gpus", "nvml_available"]
 
 GIB = 1024**3
 
@@ -100,17 +100,3 @@ def _visible(indices: list[int]) -> list[int]:
         if int(part) in indices:
             chosen.append(int(part))
     return chosen
-
-
-def device_choices(suggestions: tuple[str, ...], gpus: list[GpuInfo]) -> list[tuple[str, str]]:
-    """(label, device) pairs for a device picker: the suggestions, each GPU after ``cuda``.
-
-    'cuda:0  NVIDIA H200, free 130.2 GiB of 139.8 GiB' labels a listed GPU; without any
-    listed, the suggestions alone.
-    """
-    choices: list[tuple[str, str]] = []
-    for suggestion in suggestions:
-        choices.append((suggestion, suggestion))
-        if suggestion == "cuda":
-            choices.extend((f"{gpu.device}  {gpu.describe()}", gpu.device) for gpu in gpus)
-    return choices

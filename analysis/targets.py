@@ -21,6 +21,7 @@ from layerscope.analysis.records import (
     ModuleSet,
     TargetInfo,
 )
+from layerscope.analysis.settings import SettingError, setting
 
 if TYPE_CHECKING:
     import torch
@@ -129,7 +130,7 @@ def projections_for(modules: ModuleSet) -> tuple[str, ...]:
         return MLP_PROJECTIONS
     if modules == "all":
         return ATTENTION_PROJECTIONS + MLP_PROJECTIONS
-    raise ValueError(f"--modules must be attn, mlp or all, not {modules!r}")
+    raise SettingError(setting("modules"), f"must be attn, mlp or all, not {modules!r}")
 
 
 def _get_path(root: Any, path: str) -> Any:

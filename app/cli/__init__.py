@@ -26,8 +26,9 @@ import sys
 from collections.abc import Callable, Sequence
 
 from layerscope.analysis.cache import CacheError, ResultsCache
-from layerscope.analysis.errors import one_line
+from layerscope.analysis.errors import LayerscopeError, one_line
 from layerscope.app.cli.arguments import EXIT_INTERRUPTED, PROG, UsageError, build_parser
+from layerscope.app.settings_presentation import option_name
 
 __all__ = ["build_parser", "main"]
 
@@ -92,7 +93,7 @@ def main(argv: Sequence[str] | None = None) -> int:
                 return run(args)
         return run(args)
     except UsageError as error:
-        return _fail(str(error), EXIT_USAGE)
+        return _fail(error.describe(option_name), EXIT_USAGE)
     except KeyboardInterrupt:
         if debug:
             raise
@@ -114,6 +115,8 @@ def main(argv: Sequence[str] | None = None) -> int:
             raise
         if isinstance(error, OSError) and error.filename:
             return _fail(f"{error.filename}: {error.strerror or error}", EXIT_RUNTIME)
+        if isinstance(error, LayerscopeError):
+            return _fail(error.describe(option_name), EXIT_RUNTIME)
         return _fail(one_line(error), EXIT_RUNTIME)
     except Exception as error:
         if debug:

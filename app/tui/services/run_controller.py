@@ -164,6 +164,7 @@ class RunController:
         (tests: the same path on a CPU-only machine, one process).
         """
         from layerscope.analysis.settings import offered
+        from layerscope.app.settings_presentation import flag
 
         argv = [sys.executable, "-m", "layerscope.app", "compute", "--model", request.model]
         argv += ["--dataset", str(request.dataset), "--db", str(self.db_path)]
@@ -174,11 +175,11 @@ class RunController:
             value = getattr(holder, item.name)
             if item.kind == "flag":
                 if bool(value) != bool(item.default):
-                    argv.append(item.flag)
+                    argv.append(flag(item))
             elif value is None and item.default is None:
                 continue  # unset and unset by default (max memory, revision): say nothing
             else:
-                argv += [item.flag, "" if value is None else str(value)]
+                argv += [flag(item), "" if value is None else str(value)]
         if self.nproc_option:
             argv += ["--nproc-per-node", str(request.gpus)]
         return [*argv, "--progress-format", "jsonl", "--quiet"]
