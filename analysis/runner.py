@@ -33,7 +33,7 @@ from typing import TYPE_CHECKING, Any
 from layerscope.analysis.batching import memory_in_use
 from layerscope.analysis.cache import ResultsCache
 from layerscope.analysis.datasets import DatasetError
-from layerscope.analysis.errors import mention, one_line
+from layerscope.analysis.errors import is_internal, mention, one_line, quoted
 from layerscope.analysis.lifecycle import StoredRun, package_version
 from layerscope.analysis.planning import (
     Job,
@@ -381,9 +381,12 @@ def _compute_job(
                         "running", f"sample {sample.index} failed: {failure.reason}"
                     )
             if remaining and succeeded == 0 and not stored:
+                # A layerscope error is the request's (a setting the model refuses); anything
+                # else is a bug or torch's failure, which the front ends show as internal.
                 raise RunnerError(
                     f"{job.source.label}: computing failed for every sample of a chunk: "
-                    f"{one_line(first_error, with_type=True)}"
+                    f"{quoted(first_error)}",
+                    internal=is_internal(first_error),
                 ) from first_error
 
 

@@ -1,0 +1,100 @@
+"""An unexpected error, reported: one line for the person, its traceback kept in a file.
+
+Why a file: the command line promises one line on stderr for every error (a traceback would bury
+an hours-long job's log, and the explorer has no terminal to print one to), yet a bug in
+layerscope or a failure inside torch must not read like the user's mistake, and must be
+reportable. So an error that is not a :class:`~layerscope.analysis.errors.LayerscopeError`
+(:func:`~layerscope.analysis.errors.is_internal`) is said as an internal error, and its full
+traceback (with the errors it was raised from) goes to a file the line names.
+
+Where: ``$XDG_STATE_HOME/layerscope/internal-errors/`` (``~/.local/state/...`` by default), the
+XDG folder for what a program keeps between runs that is neither configuration nor data, such as
+logs. Unlike a temporary folder it outlives the job (a cluster node's ``/tmp`` is cleaned when
+the job ends), and unlike the results cache's folder it is never shared with other users (a
+traceback shows paths and arguments). Where that folder cannot be written, the system's temporary
+folder takes the file.
+"""
+
+from __future__ import annotations
+
+import os
+import platform
+import sys
+import tempfile
+import time
+import traceback
+from pathlib import Path
+
+from layerscope.analysis.errors import LayerscopeError, one_line
+
+__all__ = [
+    "EXIT_SOFTWARE",
+    "command_context",
+    "internal_error",
+    "traceback_folder",
+    "traceback_note",
+    "write_traceback",
+]
+
+EXIT_SOFTWARE = 70  # sysexits.h: an internal software error
+
+
+def traceback_folder() -> Path:
+    """``$XDG_STATE_HOME/layerscope/internal-errors``, ``~/.local/state/...`` by default."""
+    base = os.environ.get("XDG_STATE_HOME") or str(Path.home() / ".local" / "state")
+    return Path(base).expanduser() / "layerscope" / "internal-errors"
+
+
+def _report(error: BaseException, context: str) -> str:
+    from layerscope.analysis.lifecycle import package_version
+
+    head = [
+        f"layerscope {package_version('layerscope')}, Python {platform.python_version()} "
+        f"on {platform.platform()}",
+        f"at {time.strftime('%Y-%m-%d %H:%M:%S %z')}, process {os.getpid()}",
+    ]
+    if context:
+        head.append(context)
+    return "\n".join(head) + "\n\n" + "".join(traceback.format_exception(error))
+
+
+def write_traceback(error: BaseException, context: str = "") -> Path | None:
+    """Write ``error``'s traceback (and what it was raised from) to a new file; its path, or
+    None when neither the traceback folder nor the temporary folder can take it. ``context``
+    (the command line, the explorer's request) heads the file."""
+    text = _report(error, context)
+    prefix = f"internal-error-{time.strftime('%Y%m%d-%H%M%S')}-"
+    folders = [traceback_folder(), Path(tempfile.gettempdir())]
+    for folder in folders:
+        try:
+            folder.mkdir(mode=0o700, parents=True, exist_ok=True)
+            handle, name = tempfile.mkstemp(prefix=prefix, suffix=".txt", dir=folder)
+            with os.fdopen(handle, "w", encoding="utf-8") as file:
+                file.write(text)
+        except OSError:
+            continue
+        return Path(name)
+    return None
+
+
+def traceback_note(error: BaseException, context: str = "") -> str:
+    """Write ``error``'s traceback; "traceback written to FILE" (or that none could be)."""
+    path = write_traceback(error, context)
+    return "no file could take its traceback" if path is None else f"traceback written to {path}"
+
+
+def internal_error(error: BaseException, context: str = "") -> str:
+    """``error`` as one line, its traceback written: "RuntimeError: boom (traceback written to
+    FILE)". A layerscope error that only says where the failure happened keeps its own line
+    (its cause is in the file)."""
+    if isinstance(error, LayerscopeError):
+        line = one_line(error)
+    else:
+        line = one_line(error, with_type=True)
+    return f"{line} ({traceback_note(error, context)})"
+
+
+def command_context(argv: list[str] | None = None) -> str:
+    """The command line, for the head of a traceback file."""
+    words = sys.argv[1:] if argv is None else argv
+    return "command: layerscope " + " ".join(words)
