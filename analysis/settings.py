@@ -281,7 +281,7 @@ SETTINGS: tuple[Setting, ...] = (
         "text",
         "auto",
         "request",
-        _ALL,  # any torch device: no fixed choices; the form offers DEVICE_SUGGESTIONS
+        _ALL,  # any torch device: no fixed choices; the explorer's form suggests some
         pattern=(
             r"auto|cpu|(cuda|mps|xpu|hpu|npu)(:\d+)?",
             "auto, cpu, mps, cuda or cuda:N (also xpu, hpu, npu)",

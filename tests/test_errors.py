@@ -262,3 +262,15 @@ def test_the_explorer_names_settings_as_its_form_and_says_what_is_internal(tmp_p
     wrapped = RunnerError("toy: every sample failed: RuntimeError: boom", internal=True)
     assert run_failure(wrapped).startswith("toy: every sample failed: RuntimeError: boom (inter")
     assert len(list((tmp_path / "state" / "layerscope" / "internal-errors").iterdir())) == 3
+
+
+def test_help_texts_name_settings_as_each_front_end_does():
+    from layerscope.analysis.settings import SETTINGS, setting
+    from layerscope.app.settings_presentation import form_help, option_help
+
+    for item in SETTINGS:
+        assert "\0" not in option_help(item) and "\0" not in form_help(item)
+    budget = setting("tokens_per_batch")
+    assert "; --batch-size caps the rows" in option_help(budget)
+    assert "; batch size caps the rows" in form_help(budget)
+    assert option_help(setting("cosines")).endswith("(--no-cosines skips them)")
