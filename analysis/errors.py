@@ -61,7 +61,8 @@ def spell(text: str, name: Naming) -> str:
 
 
 class LayerscopeError(Exception):
-    """An error raised on purpose: something the user can act on, said in one line.
+    """An error layerscope raises on purpose, said in one line: something the user can act on
+    (unless it is ``internal``).
 
     ``setting`` is the setting the error is about, by its name in the settings record
     (``max_length``; by default the first one the message mentions), or None. ``internal`` marks

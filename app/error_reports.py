@@ -23,6 +23,7 @@ import sys
 import tempfile
 import time
 import traceback
+from importlib.metadata import PackageNotFoundError, version
 from pathlib import Path
 
 from layerscope.analysis.errors import LayerscopeError, one_line
@@ -45,12 +46,16 @@ def traceback_folder() -> Path:
     return Path(base).expanduser() / "layerscope" / "internal-errors"
 
 
-def _report(error: BaseException, context: str) -> str:
-    from layerscope.analysis.lifecycle import package_version
+def _version() -> str:
+    try:  # importlib.metadata alone: the failure may be in layerscope's own imports
+        return version("layerscope")
+    except PackageNotFoundError:
+        return "(version unknown)"
 
+
+def _report(error: BaseException, context: str) -> str:
     head = [
-        f"layerscope {package_version('layerscope')}, Python {platform.python_version()} "
-        f"on {platform.platform()}",
+        f"layerscope {_version()}, Python {platform.python_version()} on {platform.platform()}",
         f"at {time.strftime('%Y-%m-%d %H:%M:%S %z')}, process {os.getpid()}",
     ]
     if context:
