@@ -82,10 +82,28 @@ def write_traceback(error: BaseException, context: str = "") -> Path | None:
     return None
 
 
+# The notes of the failures written so far, by what they are and where they were raised: the
+# explorer meets a bug in a view on every redraw, and one file of it is enough.
+_WRITTEN: dict[tuple[str, str, str], str] = {}
+
+
+def _failure(error: BaseException) -> tuple[str, str, str]:
+    frames = traceback.extract_tb(error.__traceback__) if error.__traceback__ else []
+    where = f"{frames[-1].filename}:{frames[-1].lineno}" if frames else ""
+    return type(error).__qualname__, one_line(error), where
+
+
 def traceback_note(error: BaseException, context: str = "") -> str:
-    """Write ``error``'s traceback; "traceback written to FILE" (or that none could be)."""
+    """Write ``error``'s traceback (once per process for a failure that repeats); "traceback
+    written to FILE", or that none could be."""
+    failure = _failure(error)
+    if failure in _WRITTEN:
+        return _WRITTEN[failure]
     path = write_traceback(error, context)
-    return "no file could take its traceback" if path is None else f"traceback written to {path}"
+    if path is None:
+        return "no file could take its traceback"
+    _WRITTEN[failure] = note = f"traceback written to {path}"
+    return note
 
 
 def internal_error(error: BaseException, context: str = "") -> str:

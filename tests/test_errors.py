@@ -255,10 +255,10 @@ def test_the_explorer_names_settings_as_its_form_and_says_what_is_internal(tmp_p
         check_values({"sample_seed": 4})
     assert problem_line(refused.value) == "seed: needs samples"
     assert run_failure(refused.value) == "seed: needs samples"
-    line = problem_line(RuntimeError("disk on fire"))
-    assert line.startswith("RuntimeError: disk on fire (traceback written to ")
-    oom = run_failure(RuntimeError("CUDA out of memory."))
-    assert oom.startswith("CUDA out of memory. (internal error: RuntimeError, traceback written")
+    line = problem_line(RuntimeError("disk on fire, here"))
+    assert line.startswith("RuntimeError: disk on fire, here (traceback written to ")
+    oom = run_failure(RuntimeError("CUDA out of memory here."))
+    assert oom.startswith("CUDA out of memory here. (internal error: RuntimeError, traceback ")
     wrapped = RunnerError("toy: every sample failed: RuntimeError: boom", internal=True)
     assert run_failure(wrapped).startswith("toy: every sample failed: RuntimeError: boom (inter")
     assert len(list((tmp_path / "state" / "layerscope" / "internal-errors").iterdir())) == 3
@@ -274,3 +274,17 @@ def test_help_texts_name_settings_as_each_front_end_does():
     assert "; --batch-size caps the rows" in option_help(budget)
     assert "; batch size caps the rows" in form_help(budget)
     assert option_help(setting("cosines")).endswith("(--no-cosines skips them)")
+
+
+def test_a_failure_that_repeats_is_written_once(tmp_path, monkeypatch):
+    from layerscope.app.error_reports import traceback_note
+
+    monkeypatch.setenv("XDG_STATE_HOME", str(tmp_path / "state"))
+    notes = []
+    for _ in range(3):  # a view redrawing with the same bug
+        try:
+            raise ZeroDivisionError("the same bug")
+        except ZeroDivisionError as error:
+            notes.append(traceback_note(error))
+    assert len(set(notes)) == 1
+    assert len(list((tmp_path / "state" / "layerscope" / "internal-errors").iterdir())) == 1
