@@ -59,6 +59,7 @@ from collections.abc import Callable, Hashable, Sequence
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING
 
+from layerscope.analysis.errors import QueryError
 from layerscope.analysis.records import METRICS, LayerCurve, RunInfo
 from layerscope.analysis.significance import (
     PERMUTATIONS,
@@ -126,7 +127,7 @@ def resolve_metric(name: str) -> str:
     key = METRIC_ALIASES.get(key, key)
     if key not in METRICS:
         choices = ", ".join([*METRIC_ALIASES, *METRICS])
-        raise ValueError(f"unknown metric {name!r}; choose one of {choices}")
+        raise QueryError(f"unknown metric {name!r}; choose one of {choices}")
     return key
 
 

@@ -30,7 +30,6 @@ __all__ = [
     "GIB",
     "VISIBLE_DEVICES",
     "GpuInfo",
-    "device_choices",
     "device_file_gpu_count",
     "list_gpus",
     "node_gpus",
@@ -238,15 +237,3 @@ def list_gpus(nvml: Any = None) -> list[GpuInfo]:
             nvml.nvmlShutdown()
 
 
-def device_choices(suggestions: tuple[str, ...], gpus: list[GpuInfo]) -> list[tuple[str, str]]:
-    """(label, device) pairs for a device picker: the suggestions, each GPU after ``cuda``.
-
-    'cuda:0  NVIDIA H200, free 130.2 GiB of 139.8 GiB' labels a listed GPU; without any
-    listed, the suggestions alone.
-    """
-    choices: list[tuple[str, str]] = []
-    for suggestion in suggestions:
-        choices.append((suggestion, suggestion))
-        if suggestion == "cuda":
-            choices.extend((f"{gpu.device}  {gpu.describe()}", gpu.device) for gpu in gpus)
-    return choices

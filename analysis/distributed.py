@@ -29,7 +29,7 @@ from typing import TYPE_CHECKING, Any
 from layerscope.analysis import runner
 from layerscope.analysis.coordinator import coordinate
 from layerscope.analysis.devices import node_gpus, show_only
-from layerscope.analysis.errors import one_line
+from layerscope.analysis.errors import mention, one_line
 from layerscope.analysis.execution import (
     ChunkFailed,
     RunProgress,
@@ -117,11 +117,13 @@ def detect(environ: Mapping[str, str] | None = None) -> RankEnvironment | None:
 def replica_gpus(local_rank: int, gpus_per_replica: int, visible: Sequence[str]) -> list[str]:
     """The GPUs of this rank's replica: ``visible[local_rank*K : local_rank*K + K]``."""
     if gpus_per_replica < 1:
-        raise RunnerError(f"--gpus-per-replica must be at least 1, got {gpus_per_replica}")
+        raise RunnerError(
+            f"{mention('gpus_per_replica')} must be at least 1, got {gpus_per_replica}"
+        )
     first = local_rank * gpus_per_replica
     if first + gpus_per_replica > len(visible):
         raise RunnerError(
-            f"--gpus-per-replica {gpus_per_replica}: local rank {local_rank} needs GPUs "
+            f"{mention('gpus_per_replica')} {gpus_per_replica}: local rank {local_rank} needs GPUs "
             f"{first} to {first + gpus_per_replica - 1}, this node has {len(visible)} "
             "(start at most GPUs / K processes per node)"
         )
@@ -148,7 +150,7 @@ def replica_device(
     visible = node_gpus(environ)
     if not visible:
         if device.startswith("cuda"):
-            raise RunnerError(f"--device {device}: CUDA is not available on this node")
+            raise RunnerError(f"{mention('device')} {device}: CUDA is not available on this node")
         return "cpu"  # auto without GPUs
     if gpus_per_replica:
         group = replica_gpus(environment.local_rank, gpus_per_replica, visible)

@@ -33,6 +33,7 @@ from layerscope.analysis.compat.transformers import (
     restore_checkpointing_state,
 )
 from layerscope.analysis.cosines import SampleCosines, cosine, cosine_matrix, paired_cosines
+from layerscope.analysis.errors import mention
 from layerscope.analysis.factorisations import Factorisation, Pending
 from layerscope.analysis.numerics import (
     PhaseTimer,
@@ -50,6 +51,7 @@ from layerscope.analysis.records import (
     SkippedSample,
 )
 from layerscope.analysis.routes import SamplePlan, plan_batch, shapes_of, weights_for
+from layerscope.analysis.settings import SettingError, setting
 from layerscope.analysis.spectral import (
     entry_statistics_in_blocks,
     factor_entry_statistics,
@@ -154,9 +156,10 @@ def _check_checkpointing(model: Any) -> None:
     if not getattr(model, "supports_gradient_checkpointing", False) or not hasattr(
         model, "gradient_checkpointing_enable"
     ):
-        raise ValueError(
-            f"--checkpointing: {type(model).__name__} does not support gradient checkpointing "
-            "(run without --checkpointing)"
+        raise SettingError(
+            setting("checkpointing"),
+            f"{type(model).__name__} does not support gradient checkpointing (run without "
+            f"{mention('checkpointing')})",
         )
 
 
@@ -234,9 +237,10 @@ def _refuse_training_reads(module: Any) -> None:
     flag for anything but checkpointing (a dropout there would change the numbers)."""
     source = _forward_source(module).replace("gradient_checkpointing and self.training", "")
     if "self.training" in source:
-        raise ValueError(
-            f"--checkpointing: {type(module).__name__}'s forward reads its training mode (a "
-            "dropout would change the numbers); run without --checkpointing"
+        raise SettingError(
+            setting("checkpointing"),
+            f"{type(module).__name__}'s forward reads its training mode (a dropout would "
+            f"change the numbers); run without {mention('checkpointing')}",
         )
 
 

@@ -23,6 +23,8 @@ import re
 from collections.abc import Mapping
 from pathlib import Path
 
+from layerscope.analysis.errors import LayerscopeError
+
 __all__ = [
     "CGROUP_ROOT",
     "EnvironmentVariableError",
@@ -34,7 +36,7 @@ __all__ = [
 ]
 
 
-class EnvironmentVariableError(ValueError):
+class EnvironmentVariableError(LayerscopeError, ValueError):
     """An environment variable holds a value layerscope cannot use; one line naming it."""
 
     def __init__(self, name: str, value: str, allowed: str) -> None:

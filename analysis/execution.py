@@ -33,7 +33,7 @@ from typing import TYPE_CHECKING, Any
 from layerscope.analysis.batching import memory_in_use
 from layerscope.analysis.cache import ResultsCache
 from layerscope.analysis.datasets import DatasetError
-from layerscope.analysis.errors import one_line
+from layerscope.analysis.errors import mention, one_line
 from layerscope.analysis.lifecycle import StoredRun, package_version
 from layerscope.analysis.planning import (
     Job,
@@ -217,8 +217,9 @@ def load_model_for(
     )
     if request.settings.method == "reference" and loaded.offloaded_to_disk:
         raise RunnerError(
-            "--method reference needs every weight's gradient, and the device map "
-            "offloaded layers to disk; give --max-memory more room or use --method fast"
+            f"{mention('method')} reference needs every weight's gradient, and the device map "
+            f"offloaded layers to disk; give {mention('max_memory')} more room or use "
+            f"{mention('method')} fast"
         )
     if on_stage is not None:
         on_stage(LoadStage("first batch", first_batch_description(loaded)))

@@ -59,7 +59,7 @@ from layerscope.analysis.cache.schema import (
     schema_version,
 )
 from layerscope.analysis.cache.writes import _store
-from layerscope.analysis.errors import one_line
+from layerscope.analysis.errors import mention, one_line
 from layerscope.analysis.records import (
     MATRIX_STATISTICS,
     BatchResult,
@@ -548,13 +548,13 @@ def merge_caches(
     transaction per run; returns what each run's merge did (``on_run`` hears each as it is
     committed). Raises :class:`MergeError` (or another ``CacheError``) with one line."""
     if not math.isfinite(rtol) or rtol < 0:
-        raise MergeError(f"--rtol must be a non-negative number, got {rtol}")
+        raise MergeError(f"{mention('rtol')} must be a non-negative number, got {rtol}")
     timeout = default_lock_timeout() if lock_timeout is None else lock_timeout
     target = CacheFile(Path(destination).expanduser(), timeout)
     paths = [Path(s).expanduser() for s in sources]
     for path in paths:
         if path.exists() and target.path.exists() and path.resolve() == target.path.resolve():
-            raise MergeError(f"{path} is the destination itself: give another --into")
+            raise MergeError(f"{path} is the destination itself: give another {mention('into')}")
     results: list[RunMerge] = []
     for path in paths:
         source = _open_source(path, timeout)

@@ -33,7 +33,7 @@ from importlib import resources
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from layerscope.analysis.errors import one_line
+from layerscope.analysis.errors import LayerscopeError, mention, one_line
 from layerscope.analysis.records import Init, LoadStage, ModuleSet, TargetInfo
 from layerscope.analysis.settings import DTYPES
 
@@ -47,7 +47,7 @@ _WEIGHT_SUFFIXES = (".safetensors", ".bin", ".pt", ".pth")
 _FINGERPRINT_CHUNK = 1 << 20
 
 
-class ModelLoadError(ValueError):
+class ModelLoadError(LayerscopeError, ValueError):
     """A model could not be found, checked or loaded; the message is one line for the user."""
 
 
@@ -91,10 +91,11 @@ class ModelNotCached(ModelLoadError):
         at = f" at revision {revision!r}" if revision else ""
         if offline:
             get = f"hf download {model_id}" + (f" --revision {revision}" if revision else "")
+            offline_setting = mention("offline")
             message = (
                 f"model {model_id!r}{at} is not in the local Hugging Face cache "
-                f"({huggingface_cache_dir()}) and downloads are off (--offline or "
-                f"HF_HUB_OFFLINE=1); get it with `{get}`, or run without --offline"
+                f"({huggingface_cache_dir()}) and downloads are off ({offline_setting} or "
+                f"HF_HUB_OFFLINE=1); get it with `{get}`, or run without {offline_setting}"
             )
         else:
             message = f"model {model_id!r}{at}: {NOT_CACHED}"
@@ -167,7 +168,7 @@ def resolve_model_spec(
     if spec == TINY or (path := Path(spec).expanduser()).exists():
         if revision:
             raise ModelLoadError(
-                f"--revision {revision}: model {spec!r} is a local folder, not a hub id"
+                f"{mention('revision')} {revision}: model {spec!r} is a local folder, not a hub id"
             )
         if spec == TINY:
             return ModelSource(TINY, tiny_model_path())
@@ -197,6 +198,12 @@ class ModelCheck:
     size_bytes: int = 0
     # A hub id not cached yet: usable (ok), it is downloaded when the run starts.
     download: bool = False
+    # The error that said the model is not usable, where one did (its settings still marked).
+    error: ModelLoadError | None = None
+
+    def refusal(self) -> ModelLoadError:
+        """What a use of a model that is not usable raises: the check's own error, if any."""
+        return ModelLoadError(self.error.message if self.error is not None else self.message)
 
 
 def _read_config(path: Path) -> dict[str, Any]:
@@ -252,10 +259,10 @@ def inspect_model_path(spec: str, revision: str | None = None, offline: bool = F
         source = resolve_model_spec(spec, revision, offline)
     except ModelNotCached as error:
         if error.offline:
-            return ModelCheck(False, str(error))
+            return ModelCheck(False, str(error), error=error)
         return ModelCheck(True, NOT_CACHED, download=True)
     except ModelLoadError as error:
-        return ModelCheck(False, str(error))
+        return ModelCheck(False, str(error), error=error)
     if not (source.path / "config.json").is_file():
         return ModelCheck(False, f"{source.path}: no config.json, not a Hugging Face model folder")
     try:
@@ -320,7 +327,7 @@ def _download_failure(model_id: str, revision: str | None, error: Exception) -> 
 
     at = f" at revision {revision!r}" if revision else ""
     if isinstance(error, errors.RevisionNotFoundError):
-        return f"model {model_id!r}: the hub has no revision {revision!r} (--revision)"
+        return f"model {model_id!r}: the hub has no revision {revision!r} ({mention('revision')})"
     if isinstance(error, errors.GatedRepoError):
         return (
             f"model {model_id!r} is gated on the hub: accept its terms on the model's page and "
@@ -333,7 +340,7 @@ def _download_failure(model_id: str, revision: str | None, error: Exception) -> 
         )
     return (
         f"model {model_id!r}{at}: the download failed ({one_line(error)}); run again to resume "
-        "it, or --offline to use only the local cache"
+        f"it, or {mention('offline')} to use only the local cache"
     )
 
 
@@ -446,7 +453,7 @@ def model_identity(spec: str, revision: str | None = None, offline: bool = False
     raises ModelNotCached)."""
     check = inspect_model_path(spec, revision, offline)  # "not a model folder" first
     if not check.ok:
-        raise ModelLoadError(check.message)
+        raise check.refusal()
     source = resolve_model_spec(spec, revision, offline)
     try:
         config = _read_config(source.path)
@@ -476,7 +483,9 @@ def _torch_dtype(dtype: str, device: torch.device) -> torch.dtype:
             return torch.bfloat16 if torch.cuda.is_bf16_supported() else torch.float16
         return torch.float32
     if dtype not in DTYPES:
-        raise ModelLoadError(f"--dtype must be one of {', '.join(DTYPES)}, not {dtype!r}")
+        raise ModelLoadError(
+            f"{mention('dtype')} must be one of {', '.join(DTYPES)}, not {dtype!r}"
+        )
     return getattr(torch, dtype)
 
 
@@ -488,9 +497,11 @@ def _torch_device(device: str) -> torch.device:
     try:
         resolved = torch.device(device)
     except RuntimeError as error:
-        raise ModelLoadError(f"--device {device!r}: {error}") from error
+        raise ModelLoadError(f"{mention('device')} {device!r}: {error}") from error
     if resolved.type == "cuda" and not torch.cuda.is_available():
-        raise ModelLoadError(f"--device {device!r}: CUDA is not available on this machine")
+        raise ModelLoadError(
+            f"{mention('device')} {device!r}: CUDA is not available on this machine"
+        )
     return resolved
 
 
@@ -673,18 +684,20 @@ def load_model(
     if device_map == "none":
         device_map = None
     if max_memory is not None and device_map is None:
-        raise ModelLoadError("--max-memory needs a device map (--device-map auto, ...)")
+        raise ModelLoadError(
+            f"{mention('max_memory')} needs a device map ({mention('device_map')} auto, ...)"
+        )
     source = ensure_model_available(spec, revision, offline, on_stage)
     check = inspect_model_path(spec, revision, offline)
     if not check.ok:
-        raise ModelLoadError(check.message)
+        raise check.refusal()
     identity = model_identity(spec, revision, offline)
     torch_device = _torch_device(device)
     torch_dtype = _torch_dtype(dtype, torch_device)
     if not trust_remote_code and _needs_remote_code(source.path):
         raise ModelLoadError(
             f"model {spec!r} ships its own code (auto_map in config.json); layerscope runs it "
-            "only when asked to trust remote code (--trust-remote-code)"
+            f"only when asked to trust remote code ({mention('trust_remote_code')})"
         )
     from transformers import AutoModelForCausalLM, AutoTokenizer
 
@@ -778,8 +791,8 @@ def _dispatch_random(
     assert isinstance(device_map, dict)
     if "disk" in device_map.values():
         raise ModelLoadError(
-            "--init random with a device map: the random model does not fit the devices "
-            "(--max-memory) and cannot be offloaded to disk"
+            f"{mention('init')} random with a device map: the random model does not fit the "
+            f"devices ({mention('max_memory')}) and cannot be offloaded to disk"
         )
     return dispatch_model(model, device_map=device_map)
 
@@ -834,7 +847,7 @@ def describe_targets(
     hub model that is not cached has only its config.json fetched, unless offline)."""
     check = inspect_model_path(spec, revision, offline)
     if not check.ok:
-        raise ModelLoadError(check.message)
+        raise check.refusal()
     import torch
     from transformers import AutoConfig, AutoModelForCausalLM
 

@@ -46,6 +46,8 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import BinaryIO, Literal
 
+from layerscope.analysis.errors import LayerscopeError
+
 __all__ = [
     "STDOUT",
     "Destination",
@@ -66,7 +68,7 @@ _CREATE = os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW | os.O_CLOEXEC
 _NO_HARD_LINKS = {errno.EPERM, errno.EOPNOTSUPP, errno.ENOTSUP, errno.EXDEV, errno.EMLINK}
 
 
-class OutputError(RuntimeError):
+class OutputError(LayerscopeError, RuntimeError):
     """An export's destination is refused or cannot be written; one line naming it."""
 
 

@@ -95,6 +95,7 @@ from typing import Any
 from layerscope.analysis.cache import ResultsCache, UnknownRunError
 from layerscope.analysis.cache.exports import SampleCosines
 from layerscope.analysis.cache.schema import INTEGER_MAX, REAL_LIMIT, SMALLINT_MAX
+from layerscope.analysis.errors import LayerscopeError
 from layerscope.analysis.lifecycle import package_version
 from layerscope.analysis.outputs import open_output
 from layerscope.analysis.records import (
@@ -149,7 +150,7 @@ _MAX_PARAMETER_NAME = 256
 _JSON_WHITESPACE = " \t\r\n"
 
 
-class PaperFormatError(ValueError):
+class PaperFormatError(LayerscopeError, ValueError):
     """A malformed statistics file; the message is one line and starts with ``FILE:LINE: ``
     (``FILE: `` for what concerns the whole file)."""
 

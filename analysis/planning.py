@@ -43,6 +43,7 @@ from layerscope.analysis.datasets import (
     type_names,
 )
 from layerscope.analysis.devices import device_file_gpu_count
+from layerscope.analysis.errors import LayerscopeError, mention
 from layerscope.analysis.records import ComputeSettings, Sample
 from layerscope.analysis.settings import DEFAULTS, check_values, split_by_target
 from layerscope.analysis.sharding import shard_of
@@ -65,7 +66,7 @@ __all__ = [
 ]
 
 
-class RunnerError(RuntimeError):
+class RunnerError(LayerscopeError, RuntimeError):
     """A computation that cannot start or went wrong as a whole; one line for the user."""
 
 
@@ -141,7 +142,7 @@ def resolve_sources(request: RunRequest) -> list[ResponseTypeSource]:
         unknown = [t for t in request.types if not any(chosen_by(s, {t}) for s in sources)]
         if unknown:
             raise RunnerError(
-                f"--types: {unknown[0]!r} is not in {request.dataset} "
+                f"{mention('types')}: {unknown[0]!r} is not in {request.dataset} "
                 f"(it has {', '.join(dict.fromkeys(type_names(sources)))})"
             )
         sources = [s for s in sources if chosen_by(s, request.types)]
@@ -153,7 +154,7 @@ def select_samples(samples: Sequence[Sample], limit: int | None, seed: int | Non
     if limit is None or limit >= len(samples):
         return list(samples)
     if limit < 0:
-        raise RunnerError(f"--limit must not be negative, got {limit}")
+        raise RunnerError(f"{mention('limit')} must not be negative, got {limit}")
     if seed is None:
         return list(samples[:limit])
     chosen = random.Random(seed).sample(list(samples), limit)
@@ -166,7 +167,7 @@ def check_device(device: str, device_map: str = "none", max_memory: str | None =
     Asks torch when it is imported (execution), otherwise the NVIDIA device files, so that a
     request answered from the cache (which never imports torch) is refused the same way: an
     impossible request must never say "cached". The loader asks torch again when it loads.
-    With a device map, ``--max-memory`` is parsed here and may name only GPUs there are.
+    With a device map, the max memory setting is parsed here and may name only GPUs there are.
     """
     gpus = _parse_memory(max_memory, device_map)
     if not device.startswith("cuda") and not gpus:
@@ -178,7 +179,11 @@ def check_device(device: str, device_map: str = "none", max_memory: str | None =
         available = torch.cuda.device_count() if torch.cuda.is_available() else 0
     else:
         available = device_file_gpu_count()
-    option = f"--device {device}" if device.startswith("cuda") else f"--max-memory {max_memory}"
+    option = (
+        f"{mention('device')} {device}"
+        if device.startswith("cuda")
+        else f"{mention('max_memory')} {max_memory}"
+    )
     if available == 0:
         raise RunnerError(f"{option}: CUDA is not available on this machine")
     if index >= available:
@@ -188,15 +193,17 @@ def check_device(device: str, device_map: str = "none", max_memory: str | None =
 
 
 def _parse_memory(max_memory: str | None, device_map: str) -> list[int]:
-    """The GPU indices ``--max-memory`` names (RunnerError naming it for bad text)."""
+    """The GPU indices the max memory setting names (RunnerError naming it for bad text)."""
     from layerscope.analysis.settings import SettingError, parse_max_memory
 
     try:
         parsed = parse_max_memory(max_memory)
     except SettingError as error:
-        raise RunnerError(error.describe(lambda s: s.flag)) from None
+        raise RunnerError(error.message) from None
     if parsed is not None and device_map == "none":
-        raise RunnerError("--max-memory needs a device map (--device-map auto, ...)")
+        raise RunnerError(
+            f"{mention('max_memory')} needs a device map ({mention('device_map')} auto, ...)"
+        )
     return [key for key in (parsed or {}) if isinstance(key, int)]
 
 

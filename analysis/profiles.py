@@ -11,6 +11,8 @@ from __future__ import annotations
 
 from collections.abc import Mapping, Sequence
 
+from layerscope.analysis.errors import LayerscopeError
+
 __all__ = ["CHECK_PAIRS", "CHECK_TYPES", "ProfileError", "check_pairs", "check_types"]
 
 CHECK_TYPES = ("none_cot", "detailed_cot", "none_cot_irrelevant", "detailed_cot_irrelevant")
@@ -22,7 +24,7 @@ CHECK_PAIRS = (
 )
 
 
-class ProfileError(ValueError):
+class ProfileError(LayerscopeError, ValueError):
     """A dataset a profile cannot be run on; one line naming the dataset."""
 
 

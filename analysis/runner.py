@@ -38,6 +38,7 @@ from layerscope.analysis.execution import (
     run_header,
     store,
 )
+from layerscope.analysis.errors import is_internal, quoted
 from layerscope.analysis.lifecycle import StoredRun
 from layerscope.analysis.planning import (
     Job,
@@ -138,6 +139,10 @@ def _compute_job(
             for computed in compute_with_retries(loaded, chunk, request.settings, cancel):
                 yield store(run, tally, computed, by_index)
         except ChunkFailed as failed:
+            # A layerscope error is the request's (a setting the model refuses); anything else
+            # is a bug or torch's failure, which the front ends show as internal.
             raise RunnerError(
-                f"{job.source.label}: computing failed for every sample of a chunk: {failed}"
+                f"{job.source.label}: computing failed for every sample of a chunk: "
+                f"{quoted(failed.error)}",
+                internal=is_internal(failed.error),
             ) from failed.error

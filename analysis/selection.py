@@ -34,6 +34,7 @@ from layerscope.analysis.datasets import (
     numeric_fields,
     read_records,
 )
+from layerscope.analysis.errors import QueryError, mention
 from layerscope.analysis.outputs import open_output
 from layerscope.analysis.records import MATRIX_STATISTICS, RunInfo
 
@@ -161,7 +162,7 @@ def sample_variables(
     variables: dict[str, dict[int, float]] = {}
     for statistic in chosen:
         if statistic not in MATRIX_STATISTICS:
-            raise ValueError(f"unknown statistic {statistic!r}")
+            raise QueryError(f"unknown statistic {statistic!r}")
         for projection in (None, *info.projections):
             variables[statistic_variable(statistic, projection)] = cache.sample_means(
                 info.id, statistic, projection, layers
@@ -228,7 +229,9 @@ def select_samples(
     statistic (or ``loss``/``response_tokens``) over ``layers`` of one projection (all by
     default); samples whose value is not finite are never chosen; ties go to the lower index."""
     if count < 1:
-        raise ValueError(f"--top/--bottom: need at least 1 sample, got {count}")
+        raise QueryError(
+            f"{mention('top')}/{mention('bottom')}: need at least 1 sample, got {count}"
+        )
     if statistic in (LOSS, LENGTH):
         rows = cache.samples(info.id, sort_by="index", descending=False)
         values = {

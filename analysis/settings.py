@@ -8,6 +8,11 @@ default, how a typed value is checked, its help text, whether it enters the run 
 is offered; the CLI's arguments, the form's fields and the runner's request are all built from
 :data:`SETTINGS`. Adding an option means one entry here plus, for the form, its widget.
 
+How a front end shows a setting (its command-line option, its form field's id, label and
+placeholder) is the front end's (``layerscope.app.settings_presentation``): help texts and
+messages here mark the settings they name (:func:`~layerscope.analysis.errors.mention`), and each
+front end spells them its own way.
+
 This module sits at the bottom of the layers with :mod:`~layerscope.analysis.records`: plain
 data, no torch, no UI.
 """
@@ -15,15 +20,16 @@ data, no torch, no UI.
 from __future__ import annotations
 
 import re
-from collections.abc import Callable, Iterable, Mapping
+from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
 from typing import Any, Literal
+
+from layerscope.analysis.errors import LayerscopeError, in_words, mention
 
 __all__ = [
     "DEFAULTS",
     "DEFAULT_SYSTEM_PROMPT",
     "DEVICE_MAPS",
-    "DEVICE_SUGGESTIONS",
     "DTYPES",
     "FACTORISATIONS",
     "INITS",
@@ -57,11 +63,9 @@ ROUTES = ("auto", "factors", "formed")
 INITS = ("trained", "random")
 # In the order a user picks from: auto first, the wide float types last.
 DTYPES = ("auto", "float32", "bfloat16", "float16", "float64")
-# What the explorer offers for the device; the CLI takes any torch device string (cuda:1, ...).
-DEVICE_SUGGESTIONS = ("auto", "cpu", "cuda", "mps")
 # How a large model's layers are spread (accelerate through from_pretrained); none: one device.
 DEVICE_MAPS = ("none", "auto", "balanced", "sequential")
-# --max-memory: DEVICE=SIZE pairs, DEVICE a GPU index, cpu or mps, SIZE bytes or 20GiB/500MB.
+# max_memory: DEVICE=SIZE pairs, DEVICE a GPU index, cpu or mps, SIZE bytes or 20GiB/500MB.
 _MEMORY_PAIR = r"\s*(\d+|cpu|mps)\s*=\s*\d+(\.\d+)?\s*([KMGT]i?B)?\s*"
 MAX_MEMORY_PATTERN = rf"{_MEMORY_PAIR}(,{_MEMORY_PAIR})*,?\s*"
 
@@ -72,23 +76,20 @@ Surface = Literal["compute", "check", "form"]
 Target = Literal["compute", "request"]
 
 
-class SettingError(ValueError):
-    """A value a setting does not accept; ``setting`` names it, ``reason`` says why.
+class SettingError(LayerscopeError, ValueError):
+    """A value a setting does not accept: the message is the setting, then ``reason`` (why;
+    it may mention other settings).
 
-    Each surface names the setting its own way (``--max-length`` on the command line, "max
-    length" in the form), so the message itself is only the reason.
+    Each front end names the setting its own way (``--max-length`` on the command line, "max
+    length" in the form); ``str(error)`` names it by its title.
     """
 
-    def __init__(self, setting: Setting, reason: str, other: Setting | None = None) -> None:
-        super().__init__(reason.format(other=other.title if other else ""))
-        self.setting = setting
-        self.reason = reason  # may name another setting as {other}
-        self.other = other
+    def __init__(self, item: Setting, reason: str) -> None:
+        super().__init__(f"{mention(item.name)}: {reason}")  # about the setting it mentions first
+        self.reason = reason
 
-    def describe(self, name: Callable[[Setting], str]) -> str:
-        """One line naming the setting(s) as a surface does: ``name(setting)``."""
-        other = name(self.other) if self.other else ""
-        return f"{name(self.setting)}: {self.reason.format(other=other)}"
+    def name_in_words(self, setting: str) -> str:
+        return _BY_NAME[setting].title if setting in _BY_NAME else in_words(setting)
 
 
 @dataclass(frozen=True)
@@ -96,8 +97,8 @@ class Setting:
     """One option of a computation."""
 
     name: str  # the attribute on ComputeSettings or RunRequest
-    title: str  # how messages and help name it ("max length")
-    help: str
+    title: str  # how messages name it in words ("max length")
+    help: str  # the settings it names are marked (mention): each front end spells them
     kind: Kind
     default: Any
     target: Target
@@ -109,28 +110,8 @@ class Setting:
     # What a quick look uses instead of ``default`` (the explorer's first start and ``check``):
     # a newcomer's first run should take seconds, not an hour.
     quick_default: Any = None
-    label: str = ""  # the form's compact label; the title when empty
-    placeholder: str = ""  # the form's text for an empty optional value
     # A text setting's grammar: (regular expression of the whole value, what it allows).
     pattern: tuple[str, str] | None = None
-    option: str = ""  # the command-line option when not derived from the name ("--seed")
-
-    @property
-    def flag(self) -> str:
-        """The command-line option; flags that default to on are turned off with ``--no-``."""
-        if self.option:
-            return self.option
-        name = self.name.replace("_", "-")
-        return f"--no-{name}" if self.kind == "flag" and self.default else f"--{name}"
-
-    @property
-    def form_id(self) -> str:
-        """The id of the form field (kept stable: tests and users' muscle memory use them)."""
-        return FORM_IDS.get(self.name, f"setting-{self.name.replace('_', '-')}")
-
-    @property
-    def form_label(self) -> str:
-        return self.label or self.title
 
     def default_for(self, surface: Surface) -> Any:
         """The default where it is offered: quick looks (form, check) may start smaller."""
@@ -182,12 +163,6 @@ class Setting:
         return value
 
 
-FORM_IDS = {
-    "limit": "setting-samples",
-    "sample_seed": "setting-seed",
-    "batch_size": "setting-batch",
-}
-
 _ALL: frozenset[Surface] = frozenset({"compute", "check", "form"})
 _COMMANDS: frozenset[Surface] = frozenset({"compute", "check"})
 _COMPUTE: frozenset[Surface] = frozenset({"compute"})
@@ -226,7 +201,6 @@ SETTINGS: tuple[Setting, ...] = (
         optional=True,
         minimum=1,
         quick_default=8,
-        placeholder="all",
     ),
     Setting(
         "sample_seed",
@@ -237,7 +211,6 @@ SETTINGS: tuple[Setting, ...] = (
         "request",
         _COMPUTE_FORM,
         optional=True,
-        placeholder="first N",
     ),
     Setting(
         "max_length",
@@ -249,7 +222,6 @@ SETTINGS: tuple[Setting, ...] = (
         _ALL,
         minimum=1,
         keyed=True,
-        label="max len",
     ),
     Setting(
         "batch_size",
@@ -260,14 +232,13 @@ SETTINGS: tuple[Setting, ...] = (
         "compute",
         _ALL,
         minimum=1,
-        label="batch",
     ),
     # Throughput (issue 8): a token budget per pass; batches group samples of similar length.
     Setting(
         "tokens_per_batch",
         "tokens per batch",
         "padded tokens per forward and backward pass; samples of similar length share a pass "
-        "(default: from the device's free memory; on a CPU 4096); --batch-size caps the rows "
+        f"(default: from the device's free memory; on a CPU 4096); {mention('batch_size')} caps the rows "
         "(does not change the numbers)",
         "int",
         None,
@@ -275,7 +246,6 @@ SETTINGS: tuple[Setting, ...] = (
         _COMMANDS,
         optional=True,
         minimum=1,
-        placeholder="auto",
     ),
     # Threads (issue "Fast at real depth"): torch counts the cores it sees, not a cgroup quota or
     # other processes' load, and more threads than cores slow a pass many times. Every
@@ -292,7 +262,6 @@ SETTINGS: tuple[Setting, ...] = (
         _COMMANDS,  # like the token budget, the explorer's form leaves it on auto
         optional=True,
         minimum=1,
-        placeholder="auto",
     ),
     Setting(
         "dtype",
@@ -312,7 +281,7 @@ SETTINGS: tuple[Setting, ...] = (
         "text",
         "auto",
         "request",
-        _ALL,  # any torch device: no fixed choices; the form offers DEVICE_SUGGESTIONS
+        _ALL,  # any torch device: no fixed choices; the explorer's form suggests some
         pattern=(
             r"auto|cpu|(cuda|mps|xpu|hpu|npu)(:\d+)?",
             "auto, cpu, mps, cuda or cuda:N (also xpu, hpu, npu)",
@@ -352,7 +321,7 @@ SETTINGS: tuple[Setting, ...] = (
     Setting(
         "entry_statistics",
         "entry statistics",
-        "mean/max/min of the gradient entries (--no-entry-statistics skips them)",
+        f"mean/max/min of the gradient entries ({mention('entry_statistics')} skips them)",
         "flag",
         True,
         "compute",
@@ -362,7 +331,7 @@ SETTINGS: tuple[Setting, ...] = (
     Setting(
         "cosines",
         "cosines",
-        "layer-by-layer and q-o/k-v gradient cosines (--no-cosines skips them)",
+        f"layer-by-layer and q-o/k-v gradient cosines ({mention('cosines')} skips them)",
         "flag",
         True,
         "compute",
@@ -384,21 +353,20 @@ SETTINGS: tuple[Setting, ...] = (
     Setting(
         "init_seed",
         "init seed",
-        "the seed of a random initialisation (--init random)",
+        f"the seed of a random initialisation ({mention('init')} random)",
         "int",
         0,
         "compute",
         _ALL,
         minimum=0,
         keyed=True,  # with random only
-        option="--seed",
-        label="rnd seed",
     ),
     # The engine's schedule, factorisations and checkpointing: how, not what, so none is keyed.
     Setting(
         "streaming",
         "streaming",
-        "measure each module as the backward pass reaches it (--no-streaming: at the batch's end)",
+        f"measure each module as the backward pass reaches it ({mention('streaming')}: at the "
+        "batch's end)",
         "flag",
         True,
         "compute",
@@ -453,13 +421,12 @@ SETTINGS: tuple[Setting, ...] = (
         "device_map",
         "device map",
         "spread the layers over the GPUs, the CPU and disk (accelerate): none keeps the whole "
-        "model on --device; auto/balanced/sequential as from_pretrained takes them",
+        f"model on {mention('device')}; auto/balanced/sequential as from_pretrained takes them",
         "choice",
         "none",
         "request",
         _ALL,
         choices=DEVICE_MAPS,  # not keyed: where a layer runs does not change the numbers
-        label="devmap",
     ),
     Setting(
         "max_memory",
@@ -470,9 +437,7 @@ SETTINGS: tuple[Setting, ...] = (
         "request",
         _ALL,
         optional=True,
-        placeholder="no limit",
         pattern=(MAX_MEMORY_PATTERN, "DEVICE=SIZE,... such as 0=20GiB,cpu=64GiB"),
-        label="max mem",
     ),
     Setting(
         "revision",
@@ -483,7 +448,6 @@ SETTINGS: tuple[Setting, ...] = (
         "request",
         _COMMANDS,
         optional=True,
-        placeholder="main",
     ),
     Setting(
         "offline",
@@ -535,7 +499,7 @@ def check_values(values: Mapping[str, Any]) -> dict[str, Any]:
     checked = {name: _BY_NAME[name].check(value) for name, value in values.items()}
     merged = {**DEFAULTS, **checked}
     if merged["sample_seed"] is not None and merged["limit"] is None:
-        raise SettingError(setting("sample_seed"), "needs {other}", other=setting("limit"))
+        raise SettingError(setting("sample_seed"), f"needs {mention('limit')}")
     return merged
 
 
@@ -552,9 +516,9 @@ def keyed_names(target: Target) -> Iterable[str]:
 
 
 def parse_max_memory(text: str | None) -> dict[int | str, int | str] | None:
-    """``--max-memory`` as ``from_pretrained`` takes it: ``{0: "20GiB", "cpu": "64GiB"}``.
+    """The max memory setting as ``from_pretrained`` takes it: ``{0: "20GiB", "cpu": "64GiB"}``.
 
-    Raises SettingError (one line naming --max-memory) for text that is not DEVICE=SIZE pairs.
+    Raises SettingError (one line naming the setting) for text that is not DEVICE=SIZE pairs.
     """
     if text is None or not text.strip():
         return None

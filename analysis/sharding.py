@@ -20,13 +20,14 @@ from __future__ import annotations
 import heapq
 from collections.abc import Sequence
 
+from layerscope.analysis.errors import LayerscopeError, mention
 from layerscope.analysis.records import Sample
 
 __all__ = ["ShardError", "parse_shard", "sample_cost", "shard_of"]
 
 
-class ShardError(ValueError):
-    """A ``--shard`` value that cannot be used; the message is one line naming the option."""
+class ShardError(LayerscopeError, ValueError):
+    """A shard (``I/N``) that cannot be used; the message is one line naming the option."""
 
 
 def parse_shard(text: str) -> tuple[int, int]:
@@ -38,12 +39,14 @@ def parse_shard(text: str) -> tuple[int, int]:
         index, count = int(index_text), int(count_text)
     except ValueError:
         raise ShardError(
-            f"--shard: expected I/N (0-based shard I of N, e.g. 0/8), got {text!r}"
+            f"{mention('shard')}: expected I/N (0-based shard I of N, e.g. 0/8), got {text!r}"
         ) from None
     if count < 1:
-        raise ShardError(f"--shard {text}: N must be at least 1")
+        raise ShardError(f"{mention('shard')} {text}: N must be at least 1")
     if not 0 <= index < count:
-        raise ShardError(f"--shard {text}: I must be 0 to {count - 1} (shards are 0-based)")
+        raise ShardError(
+            f"{mention('shard')} {text}: I must be 0 to {count - 1} (shards are 0-based)"
+        )
     return index, count
 
 

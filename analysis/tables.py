@@ -21,6 +21,7 @@ from dataclasses import dataclass, field
 from typing import TYPE_CHECKING
 
 from layerscope.analysis.compare import MadRow, compare_runs, mad_row, resolve_metric
+from layerscope.analysis.errors import QueryError
 from layerscope.analysis.records import LayerCurve, RunInfo
 
 if TYPE_CHECKING:
@@ -79,7 +80,7 @@ def paper_table(
     for info in infos:
         curve = by_run.get(info.id)
         if curve is None:
-            raise ValueError(
+            raise QueryError(
                 f"run {info.short_id} has no {projection} curve of {metric} "
                 f"(it has {','.join(info.projections) or 'no matrices'})"
             )
@@ -90,7 +91,7 @@ def paper_table(
             (info.model, info.mode), PaperTableRow(info.model, info.mode, info.layers)
         )
         if column in row.cells:
-            raise ValueError(
+            raise QueryError(
                 f"runs {row.run_ids[column][:12]} and {info.short_id} are both {info.model} "
                 f"({info.mode}) {column}: a table has one run per model, mode and type"
             )
@@ -225,4 +226,4 @@ def render_table(
         return _latex(table, model_name)
     if table_format == "csv":
         return _csv(table, model_name)
-    raise ValueError(f"unknown table format {table_format!r}; choose one of {TABLE_FORMATS}")
+    raise QueryError(f"unknown table format {table_format!r}; choose one of {TABLE_FORMATS}")

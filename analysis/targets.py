@@ -14,19 +14,21 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any, Literal
 
+from layerscope.analysis.errors import LayerscopeError
 from layerscope.analysis.records import (
     ATTENTION_PROJECTIONS,
     MLP_PROJECTIONS,
     ModuleSet,
     TargetInfo,
 )
+from layerscope.analysis.settings import SettingError, setting
 
 if TYPE_CHECKING:
     import torch
     from torch import nn
 
 
-class UnsupportedArchitectureError(ValueError):
+class UnsupportedArchitectureError(LayerscopeError, ValueError):
     """The model's layers do not match any architecture layerscope knows how to measure."""
 
 
@@ -128,7 +130,7 @@ def projections_for(modules: ModuleSet) -> tuple[str, ...]:
         return MLP_PROJECTIONS
     if modules == "all":
         return ATTENTION_PROJECTIONS + MLP_PROJECTIONS
-    raise ValueError(f"--modules must be attn, mlp or all, not {modules!r}")
+    raise SettingError(setting("modules"), f"must be attn, mlp or all, not {modules!r}")
 
 
 def _get_path(root: Any, path: str) -> Any:

@@ -17,6 +17,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Any
 
+from layerscope.analysis.errors import LayerscopeError
 from layerscope.analysis.records import ComputeSettings, Sample
 
 
@@ -42,7 +43,7 @@ class EncodedSample:
         return self.length - max(self.response_start, 1)
 
 
-class SampleSkipped(ValueError):
+class SampleSkipped(LayerscopeError, ValueError):
     """This sample cannot be measured; the message is the reason recorded in the cache."""
 
 

@@ -1,5 +1,6 @@
 import os
 import sys
+import tempfile
 from pathlib import Path
 
 import pytest
@@ -14,6 +15,10 @@ os.environ["OMP_NUM_THREADS"] = _THREADS
 os.environ["MKL_NUM_THREADS"] = _THREADS
 if "torch" in sys.modules:  # a plugin imported it first: the variables came too late for it
     sys.modules["torch"].set_num_threads(int(_THREADS))
+
+# An internal error writes its traceback under $XDG_STATE_HOME (app/error_reports.py): the tests
+# that provoke one (and their subprocesses) write to a folder of their own, not the user's.
+os.environ["XDG_STATE_HOME"] = tempfile.mkdtemp(prefix="layerscope-tests-state-")
 
 # tests/modelkit.py is a helper module, not a test: make it importable from every test file.
 sys.path.insert(0, str(Path(__file__).parent))

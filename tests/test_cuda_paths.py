@@ -20,6 +20,7 @@ from layerscope.analysis.engine import compute_statistics
 from layerscope.analysis.models import loaded_from_objects
 from layerscope.analysis.numerics import PhaseTimer
 from layerscope.analysis.records import ComputeSettings, Sample
+from layerscope.app.settings_presentation import device_choices
 
 SAMPLES = [Sample(i, f"What is {i} + 1?", f"{i} + 1 = {i + 1}. " * (1 + i)) for i in range(4)]
 
@@ -186,7 +187,7 @@ def test_gpus_are_listed_with_free_memory_through_nvml(monkeypatch):
         ("cuda:0", "NVIDIA H200, free 130.2 GiB of 140.0 GiB"),
         ("cuda:1", "NVIDIA A10, free 2.0 GiB of 24.0 GiB"),
     ]
-    choices = devices.device_choices(("auto", "cpu", "cuda", "mps"), gpus)
+    choices = device_choices(("auto", "cpu", "cuda", "mps"), gpus)
     assert [value for _label, value in choices] == [
         "auto",
         "cpu",
@@ -205,7 +206,7 @@ def test_without_nvml_or_a_driver_nothing_is_listed(monkeypatch):
     assert devices.list_gpus(FakeNvml(fail_init=True)) == []
     monkeypatch.setattr(devices, "_import_nvml", lambda: None)
     assert devices.list_gpus() == [] and not devices.nvml_available()
-    assert devices.device_choices(("auto", "cpu"), []) == [("auto", "auto"), ("cpu", "cpu")]
+    assert device_choices(("auto", "cpu"), []) == [("auto", "auto"), ("cpu", "cpu")]
 
 
 def test_cuda_visible_devices_is_read_as_cuda_reads_it(monkeypatch):

@@ -754,7 +754,7 @@ def test_types_choose_one_dataset_of_a_folder_holding_several(tmp_path):
     assert [s.label for s in one] == ["gsm8k_train/none_cot"]
     both = resolve_sources(RunRequest("tiny", folder, ["none_cot"]))
     assert [s.label for s in both] == ["creak_train/none_cot", "gsm8k_train/none_cot"]
-    with pytest.raises(RunnerError, match=r"--types: 'gsm8k/none_cot' is not in .*gsm8k_train/"):
+    with pytest.raises(RunnerError, match=r"types: 'gsm8k/none_cot' is not in .*gsm8k_train/"):
         resolve_sources(RunRequest("tiny", folder, ["gsm8k/none_cot"]))
     single = discover_sources(folder / "gsm8k_train_no_cot.json")
     assert type_names(single) == [single[0].response_type]  # one dataset: plain names

@@ -35,6 +35,7 @@ from layerscope.analysis.models import (
 from layerscope.analysis.planning import RunRequest, plan
 from layerscope.analysis.records import LoadStage
 from layerscope.analysis.runner import execute
+from layerscope.app.settings_presentation import option_name
 
 MAIN = "1" * 40
 TAGGED = "2" * 40
@@ -212,7 +213,8 @@ def test_offline_gives_one_line_saying_how_to_get_the_model(hub, monkeypatch, ho
     message = str(raised.value)
     assert message == check.message and "\n" not in message
     assert "not in the local Hugging Face cache" in message
-    assert "`hf download org/llama`" in message and "--offline or HF_HUB_OFFLINE=1" in message
+    line = raised.value.describe(option_name)
+    assert "`hf download org/llama`" in line and "--offline or HF_HUB_OFFLINE=1" in line
     assert hub.model_requests() == []
 
 
@@ -249,7 +251,7 @@ def test_revision_selects_a_tag_keys_its_commit_and_works_offline_once_cached(hu
     main = load_model("org/llama")
     assert main.identity["revision"] == MAIN
     assert main.identity["weights_fingerprint"] != tagged.identity["weights_fingerprint"]
-    with pytest.raises(ModelLoadError, match="--revision v1: model 'tiny' is a local folder"):
+    with pytest.raises(ModelLoadError, match="revision v1: model 'tiny' is a local folder"):
         inspect_model_path("tiny", revision="v1").ok or load_model("tiny", revision="v1")
 
 

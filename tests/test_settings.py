@@ -13,6 +13,13 @@ from layerscope.analysis import settings as record
 from layerscope.analysis.records import ComputeSettings, Method, Mode, ModuleSet
 from layerscope.analysis.runner import RunRequest, run_key
 from layerscope.app.cli.arguments import build_parser
+from layerscope.app.settings_presentation import (
+    flag,
+    form_id,
+    form_label,
+    form_name,
+    option_name,
+)
 
 # Arguments of the computing commands that are not settings: what to compute and how to show it.
 NOT_SETTINGS = {"help", "db", "model", "dataset", "types", "quiet", "metric", "proj", "json"}
@@ -36,7 +43,7 @@ def test_cli_offers_exactly_the_records_settings_with_their_defaults(command):
     assert list(actions) == [s.name for s in offered]
     for item in offered:
         action = actions[item.name]
-        assert action.option_strings == [item.flag]
+        assert action.option_strings == [flag(item)]
         assert action.default == item.default_for(command)
         if item.choices:
             assert tuple(action.choices) == item.choices
@@ -55,7 +62,7 @@ def test_check_starts_small_and_compute_takes_everything():
 def test_cpu_threads_are_offered_by_the_commands_on_auto_and_change_no_numbers():
     item = record.setting("cpu_threads")
     assert item.surfaces == {"compute", "check"}  # the form leaves it on auto
-    assert (item.default, item.target, item.flag) == (None, "request", "--cpu-threads")
+    assert (item.default, item.target, flag(item)) == (None, "request", "--cpu-threads")
     assert not item.keyed  # how many threads does not change the numbers
     for command in ("compute", "check"):
         (action,) = [a for a in subparser(command)._actions if a.dest == "cpu_threads"]
@@ -103,8 +110,9 @@ def test_typed_values_are_parsed_as_the_form_and_cli_do():
     with pytest.raises(record.SettingError) as caught:
         record.check_values({"sample_seed": 1})
     error = caught.value
-    assert error.describe(lambda s: s.flag) == "--sample-seed: needs --limit"
-    assert error.describe(lambda s: s.title) == "seed: needs samples"
+    assert error.setting == "sample_seed"
+    assert error.describe(option_name) == "--sample-seed: needs --limit"
+    assert error.describe(form_name) == "seed: needs samples" == str(error)
 
 
 def test_keyed_fields_are_the_records_and_run_keys_are_unchanged():
@@ -143,9 +151,9 @@ async def test_explorer_form_offers_exactly_the_records_settings_with_their_defa
         # GPUs is offered only where several GPUs are visible (tests/test_tui_subprocess_run.py)
         offered = [item for item in record.offered("form") if item.name != "gpus" or form.gpus > 1]
         labels = [str(label.render()) for label in form.query(Label)]
-        assert labels == [item.form_label for item in offered]
+        assert labels == [form_label(item) for item in offered]
         fields = [w for w in form.children if isinstance(w, (Input, Select))]
-        assert [w.id for w in fields] == [item.form_id for item in offered]
+        assert [w.id for w in fields] == [form_id(item) for item in offered]
         for item, widget in zip(offered, fields, strict=True):
             default = item.default_for("form")
             if isinstance(widget, Select):

@@ -12,6 +12,7 @@ from test_runner import model_folder, write_dataset  # noqa: F401 (fixture)
 from layerscope.analysis.records import Sample
 from layerscope.analysis.sharding import ShardError, parse_shard, sample_cost, shard_of
 from layerscope.app import cli
+from layerscope.app.settings_presentation import option_name
 
 
 def samples(lengths):
@@ -51,8 +52,10 @@ def test_shards_are_balanced_by_characters():
     ],
 )
 def test_bad_shards_are_refused_naming_the_option(text, fragment):
-    with pytest.raises(ShardError, match="--shard") as caught:
+    with pytest.raises(ShardError) as caught:
         parse_shard(text)
+    assert caught.value.setting == "shard"
+    assert caught.value.describe(option_name).startswith("--shard")
     assert fragment in str(caught.value)
     assert parse_shard(" 7/8 ") == (7, 8)
 

@@ -19,6 +19,7 @@ import duckdb
 from layerscope.analysis.cache import runs
 from layerscope.analysis.cache.connection import CacheFile
 from layerscope.analysis.cache.schema import cosine_cell
+from layerscope.analysis.errors import QueryError
 from layerscope.analysis.records import ADJACENT_COSINE, METRICS, PROJECTIONS, LayerSums
 
 __all__ = ["curve_sums", "sample_values", "token_range"]
@@ -36,7 +37,7 @@ def token_range(response_tokens: tuple[int, int] | None) -> tuple[int, int]:
         return (-(2**31), 2**31 - 1)
     low, high = response_tokens
     if low > high:
-        raise ValueError(f"response token range {low}-{high} is empty")
+        raise QueryError(f"response token range {low}-{high} is empty")
     return int(low), int(high)
 
 
@@ -50,12 +51,12 @@ def curve_sums(
     """Per run and projection, the sums of ``metric`` by layer (see ``ResultsCache.curves``),
     in the order of ``run_ids``, then projections in q, k, v, o, gate, up, down order."""
     if metric not in METRICS:
-        raise ValueError(f"unknown metric {metric!r}; choose one of {', '.join(METRICS)}")
+        raise QueryError(f"unknown metric {metric!r}; choose one of {', '.join(METRICS)}")
     wanted = tuple(projections) if projections else None
     if wanted:
         unknown = [p for p in wanted if p not in PROJECTIONS]
         if unknown:
-            raise ValueError(
+            raise QueryError(
                 f"unknown projection {unknown[0]!r}; choose from {', '.join(PROJECTIONS)}"
             )
     low, high = token_range(response_tokens) if response_tokens else (None, None)
@@ -242,7 +243,7 @@ def sample_values(
     finite): what a paired test between two runs needs. For ``loss``, projection ``"loss"``
     with one value per sample; for the adjacent-layer cosine, each sample's own cosines. Restricted by response length like ``curve_sums``."""
     if metric not in METRICS:
-        raise ValueError(f"unknown metric {metric!r}; choose one of {', '.join(METRICS)}")
+        raise QueryError(f"unknown metric {metric!r}; choose one of {', '.join(METRICS)}")
     low, high = token_range(response_tokens)
     wanted = tuple(projections) if projections else PROJECTIONS
     with file.reading() as con:

@@ -67,7 +67,7 @@ from layerscope.analysis.cache.schema import (
     schema_version,
 )
 from layerscope.analysis.environment import integer_from_env, number_from_env, size_from_env
-from layerscope.analysis.errors import one_line
+from layerscope.analysis.errors import LayerscopeError, one_line
 from layerscope.analysis.locations import default_db_path as default_db_path
 
 __all__ = [
@@ -89,7 +89,7 @@ _FIRST_BACKOFF = 0.01
 _MAX_BACKOFF = 0.5
 
 
-class CacheError(RuntimeError):
+class CacheError(LayerscopeError, RuntimeError):
     """The cache file cannot be used; the message is one line and names the file."""
 
 

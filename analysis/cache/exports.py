@@ -22,6 +22,7 @@ from layerscope.analysis.cache.connection import CacheFile
 from layerscope.analysis.cache.reads import as_count, as_float
 from layerscope.analysis.cache.runs import resolve
 from layerscope.analysis.cache.schema import UNPACKED_COSINES
+from layerscope.analysis.errors import QueryError
 from layerscope.analysis.outputs import check_destination, is_stdout, open_output
 from layerscope.analysis.records import MATRIX_STATISTICS
 
@@ -90,9 +91,9 @@ def export_table(
     """Write the run's statistics, one row per sample and matrix, as Parquet or CSV; returns
     the number of rows written (see ``ResultsCache.export_table``)."""
     if file_format not in TABLE_FORMATS:
-        raise ValueError(f"unknown table format {file_format!r}: parquet or csv")
+        raise QueryError(f"unknown table format {file_format!r}: parquet or csv")
     if file_format == "parquet" and is_stdout(path):
-        raise ValueError("Parquet is a binary file format: give a file name, not standard output")
+        raise QueryError("Parquet is a binary file format: give a file name, not standard output")
     protected = cache_files(file.path)
     check_destination(path, protected, force=force)  # refused before any work
     scratch = Path(tempfile.mkdtemp(prefix="layerscope-export-"))

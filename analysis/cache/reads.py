@@ -15,6 +15,7 @@ from typing import Any
 from layerscope.analysis.cache.aggregates import token_range
 from layerscope.analysis.cache.connection import CacheFile
 from layerscope.analysis.cache.runs import resolve, run_rows
+from layerscope.analysis.errors import QueryError
 from layerscope.analysis.records import MATRIX_STATISTICS, SampleRow, SkippedSample, TargetInfo
 
 __all__ = [
@@ -109,7 +110,7 @@ def samples(
     """The run's samples with per-sample means (over layers and projections) of each
     statistic, sorted by ``sort_by`` (index, loss, token counts or a statistic); NaN last."""
     if sort_by not in SAMPLE_SORT_KEYS:
-        raise ValueError(f"cannot sort by {sort_by!r}; choose one of {', '.join(SAMPLE_SORT_KEYS)}")
+        raise QueryError(f"cannot sort by {sort_by!r}; choose one of {', '.join(SAMPLE_SORT_KEYS)}")
     low, high = token_range(response_tokens)
     query = _samples_query(sort_by, descending)
     with file.reading() as con:
@@ -149,7 +150,7 @@ def sample_curve(
 ) -> list[float]:
     """One sample's statistic by layer for one projection (NaN where not stored)."""
     if metric not in MATRIX_STATISTICS:
-        raise ValueError(
+        raise QueryError(
             f"unknown statistic {metric!r}; choose one of {', '.join(MATRIX_STATISTICS)}"
         )
     query = (
@@ -158,7 +159,7 @@ def sample_curve(
     )
     info, rows = run_rows(file, run_id, query, [index, projection])
     if projection not in info.projections:
-        raise ValueError(f"run {info.short_id} has no projection {projection!r}")
+        raise QueryError(f"run {info.short_id} has no projection {projection!r}")
     values = [math.nan] * info.layers
     for layer, value in rows:
         if 0 <= layer < len(values):
@@ -207,7 +208,7 @@ def spectrum_by_rank(
     the run kept no spectra for this projection)."""
     info, rows = run_rows(file, run_id, _SPECTRUM_BY_RANK, [projection])
     if projection not in info.projections:
-        raise ValueError(f"run {info.short_id} has no projection {projection!r}")
+        raise QueryError(f"run {info.short_id} has no projection {projection!r}")
     by_layer: dict[int, list[tuple[float, int]]] = {}
     for layer, _rank, mean, count in rows:
         by_layer.setdefault(int(layer), []).append((float(mean), int(count)))
@@ -273,7 +274,7 @@ def sample_means(
     ``layers`` (inclusive, 0-based; all by default) of one projection (all by default):
     index -> value, NaN where a value in the range is not finite."""
     if statistic not in MATRIX_STATISTICS:
-        raise ValueError(f"unknown statistic {statistic!r}")
+        raise QueryError(f"unknown statistic {statistic!r}")
     low, high = layers if layers is not None else (0, 2**15 - 1)
     column = f'"{statistic}"'
     query = f"""

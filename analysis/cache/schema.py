@@ -128,6 +128,7 @@ from collections.abc import Collection, Mapping
 
 import duckdb
 
+from layerscope.analysis.errors import LayerscopeError
 from layerscope.analysis.records import MATRIX_STATISTICS, PROJECTIONS
 
 SCHEMA_VERSION = 6
@@ -411,7 +412,7 @@ def apply_migrations(con: duckdb.DuckDBPyConnection, current: int, target: int) 
             raise
 
 
-class SchemaVersionUnreadable(ValueError):
+class SchemaVersionUnreadable(LayerscopeError, ValueError):
     """The stored schema version is not one layerscope ever writes (not a positive integer),
     so the file's tables cannot be trusted to be read as any version."""
 

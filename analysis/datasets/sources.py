@@ -13,6 +13,8 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Literal
 
+from layerscope.analysis.errors import LayerscopeError
+
 Relevance = Literal["correct", "irrelevant"]
 
 BUNDLED_DATASETS = ("math", "knowledge")
@@ -36,7 +38,7 @@ _MAX_FOLDER_DEPTH = 3
 _SKIPPED_FOLDERS = {"__pycache__"}
 
 
-class DatasetError(ValueError):
+class DatasetError(LayerscopeError, ValueError):
     """A dataset that cannot be found or read; the message names the file and line or record."""
 
     def __init__(

@@ -7,14 +7,16 @@ the Textual explorer (the only place this package touches the UI).
 
 The package is thin: :mod:`.arguments` (the grammar, the computing options built from the
 settings record), :mod:`.computing`, :mod:`.browsing`, :mod:`.publishing` (figure, table) and
-:mod:`.doctor` (one function per
-command, calling ``analysis/``), :mod:`.output` (rendering). Conventions every command keeps: ``--help``;
-``--db`` (also before the command); loading stages and progress bars on stderr for long work
-(stdout stays clean for scripts: run ids, tables, JSON; ``compute`` into a terminal shows each
-run once, as its summary line, see its ``--help``); exit status 0 on success, 1 for a runtime error, 2 for a
-usage error, 130 when interrupted (143 when stopped by SIGTERM); and every error is one line ``layerscope: error: ...`` on
-stderr, never a traceback (set ``LAYERSCOPE_DEBUG=1`` to get one). Browsing commands (runs,
-show, export, import) never import torch.
+:mod:`.doctor` (one function per command, calling ``analysis/``), :mod:`.output` (rendering).
+Conventions every command keeps: ``--help``; ``--db`` (also before the command); loading stages
+and progress bars on stderr for long work (stdout stays clean for scripts: run ids, tables, JSON;
+``compute`` into a terminal shows each run once, as its summary line, see its ``--help``); exit
+status 0 on success, 1 for a runtime error, 2 for a usage error, 70 for an internal error, 130
+when interrupted (143 when stopped by SIGTERM); and every error is one line on stderr, never a
+traceback: ``layerscope: error: ...`` for a layerscope error (a setting named by its option),
+``layerscope: internal error: ... (traceback written to FILE)`` for anything else (a bug, a
+failure inside torch: :mod:`layerscope.app.error_reports`). ``LAYERSCOPE_DEBUG=1`` lets the
+error propagate instead. Browsing commands (runs, show, export, import) never import torch.
 """
 
 from __future__ import annotations
@@ -25,9 +27,10 @@ import os
 import sys
 from collections.abc import Callable, Sequence
 
-from layerscope.analysis.cache import CacheError, ResultsCache
-from layerscope.analysis.errors import one_line
+from layerscope.analysis.cache import ResultsCache
+from layerscope.analysis.errors import LayerscopeError, is_internal, one_line
 from layerscope.app.cli.arguments import EXIT_INTERRUPTED, PROG, UsageError, build_parser
+from layerscope.app.settings_presentation import option_name
 
 __all__ = ["build_parser", "main"]
 
@@ -73,9 +76,19 @@ def _fail(message: str, status: int) -> int:
     return status
 
 
+def _internal(error: BaseException, argv: Sequence[str] | None) -> int:
+    """A bug, or a failure beneath layerscope: said as one, its traceback kept in a file."""
+    from layerscope.app.error_reports import EXIT_SOFTWARE, command_context, internal_error
+
+    words = None if argv is None else list(argv)
+    line = internal_error(error, command_context(words))
+    print(f"{PROG}: internal error: {line}", file=sys.stderr)
+    return EXIT_SOFTWARE
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     """Run the command line; returns the exit status (never raises, never prints a traceback
-    unless LAYERSCOPE_DEBUG is set)."""
+    unless LAYERSCOPE_DEBUG is set: an unexpected error's goes to a file)."""
     debug = bool(os.environ.get("LAYERSCOPE_DEBUG"))
     command: str | None = None
     try:
@@ -92,7 +105,7 @@ def main(argv: Sequence[str] | None = None) -> int:
                 return run(args)
         return run(args)
     except UsageError as error:
-        return _fail(str(error), EXIT_USAGE)
+        return _fail(error.describe(option_name), EXIT_USAGE)
     except KeyboardInterrupt:
         if debug:
             raise
@@ -107,19 +120,13 @@ def main(argv: Sequence[str] | None = None) -> int:
             )
         # Exports publish a file only when complete, imports store a run whole or not at all.
         return _fail("interrupted; nothing was changed", EXIT_INTERRUPTED)
-    except (CacheError, ValueError, RuntimeError, OSError) as error:
-        # CacheError, RunnerError; DatasetError, ModelLoadError, PaperFormatError and
-        # UnsupportedArchitectureError are ValueErrors; OSError: files the user named.
-        if debug:
-            raise
-        if isinstance(error, OSError) and error.filename:
-            return _fail(f"{error.filename}: {error.strerror or error}", EXIT_RUNTIME)
-        return _fail(one_line(error), EXIT_RUNTIME)
     except Exception as error:
         if debug:
             raise
-        return _fail(
-            f"internal error: {one_line(error, with_type=True)} "
-            "(set LAYERSCOPE_DEBUG=1 for the traceback)",
-            EXIT_RUNTIME,
-        )
+        if is_internal(error):
+            return _internal(error, argv)
+        if isinstance(error, OSError) and error.filename:  # a file the user named
+            return _fail(f"{error.filename}: {error.strerror or error}", EXIT_RUNTIME)
+        if isinstance(error, LayerscopeError):
+            return _fail(error.describe(option_name), EXIT_RUNTIME)
+        return _fail(one_line(error), EXIT_RUNTIME)  # an OSError of no file: a full disk

@@ -3,7 +3,8 @@
 Why apart from the commands: the computing options are not written here at all. They come from
 the settings record (:mod:`layerscope.analysis.settings`), so ``compute``, ``check`` and the
 explorer's form cannot drift apart in names, choices or defaults; this module only turns each
-:class:`~layerscope.analysis.settings.Setting` into an ``argparse`` argument and back.
+:class:`~layerscope.analysis.settings.Setting` into an ``argparse`` argument (its option as
+:mod:`layerscope.app.settings_presentation` spells it) and back.
 """
 
 from __future__ import annotations
@@ -12,9 +13,11 @@ import argparse
 from pathlib import Path
 from typing import Any, NoReturn
 
+from layerscope.analysis.errors import LayerscopeError, spell
 from layerscope.analysis.outputs import STDOUT
 from layerscope.analysis.records import ATTENTION_PROJECTIONS, MLP_PROJECTIONS
 from layerscope.analysis.settings import Setting, SettingError, Surface, offered, setting
+from layerscope.app.settings_presentation import flag, option_help, option_name, placeholder
 
 PROG = "layerscope"
 EXIT_INTERRUPTED = 130  # 128 + SIGINT, the shell's convention; a SIGTERM exits 143
@@ -50,7 +53,7 @@ CHECK_OUTPUT = (
 )
 
 
-class UsageError(Exception):
+class UsageError(LayerscopeError):
     """A command line that cannot be run as given (exit status 2)."""
 
 
@@ -115,11 +118,6 @@ def projections(text: str | None) -> list[str] | None:
     return chosen
 
 
-def flag_name(item: Setting) -> str:
-    """How the command line names a setting in messages."""
-    return item.flag
-
-
 # ---- settings as arguments --------------------------------------------------------------------
 
 
@@ -128,7 +126,7 @@ def _setting_type(item: Setting) -> Any:
         try:
             return item.parse(text)
         except SettingError as error:
-            raise argparse.ArgumentTypeError(error.reason) from None
+            raise argparse.ArgumentTypeError(spell(error.reason, option_name)) from None
 
     parse.__name__ = item.name
     return parse
@@ -139,17 +137,17 @@ def add_setting(parser: argparse.ArgumentParser, item: Setting, surface: Surface
     default = item.default_for(surface)
     if item.kind == "flag":
         action = "store_false" if item.default else "store_true"
-        parser.add_argument(item.flag, dest=item.name, action=action, help=item.help)
+        parser.add_argument(flag(item), dest=item.name, action=action, help=option_help(item))
         return
-    shown = (item.placeholder or "none") if default is None else default
+    shown = (placeholder(item) or "none") if default is None else default
     parser.add_argument(
-        item.flag,
+        flag(item),
         dest=item.name,
         default=default,
         type=_setting_type(item) if item.kind == "int" else str,
         choices=item.choices or None,
         metavar=None if item.choices else item.name.upper(),
-        help=f"{item.help} (default: {shown})",
+        help=f"{option_help(item)} (default: {shown})",
     )
 
 

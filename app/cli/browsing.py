@@ -314,13 +314,13 @@ def _route_lengths(text: str | None) -> list[int]:
 
 
 def cmd_describe(args: argparse.Namespace) -> int:
-    from layerscope.analysis.models import ModelLoadError, describe_targets, inspect_model_path
+    from layerscope.analysis.models import describe_targets, inspect_model_path
 
     lengths = _route_lengths(args.routes)  # before any wait
 
     check = inspect_model_path(args.model, args.revision, args.offline)
     if not check.ok:  # said before any wait
-        raise ModelLoadError(check.message)
+        raise check.refusal()
     # The layout comes from the model built on the meta device (exact for every architecture,
     # no weights read); the wait is importing torch and transformers.
     with _stage("reading the model's layout (importing torch and transformers)"):

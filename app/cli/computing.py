@@ -25,8 +25,9 @@ from typing import TYPE_CHECKING, Any
 
 from layerscope.analysis.settings import SettingError, Surface
 from layerscope.app.cli import output
-from layerscope.app.cli.arguments import PROG, UsageError, flag_name, names, setting_values
+from layerscope.app.cli.arguments import PROG, UsageError, names, setting_values
 from layerscope.app.labels import duration, initialisation
+from layerscope.app.settings_presentation import option_name
 
 if TYPE_CHECKING:
     from rich.console import Console
@@ -68,7 +69,7 @@ def build_request(
             args.model, args.dataset, types, setting_values(args, surface)
         )
     except SettingError as error:
-        raise UsageError(error.describe(flag_name)) from None
+        raise UsageError(error.describe(option_name)) from None
 
 
 class Cancellation:
@@ -514,7 +515,7 @@ def cmd_compute(args: argparse.Namespace) -> int:
         try:
             request.shard = parse_shard(args.shard)
         except ShardError as error:
-            raise UsageError(str(error)) from None
+            raise UsageError(error.message) from None  # its option named by main
     if environment is not None:
         request.device = replica_device(environment, request.device, args.gpus_per_replica)
         if (args.gpus_per_replica or 1) > 1 and request.device_map == "none":

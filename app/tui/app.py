@@ -35,10 +35,9 @@ from textual.screen import Screen
 from textual.widgets import Button, TabbedContent, TabPane
 from textual.worker import Worker, WorkerState
 
-from layerscope.analysis.errors import one_line
 from layerscope.app.compat.textual import is_quitting
 from layerscope.app.tui.browse_tabs import BrowseTabs
-from layerscope.app.tui.errors import reported
+from layerscope.app.tui.errors import problem_line, reported
 from layerscope.app.tui.keys import (
     APP_BINDINGS,
     DARK_THEME,
@@ -439,7 +438,7 @@ class LayerscopeApp(App[None]):
 
     def on_worker_state_changed(self, event: Worker.StateChanged) -> None:
         if event.state == WorkerState.ERROR and event.worker.error is not None:
-            self.report_problem("Internal error", one_line(event.worker.error))
+            self.report_problem("Internal error", problem_line(event.worker.error))
 
     # --- browsing ----------------------------------------------------------------------------
 

@@ -10,6 +10,7 @@ from __future__ import annotations
 from typing import TYPE_CHECKING
 
 from layerscope.analysis.errors import one_line
+from layerscope.app.settings_presentation import form_name
 from layerscope.app.tui.state import LastPicks
 
 if TYPE_CHECKING:
@@ -49,6 +50,6 @@ def build_request(picks: Picks, *, require_types: bool = True) -> tuple[RunReque
     try:
         request = RunRequest.from_settings(picks.model, picks.dataset, picks.types, picks.values)
     except SettingError as error:
-        raise ValueError(error.describe(lambda item: item.title)) from None
+        raise ValueError(error.describe(form_name)) from None
     remembered = LastPicks(picks.model, picks.dataset, picks.types, dict(picks.values))
     return request, remembered

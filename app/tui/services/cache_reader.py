@@ -20,7 +20,8 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import TYPE_CHECKING, TypeVar
 
-from layerscope.analysis.errors import one_line
+from layerscope.analysis.errors import is_internal
+from layerscope.app.tui.errors import problem_line
 from layerscope.app.tui.messages import CacheRead, ProblemReported
 
 if TYPE_CHECKING:
@@ -93,19 +94,16 @@ class ReadChannel:
         node = self.node
 
         def read() -> None:
-            from layerscope.analysis.cache import CacheError, ResultsCache
+            from layerscope.analysis.cache import ResultsCache
 
             try:
                 with ResultsCache(db_path) as cache:
                     message = query(cache)
-            except (CacheError, ValueError, OSError) as error:
+            except Exception as error:  # a bug or a strange file too: reported, never fatal
                 message = failed()
-                message.error = one_line(error)
-            except Exception as error:  # a bug or a strange file: reported, never fatal
-                text = one_line(error, with_type=True)
-                node.post_message(ProblemReported("Internal error", text))
-                message = failed()
-                message.error = text
+                message.error = problem_line(error)
+                if is_internal(error):
+                    node.post_message(ProblemReported("Internal error", message.error))
             message.token = token
             node.post_message(message)
 

@@ -26,7 +26,8 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import TYPE_CHECKING
 
-from layerscope.analysis.errors import one_line
+from layerscope.analysis.errors import is_internal, one_line
+from layerscope.app.tui.errors import problem_line, run_failure
 from layerscope.app.tui.messages import (
     LoadStageReached,
     PlanComputed,
@@ -144,8 +145,9 @@ class RunController:
                     outcome = "cancelled"
             except Exception as error:  # out of memory, a model that fails to load, a bad file
                 outcome = "failed"
-                message = one_line(error)
-                node.post_message(ProblemReported("Run failed", message))
+                said = run_failure(error)  # where an internal error's traceback went, too
+                message = one_line(error) if is_internal(error) else said
+                node.post_message(ProblemReported("Run failed", said))
             elapsed = time.monotonic() - started
             node.post_message(RunEnded(request_id, outcome, message, elapsed, loading))
 
@@ -162,6 +164,7 @@ class RunController:
         (tests: the same path on a CPU-only machine, one process).
         """
         from layerscope.analysis.settings import offered
+        from layerscope.app.settings_presentation import flag
 
         argv = [sys.executable, "-m", "layerscope.app", "compute", "--model", request.model]
         argv += ["--dataset", str(request.dataset), "--db", str(self.db_path)]
@@ -172,11 +175,11 @@ class RunController:
             value = getattr(holder, item.name)
             if item.kind == "flag":
                 if bool(value) != bool(item.default):
-                    argv.append(item.flag)
+                    argv.append(flag(item))
             elif value is None and item.default is None:
                 continue  # unset and unset by default (max memory, revision): say nothing
             else:
-                argv += [item.flag, "" if value is None else str(value)]
+                argv += [flag(item), "" if value is None else str(value)]
         if self.nproc_option:
             argv += ["--nproc-per-node", str(request.gpus)]
         return [*argv, "--progress-format", "jsonl", "--quiet"]
@@ -247,6 +250,9 @@ class RunController:
         said = [line for line in errors if line.startswith("layerscope: error: ")]
         if said:
             return said[-1].removeprefix("layerscope: error: ")
+        internal = [line for line in errors if line.startswith("layerscope: internal error: ")]
+        if internal:  # it says where it wrote the traceback
+            return internal[-1].removeprefix("layerscope: ")
         return f"the compute subprocess exited with status {status}" + (
             f": {errors[-1]}" if errors else ""
         )
@@ -297,7 +303,7 @@ class RunController:
 
                 planned = plan(request, db_path)
             except Exception as error:  # a plan is advisory: show why, never fail
-                node.post_message(PlanComputed(token, [], error=one_line(error)))
+                node.post_message(PlanComputed(token, [], error=problem_line(error)))
                 return
             node.post_message(PlanComputed(token, planned))
 

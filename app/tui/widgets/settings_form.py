@@ -1,8 +1,9 @@
 """The run settings form: one compact field per setting the settings record offers the form.
 
-Why built from the record: the fields, their order, labels, choices, first-start values and how
-a typed value is checked are all :mod:`layerscope.analysis.settings`'s, the same record the
-command line is built from, so the two cannot drift. Each field is one compact line so the whole
+Why built from the record: the fields, their order, choices, first-start values and how a typed
+value is checked are all :mod:`layerscope.analysis.settings`'s, the same record the command line
+is built from, so the two cannot drift; the fields' ids, labels and placeholders are the
+explorer's (:mod:`layerscope.app.settings_presentation`). Each field is one compact line so the whole
 form fits an 80x24 terminal next to the pickers. ``read()`` returns checked values by setting
 name and names the field that is wrong. The device field also lists each GPU with its free
 memory when the optional nvidia-ml-py can tell (:mod:`layerscope.analysis.devices`).
@@ -22,7 +23,16 @@ from textual.containers import Grid
 from textual.widget import Widget
 from textual.widgets import Input, Label, Select
 
-from layerscope.analysis.settings import DEVICE_SUGGESTIONS, Setting, SettingError, offered
+from layerscope.analysis.settings import Setting, SettingError, offered
+from layerscope.app.settings_presentation import (
+    DEVICE_SUGGESTIONS,
+    device_choices,
+    form_help,
+    form_id,
+    form_label,
+    form_name,
+    placeholder,
+)
 from layerscope.app.tui.messages import SettingsChanged
 from layerscope.app.tui.services.gpus import visible_gpu_count
 
@@ -34,7 +44,7 @@ def _choices(item: Setting, gpus: int) -> list[tuple[str, str]]:
     if item.name == "gpus":
         return [(str(n), str(n)) for n in range(1, gpus + 1)]
     if item.name == "device":
-        from layerscope.analysis.devices import device_choices, list_gpus
+        from layerscope.analysis.devices import list_gpus
 
         return device_choices(DEVICE_SUGGESTIONS, list_gpus())
     return [(choice, choice) for choice in item.choices]
@@ -57,7 +67,7 @@ class SettingsForm(Grid):
 
     def compose(self) -> ComposeResult:
         for item in self.settings:
-            yield Label(item.form_label)
+            yield Label(form_label(item))
             yield self._field(item, self._initial[item.name])
 
     def _field(self, item: Setting, value: Any) -> Widget:
@@ -71,24 +81,24 @@ class SettingsForm(Grid):
                 choices,
                 value=value if value in values else default,
                 allow_blank=False,
-                id=item.form_id,
+                id=form_id(item),
                 compact=True,
-                tooltip=item.help,
+                tooltip=form_help(item),
             )
         return Input(
             "" if value is None else str(value),
-            placeholder=item.placeholder,
+            placeholder=placeholder(item),
             type="integer" if item.kind == "int" else "text",
-            id=item.form_id,
+            id=form_id(item),
             compact=True,
-            tooltip=item.help,
+            tooltip=form_help(item),
         )
 
     def read(self) -> dict[str, Any]:
         """The checked values by setting name; ValueError names the field that is wrong."""
         values: dict[str, Any] = {}
         for item in self.settings:
-            field = self.query_one(f"#{item.form_id}")
+            field = self.query_one(f"#{form_id(item)}")
             try:
                 if isinstance(field, Select) and item.kind == "int":
                     values[item.name] = item.parse(str(field.value))
@@ -98,7 +108,7 @@ class SettingsForm(Grid):
                     assert isinstance(field, Input)
                     values[item.name] = item.parse(field.value)
             except SettingError as error:
-                raise ValueError(error.describe(lambda s: s.title)) from None
+                raise ValueError(error.describe(form_name)) from None
         return values
 
     def on_input_changed(self, event: Input.Changed) -> None:

@@ -101,13 +101,14 @@ class SetupPane(VerticalScroll):
         Not stopped: the App plans again on the same message.
         """
         from layerscope.analysis.settings import SettingError
+        from layerscope.app.settings_presentation import form_id
 
         form = self.query_one(SettingsForm)
         picker = self.query_one(DatasetPicker)
         for item in form.settings:
             if item.name == "limit":
                 try:
-                    picker.set_limit(item.parse(form.query_one(f"#{item.form_id}", Input).value))
+                    picker.set_limit(item.parse(form.query_one(f"#{form_id(item)}", Input).value))
                 except SettingError:
                     picker.set_limit(None, known=False)
 
