@@ -235,5 +235,3 @@ def list_gpus(nvml: Any = None) -> list[GpuInfo]:
     finally:
         with contextlib.suppress(Exception):
             nvml.nvmlShutdown()
-
-

@@ -29,6 +29,7 @@ import typing
 from dataclasses import dataclass
 from typing import Any, TypeVar
 
+from layerscope.analysis.errors import LayerscopeError
 from layerscope.analysis.planning import PlannedRun
 from layerscope.analysis.records import LoadStage
 from layerscope.analysis.runner import RunProgress
@@ -45,8 +46,12 @@ __all__ = [
 ]
 
 
-class ProgressLineError(ValueError):
-    """A line of the progress protocol that cannot be read; the message says why."""
+class ProgressLineError(LayerscopeError, ValueError):
+    """A line of the progress protocol that cannot be read; the message says why (a line the
+    CLI wrote and the explorer cannot read is a bug of one of them: internal)."""
+
+    def __init__(self, message: str = "") -> None:
+        super().__init__(message, internal=True)
 
 
 class NotAProgressLine(ProgressLineError):

@@ -28,6 +28,7 @@ from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import TYPE_CHECKING
 
+from layerscope.analysis.errors import is_internal, quoted
 from layerscope.analysis.execution import (
     ChunkFailed,
     RunProgress,
@@ -38,7 +39,6 @@ from layerscope.analysis.execution import (
     run_header,
     store,
 )
-from layerscope.analysis.errors import is_internal, quoted
 from layerscope.analysis.lifecycle import StoredRun
 from layerscope.analysis.planning import (
     Job,
