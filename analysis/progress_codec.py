@@ -51,7 +51,8 @@ class ProgressLineError(LayerscopeError, ValueError):
     CLI wrote and the explorer cannot read is a bug of one of them: internal)."""
 
     def __init__(self, message: str = "") -> None:
-        super().__init__(message, internal=True)
+        super().__init__(message)
+        self.internal = True
 
 
 class NotAProgressLine(ProgressLineError):
