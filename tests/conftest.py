@@ -20,6 +20,12 @@ if "torch" in sys.modules:  # a plugin imported it first: the variables came too
 # that provoke one (and their subprocesses) write to a folder of their own, not the user's.
 os.environ["XDG_STATE_HOME"] = tempfile.mkdtemp(prefix="layerscope-tests-state-")
 
+# The terminal size tests see is theirs to choose: pytest-xdist's workers export COLUMNS=80 and
+# LINES=24, which a plain run does not, and which folded the tables of tests that print long
+# temporary paths. A test that wants a width sets COLUMNS itself.
+for _size in ("COLUMNS", "LINES"):
+    os.environ.pop(_size, None)
+
 # tests/modelkit.py is a helper module, not a test: make it importable from every test file.
 sys.path.insert(0, str(Path(__file__).parent))
 
