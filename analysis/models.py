@@ -298,7 +298,7 @@ class _StageProgress:
     def make(on_stage: StageCallback, name: str) -> type[Any]:
         from tqdm.auto import tqdm
 
-        class StageTqdm(tqdm):  # type: ignore[misc,valid-type]
+        class StageTqdm(tqdm):
             def __init__(self, *args: Any, **kwargs: Any) -> None:
                 kwargs.pop("name", None)
                 kwargs["disable"] = False

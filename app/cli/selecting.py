@@ -16,6 +16,7 @@ import sys
 from collections.abc import Callable
 
 from layerscope.analysis.cache import ResultsCache
+from layerscope.analysis.records import RunInfo
 from layerscope.analysis.outputs import OutputError, OutputExistsError
 from layerscope.app.cli import output
 from layerscope.app.cli.arguments import UsageError, output_path, positive_int
@@ -124,7 +125,7 @@ def _statistic(name: str, option: str, *, samples_too: bool = False) -> str:
     return metric
 
 
-def _check_run(info, projection: str | None, layers: tuple[int, int] | None) -> None:
+def _check_run(info: RunInfo, projection: str | None, layers: tuple[int, int] | None) -> None:
     if projection is not None and projection not in info.projections:
         raise UsageError(
             f"--proj {projection}: run {info.short_id} has no {projection} matrices; "
