@@ -16,8 +16,8 @@ import sys
 from collections.abc import Callable
 
 from layerscope.analysis.cache import ResultsCache
-from layerscope.analysis.records import RunInfo
 from layerscope.analysis.outputs import OutputError, OutputExistsError
+from layerscope.analysis.records import RunInfo
 from layerscope.app.cli import output
 from layerscope.app.cli.arguments import UsageError, output_path, positive_int
 
