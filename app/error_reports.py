@@ -3,8 +3,8 @@
 Why a file: the command line promises one line on stderr for every error (a traceback would bury
 an hours-long job's log, and the explorer has no terminal to print one to), yet a bug in
 layerscope or a failure inside torch must not read like the user's mistake, and must be
-reportable. So an error that is not a :class:`~layerscope.analysis.errors.LayerscopeError`
-(:func:`~layerscope.analysis.errors.is_internal`) is said as an internal error, and its full
+reportable. So an error that is not a :class:`~layerscope.analysis.base.errors.LayerscopeError`
+(:func:`~layerscope.analysis.base.errors.is_internal`) is said as an internal error, and its full
 traceback (with the errors it was raised from) goes to a file the line names.
 
 Where: ``$XDG_STATE_HOME/layerscope/internal-errors/`` (``~/.local/state/...`` by default), the
@@ -26,7 +26,7 @@ import traceback
 from importlib.metadata import PackageNotFoundError, version
 from pathlib import Path
 
-from layerscope.analysis.errors import LayerscopeError, one_line
+from layerscope.analysis.base.errors import LayerscopeError, one_line
 
 __all__ = [
     "EXIT_SOFTWARE",

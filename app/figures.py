@@ -4,11 +4,11 @@ Why matplotlib, and only here: a figure that goes into a paper needs vector outp
 journal accepts, which text charts cannot give; but matplotlib is large, so it is an optional
 extra (``layerscope[figures]``) imported only when a figure is drawn: ``layerscope figure`` and
 the explorer's export, never browsing. Everything drawn comes from stored curves (mean and 95%
-interval per layer, from :mod:`layerscope.analysis.statistics`), so the figure shows exactly
+interval per layer, from :mod:`layerscope.analysis.curves.statistics`), so the figure shows exactly
 the numbers ``show`` prints. Every run has its own marker and line style as well as a colour,
 so the figure stays readable in greyscale print; SVG keeps its text as text and PDF embeds
 TrueType fonts, so titles and labels stay editable. The file is written as every export is
-(:func:`layerscope.analysis.outputs.open_output`: never the cache, no overwrite unless asked).
+(:func:`layerscope.analysis.base.outputs.open_output`: never the cache, no overwrite unless asked).
 """
 
 from __future__ import annotations
@@ -19,10 +19,10 @@ from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING
 
-from layerscope.analysis.compare import normalised_depth
-from layerscope.analysis.outputs import open_output
-from layerscope.analysis.records import ATTENTION_PROJECTIONS, LayerCurve
-from layerscope.analysis.statistics import ci95
+from layerscope.analysis.base.outputs import open_output
+from layerscope.analysis.base.records import ATTENTION_PROJECTIONS, LayerCurve
+from layerscope.analysis.curves.statistics import ci95
+from layerscope.analysis.results.compare import normalised_depth
 
 if TYPE_CHECKING:
     from matplotlib.figure import Figure
@@ -171,7 +171,7 @@ def save_figure(
 
     SVG keeps text as text and PDF embeds TrueType fonts (both stay editable); the file is
     published whole or not at all, and never over the cache (``protected``) or, without
-    ``force``, over an existing file (:class:`~layerscope.analysis.outputs.OutputError`).
+    ``force``, over an existing file (:class:`~layerscope.analysis.base.outputs.OutputError`).
     """
     chosen = figure_format(path)
     content = figure_bytes(figure, chosen)  # drawn before the file is opened

@@ -1,12 +1,12 @@
 """How the front ends show the settings: the command line's options, the form's fields, and the
 name each gives a setting in a message.
 
-Why here, not in the settings record: the record (:mod:`layerscope.analysis.settings`) says what
+Why here, not in the settings record: the record (:mod:`layerscope.analysis.base.settings`) says what
 a setting is (its name, type, default and how a value is checked), which every front end shares;
 how a person meets it differs by front end. The command line names ``max_length`` as
 ``--max-length``; the explorer's form shows it as a field ``#setting-max-length`` labelled "max
 len", and its messages say "max length". The core's messages and help texts mark the settings
-they name (:func:`~layerscope.analysis.errors.mention`); :func:`option_name` and
+they name (:func:`~layerscope.analysis.base.errors.mention`); :func:`option_name` and
 :func:`form_name` spell those marks for each front end.
 """
 
@@ -14,9 +14,9 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 
-from layerscope.analysis.devices import GpuInfo
-from layerscope.analysis.errors import in_words, spell
-from layerscope.analysis.settings import Setting, setting
+from layerscope.analysis.base.devices import GpuInfo
+from layerscope.analysis.base.errors import in_words, spell
+from layerscope.analysis.base.settings import Setting, setting
 
 __all__ = [
     "DEVICE_SUGGESTIONS",

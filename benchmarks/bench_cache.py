@@ -72,7 +72,7 @@ BUILD = textwrap.dedent(
     import duckdb
     from layerscope.analysis.cache import ResultsCache
     from layerscope.analysis.cache.schema import SCHEMA_VERSION
-    from layerscope.analysis.records import (
+    from layerscope.analysis.base.records import (
         MATRIX_STATISTICS, BatchResult, MatrixStatistics, RunHeader, Sample, SampleResult,
         TargetInfo,
     )

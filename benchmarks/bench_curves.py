@@ -31,8 +31,7 @@ from pathlib import Path
 
 import duckdb
 
-from layerscope.analysis.cache import ResultsCache
-from layerscope.analysis.records import (
+from layerscope.analysis.base.records import (
     MATRIX_STATISTICS,
     BatchResult,
     MatrixStatistics,
@@ -41,6 +40,7 @@ from layerscope.analysis.records import (
     SampleResult,
     TargetInfo,
 )
+from layerscope.analysis.cache import ResultsCache
 
 GOAL_SECONDS = 1.0
 PROJECTIONS = ("q", "k", "v", "o")

@@ -35,7 +35,7 @@ TYPES = ["none_cot", "detailed_cot"]
 
 
 def request(args: argparse.Namespace):  # type: ignore[no-untyped-def]
-    from layerscope.analysis.runner import RunRequest
+    from layerscope.analysis.runs.runner import RunRequest
 
     return RunRequest.from_settings(
         args.model,
@@ -60,7 +60,7 @@ def timed_phase(progress, out: Path) -> None:  # type: ignore[no-untyped-def]
 
 def rank_entry(args: argparse.Namespace) -> None:
     """One rank of a two-rank setup (or the single process): compute, timing each unit."""
-    from layerscope.analysis import distributed
+    from layerscope.analysis.runs import distributed
 
     out = Path(args.out)
     rank = int(os.environ.get("RANK", "0"))
@@ -80,7 +80,7 @@ def rank_entry(args: argparse.Namespace) -> None:
     try:
         if rank == 0:
             if distributed.detect() is None:
-                from layerscope.analysis import runner
+                from layerscope.analysis.runs import runner
 
                 timed_phase(runner.execute(request(args), args.db), out / "phase.json")
             else:

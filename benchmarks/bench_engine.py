@@ -60,10 +60,10 @@ from typing import Any
 import torch
 from transformers import AutoModelForCausalLM, AutoTokenizer, LlamaConfig, Qwen2Config
 
-from layerscope.analysis.engine import compute_statistics, flush_subnormals_for_this_process
+from layerscope.analysis.base.records import ComputeSettings, Sample
+from layerscope.analysis.compute.engine import compute_statistics, flush_subnormals_for_this_process
+from layerscope.analysis.compute.text import encode_sample
 from layerscope.analysis.models import loaded_from_objects, tiny_model_path
-from layerscope.analysis.records import ComputeSettings, Sample
-from layerscope.analysis.text import encode_sample
 
 PROMPT_TOKENS = 64  # prompt tokens of every sample, BOS and the "\n" before the response included
 
@@ -582,13 +582,13 @@ def measure_threads(
 
 def explain_routes(loaded: Any, name: str, lengths: list[int]) -> None:
     """Print the cost model's route per projection and length, where the optional module
-    ``layerscope.analysis.routes`` exists (``shapes_of`` from ``(projection, rows, cols)`` of the
+    ``layerscope.analysis.compute.routes`` exists (``shapes_of`` from ``(projection, rows, cols)`` of the
     target matrices, ``explain(shapes, positions)`` a line per length and projection); the
     benchmark runs without it."""
     try:
         from layerscope.analysis import routes  # type: ignore[attr-defined]
     except ImportError:
-        print("# routes: layerscope.analysis.routes not available (no route description)")
+        print("# routes: layerscope.analysis.compute.routes not available (no route description)")
         return
     positions = [PROMPT_TOKENS + length - 1 for length in lengths]  # the measured positions
     try:

@@ -63,9 +63,12 @@ def child(variant: str, length: int) -> dict[str, float | str]:
     import torch
     from transformers import AutoModelForCausalLM, LlamaConfig
 
-    from layerscope.analysis.engine import compute_statistics, flush_subnormals_for_this_process
+    from layerscope.analysis.base.records import ComputeSettings, Sample
+    from layerscope.analysis.compute.engine import (
+        compute_statistics,
+        flush_subnormals_for_this_process,
+    )
     from layerscope.analysis.models import loaded_from_objects
-    from layerscope.analysis.records import ComputeSettings, Sample
 
     torch.set_num_threads(1)
     flush_subnormals_for_this_process()
@@ -128,7 +131,7 @@ def _floor(model, ids: list[int], checkpointing: bool) -> int:
     """A frozen-weight forward and backward of the response loss, nothing captured."""
     import torch
 
-    from layerscope.analysis.engine import _checkpointing
+    from layerscope.analysis.compute.engine import _checkpointing
 
     for parameter in model.parameters():
         parameter.requires_grad_(False)

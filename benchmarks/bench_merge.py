@@ -18,9 +18,9 @@ sys.path.insert(0, str(Path(__file__).resolve().parent.parent / "tests"))
 
 from cache_helpers import batch, make_result, make_samples, run_id_for, targets
 
+from layerscope.analysis.base.records import RunHeader
 from layerscope.analysis.cache import ResultsCache
-from layerscope.analysis.merging import merge_caches
-from layerscope.analysis.records import RunHeader
+from layerscope.analysis.cache.merging import merge_caches
 
 
 def half(path: Path, count: int, layers: int, parity: int) -> None:

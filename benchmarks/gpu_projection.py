@@ -2,7 +2,7 @@
 
 No GPU may be at hand, so this counts instead of timing: for the floor (one frozen-weight
 forward and backward in bfloat16) and for each statistic by the route the cost model
-(layerscope.analysis.routes, with its GPU weights) chooses, the operations, the bytes kept, and
+(layerscope.analysis.compute.routes, with its GPU weights) chooses, the operations, the bytes kept, and
 the separate kernel-level calls (QRs, SVDs, matrix products) one sample needs. Seconds are
 estimates from the assumed rates below, not measurements; ``benchmarks/gpu_check.sh`` measures
 the same rows where a GPU is lent, and benchmarks/README.md records both.
@@ -16,7 +16,7 @@ import argparse
 import math
 from dataclasses import dataclass
 
-from layerscope.analysis.routes import (
+from layerscope.analysis.compute.routes import (
     GPU_WEIGHTS,
     RAW,
     ProjectionShape,

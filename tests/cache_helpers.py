@@ -13,9 +13,7 @@ from pathlib import Path
 
 import duckdb
 
-from layerscope.analysis.cache.health import RUN_TABLES
-from layerscope.analysis.cache.schema import table_names
-from layerscope.analysis.records import (
+from layerscope.analysis.base.records import (
     MATRIX_STATISTICS,
     BatchResult,
     MatrixStatistics,
@@ -25,6 +23,8 @@ from layerscope.analysis.records import (
     SkippedSample,
     TargetInfo,
 )
+from layerscope.analysis.cache.health import RUN_TABLES
+from layerscope.analysis.cache.schema import table_names
 
 PROJECTIONS = ("q", "k", "v", "o")
 

@@ -13,8 +13,9 @@ from modelkit import config_for, make_model, make_tokenizer
 from test_engine import assert_results_close
 from test_runner import request_for, write_dataset
 
-from layerscope.analysis import batching, engine
-from layerscope.analysis.batching import (
+from layerscope.analysis.base.records import ComputeSettings, Sample
+from layerscope.analysis.compute import batching, engine
+from layerscope.analysis.compute.batching import (
     CPU_TOKENS_PER_BATCH,
     MAX_TOKENS_PER_BATCH,
     MIN_TOKENS_PER_BATCH,
@@ -22,10 +23,9 @@ from layerscope.analysis.batching import (
     default_tokens_per_batch,
     plan_batches,
 )
-from layerscope.analysis.engine import compute_statistics
+from layerscope.analysis.compute.engine import compute_statistics
+from layerscope.analysis.compute.text import encode_sample
 from layerscope.analysis.models import loaded_from_objects
-from layerscope.analysis.records import ComputeSettings, Sample
-from layerscope.analysis.text import encode_sample
 
 # One-line answers beside long chains of thought, interleaved as a dataset mixes them.
 MIXED = [
@@ -170,7 +170,7 @@ def test_memory_in_use_on_a_cpu_is_the_process_resident_set():
 
 
 def test_runner_progress_tells_tokens_per_second_and_memory(tmp_path):
-    from layerscope.analysis.runner import execute
+    from layerscope.analysis.runs.runner import execute
     from layerscope.app.cli.computing import memory_text, throughput
     from layerscope.app.tui.widgets.progress_row import progress_details
 

@@ -16,9 +16,9 @@ import pytest
 import torch
 from modelkit import make_model, make_tokenizer
 
-from layerscope.analysis.engine import compute_statistics
+from layerscope.analysis.base.records import ComputeSettings, Sample
+from layerscope.analysis.compute.engine import compute_statistics
 from layerscope.analysis.models import loaded_from_objects
-from layerscope.analysis.records import ComputeSettings, Sample
 
 SAMPLES = [
     Sample(

@@ -28,7 +28,7 @@ def analysis_modules() -> list[str]:
 
 def test_analysis_never_imports_textual():
     modules = analysis_modules()
-    assert "layerscope.analysis.engine" in modules
+    assert "layerscope.analysis.compute.engine" in modules
     assert "layerscope.analysis.cache.connection" in modules
     assert "layerscope.analysis.cache.writes" in modules
     loaded = imported_after("\n".join(f"import {m}" for m in modules))
@@ -45,8 +45,8 @@ def test_importing_analysis_does_not_import_torch():
 def test_shared_records_and_comparisons_do_not_import_the_cache():
     """Records and the statistics on them are plain: naming a curve needs no DuckDB code."""
     loaded = imported_after(
-        "import layerscope.analysis.records, layerscope.analysis.statistics, "
-        "layerscope.analysis.compare"
+        "import layerscope.analysis.base.records, layerscope.analysis.curves.statistics, "
+        "layerscope.analysis.results.compare"
     )
     assert "layerscope.analysis.cache" not in loaded
     assert "duckdb" not in loaded

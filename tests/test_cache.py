@@ -22,6 +22,8 @@ from cache_helpers import (
     targets,
 )
 
+from layerscope.analysis.base.outputs import OutputError
+from layerscope.analysis.base.records import RunHeader, SkippedSample
 from layerscope.analysis.cache import (
     SCHEMA_VERSION,
     CacheError,
@@ -34,9 +36,7 @@ from layerscope.analysis.cache import (
 from layerscope.analysis.cache import (
     schema as cache_schema,
 )
-from layerscope.analysis.outputs import OutputError
-from layerscope.analysis.records import RunHeader, SkippedSample
-from layerscope.analysis.statistics import ci95, t_critical_975
+from layerscope.analysis.curves.statistics import ci95, t_critical_975
 
 
 @pytest.fixture

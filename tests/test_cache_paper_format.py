@@ -8,14 +8,14 @@ import math
 import pytest
 from cache_helpers import fill_run, paper_matrices
 
+from layerscope.analysis.base.records import MATRIX_STATISTICS
 from layerscope.analysis.cache import ResultsCache
-from layerscope.analysis.paper_format import (
+from layerscope.analysis.interchange.paper_format import (
     PaperFormatError,
     import_paper_jsonl,
     parse_parameter_name,
     write_paper_jsonl,
 )
-from layerscope.analysis.records import MATRIX_STATISTICS
 
 
 @pytest.fixture

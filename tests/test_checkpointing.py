@@ -15,7 +15,7 @@ import torch
 from modelkit import make_model, make_tokenizer
 from test_engine import SAMPLES, assert_results_close, run
 
-from layerscope.analysis import engine
+from layerscope.analysis.compute import engine
 from layerscope.analysis.models import loaded_from_objects
 from layerscope.app.settings_presentation import option_name
 
@@ -195,7 +195,7 @@ def test_a_checkpointed_layer_reading_its_training_mode_is_refused():
 
 
 def test_checkpointing_is_not_part_of_the_run_key():
-    from layerscope.analysis.records import ComputeSettings
+    from layerscope.analysis.base.records import ComputeSettings
 
     assert "checkpointing" not in ComputeSettings().key_fields()
     assert ComputeSettings(checkpointing=True).key_fields() == ComputeSettings().key_fields()

@@ -311,7 +311,7 @@ def test_table_cells_are_printed_as_they_are_not_as_markup(capsys, tmp_path):
 
 def test_show_keeps_a_pairs_tests_and_the_next_show_reuses_them(capsys, monkeypatch, two_types):
     """A fresh process per command: the tests are kept in the file, not only in memory."""
-    from layerscope.analysis import compare
+    from layerscope.analysis.results import compare
 
     db, ids = two_types
     tested = []
@@ -344,7 +344,7 @@ HOLD_WRITE_LOCK = textwrap.dedent("""
 def test_keeping_tests_never_waits_for_a_lock_nor_fails(two_types):
     """Another process writing the file (a compute storing batches) leaves the tests unkept,
     at once: a browsing command is not held up by a write it only does for next time."""
-    from layerscope.analysis.compare import significance_rows
+    from layerscope.analysis.results.compare import significance_rows
 
     db, ids = two_types
     cache = ResultsCache(db, lock_timeout=300)

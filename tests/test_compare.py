@@ -7,15 +7,15 @@ import math
 import pytest
 from cache_helpers import fill_run, nuclear
 
+from layerscope.analysis.base.records import LayerCurve
 from layerscope.analysis.cache import ResultsCache
-from layerscope.analysis.compare import (
+from layerscope.analysis.results.compare import (
     compare_runs,
     layer_splits,
     mad,
     mad_table,
     relative_difference,
 )
-from layerscope.analysis.records import LayerCurve
 
 
 def curve(values, run_id="a" * 64, projection="q"):

@@ -47,17 +47,23 @@ def test_the_tree_keeps_its_contracts(tmp_path):
     ("module", "line", "contract"),
     [
         # records at the bottom: they must not reach up to the runner
-        ("analysis/records.py", "import layerscope.analysis.runner", "Layers"),
+        ("analysis/base/records.py", "import layerscope.analysis.runs.runner", "Layers"),
         # the cache sits below the runner
-        ("analysis/cache/reads.py", "import layerscope.analysis.planning", "Layers"),
+        ("analysis/cache/reads.py", "import layerscope.analysis.runs.planning", "Layers"),
+        # the curves' arithmetic is cache-free: it must not reach up to the cache
+        ("analysis/curves/statistics.py", "import layerscope.analysis.cache", "Layers"),
+        # inside runs/: planning sits below the runner that uses it
+        ("analysis/runs/planning.py", "import layerscope.analysis.runs.runner", "Runs"),
+        # inside compute/: the spectral statistics know nothing of the engine
+        ("analysis/compute/spectral.py", "import layerscope.analysis.compute.engine", "Compute"),
         # the headless core never imports the UI
-        ("analysis/compare.py", "import layerscope.app.labels", "analysis/ never imports"),
+        ("analysis/results/compare.py", "import layerscope.app.labels", "analysis/ never imports"),
         # widgets never import screens (a widget posts a message; the App opens the screen)
         ("app/tui/widgets/samples_view.py", "import layerscope.app.tui.screens.help", "Explorer"),
         # the CLI reaches the explorer only to launch it
         ("app/cli/output.py", "import layerscope.app.tui.app", "The CLI never imports"),
         # a compatibility module wraps its library and nothing of layerscope
-        ("analysis/compat/transformers.py", "import layerscope.analysis.records", "Layers"),
+        ("analysis/compat/transformers.py", "import layerscope.analysis.base.records", "Layers"),
         ("app/compat/plotext.py", "import layerscope.app.tui.format", "compatibility modules"),
     ],
 )

@@ -19,11 +19,11 @@ import numpy as np
 import pytest
 from cache_helpers import batch, make_result, make_samples, paper_matrices, run_id_for, targets
 
+from layerscope.analysis.base.records import RunHeader, SampleResult
 from layerscope.analysis.cache import ResultsCache
 from layerscope.analysis.cache import schema as cache_schema
 from layerscope.analysis.cache.health import examine
-from layerscope.analysis.paper_format import import_paper_jsonl, write_paper_jsonl
-from layerscope.analysis.records import RunHeader, SampleResult
+from layerscope.analysis.interchange.paper_format import import_paper_jsonl, write_paper_jsonl
 
 PROJECTIONS = ("q", "k", "v", "o")
 

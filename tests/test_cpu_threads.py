@@ -10,10 +10,11 @@ import pytest
 import torch
 from test_runner import data_file, model_folder, request_for  # noqa: F401 (fixtures)
 
-from layerscope.analysis import environment, numerics
+from layerscope.analysis.base import environment
+from layerscope.analysis.base.environment import EnvironmentVariableError, available_cpus
 from layerscope.analysis.cache import ResultsCache
-from layerscope.analysis.environment import EnvironmentVariableError, available_cpus
-from layerscope.analysis.runner import execute
+from layerscope.analysis.compute import numerics
+from layerscope.analysis.runs.runner import execute
 
 
 @pytest.fixture

@@ -15,11 +15,12 @@ import pytest
 import torch
 from modelkit import make_model, make_tokenizer
 
-from layerscope.analysis import batching, devices, engine
-from layerscope.analysis.engine import compute_statistics
+from layerscope.analysis.base import devices
+from layerscope.analysis.base.records import ComputeSettings, Sample
+from layerscope.analysis.compute import batching, engine
+from layerscope.analysis.compute.engine import compute_statistics
+from layerscope.analysis.compute.numerics import PhaseTimer
 from layerscope.analysis.models import loaded_from_objects
-from layerscope.analysis.numerics import PhaseTimer
-from layerscope.analysis.records import ComputeSettings, Sample
 from layerscope.app.settings_presentation import device_choices
 
 SAMPLES = [Sample(i, f"What is {i} + 1?", f"{i} + 1 = {i + 1}. " * (1 + i)) for i in range(4)]
@@ -231,11 +232,11 @@ def test_cuda_visible_devices_is_read_as_cuda_reads_it(monkeypatch):
 
 
 def test_only_the_devices_module_reads_cuda_visible_devices():
-    """One owner: every other module asks :mod:`layerscope.analysis.devices`."""
+    """One owner: every other module asks :mod:`layerscope.analysis.base.devices`."""
     import ast
     from pathlib import Path
 
-    root = Path(devices.__file__).resolve().parents[1]
+    root = Path(devices.__file__).resolve().parents[2]
     readers = []
     for folder in ("analysis", "app"):
         for path in sorted((root / folder).rglob("*.py")):
@@ -243,7 +244,7 @@ def test_only_the_devices_module_reads_cuda_visible_devices():
             for node in ast.walk(tree):
                 if isinstance(node, ast.Constant) and node.value == "CUDA_VISIBLE_DEVICES":
                     readers.append(str(path.relative_to(root)))
-    assert readers == ["analysis/devices.py"]
+    assert readers == ["analysis/base/devices.py"]
 
 
 def test_cli_devices_lists_gpus_or_says_how_to(monkeypatch, capsys):

@@ -12,6 +12,7 @@ from pathlib import Path
 
 import pytest
 
+from layerscope.analysis.base.records import Sample
 from layerscope.analysis.datasets import (
     BUNDLED_DATASETS,
     DatasetError,
@@ -23,7 +24,6 @@ from layerscope.analysis.datasets import (
     file_sha256,
     read_samples,
 )
-from layerscope.analysis.records import Sample
 
 SHARED_DATA = Path(__file__).resolve().parents[2] / "shared/data/layer_gradient"
 
@@ -735,7 +735,7 @@ def test_types_choose_one_dataset_of_a_folder_holding_several(tmp_path):
     """The paper's cot_500 folder holds gsm8k and creak: ``gsm8k_train/none_cot`` picks one
     dataset's file, a bare ``none_cot`` every dataset's, and the names offered say which."""
     from layerscope.analysis.datasets import type_names
-    from layerscope.analysis.planning import RunnerError, RunRequest, resolve_sources
+    from layerscope.analysis.runs.planning import RunnerError, RunRequest, resolve_sources
 
     folder = tmp_path / "cot_500"
     folder.mkdir()

@@ -15,12 +15,14 @@ import torch
 from modelkit import make_model, make_tokenizer
 from test_engine import SAMPLES, assert_results_close, run
 
-from layerscope.analysis import devices, models, planning
+from layerscope.analysis import models
+from layerscope.analysis.base import devices
+from layerscope.analysis.base.records import LoadStage
+from layerscope.analysis.base.settings import SettingError, check_values, parse_max_memory
 from layerscope.analysis.models import ModelLoadError, load_model
-from layerscope.analysis.planning import RunnerError, RunRequest, check_device
-from layerscope.analysis.records import LoadStage
-from layerscope.analysis.runner import execute
-from layerscope.analysis.settings import SettingError, check_values, parse_max_memory
+from layerscope.analysis.runs import planning
+from layerscope.analysis.runs.planning import RunnerError, RunRequest, check_device
+from layerscope.analysis.runs.runner import execute
 from layerscope.app.settings_presentation import option_name
 
 # The llama of modelkit in float64 is 391 kB; 330 kB of CPU keeps the embeddings and two of

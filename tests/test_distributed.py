@@ -20,15 +20,15 @@ import duckdb
 import pytest
 from test_runner import model_folder  # noqa: F401 (fixture)
 
-from layerscope.analysis.distributed import (
+from layerscope.analysis.base.records import Sample
+from layerscope.analysis.runs.distributed import (
     RankEnvironment,
     detect,
     plan_units,
     replica_device,
     replica_gpus,
 )
-from layerscope.analysis.planning import RunnerError
-from layerscope.analysis.records import Sample
+from layerscope.analysis.runs.planning import RunnerError
 from layerscope.app.cli import build_parser, main
 from layerscope.app.cli.computing import launcher_argv
 
@@ -105,9 +105,9 @@ def test_a_failing_unit_is_retried_per_sample(model_folder, monkeypatch):  # noq
     which every sample fails comes back as their failures (rank 0 records each), not an error."""
     from test_runner import EngineSpy
 
-    from layerscope.analysis.distributed import compute_unit
+    from layerscope.analysis.base.records import BatchResult, ComputeSettings, SkippedSample
     from layerscope.analysis.models import load_model
-    from layerscope.analysis.records import BatchResult, ComputeSettings, SkippedSample
+    from layerscope.analysis.runs.distributed import compute_unit
 
     loaded = load_model(str(model_folder), dtype="float64", device="cpu")
     samples = [Sample(i, f"What is {i} + 1?", f"{i + 1}.") for i in range(3)]
@@ -191,7 +191,7 @@ def stored_counts(db):
 
 
 def reference_run(db, limit):
-    from layerscope.analysis.runner import RunRequest, execute
+    from layerscope.analysis.runs.runner import RunRequest, execute
 
     request = RunRequest.from_settings(
         "tiny", "math", TYPES.split(","), {"limit": limit, "dtype": "float64", "batch_size": 4}
@@ -369,8 +369,8 @@ def test_two_ranks_key_a_revision_under_a_device_map_as_one_process(
     the CPU and disk by a device map: two ranks key the run by v1's commit, as one process
     does, and store the numbers one process stores."""
     from layerscope.analysis.cache import ResultsCache
-    from layerscope.analysis.planning import plan
-    from layerscope.analysis.runner import RunRequest, execute
+    from layerscope.analysis.runs.planning import plan
+    from layerscope.analysis.runs.runner import RunRequest, execute
 
     monkeypatch.setenv("HF_HUB_CACHE", str(hub_cache))
     monkeypatch.setenv("HF_HUB_OFFLINE", "1")

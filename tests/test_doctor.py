@@ -28,15 +28,15 @@ from cache_helpers import (
     targets,
 )
 
-from layerscope.analysis.cache import ResultsCache, health
-from layerscope.analysis.cache import schema as cache_schema
-from layerscope.analysis.environment import (
+from layerscope.analysis.base.environment import (
     EnvironmentVariableError,
     integer_from_env,
     number_from_env,
     size_from_env,
 )
-from layerscope.analysis.records import RunHeader
+from layerscope.analysis.base.records import RunHeader
+from layerscope.analysis.cache import ResultsCache, health
+from layerscope.analysis.cache import schema as cache_schema
 from layerscope.app import cli
 
 

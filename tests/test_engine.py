@@ -9,10 +9,15 @@ import pytest
 import torch
 from modelkit import ARCHITECTURES, make_model, make_tokenizer
 
-from layerscope.analysis import engine
-from layerscope.analysis.engine import compute_statistics
+from layerscope.analysis.base.records import (
+    MATRIX_STATISTICS,
+    ComputeSettings,
+    Sample,
+    SampleResult,
+)
+from layerscope.analysis.compute import engine
+from layerscope.analysis.compute.engine import compute_statistics
 from layerscope.analysis.models import loaded_from_objects
-from layerscope.analysis.records import MATRIX_STATISTICS, ComputeSettings, Sample, SampleResult
 
 SAMPLES = [
     Sample(

@@ -16,7 +16,7 @@ import pytest
 
 import layerscope.analysis
 import layerscope.app
-from layerscope.analysis.errors import (
+from layerscope.analysis.base.errors import (
     LayerscopeError,
     QueryError,
     is_internal,
@@ -55,11 +55,11 @@ def test_every_layerscope_error_class_has_the_one_root():
 
 
 def test_errors_keep_the_bases_their_callers_catch():
+    from layerscope.analysis.base.settings import SettingError
     from layerscope.analysis.cache import CacheError, UnknownRunError
     from layerscope.analysis.datasets import DatasetError
     from layerscope.analysis.models import ModelLoadError
-    from layerscope.analysis.runner import RunnerError
-    from layerscope.analysis.settings import SettingError
+    from layerscope.analysis.runs.runner import RunnerError
 
     for cls in (DatasetError, ModelLoadError, SettingError, QueryError):
         assert issubclass(cls, ValueError) and issubclass(cls, LayerscopeError)
@@ -119,7 +119,7 @@ def run_cli(capsys, *argv) -> tuple[int, list[str]]:
 def test_a_bug_inside_the_engine_reaches_the_cli_as_an_internal_error(
     tmp_path, monkeypatch, capsys
 ):
-    from layerscope.analysis import engine
+    from layerscope.analysis.compute import engine
 
     def broken(*args, **kwargs):
         raise RuntimeError("a deliberate bug in the engine")
@@ -152,8 +152,8 @@ def test_a_bug_inside_the_engine_reaches_the_cli_as_an_internal_error(
 def test_a_chunk_failing_with_a_layerscope_error_stays_the_users(tmp_path, monkeypatch, capsys):
     """Every sample refused for a reason layerscope gives (a setting the model cannot take):
     one line naming the option, exit status 1, no traceback file."""
-    from layerscope.analysis import engine
-    from layerscope.analysis.settings import SettingError, setting
+    from layerscope.analysis.base.settings import SettingError, setting
+    from layerscope.analysis.compute import engine
 
     def refused(*args, **kwargs):
         raise SettingError(
@@ -246,8 +246,8 @@ def test_the_traceback_goes_to_a_temporary_file_when_the_state_folder_cannot_tak
 
 
 def test_the_explorer_names_settings_as_its_form_and_says_what_is_internal(tmp_path, monkeypatch):
-    from layerscope.analysis.runner import RunnerError
-    from layerscope.analysis.settings import check_values
+    from layerscope.analysis.base.settings import check_values
+    from layerscope.analysis.runs.runner import RunnerError
     from layerscope.app.tui.errors import problem_line, run_failure
 
     monkeypatch.setenv("XDG_STATE_HOME", str(tmp_path / "state"))
@@ -265,7 +265,7 @@ def test_the_explorer_names_settings_as_its_form_and_says_what_is_internal(tmp_p
 
 
 def test_help_texts_name_settings_as_each_front_end_does():
-    from layerscope.analysis.settings import SETTINGS, setting
+    from layerscope.analysis.base.settings import SETTINGS, setting
     from layerscope.app.settings_presentation import form_help, option_help
 
     for item in SETTINGS:

@@ -1,4 +1,4 @@
-"""``layerscope export`` never destroys anything (see ``analysis/outputs.py``): not the cache or
+"""``layerscope export`` never destroys anything (see ``analysis/base/outputs.py``): not the cache or
 its write-ahead log under any name, not a file already there unless ``--force``, not a symbolic
 link (its target is written), not a device; standard output carries exactly the data; and a
 file appears only when complete, even when the export is killed outright."""
@@ -20,9 +20,9 @@ import pytest
 from bad_inputs.export_cases import leave_a_wal
 from cache_helpers import fill_run
 
-from layerscope.analysis import outputs
+from layerscope.analysis.base import outputs
 from layerscope.analysis.cache import ResultsCache
-from layerscope.analysis.paper_format import write_paper_jsonl
+from layerscope.analysis.interchange.paper_format import write_paper_jsonl
 from layerscope.app import cli
 
 FORMATS = ("csv", "parquet", "paper-jsonl")

@@ -13,8 +13,8 @@ import pytest
 from test_tables import two_depths  # noqa: F401 (fixture)
 
 from layerscope.analysis.cache import ResultsCache
-from layerscope.analysis.compare import mad_row
-from layerscope.analysis.statistics import ci95
+from layerscope.analysis.curves.statistics import ci95
+from layerscope.analysis.results.compare import mad_row
 from layerscope.app import cli
 
 
@@ -141,7 +141,7 @@ def test_matplotlib_is_imported_only_to_draw():
 
     loaded = imported_after(
         "import layerscope.app.cli, layerscope.app.figures, layerscope.app.tui.app, "
-        "layerscope.app.tui.export, layerscope.analysis.tables"
+        "layerscope.app.tui.export, layerscope.analysis.results.tables"
     )
     assert not any(name == "matplotlib" or name.startswith("matplotlib.") for name in loaded)
 

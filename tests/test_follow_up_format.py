@@ -19,7 +19,7 @@ import pytest
 
 from layerscope.analysis.cache import ResultsCache
 from layerscope.analysis.cache import schema as cache_schema
-from layerscope.analysis.paper_format import (
+from layerscope.analysis.interchange.paper_format import (
     PaperFormatError,
     import_paper_jsonl,
     write_paper_jsonl,
@@ -273,7 +273,7 @@ def test_a_line_with_neither_s_sum_nor_s_list_is_refused(cache, tmp_path, lines)
 def test_a_computed_run_exports_its_own_cosines_in_the_follow_ups_layout(tmp_path):
     """The engine's per-sample cosines reach the export: per projection the L x L matrix (1 on
     the diagonal) and per layer q-o and k-v, and they average to the run's stored means."""
-    from layerscope.analysis.runner import RunRequest, execute
+    from layerscope.analysis.runs.runner import RunRequest, execute
 
     db = tmp_path / "c.duckdb"
     request = RunRequest.from_settings("tiny", "math", ["none_cot"], {"limit": 3, "max_length": 64})
@@ -352,7 +352,7 @@ def test_the_adjacent_layer_cosine_curve_is_the_mean_of_matrix_i_i_plus_1(cache,
 
 
 def test_the_adjacent_layer_cosine_is_a_metric_by_name_and_alias(cache, tmp_path, lines):
-    from layerscope.analysis.compare import resolve_metric
+    from layerscope.analysis.results.compare import resolve_metric
     from layerscope.app.tui.widgets.compare_view import STATISTICS
 
     assert resolve_metric("adjacent") == resolve_metric("adjacent-cosine") == "adjacent_cosine"
@@ -433,7 +433,7 @@ def test_differences_of_adjacent_cosines_are_tested_at_their_own_layers(syntheti
     from scipy import stats
     from tui_synthetic import LAYERS as SYNTHETIC_LAYERS
 
-    from layerscope.analysis.compare import compare_runs
+    from layerscope.analysis.results.compare import compare_runs
 
     db, (a, b) = synthetic_cache
     cache = ResultsCache(db)

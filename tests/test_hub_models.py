@@ -23,6 +23,7 @@ from urllib.parse import unquote, urlparse
 import pytest
 from modelkit import make_model, make_tokenizer
 
+from layerscope.analysis.base.records import LoadStage
 from layerscope.analysis.models import (
     NOT_CACHED,
     ModelLoadError,
@@ -32,9 +33,8 @@ from layerscope.analysis.models import (
     load_model,
     model_identity,
 )
-from layerscope.analysis.planning import RunRequest, plan
-from layerscope.analysis.records import LoadStage
-from layerscope.analysis.runner import execute
+from layerscope.analysis.runs.planning import RunRequest, plan
+from layerscope.analysis.runs.runner import execute
 from layerscope.app.settings_presentation import option_name
 
 MAIN = "1" * 40

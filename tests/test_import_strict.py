@@ -25,10 +25,11 @@ from cache_helpers import fill_run, paper_matrices
 from hypothesis import HealthCheck, event, given, settings
 from hypothesis import strategies as st
 
+from layerscope.analysis.base.records import BatchResult, RunHeader, TargetInfo
 from layerscope.analysis.cache import CacheError, ResultsCache
 from layerscope.analysis.cache import writes as cache_writes
 from layerscope.analysis.cache.schema import REAL_LIMIT
-from layerscope.analysis.paper_format import (
+from layerscope.analysis.interchange.paper_format import (
     IMPORT_BATCH,
     PaperFormatError,
     import_paper_jsonl,
@@ -36,7 +37,6 @@ from layerscope.analysis.paper_format import (
     read_paper_jsonl,
     write_paper_jsonl,
 )
-from layerscope.analysis.records import BatchResult, RunHeader, TargetInfo
 from layerscope.app import cli
 
 LAYERS = 2
@@ -420,7 +420,7 @@ def test_cli_prints_the_summary_and_the_empty_values_and_nothing_else(db, tmp_pa
 
 
 def test_cli_interrupt_says_nothing_was_imported(db, tmp_path, capsys, monkeypatch):
-    import layerscope.analysis.paper_format as paper_format
+    import layerscope.analysis.interchange.paper_format as paper_format
 
     def interrupted(*args, **kwargs):
         raise KeyboardInterrupt
@@ -559,7 +559,7 @@ KILL_LAYERS = 4
 _IMPORTER = textwrap.dedent("""
     import sys
     from layerscope.analysis.cache import ResultsCache
-    from layerscope.analysis.paper_format import import_paper_jsonl
+    from layerscope.analysis.interchange.paper_format import import_paper_jsonl
 
     def point(name):
         print(name, flush=True)

@@ -7,9 +7,9 @@ import threading
 import pytest
 from cache_helpers import batch, make_result, make_samples, run_id_for, targets
 
+from layerscope.analysis.base.records import RunHeader
 from layerscope.analysis.cache import ResultsCache
-from layerscope.analysis.lifecycle import StoredRun, package_version
-from layerscope.analysis.records import RunHeader
+from layerscope.analysis.runs.lifecycle import StoredRun, package_version
 
 
 @pytest.fixture

@@ -20,9 +20,8 @@ import duckdb
 import pytest
 from test_runner import model_folder, write_dataset  # noqa: F401 (fixture)
 
-from layerscope.analysis import merging
-from layerscope.analysis.cache import ResultsCache
-from layerscope.analysis.records import MATRIX_STATISTICS
+from layerscope.analysis.base.records import MATRIX_STATISTICS
+from layerscope.analysis.cache import ResultsCache, merging
 from layerscope.app import cli
 
 

@@ -11,8 +11,9 @@ import json
 
 import pytest
 
-from layerscope.analysis.planning import PlannedRun
-from layerscope.analysis.progress_codec import (
+from layerscope.analysis.base.records import LoadStage
+from layerscope.analysis.runs.planning import PlannedRun
+from layerscope.analysis.runs.progress_codec import (
     NotAProgressLine,
     PlanEvent,
     ProgressEvent,
@@ -21,8 +22,7 @@ from layerscope.analysis.progress_codec import (
     decode,
     encode,
 )
-from layerscope.analysis.records import LoadStage
-from layerscope.analysis.runner import RunProgress
+from layerscope.analysis.runs.runner import RunProgress
 
 RECORDS = [
     PlanEvent(

@@ -10,11 +10,11 @@ from dataclasses import replace
 import pytest
 from modelkit import make_model, make_tokenizer
 
+from layerscope.analysis.base.records import ComputeSettings
+from layerscope.analysis.base.settings import SettingError, setting
 from layerscope.analysis.cache import ResultsCache
-from layerscope.analysis.planning import RunRequest, plan
-from layerscope.analysis.records import ComputeSettings
-from layerscope.analysis.runner import execute
-from layerscope.analysis.settings import SettingError, setting
+from layerscope.analysis.runs.planning import RunRequest, plan
+from layerscope.analysis.runs.runner import execute
 from layerscope.app.cli.arguments import build_parser
 from layerscope.app.labels import full_label, run_labels, run_settings
 

@@ -8,10 +8,10 @@ import torch
 from modelkit import make_model, make_tokenizer
 from test_engine import SAMPLES, assert_results_close, run
 
-from layerscope.analysis import cosines as cosines_module
-from layerscope.analysis import engine
+from layerscope.analysis.compute import cosines as cosines_module
+from layerscope.analysis.compute import engine
+from layerscope.analysis.compute.routes import explain, plan_batch, plan_sample, shapes_of
 from layerscope.analysis.models import loaded_from_objects
-from layerscope.analysis.routes import explain, plan_batch, plan_sample, shapes_of
 
 ARCHITECTURES = ("llama", "gpt2", "qwen2", "phi3")  # gpt2, phi3: fused q/k/v (and gate/up)
 OPTIONS = {"modules": "all", "spectra": True, "batch_size": 4}
@@ -104,7 +104,7 @@ def test_forced_routes_are_followed():
 def test_spectrum_from_factors_of_the_sides_longer_than_t(positions, rows, cols):
     """T below both sides (a T x T core), or between them (one side factored): the singular
     values of G = D^T X either way."""
-    from layerscope.analysis.spectral import singular_values_from_factors
+    from layerscope.analysis.compute.spectral import singular_values_from_factors
 
     generator = torch.Generator().manual_seed(positions + rows)
     d = torch.randn(positions, rows, generator=generator, dtype=torch.float64)
@@ -172,7 +172,7 @@ def test_explain_names_each_projection_and_route():
 
 
 def test_formed_gradients_budget_is_a_quarter_of_free_memory():
-    from layerscope.analysis.batching import formed_gradients_budget
+    from layerscope.analysis.compute.batching import formed_gradients_budget
 
     assert formed_gradients_budget(torch.device("cuda:0"), lambda _d: 40 << 30) == 10 << 30
     assert formed_gradients_budget(torch.device("cpu"), lambda _d: 8 << 30) == 2 << 30

@@ -13,10 +13,11 @@ from dataclasses import replace
 import pytest
 from modelkit import make_model, make_tokenizer
 
-from layerscope.analysis import engine, models
+from layerscope.analysis import models
+from layerscope.analysis.base.records import BatchResult, ComputeSettings, SkippedSample
 from layerscope.analysis.cache import ResultsCache
-from layerscope.analysis.records import BatchResult, ComputeSettings, SkippedSample
-from layerscope.analysis.runner import (
+from layerscope.analysis.compute import engine
+from layerscope.analysis.runs.runner import (
     RunnerError,
     RunRequest,
     execute,
@@ -231,7 +232,7 @@ def test_run_key_follows_what_changes_the_numbers(tmp_path, model_folder):
 def test_plan_does_not_import_torch(tmp_path, model_folder, data_file):
     code = (
         "import sys; from pathlib import Path\n"
-        "from layerscope.analysis.runner import RunRequest, plan\n"
+        "from layerscope.analysis.runs.runner import RunRequest, plan\n"
         f"planned = plan(RunRequest(model={str(model_folder)!r}, dataset=Path({str(data_file)!r})),"
         f" {str(tmp_path / 'c.duckdb')!r})\n"
         "print(len(planned), planned[0].total, 'torch' in sys.modules)"
@@ -276,8 +277,8 @@ def test_a_cached_execute_imports_neither_torch_nor_the_model(tmp_path, model_fo
     list(execute(request_for(model_folder, data_file), db))
     code = (
         "import sys; from pathlib import Path\n"
-        "from layerscope.analysis.records import ComputeSettings\n"
-        "from layerscope.analysis.runner import RunRequest, execute\n"
+        "from layerscope.analysis.base.records import ComputeSettings\n"
+        "from layerscope.analysis.runs.runner import RunRequest, execute\n"
         f"request = RunRequest(model={str(model_folder)!r}, dataset=Path({str(data_file)!r}),"
         " settings=ComputeSettings(batch_size=2, max_length=64))\n"
         f"statuses = [u.status for u in execute(request, {str(db)!r})]\n"

@@ -15,6 +15,7 @@ import pytest
 from cache_helpers import PROJECTIONS, batch, make_result, nuclear, run_id_for, targets
 from scipy import stats
 
+from layerscope.analysis.base.records import RunHeader
 from layerscope.analysis.cache import ResultsCache
 from layerscope.analysis.cache import schema as cache_schema
 from layerscope.analysis.datasets import (
@@ -25,8 +26,7 @@ from layerscope.analysis.datasets import (
     read_records,
     read_samples,
 )
-from layerscope.analysis.records import RunHeader
-from layerscope.analysis.selection import (
+from layerscope.analysis.results.selection import (
     LENGTH,
     LOSS,
     correlations,

@@ -9,9 +9,9 @@ from typing import get_args
 
 import pytest
 
-from layerscope.analysis import settings as record
-from layerscope.analysis.records import ComputeSettings, Method, Mode, ModuleSet
-from layerscope.analysis.runner import RunRequest, run_key
+from layerscope.analysis.base import settings as record
+from layerscope.analysis.base.records import ComputeSettings, Method, Mode, ModuleSet
+from layerscope.analysis.runs.runner import RunRequest, run_key
 from layerscope.app.cli.arguments import build_parser
 from layerscope.app.settings_presentation import (
     flag,

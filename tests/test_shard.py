@@ -9,8 +9,8 @@ import json
 import pytest
 from test_runner import model_folder, write_dataset  # noqa: F401 (fixture)
 
-from layerscope.analysis.records import Sample
-from layerscope.analysis.sharding import ShardError, parse_shard, sample_cost, shard_of
+from layerscope.analysis.base.records import Sample
+from layerscope.analysis.runs.sharding import ShardError, parse_shard, sample_cost, shard_of
 from layerscope.app import cli
 from layerscope.app.settings_presentation import option_name
 

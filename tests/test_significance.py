@@ -16,10 +16,9 @@ import pytest
 from cache_helpers import batch, make_result, run_id_for, targets
 from scipy import stats
 
+from layerscope.analysis.base.records import LayerCurve, RunHeader, Sample
 from layerscope.analysis.cache import ResultsCache
-from layerscope.analysis.compare import compare_runs
-from layerscope.analysis.records import LayerCurve, RunHeader, Sample
-from layerscope.analysis.significance import (
+from layerscope.analysis.curves.significance import (
     PAIRED,
     WELCH,
     benjamini_hochberg,
@@ -27,6 +26,7 @@ from layerscope.analysis.significance import (
     sign_flip_p_values,
     welch_tests,
 )
+from layerscope.analysis.results.compare import compare_runs
 
 LAYERS = 4
 

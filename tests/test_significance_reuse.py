@@ -18,16 +18,16 @@ import numpy as np
 import pytest
 from cache_helpers import PROJECTIONS, batch, forget_kept_tests, make_result, run_id_for, targets
 
-from layerscope.analysis import compare
+from layerscope.analysis.base.records import RunHeader, Sample
 from layerscope.analysis.cache import ResultsCache
-from layerscope.analysis.compare import (
+from layerscope.analysis.results import compare
+from layerscope.analysis.results.compare import (
     SIGNIFICANCE_MEMO,
     SignificanceMemo,
     compare_runs,
     memoised_significance_rows,
     significance_rows,
 )
-from layerscope.analysis.records import RunHeader, Sample
 
 LAYERS = 4
 SAMPLES = 500

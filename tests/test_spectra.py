@@ -16,9 +16,9 @@ import numpy as np
 import pytest
 from cache_helpers import batch, fill_run, make_result, make_samples, run_id_for, targets
 
+from layerscope.analysis.base.records import RunHeader
 from layerscope.analysis.cache import ResultsCache
-from layerscope.analysis.records import RunHeader
-from layerscope.analysis.spectra import run_spectra, spread_layers
+from layerscope.analysis.results.spectra import run_spectra, spread_layers
 
 LAYERS = 4
 SAMPLES = 5
@@ -119,7 +119,7 @@ def test_spread_layers_keeps_ends_and_at_most_eight():
 def test_imported_s_list_is_drawn(cache, tmp_path):
     from cache_helpers import paper_matrices
 
-    from layerscope.analysis.paper_format import import_paper_jsonl
+    from layerscope.analysis.interchange.paper_format import import_paper_jsonl
 
     path = tmp_path / "stats.jsonl"
     lines = []

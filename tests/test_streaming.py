@@ -15,8 +15,8 @@ import torch
 from modelkit import make_model, make_tokenizer
 from test_engine import SAMPLES, assert_results_close, run
 
-from layerscope.analysis import engine, factorisations
-from layerscope.analysis.factorisations import Factorisation
+from layerscope.analysis.compute import engine, factorisations
+from layerscope.analysis.compute.factorisations import Factorisation
 from layerscope.analysis.models import loaded_from_objects
 
 ARCHITECTURES = ("llama", "gpt2", "qwen2")  # gpt2: a fused, transposed Conv1D for q, k, v
@@ -45,8 +45,8 @@ def test_streaming_equals_batch_end_in_float64(architecture, factorisation):
 def test_streaming_handles_long_samples_and_small_blocks(monkeypatch):
     """T >= min(rows, cols) (svdvals of G) beside short samples in one batch, and max/min
     from many row blocks."""
-    from layerscope.analysis import spectral
-    from layerscope.analysis.records import Sample
+    from layerscope.analysis.base.records import Sample
+    from layerscope.analysis.compute import spectral
 
     monkeypatch.setattr(spectral, "BLOCK_ENTRIES", 64)  # blocks of 2 rows for 32 columns
     loaded = loaded_from_objects(make_model("llama", torch.float64), make_tokenizer())

@@ -17,10 +17,10 @@ import numpy as np
 import pytest
 from cache_helpers import batch, make_result, make_samples, run_id_for, targets
 
+from layerscope.analysis.base.records import RunHeader
 from layerscope.analysis.cache import ResultsCache
-from layerscope.analysis.compare import normalised_depth
-from layerscope.analysis.records import RunHeader
-from layerscope.analysis.tables import build_paper_table, render_table
+from layerscope.analysis.results.compare import normalised_depth
+from layerscope.analysis.results.tables import build_paper_table, render_table
 from layerscope.app import cli
 
 SAMPLES = 5
@@ -194,7 +194,7 @@ def test_table_refuses_two_runs_for_one_cell_and_bad_options(capsys, tmp_path):
 
 
 def test_table_of_several_datasets_names_columns_by_dataset_and_type(capsys, tmp_path):
-    from layerscope.analysis.tables import paper_table
+    from layerscope.analysis.results.tables import paper_table
 
     db = tmp_path / "c.duckdb"
     cache = ResultsCache(db)
@@ -261,8 +261,8 @@ async def test_the_explorer_shows_the_papers_table_of_the_chart(cache_path, fill
     numbers as the analysis layer's table of those runs; escape closes it."""
     from test_tui_browse import SIZE, compare, settle
 
-    from layerscope.analysis.compare import compare_runs
-    from layerscope.analysis.tables import paper_table
+    from layerscope.analysis.results.compare import compare_runs
+    from layerscope.analysis.results.tables import paper_table
     from layerscope.app.tui.app import LayerscopeApp
 
     chosen = [filled["none_cot"], filled["detailed_cot"], filled["detailed_cot/instruct"]]
@@ -293,7 +293,7 @@ async def test_the_explorer_shows_the_papers_table_of_the_chart(cache_path, fill
 def test_table_leaves_the_tests_of_significance_out(capsys, two_depths, monkeypatch):
     """It prints the curves' MADs only: running the paired and permutation tests for it was most
     of its time on a study-sized cache. ``show`` prints them, so it still runs them."""
-    from layerscope.analysis import compare
+    from layerscope.analysis.results import compare
 
     calls = []
     real = compare.significance_rows

@@ -6,10 +6,10 @@ import pytest
 import torch
 from modelkit import ARCHITECTURES, config_for, make_model, make_tokenizer
 
-from layerscope.analysis.engine import compute_statistics
+from layerscope.analysis.base.records import ComputeSettings, Sample
+from layerscope.analysis.compute.engine import compute_statistics
 from layerscope.analysis.models import ModelLoadError, describe_targets, loaded_from_objects
-from layerscope.analysis.records import ComputeSettings, Sample
-from layerscope.analysis.targets import UnsupportedArchitectureError, discover_targets
+from layerscope.analysis.models.targets import UnsupportedArchitectureError, discover_targets
 
 SAMPLE = [Sample(0, "Tom has 3 apples and buys 4 more.", "3 + 4 = 7. The answer is 7.")]
 

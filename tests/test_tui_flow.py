@@ -19,7 +19,7 @@ from textual.worker import WorkerCancelled
 
 from layerscope.analysis.cache import ResultsCache
 from layerscope.analysis.models import TINY, inspect_model_path
-from layerscope.analysis.runner import PlannedRun
+from layerscope.analysis.runs.runner import PlannedRun
 from layerscope.app.tui.app import LayerscopeApp
 from layerscope.app.tui.messages import LoadStageReached, RunStarted
 from layerscope.app.tui.widgets.comparison_table import ComparisonTable
@@ -214,7 +214,7 @@ async def test_two_types_run_overlaid_with_the_mad_table(db: Path, monkeypatch: 
 async def test_cancel_mid_run_keeps_samples_and_starting_again_resumes(
     db: Path, monkeypatch: pytest.MonkeyPatch
 ):
-    from layerscope.analysis import runner
+    from layerscope.analysis.runs import runner
 
     real_execute = runner.execute
     first_batch = threading.Event()

@@ -23,11 +23,11 @@ from textual.widgets import ProgressBar, TabbedContent
 from textual.worker import WorkerCancelled
 from tui_synthetic import begin, run_id_for, write
 
+from layerscope.analysis.base.records import LoadStage
 from layerscope.analysis.cache import ResultsCache
-from layerscope.analysis.records import LoadStage
-from layerscope.analysis.runner import PlannedRun as Planned
-from layerscope.analysis.runner import RunProgress as Progress
-from layerscope.analysis.runner import RunRequest as Request
+from layerscope.analysis.runs.runner import PlannedRun as Planned
+from layerscope.analysis.runs.runner import RunProgress as Progress
+from layerscope.analysis.runs.runner import RunRequest as Request
 from layerscope.app.tui.app import LayerscopeApp
 from layerscope.app.tui.widgets.comparison_table import ComparisonTable
 from layerscope.app.tui.widgets.layer_chart import LayerChart
@@ -54,7 +54,7 @@ class Script:
 
 
 def scripted_runner(script: Script) -> types.ModuleType:
-    module = types.ModuleType("layerscope.analysis.runner")
+    module = types.ModuleType("layerscope.analysis.runs.runner")
 
     def plan(request: Request, db_path: Path | None = None) -> list[Planned]:
         cache = ResultsCache(db_path)
@@ -149,7 +149,7 @@ def script(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Script:
     monkeypatch.setenv("LAYERSCOPE_STATE", str(tmp_path / "state.json"))
     monkeypatch.setenv("HF_HUB_CACHE", str(tmp_path / "hf"))
     script = Script()
-    monkeypatch.setitem(sys.modules, "layerscope.analysis.runner", scripted_runner(script))
+    monkeypatch.setitem(sys.modules, "layerscope.analysis.runs.runner", scripted_runner(script))
     return script
 
 
@@ -244,7 +244,7 @@ async def test_a_batch_reads_the_chart_once_and_tests_only_the_pair_it_changed(
     """A batch that lands redraws the live chart from one read (not one for the progress and
     one for the runs' new counts), and the pair is tested once per state of what its runs
     stored: a batch of the second run tests it again, a redraw of the same counts never."""
-    from layerscope.analysis import compare as analysis_compare
+    from layerscope.analysis.results import compare as analysis_compare
 
     reads = 0
     tested: list[tuple[int, int]] = []  # the two runs' stored samples, at each pair's tests

@@ -21,9 +21,9 @@ from test_tui_browse import compare, settle
 from textual.worker import WorkerCancelled
 from tui_synthetic import LAYERS, fill_cache
 
-from layerscope.analysis import compare as analysis_compare
 from layerscope.analysis.cache import ResultsCache
-from layerscope.analysis.compare import SIGNIFICANCE_MEMO, compare_runs
+from layerscope.analysis.results import compare as analysis_compare
+from layerscope.analysis.results.compare import SIGNIFICANCE_MEMO, compare_runs
 from layerscope.app.tui.app import LayerscopeApp
 from layerscope.app.tui.widgets.comparison_table import COLUMNS, TESTING, ComparisonTable
 from layerscope.app.tui.widgets.layer_chart import LayerChart

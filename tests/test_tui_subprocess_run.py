@@ -18,10 +18,10 @@ from test_runner import model_folder, write_dataset  # noqa: F401 (fixture)
 from textual.app import App
 from textual.widgets import Label, Select
 
-from layerscope.analysis import devices
+from layerscope.analysis.base import devices
+from layerscope.analysis.base.records import ComputeSettings
 from layerscope.analysis.cache import ResultsCache
-from layerscope.analysis.records import ComputeSettings
-from layerscope.analysis.runner import RunRequest
+from layerscope.analysis.runs.runner import RunRequest
 from layerscope.app.tui.messages import (
     LoadStageReached,
     RunEnded,

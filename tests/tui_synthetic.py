@@ -17,8 +17,7 @@ import shutil
 import tempfile
 from pathlib import Path
 
-from layerscope.analysis.cache import ResultsCache
-from layerscope.analysis.records import (
+from layerscope.analysis.base.records import (
     ATTENTION_PROJECTIONS,
     MATRIX_STATISTICS,
     BatchResult,
@@ -29,6 +28,7 @@ from layerscope.analysis.records import (
     SkippedSample,
     TargetInfo,
 )
+from layerscope.analysis.cache import ResultsCache
 
 LAYERS = 6
 SAMPLES = 12

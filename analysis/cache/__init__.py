@@ -19,8 +19,8 @@ reviewed in one place:
 * :mod:`.writes` and :mod:`.inserts`: beginning, storing a batch of, and finishing a run, or
   (for imports) all of it in one transaction.
 
-The records it returns are in :mod:`layerscope.analysis.records`; the statistics that turn
-stored sums into means and confidence intervals in :mod:`layerscope.analysis.statistics`. The
+The records it returns are in :mod:`layerscope.analysis.base.records`; the statistics that turn
+stored sums into means and confidence intervals in :mod:`layerscope.analysis.curves.statistics`. The
 names below are re-exported here for the code that imports them from the cache.
 """
 
@@ -31,6 +31,18 @@ from collections.abc import Iterable, Iterator, Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
+from layerscope.analysis.base.records import (
+    METRICS,
+    BatchResult,
+    LayerCurve,
+    LayerSums,
+    RunHeader,
+    RunInfo,
+    Sample,
+    SampleRow,
+    SkippedSample,
+    TargetInfo,
+)
 from layerscope.analysis.cache import (
     aggregates,
     exports,
@@ -50,20 +62,8 @@ from layerscope.analysis.cache.connection import (
     default_lock_timeout,
 )
 from layerscope.analysis.cache.schema import SCHEMA_VERSION
-from layerscope.analysis.records import (
-    METRICS,
-    BatchResult,
-    LayerCurve,
-    LayerSums,
-    RunHeader,
-    RunInfo,
-    Sample,
-    SampleRow,
-    SkippedSample,
-    TargetInfo,
-)
-from layerscope.analysis.significance import ProjectionSignificance
-from layerscope.analysis.statistics import curve_from_sums
+from layerscope.analysis.curves.significance import ProjectionSignificance
+from layerscope.analysis.curves.statistics import curve_from_sums
 
 __all__ = [
     "METRICS",
@@ -220,7 +220,7 @@ class ResultsCache:
     def spectrum_by_rank(self, run_id: str, projection: str) -> dict[int, list[tuple[float, int]]]:
         """Per layer, the mean over samples of the k-th largest stored singular value (k = 1,
         2, ...) and how many samples have one: ``{layer: [(mean, samples), ...]}``; empty when
-        the run kept no spectra (see :mod:`layerscope.analysis.spectra`)."""
+        the run kept no spectra (see :mod:`layerscope.analysis.results.spectra`)."""
         return reads.spectrum_by_rank(self._file, run_id, projection)
 
     def sample_fields(self, run_id: str) -> dict[str, dict[int, float]]:
@@ -327,14 +327,14 @@ class ResultsCache:
 
         Columns: sample_index, loss, prompt_tokens, response_tokens, layer, projection,
         parameter and one per statistic. Returns the number of rows written. ``path`` is a file
-        or :data:`~layerscope.analysis.outputs.STDOUT` (CSV only). The cache's own files are
+        or :data:`~layerscope.analysis.base.outputs.STDOUT` (CSV only). The cache's own files are
         refused, an existing file is replaced only with ``force``, and a file appears only when
-        complete (:func:`~layerscope.analysis.outputs.open_output`: refusals and write errors
+        complete (:func:`~layerscope.analysis.base.outputs.open_output`: refusals and write errors
         are an ``OutputError``). No user-supplied text is ever spliced into SQL.
         """
         return exports.export_table(self._file, run_id, path, file_format, force=force)
 
-    # ---- writing (the runner through layerscope.analysis.lifecycle.StoredRun) ---------------
+    # ---- writing (the runner through layerscope.analysis.runs.lifecycle.StoredRun) ---------------
 
     def begin_run(self, header: RunHeader) -> RunInfo:
         """Create the run, or reopen an existing one for more samples, and mark it running.

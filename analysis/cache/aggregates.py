@@ -4,8 +4,8 @@ Why apart from the other reads: this is the one hot path of browsing (``show``, 
 TUI's charts on 32 million rows), so its SQL is tuned and documented here in one place: without
 length control the sums come from ``curve_sums``, which every batch keeps up to date (O(layers),
 no row scan); with length control from one scan of the statistics rows. Either way the cache
-returns sums (:class:`~layerscope.analysis.records.LayerSums`); turning them into means,
-standard deviations and confidence intervals is :mod:`layerscope.analysis.statistics`' job.
+returns sums (:class:`~layerscope.analysis.base.records.LayerSums`); turning them into means,
+standard deviations and confidence intervals is :mod:`layerscope.analysis.curves.statistics`' job.
 """
 
 from __future__ import annotations
@@ -16,11 +16,11 @@ from typing import Any
 
 import duckdb
 
+from layerscope.analysis.base.errors import QueryError
+from layerscope.analysis.base.records import ADJACENT_COSINE, METRICS, PROJECTIONS, LayerSums
 from layerscope.analysis.cache import runs
 from layerscope.analysis.cache.connection import CacheFile
 from layerscope.analysis.cache.schema import cosine_cell
-from layerscope.analysis.errors import QueryError
-from layerscope.analysis.records import ADJACENT_COSINE, METRICS, PROJECTIONS, LayerSums
 
 __all__ = ["curve_sums", "sample_values", "token_range"]
 

@@ -42,7 +42,7 @@ could destroy it. A log that replays nothing is also what a writer killed during
 after a checkpoint leaves (nothing in it was committed): that one still starts with this file's
 identifier and is no damage; only a log whose header is not this file's is refused. The block size, log threshold and lock timeout come from
 ``$LAYERSCOPE_BLOCK_SIZE``, ``$LAYERSCOPE_WAL_CHECKPOINT`` and ``$LAYERSCOPE_LOCK_TIMEOUT``,
-read through :mod:`layerscope.analysis.environment` when they are used, never at import.
+read through :mod:`layerscope.analysis.base.environment` when they are used, never at import.
 """
 
 from __future__ import annotations
@@ -60,15 +60,15 @@ from typing import Any
 
 import duckdb
 
+from layerscope.analysis.base.environment import integer_from_env, number_from_env, size_from_env
+from layerscope.analysis.base.errors import LayerscopeError, one_line
+from layerscope.analysis.base.locations import default_db_path as default_db_path
 from layerscope.analysis.cache.schema import (
     SCHEMA_VERSION,
     SchemaVersionUnreadable,
     apply_migrations,
     schema_version,
 )
-from layerscope.analysis.environment import integer_from_env, number_from_env, size_from_env
-from layerscope.analysis.errors import LayerscopeError, one_line
-from layerscope.analysis.locations import default_db_path as default_db_path
 
 __all__ = [
     "CacheError",

@@ -3,7 +3,7 @@ the paper-format export writes.
 
 Why apart from the reads: exports touch every row of a run, so they must not keep a writer
 waiting. The table is copied in one short read into a private temporary folder and then written
-to the user's destination through :func:`layerscope.analysis.outputs.open_output`, which refuses
+to the user's destination through :func:`layerscope.analysis.base.outputs.open_output`, which refuses
 the cache's own files (:func:`cache_files`) and an existing file unless asked, and publishes a
 file only when it is complete; the stream reads in chunks of :data:`SCAN_CHUNK` samples, one
 short connection each. No user-supplied text is ever spliced into SQL: the query takes the run
@@ -18,13 +18,13 @@ from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
+from layerscope.analysis.base.errors import QueryError
+from layerscope.analysis.base.outputs import check_destination, is_stdout, open_output
+from layerscope.analysis.base.records import MATRIX_STATISTICS
 from layerscope.analysis.cache.connection import CacheFile
 from layerscope.analysis.cache.reads import as_count, as_float
 from layerscope.analysis.cache.runs import resolve
 from layerscope.analysis.cache.schema import UNPACKED_COSINES
-from layerscope.analysis.errors import QueryError
-from layerscope.analysis.outputs import check_destination, is_stdout, open_output
-from layerscope.analysis.records import MATRIX_STATISTICS
 
 __all__ = [
     "SCAN_CHUNK",

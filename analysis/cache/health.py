@@ -49,6 +49,9 @@ from typing import Any
 
 import duckdb
 
+from layerscope.analysis.base.environment import EnvironmentVariableError, text_from_env
+from layerscope.analysis.base.errors import one_line
+from layerscope.analysis.base.records import MATRIX_STATISTICS
 from layerscope.analysis.cache.connection import (
     DEFAULT_LOCK_TIMEOUT,
     CacheError,
@@ -73,9 +76,6 @@ from layerscope.analysis.cache.schema import (
     table_names,
     tables_version,
 )
-from layerscope.analysis.environment import EnvironmentVariableError, text_from_env
-from layerscope.analysis.errors import one_line
-from layerscope.analysis.records import MATRIX_STATISTICS
 
 __all__ = ["Finding", "HealthReport", "examine", "repair", "set_aside_wal"]
 

@@ -17,13 +17,13 @@ from typing import Any
 
 import duckdb
 
-from layerscope.analysis.cache.schema import packed_cosines_query
-from layerscope.analysis.records import (
+from layerscope.analysis.base.records import (
     MATRIX_STATISTICS,
     MatrixStatistics,
     Sample,
     SampleResult,
 )
+from layerscope.analysis.cache.schema import packed_cosines_query
 
 __all__ = ["add_cosines", "add_curve_sums", "insert_columns", "insert_results", "insert_skipped"]
 

@@ -3,7 +3,7 @@
 Why in the file: every ``show`` is a fresh process, and at study scale a pair's paired tests
 cost about 1.5 s of CPU (scipy's import, both runs' per-sample values, 9,999 sign patterns per
 projection) against 0.4 s for everything else the command does. The tests are a pure function
-of what both runs stored and of the test settings (:mod:`layerscope.analysis.compare`, "Reuse of
+of what both runs stored and of the test settings (:mod:`layerscope.analysis.results.compare`, "Reuse of
 the tests"), so they are kept under both runs, a digest of the settings (``settings``: metric,
 length range, permutations, seed, the format of the tests) and a digest of what they were
 computed from (``state``: both runs' stored counts and start, the compared curves). A lookup
@@ -26,7 +26,7 @@ from typing import Any
 
 import duckdb
 
-from layerscope.analysis.significance import LayerTest, ProjectionSignificance
+from layerscope.analysis.curves.significance import LayerTest, ProjectionSignificance
 
 __all__ = ["decode_tests", "encode_tests", "keep", "kept"]
 

@@ -12,11 +12,11 @@ from __future__ import annotations
 import math
 from typing import Any
 
+from layerscope.analysis.base.errors import QueryError
+from layerscope.analysis.base.records import MATRIX_STATISTICS, SampleRow, SkippedSample, TargetInfo
 from layerscope.analysis.cache.aggregates import token_range
 from layerscope.analysis.cache.connection import CacheFile
 from layerscope.analysis.cache.runs import resolve, run_rows
-from layerscope.analysis.errors import QueryError
-from layerscope.analysis.records import MATRIX_STATISTICS, SampleRow, SkippedSample, TargetInfo
 
 __all__ = [
     "SAMPLE_SORT_KEYS",

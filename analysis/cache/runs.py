@@ -2,7 +2,7 @@
 
 Why one module: every read and every write starts by turning a run id into the run's row
 number, and three places had their own copy of that SQL. Here is the one column list that
-becomes a :class:`~layerscope.analysis.records.RunInfo`, the one prefix rule users rely on
+becomes a :class:`~layerscope.analysis.base.records.RunInfo`, the one prefix rule users rely on
 (``show 3fa9`` works while it is unambiguous), the "unknown run" messages, and the rule that a
 run left "running" by a process that no longer exists (same host) is reported as "cancelled"
 and ``interrupted`` (``runs`` shows it so: nobody cancelled it, and the same command resumes it).
@@ -20,6 +20,7 @@ from typing import Any
 
 import duckdb
 
+from layerscope.analysis.base.records import RunInfo
 from layerscope.analysis.cache.connection import (
     CacheFile,
     UnknownRunError,
@@ -27,7 +28,6 @@ from layerscope.analysis.cache.connection import (
     pid_alive,
     session_memo,
 )
-from layerscope.analysis.records import RunInfo
 
 __all__ = ["find", "info_by_number", "list_runs", "resolve", "run_no"]
 

@@ -128,8 +128,8 @@ from collections.abc import Collection, Mapping
 
 import duckdb
 
-from layerscope.analysis.errors import LayerscopeError
-from layerscope.analysis.records import MATRIX_STATISTICS, PROJECTIONS
+from layerscope.analysis.base.errors import LayerscopeError
+from layerscope.analysis.base.records import MATRIX_STATISTICS, PROJECTIONS
 
 SCHEMA_VERSION = 6
 

@@ -8,7 +8,7 @@ sample is never stored twice: the writer skips, inside the transaction, the samp
 stored, so even two processes computing the same run cannot duplicate rows. Finishing records
 the session's counts and outcome in the run's provenance and checkpoints, so readers of a
 finished run replay no log. The runner does not call these directly but goes through
-:class:`layerscope.analysis.lifecycle.StoredRun`, which guarantees the finish.
+:class:`layerscope.analysis.runs.lifecycle.StoredRun`, which guarantees the finish.
 
 Why each step is a function of an open connection (``_begin``, ``_store``, ``_finish``) with
 the public functions as thin transactions around it: :func:`store_complete_run` runs all three
@@ -32,6 +32,15 @@ from typing import Any
 
 import duckdb
 
+from layerscope.analysis.base.records import (
+    PROJECTIONS,
+    RUN_STATUSES,
+    BatchResult,
+    RunHeader,
+    RunInfo,
+    Sample,
+    SkippedSample,
+)
 from layerscope.analysis.cache import runs
 from layerscope.analysis.cache.connection import CacheError, CacheFile, now, pid_alive
 from layerscope.analysis.cache.inserts import (
@@ -40,15 +49,6 @@ from layerscope.analysis.cache.inserts import (
     insert_columns,
     insert_results,
     insert_skipped,
-)
-from layerscope.analysis.records import (
-    PROJECTIONS,
-    RUN_STATUSES,
-    BatchResult,
-    RunHeader,
-    RunInfo,
-    Sample,
-    SkippedSample,
 )
 
 __all__ = ["begin_run", "finish_run", "store_complete_run", "write_batch"]

@@ -15,8 +15,8 @@ import threading
 from pathlib import Path
 from typing import Any
 
+from layerscope.analysis.base.records import Sample
 from layerscope.analysis.datasets.sources import DatasetError, FieldMap, ResponseTypeSource
-from layerscope.analysis.records import Sample
 
 # --------------------------------------------------------------------------------------------
 # Reading

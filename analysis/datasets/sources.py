@@ -13,7 +13,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Literal
 
-from layerscope.analysis.errors import LayerscopeError
+from layerscope.analysis.base.errors import LayerscopeError
 
 Relevance = Literal["correct", "irrelevant"]
 

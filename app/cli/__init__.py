@@ -27,8 +27,8 @@ import os
 import sys
 from collections.abc import Callable, Sequence
 
+from layerscope.analysis.base.errors import LayerscopeError, is_internal, one_line
 from layerscope.analysis.cache import ResultsCache
-from layerscope.analysis.errors import LayerscopeError, is_internal, one_line
 from layerscope.app.cli.arguments import EXIT_INTERRUPTED, PROG, UsageError, build_parser
 from layerscope.app.settings_presentation import option_name
 

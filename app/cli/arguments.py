@@ -1,9 +1,9 @@
 """The command line's grammar: commands, their arguments, and what a typed value means.
 
 Why apart from the commands: the computing options are not written here at all. They come from
-the settings record (:mod:`layerscope.analysis.settings`), so ``compute``, ``check`` and the
+the settings record (:mod:`layerscope.analysis.base.settings`), so ``compute``, ``check`` and the
 explorer's form cannot drift apart in names, choices or defaults; this module only turns each
-:class:`~layerscope.analysis.settings.Setting` into an ``argparse`` argument (its option as
+:class:`~layerscope.analysis.base.settings.Setting` into an ``argparse`` argument (its option as
 :mod:`layerscope.app.settings_presentation` spells it) and back.
 """
 
@@ -13,19 +13,19 @@ import argparse
 from pathlib import Path
 from typing import Any, NoReturn
 
-from layerscope.analysis.errors import LayerscopeError, spell
-from layerscope.analysis.outputs import STDOUT
-from layerscope.analysis.records import ATTENTION_PROJECTIONS, MLP_PROJECTIONS
-from layerscope.analysis.settings import Setting, SettingError, Surface, offered, setting
+from layerscope.analysis.base.errors import LayerscopeError, spell
+from layerscope.analysis.base.outputs import STDOUT
+from layerscope.analysis.base.records import ATTENTION_PROJECTIONS, MLP_PROJECTIONS
+from layerscope.analysis.base.settings import Setting, SettingError, Surface, offered, setting
 from layerscope.app.settings_presentation import flag, option_help, option_name, placeholder
 
 PROG = "layerscope"
 EXIT_INTERRUPTED = 130  # 128 + SIGINT, the shell's convention; a SIGTERM exits 143
 EXPORT_FORMATS = ("parquet", "csv", "paper-jsonl")
 PROGRESS_FORMATS = ("bars", "jsonl")
-MERGE_RTOL = 1e-5  # layerscope.analysis.merging.DEFAULT_RTOL
-TABLE_FORMATS = ("markdown", "latex", "csv")  # layerscope.analysis.tables.TABLE_FORMATS
-DEPTH_CHOICES = ("layer", "normalised")  # layerscope.analysis.compare.DEPTHS
+MERGE_RTOL = 1e-5  # layerscope.analysis.cache.merging.DEFAULT_RTOL
+TABLE_FORMATS = ("markdown", "latex", "csv")  # layerscope.analysis.results.tables.TABLE_FORMATS
+DEPTH_CHOICES = ("layer", "normalised")  # layerscope.analysis.results.compare.DEPTHS
 METRIC_HELP = (
     "nuclear, sigma1_ratio, frobenius, effective_rank, stable_rank, sigma_max, "
     "sigma_min, mean, max, min, nuclear_per_loss or loss (default: nuclear)"

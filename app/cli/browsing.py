@@ -2,10 +2,10 @@
 
 Why they never import torch: users look at results from a second terminal while a computation
 runs, often on a login node without a GPU. Every number shown comes from ``analysis/``
-(:func:`~layerscope.analysis.compare.compare_runs` for curves, MAD and relative differences);
+(:func:`~layerscope.analysis.results.compare.compare_runs` for curves, MAD and relative differences);
 this module picks what to ask for and hands it to :mod:`~layerscope.app.cli.output`. ``show``
 also says whether each run differs from the first, layer by layer (the tests of
-:mod:`~layerscope.analysis.significance`, chosen and run by ``compare_runs``).
+:mod:`~layerscope.analysis.curves.significance`, chosen and run by ``compare_runs``).
 """
 
 from __future__ import annotations
@@ -19,21 +19,21 @@ from collections.abc import Callable, Iterator, Sequence
 from dataclasses import asdict
 from typing import TYPE_CHECKING
 
+from layerscope.analysis.base.outputs import OutputError, OutputExistsError, is_stdout
 from layerscope.analysis.cache import CacheError, ResultsCache
-from layerscope.analysis.outputs import OutputError, OutputExistsError, is_stdout
 from layerscope.app.cli import output
 from layerscope.app.cli.arguments import EXIT_INTERRUPTED, PROG, UsageError, projections
 
 if TYPE_CHECKING:
     from rich.console import Console
 
-    from layerscope.analysis.compare import Comparison
-    from layerscope.analysis.paper_format import PaperImport
-    from layerscope.analysis.records import RunInfo
+    from layerscope.analysis.base.records import RunInfo
+    from layerscope.analysis.interchange.paper_format import PaperImport
+    from layerscope.analysis.results.compare import Comparison
 
 
 def metric_name(name: str) -> str:
-    from layerscope.analysis.compare import resolve_metric
+    from layerscope.analysis.results.compare import resolve_metric
 
     try:
         return resolve_metric(name)
@@ -92,7 +92,7 @@ def report(
     title: str,
 ) -> int:
     """Charts, MAD and relative differences of runs (``show`` and ``check``)."""
-    from layerscope.analysis.compare import compare_runs
+    from layerscope.analysis.results.compare import compare_runs
     from layerscope.app.labels import run_labels
 
     metric = metric_name(args.metric)
@@ -139,7 +139,7 @@ def _print_significance(console: Console, comparison: Comparison, labels: dict[s
 def show_spectra(cache: ResultsCache, infos: Sequence[RunInfo], args: argparse.Namespace) -> int:
     """``show --spectra``: per run and projection, the mean singular value by rank of (at most
     eight of) the chosen layers, log-log; ``--json``: every chosen layer's numbers."""
-    from layerscope.analysis.spectra import no_spectra_message, run_spectra, spread_layers
+    from layerscope.analysis.results.spectra import no_spectra_message, run_spectra, spread_layers
     from layerscope.app.labels import run_labels
 
     chosen = projections(args.proj)
@@ -203,7 +203,7 @@ def cmd_export(args: argparse.Namespace) -> int:
     info = cache.run(args.run)
     try:
         if args.format == "paper-jsonl":
-            from layerscope.analysis.paper_format import write_paper_jsonl
+            from layerscope.analysis.interchange.paper_format import write_paper_jsonl
 
             written = write_paper_jsonl(cache, info.id, destination, force=args.force)
             what = f"{written} samples"
@@ -254,7 +254,7 @@ def _import_progress(name: str) -> Iterator[Callable[[int, int], None] | None]:
 
 
 def cmd_import(args: argparse.Namespace) -> int:
-    from layerscope.analysis.paper_format import import_paper_jsonl
+    from layerscope.analysis.interchange.paper_format import import_paper_jsonl
 
     cache = ResultsCache(args.db)
     try:
@@ -336,7 +336,7 @@ def cmd_describe(args: argparse.Namespace) -> int:
         print(json.dumps([asdict(t) for t in targets], indent=2))
         return 0
     if lengths:
-        from layerscope.analysis.routes import explain, shapes_of
+        from layerscope.analysis.compute.routes import explain, shapes_of
 
         shapes = shapes_of((t.projection, t.rows, t.cols) for t in targets)
         for line in explain(shapes, lengths):

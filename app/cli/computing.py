@@ -1,14 +1,14 @@
 """``compute`` and ``check``: start the runner, show its progress, stop cleanly on Ctrl-C.
 
 Why these two together: both build a run request from the settings record's options, run it
-through :func:`layerscope.analysis.runner.execute` with progress bars on stderr (stdout stays
+through :func:`layerscope.analysis.runs.runner.execute` with progress bars on stderr (stdout stays
 clean for the run ids), and share the same cancellation: the first Ctrl-C (or SIGTERM) stops
 after the current batch, a second stops at once, and either way every stored batch stays so the
 same command resumes. What ``check`` computes and compares is the analysis layer's profile
-(:mod:`layerscope.analysis.profiles`); this module only runs and renders it.
+(:mod:`layerscope.analysis.results.profiles`); this module only runs and renders it.
 
 Under torchrun, ``compute`` on rank 0 shows the same progress (over all ranks, from
-:func:`layerscope.analysis.distributed.execute`) and the other ranks serve it silently;
+:func:`layerscope.analysis.runs.distributed.execute`) and the other ranks serve it silently;
 ``compute --nproc-per-node N`` starts that job itself (:func:`launch_ranks`).
 """
 
@@ -23,7 +23,7 @@ import time
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
-from layerscope.analysis.settings import SettingError, Surface
+from layerscope.analysis.base.settings import SettingError, Surface
 from layerscope.app.cli import output
 from layerscope.app.cli.arguments import PROG, UsageError, names, setting_values
 from layerscope.app.labels import duration, initialisation
@@ -33,8 +33,8 @@ if TYPE_CHECKING:
     from rich.console import Console
     from rich.progress import Progress, Task
 
-    from layerscope.analysis.records import LoadStage
-    from layerscope.analysis.runner import PlannedRun, RunProgress, RunRequest
+    from layerscope.analysis.base.records import LoadStage
+    from layerscope.analysis.runs.runner import PlannedRun, RunProgress, RunRequest
 
 
 def quiet_loading(quiet: bool) -> None:
@@ -62,7 +62,7 @@ def build_request(
     args: argparse.Namespace, surface: Surface, types: list[str] | None = None
 ) -> RunRequest:
     """The run request of a computing command; a rejected setting is a usage error."""
-    from layerscope.analysis.runner import RunRequest
+    from layerscope.analysis.runs.runner import RunRequest
 
     try:
         return RunRequest.from_settings(
@@ -197,7 +197,7 @@ def execute_with_progress(request: RunRequest, db: str | None, quiet: bool) -> O
     )
     from rich.text import Text
 
-    from layerscope.analysis.distributed import execute  # the runner's, unless under torchrun
+    from layerscope.analysis.runs.distributed import execute  # the runner's, unless under torchrun
 
     class CountColumn(MofNCompleteColumn):
         """done/total, or nothing for a stage that cannot count."""
@@ -300,7 +300,7 @@ def cmd_devices(args: argparse.Namespace) -> int:
     """The devices ``--device`` takes; GPUs with their free memory where NVML can tell."""
     import json
 
-    from layerscope.analysis.devices import list_gpus, nvml_available
+    from layerscope.analysis.base.devices import list_gpus, nvml_available
 
     gpus = list_gpus()
     if args.json:
@@ -425,7 +425,7 @@ def launch_ranks(args: argparse.Namespace) -> int:
 
 def serve_rank(request: RunRequest) -> int:
     """A rank other than 0: compute what rank 0 hands out, print nothing unless it fails."""
-    from layerscope.analysis.distributed import serve
+    from layerscope.analysis.runs.distributed import serve
 
     with Cancellation(announce=False) as cancellation:
         try:
@@ -438,12 +438,12 @@ def serve_rank(request: RunRequest) -> int:
 def execute_jsonl(request: RunRequest, db: str | None) -> Outcome:
     """Run a request writing one JSON object per line on stdout for a program to follow.
 
-    The lines are the records of :mod:`layerscope.analysis.progress_codec`: the plan, each
+    The lines are the records of :mod:`layerscope.analysis.runs.progress_codec`: the plan, each
     loading stage and each progress update. Ctrl-C and SIGTERM behave as with bars; nothing
     else is written to stdout.
     """
-    from layerscope.analysis.distributed import execute  # the runner's, unless under torchrun
-    from layerscope.analysis.progress_codec import (
+    from layerscope.analysis.runs.distributed import execute  # the runner's, unless under torchrun
+    from layerscope.analysis.runs.progress_codec import (
         PlanEvent,
         ProgressEvent,
         ProgressRecord,
@@ -491,8 +491,8 @@ def execute_jsonl(request: RunRequest, db: str | None) -> Outcome:
 
 
 def cmd_compute(args: argparse.Namespace) -> int:
-    from layerscope.analysis.distributed import detect, replica_device
-    from layerscope.analysis.sharding import ShardError, parse_shard
+    from layerscope.analysis.runs.distributed import detect, replica_device
+    from layerscope.analysis.runs.sharding import ShardError, parse_shard
     from layerscope.app.cli.arguments import LAUNCHER_OPTIONS
 
     environment = detect()
@@ -557,11 +557,11 @@ def cmd_compute(args: argparse.Namespace) -> int:
 
 
 def cmd_check(args: argparse.Namespace) -> int:
+    from layerscope.analysis.base.records import ATTENTION_PROJECTIONS
     from layerscope.analysis.cache import ResultsCache
-    from layerscope.analysis.distributed import detect
-    from layerscope.analysis.profiles import ProfileError, check_pairs, check_types
-    from layerscope.analysis.records import ATTENTION_PROJECTIONS
-    from layerscope.analysis.runner import resolve_sources
+    from layerscope.analysis.results.profiles import ProfileError, check_pairs, check_types
+    from layerscope.analysis.runs.distributed import detect
+    from layerscope.analysis.runs.runner import resolve_sources
     from layerscope.app.cli.arguments import projections
     from layerscope.app.cli.browsing import metric_name, report
     from layerscope.app.labels import short_model

@@ -16,8 +16,8 @@ import argparse
 import json
 import sys
 
+from layerscope.analysis.base.locations import default_db_path
 from layerscope.analysis.cache import health
-from layerscope.analysis.locations import default_db_path
 
 EXIT_NEEDS_ACTION = 1
 

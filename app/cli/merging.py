@@ -4,7 +4,7 @@ Why a command of its own: ``compute --shard I/N`` leaves N node-local caches, ea
 of the same runs; the user copies them back and merges them, and must learn of any sample two
 caches hold with different values instead of getting one of them silently. The rules (match by
 run key and sample index, compare every stored number, one transaction per run) are
-:mod:`layerscope.analysis.merging`'s; this module prints its per-run summary (stdout) and the
+:mod:`layerscope.analysis.cache.merging`'s; this module prints its per-run summary (stdout) and the
 conflicts (stderr, one line each) and sets the exit status.
 """
 
@@ -19,7 +19,7 @@ EXIT_CONFLICTS = 1
 
 
 def cmd_merge(args: argparse.Namespace) -> int:
-    from layerscope.analysis.merging import RunMerge, merge_caches
+    from layerscope.analysis.cache.merging import RunMerge, merge_caches
 
     def told(merge: RunMerge) -> None:
         print(merge.line(), flush=True)

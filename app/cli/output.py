@@ -16,16 +16,16 @@ from collections.abc import Mapping, Sequence
 from dataclasses import asdict
 from typing import TYPE_CHECKING, Any
 
-from layerscope.analysis.statistics import ci95
+from layerscope.analysis.curves.statistics import ci95
 from layerscope.app.cli.tables import Column, FittedTable, fitted_table
 
 if TYPE_CHECKING:
     from rich.console import Console
 
-    from layerscope.analysis.compare import Comparison, MadRow, RelativeDifferenceRow
-    from layerscope.analysis.records import LayerCurve, RunInfo
-    from layerscope.analysis.significance import ProjectionSignificance
-    from layerscope.analysis.spectra import LayerSpectrum
+    from layerscope.analysis.base.records import LayerCurve, RunInfo
+    from layerscope.analysis.curves.significance import ProjectionSignificance
+    from layerscope.analysis.results.compare import Comparison, MadRow, RelativeDifferenceRow
+    from layerscope.analysis.results.spectra import LayerSpectrum
 
 
 def console(stderr: bool = False) -> Console:
@@ -118,7 +118,7 @@ def comparison_record(
 ) -> dict[str, Any]:
     """Everything ``show`` reports, as JSON values; each curve also carries ``depth``, its
     layers' normalised depth layer / (layers - 1), to overlay models of different depths."""
-    from layerscope.analysis.compare import normalised_depth
+    from layerscope.analysis.results.compare import normalised_depth
 
     layer_counts = {info.id: info.layers for info in infos}
     curves = []
@@ -241,7 +241,7 @@ def charts(
 ) -> list[str]:
     """One text chart per projection, the runs overlaid; with ``layer_counts`` (run id ->
     the model's layers) against normalised depth, layer / (layers - 1), instead of layer."""
-    from layerscope.analysis.compare import normalised_depth
+    from layerscope.analysis.results.compare import normalised_depth
     from layerscope.app.charts import Series, render_curves
 
     color = sys.stdout.isatty() and "NO_COLOR" not in os.environ
@@ -297,7 +297,7 @@ def spectrum_chart(
 
 
 def mad_table(comparison: Comparison, labels: Mapping[str, str], width: int) -> FittedTable:
-    from layerscope.analysis.compare import layer_splits
+    from layerscope.analysis.results.compare import layer_splits
 
     layers = max((len(c.layers) for c in comparison.curves), default=0)
     early, middle, late = layer_splits(layers)

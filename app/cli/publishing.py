@@ -2,8 +2,8 @@
 
 Why apart from :mod:`.browsing`: these commands make artefacts for a manuscript (a four-panel
 figure file, a MAD table in Markdown, LaTeX or CSV) rather than a view to read in a terminal.
-The numbers are ``analysis/``'s (:mod:`~layerscope.analysis.tables`, the curves of
-:func:`~layerscope.analysis.compare.compare_runs`); matplotlib, an optional extra, is imported
+The numbers are ``analysis/``'s (:mod:`~layerscope.analysis.results.tables`, the curves of
+:func:`~layerscope.analysis.results.compare.compare_runs`); matplotlib, an optional extra, is imported
 only once ``figure`` has checked its arguments, and its absence is one line and exit status 2.
 """
 
@@ -13,8 +13,8 @@ import argparse
 import sys
 from pathlib import Path
 
+from layerscope.analysis.base.outputs import OutputError, OutputExistsError, is_stdout
 from layerscope.analysis.cache import CacheError, ResultsCache
-from layerscope.analysis.outputs import OutputError, OutputExistsError, is_stdout
 from layerscope.app.cli.arguments import UsageError, projections
 from layerscope.app.cli.browsing import _check_projections, _no_samples, metric_name
 
@@ -41,8 +41,8 @@ def cmd_figure(args: argparse.Namespace) -> int:
         raise UsageError(f"--output {destination} is a folder; give a file name")
     if not have_matplotlib():
         raise UsageError(MISSING_MATPLOTLIB)
-    from layerscope.analysis.compare import compare_runs
-    from layerscope.analysis.outputs import check_destination
+    from layerscope.analysis.base.outputs import check_destination
+    from layerscope.analysis.results.compare import compare_runs
     from layerscope.app.figures import PANELS, paper_figure, save_figure
     from layerscope.app.labels import run_labels
 
@@ -90,8 +90,8 @@ def cmd_figure(args: argparse.Namespace) -> int:
 
 
 def cmd_table(args: argparse.Namespace) -> int:
-    from layerscope.analysis.compare import compare_runs
-    from layerscope.analysis.tables import paper_table, render_table
+    from layerscope.analysis.results.compare import compare_runs
+    from layerscope.analysis.results.tables import paper_table, render_table
     from layerscope.app.labels import short_model
 
     metric = _layered_metric(args.metric)

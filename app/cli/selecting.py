@@ -4,7 +4,7 @@ Why here and not in ``show``: ``show`` is about curves over layers (one number p
 over samples); these commands are about the samples themselves, the follow-up paper's use:
 which samples a gradient statistic singles out (written back as a dataset to train on), and how
 a sample's statistic goes with its loss, its length and its own quality scores. Numbers come
-from :mod:`layerscope.analysis.selection`; this module parses, checks and prints. No torch.
+from :mod:`layerscope.analysis.results.selection`; this module parses, checks and prints. No torch.
 """
 
 from __future__ import annotations
@@ -15,9 +15,9 @@ import math
 import sys
 from collections.abc import Callable
 
+from layerscope.analysis.base.outputs import OutputError, OutputExistsError
+from layerscope.analysis.base.records import RunInfo
 from layerscope.analysis.cache import ResultsCache
-from layerscope.analysis.outputs import OutputError, OutputExistsError
-from layerscope.analysis.records import RunInfo
 from layerscope.app.cli import output
 from layerscope.app.cli.arguments import UsageError, output_path, positive_int
 
@@ -108,8 +108,8 @@ def add_commands(command: Callable[[str, str], argparse.ArgumentParser]) -> None
 
 
 def _statistic(name: str, option: str, *, samples_too: bool = False) -> str:
-    from layerscope.analysis.compare import resolve_metric
-    from layerscope.analysis.selection import LENGTH, LOSS
+    from layerscope.analysis.results.compare import resolve_metric
+    from layerscope.analysis.results.selection import LENGTH, LOSS
 
     if samples_too and name.strip().lower() in (LOSS, LENGTH, "length"):
         return LENGTH if name.strip().lower() == "length" else name.strip().lower()
@@ -138,7 +138,7 @@ def _check_run(info: RunInfo, projection: str | None, layers: tuple[int, int] | 
 
 
 def cmd_select(args: argparse.Namespace) -> int:
-    from layerscope.analysis.selection import select_samples, write_selection
+    from layerscope.analysis.results.selection import select_samples, write_selection
 
     statistic = _statistic(args.by, "--by", samples_too=True)
     projection = args.proj.strip() if args.proj else None
@@ -180,7 +180,7 @@ def _p(value: float) -> str:
 
 
 def cmd_correlations(args: argparse.Namespace) -> int:
-    from layerscope.analysis.selection import (
+    from layerscope.analysis.results.selection import (
         correlations,
         sample_variables,
         spearman,

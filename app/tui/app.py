@@ -86,8 +86,8 @@ if TYPE_CHECKING:
 
     from textual.theme import Theme
 
-    from layerscope.analysis.records import RunInfo
-    from layerscope.analysis.runner import RunRequest
+    from layerscope.analysis.base.records import RunInfo
+    from layerscope.analysis.runs.runner import RunRequest
     from layerscope.app.tui.widgets.setup_view import SetupPane
 
 
@@ -107,7 +107,7 @@ class LayerscopeApp(App[None]):
         poll_seconds: float = POLL_SECONDS,
     ) -> None:
         super().__init__()
-        from layerscope.analysis.locations import default_db_path
+        from layerscope.analysis.base.locations import default_db_path
 
         self.db_path = Path(db).expanduser() if db else default_db_path()
         self.state_path = default_state_path(self.db_path)

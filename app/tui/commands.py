@@ -22,7 +22,7 @@ from layerscope.app.tui.widgets.runs_browser import RunsBrowser
 from layerscope.app.tui.widgets.samples_view import SamplesPane
 
 if TYPE_CHECKING:
-    from layerscope.analysis.records import RunInfo
+    from layerscope.analysis.base.records import RunInfo
     from layerscope.app.tui.app import LayerscopeApp
 
 
@@ -95,10 +95,10 @@ def write_marked(app: LayerscopeApp, run: RunInfo, indices: tuple[int, ...], lab
     name = f"{safe_name(run.response_type)}-{run.short_id}-{safe_name(label)}.json"
 
     def write(folder: Path) -> list[Path]:
+        from layerscope.analysis.base.outputs import OutputError
         from layerscope.analysis.cache import ResultsCache
         from layerscope.analysis.datasets import DatasetError
-        from layerscope.analysis.outputs import OutputError
-        from layerscope.analysis.selection import write_records
+        from layerscope.analysis.results.selection import write_records
 
         folder.mkdir(parents=True, exist_ok=True)
         path = folder / name

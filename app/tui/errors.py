@@ -17,7 +17,7 @@ import functools
 from collections.abc import Callable
 from typing import Any, TypeVar
 
-from layerscope.analysis.errors import LayerscopeError, is_internal, one_line
+from layerscope.analysis.base.errors import LayerscopeError, is_internal, one_line
 from layerscope.app.error_reports import internal_error, traceback_note
 from layerscope.app.settings_presentation import form_name
 from layerscope.app.tui.messages import ProblemReported

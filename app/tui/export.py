@@ -20,7 +20,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING
 
 if TYPE_CHECKING:
-    from layerscope.analysis.records import LayerCurve
+    from layerscope.analysis.base.records import LayerCurve
 
 FIGURE_FILES = ("png", "pdf")  # one to look at, one for a paper's LaTeX
 
@@ -95,9 +95,9 @@ def write_exports(
     returns the paths written.
 
     Every file is checked before the first is written, and each appears whole or not at all
-    (written beside it, then renamed: analysis/outputs.py). Raises OutputError or OSError.
+    (written beside it, then renamed: analysis/base/outputs.py). Raises OutputError or OSError.
     """
-    from layerscope.analysis.outputs import OutputError, check_destination, open_output
+    from layerscope.analysis.base.outputs import OutputError, check_destination, open_output
 
     folder = folder.expanduser()
     contents: dict[Path, bytes] = {}

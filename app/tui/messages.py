@@ -15,13 +15,13 @@ from typing import TYPE_CHECKING
 from textual.message import Message
 
 if TYPE_CHECKING:
-    from layerscope.analysis.compare import MadRow, RelativeDifferenceRow
+    from layerscope.analysis.base.records import LayerCurve, LoadStage, RunInfo, SampleRow
+    from layerscope.analysis.curves.significance import ProjectionSignificance
     from layerscope.analysis.datasets import ResponseTypeSource
     from layerscope.analysis.models import ModelCheck
-    from layerscope.analysis.records import LayerCurve, LoadStage, RunInfo, SampleRow
-    from layerscope.analysis.runner import PlannedRun, RunProgress
-    from layerscope.analysis.significance import ProjectionSignificance
-    from layerscope.analysis.spectra import LayerSpectrum
+    from layerscope.analysis.results.compare import MadRow, RelativeDifferenceRow
+    from layerscope.analysis.results.spectra import LayerSpectrum
+    from layerscope.analysis.runs.runner import PlannedRun, RunProgress
 
 
 @dataclass(eq=False)

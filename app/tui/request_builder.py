@@ -9,12 +9,12 @@ from __future__ import annotations
 
 from typing import TYPE_CHECKING
 
-from layerscope.analysis.errors import one_line
+from layerscope.analysis.base.errors import one_line
 from layerscope.app.settings_presentation import form_name
 from layerscope.app.tui.state import LastPicks
 
 if TYPE_CHECKING:
-    from layerscope.analysis.runner import RunRequest
+    from layerscope.analysis.runs.runner import RunRequest
     from layerscope.app.tui.widgets.setup_view import Picks
 
 
@@ -28,13 +28,13 @@ def _naming(field: str, problem: str) -> str:
 def build_request(picks: Picks, *, require_types: bool = True) -> tuple[RunRequest, LastPicks]:
     """The RunRequest for these picks and the LastPicks to remember; ValueError for the user.
 
-    The settings are the record's (:mod:`layerscope.analysis.settings`), checked by
+    The settings are the record's (:mod:`layerscope.analysis.base.settings`), checked by
     ``RunRequest.from_settings``; a rejected one is named as the form names it.
     """
-    from layerscope.analysis.settings import SettingError
+    from layerscope.analysis.base.settings import SettingError
 
     try:
-        from layerscope.analysis.runner import RunRequest
+        from layerscope.analysis.runs.runner import RunRequest
     except ImportError as error:
         raise ValueError(f"computing is not available: {one_line(error)}") from None
     if picks.model_problem is not None:

@@ -1,7 +1,7 @@
 """What the explorer remembers between sessions: recently used models and datasets, last picks,
 the chart: which runs it overlaid and how it showed them (statistic, projections, interval, scale).
 
-The remembered settings are the settings record's (:mod:`layerscope.analysis.settings`): which
+The remembered settings are the settings record's (:mod:`layerscope.analysis.base.settings`): which
 ones, their first-start values and how a stored value is checked all come from there.
 
 A small JSON file next to the results cache (or wherever `$LAYERSCOPE_STATE` points), so that a
@@ -24,8 +24,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from layerscope.analysis.environment import text_from_env
-from layerscope.analysis.settings import SettingError, offered, setting
+from layerscope.analysis.base.environment import text_from_env
+from layerscope.analysis.base.settings import SettingError, offered, setting
 
 STATE_ENV = "LAYERSCOPE_STATE"
 STATE_FILE_NAME = "tui-state.json"

@@ -26,8 +26,8 @@ def _append(name: str, line: str) -> None:
 
 
 def _install() -> None:
-    from layerscope.analysis import distributed
     from layerscope.analysis.cache import ResultsCache
+    from layerscope.analysis.runs import distributed
 
     rank = os.environ.get("RANK", "-")
     opened = ResultsCache.__init__

@@ -48,7 +48,7 @@ class ExportDialog(ModalScreen[list[Path] | None]):
             yield Static("enter: export · escape: cancel", classes="hint")
 
     def on_input_submitted(self, event: Input.Submitted) -> None:
-        from layerscope.analysis.outputs import OutputError
+        from layerscope.analysis.base.outputs import OutputError
 
         event.stop()
         problem = folder_problem(event.value)

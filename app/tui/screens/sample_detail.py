@@ -16,7 +16,7 @@ from textual.containers import Horizontal, Vertical, VerticalScroll
 from textual.screen import Screen
 from textual.widgets import Label, Static
 
-from layerscope.analysis.records import ATTENTION_PROJECTIONS, MATRIX_STATISTICS
+from layerscope.analysis.base.records import ATTENTION_PROJECTIONS, MATRIX_STATISTICS
 from layerscope.app.tui.errors import ReportsWorkerErrors, reported
 from layerscope.app.tui.format import number
 from layerscope.app.tui.messages import SampleCurveLoaded
@@ -24,8 +24,8 @@ from layerscope.app.tui.widgets.fitted_footer import FittedFooter
 from layerscope.app.tui.widgets.sample_chart import SampleChart
 
 if TYPE_CHECKING:
+    from layerscope.analysis.base.records import RunInfo, SampleRow
     from layerscope.analysis.cache import ResultsCache
-    from layerscope.analysis.records import RunInfo, SampleRow
     from layerscope.app.tui.services.cache_reader import CacheReader
 
 

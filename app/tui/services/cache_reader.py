@@ -20,7 +20,7 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import TYPE_CHECKING, TypeVar
 
-from layerscope.analysis.errors import is_internal
+from layerscope.analysis.base.errors import is_internal
 from layerscope.app.tui.errors import problem_line
 from layerscope.app.tui.messages import CacheRead, ProblemReported
 

@@ -26,7 +26,7 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import TYPE_CHECKING
 
-from layerscope.analysis.errors import is_internal, one_line
+from layerscope.analysis.base.errors import is_internal, one_line
 from layerscope.app.tui.errors import problem_line, run_failure
 from layerscope.app.tui.messages import (
     LoadStageReached,
@@ -41,8 +41,8 @@ if TYPE_CHECKING:
     from textual.dom import DOMNode
     from textual.timer import Timer
 
-    from layerscope.analysis.records import LoadStage
-    from layerscope.analysis.runner import PlannedRun, RunProgress, RunRequest
+    from layerscope.analysis.base.records import LoadStage
+    from layerscope.analysis.runs.runner import PlannedRun, RunProgress, RunRequest
 
 PLAN_DELAY = 0.3  # seconds of quiet picking before the cache status is planned
 STAGE_INTERVAL = 0.05  # seconds between two progress updates of one loading step (weights)
@@ -131,7 +131,7 @@ class RunController:
                         outcome, message = "failed", error
                         node.post_message(ProblemReported("Run failed", message))
                 else:
-                    from layerscope.analysis.runner import execute
+                    from layerscope.analysis.runs.runner import execute
 
                     for progress in execute(
                         request,
@@ -163,7 +163,7 @@ class RunController:
         runs (keys) the explorer planned. `nproc_option` False leaves out `--nproc-per-node`
         (tests: the same path on a CPU-only machine, one process).
         """
-        from layerscope.analysis.settings import offered
+        from layerscope.analysis.base.settings import offered
         from layerscope.app.settings_presentation import flag
 
         argv = [sys.executable, "-m", "layerscope.app", "compute", "--model", request.model]
@@ -202,7 +202,7 @@ class RunController:
         writer and the explorer's reads meanwhile wait their turn for the lock, as a `runs`
         from another terminal does.
         """
-        from layerscope.analysis.progress_codec import (
+        from layerscope.analysis.runs.progress_codec import (
             NotAProgressLine,
             PlanEvent,
             ProgressEvent,
@@ -299,7 +299,7 @@ class RunController:
 
         def plan_worker() -> None:
             try:
-                from layerscope.analysis.runner import plan
+                from layerscope.analysis.runs.runner import plan
 
                 planned = plan(request, db_path)
             except Exception as error:  # a plan is advisory: show why, never fail

@@ -11,7 +11,7 @@ length filter is a message: the App owns the filter and its dialog.
 The tests of significance behind the chart's marks and the table's "sig" column take longer
 than the curves on a big cache (paired tests read every shared sample), so the curves come
 first: the chart read hands the tests over only when they are already known for what the runs
-have stored (:func:`~layerscope.analysis.compare.memoised_significance_rows`), else the curves
+have stored (:func:`~layerscope.analysis.results.compare.memoised_significance_rows`), else the curves
 are drawn with "testing…" and a second coalescing channel computes the tests (once per pair
 and stored counts: the analysis layer keeps them) and fills in the marks when they arrive.
 What only changes how the data is drawn (interval, log scale, x axis, theme, computing or not)
@@ -30,8 +30,8 @@ from textual.binding import Binding, BindingType
 from textual.containers import Vertical
 from textual.widgets import Static
 
-from layerscope.analysis.records import ATTENTION_PROJECTIONS, MLP_PROJECTIONS
-from layerscope.analysis.statistics import ci95
+from layerscope.analysis.base.records import ATTENTION_PROJECTIONS, MLP_PROJECTIONS
+from layerscope.analysis.curves.statistics import ci95
 from layerscope.app.labels import run_labels, run_settings
 from layerscope.app.palettes import RUN_MARKERS, run_colours
 from layerscope.app.tui.errors import ReportsWorkerErrors, reported
@@ -56,9 +56,9 @@ from layerscope.app.tui.widgets.layer_chart import (
 from layerscope.app.tui.widgets.spectrum_chart import SpectrumChart
 
 if TYPE_CHECKING:
+    from layerscope.analysis.base.records import LayerCurve, RunInfo
     from layerscope.analysis.cache import ResultsCache
-    from layerscope.analysis.records import LayerCurve, RunInfo
-    from layerscope.analysis.significance import ProjectionSignificance
+    from layerscope.analysis.curves.significance import ProjectionSignificance
     from layerscope.app.tui.export import ChartFigure
     from layerscope.app.tui.services.cache_reader import CacheReader
 
@@ -319,7 +319,7 @@ class ComparePane(ReportsWorkerErrors, Vertical):
 
     def _reload_spectra(self) -> None:
         """Read the spectra of the first run, first projection shown (the w view)."""
-        from layerscope.analysis.spectra import run_spectra, spread_layers
+        from layerscope.analysis.results.spectra import run_spectra, spread_layers
 
         chart = self.query_one(SpectrumChart)
         if not self.run_ids:
@@ -388,7 +388,7 @@ class ComparePane(ReportsWorkerErrors, Vertical):
         length_range = self.length_range
 
         def query(cache: ResultsCache) -> ChartLoaded:
-            from layerscope.analysis.compare import compare_runs, memoised_significance_rows
+            from layerscope.analysis.results.compare import compare_runs, memoised_significance_rows
 
             # Runs of a request that have not started yet are not in the cache: skip them.
             stored = {run.id for run in cache.runs()}
@@ -451,7 +451,7 @@ class ComparePane(ReportsWorkerErrors, Vertical):
         metric, length_range = loaded.metric, loaded.response_tokens
 
         def query(cache: ResultsCache) -> SignificanceTested:
-            from layerscope.analysis.compare import significance_rows
+            from layerscope.analysis.results.compare import significance_rows
 
             return SignificanceTested(significance_rows(cache, curves, pairs, metric, length_range))
 
@@ -496,7 +496,7 @@ class ComparePane(ReportsWorkerErrors, Vertical):
 
     def _show(self) -> None:
         """Draw the data held (`_loaded`, and the tests when known) in the current view."""
-        from layerscope.analysis.compare import normalised_depth
+        from layerscope.analysis.results.compare import normalised_depth
 
         assert self._loaded is not None
         curves = self._loaded.curves
@@ -572,7 +572,7 @@ class ComparePane(ReportsWorkerErrors, Vertical):
         tests compare is the baseline's layer i with the other run's layer i)."""
         if self.depth != "normalised":
             return {projection: [float(x) for x in layers] for projection, layers in marks.items()}
-        from layerscope.analysis.compare import normalised_depth
+        from layerscope.analysis.results.compare import normalised_depth
 
         run = self.runs_by_id.get(self.run_ids[0]) if self.run_ids else None
         count = run.layers if run is not None and run.layers else None
@@ -654,7 +654,7 @@ class ComparePane(ReportsWorkerErrors, Vertical):
         """The paper's MAD table (rows model x mode, columns response types) of the curves
         drawn, one table per projection shown, as Markdown and LaTeX: file name -> text. Empty
         when nothing is drawn, or when two runs would share a cell (same model, mode, type)."""
-        from layerscope.analysis.tables import paper_table, render_table
+        from layerscope.analysis.results.tables import paper_table, render_table
         from layerscope.app.labels import short_model
 
         curves = [c for c in self.curves if c.projection != "loss"]

@@ -16,7 +16,7 @@ from textual.binding import Binding, BindingType
 from textual.containers import Vertical
 from textual.widgets import Static
 
-from layerscope.analysis.records import ATTENTION_PROJECTIONS, MLP_PROJECTIONS
+from layerscope.analysis.base.records import ATTENTION_PROJECTIONS, MLP_PROJECTIONS
 from layerscope.app.tui.errors import ReportsWorkerErrors, reported
 from layerscope.app.tui.messages import CosinesLoaded
 from layerscope.app.tui.widgets.cosine_heatmap import CosineHeatmap
@@ -28,8 +28,8 @@ from layerscope.app.tui.widgets.run_choice import (
 )
 
 if TYPE_CHECKING:
+    from layerscope.analysis.base.records import RunInfo
     from layerscope.analysis.cache import ResultsCache
-    from layerscope.analysis.records import RunInfo
     from layerscope.app.tui.services.cache_reader import CacheReader
 
 PROJECTION_GROUP = Binding.Group("Projection ", compact=True)

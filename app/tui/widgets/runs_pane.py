@@ -20,7 +20,7 @@ from layerscope.app.labels import full_label, run_settings
 if TYPE_CHECKING:
     from textual.app import ComposeResult
 
-    from layerscope.analysis.records import RunInfo
+    from layerscope.analysis.base.records import RunInfo
     from layerscope.app.tui.widgets.runs_browser import RunsBrowser
 
 NO_RUN_HIGHLIGHTED = "Move the cursor onto a run to see its id and settings."

@@ -47,8 +47,8 @@ from layerscope.app.tui.widgets.run_choice import (
 from layerscope.app.tui.widgets.sample_scatter import SampleScatter
 
 if TYPE_CHECKING:
+    from layerscope.analysis.base.records import RunInfo, SampleRow
     from layerscope.analysis.cache import ResultsCache
-    from layerscope.analysis.records import RunInfo, SampleRow
     from layerscope.app.tui.services.cache_reader import CacheReader
 
 ROW_LIMIT = 500
@@ -354,7 +354,7 @@ class SamplesPane(ReportsWorkerErrors, OverlaidRunChoice, Vertical):
             for row in self.rows
             if axis != "response_tokens" or row.response_tokens >= 0
         ]
-        from layerscope.analysis.selection import spearman
+        from layerscope.analysis.results.selection import spearman
 
         x_label = "response tokens" if axis == "response_tokens" else "loss"
         found = spearman(

@@ -1,12 +1,12 @@
 """The run settings form: one compact field per setting the settings record offers the form.
 
 Why built from the record: the fields, their order, choices, first-start values and how a typed
-value is checked are all :mod:`layerscope.analysis.settings`'s, the same record the command line
+value is checked are all :mod:`layerscope.analysis.base.settings`'s, the same record the command line
 is built from, so the two cannot drift; the fields' ids, labels and placeholders are the
 explorer's (:mod:`layerscope.app.settings_presentation`). Each field is one compact line so the whole
 form fits an 80x24 terminal next to the pickers. ``read()`` returns checked values by setting
 name and names the field that is wrong. The device field also lists each GPU with its free
-memory when the optional nvidia-ml-py can tell (:mod:`layerscope.analysis.devices`).
+memory when the optional nvidia-ml-py can tell (:mod:`layerscope.analysis.base.devices`).
 
 "GPUs" is the one field that depends on the machine: it is offered only where more than one
 GPU is visible (:func:`~layerscope.app.tui.services.gpus.visible_gpu_count`), as a choice of
@@ -23,7 +23,7 @@ from textual.containers import Grid
 from textual.widget import Widget
 from textual.widgets import Input, Label, Select
 
-from layerscope.analysis.settings import Setting, SettingError, offered
+from layerscope.analysis.base.settings import Setting, SettingError, offered
 from layerscope.app.settings_presentation import (
     DEVICE_SUGGESTIONS,
     device_choices,
@@ -44,7 +44,7 @@ def _choices(item: Setting, gpus: int) -> list[tuple[str, str]]:
     if item.name == "gpus":
         return [(str(n), str(n)) for n in range(1, gpus + 1)]
     if item.name == "device":
-        from layerscope.analysis.devices import list_gpus
+        from layerscope.analysis.base.devices import list_gpus
 
         return device_choices(DEVICE_SUGGESTIONS, list_gpus())
     return [(choice, choice) for choice in item.choices]

@@ -4,7 +4,7 @@ Why log-log, one series per layer: heavy-tailed spectra (WeightWatcher's view of
 straight lines there, and how the head and the tail move with depth is the question; each layer
 has its own marker glyph, named in the legend above the chart, so the layers stay apart
 without colour (NO_COLOR, tmux). What is drawn is the mean over samples of the k-th largest
-singular value against k (:mod:`layerscope.analysis.spectra` says why); values <= 0 cannot be
+singular value against k (:mod:`layerscope.analysis.results.spectra` says why); values <= 0 cannot be
 drawn on log axes and are left out.
 """
 
@@ -21,7 +21,7 @@ from layerscope.app.tui.widgets.layer_chart import marker_legend, shorten
 from layerscope.app.tui.widgets.plotext_chart import PlotextChart
 
 if TYPE_CHECKING:
-    from layerscope.analysis.spectra import LayerSpectrum
+    from layerscope.analysis.results.spectra import LayerSpectrum
 
 
 class SpectrumChart(PlotextChart):

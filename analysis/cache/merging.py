@@ -1,0 +1,586 @@
+"""Merging caches: the runs of source cache files joined into one destination, none twice.
+
+Why: array jobs (``compute --shard I/N``, :mod:`~layerscope.analysis.runs.sharding`) write N
+node-local caches, each holding part of the same runs; users also copy caches between
+machines. A merge must give the destination exactly what one process computing everything
+would have stored, and must never choose silently between two different values.
+
+The rules:
+
+* Runs are matched by key (their id, a content hash of model, data and settings), samples by
+  index. A run the destination lacks is created with the source's header (model, settings,
+  matrices, provenance); a sample it lacks is copied through the cache's own batch writer
+  (:func:`layerscope.analysis.cache.writes._store`), so the per-layer and cosine sums stay
+  exactly those of the stored rows. Nothing in the destination is ever overwritten.
+* A sample both hold is compared value by value: loss, token counts, texts, every statistic of
+  every matrix, spectra, cosines and the sample's own fields. Numbers agree when equal within
+  a relative tolerance (default :data:`DEFAULT_RTOL`, 1e-5: float32 storage keeps about 7
+  digits, so recomputing on another device in float32 agrees to it; bfloat16 runs computed
+  twice do not, and are reported); NaN agrees with NaN and with an empty value. Every
+  disagreement is a :class:`Conflict` (the first differing value of the sample, with how many
+  differ), the destination keeps its value, and the command exits non-zero.
+* One transaction per run in the destination: an interrupted merge leaves the runs it finished
+  merged and the others untouched, and running it again continues (what is present is counted
+  as present, not copied twice).
+* The destination run's status is recomputed from what it holds: complete when a source (or
+  the destination) held the whole run (complete and unsharded), or when it now holds as many
+  samples as the sharded request asked for; otherwise it stays resumable ("cancelled"), its
+  provenance naming the shards it holds, so ``runs`` shows it as partial.
+
+Sources are opened read-only (never upgraded in place: a source of an older schema is refused
+with the command that upgrades it) and must not be the destination. SQL only with parameters.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import os
+import socket
+from collections.abc import Callable, Iterator, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import duckdb
+
+from layerscope.analysis.base.errors import mention, one_line
+from layerscope.analysis.base.records import (
+    MATRIX_STATISTICS,
+    BatchResult,
+    MatrixStatistics,
+    Sample,
+    SampleResult,
+    SkippedSample,
+)
+from layerscope.analysis.cache.connection import (
+    CacheError,
+    CacheFile,
+    NoFile,
+    default_lock_timeout,
+    now,
+    pid_alive,
+)
+from layerscope.analysis.cache.schema import (
+    SCHEMA_VERSION,
+    UNPACKED_COSINES,
+    SchemaVersionUnreadable,
+    schema_version,
+)
+from layerscope.analysis.cache.writes import _store
+
+__all__ = ["DEFAULT_RTOL", "Conflict", "MergeError", "RunMerge", "merge_caches"]
+
+DEFAULT_RTOL = 1e-5
+CHUNK_SAMPLES = 256  # samples read, compared and written at a time
+
+
+class MergeError(CacheError):
+    """A merge that cannot start: a source that is missing, not a cache, of another schema
+    version, or the destination itself. One line naming the file."""
+
+
+@dataclass(frozen=True)
+class Conflict:
+    """A sample stored in both caches with different values (the destination keeps its own)."""
+
+    run_id: str
+    index: int
+    what: str  # which value: "loss", "nuclear layer 3 q", "spectrum layer 0 v", ...
+    destination: Any
+    source: Any
+    differing: int = 1  # how many of the sample's values differ
+
+    def line(self) -> str:
+        more = f" (and {self.differing - 1} more values differ)" if self.differing > 1 else ""
+        return (
+            f"conflict: run {self.run_id[:12]} sample {self.index}: {self.what}: "
+            f"destination {_shown(self.destination)}, source {_shown(self.source)}{more}"
+        )
+
+
+@dataclass
+class RunMerge:
+    """What merging one source run did."""
+
+    source: Path
+    run_id: str
+    label: str  # dataset/type
+    created: bool = False
+    copied: int = 0
+    present: int = 0  # samples (or skipped ones) the destination already held, equal
+    conflicts: list[Conflict] = field(default_factory=list)
+    status: str = ""
+    held: int = 0  # samples the destination run holds afterwards (stored + skipped)
+    requested: int | None = None  # what the whole request asked for, where a shard says
+
+    def line(self) -> str:
+        of = f"/{self.requested}" if self.requested else ""
+        new = ", new run" if self.created else ""
+        return (
+            f"{self.run_id[:12]}  {self.label}  copied {self.copied}, already present "
+            f"{self.present}, conflicts {len(self.conflicts)}; {self.status} "
+            f"{self.held}{of}{new}"
+        )
+
+
+def _shown(value: Any) -> str:
+    if isinstance(value, float):
+        return f"{value:.9g}"
+    if isinstance(value, list):
+        inner = ", ".join(_shown(v) for v in value[:4])
+        return f"[{inner}{', ...' if len(value) > 4 else ''}]"
+    return repr(value)
+
+
+# ---- opening ----------------------------------------------------------------------------------
+
+
+def _open_source(path: Path, lock_timeout: float) -> duckdb.DuckDBPyConnection:
+    """A read-only connection to a source cache of this schema version (never upgraded)."""
+    if not path.exists():
+        raise MergeError(f"{path}: no such cache file")
+    file = CacheFile(path, lock_timeout)
+    try:
+        con = file.open(write=False)
+    except NoFile:
+        raise MergeError(f"{path}: no such cache file") from None
+    try:
+        version = schema_version(con)
+    except SchemaVersionUnreadable as unreadable:
+        con.close()
+        raise MergeError(f"{path}: {unreadable}: run `layerscope doctor --db {path}`") from None
+    if version is None or version == 0:
+        con.close()
+        raise MergeError(f"{path} is a DuckDB file but not a layerscope cache")
+    if version != SCHEMA_VERSION:
+        con.close()
+        if version > SCHEMA_VERSION:
+            raise MergeError(
+                f"{path} has cache schema version {version}, newer than the {SCHEMA_VERSION} "
+                "this layerscope knows: upgrade layerscope"
+            )
+        raise MergeError(
+            f"{path} has cache schema version {version}, older than {SCHEMA_VERSION}: merge "
+            f"opens sources read-only; upgrade it first with `layerscope runs --db {path}` "
+            "(or merge a copy)"
+        )
+    return con
+
+
+# ---- reading samples as the writer takes them -------------------------------------------------
+
+_STAT_COLUMNS = ", ".join(f'"{name}"' for name in MATRIX_STATISTICS)
+_STATISTICS_QUERY = (
+    f"SELECT sample_index, layer, projection::VARCHAR, {_STAT_COLUMNS} FROM statistics "  # noqa: S608 (constant column list)
+    "WHERE run_no = ? AND sample_index BETWEEN ? AND ? ORDER BY sample_index, layer, projection"
+)
+
+
+@dataclass
+class _Stored:
+    """One stored sample: as the batch writer takes it, and its values for comparison."""
+
+    result: SampleResult
+    sample: Sample
+    values: dict[str, Any]
+
+
+def _read_chunk(
+    con: duckdb.DuckDBPyConnection, run_no: int, low: int, high: int
+) -> dict[int, _Stored]:
+    """The run's stored samples with indices ``low..high`` (inclusive)."""
+    params = [run_no, low, high]
+    found: dict[int, _Stored] = {}
+    for index, loss, prompt, response, instruction, input_, output in con.execute(
+        "SELECT sample_index, loss, prompt_tokens, response_tokens, instruction, input, output "
+        "FROM samples WHERE run_no = ? AND sample_index BETWEEN ? AND ? ORDER BY sample_index",
+        params,
+    ).fetchall():
+        result = SampleResult(
+            int(index),
+            math.nan if loss is None else float(loss),
+            -1 if prompt is None else int(prompt),
+            -1 if response is None else int(response),
+            [],
+        )
+        sample = Sample(int(index), instruction or "", output or "", input_ or "", {})
+        values: dict[str, Any] = {
+            "loss": result.loss,
+            "prompt tokens": result.prompt_tokens,
+            "response tokens": result.response_tokens,
+            "instruction": sample.instruction,
+            "input": sample.input,
+            "output": sample.output,
+        }
+        found[int(index)] = _Stored(result, sample, values)
+    matrices: dict[tuple[int, int, str], MatrixStatistics] = {}
+    positions: dict[tuple[int, int, str], int] = {}  # where each is in its sample's list
+    for row in con.execute(
+        _STATISTICS_QUERY,
+        params,
+    ).fetchall():
+        stored = found.get(int(row[0]))
+        if stored is None:
+            continue
+        layer, projection = int(row[1]), str(row[2])
+        stats = {
+            name: float(value)
+            for name, value in zip(MATRIX_STATISTICS, row[3:], strict=True)
+            if value is not None
+        }
+        matrix = MatrixStatistics(layer, projection, stats)
+        matrices[(stored.result.index, layer, projection)] = matrix
+        positions[(stored.result.index, layer, projection)] = len(stored.result.matrices)
+        stored.result.matrices.append(matrix)
+        for name in MATRIX_STATISTICS:
+            stored.values[f"{name} layer {layer} {projection}"] = stats.get(name)
+    for index, layer, projection, spectrum in con.execute(
+        "SELECT sample_index, layer, projection::VARCHAR, singular_values FROM spectra "
+        "WHERE run_no = ? AND sample_index BETWEEN ? AND ? ORDER BY sample_index, layer, projection",
+        params,
+    ).fetchall():
+        key = (int(index), int(layer), str(projection))
+        spectrum_values = [None if v is None else float(v) for v in spectrum]
+        if key in matrices:
+            stored = found[key[0]]
+            position = positions[key]
+            stored.result.matrices[position] = MatrixStatistics(
+                key[1], key[2], matrices[key].values, spectrum_values
+            )
+            stored.values[f"spectrum layer {layer} {projection}"] = spectrum_values
+    for index, name, value in con.execute(
+        "SELECT sample_index, name, value FROM sample_fields WHERE run_no = ? AND sample_index BETWEEN ? AND ? ORDER BY sample_index, name",
+        params,
+    ).fetchall():
+        if int(index) in found:
+            stored = found[int(index)]
+            stored.sample = Sample(
+                stored.sample.index,
+                stored.sample.instruction,
+                stored.sample.output,
+                stored.sample.input,
+                {**stored.sample.numeric_fields, str(name): float(value)},
+            )
+            stored.values[f"field {name}"] = float(value)
+    for index, kind, name, layers, cosines in con.execute(
+        f"SELECT sample_index, kind, name, layers, {UNPACKED_COSINES} FROM sample_cosines "  # noqa: S608 (the schema's constant SQL)
+        "WHERE run_no = ? AND sample_index BETWEEN ? AND ? ORDER BY sample_index, kind, name",
+        params,
+    ).fetchall():
+        if int(index) not in found:
+            continue
+        stored = found[int(index)]
+        flat = [math.nan if v is None else float(v) for v in cosines]
+        layer_list = [int(layer) for layer in layers]
+        result = stored.result
+        if kind == "layers":
+            size = len(layer_list)
+            result.layer_cosines[name] = [flat[i * size : (i + 1) * size] for i in range(size)]
+        else:
+            result.pair_cosines[name] = flat
+        result.cosine_layers[name] = layer_list
+        stored.values[f"cosines {kind} {name}"] = flat
+    return found
+
+
+def _indices(con: duckdb.DuckDBPyConnection, run_no: int) -> list[int]:
+    rows = con.execute(
+        "SELECT sample_index FROM samples WHERE run_no = ? ORDER BY sample_index", [run_no]
+    ).fetchall()
+    return [int(r[0]) for r in rows]
+
+
+def _skipped(con: duckdb.DuckDBPyConnection, run_no: int) -> dict[int, tuple[str, str]]:
+    rows = con.execute(
+        "SELECT sample_index, kind, reason FROM skipped WHERE run_no = ?", [run_no]
+    ).fetchall()
+    return {int(i): (str(kind), str(reason)) for i, kind, reason in rows}
+
+
+def _chunks(indices: Sequence[int]) -> Iterator[tuple[int, int]]:
+    for start in range(0, len(indices), CHUNK_SAMPLES):
+        part = indices[start : start + CHUNK_SAMPLES]
+        yield part[0], part[-1]
+
+
+# ---- comparing --------------------------------------------------------------------------------
+
+
+def _same(a: Any, b: Any, rtol: float) -> bool:
+    if a == b:
+        return True  # the common case, lists included (NaN is not equal to itself: below)
+    if isinstance(a, list) or isinstance(b, list):
+        if not isinstance(a, list) or not isinstance(b, list) or len(a) != len(b):
+            return False
+        return all(_same(x, y, rtol) for x, y in zip(a, b, strict=True))
+    a_num = isinstance(a, (int, float)) or a is None
+    b_num = isinstance(b, (int, float)) or b is None
+    if a_num and b_num and (isinstance(a, float) or isinstance(b, float) or a is None):
+        x = math.nan if a is None else float(a)
+        y = math.nan if b is None else float(b)
+        if math.isnan(x) or math.isnan(y):
+            return math.isnan(x) and math.isnan(y)
+        if math.isinf(x) or math.isinf(y):
+            return x == y
+        return abs(x - y) <= rtol * max(abs(x), abs(y))
+    return bool(a == b)
+
+
+def _compare(run_id: str, destination: _Stored, source: _Stored, rtol: float) -> Conflict | None:
+    keys = list(dict.fromkeys([*destination.values, *source.values]))
+    differing = [
+        key for key in keys if not _same(destination.values.get(key), source.values.get(key), rtol)
+    ]
+    if not differing:
+        return None
+    first = differing[0]
+    return Conflict(
+        run_id,
+        destination.result.index,
+        first,
+        destination.values.get(first),
+        source.values.get(first),
+        len(differing),
+    )
+
+
+# ---- one run ----------------------------------------------------------------------------------
+
+_RUN_FIELDS = (
+    "id, model, dataset, response_type, mode, status, samples_total, layers, projections, "
+    "settings, provenance, started_at, finished_at"
+)
+
+
+def _create_run(
+    con: duckdb.DuckDBPyConnection, source: duckdb.DuckDBPyConnection, source_no: int
+) -> int:
+    """The source run's header in the destination (status set when the merge finishes)."""
+    row = con.execute("SELECT coalesce(max(run_no), 0) + 1 FROM runs").fetchone()
+    run_no = int(row[0]) if row else 1
+    header = source.execute(
+        f"SELECT {_RUN_FIELDS} FROM runs WHERE run_no = ?",  # noqa: S608 (constant column list)
+        [source_no],
+    ).fetchone()
+    assert header is not None
+    con.execute(
+        f"INSERT INTO runs (run_no, {_RUN_FIELDS}, owner_pid, owner_host) "  # noqa: S608 (constant column list)
+        "VALUES (?, ?, ?, ?, ?, ?, 'running', ?, ?, ?, ?, ?, ?, ?, NULL, NULL)",
+        [run_no, *header[:5], *header[6:]],
+    )
+    targets = source.execute(
+        "SELECT layer, projection::VARCHAR, parameter, rows, cols FROM targets WHERE run_no = ?",
+        [source_no],
+    ).fetchall()
+    if targets:
+        con.execute(
+            "INSERT INTO targets SELECT ?, unnest(?::SMALLINT[]), "
+            "unnest(?::projection_name[]), unnest(?::VARCHAR[]), unnest(?::INTEGER[]), "
+            "unnest(?::INTEGER[])",
+            [run_no, *([t[i] for t in targets] for i in range(5))],
+        )
+    return run_no
+
+
+def _finish_status(
+    con: duckdb.DuckDBPyConnection,
+    run_no: int,
+    merge: RunMerge,
+    source_status: str,
+    source_provenance: dict[str, Any],
+    source_path: Path,
+) -> None:
+    """Recompute the destination run's status from what it holds (see module docs)."""
+    row = con.execute(
+        "SELECT status, provenance, samples_total FROM runs WHERE run_no = ?", [run_no]
+    ).fetchone()
+    assert row is not None
+    before, provenance, samples_total = str(row[0]), json.loads(row[1]), int(row[2])
+    counts = con.execute(
+        "SELECT (SELECT count(*) FROM samples WHERE run_no = $r), "
+        "(SELECT count(*) FROM skipped WHERE run_no = $r AND kind = 'skipped')",
+        {"r": run_no},
+    ).fetchone()
+    assert counts is not None
+    held = int(counts[0]) + int(counts[1])
+    shards = set(provenance.get("shards") or [])
+    whole = before == "complete" and not provenance.get("shard") and not merge.created
+    if provenance.get("shard"):
+        shards.add(str(provenance["shard"]))
+    source_shard = source_provenance.get("shard")
+    if source_shard:
+        shards.add(str(source_shard))
+    elif source_status == "complete":
+        whole = True
+    requested = [
+        int(p["requested"])
+        for p in (provenance, source_provenance)
+        if isinstance(p.get("requested"), int)
+    ]
+    wanted = max(requested) if requested else None
+    complete = whole or (wanted is not None and held >= wanted)
+    status = "complete" if complete else "cancelled"
+    provenance.pop("shard", None)
+    if wanted is not None:
+        provenance["requested"] = wanted
+    if shards:
+        provenance["shards"] = sorted(shards, key=lambda s: [int(p) for p in s.split("/")])
+    if complete:
+        provenance.pop("shards", None)
+    history = provenance.get("merged") or []
+    history.append({
+        "source": str(source_path),
+        "source_status": source_status,
+        "shard": source_shard,
+        "copied": merge.copied,
+        "present": merge.present,
+        "conflicts": len(merge.conflicts),
+        "at": now().isoformat() + "Z",
+        "pid": os.getpid(),
+    })  # fmt: skip
+    provenance["merged"] = history
+    provenance["status"] = status
+    con.execute(
+        "UPDATE runs SET status = ?, provenance = ?, samples_total = ?, "
+        "finished_at = coalesce(finished_at, ?), owner_pid = NULL WHERE run_no = ?",
+        [status, json.dumps(provenance, sort_keys=True, default=str), samples_total, now(), run_no],
+    )
+    merge.status, merge.held, merge.requested = status, held, wanted
+
+
+def _merge_run(
+    con: duckdb.DuckDBPyConnection,
+    source: duckdb.DuckDBPyConnection,
+    source_path: Path,
+    source_no: int,
+    run_id: str,
+    label: str,
+    rtol: float,
+) -> RunMerge:
+    """One source run into the destination, on the destination's open transaction."""
+    merge = RunMerge(source_path, run_id, label)
+    row = con.execute(
+        "SELECT run_no, status, owner_pid, owner_host FROM runs WHERE id = ?", [run_id]
+    ).fetchone()
+    if row is None:
+        run_no = _create_run(con, source, source_no)
+        merge.created = True
+    else:
+        run_no, status, owner_pid, owner_host = int(row[0]), row[1], row[2], row[3]
+        if (
+            status == "running"
+            and owner_pid is not None
+            and owner_pid != os.getpid()
+            and owner_host == socket.gethostname()
+            and pid_alive(int(owner_pid))
+        ):
+            raise MergeError(
+                f"run {run_id[:12]} is being computed into the destination by PID {owner_pid} "
+                "right now; wait for it or stop it first"
+            )
+    source_row = source.execute(
+        "SELECT status, provenance, samples_total FROM runs WHERE run_no = ?", [source_no]
+    ).fetchone()
+    assert source_row is not None
+    source_status, source_provenance = str(source_row[0]), json.loads(source_row[1])
+    con.execute(
+        "UPDATE runs SET samples_total = greatest(samples_total, ?) WHERE run_no = ?",
+        [int(source_row[2]), run_no],
+    )
+    held = set(_indices(con, run_no))
+    held_skipped = _skipped(con, run_no)
+    source_skipped = _skipped(source, source_no)
+    for low, high in _chunks(_indices(source, source_no)):
+        incoming = _read_chunk(source, source_no, low, high)
+        overlap = [i for i in incoming if i in held]
+        existing = _read_chunk(con, run_no, low, high) if overlap else {}
+        new: list[_Stored] = []
+        for index, stored in incoming.items():
+            if index in held:
+                conflict = _compare(run_id, existing[index], stored, rtol)
+                if conflict is None:
+                    merge.present += 1
+                else:
+                    merge.conflicts.append(conflict)
+            elif held_skipped.get(index, ("", ""))[0] == "skipped":
+                reason = held_skipped[index][1]
+                merge.conflicts.append(
+                    Conflict(run_id, index, "stored or skipped", f"skipped: {reason}", "stored")
+                )
+            else:
+                new.append(stored)
+        if new:
+            batch = BatchResult([s.result for s in new], [], len(new), len(new))
+            merge.copied += _store(con, run_no, batch, {s.sample.index: s.sample for s in new})
+    skipped, failed = [], []
+    for index, (kind, reason) in sorted(source_skipped.items()):
+        if kind == "skipped":
+            if index in held:
+                merge.conflicts.append(
+                    Conflict(run_id, index, "stored or skipped", "stored", f"skipped: {reason}")
+                )
+            elif held_skipped.get(index, ("", ""))[0] == "skipped":
+                merge.present += 1
+            else:
+                skipped.append(SkippedSample(index, reason))
+        elif index not in held and index not in held_skipped:
+            failed.append(SkippedSample(index, reason))
+    if skipped or failed:
+        batch = BatchResult([], skipped, len(skipped), len(skipped))
+        merge.copied += _store(con, run_no, batch, {}, failed)
+    _finish_status(con, run_no, merge, source_status, source_provenance, source_path)
+    return merge
+
+
+# ---- the whole merge --------------------------------------------------------------------------
+
+
+def merge_caches(
+    sources: Sequence[Path | str],
+    destination: Path | str,
+    *,
+    rtol: float = DEFAULT_RTOL,
+    lock_timeout: float | None = None,
+    on_run: Callable[[RunMerge], None] | None = None,
+) -> list[RunMerge]:
+    """Merge every run of each source into ``destination`` (created if absent), one
+    transaction per run; returns what each run's merge did (``on_run`` hears each as it is
+    committed). Raises :class:`MergeError` (or another ``CacheError``) with one line."""
+    if not math.isfinite(rtol) or rtol < 0:
+        raise MergeError(f"{mention('rtol')} must be a non-negative number, got {rtol}")
+    timeout = default_lock_timeout() if lock_timeout is None else lock_timeout
+    target = CacheFile(Path(destination).expanduser(), timeout)
+    paths = [Path(s).expanduser() for s in sources]
+    for path in paths:
+        if path.exists() and target.path.exists() and path.resolve() == target.path.resolve():
+            raise MergeError(f"{path} is the destination itself: give another {mention('into')}")
+    results: list[RunMerge] = []
+    for path in paths:
+        source = _open_source(path, timeout)
+        try:
+            runs = source.execute(
+                "SELECT run_no, id, dataset, response_type FROM runs ORDER BY run_no"
+            ).fetchall()
+            for source_no, run_id, dataset, response_type in runs:
+                try:
+                    with target.transaction() as con:
+                        merge = _merge_run(
+                            con,
+                            source,
+                            path,
+                            int(source_no),
+                            str(run_id),
+                            f"{dataset}/{response_type}",
+                            rtol,
+                        )
+                except duckdb.Error as error:
+                    raise CacheError(f"{path}: {one_line(error)}") from None
+                results.append(merge)
+                if on_run is not None:
+                    on_run(merge)
+        finally:
+            source.close()
+    if results:
+        target.checkpoint()
+    return results
