@@ -186,6 +186,7 @@ async def submit(pilot, dialog, folder: str) -> str:
     """Type `folder` into the export dialog, press enter; what the dialog then says."""
     dialog.query_one("#export-folder").value = folder
     await pilot.press("enter")
+    await pilot.app.workers.wait_for_complete()  # the write runs in a thread worker
     await pilot.pause()
     if pilot.app.screen is not dialog:  # closed: exported
         return ""
@@ -241,6 +242,43 @@ async def test_export_that_cannot_write_a_file_writes_none_and_says_which(
         assert app.screen is dialog
     # Checked before writing: not even the chart's text file was written.
     assert [p.name for p in out.iterdir()] == ["comparison-nuclear_norm.csv"]
+
+
+async def test_export_writes_off_the_ui_thread_and_says_so_meanwhile(
+    filled: dict[str, str], tmp_path: Path, monkeypatch
+):
+    """A slow write (a study-sized cache, a slow disk) never holds the keys: the dialog says
+    it is writing, and closes when the worker thread has written."""
+    import threading
+
+    import layerscope.app.tui.export as export
+
+    release, writers = threading.Event(), []
+    real_write = export.write_exports
+
+    def held_write(*args, **kwargs):
+        writers.append(threading.current_thread())
+        assert release.wait(timeout=60)
+        return real_write(*args, **kwargs)
+
+    monkeypatch.setattr(export, "write_exports", held_write)
+    out = tmp_path / "out"
+    app = LayerscopeApp(poll_seconds=0)
+    async with app.run_test(size=SIZE) as pilot:
+        await settle(app, pilot)
+        dialog = await open_export(app, pilot, filled)
+        dialog.query_one("#export-folder").value = str(out)
+        await pilot.press("enter")
+        await pilot.pause()
+        assert app.screen is dialog  # the UI thread went on while the write waits
+        assert str(dialog.query_one("#export-status", Static).render()) == f"writing into {out}…"
+        assert dialog.query_one("#export-folder").disabled
+        release.set()
+        await app.workers.wait_for_complete()
+        await pilot.pause()
+        assert app.screen is not dialog
+    assert writers and writers[0] is not threading.main_thread()
+    assert (out / "chart-nuclear_norm.txt").exists()
 
 
 @pytest.mark.skipif(os.geteuid() == 0, reason="root may write into any folder")

@@ -10,6 +10,7 @@ or a dataset reader (and costs nothing at start-up).
 from __future__ import annotations
 
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import TYPE_CHECKING
 
 from textual.message import Message
@@ -302,3 +303,14 @@ class SampleCurveLoaded(CacheRead):
     projection: str
     sample: list[float] = field(default_factory=list)
     mean: list[float] = field(default_factory=list)
+
+
+# --- exporting -----------------------------------------------------------------------------
+
+
+@dataclass(eq=False)
+class ExportWritten(_Fact):
+    """The export dialog's write ended: the paths written, or why nothing was (one line)."""
+
+    paths: list[Path] = field(default_factory=list)
+    problem: str | None = None
