@@ -16,7 +16,7 @@ from cache_helpers import fill_run
 from test_runner import model_folder, write_dataset  # noqa: F401 (fixture)
 
 from layerscope.analysis.cache import ResultsCache
-from layerscope.analysis.interchange.paper_format import write_paper_jsonl
+from layerscope.analysis.interchange.paper_export import write_paper_jsonl
 from layerscope.app import cli
 
 STAGE_LINE = re.compile(r"[a-z][^:]*…( \(.+\))?")

@@ -10,12 +10,9 @@ from cache_helpers import fill_run, paper_matrices
 
 from layerscope.analysis.base.records import MATRIX_STATISTICS
 from layerscope.analysis.cache import ResultsCache
-from layerscope.analysis.interchange.paper_format import (
-    PaperFormatError,
-    import_paper_jsonl,
-    parse_parameter_name,
-    write_paper_jsonl,
-)
+from layerscope.analysis.interchange.paper_export import write_paper_jsonl
+from layerscope.analysis.interchange.paper_ingest import import_paper_jsonl
+from layerscope.analysis.interchange.paper_schema import PaperFormatError, parse_parameter_name
 
 
 @pytest.fixture

@@ -56,6 +56,12 @@ def test_the_tree_keeps_its_contracts(tmp_path):
         ("analysis/runs/planning.py", "import layerscope.analysis.runs.runner", "Runs"),
         # inside compute/: the spectral statistics know nothing of the engine
         ("analysis/compute/spectral.py", "import layerscope.analysis.compute.engine", "Compute"),
+        # inside interchange/: reading a file knows nothing of the cache import built on it
+        (
+            "analysis/interchange/paper_parse.py",
+            "import layerscope.analysis.interchange.paper_ingest",
+            "Interchange",
+        ),
         # the headless core never imports the UI
         ("analysis/results/compare.py", "import layerscope.app.labels", "analysis/ never imports"),
         # widgets never import screens (a widget posts a message; the App opens the screen)

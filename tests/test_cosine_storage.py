@@ -23,7 +23,8 @@ from layerscope.analysis.base.records import RunHeader, SampleResult
 from layerscope.analysis.cache import ResultsCache
 from layerscope.analysis.cache import schema as cache_schema
 from layerscope.analysis.cache.health import examine
-from layerscope.analysis.interchange.paper_format import import_paper_jsonl, write_paper_jsonl
+from layerscope.analysis.interchange.paper_export import write_paper_jsonl
+from layerscope.analysis.interchange.paper_ingest import import_paper_jsonl
 
 PROJECTIONS = ("q", "k", "v", "o")
 

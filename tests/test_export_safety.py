@@ -22,7 +22,7 @@ from cache_helpers import fill_run
 
 from layerscope.analysis.base import outputs
 from layerscope.analysis.cache import ResultsCache
-from layerscope.analysis.interchange.paper_format import write_paper_jsonl
+from layerscope.analysis.interchange.paper_export import write_paper_jsonl
 from layerscope.app import cli
 
 FORMATS = ("csv", "parquet", "paper-jsonl")

@@ -19,11 +19,9 @@ import pytest
 
 from layerscope.analysis.cache import ResultsCache
 from layerscope.analysis.cache import schema as cache_schema
-from layerscope.analysis.interchange.paper_format import (
-    PaperFormatError,
-    import_paper_jsonl,
-    write_paper_jsonl,
-)
+from layerscope.analysis.interchange.paper_export import write_paper_jsonl
+from layerscope.analysis.interchange.paper_ingest import import_paper_jsonl
+from layerscope.analysis.interchange.paper_schema import PaperFormatError
 
 LAYERS = 3
 PROJECTIONS = ("q_proj", "k_proj", "v_proj", "o_proj")

@@ -29,14 +29,14 @@ from layerscope.analysis.base.records import BatchResult, RunHeader, TargetInfo
 from layerscope.analysis.cache import CacheError, ResultsCache
 from layerscope.analysis.cache import writes as cache_writes
 from layerscope.analysis.cache.schema import REAL_LIMIT
-from layerscope.analysis.interchange.paper_format import (
+from layerscope.analysis.interchange.paper_export import write_paper_jsonl
+from layerscope.analysis.interchange.paper_ingest import (
     IMPORT_BATCH,
-    PaperFormatError,
     import_paper_jsonl,
     import_run_id,
-    read_paper_jsonl,
-    write_paper_jsonl,
 )
+from layerscope.analysis.interchange.paper_parse import read_paper_jsonl
+from layerscope.analysis.interchange.paper_schema import PaperFormatError
 from layerscope.app import cli
 
 LAYERS = 2
@@ -420,12 +420,12 @@ def test_cli_prints_the_summary_and_the_empty_values_and_nothing_else(db, tmp_pa
 
 
 def test_cli_interrupt_says_nothing_was_imported(db, tmp_path, capsys, monkeypatch):
-    import layerscope.analysis.interchange.paper_format as paper_format
+    import layerscope.analysis.interchange.paper_ingest as paper_ingest
 
     def interrupted(*args, **kwargs):
         raise KeyboardInterrupt
 
-    monkeypatch.setattr(paper_format, "import_paper_jsonl", interrupted)
+    monkeypatch.setattr(paper_ingest, "import_paper_jsonl", interrupted)
     monkeypatch.delenv("LAYERSCOPE_DEBUG", raising=False)
     path = write_lines(tmp_path / "stats.jsonl", lines_of(2))
     capsys.readouterr()
@@ -559,7 +559,7 @@ KILL_LAYERS = 4
 _IMPORTER = textwrap.dedent("""
     import sys
     from layerscope.analysis.cache import ResultsCache
-    from layerscope.analysis.interchange.paper_format import import_paper_jsonl
+    from layerscope.analysis.interchange.paper_ingest import import_paper_jsonl
 
     def point(name):
         print(name, flush=True)

@@ -119,7 +119,7 @@ def test_spread_layers_keeps_ends_and_at_most_eight():
 def test_imported_s_list_is_drawn(cache, tmp_path):
     from cache_helpers import paper_matrices
 
-    from layerscope.analysis.interchange.paper_format import import_paper_jsonl
+    from layerscope.analysis.interchange.paper_ingest import import_paper_jsonl
 
     path = tmp_path / "stats.jsonl"
     lines = []

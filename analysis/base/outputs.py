@@ -5,7 +5,7 @@ showed how that goes wrong: ``--output`` naming the cache itself (every run lost
 file replaced without a word, a symbolic link replaced by a regular file, ``/dev/stdout``
 replaced by a file (as root). Every export writer (the tables of
 :mod:`layerscope.analysis.cache.exports`, the paper's JSON lines of
-:mod:`layerscope.analysis.interchange.paper_format`) opens its destination with :func:`open_output`, so
+:mod:`layerscope.analysis.interchange.paper_export`) opens its destination with :func:`open_output`, so
 these rules hold for all of them:
 
 * **Protected files** (the cache and its write-ahead log, see ``ResultsCache.files``) are

@@ -28,7 +28,7 @@ if TYPE_CHECKING:
     from rich.console import Console
 
     from layerscope.analysis.base.records import RunInfo
-    from layerscope.analysis.interchange.paper_format import PaperImport
+    from layerscope.analysis.interchange.paper_ingest import PaperImport
     from layerscope.analysis.results.compare import Comparison
 
 
@@ -203,7 +203,7 @@ def cmd_export(args: argparse.Namespace) -> int:
     info = cache.run(args.run)
     try:
         if args.format == "paper-jsonl":
-            from layerscope.analysis.interchange.paper_format import write_paper_jsonl
+            from layerscope.analysis.interchange.paper_export import write_paper_jsonl
 
             written = write_paper_jsonl(cache, info.id, destination, force=args.force)
             what = f"{written} samples"
@@ -254,7 +254,7 @@ def _import_progress(name: str) -> Iterator[Callable[[int, int], None] | None]:
 
 
 def cmd_import(args: argparse.Namespace) -> int:
-    from layerscope.analysis.interchange.paper_format import import_paper_jsonl
+    from layerscope.analysis.interchange.paper_ingest import import_paper_jsonl
 
     cache = ResultsCache(args.db)
     try:

@@ -76,7 +76,7 @@ def _foreign(world: World) -> None:
 
 
 def _paper_file(world: World) -> None:
-    from layerscope.analysis.interchange.paper_format import write_paper_jsonl
+    from layerscope.analysis.interchange.paper_export import write_paper_jsonl
 
     write_paper_jsonl(ResultsCache(world.db), world.computed_run, world.root / "stats.jsonl")
 
