@@ -15,7 +15,7 @@ import torch
 from modelkit import make_model, make_tokenizer
 from test_engine import SAMPLES, assert_results_close, run
 
-from layerscope.analysis.compute import engine
+from layerscope.analysis.compute import engine, model_state
 from layerscope.analysis.models import loaded_from_objects
 from layerscope.app.settings_presentation import option_name
 
@@ -62,13 +62,13 @@ def test_layers_really_are_recomputed(monkeypatch):
     loaded = loaded_model("llama")
     calls: Counter[int] = Counter()
     known: list[frozenset[int]] = []
-    real = engine._recomputed_modules
+    real = engine.recomputed_modules
 
     def recording(model, targets):
         known.append(real(model, targets))
         return known[-1]
 
-    monkeypatch.setattr(engine, "_recomputed_modules", recording)
+    monkeypatch.setattr(engine, "recomputed_modules", recording)
     handles = [
         t.module.register_forward_hook(lambda m, a, o: calls.update([id(m)]))
         for t in loaded.target_modules("all")
@@ -188,7 +188,7 @@ def test_a_checkpointed_layer_reading_its_training_mode_is_refused():
             return torch.nn.functional.dropout(x, 0.1, training=self.training)
 
     with pytest.raises(ValueError) as e:
-        engine._refuse_training_reads(Layer())
+        model_state._refuse_training_reads(Layer())
     assert e.value.describe(option_name).startswith(
         "--checkpointing: Layer's forward reads its training"
     )
@@ -219,7 +219,7 @@ def test_a_layer_with_its_own_dropout_is_refused_and_the_model_left_as_it_was():
     )
     model = OPTForCausalLM(config).to(torch.float64).eval()  # (its projections are not targets)
     refused = pytest.raises(ValueError, match=r"^checkpointing: OPTDecoder\w*'s forward reads")
-    with refused, engine._checkpointing(model, True):
+    with refused, model_state.checkpointing(model, True):
         pass
     assert not model.is_activation_checkpointing
     assert not any(m.training for m in model.modules())

@@ -20,10 +20,8 @@ from __future__ import annotations
 import threading
 import time
 from collections.abc import Iterator, Sequence
-from contextlib import contextmanager
 from typing import TYPE_CHECKING, Any
 
-from layerscope.analysis.base.errors import mention
 from layerscope.analysis.base.records import (
     BatchResult,
     ComputeSettings,
@@ -32,11 +30,6 @@ from layerscope.analysis.base.records import (
     SampleResult,
     SkippedSample,
 )
-from layerscope.analysis.base.settings import SettingError, setting
-from layerscope.analysis.compat.transformers import (
-    checkpointing_state,
-    restore_checkpointing_state,
-)
 from layerscope.analysis.compute.batching import (
     default_tokens_per_batch,
     formed_gradients_budget,
@@ -44,6 +37,12 @@ from layerscope.analysis.compute.batching import (
 )
 from layerscope.analysis.compute.cosines import SampleCosines, cosine, cosine_matrix, paired_cosines
 from layerscope.analysis.compute.factorisations import Factorisation, Pending
+from layerscope.analysis.compute.model_state import (
+    check_checkpointing,
+    checkpointing,
+    frozen_weights,
+    recomputed_modules,
+)
 from layerscope.analysis.compute.numerics import (
     PhaseTimer,
     denormals_flushed,
@@ -87,7 +86,7 @@ def compute_statistics(
     """
     targets = loaded.target_modules(settings.modules)
     if settings.checkpointing:
-        _check_checkpointing(loaded.model)
+        check_checkpointing(loaded.model)
     total = len(samples)
     done = 0
     encoded: list[EncodedSample] = []
@@ -100,7 +99,7 @@ def compute_statistics(
     batches = _plan(loaded, encoded, settings)
     if not batches and skipped:
         batches = [[]]
-    with _frozen_weights(loaded.model, frozen=settings.method == "fast"):
+    with frozen_weights(loaded.model, frozen=settings.method == "fast"):
         for positions in batches:
             if cancel is not None and cancel.is_set():
                 return
@@ -149,135 +148,6 @@ def _plan(
 def _element_bytes(loaded: LoadedModel) -> int:
     itemsize = getattr(loaded.dtype, "itemsize", None)
     return itemsize if isinstance(itemsize, int) and itemsize > 0 else 4
-
-
-def _check_checkpointing(model: Any) -> None:
-    """Refuse, in one line, a model that cannot recompute its layers."""
-    if not getattr(model, "supports_gradient_checkpointing", False) or not hasattr(
-        model, "gradient_checkpointing_enable"
-    ):
-        raise SettingError(
-            setting("checkpointing"),
-            f"{type(model).__name__} does not support gradient checkpointing (run without "
-            f"{mention('checkpointing')})",
-        )
-
-
-@contextmanager
-def _checkpointing(model: Any, enabled: bool) -> Iterator[None]:
-    """The model's gradient checkpointing on (non-reentrant) for one batch, then as it was.
-
-    transformers checkpoints a layer only when the layer is in training mode, so exactly the
-    modules whose checkpointing flag is set (the decoder layers) are put in training mode, not
-    their children: attention, dropout and every other submodule stay in eval mode, and none of
-    the flagged modules may read its training flag for anything else (a functional dropout in
-    the layer's own forward), so the numbers are those of a plain run. ``early_stop=False``
-    recomputes each layer whole, so every target module's forward runs again, just before the
-    layer's backward: the captures take a checkpointed module's input from that recompute.
-    Everything is restored afterwards: the flags, the checkpointing functions, the input
-    embeddings' require-grad hooks that enabling adds, and every module's train/eval mode.
-    """
-    if not enabled:
-        yield
-        return
-    _check_checkpointing(model)
-    modules = list(model.modules())
-    modes = [m.training for m in modules]
-    saved = [(m, checkpointing_state(m)) for m in modules]
-    try:
-        enable = getattr(model, "activation_checkpointing_enable", None)
-        if enable is not None:  # transformers 5: gradient_checkpointing_enable is deprecated
-            enable(activation_checkpointing_kwargs=_CHECKPOINT_OPTIONS)
-        else:
-            model.gradient_checkpointing_enable(gradient_checkpointing_kwargs=_CHECKPOINT_OPTIONS)
-        for module in modules:
-            if getattr(module, "gradient_checkpointing", False) is True and _checks_training(
-                module
-            ):
-                _refuse_training_reads(module)
-                module.training = True  # not .train(): its children stay in eval mode
-        yield
-    finally:
-        for module, state in saved:
-            restore_checkpointing_state(module, state)
-        for module, mode in zip(modules, modes, strict=True):
-            module.training = mode
-
-
-# use_reentrant=False: hooks see tensors of one autograd graph; early_stop=False: a layer's
-# recompute runs to its end, so every target module inside it sees its input again.
-_CHECKPOINT_OPTIONS = {"use_reentrant": False, "early_stop": False}
-
-
-def _forward_source(module: Any) -> str:
-    import inspect
-
-    try:
-        return inspect.getsource(inspect.unwrap(type(module).forward))
-    except (OSError, TypeError):
-        return ""
-
-
-def _checks_training(module: Any) -> bool:
-    """Whether transformers checkpoints this module only in training mode: a decoder layer
-    (``GradientCheckpointingLayer``), or a model that checkpoints its layers in its own loop
-    (``if self.gradient_checkpointing and self.training``); a base model whose forward never
-    reads the flag is left in eval mode."""
-    try:
-        from transformers.modeling_layers import GradientCheckpointingLayer
-    except ImportError:
-        return "self.training" in _forward_source(module)
-    return isinstance(module, GradientCheckpointingLayer) or (
-        "self.training" in _forward_source(module)
-    )
-
-
-def _refuse_training_reads(module: Any) -> None:
-    """A checkpointed module is put in training mode; refuse one whose own forward reads the
-    flag for anything but checkpointing (a dropout there would change the numbers)."""
-    source = _forward_source(module).replace("gradient_checkpointing and self.training", "")
-    if "self.training" in source:
-        raise SettingError(
-            setting("checkpointing"),
-            f"{type(module).__name__}'s forward reads its training mode (a dropout would "
-            f"change the numbers); run without {mention('checkpointing')}",
-        )
-
-
-def _recomputed_modules(model: Any, targets: Sequence[Target]) -> frozenset[int]:
-    """The target modules (by id) whose forward runs again in the backward pass: those inside
-    a layer that transformers checkpoints now. A module that is recomputed without being
-    known here (an older model's own checkpointing loop) is still measured once, with its
-    first pass's input (equal to the recompute's)."""
-    try:
-        from transformers.modeling_layers import GradientCheckpointingLayer
-    except ImportError:
-        return frozenset()
-    inside: set[int] = set()
-    for layer in model.modules():
-        if (
-            isinstance(layer, GradientCheckpointingLayer)
-            and layer.gradient_checkpointing
-            and layer.training
-        ):
-            inside.update(id(m) for m in layer.modules())
-    return frozenset(id(t.module) for t in targets if id(t.module) in inside)
-
-
-@contextmanager
-def _frozen_weights(model: Any, frozen: bool) -> Iterator[None]:
-    """Freeze (fast) or unfreeze (reference) every weight, restoring the old state after."""
-    parameters = list(model.parameters())
-    before = [p.requires_grad for p in parameters]
-    for p in parameters:
-        p.requires_grad_(not frozen)
-        p.grad = None
-    try:
-        yield
-    finally:
-        for p, flag in zip(parameters, before, strict=True):
-            p.grad = None
-            p.requires_grad_(flag)
 
 
 def _response_loss(
@@ -362,7 +232,7 @@ class _Capture:
         self.inputs: dict[int, torch.Tensor] = {}
         self.output_grads: dict[int, torch.Tensor] = {}
         self.handles: list[Any] = []
-        self.recomputed = _recomputed_modules(model, targets)
+        self.recomputed = recomputed_modules(model, targets)
         self.hooked: set[int] = set()  # modules whose first pass has run
         modules = {id(t.module): t.module for t in targets}
         for module in modules.values():
@@ -417,7 +287,7 @@ def _fast_batch(
     input_ids, mask = _padded_batch(loaded, encoded)
     plans = plan_routes(loaded, targets, [e.length - 1 for e in encoded], settings)
     statistics = _StreamingStatistics(targets, encoded, settings, plans)
-    with _checkpointing(loaded.model, settings.checkpointing):
+    with checkpointing(loaded.model, settings.checkpointing):
         capture = _StreamingCapture(loaded.model, targets, statistics)
         try:
             with timer.phase("forward_backward"):
@@ -468,7 +338,7 @@ class _StreamingCapture:
         self.inputs: dict[int, torch.Tensor] = {}
         self.input_keys: dict[int, tuple[int, tuple[int, ...]]] = {}
         self.sharing: dict[tuple[int, tuple[int, ...]], int] = {}  # q, k and v share an input
-        self.recomputed = _recomputed_modules(model, targets)
+        self.recomputed = recomputed_modules(model, targets)
         self.hooked: set[int] = set()  # modules whose first pass has run
         self.waiting: dict[int, torch.Tensor] = {}  # gradients that came before the recompute
         self.measured: set[int] = set()
@@ -722,7 +592,7 @@ def _fast_batch_at_end(
     (``--no-streaming``; the streaming path is tested against it)."""
 
     input_ids, mask = _padded_batch(loaded, encoded)
-    with _checkpointing(loaded.model, settings.checkpointing):
+    with checkpointing(loaded.model, settings.checkpointing):
         capture = _Capture(loaded.model, targets)
         try:
             with timer.phase("forward_backward"):
@@ -839,7 +709,7 @@ def _reference_sample(
     input_ids = torch.tensor([sample.input_ids], device=loaded.device)
     model.zero_grad(set_to_none=True)
     with (
-        _checkpointing(model, settings.checkpointing),
+        checkpointing(model, settings.checkpointing),
         timer.phase("forward_backward"),
         torch.enable_grad(),
     ):
