@@ -50,6 +50,7 @@ from layerscope.analysis.compute.numerics import (
 from layerscope.analysis.compute.numerics import (
     flush_subnormals_for_this_process as flush_subnormals_for_this_process,
 )
+from layerscope.analysis.compute.passes import forward_backward, padded_batch, response_loss
 from layerscope.analysis.compute.routes import SamplePlan, plan_batch, shapes_of, weights_for
 from layerscope.analysis.compute.spectral import (
     entry_statistics_in_blocks,
@@ -150,18 +151,6 @@ def _element_bytes(loaded: LoadedModel) -> int:
     return itemsize if isinstance(itemsize, int) and itemsize > 0 else 4
 
 
-def _response_loss(
-    logits: torch.Tensor, input_ids: torch.Tensor, encoded: EncodedSample
-) -> torch.Tensor:
-    """Mean cross-entropy over the response tokens of one sample, in float32 or wider."""
-    import torch
-
-    first = max(encoded.response_start, 1)
-    predicted = logits[first - 1 : encoded.length - 1]
-    predicted = predicted.to(working_dtype(predicted.dtype))
-    return torch.nn.functional.cross_entropy(predicted, input_ids[first : encoded.length])
-
-
 def _is_out_of_memory(error: BaseException) -> bool:
     text = str(error).lower()
     return type(error).__name__ == "OutOfMemoryError" or (
@@ -201,22 +190,6 @@ def _release_memory(loaded: LoadedModel) -> None:
     gc.collect()
     if loaded.device.type == "cuda":
         torch.cuda.empty_cache()
-
-
-def _padded_batch(
-    loaded: LoadedModel, encoded: list[EncodedSample]
-) -> tuple[torch.Tensor, torch.Tensor]:
-    """Right-padded ids and mask (positions are 0..T-1 whatever the mask, so pad right)."""
-    import torch
-
-    longest = max(e.length for e in encoded)
-    pad = loaded.tokenizer.pad_token_id or 0
-    input_ids = torch.full((len(encoded), longest), pad, dtype=torch.long)
-    mask = torch.zeros((len(encoded), longest), dtype=torch.long)
-    for row, sample in enumerate(encoded):
-        input_ids[row, : sample.length] = torch.tensor(sample.input_ids)
-        mask[row, : sample.length] = 1
-    return input_ids.to(loaded.device), mask.to(loaded.device)
 
 
 class _Capture:
@@ -284,14 +257,14 @@ def _fast_batch(
     if not settings.streaming:
         return _fast_batch_at_end(loaded, targets, encoded, settings, timer)
 
-    input_ids, mask = _padded_batch(loaded, encoded)
+    input_ids, mask = padded_batch(loaded, encoded)
     plans = plan_routes(loaded, targets, [e.length - 1 for e in encoded], settings)
     statistics = _StreamingStatistics(targets, encoded, settings, plans)
     with checkpointing(loaded.model, settings.checkpointing):
         capture = _StreamingCapture(loaded.model, targets, statistics)
         try:
             with timer.phase("forward_backward"):
-                losses = _forward_backward(loaded, encoded, input_ids, mask)
+                losses = forward_backward(loaded, encoded, input_ids, mask)
             capture.check_complete()
             with timer.phase("statistics"), denormals_flushed():
                 results = statistics.results([loss.item() for loss in losses])
@@ -302,23 +275,6 @@ def _fast_batch(
         finally:
             capture.close()
             statistics.close()
-
-
-def _forward_backward(
-    loaded: LoadedModel, encoded: list[EncodedSample], input_ids: torch.Tensor, mask: torch.Tensor
-) -> list[torch.Tensor]:
-    """One forward and backward of a padded batch; the loss is the sum of the samples' mean
-    response losses, so each sample's output gradients are exactly its own. Returns the
-    per-sample losses (0-d tensors)."""
-    import torch
-
-    with torch.enable_grad():
-        model = loaded.model
-        logits = model(input_ids=input_ids, attention_mask=mask, use_cache=False).logits
-        losses = [_response_loss(logits[row], input_ids[row], e) for row, e in enumerate(encoded)]
-        del logits
-        torch.stack(losses).sum().backward()
-    return losses
 
 
 class _StreamingCapture:
@@ -591,12 +547,12 @@ def _fast_batch_at_end(
     each sample with the per-matrix factorisations and full gradients for max/min/cosines
     (``--no-streaming``; the streaming path is tested against it)."""
 
-    input_ids, mask = _padded_batch(loaded, encoded)
+    input_ids, mask = padded_batch(loaded, encoded)
     with checkpointing(loaded.model, settings.checkpointing):
         capture = _Capture(loaded.model, targets)
         try:
             with timer.phase("forward_backward"):
-                losses = _forward_backward(loaded, encoded, input_ids, mask)
+                losses = forward_backward(loaded, encoded, input_ids, mask)
             capture.check_complete()
             with timer.phase("statistics"), denormals_flushed():
                 return [
@@ -714,7 +670,7 @@ def _reference_sample(
         torch.enable_grad(),
     ):
         logits = model(input_ids=input_ids, use_cache=False).logits
-        loss = _response_loss(logits[0], input_ids[0], sample)
+        loss = response_loss(logits[0], input_ids[0], sample)
         del logits
         loss.backward()
     with timer.phase("statistics"), denormals_flushed():
