@@ -20,7 +20,7 @@ from __future__ import annotations
 import threading
 import time
 from collections.abc import Iterator, Sequence
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING
 
 from layerscope.analysis.base.records import (
     BatchResult,
@@ -35,13 +35,12 @@ from layerscope.analysis.compute.batching import (
     formed_gradients_budget,
     plan_batches,
 )
-from layerscope.analysis.compute.cosines import SampleCosines, cosine, cosine_matrix, paired_cosines
-from layerscope.analysis.compute.factorisations import Factorisation, Pending
+from layerscope.analysis.compute.capture import Capture, StreamingCapture
+from layerscope.analysis.compute.cosines import cosine, cosine_matrix, paired_cosines
 from layerscope.analysis.compute.model_state import (
     check_checkpointing,
     checkpointing,
     frozen_weights,
-    recomputed_modules,
 )
 from layerscope.analysis.compute.numerics import (
     PhaseTimer,
@@ -53,7 +52,6 @@ from layerscope.analysis.compute.numerics import (
 from layerscope.analysis.compute.passes import forward_backward, padded_batch, response_loss
 from layerscope.analysis.compute.routes import SamplePlan, plan_batch, shapes_of, weights_for
 from layerscope.analysis.compute.spectral import (
-    entry_statistics_in_blocks,
     factor_entry_statistics,
     full_spectrum,
     input_r_factor,
@@ -62,6 +60,7 @@ from layerscope.analysis.compute.spectral import (
     summarize_spectrum,
     working_dtype,
 )
+from layerscope.analysis.compute.streaming import StreamingStatistics
 from layerscope.analysis.compute.text import EncodedSample, SampleSkipped, encode_sample
 
 if TYPE_CHECKING:
@@ -192,60 +191,6 @@ def _release_memory(loaded: LoadedModel) -> None:
         torch.cuda.empty_cache()
 
 
-class _Capture:
-    """Forward hooks that keep each target module's input and output gradient.
-
-    Under checkpointing a module inside a checkpointed layer runs twice: its first pass (whose
-    output receives the gradient) and a recompute in the backward. The gradient hook goes on
-    the first pass's output only; the input is kept from the recompute (holding the first
-    pass's would undo checkpointing's saving), and once per module.
-    """
-
-    def __init__(self, model: Any, targets: Sequence[Target]) -> None:
-        self.inputs: dict[int, torch.Tensor] = {}
-        self.output_grads: dict[int, torch.Tensor] = {}
-        self.handles: list[Any] = []
-        self.recomputed = recomputed_modules(model, targets)
-        self.hooked: set[int] = set()  # modules whose first pass has run
-        modules = {id(t.module): t.module for t in targets}
-        for module in modules.values():
-            self.handles.append(module.register_forward_hook(self._forward_hook))
-        # Weights are frozen, so make the embeddings' output the leaf that gradients flow from.
-        embeddings = model.get_input_embeddings()
-        self.handles.append(embeddings.register_forward_hook(_require_grad_hook))
-
-    def _forward_hook(self, module: Any, args: tuple[Any, ...], output: torch.Tensor) -> None:
-        key = id(module)
-        if key in self.hooked:  # a recompute: the first one to bring the input keeps it
-            if key not in self.inputs:
-                self.inputs[key] = args[0].detach()
-            return
-        self.hooked.add(key)
-        if key not in self.recomputed:
-            self.inputs[key] = args[0].detach()
-
-        def keep_gradient(gradient: torch.Tensor) -> None:
-            self.output_grads[key] = gradient.detach()
-
-        output.register_hook(keep_gradient)
-
-    def check_complete(self) -> None:
-        """Every module's input and output gradient arrived (a bug otherwise, not the data's)."""
-        missing = self.hooked - (self.inputs.keys() & self.output_grads.keys())
-        if missing:
-            raise RuntimeError(f"{len(missing)} modules' inputs or gradients never arrived")
-
-    def close(self) -> None:
-        for handle in self.handles:
-            handle.remove()
-        self.inputs.clear()
-        self.output_grads.clear()
-
-
-def _require_grad_hook(module: Any, args: tuple[Any, ...], output: torch.Tensor) -> torch.Tensor:
-    return output.detach().requires_grad_(True)
-
-
 def _fast_batch(
     loaded: LoadedModel,
     targets: Sequence[Target],
@@ -259,9 +204,9 @@ def _fast_batch(
 
     input_ids, mask = padded_batch(loaded, encoded)
     plans = plan_routes(loaded, targets, [e.length - 1 for e in encoded], settings)
-    statistics = _StreamingStatistics(targets, encoded, settings, plans)
+    statistics = StreamingStatistics(targets, encoded, settings, plans)
     with checkpointing(loaded.model, settings.checkpointing):
-        capture = _StreamingCapture(loaded.model, targets, statistics)
+        capture = StreamingCapture(loaded.model, targets, statistics)
         try:
             with timer.phase("forward_backward"):
                 losses = forward_backward(loaded, encoded, input_ids, mask)
@@ -275,238 +220,6 @@ def _fast_batch(
         finally:
             capture.close()
             statistics.close()
-
-
-class _StreamingCapture:
-    """Hooks that hand each target module's input and output gradient on as the backward pass
-    reaches the module, then drop them: nothing of a module outlives its own backward step.
-
-    Under checkpointing a module inside a checkpointed layer runs twice: its first pass in the
-    forward, whose output is the one that receives the gradient (the only one hooked), and a
-    recompute just before the layer's backward, which brings the input (the first pass's is
-    not kept: holding it would undo checkpointing's saving). The two halves meet in either
-    order (a layer's last module gets its gradient before the recompute, the others after);
-    the module is measured when the second arrives, and exactly once.
-    """
-
-    def __init__(self, model: Any, targets: Sequence[Target], sink: _StreamingStatistics) -> None:
-        self.sink = sink
-        self.inputs: dict[int, torch.Tensor] = {}
-        self.input_keys: dict[int, tuple[int, tuple[int, ...]]] = {}
-        self.sharing: dict[tuple[int, tuple[int, ...]], int] = {}  # q, k and v share an input
-        self.recomputed = recomputed_modules(model, targets)
-        self.hooked: set[int] = set()  # modules whose first pass has run
-        self.waiting: dict[int, torch.Tensor] = {}  # gradients that came before the recompute
-        self.measured: set[int] = set()
-        self.handles: list[Any] = []
-        modules = {id(t.module): t.module for t in targets}
-        for module in modules.values():
-            self.handles.append(module.register_forward_hook(self._forward_hook))
-        embeddings = model.get_input_embeddings()
-        self.handles.append(embeddings.register_forward_hook(_require_grad_hook))
-
-    def _forward_hook(self, module: Any, args: tuple[Any, ...], output: torch.Tensor) -> None:
-        key = id(module)
-        if key not in self.hooked:  # the first pass: its output receives the gradient
-            self.hooked.add(key)
-            output.register_hook(lambda gradient: self._gradient_arrived(key, gradient))
-            if key in self.recomputed:
-                return  # the input comes with the recompute
-        elif key in self.measured:
-            return  # recomputed after its measurement (with the first pass's equal input)
-        self._keep_input(key, args[0].detach())
-        if key in self.waiting:
-            self._arrived(key, self.waiting.pop(key))
-
-    def _keep_input(self, key: int, captured: torch.Tensor) -> None:
-        if key in self.inputs:  # recomputed while the first pass's is held: keep one
-            del self.inputs[key]
-            self._unshare(self.input_keys.pop(key))
-        self.inputs[key] = captured
-        input_key = (captured.data_ptr(), tuple(captured.shape))
-        self.input_keys[key] = input_key
-        self.sharing[input_key] = self.sharing.get(input_key, 0) + 1
-
-    def _gradient_arrived(self, key: int, gradient: torch.Tensor) -> None:
-        if key in self.inputs:
-            self._arrived(key, gradient.detach())
-        else:
-            self.waiting[key] = gradient.detach()
-
-    def _arrived(self, key: int, gradient: torch.Tensor) -> None:
-        inputs = self.inputs.pop(key)
-        input_key = self.input_keys.pop(key)
-        self.sink.module_arrived(key, inputs, gradient, input_key)
-        del inputs
-        self.measured.add(key)
-        self._unshare(input_key)
-
-    def _unshare(self, input_key: tuple[int, tuple[int, ...]]) -> None:
-        self.sharing[input_key] -= 1
-        if self.sharing[input_key] == 0:
-            del self.sharing[input_key]
-            self.sink.input_done(input_key)
-
-    def check_complete(self) -> None:
-        """Every module was measured (a bug otherwise, not the data's)."""
-        if self.measured != self.hooked:
-            missing = len(self.hooked - self.measured)
-            raise RuntimeError(f"{missing} modules' inputs or gradients never met")
-
-    def close(self) -> None:
-        for handle in self.handles:
-            handle.remove()
-        self.inputs.clear()
-        self.waiting.clear()
-
-
-class _StreamingStatistics:
-    """A batch's statistics, computed module by module as the output gradients arrive.
-
-    Each matrix is measured on its tensors' own device, by the routes the cost model
-    (:mod:`~layerscope.analysis.compute.routes`) chose for its projection at its sample's length:
-    spectra by T-by-T factors (through the chosen
-    :class:`~layerscope.analysis.compute.factorisations.Factorisation`) or by ``svdvals`` of the formed
-    gradient; max and min from a formed gradient or from one formed in row blocks; cosines by
-    factor products or from gradients kept formed (:class:`~layerscope.analysis.compute.cosines.
-    SampleCosines`). Everything is gathered on the CPU by :meth:`results`.
-    """
-
-    def __init__(
-        self,
-        targets: Sequence[Target],
-        encoded: list[EncodedSample],
-        settings: ComputeSettings,
-        plans: list[SamplePlan],
-    ) -> None:
-        self.targets = list(targets)
-        self.encoded = encoded
-        self.settings = settings
-        self.positions = [e.length - 1 for e in encoded]  # the last position's D is zero
-        self.plans = plans
-        self.factorisation = Factorisation(settings.factorisation)
-        self.of_module: dict[int, list[int]] = {}
-        for index, target in enumerate(self.targets):
-            self.of_module.setdefault(id(target.module), []).append(index)
-        self.spectra: dict[tuple[int, int], Pending] = {}
-        self.entries: dict[tuple[int, int], tuple[torch.Tensor, torch.Tensor, torch.Tensor]] = {}
-        infos = [t.info for t in self.targets]
-        self.cosines = [SampleCosines(infos) for _ in encoded] if settings.cosines else None
-        self.hook_seconds = 0.0
-
-    def module_arrived(
-        self,
-        module_key: int,
-        inputs: torch.Tensor,
-        output_grads: torch.Tensor,
-        input_key: tuple[int, tuple[int, ...]],
-    ) -> None:
-        import torch
-
-        began = time.perf_counter()
-        with torch.no_grad(), denormals_flushed():
-            for index in self.of_module[module_key]:
-                self._measure(index, inputs, output_grads, input_key)
-            if output_grads.device.type == "cuda":
-                torch.cuda.synchronize(output_grads.device)  # an honest phase split
-        self.hook_seconds += time.perf_counter() - began
-
-    def input_done(self, input_key: tuple[int, tuple[int, ...]]) -> None:
-        """Every module reading this input has been measured: its shared work can be done and
-        its shared factors dropped."""
-        import torch
-
-        began = time.perf_counter()
-        with torch.no_grad(), denormals_flushed():
-            self.factorisation.forget(input_key)
-            for cosines in self.cosines or []:
-                cosines.input_done(input_key)
-        self.hook_seconds += time.perf_counter() - began
-
-    def _measure(
-        self,
-        index: int,
-        inputs: torch.Tensor,
-        output_grads: torch.Tensor,
-        input_key: tuple[int, tuple[int, ...]],
-    ) -> None:
-        import torch
-
-        target = self.targets[index]
-        info = target.info
-        dtype = working_dtype(inputs.dtype)
-        if target.output_features is not None:
-            output_grads = output_grads.index_select(
-                -1, target.output_features.to(output_grads.device)
-            )
-        routes = [plan[info.projection] for plan in self.plans]
-        xs = [inputs[r, :p].to(dtype) for r, p in enumerate(self.positions)]
-        ds = [output_grads[r, :p].to(dtype) for r, p in enumerate(self.positions)]
-        matrices: list[torch.Tensor | None] = []
-        for row, route in enumerate(routes):
-            if self.cosines is not None and route.keeps_gradients:
-                slot = self.cosines[row].gradient_slot(info, ds[row])
-                torch.matmul(ds[row].T, xs[row], out=slot)  # formed where it is kept
-                matrices.append(slot)
-            elif route.forms_gradients:
-                matrices.append(ds[row].T @ xs[row])
-            else:
-                matrices.append(None)
-        pending = self.factorisation.singular_values(
-            ds, xs, input_key, matrices, [route.spectrum == "factors" for route in routes]
-        )
-        for row, route in enumerate(routes):
-            self.spectra[(row, index)] = pending[row]
-            if self.settings.entry_statistics:
-                self.entries[(row, index)] = entry_statistics_in_blocks(
-                    ds[row], xs[row], matrices[row]
-                )
-            if self.cosines is not None and route.cosines == "factors":
-                p = self.positions[row]
-                self.cosines[row].add_factors(
-                    info, output_grads[row, :p], inputs[row, :p], input_key
-                )
-
-    def results(self, losses: list[float]) -> list[SampleResult]:
-        results = []
-        for row, sample in enumerate(self.encoded):
-            matrices = []
-            for index, target in enumerate(self.targets):
-                rows, cols = target.info.rows, target.info.cols
-                singular_values = self.spectra[(row, index)].result()
-                values = summarize_spectrum(singular_values, rows, cols, losses[row])
-                if self.settings.entry_statistics:
-                    total, largest, smallest = self.entries[(row, index)]
-                    values["mean"] = float(total) / (rows * cols)
-                    values["max"] = float(largest)
-                    values["min"] = float(smallest)
-                spectrum = (
-                    full_spectrum(singular_values, rows, cols) if self.settings.spectra else None
-                )
-                matrices.append(
-                    MatrixStatistics(target.info.layer, target.info.projection, values, spectrum)
-                )
-            cosines = self.cosines[row] if self.cosines is not None else None
-            if cosines is not None:
-                cosines.finish()
-            results.append(
-                SampleResult(
-                    index=sample.index,
-                    loss=losses[row],
-                    prompt_tokens=sample.prompt_tokens,
-                    response_tokens=sample.response_tokens,
-                    matrices=matrices,
-                    layer_cosines=cosines.layer_cosines() if cosines else {},
-                    pair_cosines=cosines.pair_cosines() if cosines else {},
-                )
-            )
-        return results
-
-    def close(self) -> None:
-        self.factorisation.close()
-        self.spectra.clear()
-        self.entries.clear()
-        self.cosines = None
 
 
 def plan_routes(
@@ -549,7 +262,7 @@ def _fast_batch_at_end(
 
     input_ids, mask = padded_batch(loaded, encoded)
     with checkpointing(loaded.model, settings.checkpointing):
-        capture = _Capture(loaded.model, targets)
+        capture = Capture(loaded.model, targets)
         try:
             with timer.phase("forward_backward"):
                 losses = forward_backward(loaded, encoded, input_ids, mask)
@@ -604,7 +317,7 @@ def _sample_result(
 
 
 def _factor_sample_statistics(
-    capture: _Capture,
+    capture: Capture,
     targets: Sequence[Target],
     row: int,
     sample: EncodedSample,
