@@ -15,7 +15,7 @@ import torch
 from modelkit import make_model, make_tokenizer
 from test_engine import SAMPLES, assert_results_close, run
 
-from layerscope.analysis.compute import capture, engine, model_state
+from layerscope.analysis.compute import capture, engine, model_state, reference
 from layerscope.analysis.compute.streaming import StreamingStatistics
 from layerscope.analysis.models import loaded_from_objects
 from layerscope.app.settings_presentation import option_name
@@ -98,7 +98,7 @@ def test_each_module_is_measured_exactly_once_per_sample(monkeypatch, streaming)
 
         monkeypatch.setattr(StreamingStatistics, "module_arrived", watching)
     else:
-        real_statistics = engine._factor_sample_statistics
+        real_statistics = reference._factor_sample_statistics
 
         def counting(capture, targets, row, *args):
             measured.update(
@@ -106,7 +106,7 @@ def test_each_module_is_measured_exactly_once_per_sample(monkeypatch, streaming)
             )
             return real_statistics(capture, targets, row, *args)
 
-        monkeypatch.setattr(engine, "_factor_sample_statistics", counting)
+        monkeypatch.setattr(reference, "_factor_sample_statistics", counting)
     run(loaded, SAMPLES[:3], modules="all", batch_size=3, streaming=streaming, checkpointing=True)
     modules = {id(t.module) for t in targets}
     assert set(measured) == {(m, row) for m in modules for row in range(3)}
