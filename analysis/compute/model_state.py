@@ -1,11 +1,11 @@
-"""What the computation changes on the model for a pass, and restores after: which weights
-take gradients, and gradient checkpointing with the training flags it needs.
+"""What the computation changes on the model and restores: frozen weights, checkpointing.
 
-Why its own module: these are the only places the engine writes to the model it was given, and
-each must leave the model as it found it. Checkpointing is the delicate one: transformers
-checkpoints a layer only in training mode, so a layer is put in training mode just as far as
-checkpointing needs, a layer whose own forward reads the flag for anything else is refused
-(the numbers would change), and the captures ask here which target modules run twice.
+Why its own module: these change the state of a model the caller owns (which parameters take
+gradients, the checkpointing flags and functions, each module's train/eval mode), and each must
+leave it as it found it, whatever the pass raised. Checkpointing is the delicate one:
+transformers checkpoints a layer only in training mode, so a layer is put in training mode just
+as far as checkpointing needs, a layer whose own forward reads the flag for anything else is
+refused (the numbers would change), and the captures ask here which target modules run twice.
 """
 
 from __future__ import annotations

@@ -1,12 +1,12 @@
-"""A batch's statistics measured inside its backward pass, module by module, as the output
-gradients arrive (the fast method's default path).
+"""The fast method's statistics, measured inside the backward pass module by module.
 
 Why its own module: this is where the memory and time of the fast method go. Each module's
 ``X`` and ``D`` are measured on their own device the moment the streaming capture hands them
 over and dropped at once; what a projection's factors share (the R factor of an input read by
 q, k and v, the cosine work on it) lives until the last module reading that input is done.
 Every statistic follows the route the cost model chose for it; the results are gathered only
-at the batch's end. The batch-end path (``--no-streaming``) is what it is tested against.
+at the batch's end. It is the default; the batch-end path (``--no-streaming``, in
+:mod:`~layerscope.analysis.compute.reference`) is what it is tested against.
 """
 
 from __future__ import annotations
