@@ -131,7 +131,7 @@ def _floor(model, ids: list[int], checkpointing: bool) -> int:
     """A frozen-weight forward and backward of the response loss, nothing captured."""
     import torch
 
-    from layerscope.analysis.compute.engine import _checkpointing
+    from layerscope.analysis.compute import model_state
 
     for parameter in model.parameters():
         parameter.requires_grad_(False)
@@ -140,7 +140,7 @@ def _floor(model, ids: list[int], checkpointing: bool) -> int:
     )
     input_ids = torch.tensor([ids])
     try:
-        with _checkpointing(model, checkpointing), torch.enable_grad():
+        with model_state.checkpointing(model, checkpointing), torch.enable_grad():
             logits = model(input_ids=input_ids, use_cache=False).logits[0]
             loss = torch.nn.functional.cross_entropy(
                 logits[PROMPT_TOKENS - 1 : -1], input_ids[0, PROMPT_TOKENS:]

@@ -15,7 +15,8 @@ import torch
 from modelkit import make_model, make_tokenizer
 from test_engine import SAMPLES, assert_results_close, run
 
-from layerscope.analysis.compute import engine
+from layerscope.analysis.compute import capture, engine, model_state, reference
+from layerscope.analysis.compute.streaming import StreamingStatistics
 from layerscope.analysis.models import loaded_from_objects
 from layerscope.app.settings_presentation import option_name
 
@@ -62,13 +63,13 @@ def test_layers_really_are_recomputed(monkeypatch):
     loaded = loaded_model("llama")
     calls: Counter[int] = Counter()
     known: list[frozenset[int]] = []
-    real = engine._recomputed_modules
+    real = capture.recomputed_modules
 
     def recording(model, targets):
         known.append(real(model, targets))
         return known[-1]
 
-    monkeypatch.setattr(engine, "_recomputed_modules", recording)
+    monkeypatch.setattr(capture, "recomputed_modules", recording)
     handles = [
         t.module.register_forward_hook(lambda m, a, o: calls.update([id(m)]))
         for t in loaded.target_modules("all")
@@ -89,15 +90,15 @@ def test_each_module_is_measured_exactly_once_per_sample(monkeypatch, streaming)
     targets = loaded.target_modules("all")
     measured: Counter[tuple[int, int]] = Counter()  # (module, sample row)
     if streaming:
-        real = engine._StreamingStatistics.module_arrived
+        real = StreamingStatistics.module_arrived
 
         def watching(self, module_key, inputs, output_grads, input_key):
             measured.update((module_key, row) for row in range(inputs.shape[0]))
             return real(self, module_key, inputs, output_grads, input_key)
 
-        monkeypatch.setattr(engine._StreamingStatistics, "module_arrived", watching)
+        monkeypatch.setattr(StreamingStatistics, "module_arrived", watching)
     else:
-        real_statistics = engine._factor_sample_statistics
+        real_statistics = reference._factor_sample_statistics
 
         def counting(capture, targets, row, *args):
             measured.update(
@@ -105,7 +106,7 @@ def test_each_module_is_measured_exactly_once_per_sample(monkeypatch, streaming)
             )
             return real_statistics(capture, targets, row, *args)
 
-        monkeypatch.setattr(engine, "_factor_sample_statistics", counting)
+        monkeypatch.setattr(reference, "_factor_sample_statistics", counting)
     run(loaded, SAMPLES[:3], modules="all", batch_size=3, streaming=streaming, checkpointing=True)
     modules = {id(t.module) for t in targets}
     assert set(measured) == {(m, row) for m in modules for row in range(3)}
@@ -116,9 +117,9 @@ def test_the_recompute_brings_the_input_and_the_first_pass_input_is_not_kept(mon
     """While a checkpointed layer waits for its backward, no input of its modules is held."""
     loaded = loaded_model("llama")
     held: list[int] = []
-    real = engine._StreamingStatistics.module_arrived
+    real = StreamingStatistics.module_arrived
     captures: list = []
-    real_capture = engine._StreamingCapture
+    real_capture = engine.StreamingCapture
 
     def recording(*args):
         captures.append(real_capture(*args))
@@ -128,8 +129,8 @@ def test_the_recompute_brings_the_input_and_the_first_pass_input_is_not_kept(mon
         held.append(len(captures[0].inputs))
         return real(self, module_key, inputs, output_grads, input_key)
 
-    monkeypatch.setattr(engine, "_StreamingCapture", recording)
-    monkeypatch.setattr(engine._StreamingStatistics, "module_arrived", watching)
+    monkeypatch.setattr(engine, "StreamingCapture", recording)
+    monkeypatch.setattr(StreamingStatistics, "module_arrived", watching)
     run(loaded, SAMPLES[:2], modules="all", batch_size=2, checkpointing=True)
     # Only the layer being differentiated holds inputs (at most its other 6 modules), never
     # the layers whose backward has not begun (plain: up to 3 * 7 - 1).
@@ -188,7 +189,7 @@ def test_a_checkpointed_layer_reading_its_training_mode_is_refused():
             return torch.nn.functional.dropout(x, 0.1, training=self.training)
 
     with pytest.raises(ValueError) as e:
-        engine._refuse_training_reads(Layer())
+        model_state._refuse_training_reads(Layer())
     assert e.value.describe(option_name).startswith(
         "--checkpointing: Layer's forward reads its training"
     )
@@ -219,7 +220,7 @@ def test_a_layer_with_its_own_dropout_is_refused_and_the_model_left_as_it_was():
     )
     model = OPTForCausalLM(config).to(torch.float64).eval()  # (its projections are not targets)
     refused = pytest.raises(ValueError, match=r"^checkpointing: OPTDecoder\w*'s forward reads")
-    with refused, engine._checkpointing(model, True):
+    with refused, model_state.checkpointing(model, True):
         pass
     assert not model.is_activation_checkpointing
     assert not any(m.training for m in model.modules())

@@ -119,12 +119,12 @@ def run_cli(capsys, *argv) -> tuple[int, list[str]]:
 def test_a_bug_inside_the_engine_reaches_the_cli_as_an_internal_error(
     tmp_path, monkeypatch, capsys
 ):
-    from layerscope.analysis.compute import engine
+    from layerscope.analysis.compute import passes
 
     def broken(*args, **kwargs):
         raise RuntimeError("a deliberate bug in the engine")
 
-    monkeypatch.setattr(engine, "_response_loss", broken)
+    monkeypatch.setattr(passes, "response_loss", broken)
     monkeypatch.setenv("XDG_STATE_HOME", str(tmp_path / "state"))
     monkeypatch.delenv("LAYERSCOPE_DEBUG", raising=False)
     status, err = run_cli(
@@ -153,14 +153,14 @@ def test_a_chunk_failing_with_a_layerscope_error_stays_the_users(tmp_path, monke
     """Every sample refused for a reason layerscope gives (a setting the model cannot take):
     one line naming the option, exit status 1, no traceback file."""
     from layerscope.analysis.base.settings import SettingError, setting
-    from layerscope.analysis.compute import engine
+    from layerscope.analysis.compute import passes
 
     def refused(*args, **kwargs):
         raise SettingError(
             setting("checkpointing"), f"not here (run without {mention('checkpointing')})"
         )
 
-    monkeypatch.setattr(engine, "_response_loss", refused)
+    monkeypatch.setattr(passes, "response_loss", refused)
     monkeypatch.setenv("XDG_STATE_HOME", str(tmp_path / "state"))
     status, err = run_cli(
         capsys, "compute", "--model", "tiny", "--dataset", "math", "--types", "none_cot",

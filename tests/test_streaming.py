@@ -17,6 +17,7 @@ from test_engine import SAMPLES, assert_results_close, run
 
 from layerscope.analysis.compute import engine, factorisations
 from layerscope.analysis.compute.factorisations import Factorisation
+from layerscope.analysis.compute.streaming import StreamingStatistics
 from layerscope.analysis.models import loaded_from_objects
 
 ARCHITECTURES = ("llama", "gpt2", "qwen2")  # gpt2: a fused, transposed Conv1D for q, k, v
@@ -104,21 +105,21 @@ def test_streaming_drops_each_module_when_its_backward_step_ends(monkeypatch):
     """At any hook, only modules whose backward has not run yet hold captured inputs."""
     loaded = loaded_from_objects(make_model("llama", torch.float64), make_tokenizer())
     held: list[int] = []
-    real = engine._StreamingStatistics.module_arrived
+    real = StreamingStatistics.module_arrived
 
     def watching(self, module_key, inputs, output_grads, input_key):
         held.append(len(capture_of[0].inputs))
         return real(self, module_key, inputs, output_grads, input_key)
 
     capture_of: list = []
-    real_capture = engine._StreamingCapture
+    real_capture = engine.StreamingCapture
 
     def recording(*args):
         capture_of.append(real_capture(*args))
         return capture_of[0]
 
-    monkeypatch.setattr(engine._StreamingStatistics, "module_arrived", watching)
-    monkeypatch.setattr(engine, "_StreamingCapture", recording)
+    monkeypatch.setattr(StreamingStatistics, "module_arrived", watching)
+    monkeypatch.setattr(engine, "StreamingCapture", recording)
     run(loaded, SAMPLES[:2], modules="attn", batch_size=2)
     modules = 3 * 4  # three layers of q, k, v, o
     assert held == list(range(modules - 1, -1, -1))
@@ -130,14 +131,14 @@ def test_out_of_memory_inside_a_backward_hook_splits_the_batch(monkeypatch):
     model = make_model("llama", torch.float64)
     loaded = loaded_from_objects(model, make_tokenizer())
     expected = run(loaded, SAMPLES, batch_size=1)
-    real = engine._StreamingStatistics.module_arrived
+    real = StreamingStatistics.module_arrived
 
     def short_of_memory(self, module_key, inputs, output_grads, input_key):
         if len(self.encoded) > 1:
             raise torch.OutOfMemoryError("CUDA out of memory. Tried to allocate 1.00 GiB")
         return real(self, module_key, inputs, output_grads, input_key)
 
-    monkeypatch.setattr(engine._StreamingStatistics, "module_arrived", short_of_memory)
+    monkeypatch.setattr(StreamingStatistics, "module_arrived", short_of_memory)
     got = run(loaded, SAMPLES, batch_size=4)
     assert_results_close(got, expected, 1e-10)
     assert all(not m._forward_hooks for m in model.modules())
@@ -148,12 +149,12 @@ def test_hook_work_on_a_cuda_module_synchronises_that_device(monkeypatch):
     live on (cuda:1 here, faked), and its time is counted as statistics."""
     synchronised = []
     monkeypatch.setattr(torch.cuda, "synchronize", lambda device=None: synchronised.append(device))
-    monkeypatch.setattr(engine._StreamingStatistics, "_measure", lambda self, *args: None)
+    monkeypatch.setattr(StreamingStatistics, "_measure", lambda self, *args: None)
 
     class OnSecondGpu:
         device = torch.device("cuda:1")
 
-    statistics = engine._StreamingStatistics([], [], engine.ComputeSettings(), [])
+    statistics = StreamingStatistics([], [], engine.ComputeSettings(), [])
     statistics.of_module[7] = [0]
     statistics.module_arrived(7, OnSecondGpu(), OnSecondGpu(), (0, ()))
     assert synchronised == [torch.device("cuda:1")]
