@@ -58,7 +58,7 @@ def test_errors_keep_the_bases_their_callers_catch():
     from layerscope.analysis.base.settings import SettingError
     from layerscope.analysis.cache import CacheError, UnknownRunError
     from layerscope.analysis.datasets import DatasetError
-    from layerscope.analysis.models import ModelLoadError
+    from layerscope.analysis.models.sources import ModelLoadError
     from layerscope.analysis.runs.runner import RunnerError
 
     for cls in (DatasetError, ModelLoadError, SettingError, QueryError):

@@ -67,7 +67,7 @@ from layerscope.analysis.compute.text import EncodedSample, SampleSkipped, encod
 if TYPE_CHECKING:
     import torch
 
-    from layerscope.analysis.models import LoadedModel
+    from layerscope.analysis.models.loading import LoadedModel
     from layerscope.analysis.models.targets import Target
 
 

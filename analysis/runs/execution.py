@@ -59,7 +59,7 @@ from layerscope.analysis.runs.planning import (
 )
 
 if TYPE_CHECKING:
-    from layerscope.analysis.models import LoadedModel
+    from layerscope.analysis.models.loading import LoadedModel
 
 __all__ = [
     "ChunkFailed",
@@ -202,7 +202,7 @@ def load_model_for(
     offloaded to disk (their weights have no gradient to read).
     """
     from layerscope.analysis.base.settings import parse_max_memory
-    from layerscope.analysis.models import load_model
+    from layerscope.analysis.models.loading import load_model
 
     prepare_cpu(request)  # before torch starts its worker threads
     loaded = load_model(

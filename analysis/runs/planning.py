@@ -291,7 +291,7 @@ def model_identity(
 ) -> dict[str, Any]:
     """The model's identity for the key (a hub model's holds its snapshot's commit); no
     network: a hub id that is not cached raises ModelNotCached ("will be downloaded")."""
-    from layerscope.analysis.models import model_identity
+    from layerscope.analysis.models.identity import model_identity
 
     return model_identity(model, revision, offline)
 
@@ -299,7 +299,7 @@ def model_identity(
 def ensure_model(request: RunRequest, on_stage: Any = None) -> None:
     """Download the request's hub model if it is not cached (unless offline), so that its
     identity can be read; a cached model costs a look at the cache only."""
-    from layerscope.analysis.models import ensure_model_available
+    from layerscope.analysis.models.downloads import ensure_model_available
 
     ensure_model_available(request.model, request.revision, request.offline, on_stage)
 

@@ -52,7 +52,7 @@ def quiet_loading(quiet: bool) -> None:
 def check_instruct(model: str, mode: str) -> None:
     if mode != "instruct":
         return
-    from layerscope.analysis.models import has_chat_template
+    from layerscope.analysis.models.inspection import has_chat_template
 
     if not has_chat_template(model):
         raise UsageError(f"--mode instruct: model {model!r} has no chat template")
