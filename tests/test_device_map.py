@@ -17,7 +17,8 @@ from test_engine import SAMPLES, assert_results_close, run
 
 from layerscope.analysis.base import devices
 from layerscope.analysis.base.records import LoadStage
-from layerscope.analysis.base.settings import SettingError, check_values, parse_max_memory
+from layerscope.analysis.base.setting_schema import SettingError
+from layerscope.analysis.base.setting_values import check_values, parse_max_memory
 from layerscope.analysis.models import placement
 from layerscope.analysis.models.loading import load_model
 from layerscope.analysis.models.sources import ModelLoadError

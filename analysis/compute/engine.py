@@ -32,7 +32,8 @@ from layerscope.analysis.base.records import (
     SampleResult,
     SkippedSample,
 )
-from layerscope.analysis.base.settings import SettingError, setting
+from layerscope.analysis.base.setting_schema import SettingError
+from layerscope.analysis.base.settings import setting
 from layerscope.analysis.compat.transformers import (
     checkpointing_state,
     restore_checkpointing_state,

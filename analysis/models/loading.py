@@ -21,9 +21,9 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
+from layerscope.analysis.base.choices import DTYPES
 from layerscope.analysis.base.errors import mention, one_line
 from layerscope.analysis.base.records import Init, LoadStage, ModuleSet, TargetInfo
-from layerscope.analysis.base.settings import DTYPES
 from layerscope.analysis.models.downloads import (
     StageCallback,
     download_failure,

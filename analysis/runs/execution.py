@@ -201,7 +201,7 @@ def load_model_for(
     rank spreads its own replica). RunnerError for ``--method reference`` with layers
     offloaded to disk (their weights have no gradient to read).
     """
-    from layerscope.analysis.base.settings import parse_max_memory
+    from layerscope.analysis.base.setting_values import parse_max_memory
     from layerscope.analysis.models.loading import load_model
 
     prepare_cpu(request)  # before torch starts its worker threads

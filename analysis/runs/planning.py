@@ -35,7 +35,8 @@ from typing import Any
 from layerscope.analysis.base.devices import device_file_gpu_count
 from layerscope.analysis.base.errors import LayerscopeError, mention
 from layerscope.analysis.base.records import ComputeSettings, Sample
-from layerscope.analysis.base.settings import DEFAULTS, check_values, split_by_target
+from layerscope.analysis.base.setting_values import check_values, split_by_target
+from layerscope.analysis.base.settings import DEFAULTS
 from layerscope.analysis.cache import ResultsCache
 from layerscope.analysis.datasets import (
     ResponseTypeSource,
@@ -194,7 +195,8 @@ def check_device(device: str, device_map: str = "none", max_memory: str | None =
 
 def _parse_memory(max_memory: str | None, device_map: str) -> list[int]:
     """The GPU indices the max memory setting names (RunnerError naming it for bad text)."""
-    from layerscope.analysis.base.settings import SettingError, parse_max_memory
+    from layerscope.analysis.base.setting_schema import SettingError
+    from layerscope.analysis.base.setting_values import parse_max_memory
 
     try:
         parsed = parse_max_memory(max_memory)

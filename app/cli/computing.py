@@ -23,7 +23,7 @@ import time
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
-from layerscope.analysis.base.settings import SettingError, Surface
+from layerscope.analysis.base.setting_schema import SettingError, Surface
 from layerscope.app.cli import output
 from layerscope.app.cli.arguments import PROG, UsageError, names, setting_values
 from layerscope.app.labels import duration, initialisation
