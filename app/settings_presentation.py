@@ -16,7 +16,8 @@ from collections.abc import Sequence
 
 from layerscope.analysis.base.devices import GpuInfo
 from layerscope.analysis.base.errors import in_words, spell
-from layerscope.analysis.base.settings import Setting, setting
+from layerscope.analysis.base.setting_schema import Setting
+from layerscope.analysis.base.settings import setting
 
 __all__ = [
     "DEVICE_SUGGESTIONS",

@@ -63,7 +63,8 @@ from transformers import AutoModelForCausalLM, AutoTokenizer, LlamaConfig, Qwen2
 from layerscope.analysis.base.records import ComputeSettings, Sample
 from layerscope.analysis.compute.engine import compute_statistics, flush_subnormals_for_this_process
 from layerscope.analysis.compute.text import encode_sample
-from layerscope.analysis.models import loaded_from_objects, tiny_model_path
+from layerscope.analysis.models.loading import loaded_from_objects
+from layerscope.analysis.models.sources import tiny_model_path
 
 PROMPT_TOKENS = 64  # prompt tokens of every sample, BOS and the "\n" before the response included
 

@@ -68,7 +68,7 @@ def child(variant: str, length: int) -> dict[str, float | str]:
         compute_statistics,
         flush_subnormals_for_this_process,
     )
-    from layerscope.analysis.models import loaded_from_objects
+    from layerscope.analysis.models.loading import loaded_from_objects
 
     torch.set_num_threads(1)
     flush_subnormals_for_this_process()

@@ -47,7 +47,8 @@ from bench_engine import CONFIGS, make_samples
 from layerscope.analysis.base.records import ComputeSettings
 from layerscope.analysis.compute.engine import compute_statistics, flush_subnormals_for_this_process
 from layerscope.analysis.compute.routes import explain, shapes_of, weights_for
-from layerscope.analysis.models import load_model, loaded_from_objects, tiny_model_path
+from layerscope.analysis.models.loading import load_model, loaded_from_objects
+from layerscope.analysis.models.sources import tiny_model_path
 
 REHEARSAL = {"hidden_size": 128, "num_attention_heads": 4, "num_key_value_heads": 2,
              "intermediate_size": 256, "num_hidden_layers": 4, "vocab_size": 8192}  # fmt: skip

@@ -25,7 +25,7 @@ from layerscope.analysis.compute.batching import (
 )
 from layerscope.analysis.compute.engine import compute_statistics
 from layerscope.analysis.compute.text import encode_sample
-from layerscope.analysis.models import loaded_from_objects
+from layerscope.analysis.models.loading import loaded_from_objects
 
 # One-line answers beside long chains of thought, interleaved as a dataset mixes them.
 MIXED = [

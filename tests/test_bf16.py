@@ -18,7 +18,7 @@ from modelkit import make_model, make_tokenizer
 
 from layerscope.analysis.base.records import ComputeSettings, Sample
 from layerscope.analysis.compute.engine import compute_statistics
-from layerscope.analysis.models import loaded_from_objects
+from layerscope.analysis.models.loading import loaded_from_objects
 
 SAMPLES = [
     Sample(

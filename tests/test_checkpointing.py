@@ -17,7 +17,7 @@ from test_engine import SAMPLES, assert_results_close, run
 
 from layerscope.analysis.compute import capture, engine, model_state, reference
 from layerscope.analysis.compute.streaming import StreamingStatistics
-from layerscope.analysis.models import loaded_from_objects
+from layerscope.analysis.models.loading import loaded_from_objects
 from layerscope.app.settings_presentation import option_name
 
 ARCHITECTURES = ("llama", "gpt2", "qwen2")  # gpt2: fused Conv1D, and dropout in its config

@@ -62,6 +62,8 @@ def test_the_tree_keeps_its_contracts(tmp_path):
             "import layerscope.analysis.interchange.paper_ingest",
             "Interchange",
         ),
+        # inside models/: checking a model as the user types never reaches the torch loader
+        ("analysis/models/inspection.py", "import layerscope.analysis.models.loading", "Models"),
         # the headless core never imports the UI
         ("analysis/results/compare.py", "import layerscope.app.labels", "analysis/ never imports"),
         # widgets never import screens (a widget posts a message; the App opens the screen)

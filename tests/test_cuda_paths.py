@@ -20,7 +20,7 @@ from layerscope.analysis.base.records import ComputeSettings, Sample
 from layerscope.analysis.compute import batching, engine
 from layerscope.analysis.compute.engine import compute_statistics
 from layerscope.analysis.compute.numerics import PhaseTimer
-from layerscope.analysis.models import loaded_from_objects
+from layerscope.analysis.models.loading import loaded_from_objects
 from layerscope.app.settings_presentation import device_choices
 
 SAMPLES = [Sample(i, f"What is {i} + 1?", f"{i} + 1 = {i + 1}. " * (1 + i)) for i in range(4)]

@@ -15,11 +15,13 @@ import torch
 from modelkit import make_model, make_tokenizer
 from test_engine import SAMPLES, assert_results_close, run
 
-from layerscope.analysis import models
 from layerscope.analysis.base import devices
 from layerscope.analysis.base.records import LoadStage
-from layerscope.analysis.base.settings import SettingError, check_values, parse_max_memory
-from layerscope.analysis.models import ModelLoadError, load_model
+from layerscope.analysis.base.setting_schema import SettingError
+from layerscope.analysis.base.setting_values import check_values, parse_max_memory
+from layerscope.analysis.models import placement
+from layerscope.analysis.models.loading import load_model
+from layerscope.analysis.models.sources import ModelLoadError
 from layerscope.analysis.runs import planning
 from layerscope.analysis.runs.planning import RunnerError, RunRequest, check_device
 from layerscope.analysis.runs.runner import execute
@@ -213,11 +215,11 @@ def test_input_device_is_the_embeddings_gpu_under_a_device_map():
         "model.norm": "disk",
         "lm_head": "disk",
     }
-    assert models._input_device(model) == torch.device("cuda", 1)
+    assert placement.mapped_input_device(model) == torch.device("cuda", 1)
     model.hf_device_map = {"": 0}
-    assert models._input_device(model) == torch.device("cuda", 0)
+    assert placement.mapped_input_device(model) == torch.device("cuda", 0)
     model.hf_device_map = {"model": "disk", "lm_head": "cpu"}
-    assert models._input_device(model) == torch.device("cpu")
+    assert placement.mapped_input_device(model) == torch.device("cpu")
 
 
 def test_random_init_is_spread_too(model_folder):

@@ -106,7 +106,7 @@ def test_a_failing_unit_is_retried_per_sample(model_folder, monkeypatch):  # noq
     from test_runner import EngineSpy
 
     from layerscope.analysis.base.records import BatchResult, ComputeSettings, SkippedSample
-    from layerscope.analysis.models import load_model
+    from layerscope.analysis.models.loading import load_model
     from layerscope.analysis.runs.distributed import compute_unit
 
     loaded = load_model(str(model_folder), dtype="float64", device="cpu")

@@ -17,7 +17,7 @@ from layerscope.analysis.base.records import (
 )
 from layerscope.analysis.compute import engine
 from layerscope.analysis.compute.engine import compute_statistics
-from layerscope.analysis.models import loaded_from_objects
+from layerscope.analysis.models.loading import loaded_from_objects
 
 SAMPLES = [
     Sample(

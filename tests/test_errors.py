@@ -55,10 +55,10 @@ def test_every_layerscope_error_class_has_the_one_root():
 
 
 def test_errors_keep_the_bases_their_callers_catch():
-    from layerscope.analysis.base.settings import SettingError
+    from layerscope.analysis.base.setting_schema import SettingError
     from layerscope.analysis.cache import CacheError, UnknownRunError
     from layerscope.analysis.datasets import DatasetError
-    from layerscope.analysis.models import ModelLoadError
+    from layerscope.analysis.models.sources import ModelLoadError
     from layerscope.analysis.runs.runner import RunnerError
 
     for cls in (DatasetError, ModelLoadError, SettingError, QueryError):
@@ -152,7 +152,8 @@ def test_a_bug_inside_the_engine_reaches_the_cli_as_an_internal_error(
 def test_a_chunk_failing_with_a_layerscope_error_stays_the_users(tmp_path, monkeypatch, capsys):
     """Every sample refused for a reason layerscope gives (a setting the model cannot take):
     one line naming the option, exit status 1, no traceback file."""
-    from layerscope.analysis.base.settings import SettingError, setting
+    from layerscope.analysis.base.setting_schema import SettingError
+    from layerscope.analysis.base.settings import setting
     from layerscope.analysis.compute import passes
 
     def refused(*args, **kwargs):
@@ -246,7 +247,7 @@ def test_the_traceback_goes_to_a_temporary_file_when_the_state_folder_cannot_tak
 
 
 def test_the_explorer_names_settings_as_its_form_and_says_what_is_internal(tmp_path, monkeypatch):
-    from layerscope.analysis.base.settings import check_values
+    from layerscope.analysis.base.setting_values import check_values
     from layerscope.analysis.runs.runner import RunnerError
     from layerscope.app.tui.errors import problem_line, run_failure
 

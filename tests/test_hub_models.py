@@ -24,15 +24,10 @@ import pytest
 from modelkit import make_model, make_tokenizer
 
 from layerscope.analysis.base.records import LoadStage
-from layerscope.analysis.models import (
-    NOT_CACHED,
-    ModelLoadError,
-    describe_targets,
-    inspect_model_path,
-    list_cached_models,
-    load_model,
-    model_identity,
-)
+from layerscope.analysis.models.identity import model_identity
+from layerscope.analysis.models.inspection import inspect_model_path, list_cached_models
+from layerscope.analysis.models.loading import describe_targets, load_model
+from layerscope.analysis.models.sources import NOT_CACHED, ModelLoadError
 from layerscope.analysis.runs.planning import RunRequest, plan
 from layerscope.analysis.runs.runner import execute
 from layerscope.app.settings_presentation import option_name
@@ -291,7 +286,7 @@ def test_describe_fetches_only_the_config(hub):
 
 
 def hub_cache_dir() -> str:
-    from layerscope.analysis.models import huggingface_cache_dir
+    from layerscope.analysis.models.sources import huggingface_cache_dir
 
     return str(huggingface_cache_dir())
 

@@ -9,14 +9,10 @@ import pytest
 import torch
 from modelkit import make_model, make_tokenizer
 
-from layerscope.analysis.models import (
-    ModelLoadError,
-    inspect_model_path,
-    list_cached_models,
-    load_model,
-    model_identity,
-    resolve_model_spec,
-)
+from layerscope.analysis.models.identity import model_identity
+from layerscope.analysis.models.inspection import inspect_model_path, list_cached_models
+from layerscope.analysis.models.loading import load_model
+from layerscope.analysis.models.sources import ModelLoadError, resolve_model_spec
 from layerscope.app.settings_presentation import option_name
 
 

@@ -11,7 +11,8 @@ import pytest
 from modelkit import make_model, make_tokenizer
 
 from layerscope.analysis.base.records import ComputeSettings
-from layerscope.analysis.base.settings import SettingError, setting
+from layerscope.analysis.base.setting_schema import SettingError
+from layerscope.analysis.base.settings import setting
 from layerscope.analysis.cache import ResultsCache
 from layerscope.analysis.runs.planning import RunRequest, plan
 from layerscope.analysis.runs.runner import execute

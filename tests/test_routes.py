@@ -11,7 +11,7 @@ from test_engine import SAMPLES, assert_results_close, run
 from layerscope.analysis.compute import cosines as cosines_module
 from layerscope.analysis.compute import engine
 from layerscope.analysis.compute.routes import explain, plan_batch, plan_sample, shapes_of
-from layerscope.analysis.models import loaded_from_objects
+from layerscope.analysis.models.loading import loaded_from_objects
 
 ARCHITECTURES = ("llama", "gpt2", "qwen2", "phi3")  # gpt2, phi3: fused q/k/v (and gate/up)
 OPTIONS = {"modules": "all", "spectra": True, "batch_size": 4}

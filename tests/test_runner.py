@@ -13,10 +13,11 @@ from dataclasses import replace
 import pytest
 from modelkit import make_model, make_tokenizer
 
-from layerscope.analysis import models
 from layerscope.analysis.base.records import BatchResult, ComputeSettings, SkippedSample
 from layerscope.analysis.cache import ResultsCache
 from layerscope.analysis.compute import engine
+from layerscope.analysis.models import loading
+from layerscope.analysis.models.identity import model_identity
 from layerscope.analysis.runs.runner import (
     RunnerError,
     RunRequest,
@@ -106,7 +107,7 @@ def test_compute_then_everything_is_cached(tmp_path, model_folder, data_file, mo
     def no_loading(*args, **kwargs):
         raise AssertionError("the model must not be loaded when everything is cached")
 
-    monkeypatch.setattr(models, "load_model", no_loading)
+    monkeypatch.setattr(loading, "load_model", no_loading)
     again = list(execute(request_for(model_folder, data_file), db))
     assert [(u.status, u.done, u.total) for u in again] == [("cached", 7, 7)]
 
@@ -210,7 +211,7 @@ def test_unknown_type_and_types_filter(tmp_path, model_folder):
 
 
 def test_run_key_follows_what_changes_the_numbers(tmp_path, model_folder):
-    identity = models.model_identity(str(model_folder))
+    identity = model_identity(str(model_folder))
     settings = ComputeSettings()
     base = run_key(identity, "abc", "none_cot", settings, "float32")
     assert base == run_key(identity, "abc", "none_cot", replace(settings, batch_size=9), "float32")
@@ -225,7 +226,7 @@ def test_run_key_follows_what_changes_the_numbers(tmp_path, model_folder):
         assert other != base
     copy = tmp_path / "same-weights-elsewhere"
     shutil.copytree(model_folder, copy)
-    same = models.model_identity(str(copy))
+    same = model_identity(str(copy))
     assert run_key(same, "abc", "none_cot", settings, "float32") == base
 
 

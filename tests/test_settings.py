@@ -9,8 +9,11 @@ from typing import get_args
 
 import pytest
 
+from layerscope.analysis.base import choices
 from layerscope.analysis.base import settings as record
 from layerscope.analysis.base.records import ComputeSettings, Method, Mode, ModuleSet
+from layerscope.analysis.base.setting_schema import SettingError
+from layerscope.analysis.base.setting_values import check_values
 from layerscope.analysis.runs.runner import RunRequest, run_key
 from layerscope.app.cli.arguments import build_parser
 from layerscope.app.settings_presentation import (
@@ -68,14 +71,14 @@ def test_cpu_threads_are_offered_by_the_commands_on_auto_and_change_no_numbers()
         (action,) = [a for a in subparser(command)._actions if a.dest == "cpu_threads"]
         assert action.default is None and action.help.endswith("(default: auto)")
     assert RunRequest.from_settings("m", "d", None, {"cpu_threads": 3}).cpu_threads == 3
-    with pytest.raises(record.SettingError, match="must be at least 1, got 0"):
+    with pytest.raises(SettingError, match="must be at least 1, got 0"):
         RunRequest.from_settings("m", "d", None, {"cpu_threads": 0})
 
 
 def test_literal_types_agree_with_the_records_choices():
-    assert get_args(Mode) == record.MODES
-    assert get_args(ModuleSet) == record.MODULE_SETS
-    assert get_args(Method) == record.METHODS
+    assert get_args(Mode) == choices.MODES
+    assert get_args(ModuleSet) == choices.MODULE_SETS
+    assert get_args(Method) == choices.METHODS
 
 
 def test_request_from_settings_splits_values_and_defaults_the_rest():
@@ -98,17 +101,17 @@ def test_request_from_settings_splits_values_and_defaults_the_rest():
     ],
 )
 def test_rejected_values_name_the_reason(values, fragment):
-    with pytest.raises(record.SettingError, match=fragment):
+    with pytest.raises(SettingError, match=fragment):
         RunRequest.from_settings("m", "d", None, values)
 
 
 def test_typed_values_are_parsed_as_the_form_and_cli_do():
     limit = record.setting("limit")
     assert limit.parse("") is None and limit.parse(" 12 ") == 12
-    with pytest.raises(record.SettingError, match="whole number"):
+    with pytest.raises(SettingError, match="whole number"):
         record.setting("max_length").parse("1e3")
-    with pytest.raises(record.SettingError) as caught:
-        record.check_values({"sample_seed": 1})
+    with pytest.raises(SettingError) as caught:
+        check_values({"sample_seed": 1})
     error = caught.value
     assert error.setting == "sample_seed"
     assert error.describe(option_name) == "--sample-seed: needs --limit"

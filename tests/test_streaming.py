@@ -18,7 +18,7 @@ from test_engine import SAMPLES, assert_results_close, run
 from layerscope.analysis.compute import engine, factorisations
 from layerscope.analysis.compute.factorisations import Factorisation
 from layerscope.analysis.compute.streaming import StreamingStatistics
-from layerscope.analysis.models import loaded_from_objects
+from layerscope.analysis.models.loading import loaded_from_objects
 
 ARCHITECTURES = ("llama", "gpt2", "qwen2")  # gpt2: a fused, transposed Conv1D for q, k, v
 

@@ -8,7 +8,8 @@ from modelkit import ARCHITECTURES, config_for, make_model, make_tokenizer
 
 from layerscope.analysis.base.records import ComputeSettings, Sample
 from layerscope.analysis.compute.engine import compute_statistics
-from layerscope.analysis.models import ModelLoadError, describe_targets, loaded_from_objects
+from layerscope.analysis.models.loading import describe_targets, loaded_from_objects
+from layerscope.analysis.models.sources import ModelLoadError
 from layerscope.analysis.models.targets import UnsupportedArchitectureError, discover_targets
 
 SAMPLE = [Sample(0, "Tom has 3 apples and buys 4 more.", "3 + 4 = 7. The answer is 7.")]

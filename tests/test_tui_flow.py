@@ -18,7 +18,8 @@ from textual.widgets import TabbedContent
 from textual.worker import WorkerCancelled
 
 from layerscope.analysis.cache import ResultsCache
-from layerscope.analysis.models import TINY, inspect_model_path
+from layerscope.analysis.models.inspection import inspect_model_path
+from layerscope.analysis.models.sources import TINY
 from layerscope.analysis.runs.runner import PlannedRun
 from layerscope.app.tui.app import LayerscopeApp
 from layerscope.app.tui.messages import LoadStageReached, RunStarted

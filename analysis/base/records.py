@@ -14,7 +14,7 @@ from dataclasses import dataclass, field
 from datetime import datetime
 from typing import Any, Literal
 
-from layerscope.analysis.base.settings import DEFAULT_SYSTEM_PROMPT as DEFAULT_SYSTEM_PROMPT
+from layerscope.analysis.base.choices import DEFAULT_SYSTEM_PROMPT as DEFAULT_SYSTEM_PROMPT
 from layerscope.analysis.base.settings import DEFAULTS, keyed_names
 
 Mode = Literal["base", "instruct"]

@@ -3,10 +3,12 @@
 Why one record: the same options reach the runner from the command line (``compute``,
 ``check``), from the explorer's settings form and from the explorer's remembered picks. When each
 of those spelled out its own choices and defaults they drifted (the explorer once defaulted to a
-different max length than the CLI). Here each :class:`Setting` carries its name, its choices and
+different max length than the CLI). Here each setting
+(:class:`~layerscope.analysis.base.setting_schema.Setting`) carries its name, its choices and
 default, how a typed value is checked, its help text, whether it enters the run key, and where it
 is offered; the CLI's arguments, the form's fields and the runner's request are all built from
-:data:`SETTINGS`. Adding an option means one entry here plus, for the form, its widget.
+:data:`SETTINGS`. Adding an option means one entry here (its fixed choices, if any, in
+:mod:`~layerscope.analysis.base.choices`) plus, for the form, its widget.
 
 How a front end shows a setting (its command-line option, its form field's id, label and
 placeholder) is the front end's (``layerscope.app.settings_presentation``): help texts and
@@ -19,149 +21,31 @@ data, no torch, no UI.
 
 from __future__ import annotations
 
-import re
-from collections.abc import Iterable, Mapping
-from dataclasses import dataclass
-from typing import Any, Literal
+from collections.abc import Iterable
+from typing import Any
 
-from layerscope.analysis.base.errors import LayerscopeError, in_words, mention
+from layerscope.analysis.base.choices import (
+    DEFAULT_SYSTEM_PROMPT,
+    DEVICE_MAPS,
+    DTYPES,
+    FACTORISATIONS,
+    INITS,
+    MAX_MEMORY_PATTERN,
+    METHODS,
+    MODES,
+    MODULE_SETS,
+    ROUTES,
+)
+from layerscope.analysis.base.errors import mention
+from layerscope.analysis.base.setting_schema import Setting, Surface, Target
 
 __all__ = [
     "DEFAULTS",
-    "DEFAULT_SYSTEM_PROMPT",
-    "DEVICE_MAPS",
-    "DTYPES",
-    "FACTORISATIONS",
-    "INITS",
-    "MAX_MEMORY_PATTERN",
-    "METHODS",
-    "MODES",
-    "MODULE_SETS",
-    "ROUTES",
     "SETTINGS",
-    "Setting",
-    "SettingError",
-    "Surface",
-    "check_values",
     "keyed_names",
     "offered",
-    "parse_max_memory",
     "setting",
-    "split_by_target",
 ]
-
-DEFAULT_SYSTEM_PROMPT = "You are a helpful assistant."
-MODES = ("base", "instruct")
-MODULE_SETS = ("attn", "mlp", "all")
-METHODS = ("fast", "reference")
-# How the fast method's small factorisations run (analysis/compute/factorisations.py; not keyed).
-FACTORISATIONS = ("per-matrix", "batched", "cpu-threads")
-# Which exact route each statistic takes (analysis/compute/routes.py; not keyed): auto asks the cost model.
-ROUTES = ("auto", "factors", "formed")
-# trained: the model's own weights (pretrained or fine-tuned); random: the same architecture
-# freshly initialised under a seed (the follow-up paper's "scratch" baseline: what of a curve is architecture, not learning).
-INITS = ("trained", "random")
-# In the order a user picks from: auto first, the wide float types last.
-DTYPES = ("auto", "float32", "bfloat16", "float16", "float64")
-# How a large model's layers are spread (accelerate through from_pretrained); none: one device.
-DEVICE_MAPS = ("none", "auto", "balanced", "sequential")
-# max_memory: DEVICE=SIZE pairs, DEVICE a GPU index, cpu or mps, SIZE bytes or 20GiB/500MB.
-_MEMORY_PAIR = r"\s*(\d+|cpu|mps)\s*=\s*\d+(\.\d+)?\s*([KMGT]i?B)?\s*"
-MAX_MEMORY_PATTERN = rf"{_MEMORY_PAIR}(,{_MEMORY_PAIR})*,?\s*"
-
-Kind = Literal["int", "choice", "text", "flag"]
-# Where a setting is offered: the two computing commands and the explorer's settings form.
-Surface = Literal["compute", "check", "form"]
-# Which record a setting belongs to: the engine's ComputeSettings or the runner's RunRequest.
-Target = Literal["compute", "request"]
-
-
-class SettingError(LayerscopeError, ValueError):
-    """A value a setting does not accept: the message is the setting, then ``reason`` (why;
-    it may mention other settings).
-
-    Each front end names the setting its own way (``--max-length`` on the command line, "max
-    length" in the form); ``str(error)`` names it by its title.
-    """
-
-    def __init__(self, item: Setting, reason: str) -> None:
-        super().__init__(f"{mention(item.name)}: {reason}")  # about the setting it mentions first
-        self.reason = reason
-
-    def name_in_words(self, setting: str) -> str:
-        return _BY_NAME[setting].title if setting in _BY_NAME else in_words(setting)
-
-
-@dataclass(frozen=True)
-class Setting:
-    """One option of a computation."""
-
-    name: str  # the attribute on ComputeSettings or RunRequest
-    title: str  # how messages name it in words ("max length")
-    help: str  # the settings it names are marked (mention): each front end spells them
-    kind: Kind
-    default: Any
-    target: Target
-    surfaces: frozenset[Surface]
-    choices: tuple[str, ...] = ()
-    optional: bool = False  # an empty value means None ("all samples", "the first N")
-    minimum: int | None = None
-    keyed: bool = False  # enters the run key: it changes the numbers
-    # What a quick look uses instead of ``default`` (the explorer's first start and ``check``):
-    # a newcomer's first run should take seconds, not an hour.
-    quick_default: Any = None
-    # A text setting's grammar: (regular expression of the whole value, what it allows).
-    pattern: tuple[str, str] | None = None
-
-    def default_for(self, surface: Surface) -> Any:
-        """The default where it is offered: quick looks (form, check) may start smaller."""
-        if surface != "compute" and self.quick_default is not None:
-            return self.quick_default
-        return self.default
-
-    def parse(self, text: str) -> Any:
-        """The value of a typed text; SettingError says what is wrong."""
-        text = text.strip()
-        if self.kind == "flag":
-            if text.lower() in ("1", "true", "yes", "on"):
-                return True
-            if text.lower() in ("0", "false", "no", "off"):
-                return False
-            raise SettingError(self, f"expected yes or no, got {text!r}")
-        if not text:
-            if self.optional:
-                return None
-            raise SettingError(self, "enter a value" if self.kind != "int" else "enter a number")
-        if self.kind == "int":
-            try:
-                value = int(text)
-            except ValueError:
-                raise SettingError(self, f"expected a whole number, got {text!r}") from None
-            return self.check(value)
-        return self.check(text)
-
-    def check(self, value: Any) -> Any:
-        """``value`` if this setting accepts it; SettingError otherwise."""
-        if value is None:
-            if self.optional:
-                return None
-            raise SettingError(self, "a value is required")
-        if self.kind == "int":
-            if isinstance(value, bool) or not isinstance(value, int):
-                raise SettingError(self, f"expected a whole number, got {value!r}")
-            if self.minimum is not None and value < self.minimum:
-                raise SettingError(self, f"must be at least {self.minimum}, got {value}")
-        elif self.kind == "flag":
-            if not isinstance(value, bool):
-                raise SettingError(self, f"expected yes or no, got {value!r}")
-        elif not isinstance(value, str):
-            raise SettingError(self, f"expected text, got {value!r}")
-        elif self.choices and value not in self.choices:
-            raise SettingError(self, f"choose one of {', '.join(self.choices)}, not {value!r}")
-        elif self.pattern is not None and not re.fullmatch(self.pattern[0], value):
-            raise SettingError(self, f"expected {self.pattern[1]}, not {value!r}")
-        return value
-
 
 _ALL: frozenset[Surface] = frozenset({"compute", "check", "form"})
 _COMMANDS: frozenset[Surface] = frozenset({"compute", "check"})
@@ -487,51 +371,6 @@ def offered(surface: Surface) -> tuple[Setting, ...]:
     return tuple(s for s in SETTINGS if surface in s.surfaces)
 
 
-def check_values(values: Mapping[str, Any]) -> dict[str, Any]:
-    """Every setting's value: ``values`` checked, the rest from the defaults.
-
-    Raises SettingError for a value a setting does not accept, and KeyError for a name that is
-    not a setting (a programming error, not a user's).
-    """
-    unknown = [name for name in values if name not in _BY_NAME]
-    if unknown:
-        raise KeyError(f"not a setting: {', '.join(unknown)}")
-    checked = {name: _BY_NAME[name].check(value) for name, value in values.items()}
-    merged = {**DEFAULTS, **checked}
-    if merged["sample_seed"] is not None and merged["limit"] is None:
-        raise SettingError(setting("sample_seed"), f"needs {mention('limit')}")
-    return merged
-
-
-def split_by_target(values: Mapping[str, Any]) -> tuple[dict[str, Any], dict[str, Any]]:
-    """``values`` as (ComputeSettings fields, RunRequest fields)."""
-    compute = {k: v for k, v in values.items() if _BY_NAME[k].target == "compute"}
-    request = {k: v for k, v in values.items() if _BY_NAME[k].target == "request"}
-    return compute, request
-
-
 def keyed_names(target: Target) -> Iterable[str]:
     """The settings of one record that enter the run key (see ``ComputeSettings.key_fields``)."""
     return (s.name for s in SETTINGS if s.keyed and s.target == target)
-
-
-def parse_max_memory(text: str | None) -> dict[int | str, int | str] | None:
-    """The max memory setting as ``from_pretrained`` takes it: ``{0: "20GiB", "cpu": "64GiB"}``.
-
-    Raises SettingError (one line naming the setting) for text that is not DEVICE=SIZE pairs.
-    """
-    if text is None or not text.strip():
-        return None
-    item = setting("max_memory")
-    item.check(text)
-    parsed: dict[int | str, int | str] = {}
-    for pair in text.split(","):
-        if not pair.strip():
-            continue
-        device, _, size = (part.strip() for part in pair.partition("="))
-        key: int | str = int(device) if device.isdigit() else device
-        if key in parsed:
-            raise SettingError(item, f"device {device} is given twice in {text!r}")
-        size = size.replace(" ", "")
-        parsed[key] = int(size) if size.isdigit() else size  # bytes, or "20GiB" for accelerate
-    return parsed

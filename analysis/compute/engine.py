@@ -59,7 +59,7 @@ from layerscope.analysis.compute.streaming import StreamingStatistics
 from layerscope.analysis.compute.text import EncodedSample, SampleSkipped, encode_sample
 
 if TYPE_CHECKING:
-    from layerscope.analysis.models import LoadedModel
+    from layerscope.analysis.models.loading import LoadedModel
     from layerscope.analysis.models.targets import Target
 
 

@@ -25,7 +25,7 @@ from collections.abc import Hashable, Sequence
 from concurrent.futures import Future, ThreadPoolExecutor
 from typing import TYPE_CHECKING
 
-from layerscope.analysis.base.settings import FACTORISATIONS as FACTORISATION_CHOICES
+from layerscope.analysis.base.choices import FACTORISATIONS as FACTORISATION_CHOICES
 from layerscope.analysis.compute.spectral import (
     input_r_factor,
     singular_values_from_factors,

@@ -15,7 +15,8 @@ from contextlib import contextmanager
 from typing import TYPE_CHECKING, Any
 
 from layerscope.analysis.base.errors import mention
-from layerscope.analysis.base.settings import SettingError, setting
+from layerscope.analysis.base.setting_schema import SettingError
+from layerscope.analysis.base.settings import setting
 from layerscope.analysis.compat.transformers import (
     checkpointing_state,
     restore_checkpointing_state,

@@ -17,7 +17,7 @@ if TYPE_CHECKING:
     import torch
 
     from layerscope.analysis.compute.text import EncodedSample
-    from layerscope.analysis.models import LoadedModel
+    from layerscope.analysis.models.loading import LoadedModel
 
 
 def response_loss(

@@ -21,7 +21,8 @@ from layerscope.analysis.base.records import (
     ModuleSet,
     TargetInfo,
 )
-from layerscope.analysis.base.settings import SettingError, setting
+from layerscope.analysis.base.setting_schema import SettingError
+from layerscope.analysis.base.settings import setting
 
 if TYPE_CHECKING:
     import torch

@@ -58,7 +58,7 @@ from layerscope.analysis.runs.rank_messages import (
 )
 
 if TYPE_CHECKING:
-    from layerscope.analysis.models import LoadedModel
+    from layerscope.analysis.models.loading import LoadedModel
 
 __all__ = [
     "RankEnvironment",

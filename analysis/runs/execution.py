@@ -59,7 +59,7 @@ from layerscope.analysis.runs.planning import (
 )
 
 if TYPE_CHECKING:
-    from layerscope.analysis.models import LoadedModel
+    from layerscope.analysis.models.loading import LoadedModel
 
 __all__ = [
     "ChunkFailed",
@@ -201,8 +201,8 @@ def load_model_for(
     rank spreads its own replica). RunnerError for ``--method reference`` with layers
     offloaded to disk (their weights have no gradient to read).
     """
-    from layerscope.analysis.base.settings import parse_max_memory
-    from layerscope.analysis.models import load_model
+    from layerscope.analysis.base.setting_values import parse_max_memory
+    from layerscope.analysis.models.loading import load_model
 
     prepare_cpu(request)  # before torch starts its worker threads
     loaded = load_model(

@@ -35,7 +35,8 @@ from typing import Any
 from layerscope.analysis.base.devices import device_file_gpu_count
 from layerscope.analysis.base.errors import LayerscopeError, mention
 from layerscope.analysis.base.records import ComputeSettings, Sample
-from layerscope.analysis.base.settings import DEFAULTS, check_values, split_by_target
+from layerscope.analysis.base.setting_values import check_values, split_by_target
+from layerscope.analysis.base.settings import DEFAULTS
 from layerscope.analysis.cache import ResultsCache
 from layerscope.analysis.datasets import (
     ResponseTypeSource,
@@ -194,7 +195,8 @@ def check_device(device: str, device_map: str = "none", max_memory: str | None =
 
 def _parse_memory(max_memory: str | None, device_map: str) -> list[int]:
     """The GPU indices the max memory setting names (RunnerError naming it for bad text)."""
-    from layerscope.analysis.base.settings import SettingError, parse_max_memory
+    from layerscope.analysis.base.setting_schema import SettingError
+    from layerscope.analysis.base.setting_values import parse_max_memory
 
     try:
         parsed = parse_max_memory(max_memory)
@@ -291,7 +293,7 @@ def model_identity(
 ) -> dict[str, Any]:
     """The model's identity for the key (a hub model's holds its snapshot's commit); no
     network: a hub id that is not cached raises ModelNotCached ("will be downloaded")."""
-    from layerscope.analysis.models import model_identity
+    from layerscope.analysis.models.identity import model_identity
 
     return model_identity(model, revision, offline)
 
@@ -299,7 +301,7 @@ def model_identity(
 def ensure_model(request: RunRequest, on_stage: Any = None) -> None:
     """Download the request's hub model if it is not cached (unless offline), so that its
     identity can be read; a cached model costs a look at the cache only."""
-    from layerscope.analysis.models import ensure_model_available
+    from layerscope.analysis.models.downloads import ensure_model_available
 
     ensure_model_available(request.model, request.revision, request.offline, on_stage)
 

@@ -54,7 +54,7 @@ from layerscope.analysis.runs.planning import (
 )
 
 if TYPE_CHECKING:
-    from layerscope.analysis.models import LoadedModel
+    from layerscope.analysis.models.loading import LoadedModel
 
 __all__ = [
     "PlannedRun",

@@ -3,8 +3,8 @@
 Why apart from the commands: the computing options are not written here at all. They come from
 the settings record (:mod:`layerscope.analysis.base.settings`), so ``compute``, ``check`` and the
 explorer's form cannot drift apart in names, choices or defaults; this module only turns each
-:class:`~layerscope.analysis.base.settings.Setting` into an ``argparse`` argument (its option as
-:mod:`layerscope.app.settings_presentation` spells it) and back.
+:class:`~layerscope.analysis.base.setting_schema.Setting` into an ``argparse`` argument (its
+option as :mod:`layerscope.app.settings_presentation` spells it) and back.
 """
 
 from __future__ import annotations
@@ -16,7 +16,8 @@ from typing import Any, NoReturn
 from layerscope.analysis.base.errors import LayerscopeError, spell
 from layerscope.analysis.base.outputs import STDOUT
 from layerscope.analysis.base.records import ATTENTION_PROJECTIONS, MLP_PROJECTIONS
-from layerscope.analysis.base.settings import Setting, SettingError, Surface, offered, setting
+from layerscope.analysis.base.setting_schema import Setting, SettingError, Surface
+from layerscope.analysis.base.settings import offered, setting
 from layerscope.app.settings_presentation import flag, option_help, option_name, placeholder
 
 PROG = "layerscope"

@@ -314,7 +314,8 @@ def _route_lengths(text: str | None) -> list[int]:
 
 
 def cmd_describe(args: argparse.Namespace) -> int:
-    from layerscope.analysis.models import describe_targets, inspect_model_path
+    from layerscope.analysis.models.inspection import inspect_model_path
+    from layerscope.analysis.models.loading import describe_targets
 
     lengths = _route_lengths(args.routes)  # before any wait
 

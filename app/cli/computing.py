@@ -23,7 +23,7 @@ import time
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
-from layerscope.analysis.base.settings import SettingError, Surface
+from layerscope.analysis.base.setting_schema import SettingError, Surface
 from layerscope.app.cli import output
 from layerscope.app.cli.arguments import PROG, UsageError, names, setting_values
 from layerscope.app.labels import duration, initialisation
@@ -52,7 +52,7 @@ def quiet_loading(quiet: bool) -> None:
 def check_instruct(model: str, mode: str) -> None:
     if mode != "instruct":
         return
-    from layerscope.analysis.models import has_chat_template
+    from layerscope.analysis.models.inspection import has_chat_template
 
     if not has_chat_template(model):
         raise UsageError(f"--mode instruct: model {model!r} has no chat template")

@@ -19,7 +19,7 @@ if TYPE_CHECKING:
     from layerscope.analysis.base.records import LayerCurve, LoadStage, RunInfo, SampleRow
     from layerscope.analysis.curves.significance import ProjectionSignificance
     from layerscope.analysis.datasets import ResponseTypeSource
-    from layerscope.analysis.models import ModelCheck
+    from layerscope.analysis.models.inspection import ModelCheck
     from layerscope.analysis.results.compare import MadRow, RelativeDifferenceRow
     from layerscope.analysis.results.spectra import LayerSpectrum
     from layerscope.analysis.runs.runner import PlannedRun, RunProgress

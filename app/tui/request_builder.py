@@ -31,7 +31,7 @@ def build_request(picks: Picks, *, require_types: bool = True) -> tuple[RunReque
     The settings are the record's (:mod:`layerscope.analysis.base.settings`), checked by
     ``RunRequest.from_settings``; a rejected one is named as the form names it.
     """
-    from layerscope.analysis.base.settings import SettingError
+    from layerscope.analysis.base.setting_schema import SettingError
 
     try:
         from layerscope.analysis.runs.runner import RunRequest

@@ -25,7 +25,8 @@ from pathlib import Path
 from typing import Any
 
 from layerscope.analysis.base.environment import text_from_env
-from layerscope.analysis.base.settings import SettingError, offered, setting
+from layerscope.analysis.base.setting_schema import SettingError
+from layerscope.analysis.base.settings import offered, setting
 
 STATE_ENV = "LAYERSCOPE_STATE"
 STATE_FILE_NAME = "tui-state.json"

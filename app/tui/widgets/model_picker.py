@@ -23,7 +23,7 @@ from layerscope.app.tui.widgets.list_or_path import ListOrPathPicker
 from layerscope.app.tui.widgets.marked_radio_button import MarkedRadioButton
 
 if TYPE_CHECKING:
-    from layerscope.analysis.models import ModelCheck
+    from layerscope.analysis.models.inspection import ModelCheck
 
 
 def human_size(size_bytes: int) -> str:
@@ -91,7 +91,8 @@ class ModelPicker(ListOrPathPicker):
 
     @work(thread=True, exclusive=True, group="model-scan", exit_on_error=False)
     def _scan(self) -> None:
-        from layerscope.analysis.models import TINY, inspect_model_path, list_cached_models
+        from layerscope.analysis.models.inspection import inspect_model_path, list_cached_models
+        from layerscope.analysis.models.sources import TINY
 
         entries: list[tuple[str, str]] = []
         tiny = inspect_model_path(TINY)
@@ -144,12 +145,12 @@ class ModelPicker(ListOrPathPicker):
 
     @work(thread=True, exclusive=True, group="model-check", exit_on_error=False)
     def _inspect(self, spec: str, typed: bool) -> None:
-        from layerscope.analysis.models import inspect_model_path
+        from layerscope.analysis.models.inspection import inspect_model_path
 
         try:
             check = inspect_model_path(spec)
         except Exception as error:  # an unreadable folder must not end the app
-            from layerscope.analysis.models import ModelCheck
+            from layerscope.analysis.models.inspection import ModelCheck
 
             check = ModelCheck(False, f"{spec}: {error!r}")
         self.post_message(ModelChecked(spec, check, typed))

@@ -23,7 +23,8 @@ from textual.containers import Grid
 from textual.widget import Widget
 from textual.widgets import Input, Label, Select
 
-from layerscope.analysis.base.settings import Setting, SettingError, offered
+from layerscope.analysis.base.setting_schema import Setting, SettingError
+from layerscope.analysis.base.settings import offered
 from layerscope.app.settings_presentation import (
     DEVICE_SUGGESTIONS,
     device_choices,

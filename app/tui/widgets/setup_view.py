@@ -100,7 +100,7 @@ class SetupPane(VerticalScroll):
 
         Not stopped: the App plans again on the same message.
         """
-        from layerscope.analysis.base.settings import SettingError
+        from layerscope.analysis.base.setting_schema import SettingError
         from layerscope.app.settings_presentation import form_id
 
         form = self.query_one(SettingsForm)
