@@ -12,7 +12,7 @@ import pytest
 from layerscope.analysis.base import settings as record
 from layerscope.analysis.base.records import ComputeSettings, Method, Mode, ModuleSet
 from layerscope.analysis.runs.runner import RunRequest, run_key
-from layerscope.app.cli.arguments import build_parser
+from layerscope.app.cli.grammar import build_parser
 from layerscope.app.settings_presentation import (
     flag,
     form_id,

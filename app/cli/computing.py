@@ -364,7 +364,7 @@ def summary_lines(outcome: Outcome, full_ids: bool = False) -> list[str]:
 def launcher_argv(args: argparse.Namespace) -> tuple[list[str], list[str]]:
     """``compute --nproc-per-node N ...`` as torchrun's options and the ranks' command line
     (the same, less torchrun's options); UsageError when the two cannot be told apart."""
-    from layerscope.app.cli.arguments import LAUNCHER_OPTIONS, build_parser
+    from layerscope.app.cli.grammar import LAUNCHER_OPTIONS, build_parser
 
     launcher = [f"--nproc-per-node={args.nproc_per_node}"]
     for option, dest in LAUNCHER_OPTIONS.items():
@@ -493,7 +493,7 @@ def execute_jsonl(request: RunRequest, db: str | None) -> Outcome:
 def cmd_compute(args: argparse.Namespace) -> int:
     from layerscope.analysis.runs.distributed import detect, replica_device
     from layerscope.analysis.runs.sharding import ShardError, parse_shard
-    from layerscope.app.cli.arguments import LAUNCHER_OPTIONS
+    from layerscope.app.cli.grammar import LAUNCHER_OPTIONS
 
     environment = detect()
     if args.nproc_per_node is not None:
