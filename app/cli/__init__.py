@@ -8,7 +8,9 @@ the Textual explorer (the only place this package touches the UI).
 The package is thin: :mod:`.grammar` (every command and its options), :mod:`.arguments` (what
 a value means, the computing options built from the settings record), :mod:`.computing`,
 :mod:`.browsing`, :mod:`.publishing` (figure, table) and :mod:`.doctor` (one function per
-command, calling ``analysis/``), :mod:`.output` (rendering).
+command, calling ``analysis/``), :mod:`.output` (rendering); a computation's progress
+(:mod:`.progress_bars`, :mod:`.progress_jsonl`), cancellation and torchrun launcher have modules
+of their own.
 Conventions every command keeps: ``--help``; ``--db`` (also before the command); loading stages
 and progress bars on stderr for long work (stdout stays clean for scripts: run ids, tables, JSON;
 ``compute`` into a terminal shows each run once, as its summary line, see its ``--help``); exit
