@@ -30,7 +30,7 @@ from layerscope.analysis.runs.distributed import (
 )
 from layerscope.analysis.runs.planning import RunnerError
 from layerscope.app.cli import build_parser, main
-from layerscope.app.cli.computing import launcher_argv
+from layerscope.app.cli.torchrun import launcher_argv
 
 PROBE = Path(__file__).parent / "rank_probe"
 TYPES = "none_cot,detailed_cot"  # bare answers and long chains of thought: skewed lengths

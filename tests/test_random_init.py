@@ -16,7 +16,7 @@ from layerscope.analysis.base.settings import setting
 from layerscope.analysis.cache import ResultsCache
 from layerscope.analysis.runs.planning import RunRequest, plan
 from layerscope.analysis.runs.runner import execute
-from layerscope.app.cli.arguments import build_parser
+from layerscope.app.cli.grammar import build_parser
 from layerscope.app.labels import full_label, run_labels, run_settings
 
 PRETRAINED_SEED = 1234

@@ -15,7 +15,7 @@ from layerscope.analysis.base.records import ComputeSettings, Method, Mode, Modu
 from layerscope.analysis.base.setting_schema import SettingError
 from layerscope.analysis.base.setting_values import check_values
 from layerscope.analysis.runs.runner import RunRequest, run_key
-from layerscope.app.cli.arguments import build_parser
+from layerscope.app.cli.grammar import build_parser
 from layerscope.app.settings_presentation import (
     flag,
     form_id,

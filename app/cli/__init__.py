@@ -5,9 +5,12 @@ them with ``layerscope compute``, look at results with ``runs``/``show`` from an
 while they run, and move numbers around with ``export``/``import``. ``layerscope`` alone opens
 the Textual explorer (the only place this package touches the UI).
 
-The package is thin: :mod:`.arguments` (the grammar, the computing options built from the
-settings record), :mod:`.computing`, :mod:`.browsing`, :mod:`.publishing` (figure, table) and
-:mod:`.doctor` (one function per command, calling ``analysis/``), :mod:`.output` (rendering).
+The package is thin: :mod:`.grammar` (every command and its options), :mod:`.arguments` (what
+a value means, the computing options built from the settings record), :mod:`.computing`,
+:mod:`.browsing`, :mod:`.publishing` (figure, table) and :mod:`.doctor` (one function per
+command, calling ``analysis/``), :mod:`.output` (rendering); a computation's progress
+(:mod:`.progress_bars`, :mod:`.progress_jsonl`), cancellation and torchrun launcher have modules
+of their own.
 Conventions every command keeps: ``--help``; ``--db`` (also before the command); loading stages
 and progress bars on stderr for long work (stdout stays clean for scripts: run ids, tables, JSON;
 ``compute`` into a terminal shows each run once, as its summary line, see its ``--help``); exit
@@ -29,7 +32,8 @@ from collections.abc import Callable, Sequence
 
 from layerscope.analysis.base.errors import LayerscopeError, is_internal, one_line
 from layerscope.analysis.cache import ResultsCache
-from layerscope.app.cli.arguments import EXIT_INTERRUPTED, PROG, UsageError, build_parser
+from layerscope.app.cli.arguments import EXIT_INTERRUPTED, PROG, UsageError
+from layerscope.app.cli.grammar import build_parser
 from layerscope.app.settings_presentation import option_name
 
 __all__ = ["build_parser", "main"]

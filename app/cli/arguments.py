@@ -1,68 +1,35 @@
-"""The command line's grammar: commands, their arguments, and what a typed value means.
+"""What a command-line argument means: the types of its values, the settings as options, and
+the usage error.
 
-Why apart from the commands: the computing options are not written here at all. They come from
-the settings record (:mod:`layerscope.analysis.base.settings`), so ``compute``, ``check`` and the
-explorer's form cannot drift apart in names, choices or defaults; this module only turns each
-:class:`~layerscope.analysis.base.setting_schema.Setting` into an ``argparse`` argument (its
-option as :mod:`layerscope.app.settings_presentation` spells it) and back.
+Why apart from the grammar (:mod:`.grammar`): the commands import these (the error to raise,
+the type of a value, the settings' values a command was given) and never the whole tree of
+commands and options, so no command module depends on another's options. The computing options
+are not written in the command line at all: they come from the settings record
+(:mod:`layerscope.analysis.base.settings`), so ``compute``, ``check`` and the explorer's form
+cannot drift apart in names, choices or defaults; this module only turns each
+:class:`~layerscope.analysis.base.setting_schema.Setting` into an ``argparse`` argument (its option as
+:mod:`layerscope.app.settings_presentation` spells it) and back.
 """
 
 from __future__ import annotations
 
 import argparse
 from pathlib import Path
-from typing import Any, NoReturn
+from typing import Any
 
 from layerscope.analysis.base.errors import LayerscopeError, spell
 from layerscope.analysis.base.outputs import STDOUT
 from layerscope.analysis.base.records import ATTENTION_PROJECTIONS, MLP_PROJECTIONS
 from layerscope.analysis.base.setting_schema import Setting, SettingError, Surface
-from layerscope.analysis.base.settings import offered, setting
+from layerscope.analysis.base.settings import offered
 from layerscope.app.settings_presentation import flag, option_help, option_name, placeholder
 
 PROG = "layerscope"
 EXIT_INTERRUPTED = 130  # 128 + SIGINT, the shell's convention; a SIGTERM exits 143
-EXPORT_FORMATS = ("parquet", "csv", "paper-jsonl")
-PROGRESS_FORMATS = ("bars", "jsonl")
-MERGE_RTOL = 1e-5  # layerscope.analysis.cache.merging.DEFAULT_RTOL
-TABLE_FORMATS = ("markdown", "latex", "csv")  # layerscope.analysis.results.tables.TABLE_FORMATS
-DEPTH_CHOICES = ("layer", "normalised")  # layerscope.analysis.results.compare.DEPTHS
-METRIC_HELP = (
-    "nuclear, sigma1_ratio, frobenius, effective_rank, stable_rank, sigma_max, "
-    "sigma_min, mean, max, min, nuclear_per_loss or loss (default: nuclear)"
-)
-DEPTH_HELP = (
-    "x axis: layer index, or normalised depth layer / (layers - 1) in 0..1, so that models "
-    "of different depths overlay (default: layer)"
-)
-DB_HELP = "results cache file (default: $LAYERSCOPE_DB or ~/.cache/layerscope/results.duckdb)"
-
-
-# Where each computing command's output goes (its --help epilog; the README says the same).
-COMPUTE_OUTPUT = (
-    "Output: when standard output is a terminal, it shows one summary line per run, starting "
-    "with the run's 12-character id (which show and export accept), then one line for the "
-    "whole call (its time, and how much of it went to loading the model). When standard "
-    "output is redirected (a pipe, a file, $(...)), it carries only the full run ids, one per "
-    "line, and the summary goes to standard error. Standard error also shows the loading "
-    "stages and the progress bars (in a log file: one line per stage, no bars)."
-)
-CHECK_OUTPUT = (
-    "Output: standard output carries the profile (charts and tables, or JSON with --json); "
-    "standard error the loading stages, the progress bars and one summary line per run with "
-    "its id and time."
-)
 
 
 class UsageError(LayerscopeError):
     """A command line that cannot be run as given (exit status 2)."""
-
-
-class _Parser(argparse.ArgumentParser):
-    """argparse, with its errors as one line and exit status 2 (see ``main``)."""
-
-    def error(self, message: str) -> NoReturn:
-        raise UsageError(f"{message} (see {self.prog} --help)")
 
 
 # ---- argument types ---------------------------------------------------------------------------
@@ -87,6 +54,20 @@ def token_range(text: str) -> tuple[int, int]:
         raise argparse.ArgumentTypeError(f"expected LOW-HIGH token counts, got {text!r}") from None
     if low > high:
         raise argparse.ArgumentTypeError(f"empty token range {text!r}")
+    return low, high
+
+
+def layer_range(text: str) -> tuple[int, int]:
+    """``--layers A-B``: 0-based layers A to B, both included (``5`` is one layer)."""
+    try:
+        low_text, high_text = text.split("-", 1) if "-" in text else (text, text)
+        low, high = int(low_text), int(high_text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(
+            f"expected A-B layer numbers (0-based, both included), got {text!r}"
+        ) from None
+    if low < 0 or low > high:
+        raise argparse.ArgumentTypeError(f"empty or negative layer range {text!r}")
     return low, high
 
 
@@ -160,292 +141,3 @@ def add_settings(parser: argparse.ArgumentParser, surface: Surface) -> None:
 def setting_values(args: argparse.Namespace, surface: Surface) -> dict[str, Any]:
     """The values of the settings a command offers, by setting name."""
     return {item.name: getattr(args, item.name) for item in offered(surface)}
-
-
-# ---- parser -----------------------------------------------------------------------------------
-
-
-def build_parser() -> argparse.ArgumentParser:
-    parser = _Parser(
-        prog=PROG,
-        description="Layer-wise gradient statistics of causal LMs: compute, cache, compare. "
-        "Without a command, opens the interactive explorer.",
-    )
-    parser.add_argument("--model", help="explorer: preselect this model")
-    parser.add_argument("--dataset", help="explorer: preselect this dataset")
-    parser.add_argument("--db", help=DB_HELP)
-    commands = parser.add_subparsers(dest="command", metavar="COMMAND", parser_class=_Parser)
-
-    def command(name: str, help_text: str) -> argparse.ArgumentParser:
-        sub = commands.add_parser(name, help=help_text, description=help_text)
-        # SUPPRESS: a --db given before the command is not overwritten by this default
-        sub.add_argument("--db", default=argparse.SUPPRESS, help=DB_HELP)
-        return sub
-
-    compute = command("compute", "compute what is missing and print the run ids")
-    compute.add_argument(
-        "--model",
-        required=True,
-        help="tiny, a local folder or a hub id (downloaded when not cached, unless --offline)",
-    )
-    compute.add_argument(
-        "--dataset",
-        required=True,
-        help="a data file, a folder in the paper's layout, a .toml manifest, or math/knowledge",
-    )
-    compute.add_argument(
-        "--types",
-        help="comma-separated response types (default: all in the dataset); in a folder "
-        "holding several datasets, DATASET/TYPE picks one dataset's (gsm8k_train/none_cot) "
-        "and a bare type every dataset's",
-    )
-    add_settings(compute, "compute")
-    compute.add_argument(
-        "--quiet", action="store_true", help="no loading stages and no progress bars"
-    )
-    _add_scaling(compute)
-    compute.add_argument(
-        "--shard",
-        metavar="I/N",
-        help="compute only shard I (0-based) of N balanced shards of each run's samples, "
-        "e.g. $SLURM_ARRAY_TASK_ID/8 in an array job; join the caches with `merge`",
-    )
-    compute.add_argument(
-        "--progress-format",
-        choices=PROGRESS_FORMATS,
-        default="bars",
-        help="bars: progress bars on stderr; jsonl: one JSON object per line on stdout per "
-        "plan, loading stage and progress update, for a program to follow (default: bars)",
-    )
-    compute.epilog = COMPUTE_OUTPUT
-
-    merge = command(
-        "merge",
-        "merge cache files into one: runs matched by key, samples by index, none twice; "
-        "a sample two caches hold with different values is reported, never chosen",
-    )
-    merge.add_argument("sources", nargs="+", type=Path, metavar="SRC.duckdb")
-    merge.add_argument(
-        "--into", required=True, type=Path, metavar="DST.duckdb", help="the cache merged into"
-    )
-    merge.add_argument(
-        "--rtol",
-        type=float,
-        default=MERGE_RTOL,
-        help="relative tolerance under which two stored values agree (default: 1e-5)",
-    )
-    merge.epilog = (
-        "Each run is merged in one transaction: an interrupted merge leaves finished runs "
-        "merged and the rest untouched, and running it again continues. Exit status 1 when "
-        "any sample conflicts (one line each on stderr; the destination keeps its value)."
-    )
-
-    runs = command("runs", "list the runs in the cache")
-    runs.add_argument("--json", action="store_true", help="a JSON array instead of a table")
-
-    show = command("show", "layer-wise curves of runs, their MAD and relative differences")
-    show.add_argument("runs", nargs="+", metavar="RUN", help="run ids or unique id prefixes")
-    show.add_argument("--metric", default="nuclear", help=METRIC_HELP)
-    show.add_argument("--proj", help="comma-separated projections (default: all measured)")
-    _add_tokens(show)
-    show.add_argument("--json", action="store_true", help="curves and tables as JSON")
-    show.add_argument("--depth", choices=DEPTH_CHOICES, default="layer", help=DEPTH_HELP)
-    show.add_argument(
-        "--spectra",
-        action="store_true",
-        help="instead of curves: the mean singular value by rank per layer, log-log "
-        "(runs computed with --spectra or imported with S_list)",
-    )
-    from layerscope.app.cli.selecting import layer_range
-
-    show.add_argument(
-        "--layers",
-        type=layer_range,
-        metavar="A-B",
-        help="with --spectra: 0-based layers A..B (default: all; 8 at most, evenly spread)",
-    )
-    _add_chart_options(show)
-
-    figure = command(
-        "figure",
-        "draw the paper's four-panel figure (q, k, v, o against layer, runs overlaid) "
-        "as PNG, SVG or PDF (needs the figures extra: pip install 'layerscope[figures]')",
-    )
-    figure.add_argument("runs", nargs="+", metavar="RUN", help="run ids or unique id prefixes")
-    figure.add_argument("--metric", default="nuclear", help=METRIC_HELP.replace(" or loss", ""))
-    figure.add_argument(
-        "--output",
-        required=True,
-        type=output_path,
-        metavar="FILE",
-        help="the figure file: its name's ending (.png, .svg, .pdf) chooses the format",
-    )
-    figure.add_argument(
-        "--band", action="store_true", help="shade the 95%% confidence interval of each mean"
-    )
-    figure.add_argument("--depth", choices=DEPTH_CHOICES, default="layer", help=DEPTH_HELP)
-    _add_tokens(figure)
-    figure.add_argument("--title", default="", help="a title above the panels (default: none)")
-    figure.add_argument(
-        "--force", action="store_true", help="replace the file at FILE if there is one"
-    )
-    figure.epilog = (
-        "An existing file is replaced only with --force; the cache and its write-ahead log "
-        "never are. SVG keeps its text as text, PDF embeds TrueType fonts."
-    )
-
-    table = command(
-        "table",
-        "the paper's MAD table: rows model x mode, columns response types, cells the MAD "
-        "over all, early, middle and late layers",
-    )
-    table.add_argument("runs", nargs="+", metavar="RUN", help="run ids or unique id prefixes")
-    table.add_argument("--metric", default="nuclear", help=METRIC_HELP.replace(" or loss", ""))
-    table.add_argument(
-        "--proj", default="q", help="the projection whose curves the cells measure (default: q)"
-    )
-    table.add_argument(
-        "--format", choices=TABLE_FORMATS, default="markdown", help="(default: markdown)"
-    )
-    _add_tokens(table)
-
-    export = command("export", "write a run as Parquet, CSV or the paper's JSON lines")
-    export.add_argument("run", metavar="RUN")
-    export.add_argument("--format", required=True, choices=EXPORT_FORMATS)
-    export.epilog = (
-        "With --output -, standard output carries only the data (CSV or JSON lines) and the "
-        "summary line goes to stderr. An existing file is replaced only with --force (through a "
-        "symbolic link: its target); the cache and its write-ahead log never are."
-    )
-    export.add_argument(
-        "--output",
-        required=True,
-        type=output_path,
-        metavar="PATH",
-        help="file to write, or - for standard output (csv and paper-jsonl)",
-    )
-    export.add_argument(
-        "--force", action="store_true", help="replace the file at PATH if there is one"
-    )
-
-    import_ = command("import", "read the paper's per-sample JSON lines into the cache as a run")
-    import_.add_argument("file", type=Path, metavar="FILE.jsonl")
-    import_.add_argument("--model", required=True, help="name to file the run under")
-    import_.add_argument("--dataset", required=True, help="dataset name to file the run under")
-    import_.add_argument("--type", required=True, dest="response_type", help="response type")
-    add_setting(import_, setting("mode"), "compute")
-
-    describe = command("describe", "list the matrices that would be measured, without computing")
-    describe.add_argument("--model", required=True)
-    add_setting(describe, setting("modules"), "compute")
-    add_setting(describe, setting("trust_remote_code"), "compute")
-    add_setting(describe, setting("revision"), "compute")
-    add_setting(describe, setting("offline"), "compute")
-    describe.add_argument(
-        "--routes",
-        metavar="LENGTHS",
-        help="also say which exact route each statistic of each projection takes at these "
-        "sample lengths (positions, e.g. 64,256,1024), and why (the cost model of compute)",
-    )
-    describe.add_argument("--json", action="store_true")
-
-    doctor = command(
-        "doctor",
-        "check a cache file (its log, schema, runs, sums and rows) and say what to do; "
-        "exit 1 when something needs action",
-    )
-    repairs = doctor.add_mutually_exclusive_group()
-    repairs.add_argument(
-        "--set-aside-wal",
-        action="store_true",
-        help="move a damaged write-ahead log aside (after copying the file beside itself)",
-    )
-    repairs.add_argument(
-        "--repair",
-        action="store_true",
-        help="remove orphaned and duplicated rows, recompute the curve sums (after a copy)",
-    )
-    doctor.add_argument("--json", action="store_true", help="the report as one JSON object")
-
-    check = command(
-        "check",
-        "a quick profile of a model on the bundled math samples: fast vs slow thinking, "
-        "correct vs irrelevant",
-    )
-    check.add_argument("model", metavar="MODEL")
-    check.add_argument("--dataset", default="math", help="dataset to profile (default: math)")
-    check.add_argument("--metric", default="nuclear", help="statistic to chart (nuclear)")
-    check.add_argument("--proj", help="projections to chart (default: q,k,v,o)")
-    add_settings(check, "check")
-    check.add_argument(
-        "--quiet", action="store_true", help="no loading stages and no progress bars"
-    )
-    check.add_argument("--json", action="store_true", help="the profile as JSON")
-    check.epilog = CHECK_OUTPUT
-    _add_chart_options(check)
-
-    devices = command(
-        "devices",
-        "list the devices --device takes, each GPU with its free memory (needs the optional "
-        "nvidia-ml-py: pip install 'layerscope[gpu]')",
-    )
-    devices.add_argument("--json", action="store_true", help="the devices as a JSON array")
-
-    from layerscope.app.cli.selecting import add_commands as add_selection_commands
-
-    add_selection_commands(command)
-    return parser
-
-
-# torchrun's own options, passed on by `compute --nproc-per-node N` (and not to the ranks).
-LAUNCHER_OPTIONS = {
-    "--nproc-per-node": "nproc_per_node",
-    "--nnodes": "nnodes",
-    "--node-rank": "node_rank",
-    "--rdzv-backend": "rdzv_backend",
-    "--rdzv-endpoint": "rdzv_endpoint",
-    "--rdzv-id": "rdzv_id",
-    "--master-addr": "master_addr",
-    "--master-port": "master_port",
-}
-
-
-def _add_scaling(parser: argparse.ArgumentParser) -> None:
-    group = parser.add_argument_group(
-        "scaling out",
-        "data-parallel ranks through torch.distributed.run (torchrun); "
-        "see the README's 'Scaling out'",
-    )
-    group.add_argument(
-        "--nproc-per-node",
-        type=positive_int,
-        metavar="N",
-        help="start N ranks on this node (one per GPU, or CPU processes) via torchrun",
-    )
-    group.add_argument("--nnodes", metavar="N[:M]", help="torchrun: number of nodes")
-    group.add_argument("--node-rank", type=int, metavar="R", help="torchrun: this node's rank")
-    group.add_argument("--rdzv-backend", metavar="NAME", help="torchrun: rendezvous (c10d)")
-    group.add_argument("--rdzv-endpoint", metavar="HOST:PORT", help="torchrun: rendezvous host")
-    group.add_argument("--rdzv-id", metavar="ID", help="torchrun: the job's id")
-    group.add_argument("--master-addr", metavar="HOST", help="torchrun: rank 0's host")
-    group.add_argument("--master-port", type=int, metavar="PORT", help="torchrun: rank 0's port")
-    group.add_argument(
-        "--gpus-per-replica",
-        type=positive_int,
-        metavar="K",
-        help="each rank's model spans K GPUs (local rank r uses GPUs r*K .. r*K+K-1)",
-    )
-
-
-def _add_tokens(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument(
-        "--tokens",
-        type=token_range,
-        metavar="LOW-HIGH",
-        help="length control: only samples with LOW..HIGH response tokens",
-    )
-
-
-def _add_chart_options(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument("--width", type=positive_int, help="chart width (terminal width)")
-    parser.add_argument("--height", type=positive_int, default=18, help="chart height (18)")

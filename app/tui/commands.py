@@ -2,17 +2,21 @@
 
 Why apart from app.py: each of these reads several tabs (export) or every binding table (help,
 palette) and none of it is about routing messages, which is what the App is for. They take the
-App as their argument and use only its public parts (query_one, notify, push_screen, actions).
+App as their argument and use only its public parts (query_one, notify, push_screen, actions),
+which :class:`Explorer` names: typed by that protocol, this module needs nothing of app.py, which
+imports it.
 """
 
 from __future__ import annotations
 
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, Protocol, TypeVar
 
 from textual.app import SystemCommand
 from textual.binding import Binding
+from textual.screen import Screen
+from textual.widget import Widget
 from textual.widgets import TabbedContent
 
 from layerscope.app.tui.widgets.compare_view import STATISTICS, ComparePane
@@ -23,13 +27,47 @@ from layerscope.app.tui.widgets.samples_view import SamplesPane
 
 if TYPE_CHECKING:
     from layerscope.analysis.base.records import RunInfo
-    from layerscope.app.tui.app import LayerscopeApp
+
+FoundWidget = TypeVar("FoundWidget", bound=Widget)
+ScreenResult = TypeVar("ScreenResult")
+
+
+class Explorer(Protocol):
+    """What these commands use of the explorer's App: Textual's public methods, the runs it
+    shows, its cache file and its actions."""
+
+    db_path: Path
+    runs_by_id: dict[str, RunInfo]
+
+    def query_one(self, selector: type[FoundWidget]) -> FoundWidget: ...
+
+    def notify(self, message: str, *, title: str = "") -> None: ...
+
+    def push_screen(
+        self,
+        screen: Screen[ScreenResult],
+        callback: Callable[[ScreenResult | None], None] | None = None,
+    ) -> object: ...
+
+    def action_run(self) -> None: ...
+
+    def action_cancel(self) -> None: ...
+
+    def action_export(self) -> None: ...
+
+    def action_help(self) -> None: ...
+
+    def action_toggle_theme(self) -> None: ...
+
+    def action_show_tab(self, tab: str) -> None: ...
+
+    def scan_cache(self) -> None: ...
 
 
 # --- export --------------------------------------------------------------------------------
 
 
-def export_shown(app: LayerscopeApp) -> None:
+def export_shown(app: Explorer) -> None:
     """Ask for a folder and write what the current tab shows (chart as text and, with the
     figures extra, as the paper's figure in PNG and PDF; tables as CSV; on the Chart tab also
     the paper's MAD table as Markdown and LaTeX)."""
@@ -86,7 +124,7 @@ def export_shown(app: LayerscopeApp) -> None:
     app.push_screen(ExportDialog(what, "layerscope-export", write), written)
 
 
-def write_marked(app: LayerscopeApp, run: RunInfo, indices: tuple[int, ...], label: str) -> None:
+def write_marked(app: Explorer, run: RunInfo, indices: tuple[int, ...], label: str) -> None:
     """Ask for a folder and write the marked samples' records there as a dataset file (JSON,
     every field as the run's data file has it), which `compute --dataset` reads."""
     from layerscope.app.tui.export import safe_name
@@ -153,7 +191,7 @@ def bindings_of(owner: Any) -> list[Binding]:
     ]
 
 
-def help_sections(app: LayerscopeApp) -> list[tuple[str, list[Binding]]]:
+def help_sections(app: Explorer) -> list[tuple[str, list[Binding]]]:
     """Every key, area by area, from the live binding tables."""
     from layerscope.app.tui.screens.sample_detail import SampleDetailScreen
 
@@ -173,9 +211,7 @@ def help_sections(app: LayerscopeApp) -> list[tuple[str, list[Binding]]]:
 # --- the command palette -------------------------------------------------------------------
 
 
-def palette_commands(
-    app: LayerscopeApp, tabs: Iterable[tuple[str, str]]
-) -> Iterable[SystemCommand]:
+def palette_commands(app: Explorer, tabs: Iterable[tuple[str, str]]) -> Iterable[SystemCommand]:
     """The explorer's own entries of the command palette (after Textual's)."""
     yield SystemCommand("Run", "Compute the checked response types (r)", app.action_run)
     yield SystemCommand("Cancel run", "Stop after the current batch (c)", app.action_cancel)

@@ -1,0 +1,55 @@
+"""Stopping a computation from the shell: the first Ctrl-C or SIGTERM after the current batch,
+a second Ctrl-C at once.
+
+Why its own module: every way the command line runs a computation stops the same way (with
+bars, with JSON lines, on a rank that only serves rank 0), and the stored batches stay either
+way so that the same command resumes; one class keeps the signals' handling and the exit status
+they ask for in one place.
+"""
+
+from __future__ import annotations
+
+import signal
+import sys
+import threading
+from typing import Any
+
+from layerscope.app.cli.arguments import PROG
+
+
+class Cancellation:
+    """First Ctrl-C (or SIGTERM) asks the runner to stop after the current batch; a second
+    Ctrl-C interrupts at once. Either way the stored batches stay and a rerun resumes."""
+
+    def __init__(self, announce: bool = True) -> None:
+        self.announce = announce  # a worker rank stays silent: rank 0 speaks for the job
+        self.event = threading.Event()
+        self.signal: int | None = None  # the first signal that asked to stop
+        self._previous: dict[int, Any] = {}
+
+    @property
+    def exit_status(self) -> int:
+        """128 + the signal that stopped the run (130 for Ctrl-C, 143 for SIGTERM)."""
+        return 128 + (self.signal if self.signal is not None else signal.SIGINT)
+
+    def _handle(self, signum: int, _frame: Any) -> None:
+        if self.event.is_set() and signum == signal.SIGINT:
+            raise KeyboardInterrupt
+        if self.signal is None:
+            self.signal = signum
+        self.event.set()
+        if self.announce:
+            print(
+                f"{PROG}: stopping after the current batch (Ctrl-C again to stop now)",
+                file=sys.stderr,
+            )
+
+    def __enter__(self) -> Cancellation:
+        if threading.current_thread() is threading.main_thread():
+            for signum in (signal.SIGINT, signal.SIGTERM):
+                self._previous[signum] = signal.signal(signum, self._handle)
+        return self
+
+    def __exit__(self, *exc_info: object) -> None:
+        for signum, handler in self._previous.items():
+            signal.signal(signum, handler)

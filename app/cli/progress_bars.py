@@ -1,0 +1,198 @@
+"""A computation's progress for a person: the loading stages, then a bar per run, on stderr.
+
+Why apart from the commands: this is the whole of what a person watches while a computation
+runs, in a terminal (a live stage line giving way to the bars, each with its rate, time left,
+loss and memory) or in a log file (one plain line per loading stage, no bars), and ``--quiet``
+silences it; the commands only choose it and say what ran (:mod:`.outcome`). A program follows
+the same computation through :mod:`.progress_jsonl` instead.
+"""
+
+from __future__ import annotations
+
+import time
+from typing import TYPE_CHECKING, Any
+
+from layerscope.app.cli import output
+from layerscope.app.cli.cancellation import Cancellation
+from layerscope.app.cli.outcome import Outcome
+from layerscope.app.labels import duration
+
+if TYPE_CHECKING:
+    from rich.console import Console
+    from rich.progress import Progress, Task
+
+    from layerscope.analysis.base.records import LoadStage
+    from layerscope.analysis.runs.runner import RunProgress, RunRequest
+
+
+class StageReport:
+    """Tells the user what loading the model is doing while it loads.
+
+    In a terminal the current stage is one live line among the bars ("loading weights" with
+    its count, then "computing the first batch") that gives way to the run bars; in a log
+    file each stage is one plain line as it begins, saying how long the previous one took (and
+    how many weight tensors it loaded), never a line per tensor; ``--quiet`` says nothing.
+    """
+
+    def __init__(self, progress: Progress | None, plain: Console | None) -> None:
+        self.progress = progress
+        self.plain = plain
+        self.task: Any = None
+        self.current: LoadStage | None = None
+        self.began = 0.0
+        self.first_began: float | None = None
+        self.loaded_at: float | None = None  # when the first batch began: loading is over
+
+    def __call__(self, stage: LoadStage) -> None:
+        now = time.perf_counter()
+        if self.first_began is None:
+            self.first_began = now
+        new_step = self.current is None or stage.step != self.current.step
+        if new_step and self.plain is not None:
+            self.plain.print(f"{stage.description}…{self._previous(now)}")
+        if new_step:
+            self.began = now
+        if stage.step == "first batch":
+            self.loaded_at = now
+        self.current = stage
+        if self.progress is None:
+            return
+        counted = stage.total is not None and stage.done is not None
+        fields = {
+            "description": stage.description,
+            "total": stage.total if counted else None,
+            "completed": stage.done if counted else 0,
+        }
+        if self.task is None:
+            self.task = self.progress.add_task(rate="", loss="", **fields)
+        else:
+            self.progress.update(self.task, **fields)
+
+    def _previous(self, now: float) -> str:
+        previous = self.current
+        if previous is None:
+            return ""
+        counted = f"{previous.total} tensors in " if previous.total else ""
+        return f" ({previous.description}: {counted}{duration(now - self.began)})"
+
+    @property
+    def loading_seconds(self) -> float | None:
+        if self.first_began is None or self.loaded_at is None:
+            return None
+        return self.loaded_at - self.first_began
+
+    def computing_began(self) -> None:
+        """The first batch is stored: the stage line gives way to the run bars."""
+        if self.progress is not None and self.task is not None:
+            self.progress.remove_task(self.task)
+        self.task = None
+
+
+def execute_with_progress(request: RunRequest, db: str | None, quiet: bool) -> Outcome:
+    """Run a request with its loading stages and progress bars on stderr."""
+    from rich.progress import (
+        BarColumn,
+        MofNCompleteColumn,
+        Progress,
+        TextColumn,
+        TimeRemainingColumn,
+    )
+    from rich.text import Text
+
+    from layerscope.analysis.runs.distributed import execute  # the runner's, unless under torchrun
+
+    class CountColumn(MofNCompleteColumn):
+        """done/total, or nothing for a stage that cannot count."""
+
+        def render(self, task: Task) -> Text:
+            return Text("") if task.total is None else super().render(task)
+
+    began = time.perf_counter()
+    finals: dict[str, RunProgress] = {}
+    started: dict[str, tuple[float, int]] = {}  # run id -> when it started computing, done then
+    computing: dict[str, float] = {}
+    columns = (
+        TextColumn("{task.description}"),
+        BarColumn(),
+        CountColumn(),
+        TextColumn("{task.fields[rate]}"),
+        TimeRemainingColumn(),
+        TextColumn("{task.fields[loss]}"),
+    )
+    err = output.console(stderr=True)
+    # Bars only where someone watches them: redirected to a file, Rich would write one final
+    # frame (an empty line when nothing ran); a log gets one line per stage and the summaries.
+    bars = not quiet and err.is_terminal
+    with (
+        Cancellation() as cancellation,
+        Progress(*columns, console=err, disable=not bars, transient=True) as progress,
+    ):
+        # Always a stage listener, even with --quiet: it is what keeps transformers' own
+        # "Loading weights" bar out of the output (the runner routes that bar into it).
+        stages = StageReport(
+            progress if bars else None, err if not quiet and not err.is_terminal else None
+        )
+        tasks: dict[str, Any] = {}
+        for update in execute(request, db_path=db, cancel=cancellation.event, on_stage=stages):
+            run_id = update.run_id
+            if update.status == "running" and run_id not in started:
+                started[run_id] = (time.perf_counter(), update.done)
+            elif run_id in started and (
+                update.status != "running" or update.done > started[run_id][1]
+            ):
+                stages.computing_began()
+            if run_id in started and update.status != "running":
+                computing[run_id] = time.perf_counter() - started[run_id][0]
+            if run_id not in tasks and update.status != "cached":
+                tasks[run_id] = progress.add_task(
+                    f"{update.dataset}/{update.response_type}",
+                    total=update.total,
+                    rate="",
+                    loss="",
+                )
+            if run_id in tasks:
+                rate = throughput(update)
+                loss = f"loss {update.mean_loss:.3f}" if update.mean_loss is not None else ""
+                if update.status == "running" and update.memory_bytes is not None:
+                    loss = f"{loss} {memory_text(update)}".strip()
+                progress.update(
+                    tasks[run_id], completed=update.done, total=update.total, rate=rate, loss=loss
+                )
+            if update.message and update.status == "running":
+                progress.console.print(f"{update.dataset}/{update.response_type}: {update.message}")
+            finals[run_id] = update
+        cancelled = cancellation.exit_status if cancellation.event.is_set() else None
+    return Outcome(
+        finals=list(finals.values()),
+        computing=computing,
+        loading=stages.loading_seconds,
+        total=time.perf_counter() - began,
+        cancelled=cancelled,
+    )
+
+
+def token_rate(tokens_per_second: float) -> str:
+    """'850 tok/s', '12.3k tok/s'."""
+    if tokens_per_second >= 1000:
+        return f"{tokens_per_second / 1000:.1f}k tok/s"
+    return f"{tokens_per_second:.0f} tok/s"
+
+
+def throughput(update: RunProgress) -> str:
+    """'2.10 samples/s 1.2k tok/s' (empty before the first batch)."""
+    if not update.samples_per_second:
+        return ""
+    rate = f"{update.samples_per_second:.2f} samples/s"
+    if update.tokens_per_second:
+        rate += f" {token_rate(update.tokens_per_second)}"
+    return rate
+
+
+def memory_text(update: RunProgress) -> str:
+    """'mem 3.1/5.0G' (in use now / at most, GiB; 'rss' on a CPU: the whole process)."""
+    if update.memory_bytes is None:
+        return ""
+    label = "rss" if update.memory_kind == "rss" else "mem"
+    now = update.memory_bytes / 2**30
+    peak = (update.memory_peak_bytes or update.memory_bytes) / 2**30
+    return f"{label} {now:.1f}/{peak:.1f}G"
