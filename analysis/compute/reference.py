@@ -14,7 +14,7 @@ min and cosines.
 from __future__ import annotations
 
 from collections.abc import Sequence
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, cast
 
 from layerscope.analysis.base.records import ComputeSettings, MatrixStatistics, SampleResult
 from layerscope.analysis.compute.capture import Capture
@@ -74,7 +74,8 @@ def _reference_statistics(
     store = _GradientStore() if settings.cosines else None
     matrices = []
     for target in targets:
-        gradient = target.module.weight.grad
+        # a weight's gradient (nn.Module types its attributes as Tensor | Module)
+        gradient = cast("torch.Tensor", target.module.weight.grad)
         if target.transposed:
             gradient = gradient.T
         if target.output_features is not None:

@@ -58,15 +58,16 @@ class StageReport:
         if self.progress is None:
             return
         counted = stage.total is not None and stage.done is not None
-        fields = {
-            "description": stage.description,
-            "total": stage.total if counted else None,
-            "completed": stage.done if counted else 0,
-        }
+        total = stage.total if counted else None
+        completed = (stage.done or 0) if counted else 0
         if self.task is None:
-            self.task = self.progress.add_task(rate="", loss="", **fields)
+            self.task = self.progress.add_task(
+                stage.description, total=total, completed=completed, rate="", loss=""
+            )
         else:
-            self.progress.update(self.task, **fields)
+            self.progress.update(
+                self.task, description=stage.description, total=total, completed=completed
+            )
 
     def _previous(self, now: float) -> str:
         previous = self.current

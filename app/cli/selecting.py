@@ -13,6 +13,7 @@ import argparse
 import json
 import math
 import sys
+from typing import Literal
 
 from layerscope.analysis.base.outputs import OutputError, OutputExistsError
 from layerscope.analysis.base.records import RunInfo
@@ -64,7 +65,7 @@ def cmd_select(args: argparse.Namespace) -> int:
     cache = ResultsCache(args.db)
     info = cache.run(args.run)
     _check_run(info, projection, args.layers)
-    end = "top" if args.top else "bottom"
+    end: Literal["top", "bottom"] = "top" if args.top else "bottom"
     selection = select_samples(
         cache, info, statistic, args.top or args.bottom, end, projection, args.layers
     )

@@ -10,11 +10,12 @@ from __future__ import annotations
 from typing import Any
 
 
-def run_tui(model: str | None = None, dataset: str | None = None, db: str | None = None) -> None:
-    """Open the explorer, optionally preselecting a model and a dataset and using another cache."""
+def run_tui(model: str | None = None, dataset: str | None = None, db: str | None = None) -> int:
+    """Open the explorer, optionally preselecting a model and a dataset and using another cache;
+    its exit status (1 when it stopped on an error)."""
     from layerscope.app.tui.app import run_tui as _run_tui
 
-    _run_tui(model=model, dataset=dataset, db=db)
+    return _run_tui(model=model, dataset=dataset, db=db)
 
 
 def __getattr__(name: str) -> Any:

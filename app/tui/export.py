@@ -86,7 +86,7 @@ def _figure_files(name: str, chart: ChartFigure) -> dict[str, bytes]:
 def write_exports(
     folder: Path,
     texts: dict[str, str],
-    tables: dict[str, Sequence[Sequence[str]]],
+    tables: Mapping[str, Sequence[Sequence[str]]],
     figures: Mapping[str, ChartFigure] | None = None,
     documents: Mapping[str, str] | None = None,
 ) -> list[Path]:
