@@ -411,3 +411,19 @@ def test_an_interrupt_says_what_was_kept(capsys, monkeypatch, tmp_path, command,
     }[command]
     status, _, err = run(capsys, *argv, "--db", tmp_path / "c.duckdb")
     assert_one_line_error(status, err, 130, said)
+
+
+def test_the_explorers_exit_status_is_the_commands(monkeypatch, tmp_path):
+    """`layerscope` with no command opens the explorer; when it stopped on an error, the shell
+    sees a failure (a crash must not exit 0)."""
+    import layerscope.app.tui.app as explorer
+
+    opened = []
+
+    def stopped_on_an_error(**kwargs):
+        opened.append(kwargs)
+        return 1
+
+    monkeypatch.setattr(explorer, "run_tui", stopped_on_an_error)
+    assert cli.main(["--db", str(tmp_path / "c.duckdb")]) == 1
+    assert opened and opened[0]["db"] == str(tmp_path / "c.duckdb")
