@@ -35,7 +35,7 @@ from layerscope.analysis.base.environment import (
     size_from_env,
 )
 from layerscope.analysis.base.records import RunHeader
-from layerscope.analysis.cache import ResultsCache, health
+from layerscope.analysis.cache import ResultsCache, health, migrations
 from layerscope.analysis.cache import schema as cache_schema
 from layerscope.app import cli
 
@@ -187,7 +187,7 @@ def test_newer_and_older_schema_versions(tmp_path, db, capsys):
 
     old = tmp_path / "old.duckdb"
     with duckdb.connect(str(old)) as con:
-        cache_schema.apply_migrations(con, 0, 1)
+        migrations.apply_migrations(con, 0, 1)
     before = old.read_bytes()
     status, lines, _err = doctor(capsys, "--db", old)
     assert status == 0, lines

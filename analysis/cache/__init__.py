@@ -11,7 +11,8 @@ reviewed in one place:
 
 * :mod:`.connection`: short-lived connections, file locks, retries, the cache's errors (its
   docstring explains why no connection is kept between calls);
-* :mod:`.schema`: tables, schema versions and migrations;
+* :mod:`.schema`: the tables and the version a file holds; :mod:`.migrations`: the steps
+  between versions; :mod:`.cosine_packing`: how a sample's cosines are laid out in their row;
 * :mod:`.runs`: finding runs by id or prefix, listing them;
 * :mod:`.aggregates`: the per-layer sums behind every curve;
 * :mod:`.reads`: one run's samples, spectra, cosines, skipped samples;

@@ -21,7 +21,7 @@ Users run ``layerscope compute`` in tmux and look at the results from the TUI or
 
 The first connection of a :class:`CacheFile` also checks the schema version and, when the file
 is older, upgrades it (reopening it read-write if need be; the tables and migrations themselves
-are in :mod:`.schema`). Every other module of the cache gets its connections from here, so the
+are in :mod:`.schema` and :mod:`.migrations`). Every other module of the cache gets its connections from here, so the
 rules above hold for every read and write without being repeated.
 
 Storage: files are created with 16 KiB blocks instead of DuckDB's 256 KiB, because a cache holds
@@ -63,10 +63,10 @@ import duckdb
 from layerscope.analysis.base.environment import integer_from_env, number_from_env, size_from_env
 from layerscope.analysis.base.errors import LayerscopeError, one_line
 from layerscope.analysis.base.locations import default_db_path as default_db_path
+from layerscope.analysis.cache.migrations import apply_migrations
 from layerscope.analysis.cache.schema import (
     SCHEMA_VERSION,
     SchemaVersionUnreadable,
-    apply_migrations,
     schema_version,
 )
 

@@ -65,16 +65,15 @@ from layerscope.analysis.cache.connection import (
     wal_checkpoint_size,
     wal_path,
 )
+from layerscope.analysis.cache.migrations import created_tables, tables_version
 from layerscope.analysis.cache.schema import (
     SCHEMA_VERSION,
     SchemaVersionUnreadable,
-    created_tables,
     curve_sums_query,
     rebuild_curve_sums,
     schema_version,
     table_columns,
     table_names,
-    tables_version,
 )
 
 __all__ = ["Finding", "HealthReport", "examine", "repair", "set_aside_wal"]

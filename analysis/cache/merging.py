@@ -61,9 +61,9 @@ from layerscope.analysis.cache.connection import (
     now,
     pid_alive,
 )
+from layerscope.analysis.cache.cosine_packing import UNPACKED_COSINES
 from layerscope.analysis.cache.schema import (
     SCHEMA_VERSION,
-    UNPACKED_COSINES,
     SchemaVersionUnreadable,
     schema_version,
 )
