@@ -9,8 +9,9 @@ see one class, :class:`ResultsCache`, whose methods are thin; each concern lives
 module with the SQL it runs, so a change to locking, the schema or one query is read and
 reviewed in one place:
 
-* :mod:`.connection`: short-lived connections, file locks, retries, the cache's errors (its
-  docstring explains why no connection is kept between calls);
+* :mod:`.connection`: short-lived connections, file locks, retries, sessions (its docstring
+  explains why no connection is kept between calls); :mod:`.errors`: the cache's errors;
+  :mod:`.write_ahead_log`: telling a damaged log from a short one;
 * :mod:`.schema`: the tables and the version a file holds; :mod:`.migrations`: the steps
   between versions; :mod:`.cosine_packing`: how a sample's cosines are laid out in their row;
 * :mod:`.runs`: finding runs by id or prefix, listing them;
@@ -53,14 +54,12 @@ from layerscope.analysis.cache import (
     schema,
     writes,
 )
-from layerscope.analysis.cache.connection import (
+from layerscope.analysis.cache.connection import CacheFile, default_db_path, default_lock_timeout
+from layerscope.analysis.cache.errors import (
     CacheError,
-    CacheFile,
     CacheLockedError,
     SchemaVersionError,
     UnknownRunError,
-    default_db_path,
-    default_lock_timeout,
 )
 from layerscope.analysis.cache.schema import SCHEMA_VERSION
 from layerscope.analysis.curves.significance import ProjectionSignificance

@@ -54,17 +54,13 @@ from layerscope.analysis.base.errors import one_line
 from layerscope.analysis.base.records import MATRIX_STATISTICS
 from layerscope.analysis.cache.connection import (
     DEFAULT_LOCK_TIMEOUT,
-    CacheError,
     CacheFile,
-    CacheLockedError,
-    DamagedLogError,
     block_size,
     default_lock_timeout,
     pid_alive,
-    replayed_log_bytes,
     wal_checkpoint_size,
-    wal_path,
 )
+from layerscope.analysis.cache.errors import CacheError, CacheLockedError, DamagedLogError
 from layerscope.analysis.cache.migrations import created_tables, tables_version
 from layerscope.analysis.cache.schema import (
     SCHEMA_VERSION,
@@ -75,6 +71,7 @@ from layerscope.analysis.cache.schema import (
     table_columns,
     table_names,
 )
+from layerscope.analysis.cache.write_ahead_log import replayed_log_bytes, wal_path
 
 __all__ = ["Finding", "HealthReport", "examine", "repair", "set_aside_wal"]
 

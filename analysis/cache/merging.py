@@ -54,7 +54,6 @@ from layerscope.analysis.base.records import (
     SkippedSample,
 )
 from layerscope.analysis.cache.connection import (
-    CacheError,
     CacheFile,
     NoFile,
     default_lock_timeout,
@@ -62,6 +61,7 @@ from layerscope.analysis.cache.connection import (
     pid_alive,
 )
 from layerscope.analysis.cache.cosine_packing import UNPACKED_COSINES
+from layerscope.analysis.cache.errors import CacheError
 from layerscope.analysis.cache.schema import (
     SCHEMA_VERSION,
     SchemaVersionUnreadable,

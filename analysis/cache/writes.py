@@ -42,7 +42,8 @@ from layerscope.analysis.base.records import (
     SkippedSample,
 )
 from layerscope.analysis.cache import runs
-from layerscope.analysis.cache.connection import CacheError, CacheFile, now, pid_alive
+from layerscope.analysis.cache.connection import CacheFile, now, pid_alive
+from layerscope.analysis.cache.errors import CacheError
 from layerscope.analysis.cache.inserts import (
     add_cosines,
     add_curve_sums,
