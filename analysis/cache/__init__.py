@@ -19,7 +19,10 @@ reviewed in one place:
 * :mod:`.reads`: one run's samples, spectra, cosines, skipped samples;
 * :mod:`.exports`: Parquet/CSV tables and the per-sample stream for the paper format;
 * :mod:`.writes` and :mod:`.inserts`: beginning, storing a batch of, and finishing a run, or
-  (for imports) all of it in one transaction.
+  (for imports) all of it in one transaction;
+* :mod:`.merging`, with :mod:`.stored_samples` and :mod:`.merge_conflicts`: joining the runs of
+  other cache files into this one;
+* :mod:`.health`: what ``layerscope doctor`` checks, and its two repairs.
 
 The records it returns are in :mod:`layerscope.analysis.base.records`; the statistics that turn
 stored sums into means and confidence intervals in :mod:`layerscope.analysis.curves.statistics`. The
