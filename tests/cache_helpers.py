@@ -23,7 +23,7 @@ from layerscope.analysis.base.records import (
     SkippedSample,
     TargetInfo,
 )
-from layerscope.analysis.cache.health import RUN_TABLES
+from layerscope.analysis.cache.health.stray_rows import RUN_TABLES
 from layerscope.analysis.cache.schema import table_names
 
 PROJECTIONS = ("q", "k", "v", "o")

@@ -32,9 +32,7 @@ from layerscope.analysis.cache import (
     SchemaVersionError,
     UnknownRunError,
     default_db_path,
-)
-from layerscope.analysis.cache import (
-    schema as cache_schema,
+    migrations,
 )
 from layerscope.analysis.curves.statistics import ci95, t_critical_975
 
@@ -367,7 +365,7 @@ def test_t_critical_values():
 def test_old_schema_is_upgraded_in_place(tmp_path):
     path = tmp_path / "old.duckdb"
     with duckdb.connect(str(path)) as con:
-        cache_schema.apply_migrations(con, 0, 1)
+        migrations.apply_migrations(con, 0, 1)
         con.execute(
             "INSERT INTO runs VALUES (1, ?, 'm', 'd', 't', 'base', 'complete', 1, 1, ['q'], "
             "'{}', '{}', now()::TIMESTAMP, NULL, NULL, NULL)",

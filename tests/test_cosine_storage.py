@@ -20,7 +20,7 @@ import pytest
 from cache_helpers import batch, make_result, make_samples, paper_matrices, run_id_for, targets
 
 from layerscope.analysis.base.records import RunHeader, SampleResult
-from layerscope.analysis.cache import ResultsCache
+from layerscope.analysis.cache import ResultsCache, migrations
 from layerscope.analysis.cache import schema as cache_schema
 from layerscope.analysis.cache.health import examine
 from layerscope.analysis.interchange.paper_export import write_paper_jsonl
@@ -260,7 +260,7 @@ def as_version_4(path, written: dict[int, SampleResult]) -> None:
     with duckdb.connect(str(path)) as con:
         con.execute("DROP TABLE sample_cosines")
         con.execute("DROP TABLE kept_tests")
-        for statement in cache_schema.MIGRATIONS[4]:
+        for statement in migrations.MIGRATIONS[4]:
             con.execute(statement)
         con.execute(
             "INSERT INTO sample_cosines SELECT 1, unnest(?::INTEGER[]), unnest(?::VARCHAR[]), "
@@ -299,13 +299,13 @@ def test_a_version_4_file_is_upgraded_in_place_on_a_read_and_reads_the_same(cach
         f.check == "schema" and "version 4, older than 6" in f.message for f in report.findings
     )
     with duckdb.connect(str(cache.path)) as con:
-        assert cache_schema.tables_version(cache_schema.table_columns(con)) == 4
+        assert migrations.tables_version(cache_schema.table_columns(con)) == 4
 
     reader = ResultsCache(cache.path, lock_timeout=5)
     assert [info.id for info in reader.runs()] == [run_id]  # a read upgrades it
     with duckdb.connect(str(cache.path), read_only=True) as con:
         assert cache_schema.schema_version(con) == 6
-        assert cache_schema.tables_version(cache_schema.table_columns(con)) == 6
+        assert migrations.tables_version(cache_schema.table_columns(con)) == 6
         assert "unpacked_sample_cosines" not in cache_schema.table_names(con)
     assert rows(cache.path) == rows_written  # exactly what the writer stores
     assert reads(reader, run_id) == before

@@ -35,8 +35,9 @@ from layerscope.analysis.base.environment import (
     size_from_env,
 )
 from layerscope.analysis.base.records import RunHeader
-from layerscope.analysis.cache import ResultsCache, health
+from layerscope.analysis.cache import ResultsCache, migrations
 from layerscope.analysis.cache import schema as cache_schema
+from layerscope.analysis.cache.health import stray_rows, sum_checks
 from layerscope.app import cli
 
 
@@ -187,7 +188,7 @@ def test_newer_and_older_schema_versions(tmp_path, db, capsys):
 
     old = tmp_path / "old.duckdb"
     with duckdb.connect(str(old)) as con:
-        cache_schema.apply_migrations(con, 0, 1)
+        migrations.apply_migrations(con, 0, 1)
     before = old.read_bytes()
     status, lines, _err = doctor(capsys, "--db", old)
     assert status == 0, lines
@@ -323,8 +324,8 @@ def test_checks_made_in_parts_find_what_whole_tables_show(
         )
     status, whole, _err = doctor(capsys, "--db", db)
     assert status == 1
-    monkeypatch.setattr(health, "DUPLICATES_PART_ROWS", duplicates_rows)
-    monkeypatch.setattr(health, "SUMS_PART_ROWS", sums_rows)
+    monkeypatch.setattr(stray_rows, "DUPLICATES_PART_ROWS", duplicates_rows)
+    monkeypatch.setattr(sum_checks, "SUMS_PART_ROWS", sums_rows)
     status, parts, _err = doctor(capsys, "--db", db)
     assert status == 1 and parts == whole
     sums = findings(parts, "problem", "sums")  # in run order; run 1's are off by its copies
@@ -576,8 +577,8 @@ def test_doctor_memory_does_not_grow_with_the_runs(tmp_path):
 
     Between a cache of 4 runs and one of 24 (6,000 samples, 720,000 statistics rows), the peak
     may grow by the file's growth, the blocks of it DuckDB keeps (capped at
-    :data:`~layerscope.analysis.cache.health.MEMORY_LIMIT`, far above these files), and a
-    margin; nothing else may grow with the cache. Before, it grew by about 180 MiB here, nine
+    :data:`~layerscope.analysis.cache.health.examining.MEMORY_LIMIT`, far above these files), and
+    a margin; nothing else may grow with the cache. Before, it grew by about 180 MiB here, nine
     times the file's growth."""
     small = tmp_path / "small.duckdb"
     run_id = fill_run(ResultsCache(small), "base", 250, layers=30, batch_size=50)

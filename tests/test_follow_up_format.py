@@ -17,7 +17,7 @@ import duckdb
 import numpy as np
 import pytest
 
-from layerscope.analysis.cache import ResultsCache
+from layerscope.analysis.cache import ResultsCache, migrations
 from layerscope.analysis.cache import schema as cache_schema
 from layerscope.analysis.interchange.paper_export import write_paper_jsonl
 from layerscope.analysis.interchange.paper_ingest import import_paper_jsonl
@@ -298,7 +298,7 @@ def test_a_cache_from_before_per_sample_cosines_is_upgraded_and_exports_without_
     export as before: no cosine keys, nothing invented."""
     path = tmp_path / "old.duckdb"
     with duckdb.connect(str(path)) as con:
-        cache_schema.apply_migrations(con, 0, 2)
+        migrations.apply_migrations(con, 0, 2)
         con.execute(
             "INSERT INTO runs VALUES (1, ?, 'm', 'd', 't', 'base', 'complete', 1, 1, ['q'], "
             "'{}', '{}', now()::TIMESTAMP, NULL, NULL, NULL)",

@@ -21,7 +21,7 @@ import pytest
 from test_runner import model_folder, write_dataset  # noqa: F401 (fixture)
 
 from layerscope.analysis.base.records import MATRIX_STATISTICS
-from layerscope.analysis.cache import ResultsCache, merging
+from layerscope.analysis.cache import ResultsCache, merging, stored_samples
 from layerscope.app import cli
 
 
@@ -159,7 +159,7 @@ def test_an_interrupted_merge_keeps_whole_runs_and_continues(
     capsys, computed, tmp_path, monkeypatch
 ):
     merged = tmp_path / "m.duckdb"
-    real = merging._store
+    real = merging.store_batch
     calls = []
 
     def failing(con, run_no, batch, samples_by_index, failed=()):
@@ -168,14 +168,14 @@ def test_an_interrupted_merge_keeps_whole_runs_and_continues(
             raise KeyboardInterrupt
         return real(con, run_no, batch, samples_by_index, failed)
 
-    monkeypatch.setattr(merging, "_store", failing)
+    monkeypatch.setattr(merging, "store_batch", failing)
     status, _out, err = run(capsys, "merge", computed["full"], "--into", merged)
     assert status == 130
     assert "the runs merged so far are kept" in err
     (first,) = ResultsCache(merged).runs()  # the first run whole, the second not at all
     assert first.status == "complete"
     assert first.samples_done == ResultsCache(computed["full"]).run(first.id).samples_done
-    monkeypatch.setattr(merging, "_store", real)
+    monkeypatch.setattr(merging, "store_batch", real)
     status, out, err = run(capsys, "merge", computed["full"], "--into", merged)
     assert status == 0
     lines = out.splitlines()
@@ -236,7 +236,7 @@ def test_a_source_another_process_writes_is_named(capsys, computed, tmp_path, mo
 
 def test_statistics_compared_are_every_stored_one():
     # the comparison reads every statistic column the cache stores
-    assert all(f'"{name}"' in merging._STATISTICS_QUERY for name in MATRIX_STATISTICS)
+    assert all(f'"{name}"' in stored_samples._STATISTICS_QUERY for name in MATRIX_STATISTICS)
 
 
 def test_a_run_being_computed_into_the_destination_is_not_merged(capsys, computed, tmp_path):

@@ -16,7 +16,7 @@ from cache_helpers import PROJECTIONS, batch, make_result, nuclear, run_id_for, 
 from scipy import stats
 
 from layerscope.analysis.base.records import RunHeader
-from layerscope.analysis.cache import ResultsCache
+from layerscope.analysis.cache import ResultsCache, migrations
 from layerscope.analysis.cache import schema as cache_schema
 from layerscope.analysis.datasets import (
     DatasetError,
@@ -132,7 +132,7 @@ def test_json_lines_records_keep_their_fields(tmp_path):
 def test_a_version_2_cache_is_upgraded_and_its_runs_get_fields_from_their_file(tmp_path, data):
     path = tmp_path / "v2.duckdb"
     with duckdb.connect(str(path)) as con:
-        cache_schema.apply_migrations(con, 0, 2)
+        migrations.apply_migrations(con, 0, 2)
     cache = ResultsCache(path, lock_timeout=5)
     # a run stored the old way: write it, then drop its fields as a version-2 file had none
     run_id = stored_run(cache, data)

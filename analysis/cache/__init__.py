@@ -9,15 +9,20 @@ see one class, :class:`ResultsCache`, whose methods are thin; each concern lives
 module with the SQL it runs, so a change to locking, the schema or one query is read and
 reviewed in one place:
 
-* :mod:`.connection`: short-lived connections, file locks, retries, the cache's errors (its
-  docstring explains why no connection is kept between calls);
-* :mod:`.schema`: tables, schema versions and migrations;
+* :mod:`.connection`: short-lived connections, file locks, retries, sessions (its docstring
+  explains why no connection is kept between calls); :mod:`.errors`: the cache's errors;
+  :mod:`.write_ahead_log`: telling a damaged log from a short one;
+* :mod:`.schema`: the tables and the version a file holds; :mod:`.migrations`: the steps
+  between versions; :mod:`.cosine_packing`: how a sample's cosines are laid out in their row;
 * :mod:`.runs`: finding runs by id or prefix, listing them;
 * :mod:`.aggregates`: the per-layer sums behind every curve;
 * :mod:`.reads`: one run's samples, spectra, cosines, skipped samples;
 * :mod:`.exports`: Parquet/CSV tables and the per-sample stream for the paper format;
 * :mod:`.writes` and :mod:`.inserts`: beginning, storing a batch of, and finishing a run, or
-  (for imports) all of it in one transaction.
+  (for imports) all of it in one transaction;
+* :mod:`.merging`, with :mod:`.stored_samples` and :mod:`.merge_conflicts`: joining the runs of
+  other cache files into this one;
+* :mod:`.health`: what ``layerscope doctor`` checks, and its two repairs.
 
 The records it returns are in :mod:`layerscope.analysis.base.records`; the statistics that turn
 stored sums into means and confidence intervals in :mod:`layerscope.analysis.curves.statistics`. The
@@ -52,14 +57,12 @@ from layerscope.analysis.cache import (
     schema,
     writes,
 )
-from layerscope.analysis.cache.connection import (
+from layerscope.analysis.cache.connection import CacheFile, default_db_path, default_lock_timeout
+from layerscope.analysis.cache.errors import (
     CacheError,
-    CacheFile,
     CacheLockedError,
     SchemaVersionError,
     UnknownRunError,
-    default_db_path,
-    default_lock_timeout,
 )
 from layerscope.analysis.cache.schema import SCHEMA_VERSION
 from layerscope.analysis.curves.significance import ProjectionSignificance

@@ -20,7 +20,7 @@ from layerscope.analysis.base.errors import QueryError
 from layerscope.analysis.base.records import ADJACENT_COSINE, METRICS, PROJECTIONS, LayerSums
 from layerscope.analysis.cache import runs
 from layerscope.analysis.cache.connection import CacheFile
-from layerscope.analysis.cache.schema import cosine_cell
+from layerscope.analysis.cache.cosine_packing import cosine_cell
 
 __all__ = ["curve_sums", "sample_values", "token_range"]
 

@@ -1,4 +1,5 @@
-"""Opening the cache file: short-lived connections, file locks, retries and the cache's errors.
+"""Opening the cache file: short-lived connections, file locks, retries, error translation and
+sessions.
 
 Why this is one module's whole job (and why there is no long-lived connection): DuckDB lets
 either one process open a file read-write or any number open it read-only, never both at once.
@@ -21,8 +22,8 @@ Users run ``layerscope compute`` in tmux and look at the results from the TUI or
 
 The first connection of a :class:`CacheFile` also checks the schema version and, when the file
 is older, upgrades it (reopening it read-write if need be; the tables and migrations themselves
-are in :mod:`.schema`). Every other module of the cache gets its connections from here, so the
-rules above hold for every read and write without being repeated.
+are in :mod:`.schema` and :mod:`.migrations`). Every other module of the cache gets its
+connections from here, so the rules above hold for every read and write without being repeated.
 
 Storage: files are created with 16 KiB blocks instead of DuckDB's 256 KiB, because a cache holds
 many small tables and small runs (a 500-sample run of a 32-layer model takes about 3-4 MB). Writers
@@ -31,16 +32,10 @@ do not checkpoint at every close: the write-ahead log is folded into the main fi
 filled row group each time, which fragments the file and makes every batch slower; readers pay
 only a few milliseconds to replay a log of that size when they open the file.
 
-A damaged log is one line with the way forward (:class:`DamagedLogError`), not DuckDB's words.
-DuckDB 2 treats damage in three ways: a log cut short (a killed writer, a truncated copy) is
-replayed up to its last complete transaction, so the runs it touched lose their last batches and
-show as interrupted, and resuming recomputes them; an entry that fails its checksum makes every
-open fail; a log whose header is not this file's is ignored without a word, and the next write
-overwrites it. The last two name ``layerscope doctor --set-aside-wal`` (:mod:`.health`), and the
-third is caught right after connecting (how much was replayed vs the log's size), before a write
-could destroy it. A log that replays nothing is also what a writer killed during its first commit
-after a checkpoint leaves (nothing in it was committed): that one still starts with this file's
-identifier and is no damage; only a log whose header is not this file's is refused. The block size, log threshold and lock timeout come from
+What DuckDB says when opening fails becomes one line of the cache's (:mod:`.errors`) with what
+to do (:func:`open_error`), and a write-ahead log DuckDB ignored is refused right after
+connecting, before a write could destroy it (:mod:`.write_ahead_log` tells damage from a log
+that is merely short). The block size, log threshold and lock timeout come from
 ``$LAYERSCOPE_BLOCK_SIZE``, ``$LAYERSCOPE_WAL_CHECKPOINT`` and ``$LAYERSCOPE_LOCK_TIMEOUT``,
 read through :mod:`layerscope.analysis.base.environment` when they are used, never at import.
 """
@@ -48,7 +43,6 @@ read through :mod:`layerscope.analysis.base.environment` when they are used, nev
 from __future__ import annotations
 
 import contextlib
-import math
 import os
 import re
 import threading
@@ -61,25 +55,23 @@ from typing import Any
 import duckdb
 
 from layerscope.analysis.base.environment import integer_from_env, number_from_env, size_from_env
-from layerscope.analysis.base.errors import LayerscopeError, one_line
+from layerscope.analysis.base.errors import one_line
 from layerscope.analysis.base.locations import default_db_path as default_db_path
+from layerscope.analysis.cache.errors import (
+    CacheError,
+    CacheLockedError,
+    DamagedLogError,
+    SchemaVersionError,
+)
+from layerscope.analysis.cache.migrations import apply_migrations
 from layerscope.analysis.cache.schema import (
     SCHEMA_VERSION,
     SchemaVersionUnreadable,
-    apply_migrations,
     schema_version,
 )
+from layerscope.analysis.cache.write_ahead_log import check_log_was_read, damaged_log_message
 
-__all__ = [
-    "CacheError",
-    "CacheFile",
-    "CacheLockedError",
-    "DamagedLogError",
-    "NoFile",
-    "SchemaVersionError",
-    "UnknownRunError",
-    "default_db_path",
-]
+__all__ = ["CacheFile", "NoFile", "default_db_path"]
 
 DEFAULT_LOCK_TIMEOUT = 30.0
 DEFAULT_BLOCK_SIZE = 16384
@@ -87,33 +79,6 @@ DEFAULT_BLOCK_SIZE = 16384
 DEFAULT_WAL_CHECKPOINT = "8MB"
 _FIRST_BACKOFF = 0.01
 _MAX_BACKOFF = 0.5
-
-
-class CacheError(LayerscopeError, RuntimeError):
-    """The cache file cannot be used; the message is one line and names the file."""
-
-
-class CacheLockedError(CacheError):
-    """Another process kept the cache file locked for longer than the lock timeout."""
-
-    def __init__(self, message: str, pid: int | None = None) -> None:
-        super().__init__(message)
-        self.pid = pid
-
-
-class SchemaVersionError(CacheError):
-    """The cache file was written by a newer layerscope (or is not a layerscope cache)."""
-
-
-class DamagedLogError(CacheError):
-    """The file's write-ahead log cannot be replayed; the message says how to set it aside."""
-
-
-class UnknownRunError(CacheError, KeyError):
-    """No run (or more than one) matches the given id or id prefix."""
-
-    def __str__(self) -> str:  # KeyError would quote the message
-        return str(self.args[0]) if self.args else ""
 
 
 class NoFile(Exception):
@@ -141,109 +106,6 @@ def block_size() -> int:
 def wal_checkpoint_size() -> int:
     """``$LAYERSCOPE_WAL_CHECKPOINT``: the log size (bytes) at which a commit checkpoints."""
     return size_from_env("LAYERSCOPE_WAL_CHECKPOINT", DEFAULT_WAL_CHECKPOINT)
-
-
-def wal_path(path: Path) -> Path:
-    """The write-ahead log DuckDB keeps beside a database file."""
-    return path.with_name(path.name + ".wal")
-
-
-_SIZE_TEXT = re.compile(r"([\d.]+)\s*(bytes|KiB|MiB|GiB|TiB|PiB)")
-_SIZE_TEXT_UNITS = {
-    "bytes": 1,
-    "KiB": 2**10,
-    "MiB": 2**20,
-    "GiB": 2**30,
-    "TiB": 2**40,
-    "PiB": 2**50,
-}
-
-
-def replayed_log_bytes(con: duckdb.DuckDBPyConnection) -> tuple[float, float]:
-    """How much of the write-ahead log DuckDB replayed on opening, as (low, high) bytes.
-
-    DuckDB reports it rounded (``32.5 KiB``), hence the bounds. It stops at the last complete
-    transaction of a truncated log and replays nothing of a log whose header does not belong
-    to the file: comparing with the log's size on disk tells the three apart.
-    """
-    row = con.execute("SELECT wal_size FROM pragma_database_size()").fetchone()
-    match = _SIZE_TEXT.fullmatch(str(row[0]).strip()) if row else None
-    if match is None:
-        return 0.0, math.inf  # unknown: assume it replayed
-    value, unit = float(match.group(1)), _SIZE_TEXT_UNITS[match.group(2)]
-    if unit == 1:
-        return value, value
-    return max(0.0, (value - 0.05) * unit), (value + 0.05) * unit
-
-
-def damaged_log_message(path: Path, detail: str) -> str:
-    """The one line for a log that cannot be replayed, with the way forward."""
-    return (
-        f"{wal_path(path)}: the write-ahead log is damaged ({detail}); "
-        f"`layerscope doctor --db {path} --set-aside-wal` moves it aside "
-        "(batches it held are recomputed on resume)"
-    )
-
-
-# DuckDB 2's log starts with a version entry holding the database's 16-byte identifier (as
-# LEB128 varints after this prefix), which the main file's header also holds.
-_LOG_PREFIX = bytes.fromhex("640062650002660010")
-_IDENTIFIER_BYTES = 16
-
-
-def _log_header_is_this_files(path: Path) -> bool:
-    """Whether a log that replayed nothing still starts with this file's header.
-
-    Then it is no damage: a writer was killed during its first commit after a checkpoint, and
-    DuckDB rightly drops the uncommitted tail. A log too short to hold its header is the same
-    (nothing in it was committed). Only a header that is not this file's is damage.
-    """
-    try:
-        with open(wal_path(path), "rb") as handle:
-            head = handle.read(len(_LOG_PREFIX) + 2 * _IDENTIFIER_BYTES)
-        with open(path, "rb") as handle:
-            main = handle.read(4096)
-    except OSError:
-        return True  # nothing to judge by: let DuckDB's own reading stand
-    if len(head) < len(_LOG_PREFIX) + _IDENTIFIER_BYTES and _LOG_PREFIX.startswith(
-        head[: len(_LOG_PREFIX)]
-    ):
-        return True  # killed while writing the header itself
-    if not head.startswith(_LOG_PREFIX):
-        # Damage in DuckDB 2's format; another version's log is not ours to judge.
-        return not duckdb.__version__.startswith("2.")
-    identifier = bytearray()
-    position = len(_LOG_PREFIX)
-    while len(identifier) < _IDENTIFIER_BYTES:
-        value, shift = 0, 0
-        while True:
-            if position >= len(head):
-                return True  # cut inside the identifier: killed while writing it
-            byte = head[position]
-            position += 1
-            value |= (byte & 0x7F) << shift
-            shift += 7
-            if byte < 0x80:
-                break
-        if value > 0xFF:
-            return False
-        identifier.append(value)
-    return bytes(identifier) in main
-
-
-def _check_log_was_read(con: duckdb.DuckDBPyConnection, path: Path) -> None:
-    """Refuse a file whose log DuckDB ignored (a header that is not this file's) before a
-    write overwrites it: the batches in it would be lost without a word."""
-    try:
-        size = wal_path(path).stat().st_size
-    except OSError:
-        return
-    if size > 0 and replayed_log_bytes(con)[1] == 0 and not _log_header_is_this_files(path):
-        raise DamagedLogError(
-            damaged_log_message(
-                path, "its header does not belong to this file, so DuckDB ignored it"
-            )
-        )
 
 
 _WAL_CHECKSUM = re.compile(r"byte position (\d+) computed checksum")
@@ -385,7 +247,7 @@ class CacheFile:
                     ) from None
             else:
                 try:
-                    _check_log_was_read(con, self.path)
+                    check_log_was_read(con, self.path)
                 except BaseException:
                     con.close()
                     raise

@@ -22,9 +22,9 @@ from layerscope.analysis.base.errors import QueryError
 from layerscope.analysis.base.outputs import check_destination, is_stdout, open_output
 from layerscope.analysis.base.records import MATRIX_STATISTICS
 from layerscope.analysis.cache.connection import CacheFile
+from layerscope.analysis.cache.cosine_packing import UNPACKED_COSINES
 from layerscope.analysis.cache.reads import as_count, as_float
 from layerscope.analysis.cache.runs import resolve
-from layerscope.analysis.cache.schema import UNPACKED_COSINES
 
 __all__ = [
     "SCAN_CHUNK",

@@ -23,7 +23,7 @@ from layerscope.analysis.base.records import (
     Sample,
     SampleResult,
 )
-from layerscope.analysis.cache.schema import packed_cosines_query
+from layerscope.analysis.cache.cosine_packing import packed_cosines_query
 
 __all__ = ["add_cosines", "add_curve_sums", "insert_columns", "insert_results", "insert_skipped"]
 
@@ -183,7 +183,7 @@ def _insert_sample_cosines(
 ) -> None:
     """Each sample's own cosines (``sample_cosines``): its layer-by-layer matrices and its q-o /
     k-v cosines, with the layers they are between (NaN where undefined), each matrix stored as
-    the schema packs it (:func:`~.schema.packed_cosines_query`)."""
+    the schema packs it (:func:`~.cosine_packing.packed_cosines_query`)."""
     rows: list[tuple[int, str, str, list[int], list[float]]] = []
     for result in results:
         for projection, matrix in result.layer_cosines.items():

@@ -10,15 +10,16 @@ The rules:
 * Runs are matched by key (their id, a content hash of model, data and settings), samples by
   index. A run the destination lacks is created with the source's header (model, settings,
   matrices, provenance); a sample it lacks is copied through the cache's own batch writer
-  (:func:`layerscope.analysis.cache.writes._store`), so the per-layer and cosine sums stay
+  (:func:`layerscope.analysis.cache.writes.store_batch`), so the per-layer and cosine sums stay
   exactly those of the stored rows. Nothing in the destination is ever overwritten.
 * A sample both hold is compared value by value: loss, token counts, texts, every statistic of
   every matrix, spectra, cosines and the sample's own fields. Numbers agree when equal within
   a relative tolerance (default :data:`DEFAULT_RTOL`, 1e-5: float32 storage keeps about 7
   digits, so recomputing on another device in float32 agrees to it; bfloat16 runs computed
   twice do not, and are reported); NaN agrees with NaN and with an empty value. Every
-  disagreement is a :class:`Conflict` (the first differing value of the sample, with how many
-  differ), the destination keeps its value, and the command exits non-zero.
+  disagreement is a :class:`~.merge_conflicts.Conflict` (the first differing value of the
+  sample, with how many differ), the destination keeps its value, and the command exits
+  non-zero.
 * One transaction per run in the destination: an interrupted merge leaves the runs it finished
   merged and the others untouched, and running it again continues (what is present is counted
   as present, not copied twice).
@@ -29,6 +30,10 @@ The rules:
 
 Sources are opened read-only (never upgraded in place: a source of an older schema is refused
 with the command that upgrades it) and must not be the destination. SQL only with parameters.
+
+This module applies the rules run by run; reading a run's samples back a chunk at a time is
+:mod:`.stored_samples`', and judging whether two copies of a sample agree is
+:mod:`.merge_conflicts`'.
 """
 
 from __future__ import annotations
@@ -37,7 +42,7 @@ import json
 import math
 import os
 import socket
-from collections.abc import Callable, Iterator, Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -45,58 +50,38 @@ from typing import Any
 import duckdb
 
 from layerscope.analysis.base.errors import mention, one_line
-from layerscope.analysis.base.records import (
-    MATRIX_STATISTICS,
-    BatchResult,
-    MatrixStatistics,
-    Sample,
-    SampleResult,
-    SkippedSample,
-)
+from layerscope.analysis.base.records import BatchResult, SkippedSample
 from layerscope.analysis.cache.connection import (
-    CacheError,
     CacheFile,
     NoFile,
     default_lock_timeout,
     now,
     pid_alive,
 )
+from layerscope.analysis.cache.errors import CacheError
+from layerscope.analysis.cache.merge_conflicts import Conflict, compare_samples
 from layerscope.analysis.cache.schema import (
     SCHEMA_VERSION,
-    UNPACKED_COSINES,
     SchemaVersionUnreadable,
     schema_version,
 )
-from layerscope.analysis.cache.writes import _store
+from layerscope.analysis.cache.stored_samples import (
+    StoredSample,
+    chunks,
+    read_chunk,
+    skipped_samples,
+    stored_indices,
+)
+from layerscope.analysis.cache.writes import store_batch
 
-__all__ = ["DEFAULT_RTOL", "Conflict", "MergeError", "RunMerge", "merge_caches"]
+__all__ = ["DEFAULT_RTOL", "MergeError", "RunMerge", "merge_caches"]
 
 DEFAULT_RTOL = 1e-5
-CHUNK_SAMPLES = 256  # samples read, compared and written at a time
 
 
 class MergeError(CacheError):
     """A merge that cannot start: a source that is missing, not a cache, of another schema
     version, or the destination itself. One line naming the file."""
-
-
-@dataclass(frozen=True)
-class Conflict:
-    """A sample stored in both caches with different values (the destination keeps its own)."""
-
-    run_id: str
-    index: int
-    what: str  # which value: "loss", "nuclear layer 3 q", "spectrum layer 0 v", ...
-    destination: Any
-    source: Any
-    differing: int = 1  # how many of the sample's values differ
-
-    def line(self) -> str:
-        more = f" (and {self.differing - 1} more values differ)" if self.differing > 1 else ""
-        return (
-            f"conflict: run {self.run_id[:12]} sample {self.index}: {self.what}: "
-            f"destination {_shown(self.destination)}, source {_shown(self.source)}{more}"
-        )
 
 
 @dataclass
@@ -122,15 +107,6 @@ class RunMerge:
             f"{self.present}, conflicts {len(self.conflicts)}; {self.status} "
             f"{self.held}{of}{new}"
         )
-
-
-def _shown(value: Any) -> str:
-    if isinstance(value, float):
-        return f"{value:.9g}"
-    if isinstance(value, list):
-        inner = ", ".join(_shown(v) for v in value[:4])
-        return f"[{inner}{', ...' if len(value) > 4 else ''}]"
-    return repr(value)
 
 
 # ---- opening ----------------------------------------------------------------------------------
@@ -166,183 +142,6 @@ def _open_source(path: Path, lock_timeout: float) -> duckdb.DuckDBPyConnection:
             "(or merge a copy)"
         )
     return con
-
-
-# ---- reading samples as the writer takes them -------------------------------------------------
-
-_STAT_COLUMNS = ", ".join(f'"{name}"' for name in MATRIX_STATISTICS)
-_STATISTICS_QUERY = (
-    f"SELECT sample_index, layer, projection::VARCHAR, {_STAT_COLUMNS} FROM statistics "  # noqa: S608 (constant column list)
-    "WHERE run_no = ? AND sample_index BETWEEN ? AND ? ORDER BY sample_index, layer, projection"
-)
-
-
-@dataclass
-class _Stored:
-    """One stored sample: as the batch writer takes it, and its values for comparison."""
-
-    result: SampleResult
-    sample: Sample
-    values: dict[str, Any]
-
-
-def _read_chunk(
-    con: duckdb.DuckDBPyConnection, run_no: int, low: int, high: int
-) -> dict[int, _Stored]:
-    """The run's stored samples with indices ``low..high`` (inclusive)."""
-    params = [run_no, low, high]
-    found: dict[int, _Stored] = {}
-    for index, loss, prompt, response, instruction, input_, output in con.execute(
-        "SELECT sample_index, loss, prompt_tokens, response_tokens, instruction, input, output "
-        "FROM samples WHERE run_no = ? AND sample_index BETWEEN ? AND ? ORDER BY sample_index",
-        params,
-    ).fetchall():
-        result = SampleResult(
-            int(index),
-            math.nan if loss is None else float(loss),
-            -1 if prompt is None else int(prompt),
-            -1 if response is None else int(response),
-            [],
-        )
-        sample = Sample(int(index), instruction or "", output or "", input_ or "", {})
-        values: dict[str, Any] = {
-            "loss": result.loss,
-            "prompt tokens": result.prompt_tokens,
-            "response tokens": result.response_tokens,
-            "instruction": sample.instruction,
-            "input": sample.input,
-            "output": sample.output,
-        }
-        found[int(index)] = _Stored(result, sample, values)
-    matrices: dict[tuple[int, int, str], MatrixStatistics] = {}
-    positions: dict[tuple[int, int, str], int] = {}  # where each is in its sample's list
-    for row in con.execute(
-        _STATISTICS_QUERY,
-        params,
-    ).fetchall():
-        stored = found.get(int(row[0]))
-        if stored is None:
-            continue
-        layer, projection = int(row[1]), str(row[2])
-        stats = {
-            name: float(value)
-            for name, value in zip(MATRIX_STATISTICS, row[3:], strict=True)
-            if value is not None
-        }
-        matrix = MatrixStatistics(layer, projection, stats)
-        matrices[(stored.result.index, layer, projection)] = matrix
-        positions[(stored.result.index, layer, projection)] = len(stored.result.matrices)
-        stored.result.matrices.append(matrix)
-        for name in MATRIX_STATISTICS:
-            stored.values[f"{name} layer {layer} {projection}"] = stats.get(name)
-    for index, layer, projection, spectrum in con.execute(
-        "SELECT sample_index, layer, projection::VARCHAR, singular_values FROM spectra "
-        "WHERE run_no = ? AND sample_index BETWEEN ? AND ? ORDER BY sample_index, layer, projection",
-        params,
-    ).fetchall():
-        key = (int(index), int(layer), str(projection))
-        spectrum_values = [None if v is None else float(v) for v in spectrum]
-        if key in matrices:
-            stored = found[key[0]]
-            position = positions[key]
-            stored.result.matrices[position] = MatrixStatistics(
-                key[1], key[2], matrices[key].values, spectrum_values
-            )
-            stored.values[f"spectrum layer {layer} {projection}"] = spectrum_values
-    for index, name, value in con.execute(
-        "SELECT sample_index, name, value FROM sample_fields WHERE run_no = ? AND sample_index BETWEEN ? AND ? ORDER BY sample_index, name",
-        params,
-    ).fetchall():
-        if int(index) in found:
-            stored = found[int(index)]
-            stored.sample = Sample(
-                stored.sample.index,
-                stored.sample.instruction,
-                stored.sample.output,
-                stored.sample.input,
-                {**stored.sample.numeric_fields, str(name): float(value)},
-            )
-            stored.values[f"field {name}"] = float(value)
-    for index, kind, name, layers, cosines in con.execute(
-        f"SELECT sample_index, kind, name, layers, {UNPACKED_COSINES} FROM sample_cosines "  # noqa: S608 (the schema's constant SQL)
-        "WHERE run_no = ? AND sample_index BETWEEN ? AND ? ORDER BY sample_index, kind, name",
-        params,
-    ).fetchall():
-        if int(index) not in found:
-            continue
-        stored = found[int(index)]
-        flat = [math.nan if v is None else float(v) for v in cosines]
-        layer_list = [int(layer) for layer in layers]
-        result = stored.result
-        if kind == "layers":
-            size = len(layer_list)
-            result.layer_cosines[name] = [flat[i * size : (i + 1) * size] for i in range(size)]
-        else:
-            result.pair_cosines[name] = flat
-        result.cosine_layers[name] = layer_list
-        stored.values[f"cosines {kind} {name}"] = flat
-    return found
-
-
-def _indices(con: duckdb.DuckDBPyConnection, run_no: int) -> list[int]:
-    rows = con.execute(
-        "SELECT sample_index FROM samples WHERE run_no = ? ORDER BY sample_index", [run_no]
-    ).fetchall()
-    return [int(r[0]) for r in rows]
-
-
-def _skipped(con: duckdb.DuckDBPyConnection, run_no: int) -> dict[int, tuple[str, str]]:
-    rows = con.execute(
-        "SELECT sample_index, kind, reason FROM skipped WHERE run_no = ?", [run_no]
-    ).fetchall()
-    return {int(i): (str(kind), str(reason)) for i, kind, reason in rows}
-
-
-def _chunks(indices: Sequence[int]) -> Iterator[tuple[int, int]]:
-    for start in range(0, len(indices), CHUNK_SAMPLES):
-        part = indices[start : start + CHUNK_SAMPLES]
-        yield part[0], part[-1]
-
-
-# ---- comparing --------------------------------------------------------------------------------
-
-
-def _same(a: Any, b: Any, rtol: float) -> bool:
-    if a == b:
-        return True  # the common case, lists included (NaN is not equal to itself: below)
-    if isinstance(a, list) or isinstance(b, list):
-        if not isinstance(a, list) or not isinstance(b, list) or len(a) != len(b):
-            return False
-        return all(_same(x, y, rtol) for x, y in zip(a, b, strict=True))
-    a_num = isinstance(a, (int, float)) or a is None
-    b_num = isinstance(b, (int, float)) or b is None
-    if a_num and b_num and (isinstance(a, float) or isinstance(b, float) or a is None):
-        x = math.nan if a is None else float(a)
-        y = math.nan if b is None else float(b)
-        if math.isnan(x) or math.isnan(y):
-            return math.isnan(x) and math.isnan(y)
-        if math.isinf(x) or math.isinf(y):
-            return x == y
-        return abs(x - y) <= rtol * max(abs(x), abs(y))
-    return bool(a == b)
-
-
-def _compare(run_id: str, destination: _Stored, source: _Stored, rtol: float) -> Conflict | None:
-    keys = list(dict.fromkeys([*destination.values, *source.values]))
-    differing = [
-        key for key in keys if not _same(destination.values.get(key), source.values.get(key), rtol)
-    ]
-    if not differing:
-        return None
-    first = differing[0]
-    return Conflict(
-        run_id,
-        destination.result.index,
-        first,
-        destination.values.get(first),
-        source.values.get(first),
-        len(differing),
-    )
 
 
 # ---- one run ----------------------------------------------------------------------------------
@@ -488,17 +287,17 @@ def _merge_run(
         "UPDATE runs SET samples_total = greatest(samples_total, ?) WHERE run_no = ?",
         [int(source_row[2]), run_no],
     )
-    held = set(_indices(con, run_no))
-    held_skipped = _skipped(con, run_no)
-    source_skipped = _skipped(source, source_no)
-    for low, high in _chunks(_indices(source, source_no)):
-        incoming = _read_chunk(source, source_no, low, high)
+    held = set(stored_indices(con, run_no))
+    held_skipped = skipped_samples(con, run_no)
+    source_skipped = skipped_samples(source, source_no)
+    for low, high in chunks(stored_indices(source, source_no)):
+        incoming = read_chunk(source, source_no, low, high)
         overlap = [i for i in incoming if i in held]
-        existing = _read_chunk(con, run_no, low, high) if overlap else {}
-        new: list[_Stored] = []
+        existing = read_chunk(con, run_no, low, high) if overlap else {}
+        new: list[StoredSample] = []
         for index, stored in incoming.items():
             if index in held:
-                conflict = _compare(run_id, existing[index], stored, rtol)
+                conflict = compare_samples(run_id, existing[index], stored, rtol)
                 if conflict is None:
                     merge.present += 1
                 else:
@@ -512,7 +311,7 @@ def _merge_run(
                 new.append(stored)
         if new:
             batch = BatchResult([s.result for s in new], [], len(new), len(new))
-            merge.copied += _store(con, run_no, batch, {s.sample.index: s.sample for s in new})
+            merge.copied += store_batch(con, run_no, batch, {s.sample.index: s.sample for s in new})
     skipped, failed = [], []
     for index, (kind, reason) in sorted(source_skipped.items()):
         if kind == "skipped":
@@ -528,7 +327,7 @@ def _merge_run(
             failed.append(SkippedSample(index, reason))
     if skipped or failed:
         batch = BatchResult([], skipped, len(skipped), len(skipped))
-        merge.copied += _store(con, run_no, batch, {}, failed)
+        merge.copied += store_batch(con, run_no, batch, {}, failed)
     _finish_status(con, run_no, merge, source_status, source_provenance, source_path)
     return merge
 

@@ -21,13 +21,8 @@ from typing import Any
 import duckdb
 
 from layerscope.analysis.base.records import RunInfo
-from layerscope.analysis.cache.connection import (
-    CacheFile,
-    UnknownRunError,
-    aware,
-    pid_alive,
-    session_memo,
-)
+from layerscope.analysis.cache.connection import CacheFile, aware, pid_alive, session_memo
+from layerscope.analysis.cache.errors import UnknownRunError
 
 __all__ = ["find", "info_by_number", "list_runs", "resolve", "run_no"]
 

@@ -10,15 +10,16 @@ the session's counts and outcome in the run's provenance and checkpoints, so rea
 finished run replay no log. The runner does not call these directly but goes through
 :class:`layerscope.analysis.runs.lifecycle.StoredRun`, which guarantees the finish.
 
-Why each step is a function of an open connection (``_begin``, ``_store``, ``_finish``) with
-the public functions as thin transactions around it: :func:`store_complete_run` runs all three
-in ONE transaction, for the paper-format import. A computed run is worth keeping batch by batch
-(hours of GPU time; a resumed run continues where it stopped), but an imported file is one
-thing: half of it stored is a run the user never asked for, so a failure anywhere in it (a
-malformed line, DuckDB refusing a value, Ctrl-C, SIGKILL) must leave no run at all. The price is
-that the file stays opened read-write for the whole import, so other processes' reads wait for
-it (up to their lock timeout); the import validates the whole file before it opens the cache,
-so what is left inside the transaction is re-reading and inserting.
+Why each step is a function of an open connection (``_begin``, :func:`store_batch`,
+``_finish``) with the public functions as thin transactions around it: :func:`store_complete_run`
+runs all three in ONE transaction, for the paper-format import (and a merge stores the samples
+it copies with :func:`store_batch` on its own transaction, :mod:`.merging`). A computed run is
+worth keeping batch by batch (hours of GPU time; a resumed run continues where it stopped), but
+an imported file is one thing: half of it stored is a run the user never asked for, so a failure
+anywhere in it (a malformed line, DuckDB refusing a value, Ctrl-C, SIGKILL) must leave no run at
+all. The price is that the file stays opened read-write for the whole import, so other
+processes' reads wait for it (up to their lock timeout); the import validates the whole file
+before it opens the cache, so what is left inside the transaction is re-reading and inserting.
 """
 
 from __future__ import annotations
@@ -42,7 +43,8 @@ from layerscope.analysis.base.records import (
     SkippedSample,
 )
 from layerscope.analysis.cache import runs
-from layerscope.analysis.cache.connection import CacheError, CacheFile, now, pid_alive
+from layerscope.analysis.cache.connection import CacheFile, now, pid_alive
+from layerscope.analysis.cache.errors import CacheError
 from layerscope.analysis.cache.inserts import (
     add_cosines,
     add_curve_sums,
@@ -51,7 +53,7 @@ from layerscope.analysis.cache.inserts import (
     insert_skipped,
 )
 
-__all__ = ["begin_run", "finish_run", "store_complete_run", "write_batch"]
+__all__ = ["begin_run", "finish_run", "store_batch", "store_complete_run", "write_batch"]
 
 _RUN_ID = re.compile(r"[0-9a-f]{16,}")
 
@@ -148,7 +150,7 @@ def begin_run(file: CacheFile, header: RunHeader) -> RunInfo:
         return runs.info_by_number(con, run_no)
 
 
-def _store(
+def store_batch(
     con: duckdb.DuckDBPyConnection,
     run_no: int,
     batch: BatchResult,
@@ -199,7 +201,7 @@ def write_batch(
     """Store one batch in one transaction; returns how many samples were new (see
     ``ResultsCache.write_batch``)."""
     with file.transaction() as con:
-        return _store(con, runs.run_no(con, run_id), batch, samples_by_index, failed)
+        return store_batch(con, runs.run_no(con, run_id), batch, samples_by_index, failed)
 
 
 def _check_status(status: str) -> None:
@@ -258,7 +260,7 @@ def store_complete_run(
     with file.transaction() as con:
         run_no = _begin(con, header)
         for batch, samples_by_index in batches:
-            _store(con, run_no, batch, samples_by_index)
+            store_batch(con, run_no, batch, samples_by_index)
         info = _finish(con, run_no, "complete", "")
     file.checkpoint()  # a finished run leaves no log for readers to replay
     return info
