@@ -311,20 +311,20 @@ def test_table_cells_are_printed_as_they_are_not_as_markup(capsys, tmp_path):
 
 def test_show_keeps_a_pairs_tests_and_the_next_show_reuses_them(capsys, monkeypatch, two_types):
     """A fresh process per command: the tests are kept in the file, not only in memory."""
-    from layerscope.analysis.results import compare
+    from layerscope.analysis.results import pair_significance
 
     db, ids = two_types
     tested = []
-    real_pair_tests = compare._pair_tests
+    real_pair_tests = pair_significance.pair_tests
 
     def counting(*args, **kwargs):
         tested.append(args[1].id)
         return real_pair_tests(*args, **kwargs)
 
-    monkeypatch.setattr(compare, "_pair_tests", counting)
+    monkeypatch.setattr(pair_significance, "pair_tests", counting)
     first = run(capsys, "show", ids[0], ids[1], "--json", "--db", db)
     assert first[0] == 0 and tested == [ids[0]]
-    compare.SIGNIFICANCE_MEMO.clear()  # as in the next process
+    pair_significance.SIGNIFICANCE_MEMO.clear()  # as in the next process
     second = run(capsys, "show", ids[0], ids[1], "--json", "--db", db)
     assert second == first and tested == [ids[0]]
     assert json.loads(second[1])["significance"]
@@ -344,7 +344,7 @@ HOLD_WRITE_LOCK = textwrap.dedent("""
 def test_keeping_tests_never_waits_for_a_lock_nor_fails(two_types):
     """Another process writing the file (a compute storing batches) leaves the tests unkept,
     at once: a browsing command is not held up by a write it only does for next time."""
-    from layerscope.analysis.results.compare import significance_rows
+    from layerscope.analysis.results.pair_significance import significance_rows
 
     db, ids = two_types
     cache = ResultsCache(db, lock_timeout=300)

@@ -20,11 +20,11 @@ from cache_helpers import PROJECTIONS, batch, forget_kept_tests, make_result, ru
 
 from layerscope.analysis.base.records import RunHeader, Sample
 from layerscope.analysis.cache import ResultsCache
-from layerscope.analysis.results import compare
-from layerscope.analysis.results.compare import (
+from layerscope.analysis.results import pair_significance
+from layerscope.analysis.results.compare import compare_runs
+from layerscope.analysis.results.pair_significance import (
     SIGNIFICANCE_MEMO,
     SignificanceMemo,
-    compare_runs,
     memoised_significance_rows,
     significance_rows,
 )
@@ -108,7 +108,7 @@ class Counts:
     def __init__(self, monkeypatch: pytest.MonkeyPatch) -> None:
         self.tests: list[tuple[str, str, str]] = []
         self.reads: list[str] = []
-        paired_tests = compare.paired_tests
+        paired_tests = pair_significance.paired_tests
         sample_values = ResultsCache.sample_values
 
         def counted_tests(run_a, run_b, projection, *args, **kwargs):
@@ -119,7 +119,7 @@ class Counts:
             self.reads.append(run_id)
             return sample_values(cache_self, run_id, *args, **kwargs)
 
-        monkeypatch.setattr(compare, "paired_tests", counted_tests)
+        monkeypatch.setattr(pair_significance, "paired_tests", counted_tests)
         monkeypatch.setattr(ResultsCache, "sample_values", counted_reads)
 
     def take(self) -> tuple[int, int]:

@@ -245,10 +245,11 @@ async def test_a_batch_reads_the_chart_once_and_tests_only_the_pair_it_changed(
     one for the runs' new counts), and the pair is tested once per state of what its runs
     stored: a batch of the second run tests it again, a redraw of the same counts never."""
     from layerscope.analysis.results import compare as analysis_compare
+    from layerscope.analysis.results import pair_significance
 
     reads = 0
     tested: list[tuple[int, int]] = []  # the two runs' stored samples, at each pair's tests
-    compare_runs, pair_tests = analysis_compare.compare_runs, analysis_compare._pair_tests
+    compare_runs, pair_tests = analysis_compare.compare_runs, pair_significance.pair_tests
 
     def counted_reads(*args, **kwargs):
         nonlocal reads
@@ -260,7 +261,7 @@ async def test_a_batch_reads_the_chart_once_and_tests_only_the_pair_it_changed(
         return pair_tests(cache, info_a, info_b, *args, **kwargs)
 
     monkeypatch.setattr(analysis_compare, "compare_runs", counted_reads)
-    monkeypatch.setattr(analysis_compare, "_pair_tests", counted_tests)
+    monkeypatch.setattr(pair_significance, "pair_tests", counted_tests)
     app = LayerscopeApp(model=model, poll_seconds=0)
     async with app.run_test(size=SIZE) as pilot:
         await start(app, pilot, ["none_cot", "detailed_cot"])

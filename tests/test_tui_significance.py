@@ -23,7 +23,9 @@ from tui_synthetic import LAYERS, fill_cache
 
 from layerscope.analysis.cache import ResultsCache
 from layerscope.analysis.results import compare as analysis_compare
-from layerscope.analysis.results.compare import SIGNIFICANCE_MEMO, compare_runs
+from layerscope.analysis.results import pair_significance
+from layerscope.analysis.results.compare import compare_runs
+from layerscope.analysis.results.pair_significance import SIGNIFICANCE_MEMO
 from layerscope.app.tui.app import LayerscopeApp
 from layerscope.app.tui.widgets.comparison_table import COLUMNS, TESTING, ComparisonTable
 from layerscope.app.tui.widgets.layer_chart import LayerChart
@@ -54,7 +56,7 @@ class Tally:
         self._gate = threading.Event()
         if not held:
             self._gate.set()
-        paired_tests, compare_runs = analysis_compare.paired_tests, analysis_compare.compare_runs
+        paired_tests, compare_runs = pair_significance.paired_tests, analysis_compare.compare_runs
 
         def gated(run_a, run_b, projection, *args, **kwargs):
             self.entered.set()
@@ -67,7 +69,7 @@ class Tally:
             self.reads += 1
             return compare_runs(*args, **kwargs)
 
-        monkeypatch.setattr(analysis_compare, "paired_tests", gated)
+        monkeypatch.setattr(pair_significance, "paired_tests", gated)
         monkeypatch.setattr(analysis_compare, "compare_runs", counted)
 
     def release(self) -> None:

@@ -11,7 +11,7 @@ length filter is a message: the App owns the filter and its dialog.
 The tests of significance behind the chart's marks and the table's "sig" column take longer
 than the curves on a big cache (paired tests read every shared sample), so the curves come
 first: the chart read hands the tests over only when they are already known for what the runs
-have stored (:func:`~layerscope.analysis.results.compare.memoised_significance_rows`), else the curves
+have stored (:func:`~layerscope.analysis.results.pair_significance.memoised_significance_rows`), else the curves
 are drawn with "testing…" and a second coalescing channel computes the tests (once per pair
 and stored counts: the analysis layer keeps them) and fills in the marks when they arrive.
 What only changes how the data is drawn (interval, log scale, x axis, theme, computing or not)
@@ -388,7 +388,8 @@ class ComparePane(ReportsWorkerErrors, Vertical):
         length_range = self.length_range
 
         def query(cache: ResultsCache) -> ChartLoaded:
-            from layerscope.analysis.results.compare import compare_runs, memoised_significance_rows
+            from layerscope.analysis.results.compare import compare_runs
+            from layerscope.analysis.results.pair_significance import memoised_significance_rows
 
             # Runs of a request that have not started yet are not in the cache: skip them.
             stored = {run.id for run in cache.runs()}
@@ -451,7 +452,7 @@ class ComparePane(ReportsWorkerErrors, Vertical):
         metric, length_range = loaded.metric, loaded.response_tokens
 
         def query(cache: ResultsCache) -> SignificanceTested:
-            from layerscope.analysis.results.compare import significance_rows
+            from layerscope.analysis.results.pair_significance import significance_rows
 
             return SignificanceTested(significance_rows(cache, curves, pairs, metric, length_range))
 
