@@ -615,3 +615,48 @@ async def test_a_wrong_model_field_drops_the_cached_marks_of_the_previous_model(
         await until(app, pilot, lambda: not marked(), "the mark to go")
         await type_into(app, pilot, "#model-path", model)  # back to the computed model
         await until(app, pilot, marked, "the cached mark again")
+
+
+def test_a_runs_progress_gives_way_to_its_next_but_a_status_change_never_does():
+    from layerscope.app.tui.messages import RunProgressed
+
+    def progressed(run_id: str, done: int, status: str = "running", request_id: int = 1):
+        progress = Progress(run_id, "math", "none_cot", done, 8, 1.0, 2.0, 0.5, status)
+        return RunProgressed(request_id, progress)
+
+    first = progressed("a" * 64, 1)
+    assert first.can_replace(progressed("a" * 64, 2))  # the later count supersedes
+    assert not first.can_replace(progressed("b" * 64, 2))  # another run's is its own
+    assert not first.can_replace(progressed("a" * 64, 2, request_id=2))  # another request's
+    assert not progressed("a" * 64, 8, "complete").can_replace(progressed("a" * 64, 8))
+
+
+async def test_a_burst_of_progress_is_drawn_once_per_run(monkeypatch):
+    """Batches that land faster than the UI draws: the panel draws the latest of each run,
+    and every run's final status."""
+    from layerscope.app.tui.messages import RunProgressed
+
+    drawn: list[tuple[str, int, str]] = []
+    monkeypatch.setattr(
+        RunProgressPanel,
+        "show_progress",
+        lambda self, progress: drawn.append((progress.run_id[0], progress.done, progress.status)),
+    )
+    app = LayerscopeApp(poll_seconds=0)
+    async with app.run_test(size=SIZE) as pilot:
+        await pilot.pause()
+        burst = [
+            *(
+                Progress("a" * 64, "math", "none_cot", d, 8, 1.0, 2.0, 0.5, "running")
+                for d in (1, 2, 3)
+            ),
+            Progress("a" * 64, "math", "none_cot", 8, 8, 1.0, 0.0, 0.5, "complete"),
+            *(
+                Progress("b" * 64, "math", "detailed_cot", d, 8, 1.0, 2.0, 0.5, "running")
+                for d in (1, 2)
+            ),
+        ]
+        for progress in burst:  # queued together: nothing is handled before the loop yields
+            app.post_message(RunProgressed(1, progress))
+        await pilot.pause()
+    assert drawn == [("a", 8, "complete"), ("b", 2, "running")]

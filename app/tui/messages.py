@@ -149,10 +149,26 @@ class LoadStageReached(_Fact):
 
 @dataclass(eq=False)
 class RunProgressed(_Fact):
-    """A batch landed in the cache (or a run changed status)."""
+    """A batch landed in the cache (or a run changed status).
+
+    Only the latest matters: a progress of a run still running gives way to the next one of
+    the same run waiting behind it in the queue (small batches on a fast GPU land faster than
+    a busy UI draws them), so the panel draws and the cache is scanned once for both. A change
+    of status (complete, failed, cancelled) is never dropped.
+    """
 
     request_id: int
     progress: RunProgress
+
+    def can_replace(self, message: Message) -> bool:
+        """Whether ``message``, queued right behind this one, may supersede it (Textual asks
+        the earlier message)."""
+        return (
+            isinstance(message, RunProgressed)
+            and message.request_id == self.request_id
+            and message.progress.run_id == self.progress.run_id
+            and self.progress.status == "running"
+        )
 
 
 @dataclass(eq=False)
