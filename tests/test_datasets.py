@@ -8,6 +8,7 @@ import json
 import os
 import subprocess
 import sys
+import tracemalloc
 from pathlib import Path
 
 import pytest
@@ -23,6 +24,7 @@ from layerscope.analysis.datasets import (
     discover_sources,
     file_sha256,
     read_samples,
+    reading,
 )
 
 SHARED_DATA = Path(__file__).resolve().parents[2] / "shared/data/layer_gradient"
@@ -249,6 +251,109 @@ def test_file_removed_after_discovery(tmp_path: Path) -> None:
         read_samples(source)
     with pytest.raises(DatasetError, match="no such file"):
         count_samples(source)
+
+
+def test_json_nested_too_deeply_names_the_file(tmp_path: Path) -> None:
+    path = tmp_path / "data" / "deep.json"
+    path.parent.mkdir()
+    path.write_text("[" * 100_000)
+    assert read_error(path) == f"{path}: invalid JSON: arrays or objects nested too deeply to read"
+    lines = write_jsonl(tmp_path / "lines" / "deep.jsonl", records(1))
+    lines.write_text(lines.read_text() + "[" * 100_000 + "\n")
+    assert read_error(lines) == (
+        f"{lines}:2: invalid JSON: arrays or objects nested too deeply to read"
+    )
+
+
+def test_integers_beyond_a_float_or_python_name_the_field(tmp_path: Path) -> None:
+    path = tmp_path / "data" / "rows.jsonl"
+    path.parent.mkdir()
+    path.write_text(
+        '{"instruction": "q", "output": "o", "id": 1}\n'
+        f'{{"instruction": "q", "output": "o", "id": 1{"0" * 399}}}\n'
+    )
+    assert read_error(path) == (
+        f"{path}:2: field 'id' is an integer of 400 digits, beyond the range of a number "
+        "layerscope keeps (a float, about 1.8e308)"
+    )
+    limit = sys.get_int_max_str_digits()
+    path.write_text(f'{{"instruction": "q", "output": "o", "meta": {{"ids": [1, {"9" * 5001}]}}}}')
+    assert read_error(path) == (
+        f"{path}:1: field 'meta.ids[1]' is an integer of 5001 digits; Python reads at most {limit}"
+    )
+    array = tmp_path / "array" / "rows.json"
+    array.parent.mkdir()
+    array.write_text(
+        '[{"instruction": "q", "output": "o"},\n'
+        f' {{"instruction": "q", "output": "o", "n": -{"9" * 5001}}}]'
+    )
+    assert read_error(array) == (
+        f"{array}: record 2: field 'n' is an integer of 5001 digits; Python reads at most "
+        f"{limit} (line 2)"
+    )
+
+
+def test_lone_surrogate_in_a_text_field_names_the_line_and_field(tmp_path: Path) -> None:
+    path = tmp_path / "data" / "rows.jsonl"
+    path.parent.mkdir()
+    path.write_text(
+        '{"instruction": "q", "output": "o"}\n{"instruction": "q", "output": "o\\udc00"}\n'
+    )
+    assert read_error(path) == (
+        f"{path}:2: output field 'output' holds a lone surrogate \\udc00 at character 2, which "
+        "is not Unicode text (no tokenizer reads it)"
+    )
+
+
+# --------------------------------------------------------------------------------------------
+# Large files: JSON lines are streamed, a JSON array has a size limit
+
+
+def test_json_lines_are_never_read_whole(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    lines = write_jsonl(tmp_path / "a" / "rows.jsonl", records(3))
+    as_json = write_jsonl(tmp_path / "b" / "rows.json", records(2))  # one object per line
+    monkeypatch.setattr(reading, "MAX_JSON_ARRAY_BYTES", 10)  # so the .json one streams too
+
+    def whole(*args: object, **kwargs: object) -> None:
+        raise AssertionError("a data file was read whole")
+
+    monkeypatch.setattr(Path, "read_bytes", whole)
+    monkeypatch.setattr(Path, "read_text", whole)
+    assert [s.output for s in read_samples(only_source(lines))] == [
+        "answer 0",
+        "answer 1",
+        "answer 2",
+    ]
+    assert count_samples(only_source(as_json)) == 2
+
+
+def test_counting_json_lines_keeps_one_record_at_a_time(tmp_path: Path) -> None:
+    path = write_jsonl(tmp_path / "data" / "rows.jsonl", records(20_000, " " + "x" * 150))
+    size = path.stat().st_size
+    tracemalloc.start()
+    try:
+        assert count_samples(only_source(path)) == 20_000
+        _current, peak = tracemalloc.get_traced_memory()
+    finally:
+        tracemalloc.stop()
+    assert size > 3_000_000 and peak < size / 10
+
+
+def test_json_array_above_the_limit_is_refused_naming_json_lines(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    path = write_json(tmp_path / "data" / "rows.json", records(40))
+    assert len(read_samples(only_source(path))) == 40
+    monkeypatch.setattr(reading, "MAX_JSON_ARRAY_BYTES", 1024)
+    message = read_error(path)
+    assert message.startswith(f"{path}: a JSON array of 0 MiB is more than layerscope reads whole")
+    assert "write it as JSON lines (.jsonl, one record per line)" in message
+    with pytest.raises(DatasetError, match="JSON lines"):
+        count_samples(only_source(path))
+    bom = tmp_path / "bom" / "rows.json"
+    bom.parent.mkdir()
+    bom.write_bytes(b"\xef\xbb\xbf \n" + path.read_bytes())
+    assert "write it as JSON lines" in read_error(bom)
 
 
 # --------------------------------------------------------------------------------------------

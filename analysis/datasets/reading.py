@@ -1,8 +1,18 @@
 """Reading samples from JSON and JSON-lines files; counting and hashing them.
 
 Why strict: a record with a missing or mis-typed field must stop with `FILE:LINE` or
-`FILE: record N`, never become an empty instruction. The SHA-256 of a file's bytes is part of
-each run's key, so the same data in two places shares its cached runs.
+`FILE: record N`, never become an empty instruction. The same goes for values Python's JSON
+reader turns into internal errors (arrays nested thousands deep, an integer of more digits than
+Python converts) and for text no tokenizer reads (a lone surrogate, which JSON can spell as
+``"\\ud800"``): each is refused naming the file, the line or record and the field.
+
+Why JSON lines are streamed: a data file can be far larger than memory would allow three copies
+of (its bytes, its text, its records); JSON lines are read one line at a time, so only the
+records are kept. Python's JSON parser has no streaming mode for one document, so a JSON array
+above :data:`MAX_JSON_ARRAY_BYTES` is refused, with a pointer to JSON lines.
+
+The SHA-256 of a file's bytes is part of each run's key, so the same data in two places shares
+its cached runs.
 """
 
 from __future__ import annotations
@@ -11,12 +21,18 @@ import hashlib
 import json
 import math
 import re
+import sys
 import threading
+from collections.abc import Iterable, Iterator
 from pathlib import Path
 from typing import Any
 
 from layerscope.analysis.base.records import Sample
 from layerscope.analysis.datasets.sources import DatasetError, FieldMap, ResponseTypeSource
+
+# A JSON document (not JSON lines) is parsed whole, taking a few times its size in memory;
+# a larger one is refused with a pointer to JSON lines.
+MAX_JSON_ARRAY_BYTES = 512 * 2**20
 
 # --------------------------------------------------------------------------------------------
 # Reading
@@ -26,9 +42,10 @@ def read_samples(source: ResponseTypeSource) -> list[Sample]:
     """Every record of the source's file as a Sample (index = 0-based position in the file).
 
     Strict: a record that is not an object, lacks the instruction or output field, has a
-    non-string field or an empty output raises DatasetError naming the file and line/record.
-    A record's other numeric fields (quality scores such as ``ifd_gpt2`` or ``reward``) travel
-    with it as ``Sample.numeric_fields``.
+    non-string field, an empty output, text with a lone surrogate or an integer beyond a float
+    raises DatasetError naming the file and line/record. A record's other numeric fields
+    (quality scores such as ``ifd_gpt2`` or ``reward``) travel with it as
+    ``Sample.numeric_fields``.
     """
     return [sample for _record, sample in _read(source)]
 
@@ -53,18 +70,81 @@ def numeric_fields(record: dict[str, Any], fields: FieldMap) -> dict[str, float]
     }
 
 
-def _read(source: ResponseTypeSource) -> list[tuple[dict[str, Any], Sample]]:
+Parsed = list[tuple[dict[str, Any], Sample]]
+
+
+def _read(source: ResponseTypeSource) -> Parsed:
+    return list(_records(source))
+
+
+def _records(source: ResponseTypeSource) -> Iterator[tuple[dict[str, Any], Sample]]:
+    """The file's (record, sample) pairs, one at a time for JSON lines."""
     path = Path(source.path)
+    if path.suffix.lower() == ".jsonl":
+        yield from _read_json_lines(path, _file_lines(path), source.fields)
+        return
+    size = _file_size(path)
+    if size > MAX_JSON_ARRAY_BYTES:
+        if _first_character(path) == "[":
+            raise DatasetError(
+                path,
+                f"a JSON array of {size / 2**20:.0f} MiB is more than layerscope reads whole "
+                f"({MAX_JSON_ARRAY_BYTES // 2**20} MiB); write it as JSON lines (.jsonl, one "
+                "record per line), which are read a line at a time",
+            )
+        yield from _read_json_lines(path, _file_lines(path), source.fields)
+        return
     text = _read_text(path)
     if not text.strip():
         raise DatasetError(path, "no samples (the file is empty)")
-    if path.suffix.lower() == ".jsonl":
-        samples = _read_json_lines(path, text, source.fields)
-    else:
-        samples = _read_json_document(path, text, source.fields)
-    if not samples:
-        raise DatasetError(path, "no samples")
-    return samples
+    yield from _read_json_document(path, text, source.fields)
+
+
+def _file_size(path: Path) -> int:
+    try:
+        return path.stat().st_size
+    except FileNotFoundError:
+        raise DatasetError(path, "no such file") from None
+    except OSError as error:
+        raise DatasetError(path, f"cannot read file: {error.strerror or error}") from None
+
+
+def _open(path: Path) -> Any:
+    try:
+        return path.open("rb")
+    except FileNotFoundError:
+        raise DatasetError(path, "no such file") from None
+    except OSError as error:
+        raise DatasetError(path, f"cannot read file: {error.strerror or error}") from None
+
+
+def _first_character(path: Path) -> str:
+    """The first character of the file that is not JSON whitespace ("" for none)."""
+    with _open(path) as stream:
+        head = stream.read(3)
+        if head != b"\xef\xbb\xbf":  # a UTF-8 byte order mark
+            stream.seek(0)
+        while chunk := stream.read(1 << 16):
+            rest = chunk.lstrip(b" \t\r\n")
+            if rest:
+                return chr(rest[0]) if rest[0] < 0x80 else ""
+    return ""
+
+
+def _file_lines(path: Path) -> Iterator[tuple[int, str]]:
+    """The file's lines as text, numbered from 1, read and decoded one at a time (so that
+    invalid UTF-8 names its line). Split at "\\n" only, as JSON strings may hold raw U+2028."""
+    with _open(path) as stream:
+        offset = 0
+        for number, raw in enumerate(stream, start=1):
+            try:
+                text = raw.decode("utf-8-sig" if number == 1 else "utf-8")
+            except UnicodeDecodeError as error:
+                raise DatasetError(
+                    path, f"not UTF-8 text (byte {offset + error.start})", line=number
+                ) from None
+            offset += len(raw)
+            yield number, text
 
 
 def _read_text(path: Path) -> str:
@@ -81,7 +161,88 @@ def _read_text(path: Path) -> str:
         raise DatasetError(path, f"not UTF-8 text (byte {error.start})", line=line) from None
 
 
-Parsed = list[tuple[dict[str, Any], Sample]]
+class _TooManyDigits:
+    """Where an integer of more digits than Python converts stood in a parsed value."""
+
+    def __init__(self, digits: int) -> None:
+        self.digits = digits
+
+
+def _marked_integer(text: str) -> int | _TooManyDigits:
+    try:
+        return int(text)
+    except ValueError:  # beyond sys.get_int_max_str_digits()
+        return _TooManyDigits(len(text.lstrip("-")))
+
+
+def _first_marked(value: Any) -> tuple[str, _TooManyDigits] | None:
+    """The path (``key``, ``key.inner[2]``) of the first too-long integer in a parsed value."""
+    pending: list[tuple[str, Any]] = [("", value)]
+    while pending:
+        where, item = pending.pop()
+        if isinstance(item, _TooManyDigits):
+            return where, item
+        if isinstance(item, dict):
+            children = [(f"{where}.{k}" if where else str(k), v) for k, v in item.items()]
+        elif isinstance(item, list):
+            children = [(f"{where}[{i}]", v) for i, v in enumerate(item)]
+        else:
+            continue
+        pending.extend(reversed(children))
+    return None
+
+
+def _too_many_digits(text: str, document: bool) -> tuple[int | None, str] | None:
+    """For JSON that Python refused for an integer too long to convert: the 0-based record of
+    a document (None for a line of JSON lines) and a problem naming the field; None if that
+    was not why."""
+    try:
+        value = json.loads(text, parse_int=_marked_integer)
+    except (ValueError, RecursionError):
+        return None
+    found = _first_marked(value)
+    if found is None:
+        return None
+    where, marker = found
+    record: int | None = None
+    if document and isinstance(value, list):
+        record = int(where[1 : where.index("]")])
+        where = where[where.index("]") + 1 :].lstrip(".")
+    limit = sys.get_int_max_str_digits()
+    named = f"field {where!r}" if where else "the value"
+    return record, (
+        f"{named} is an integer of {marker.digits} digits; Python reads at most {limit}"
+    )
+
+
+def _refusal(path: Path, text: str, error: Exception, line: int | None) -> DatasetError:
+    """Why json.loads refused ``text`` (a line of JSON lines numbered ``line``, or the whole
+    document when None), as one DatasetError naming the file and, where it can, the line."""
+    if isinstance(error, json.JSONDecodeError):
+        return DatasetError(
+            path,
+            f"invalid JSON: {error.msg} (column {error.colno})",
+            line=error.lineno if line is None else line,
+        )
+    if isinstance(error, RecursionError):
+        return DatasetError(
+            path, "invalid JSON: arrays or objects nested too deeply to read", line=line
+        )
+    found = _too_many_digits(text, document=line is None)
+    if found is None:
+        return DatasetError(path, f"invalid JSON: {error}", line=line)
+    record, problem = found
+    if record is None:
+        return DatasetError(path, problem, line=line)
+    return DatasetError(path, problem, record=record + 1, line=_array_record_line(text, record))
+
+
+def _load(path: Path, text: str, line: int) -> Any:
+    """One line of JSON lines, its failures as DatasetError naming the file and line."""
+    try:
+        return json.loads(text)
+    except (ValueError, RecursionError) as error:
+        raise _refusal(path, text, error, line) from None
 
 
 def _read_json_document(path: Path, text: str, fields: FieldMap) -> Parsed:
@@ -90,10 +251,10 @@ def _read_json_document(path: Path, text: str, fields: FieldMap) -> Parsed:
     except json.JSONDecodeError as error:
         if error.msg == "Extra data" and text.lstrip().startswith("{"):
             # One object per line, saved with a .json name (common for exported datasets).
-            return _read_json_lines(path, text, fields)
-        raise DatasetError(
-            path, f"invalid JSON: {error.msg} (column {error.colno})", line=error.lineno
-        ) from None
+            return list(_read_json_lines(path, _text_lines(text), fields))
+        raise _refusal(path, text, error, None) from None
+    except (ValueError, RecursionError) as error:
+        raise _refusal(path, text, error, None) from None
     if not isinstance(document, list):
         line = text[: len(text) - len(text.lstrip())].count("\n") + 1
         raise DatasetError(
@@ -114,23 +275,26 @@ def _read_json_document(path: Path, text: str, fields: FieldMap) -> Parsed:
     return samples
 
 
-def _read_json_lines(path: Path, text: str, fields: FieldMap) -> Parsed:
-    samples: Parsed = []
+def _text_lines(text: str) -> Iterator[tuple[int, str]]:
     # split("\n"), not splitlines(): JSON strings may hold raw U+2028 and similar separators.
-    for line_number, line in enumerate(text.split("\n"), start=1):
+    return enumerate(text.split("\n"), start=1)
+
+
+def _read_json_lines(
+    path: Path, lines: Iterable[tuple[int, str]], fields: FieldMap
+) -> Iterator[tuple[dict[str, Any], Sample]]:
+    count = 0
+    for line_number, line in lines:
         if not line.strip():
             continue
-        try:
-            record = json.loads(line)
-        except json.JSONDecodeError as error:
-            raise DatasetError(
-                path, f"invalid JSON: {error.msg} (column {error.colno})", line=line_number
-            ) from None
+        record = _load(path, line, line_number)
         problem = _record_problem(record, fields)
         if problem is not None:
             raise DatasetError(path, problem, line=line_number)
-        samples.append((record, _to_sample(len(samples), record, fields)))
-    return samples
+        yield record, _to_sample(count, record, fields)
+        count += 1
+    if not count:
+        raise DatasetError(path, "no samples (the file is empty)")
 
 
 def _json_kind(value: object) -> str:
@@ -165,7 +329,34 @@ def _record_problem(record: object, fields: FieldMap) -> str | None:
         return f"input field {fields.input!r} must be a string, found {_json_kind(value)}"
     if not record[fields.output].strip():
         return f"empty output (field {fields.output!r}): there is no response to measure"
+    for role, name in (
+        ("instruction", fields.instruction),
+        ("input", fields.input),
+        ("output", fields.output),
+    ):
+        surrogate = _SURROGATE.search(record.get(name) or "")
+        if surrogate is not None:
+            return (
+                f"{role} field {name!r} holds a lone surrogate "
+                f"\\u{ord(surrogate.group()):04x} at character {surrogate.start() + 1}, which is "
+                "not Unicode text (no tokenizer reads it)"
+            )
+    text = {fields.instruction, fields.input, fields.output}
+    for key, value in record.items():
+        if key not in text and isinstance(value, int) and not isinstance(value, bool):
+            try:
+                float(value)  # what numeric_fields keeps of it
+            except OverflowError:
+                return (
+                    f"field {key!r} is an integer of {len(str(abs(value)))} digits, beyond the "
+                    "range of a number layerscope keeps (a float, about 1.8e308)"
+                )
     return None
+
+
+# JSON can spell these ("\\ud800"); they are not characters, and no text column or tokenizer
+# takes them.
+_SURROGATE = re.compile("[\ud800-\udfff]")
 
 
 def _to_sample(index: int, record: dict[str, Any], fields: FieldMap) -> Sample:
@@ -223,7 +414,7 @@ def count_samples(source: ResponseTypeSource) -> int:
         cached = _count_cache.get(key)
     if cached is not None:
         return cached
-    count = len(read_samples(source))
+    count = sum(1 for _ in _records(source))  # one record at a time for JSON lines
     with _count_lock:
         while len(_count_cache) >= _COUNT_CACHE_SIZE:
             del _count_cache[next(iter(_count_cache))]
