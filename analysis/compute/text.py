@@ -10,6 +10,15 @@ Instruct mode: the tokenizer's chat template with a system message (dropped when
 rejects a system role) and the generation prompt, then the response. Special tokens: base mode
 lets the tokenizer add them (BOS) as the paper's scripts do; instruct mode does not, since the
 chat template writes its own.
+
+Why texts are cut by characters before they are tokenized: only the first ``max_length`` tokens
+are measured, but tokenizing a 20 MB record whole takes gigabytes (a fast tokenizer keeps ids,
+offsets and masks for every token). A text is cut to :data:`CHARACTERS_PER_TOKEN` characters per
+token needed and tokenized; a cut changes only the tokens at its end (the word it splits), so
+when the cut text still gives :data:`CUT_MARGIN_TOKENS` more tokens than needed, its first ones
+are those of the whole text. Where it gives fewer (tokens longer than the factor), the cut grows
+until it does or the whole text is taken. A text shorter than the first cut (every sample of a
+normal length) is tokenized whole, exactly as before.
 """
 
 from __future__ import annotations
@@ -66,19 +75,56 @@ def prompt_text(sample: Sample, tokenizer: Any, settings: ComputeSettings) -> st
     return str(text)
 
 
+# Characters of text tokenized, at first, per token needed. Tokens average three to five
+# characters in natural text and code; 32 leaves room for long runs of spaces or digits.
+CHARACTERS_PER_TOKEN = 32
+# Tokens beyond those needed that a cut text must give for its first ones to be trusted: a cut
+# changes only the tokens of the word it splits (and a special token a tokenizer appends).
+CUT_MARGIN_TOKENS = 16
+
+
+def first_tokens(
+    tokenizer: Any, text: str, needed: int, *, add_special_tokens: bool
+) -> tuple[list[int], bool]:
+    """The token ids of ``text`` without tokenizing more of it than the first ``needed`` ids
+    require: (all its ids, True), or (at least its first ``needed`` ids, False) when the text
+    was cut (see the module documentation)."""
+    limit = max(needed, 1) * CHARACTERS_PER_TOKEN
+    while True:
+        if len(text) <= limit:
+            ids = tokenizer(text, add_special_tokens=add_special_tokens)["input_ids"]
+            return list(ids), True
+        ids = tokenizer(text[:limit], add_special_tokens=add_special_tokens)["input_ids"]
+        if len(ids) >= needed + CUT_MARGIN_TOKENS:
+            return list(ids[:needed]), False
+        limit *= 4
+
+
 def encode_sample(sample: Sample, tokenizer: Any, settings: ComputeSettings) -> EncodedSample:
-    """Tokenize prompt + response and locate the response, or raise SampleSkipped."""
+    """Tokenize prompt + response and locate the response, or raise SampleSkipped.
+
+    The response starts after the tokens of the prompt text on its own; only the first
+    max_length tokens are kept, and no more of a long text is tokenized than they need.
+    """
     if not sample.output.strip():
         raise SampleSkipped("empty response")
     prefix = prompt_text(sample, tokenizer, settings)
     add_special = settings.mode == "base"
-    whole = tokenizer(prefix + sample.output, add_special_tokens=add_special)["input_ids"]
-    start = len(tokenizer(prefix, add_special_tokens=add_special)["input_ids"])
-    ids = list(whole[: settings.max_length])
-    encoded = EncodedSample(sample.index, ids, start)
+    limit = settings.max_length
+    prompt, whole_prompt = first_tokens(tokenizer, prefix, limit, add_special_tokens=add_special)
+    if not whole_prompt:  # the prompt alone fills max_length: no response token is left
+        raise SampleSkipped(
+            f"no response token left after truncation to max_length={limit} "
+            f"(prompt is over {limit} tokens)"
+        )
+    start = len(prompt)
+    ids, _whole = first_tokens(
+        tokenizer, prefix + sample.output, limit, add_special_tokens=add_special
+    )
+    encoded = EncodedSample(sample.index, ids[:limit], start)
     if encoded.response_tokens <= 0:
         raise SampleSkipped(
-            f"no response token left after truncation to max_length={settings.max_length} "
+            f"no response token left after truncation to max_length={limit} "
             f"(prompt is {start} tokens)"
         )
     return encoded
