@@ -89,6 +89,17 @@ def names(text: str | None) -> list[str] | None:
     return parts or None
 
 
+def type_list(text: str) -> str:
+    """``--types``: comma-separated response types naming at least one (``''`` or ``,,`` would
+    otherwise mean every type, the default); the text itself, for :func:`names` to split."""
+    if not names(text):
+        raise argparse.ArgumentTypeError(
+            f"expected comma-separated response types, got {text!r} (leave --types out for "
+            "every type)"
+        )
+    return text
+
+
 def projections(text: str | None) -> list[str] | None:
     chosen = names(text)
     if chosen is None:

@@ -23,6 +23,7 @@ from layerscope.app.cli.arguments import (
     output_path,
     positive_int,
     token_range,
+    type_list,
 )
 
 EXPORT_FORMATS = ("parquet", "csv", "paper-jsonl")
@@ -97,6 +98,7 @@ def build_parser() -> argparse.ArgumentParser:
     )
     compute.add_argument(
         "--types",
+        type=type_list,
         help="comma-separated response types (default: all in the dataset); in a folder "
         "holding several datasets, DATASET/TYPE picks one dataset's (gsm8k_train/none_cot) "
         "and a bare type every dataset's",

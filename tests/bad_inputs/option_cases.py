@@ -56,6 +56,8 @@ CASES: list[Case] = [
     Case("option-modules-unknown", _cached("--modules", "ffn"), 2, ("--modules", "ffn")),
     Case("option-mode-unknown", _cached("--mode", "chat"), 2, ("--mode", "chat")),
     Case("option-types-unknown", _cached("--types", "nonesuch"), 1, ("nonesuch",)),
+    Case("option-types-empty", _cached("--types", ""), 2, ("--types", "''")),
+    Case("option-types-only-commas", _cached("--types", ",,,"), 2, ("--types", "',,,'")),
     Case("option-check-device-unknown", _check("--device", "tpu9"), 2, ("--device", "'tpu9'")),
     Case("option-check-metric-unknown", _check("--metric", "bogus"), 2, ("--metric", "bogus")),
     Case("option-show-proj-unknown", _show("--proj", "q,x"), 2, ("--proj", "'x'")),
