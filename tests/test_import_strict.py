@@ -32,6 +32,7 @@ from layerscope.analysis.cache.schema import REAL_LIMIT
 from layerscope.analysis.interchange.paper_export import write_paper_jsonl
 from layerscope.analysis.interchange.paper_ingest import (
     IMPORT_BATCH,
+    RunNameError,
     import_paper_jsonl,
     import_run_id,
 )
@@ -291,8 +292,9 @@ def test_the_float32_boundary_is_duckdbs(db, tmp_path):
     largest = 3.4028234663852886e38  # float32's largest finite value
     just_below = REAL_LIMIT * (1 - 2**-52)  # rounds to it
     lines = lines_of(3)
-    lines[0] = set_number(lines[0], "S_max", repr(largest))
-    lines[1] = set_number(lines[1], "S_max", repr(just_below))
+    for index, value in ((0, largest), (1, just_below)):  # S_sum as large: S_max <= S_sum
+        lines[index] = set_number(lines[index], "S_max", repr(value))
+        lines[index] = set_number(lines[index], "S_sum", repr(value))
     lines[2] = set_number(lines[2], "S_max", repr(REAL_LIMIT))  # rounds to infinity
     imported = do_import(db, write_lines(tmp_path / "stats.jsonl", lines))
     assert imported.empty_values == 1 and imported.first_empty_lines == (3,)
@@ -303,6 +305,29 @@ def test_the_float32_boundary_is_duckdbs(db, tmp_path):
 @pytest.mark.parametrize(
     ("make", "fragment"),
     [
+        (
+            lambda line: set_number(line, "loss", "-0.5"),
+            "loss is -0.5; a loss (a cross-entropy) is never negative",
+        ),
+        (
+            lambda line: set_number(line, "frobenius_norm", "-5.0", occurrence=3),
+            "model.layers.0.self_attn.v_proj.weight.frobenius_norm is -5.0; a norm or singular "
+            "value is never negative",
+        ),
+        (
+            lambda line: set_number(line, "S_max", "7.5"),
+            "model.layers.0.self_attn.q_proj.weight.S_max (7.5) is above "
+            "model.layers.0.self_attn.q_proj.weight.S_sum (7.0); the largest singular value is "
+            "never above the sum of them all",
+        ),
+        (
+            lambda line: set_number(line, "S_min", "4.5"),
+            "q_proj.weight.S_min (4.5) is above model.layers.0.self_attn.q_proj.weight.S_max (4.0)",
+        ),
+        (
+            lambda line: set_number(line, "M_min", "0.75"),
+            "q_proj.weight.M_min (0.75) is above model.layers.0.self_attn.q_proj.weight.M_max (0.5)",
+        ),
         (lambda line: set_number(line, "index", "1" + "0" * 400), "an integer of 401 digits"),
         (lambda line: set_number(line, "loss", "9" * 5000), "integer literal too long"),
         (lambda line: set_number(line, "prompt_tokens", '"abc"'), 'got a string "abc"'),
@@ -327,6 +352,11 @@ def test_the_float32_boundary_is_duckdbs(db, tmp_path):
         ),
     ],
     ids=[
+        "negative-loss",
+        "negative-norm",
+        "s-max-above-s-sum",
+        "s-min-above-s-max",
+        "m-min-above-m-max",
         "400-digit-index",
         "5000-digit-loss",
         "abc-tokens",
@@ -353,6 +383,32 @@ def test_refusals_name_file_and_line(db, tmp_path, make, fragment):
     assert message.startswith(f"{path}:3: "), message
     assert fragment in message and "\n" not in message, message
     assert state(db, tmp_path / "after") == before
+
+
+def test_impossible_values_in_the_spectrum_are_refused_and_rounding_is_not(db, tmp_path):
+    lines = lines_of(3, spectrum=True)
+    lines[1] = lines[1].replace('"S_list": [4.0, 2.5, 0.5]', '"S_list": [4.0, 2.5, -0.5]', 1)
+    path = write_lines(tmp_path / "stats.jsonl", lines)
+    with pytest.raises(PaperFormatError) as caught:
+        do_import(db, path)
+    assert str(caught.value) == (
+        f"{path}:2: model.layers.0.self_attn.q_proj.weight.S_list[2] is -0.5; a singular value is "
+        "never negative"
+    )
+    # Only S_list: the S_max it gives is above the S_sum the line gives, and named as its source.
+    entry = {"S_sum": 3.0, "S_list": [4.0, 1.0]}
+    line = {"loss": 1.0, "model.layers.0.self_attn.q_proj.weight": entry}
+    with pytest.raises(PaperFormatError, match=r":1: .*q_proj\.weight\.S_list \(4\.0\) is above "
+                       r".*q_proj\.weight\.S_sum \(3\.0\)"):  # fmt: skip
+        do_import(db, write_lines(tmp_path / "list.jsonl", [json.dumps(line)]))
+    # Two numbers computed apart may differ in their last digits: S_max a hair above S_sum, or
+    # S_min a hair above S_max (one singular value), is kept as it is.
+    lines = lines_of(2)
+    lines[0] = set_number(lines[0], "S_max", repr(7.0 * (1 + 1e-7)))
+    lines[1] = set_number(set_number(lines[1], "S_min", "4.00000001"), "M_min", "-0.5")
+    imported = do_import(db, write_lines(tmp_path / "close.jsonl", lines))
+    assert imported.info.samples_done == 2
+    assert stored_rows(db, imported.info.id, 0)[0][3] == pytest.approx(7.0, rel=1e-6)
 
 
 def test_a_repeated_sample_index_names_both_lines(db, tmp_path):
@@ -417,6 +473,55 @@ def test_cli_prints_the_summary_and_the_empty_values_and_nothing_else(db, tmp_pa
     assert cli.main([*argv[:1], str(clean), *argv[2:]]) == 0
     out, err = capsys.readouterr()
     assert err == f"{out.strip()[:12]}  m / d/t: 2 samples, 2 layers\n"  # no empty line first
+
+
+def test_cli_reports_the_entries_it_left_out(db, tmp_path, capsys):
+    unknown = "model.layers.0.self_attn.zz_proj.weight"
+    lines = [json.loads(line) for line in lines_of(14)]
+    for number, line in enumerate(lines, start=1):
+        if number % 2:
+            line[unknown] = {"S_sum": 1.0, "S_max": 1.0}
+        if number == 14:
+            line["source\x1b[31m"] = "mine"  # shown escaped, as one line
+    path = write_lines(tmp_path / "stats.jsonl", [json.dumps(line) for line in lines])
+    argv = ["import", str(path), "--model", "m", "--dataset", "d", "--type", "t", "--db", str(db)]
+    capsys.readouterr()
+    assert cli.main(argv) == 0
+    out, err = capsys.readouterr()
+    assert err.splitlines() == [
+        f"{out.strip()[:12]}  m / d/t: 14 samples, 2 layers",
+        f"8 entries left out, the format does not know their keys ({unknown}, "
+        "source\\u001b[31m): lines 1, 3, 5, 7, 9, 11, 13, 14",
+    ]
+    imported = do_import(db, path)  # stored once: the same run, its matrices only
+    assert imported.info.samples_done == 14
+    assert len(ResultsCache(db).targets(imported.info.id)) == MATRICES
+    assert (imported.unknown_entries, imported.unknown_lines) == (8, 8)
+
+
+@pytest.mark.parametrize(
+    ("option", "value", "fragment"),
+    [
+        ("--model", "", "argument --model: expected a name, got ''"),
+        ("--dataset", "  ", "argument --dataset: expected a name, got '  '"),
+        ("--type", "none\ncot", "argument --type: 'none\\ncot' holds a control character ('\\n'"),
+        ("--model", "m\x1b[2J", "argument --model: 'm\\x1b[2J' holds a control character"),
+    ],
+)
+def test_cli_refuses_names_that_are_not_one_printable_line(
+    db, tmp_path, capsys, option, value, fragment
+):
+    path = write_lines(tmp_path / "stats.jsonl", lines_of(2))
+    names = {"--model": "m", "--dataset": "d", "--type": "t", option: value}
+    argv = ["import", str(path), *(x for pair in names.items() for x in pair), "--db", str(db)]
+    before = state(db, tmp_path / "before")
+    capsys.readouterr()
+    assert cli.main(argv) == 2
+    _out, err = capsys.readouterr()
+    assert err.startswith(f"layerscope: error: {fragment}") and err.count("\n") == 1, err
+    assert state(db, tmp_path / "after") == before
+    with pytest.raises(RunNameError, match="holds a control character"):
+        import_paper_jsonl(ResultsCache(db), path, model="m", dataset="d\u2028", response_type="t")
 
 
 def test_cli_interrupt_says_nothing_was_imported(db, tmp_path, capsys, monkeypatch):

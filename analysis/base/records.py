@@ -9,6 +9,7 @@ code; it imports only the settings record (for ComputeSettings' defaults and key
 
 from __future__ import annotations
 
+import unicodedata
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import datetime
@@ -199,6 +200,27 @@ class BatchResult:
     seconds: float = 0.0  # wall time of this batch
     forward_backward_seconds: float = 0.0  # of which: the model's forward and backward passes
     statistics_seconds: float = 0.0  # of which: the statistics from the captured gradients
+
+
+# What no name of a run may hold: control characters (a newline, the escape that starts a
+# terminal's colour codes), lone surrogates (no text column holds them) and the Unicode line and
+# paragraph separators.
+_NOT_IN_NAMES = ("Cc", "Cs", "Zl", "Zp")
+
+
+def name_problem(name: str) -> str | None:
+    """Why ``name`` cannot be a name a run is filed under (its model, dataset or response
+    type), or None: every listing, table, chart and file name shows it, so it must be one line
+    of printable text, and not empty."""
+    if not name.strip():
+        return f"expected a name, got {name!r}"
+    for position, character in enumerate(name):
+        if unicodedata.category(character) in _NOT_IN_NAMES:
+            return (
+                f"{name!r} holds a control character ({character!r} at character "
+                f"{position + 1}); a name is one line of printable text"
+            )
+    return None
 
 
 @dataclass(frozen=True)

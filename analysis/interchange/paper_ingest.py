@@ -15,7 +15,10 @@ refused.
 
 Values stored as empty (not finite, or beyond what the cache's columns hold; see
 :mod:`.paper_schema`) are not refused: :class:`PaperImport` counts them and the lines they are
-on, and ``layerscope import`` reports them.
+on, and ``layerscope import`` reports them; so are the entries left out because the format does
+not know their keys. The names a run is filed under (model, dataset, response type) must be
+one line of printable text (:func:`~layerscope.analysis.base.records.name_problem`): they are
+shown in every listing and table, where a newline or a terminal's escape would garble it.
 """
 
 from __future__ import annotations
@@ -26,6 +29,7 @@ from collections.abc import Callable, Iterator, Mapping
 from dataclasses import dataclass
 from pathlib import Path
 
+from layerscope.analysis.base.errors import LayerscopeError
 from layerscope.analysis.base.records import (
     PROJECTIONS,
     BatchResult,
@@ -33,28 +37,41 @@ from layerscope.analysis.base.records import (
     RunInfo,
     Sample,
     TargetInfo,
+    name_problem,
 )
 from layerscope.analysis.cache import ResultsCache, UnknownRunError
 from layerscope.analysis.cache.schema import INTEGER_MAX
 from layerscope.analysis.interchange.paper_parse import PaperSample, read_paper_jsonl
-from layerscope.analysis.interchange.paper_schema import PaperFormatError
+from layerscope.analysis.interchange.paper_schema import PaperFormatError, printable
 from layerscope.analysis.runs.lifecycle import package_version
 
-__all__ = ["PaperImport", "import_paper_jsonl", "import_run_id"]
+__all__ = ["PaperImport", "RunNameError", "import_paper_jsonl", "import_run_id"]
 
 IMPORT_BATCH = 256
 # Lines with empty values that a PaperImport keeps by number (the rest are counted).
 EMPTY_LINES_KEPT = 10
+# Different unknown keys a PaperImport keeps by name (a summary shows "..." for more).
+UNKNOWN_KEYS_KEPT = 5
+
+
+class RunNameError(LayerscopeError, ValueError):
+    """A name to file the run under that no run may have (empty, or not one printable line)."""
 
 
 @dataclass(frozen=True)
 class PaperImport:
-    """What an import stored: the run, and the values it had to store as empty."""
+    """What an import stored: the run, the values it had to store as empty, and the entries
+    it left out because the format does not know their keys."""
 
     info: RunInfo
     empty_values: int  # not finite or beyond float32 range, stored as empty (loss: NaN)
     empty_lines: int  # lines with at least one such value
     first_empty_lines: tuple[int, ...]  # the first EMPTY_LINES_KEPT of those lines
+    unknown_entries: int = 0  # entries left out, over all lines
+    unknown_lines: int = 0  # lines with at least one
+    first_unknown_lines: tuple[int, ...] = ()  # the first EMPTY_LINES_KEPT of those lines
+    unknown_keys: tuple[str, ...] = ()  # the first UNKNOWN_KEYS_KEPT different keys, printable
+    more_unknown_keys: bool = False  # whether there were other keys besides those
 
 
 def import_run_id(file_sha256: str, model: str, dataset: str, response_type: str, mode: str) -> str:
@@ -95,6 +112,10 @@ def import_paper_jsonl(
     samples. Raises :class:`PaperFormatError` (one line, naming ``FILE:LINE``) for a file it
     refuses, leaving the cache untouched.
     """
+    for what, name in (("model", model), ("dataset", dataset), ("response type", response_type)):
+        problem = name_problem(name)
+        if problem is not None:
+            raise RunNameError(f"{what}: {problem}")
     path = Path(path)
     if path.is_dir():
         raise PaperFormatError(f"{path}: is a folder, not a statistics file")
@@ -104,6 +125,10 @@ def import_paper_jsonl(
     first: PaperSample | None = None
     total = empty_values = empty_lines = 0
     first_empty: list[int] = []
+    unknown_entries = unknown_lines = 0
+    first_unknown: list[int] = []
+    unknown_keys: dict[str, None] = {}
+    more_keys = False
     for parsed in read_paper_jsonl(path, digest):
         if first is None:
             first = parsed
@@ -113,6 +138,18 @@ def import_paper_jsonl(
             empty_lines += 1
             if len(first_empty) < EMPTY_LINES_KEPT:
                 first_empty.append(parsed.line)
+        if parsed.unknown:
+            unknown_entries += len(parsed.unknown)
+            unknown_lines += 1
+            if len(first_unknown) < EMPTY_LINES_KEPT:
+                first_unknown.append(parsed.line)
+            for key in map(printable, parsed.unknown):
+                if key in unknown_keys:
+                    continue
+                if len(unknown_keys) < UNKNOWN_KEYS_KEPT:
+                    unknown_keys[key] = None
+                else:
+                    more_keys = True
     assert first is not None  # read_paper_jsonl raises for a file without samples
     if total > INTEGER_MAX:
         raise PaperFormatError(f"{path}: {total} samples, more than a run can hold")
@@ -120,7 +157,17 @@ def import_paper_jsonl(
     run_id = import_run_id(sha256, model, dataset, response_type, mode)
 
     def report(info: RunInfo) -> PaperImport:
-        return PaperImport(info, empty_values, empty_lines, tuple(first_empty))
+        return PaperImport(
+            info,
+            empty_values,
+            empty_lines,
+            tuple(first_empty),
+            unknown_entries,
+            unknown_lines,
+            tuple(first_unknown),
+            tuple(unknown_keys),
+            more_keys,
+        )
 
     stored = _stored_run(cache, run_id)
     if stored is not None and stored.status == "complete" and stored.samples_done >= total:

@@ -26,7 +26,12 @@ complaint names ``FILE:LINE``:
 * every line must measure the same matrices as the first one, and a sample index may not
   repeat;
 * a value the cache's columns cannot hold is stored as empty and counted in
-  :attr:`PaperSample.emptied`, or refused, as :mod:`.paper_schema` says for each kind.
+  :attr:`PaperSample.emptied`, or refused, as :mod:`.paper_schema` says for each kind, and so
+  is a value no gradient has (a negative norm, ``S_max`` above ``S_sum``).
+
+What is not refused is not dropped silently either: a key the format does not know (a
+``zz_proj`` matrix, a field of the user's own) is left out of the run and listed in
+:attr:`PaperSample.unknown`, which the import reports.
 """
 
 from __future__ import annotations
@@ -64,6 +69,10 @@ from layerscope.analysis.interchange.paper_schema import (
 __all__ = ["PaperSample", "read_paper_jsonl"]
 
 _JSON_WHITESPACE = " \t\r\n"
+# The keys of a line besides its matrices' parameter names.
+_OTHER_KEYS = frozenset(
+    {"instruction", "output", "loss", METADATA_KEY, COSINE_KEY, PAIR_COSINE_KEY}
+)
 
 
 @dataclass
@@ -75,6 +84,9 @@ class PaperSample:
     result: SampleResult
     parameters: dict[tuple[int, str], str]  # (layer, projection) -> parameter name
     emptied: int = 0  # values of this line stored as empty (not finite or beyond float32)
+    # Its keys the format does not know (not a text, the loss, a measured matrix, cosines or
+    # layerscope's metadata), left out of the run; the import reports them.
+    unknown: tuple[str, ...] = ()
 
 
 def _ratio(numerator: float, denominator: float) -> float:
@@ -245,6 +257,7 @@ def _matrix(
             )
         spectrum = [check.statistic(v, key, SPECTRUM_KEY) for v in raw]
         _from_spectrum(entry, values, spectrum, check)
+    check.possible(key, entry, values, spectrum)
     _derived(values, loss, spectrum, check)
     return MatrixStatistics(target[0], target[1], values, spectrum)
 
@@ -266,11 +279,13 @@ def _parse_line(text: str, where: str, index: int, line: int) -> PaperSample:
         )
     matrices: list[MatrixStatistics] = []
     parameters: dict[tuple[int, str], str] = {}
+    unknown: list[str] = []
     for key, entry in record.items():
-        if key == METADATA_KEY:
+        if key in _OTHER_KEYS:
             continue
         target = parse_parameter_name(key)
         if target is None:
+            unknown.append(key)
             continue
         if not isinstance(entry, dict):
             raise PaperFormatError(
@@ -315,7 +330,7 @@ def _parse_line(text: str, where: str, index: int, line: int) -> PaperSample:
         _layer_cosines(record[COSINE_KEY], result, check)
     if PAIR_COSINE_KEY in record:
         _pair_cosines(record[PAIR_COSINE_KEY], result, check)
-    return PaperSample(line, sample, result, parameters, check.emptied)
+    return PaperSample(line, sample, result, parameters, check.emptied, tuple(unknown))
 
 
 def _lines(path: Path, digest: Any | None) -> Iterator[tuple[int, str]]:

@@ -67,7 +67,12 @@ hold (:mod:`layerscope.analysis.cache.schema`):
   ``layerscope.index`` (0 to 2^31 - 1), ``layerscope.prompt_tokens``/``response_tokens`` (the
   same, or absent), and the layer number in a parameter name or a cosine's layer (at most
   32767). Texts (instruction, output, parameter names) must be encodable as UTF-8 (JSON can
-  spell a lone surrogate, ``"\\ud800"``, which no text column holds).
+  spell a lone surrogate, ``"\\ud800"``, which no text column holds);
+* what no gradient has is refused, naming the key (:meth:`LineValues.possible`): a negative
+  loss, norm or singular value, ``S_max`` above ``S_sum`` or below ``S_min``, ``M_max`` below
+  ``M_min`` (up to a relative 1e-5 for two numbers rounded apart). Stored, such a line would
+  put impossible ratios (``sigma1_ratio`` above 1) into every curve it is part of; an empty
+  value, by contrast, only leaves itself out.
 """
 
 from __future__ import annotations
@@ -109,6 +114,16 @@ PAPER_STATISTICS = {
     "S_max": "sigma_max",
     "S_min": "sigma_min",
 }
+# Statistics no matrix has below zero (norms and singular values).
+NON_NEGATIVE = ("frobenius_norm", "S_sum", "S_max", "S_min")
+# (lower, higher, why): pairs of statistics whose order every matrix keeps. The tolerance
+# (relative to the higher) forgives the rounding of two numbers computed apart.
+ORDERED = (
+    ("S_max", "S_sum", "the largest singular value is never above the sum of them all"),
+    ("S_min", "S_max", "the smallest singular value is never above the largest"),
+    ("M_min", "M_max", "the smallest entry is never above the largest"),
+)
+ORDER_TOLERANCE = 1e-5
 # The keys a matrix's entry must have, unless it has the spectrum they are computed from.
 REQUIRED_STATISTICS = ("S_sum", "S_max")
 SPECTRUM_KEY = "S_list"
@@ -248,9 +263,47 @@ class LineValues:
     def loss(self, value: Any) -> float:
         number = _number(value, self.where, "loss")
         if math.isfinite(number):
+            if number < 0:
+                raise PaperFormatError(
+                    f"{self.where}: loss is {number!r}; a loss (a cross-entropy) is never negative"
+                )
             return number
         self.emptied += 1
         return math.nan
+
+    def possible(
+        self, key: str, given: Any, values: dict[str, float], spectrum: list[float | None] | None
+    ) -> None:
+        """Refuse what no gradient has: a negative norm or singular value, the largest singular
+        value above their sum or below the smallest, the largest entry below the smallest.
+        ``values`` are a matrix's statistics by layerscope's names (from the keys ``given`` or
+        from its spectrum); empty ones (not finite) are not checked."""
+        name = printable(key)
+
+        def source(paper_key: str) -> str:
+            return f"{name}.{paper_key if paper_key in given else SPECTRUM_KEY}"
+
+        for position, value in enumerate(spectrum or ()):
+            if value is not None and value < 0:
+                raise PaperFormatError(
+                    f"{self.where}: {name}.{SPECTRUM_KEY}[{position}] is {value!r}; a singular "
+                    "value is never negative"
+                )
+        for paper_key in NON_NEGATIVE:
+            value = values.get(PAPER_STATISTICS[paper_key])
+            if value is not None and value < 0:
+                raise PaperFormatError(
+                    f"{self.where}: {source(paper_key)} is {value!r}; a norm or singular value "
+                    "is never negative"
+                )
+        for low_key, high_key, why in ORDERED:
+            low = values.get(PAPER_STATISTICS[low_key])
+            high = values.get(PAPER_STATISTICS[high_key])
+            if low is not None and high is not None and low - high > ORDER_TOLERANCE * abs(high):
+                raise PaperFormatError(
+                    f"{self.where}: {source(low_key)} ({low!r}) is above {source(high_key)} "
+                    f"({high!r}); {why}"
+                )
 
     def integer(self, value: Any, key: str, *, optional: bool = False) -> int | None:
         """An INTEGER column's value: 0 to INTEGER_MAX (or absent/null when optional)."""

@@ -19,7 +19,7 @@ from typing import Any
 
 from layerscope.analysis.base.errors import LayerscopeError, spell
 from layerscope.analysis.base.outputs import STDOUT
-from layerscope.analysis.base.records import ATTENTION_PROJECTIONS, MLP_PROJECTIONS
+from layerscope.analysis.base.records import ATTENTION_PROJECTIONS, MLP_PROJECTIONS, name_problem
 from layerscope.analysis.base.setting_schema import Setting, SettingError, Surface
 from layerscope.analysis.base.settings import offered
 from layerscope.app.settings_presentation import flag, option_help, option_name, placeholder
@@ -87,6 +87,14 @@ def names(text: str | None) -> list[str] | None:
         return None
     parts = [part.strip() for part in text.split(",") if part.strip()]
     return parts or None
+
+
+def run_name(text: str) -> str:
+    """A name to file a run under (import's ``--model``, ``--dataset``, ``--type``)."""
+    problem = name_problem(text)
+    if problem is not None:
+        raise argparse.ArgumentTypeError(problem)
+    return text
 
 
 def type_list(text: str) -> str:

@@ -219,17 +219,34 @@ def cmd_export(args: argparse.Namespace) -> int:
     return 0
 
 
+def _lines_note(count: int, first: tuple[int, ...]) -> str:
+    """``line 3`` or ``lines 3, 7 and 12 more``."""
+    more = count - len(first)
+    word = "line" if count == 1 else "lines"
+    return f"{word} {', '.join(str(n) for n in first)}" + (f" and {more} more" if more else "")
+
+
 def _empty_values_note(imported: PaperImport) -> str | None:
     """The summary's line about values stored as empty, or None when there were none."""
     if not imported.empty_values:
         return None
-    lines = ", ".join(str(n) for n in imported.first_empty_lines)
-    more = imported.empty_lines - len(imported.first_empty_lines)
-    word = "line" if imported.empty_lines == 1 else "lines"
     return (
         f"{imported.empty_values} value{'s' if imported.empty_values != 1 else ''} stored as "
-        f"empty (not finite or beyond float32 range): {word} {lines}"
-        + (f" and {more} more" if more else "")
+        "empty (not finite or beyond float32 range): "
+        + _lines_note(imported.empty_lines, imported.first_empty_lines)
+    )
+
+
+def _unknown_entries_note(imported: PaperImport) -> str | None:
+    """The summary's line about entries left out (keys the format does not know), or None."""
+    count = imported.unknown_entries
+    if not count:
+        return None
+    keys = ", ".join([*imported.unknown_keys, *(["..."] if imported.more_unknown_keys else [])])
+    return (
+        f"{count} entr{'y' if count == 1 else 'ies'} left out, the format does not know "
+        f"{'its key' if count == 1 else 'their keys'} ({keys}): "
+        + _lines_note(imported.unknown_lines, imported.first_unknown_lines)
     )
 
 
@@ -281,9 +298,9 @@ def cmd_import(args: argparse.Namespace) -> int:
         f"{info.samples_done} samples, {info.layers} layers",
         file=sys.stderr,
     )
-    note = _empty_values_note(imported)
-    if note:
-        print(note, file=sys.stderr)
+    for note in (_empty_values_note(imported), _unknown_entries_note(imported)):
+        if note:
+            print(note, file=sys.stderr)
     return 0
 
 

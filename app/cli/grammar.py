@@ -22,6 +22,7 @@ from layerscope.app.cli.arguments import (
     layer_range,
     output_path,
     positive_int,
+    run_name,
     token_range,
     type_list,
 )
@@ -232,9 +233,13 @@ def build_parser() -> argparse.ArgumentParser:
 
     import_ = command("import", "read the paper's per-sample JSON lines into the cache as a run")
     import_.add_argument("file", type=Path, metavar="FILE.jsonl")
-    import_.add_argument("--model", required=True, help="name to file the run under")
-    import_.add_argument("--dataset", required=True, help="dataset name to file the run under")
-    import_.add_argument("--type", required=True, dest="response_type", help="response type")
+    import_.add_argument("--model", required=True, type=run_name, help="name to file the run under")
+    import_.add_argument(
+        "--dataset", required=True, type=run_name, help="dataset name to file the run under"
+    )
+    import_.add_argument(
+        "--type", required=True, type=run_name, dest="response_type", help="response type"
+    )
     add_setting(import_, setting("mode"), "compute")
 
     describe = command("describe", "list the matrices that would be measured, without computing")

@@ -51,6 +51,17 @@ def _import(file: Callable[[World], Path | str]) -> Callable[[World], list[str |
     return argv
 
 
+def _named(model: str = "m", dataset: str = "d", response_type: str = "t"):
+    """An import of a valid file under these names."""
+
+    def argv(world: World) -> list[str | Path]:
+        file = world.file("named.jsonl", _valid(0) + "\n")
+        return ["import", file, "--model", model, "--dataset", dataset, "--type", response_type,
+                "--db", world.db]  # fmt: skip
+
+    return argv
+
+
 def _at(name: str, line: int | None = None) -> Callable[[World], str]:
     """The file (and line) the error must name."""
     return lambda w: f"{w.root / name}:{line}:" if line else f"{w.root / name}:"
@@ -197,6 +208,54 @@ CASES: list[Case] = [
         2,
         "measures 7 matrices, the first line 8",
         "layer 1 o",
+    ),
+    _case(
+        "import-negative-loss",
+        "negloss.jsonl",
+        (_valid(0), _changed(1, lambda r: r.__setitem__("loss", -2.5))),
+        2,
+        "loss is -2.5",
+        "never negative",
+    ),
+    _case(
+        "import-negative-norm",
+        "negnorm.jsonl",
+        (
+            _changed(
+                0,
+                lambda r: r["model.layers.1.self_attn.k_proj.weight"].__setitem__("S_sum", -7.0),
+            ),
+        ),
+        1,
+        "model.layers.1.self_attn.k_proj.weight.S_sum is -7.0",
+    ),
+    _case(
+        "import-sigma-max-above-nuclear",
+        "sigma.jsonl",
+        (
+            _valid(0),
+            _valid(1),
+            _changed(
+                2,
+                lambda r: r["model.layers.0.self_attn.o_proj.weight"].__setitem__("S_max", 70.0),
+            ),
+        ),
+        3,
+        "model.layers.0.self_attn.o_proj.weight.S_max (70.0) is above",
+        "o_proj.weight.S_sum (7.0)",
+    ),
+    Case("import-model-name-empty", _named(model=""), 2, ("--model", "expected a name")),
+    Case(
+        "import-dataset-name-newline",
+        _named(dataset="gsm8k\nfake line"),
+        2,
+        ("--dataset", "control character", "'gsm8k\\nfake line'"),
+    ),
+    Case(
+        "import-type-name-escape",
+        _named(response_type="t\x1b[2J"),
+        2,
+        ("--type", "control character", "'t\\x1b[2J'"),
     ),
     Case(
         "import-no-such-file",
