@@ -9,7 +9,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from layerscope.analysis.datasets.manifests import _manifest_sources
+from layerscope.analysis.datasets.manifests import sources_from_manifest
 from layerscope.analysis.datasets.sources import (
     _MAX_FOLDER_DEPTH,
     _SKIPPED_FOLDERS,
@@ -43,7 +43,7 @@ def discover_sources(path: str | Path, fields: FieldMap | None = None) -> list[R
     if root.is_file():
         suffix = root.suffix.lower()
         if suffix == MANIFEST_SUFFIX:
-            sources = _manifest_sources(root, fields)
+            sources = sources_from_manifest(root, fields)
         elif suffix in DATA_SUFFIXES:
             sources = [_file_source(root, fields or FieldMap())]
         else:
@@ -183,7 +183,7 @@ def _dataset_folder_sources(folder: Path, fields: FieldMap | None) -> list[Respo
     sources: list[ResponseTypeSource] = []
     claimed: set[Path] = set()
     for manifest in _manifests(folder):
-        manifest_sources = _manifest_sources(manifest, fields)
+        manifest_sources = sources_from_manifest(manifest, fields)
         sources.extend(manifest_sources)
         claimed.update(source.path for source in manifest_sources)
 

@@ -30,7 +30,7 @@ _FIELD_KEYS = ("instruction", "input", "output")
 _TOML_POSITION = re.compile(r"\(at line (\d+), column (\d+)\)")
 
 
-def _manifest_sources(manifest: Path, fields: FieldMap | None) -> list[ResponseTypeSource]:
+def sources_from_manifest(manifest: Path, fields: FieldMap | None) -> list[ResponseTypeSource]:
     data = _load_toml(manifest)
     _reject_unknown(manifest, "", data, _MANIFEST_KEYS)
 
