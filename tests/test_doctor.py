@@ -37,7 +37,7 @@ from layerscope.analysis.base.environment import (
 from layerscope.analysis.base.records import RunHeader
 from layerscope.analysis.cache import ResultsCache, migrations
 from layerscope.analysis.cache import schema as cache_schema
-from layerscope.analysis.cache.health import stray_rows, sum_checks
+from layerscope.analysis.cache.health import repairs, stray_rows, sum_checks
 from layerscope.app import cli
 
 
@@ -232,6 +232,55 @@ def test_orphaned_rows_are_found_and_repair_removes_them(db, capsys):
     assert findings(lines, "ok", "orphans") and findings(lines, "ok", "sums")
     with duckdb.connect(str(backup), read_only=True) as con:  # the copy is as it was
         assert con.execute("SELECT count(*) FROM samples WHERE run_no = 99").fetchone() == (1,)
+
+
+@pytest.mark.parametrize("target_exists", [False, True])
+def test_repair_never_writes_its_backup_through_a_planted_link(
+    db, tmp_path, monkeypatch, capsys, target_exists
+):
+    """A symbolic link planted at the exact backup name (pointing outside the cache's folder,
+    at nothing or at a file) is left alone: nothing is written through it, and the backup goes
+    to the next free name, which the report gives."""
+    monkeypatch.setattr(repairs, "_stamp", lambda: "20240101-000000")
+    outside = tmp_path / "elsewhere" / "stolen.duckdb"
+    outside.parent.mkdir()
+    if target_exists:
+        outside.write_bytes(b"theirs")
+    planted = db.with_name(f"{db.name}.backup-20240101-000000")
+    planted.symlink_to(outside)
+    status, lines, err = doctor(capsys, "--db", db, "--repair")
+    assert status == 0, (lines, err)
+    assert planted.is_symlink() and os.readlink(planted) == str(outside)
+    assert outside.read_bytes() == b"theirs" if target_exists else not outside.exists()
+    backup = db.with_name(f"{db.name}.backup-20240101-000000-2")
+    assert backup.is_file() and not backup.is_symlink()
+    text = "\n".join(lines)
+    assert f"copied {db} to {backup} ({planted} was already a symbolic link, left as it is)" in text
+    with duckdb.connect(str(backup), read_only=True) as con:
+        assert con.execute("SELECT count(*) FROM runs").fetchone() == (2,)
+
+
+def test_set_aside_wal_replaces_and_follows_no_planted_link(db, tmp_path, monkeypatch, capsys):
+    open_run_in_log(db, monkeypatch)
+    corrupt_log(db)
+    wal = db.with_name(db.name + ".wal")
+    damaged_bytes = wal.read_bytes()
+    monkeypatch.setattr(repairs, "_stamp", lambda: "20240101-000000")
+    outside = tmp_path / "elsewhere"
+    outside.mkdir()
+    links = {
+        db.with_name(f"{db.name}.backup-20240101-000000"): outside / "backup",
+        db.with_name(f"{db.name}.wal.damaged-20240101-000000"): outside / "wal",
+    }
+    for link, target in links.items():
+        link.symlink_to(target)
+    status, lines, _err = doctor(capsys, "--db", db, "--set-aside-wal")
+    assert status == 0, lines
+    assert list(outside.iterdir()) == []
+    assert all(link.is_symlink() and os.readlink(link) == str(t) for link, t in links.items())
+    aside = db.with_name(f"{db.name}.wal.damaged-20240101-000000-2")
+    assert aside.read_bytes() == damaged_bytes and not wal.exists()
+    assert db.with_name(f"{db.name}.backup-20240101-000000-2").is_file()
 
 
 def test_curve_sums_that_disagree_with_the_rows(db, capsys):

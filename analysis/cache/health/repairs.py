@@ -2,7 +2,11 @@
 
 Why apart from the checks: examining never changes the file, and these are the only calls that
 do. Each first copies the file beside itself (``<db>.backup-<UTC time>``, with its log when it
-has one, so the copy opens as the file was), then examines what it left:
+has one, so the copy opens as the file was), then examines what it left. A backup is a file
+the repair creates (``O_CREAT | O_EXCL``), never one it writes through: a name already taken,
+even by a symbolic link planted there that points elsewhere, is left alone and the next free
+name (``-2``, ``-3``, ...) is used, as the report says; the log set aside is hard-linked to its
+new name, so it replaces nothing either.
 
 * :func:`set_aside_wal` moves a damaged write-ahead log to ``<db>.wal.damaged-<UTC time>``. What
   that loses is the batches written since the last checkpoint, and the cache was refusing to
@@ -15,7 +19,10 @@ has one, so the copy opens as the file was), then examines what it left:
 
 from __future__ import annotations
 
+import os
 import shutil
+import stat
+from collections.abc import Iterator
 from datetime import datetime, timezone
 from pathlib import Path
 
@@ -39,24 +46,102 @@ def _stamp() -> str:
     return datetime.now(timezone.utc).strftime("%Y%m%d-%H%M%S")
 
 
-def _beside(path: Path, suffix: str) -> Path:
-    """A free name beside ``path`` (a second repair in the same second gets ``-2``)."""
+def _names_beside(path: Path, suffix: str) -> Iterator[Path]:
+    """The names beside ``path`` to try in turn (a second repair in the same second gets
+    ``-2``, ...)."""
     for attempt in range(1, 1000):
-        target = path.with_name(path.name + suffix + (f"-{attempt}" if attempt > 1 else ""))
-        if not target.exists() and not wal_path(target).exists():
-            return target
-    raise CacheError(f"{path.with_name(path.name + suffix)} and 998 more exist already")
+        yield path.with_name(path.name + suffix + (f"-{attempt}" if attempt > 1 else ""))
+
+
+def _taken(first: Path, used: Path) -> str:
+    """What the report says when the first name was taken (by a file, or by a symbolic link
+    that nothing is written through), else nothing."""
+    if used == first:
+        return ""
+    what = "a symbolic link" if first.is_symlink() else "something"
+    return f" ({first} was already {what}, left as it is)"
+
+
+def _none_free(path: Path, suffix: str) -> CacheError:
+    return CacheError(
+        f"{path.with_name(path.name + suffix)} and 998 more names beside it are taken: nothing "
+        "was changed; move them away and try again"
+    )
+
+
+def _copy_new(source: Path, target: Path) -> None:
+    """Copy ``source`` (its bytes, permissions and times) to ``target``, a file this creates:
+    FileExistsError when anything is at ``target``, a symbolic link included, which is never
+    followed (O_CREAT | O_EXCL), so nothing is written outside the folder."""
+    flags = os.O_WRONLY | os.O_CREAT | os.O_EXCL | getattr(os, "O_NOFOLLOW", 0)
+    found = source.stat()
+    descriptor = os.open(target, flags, 0o600)
+    try:
+        with os.fdopen(descriptor, "wb") as out, open(source, "rb") as data:
+            shutil.copyfileobj(data, out, 1 << 20)
+            out.flush()
+            os.fchmod(out.fileno(), stat.S_IMODE(found.st_mode))
+            os.utime(out.fileno(), ns=(found.st_atime_ns, found.st_mtime_ns))
+    except BaseException:
+        target.unlink(missing_ok=True)
+        raise
 
 
 def _backup(path: Path, stamp: str, report: HealthReport, with_log: bool) -> None:
-    backup = _beside(path, f".backup-{stamp}")
-    shutil.copy2(path, backup)
+    """Copy the file (and its log, when asked and present) to the first free backup name; a
+    name taken by anything (a symbolic link planted there included) is left alone."""
+    suffix = f".backup-{stamp}"
     wal = wal_path(path)
-    if with_log and wal.exists():
-        shutil.copy2(wal, wal_path(backup))
-        report.actions.append(f"copied {path} and its write-ahead log to {backup}")
-    else:
-        report.actions.append(f"copied {path} to {backup}")
+    log = with_log and wal.exists()
+    first = next(_names_beside(path, suffix))
+    for backup in _names_beside(path, suffix):
+        if log and os.path.lexists(wal_path(backup)):
+            continue
+        try:
+            _copy_new(path, backup)
+        except FileExistsError:
+            continue
+        except OSError as error:
+            raise CacheError(
+                f"cannot back {path} up to {backup}: {error.strerror or error}"
+            ) from None
+        if log:
+            try:
+                _copy_new(wal, wal_path(backup))
+            except FileExistsError:  # taken since it was looked at: the next name
+                backup.unlink()
+                continue
+            except OSError as error:
+                backup.unlink()
+                raise CacheError(
+                    f"cannot back {wal} up to {wal_path(backup)}: {error.strerror or error}"
+                ) from None
+            report.actions.append(
+                f"copied {path} and its write-ahead log to {backup}{_taken(first, backup)}"
+            )
+        else:
+            report.actions.append(f"copied {path} to {backup}{_taken(first, backup)}")
+        return
+    raise _none_free(path, suffix)
+
+
+def _move_aside(path: Path, wal: Path, suffix: str) -> Path:
+    """Move ``wal`` (the log of ``path``) to the first free name beside them, never replacing anything (a hard link
+    made exclusively, then the old name removed; a rename checked first where the file system
+    has no hard links), so nothing planted at a name is replaced or followed."""
+    for aside in _names_beside(path, suffix):
+        try:
+            os.link(wal, aside, follow_symlinks=False)
+        except FileExistsError:
+            continue
+        except OSError:
+            if os.path.lexists(aside):
+                continue
+            wal.rename(aside)
+            return aside
+        wal.unlink()
+        return aside
+    raise _none_free(path, suffix)
 
 
 def _log_is_damaged(path: Path) -> str | None:
@@ -95,8 +180,7 @@ def set_aside_wal(path: Path | str) -> HealthReport:
     report = HealthReport(path)
     stamp = _stamp()
     _backup(path, stamp, report, with_log=False)
-    aside = _beside(path, f".wal.damaged-{stamp}")
-    wal.rename(aside)
+    aside = _move_aside(path, wal, f".wal.damaged-{stamp}")
     report.actions.append(
         f"moved {wal} to {aside}: the batches it held are recomputed when their runs resume"
     )
