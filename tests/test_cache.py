@@ -4,7 +4,9 @@ file-level guarantees (schema versions, locks, proportionate size)."""
 from __future__ import annotations
 
 import math
+import os
 import random
+import sqlite3
 import statistics
 import subprocess
 import sys
@@ -34,6 +36,7 @@ from layerscope.analysis.cache import (
     default_db_path,
     migrations,
 )
+from layerscope.analysis.cache.connection import CacheFile
 from layerscope.analysis.curves.statistics import ci95, t_critical_975
 
 
@@ -407,6 +410,55 @@ def test_newer_schema_and_foreign_files_are_refused(tmp_path):
     text.write_text("hello, not a database\n" * 100)
     with pytest.raises(CacheError, match=str(text)):
         ResultsCache(text).runs()
+
+
+def _sqlite_file(path):
+    with sqlite3.connect(path) as con:
+        con.execute("CREATE TABLE runs (id TEXT)")
+    con.close()
+
+
+@pytest.mark.parametrize(
+    ("name", "make", "said"),
+    [
+        ("results.sqlite", _sqlite_file, "a SQLite database"),
+        ("results.csv", lambda p: p.write_text("run,value\n1,2\n"), "a CSV file"),
+        ("stats.jsonl", lambda p: p.write_text('{"a": 1}\n'), "a JSON lines file"),
+        ("table.parquet", lambda p: p.write_bytes(b"PAR1" + bytes(64)), "a Parquet file"),
+        ("notes", lambda p: p.write_text("hello\n"), "a text file"),
+        ("blob.bin", lambda p: p.write_bytes(bytes(range(256)) * 4), "a file of another format"),
+        ("pipe", os.mkfifo, "a FIFO"),
+        ("empty.duckdb", lambda p: p.write_bytes(b""), "is an empty file"),
+    ],
+)
+def test_only_duckdb_files_are_opened(tmp_path, name, make, said):
+    """What is not a DuckDB file is never handed to DuckDB (which would load an extension for
+    SQLite, open a CSV path as an empty database in memory, and block on a FIFO), for reading
+    and for writing, and is left as it was."""
+    path = tmp_path / name
+    make(path)
+    before = None if name == "pipe" else path.read_bytes()
+    cache = ResultsCache(path, lock_timeout=1)
+    for attempt in (cache.runs, cache.upgrade, lambda: fill_run(cache, "r", 2)):
+        with pytest.raises(CacheError) as caught:
+            attempt()
+        assert str(caught.value).startswith(str(path)) and said in str(caught.value)
+    assert before is None or path.read_bytes() == before
+    assert sorted(p.name for p in tmp_path.iterdir()) == [name]  # no log, nothing beside it
+
+
+def test_every_connection_is_offline(cache, tmp_path):
+    """No connection may install or load an extension on its own (it would download it)."""
+    fill_run(cache, "r", 2)
+    settings = "SELECT current_setting('autoinstall_known_extensions'), " + (
+        "current_setting('autoload_known_extensions')"
+    )
+    for write in (False, True):
+        with cache._file.connection(write=write) as con:
+            assert con.execute(settings).fetchone() == (False, False)
+    new = CacheFile(tmp_path / "new.duckdb", 1)
+    with new.connection(write=True) as con:
+        assert con.execute(settings).fetchone() == (False, False)
 
 
 def test_a_lock_held_too_long_names_the_holder(tmp_path):

@@ -12,6 +12,7 @@ from __future__ import annotations
 import json
 import math
 import shutil
+import sqlite3
 import subprocess
 import sys
 import textwrap
@@ -210,6 +211,33 @@ def test_sources_that_cannot_be_merged_are_refused_in_one_line(capsys, computed,
     assert_one_line_error(*run(capsys, "merge", computed["s0"], "--into", computed["s0"])[::2],
                           "is the destination itself")  # fmt: skip
     assert not (tmp_path / "d.duckdb").exists()
+
+
+def test_a_destination_or_source_that_is_no_cache_is_refused_before_anything_is_copied(
+    capsys, computed, tmp_path
+):
+    """DuckDB opens a ``.csv`` path as an empty database in memory: a merge "into" it said it
+    copied every run and kept none. The destination, and every source, is checked first."""
+    csv = tmp_path / "results.csv"
+    csv.write_text("run,layer,value\n1,0,0.5\n")
+    status, out, err = run(capsys, "merge", computed["s0"], "--into", csv)
+    assert_one_line_error(status, err, str(csv), "not a layerscope cache", "a CSV file")
+    assert out == "" and csv.read_text() == "run,layer,value\n1,0,0.5\n"
+    newer = tmp_path / "newer.duckdb"
+    shutil.copy(computed["s1"], newer)
+    with duckdb.connect(str(newer)) as con:
+        con.execute("UPDATE layerscope_meta SET value = '99' WHERE key = 'schema_version'")
+    status, out, err = run(capsys, "merge", computed["s0"], "--into", newer)
+    assert_one_line_error(status, err, str(newer), "version 99")
+    assert out == ""
+    sqlite = tmp_path / "shard.sqlite"
+    with sqlite3.connect(sqlite) as con:
+        con.execute("CREATE TABLE runs (id TEXT)")
+    con.close()
+    merged = tmp_path / "merged.duckdb"
+    status, out, err = run(capsys, "merge", computed["s0"], sqlite, "--into", merged)
+    assert_one_line_error(status, err, str(sqlite), "a SQLite database")
+    assert out == "" and not merged.exists()  # the good first source was not merged either
 
 
 def test_a_source_another_process_writes_is_named(capsys, computed, tmp_path, monkeypatch):

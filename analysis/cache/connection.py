@@ -32,6 +32,20 @@ do not checkpoint at every close: the write-ahead log is folded into the main fi
 filled row group each time, which fragments the file and makes every batch slower; readers pay
 only a few milliseconds to replay a log of that size when they open the file.
 
+What is opened: only a path where nothing is yet (a read answers "nothing stored", a write
+creates the cache) or a regular file that carries DuckDB's mark (the bytes ``DUCK`` at offset 8
+of its header), checked before DuckDB sees the path (:func:`check_cache_path`). DuckDB itself
+would open many other things: a SQLite file through its ``sqlite`` extension (which it tries to
+download), a ``.csv`` path as an empty in-memory database (so a merge "into" it copies runs into
+memory and loses them), and a FIFO by blocking on it forever. Anything else is one line saying
+what it is (a folder, a FIFO, a SQLite database, a CSV file, ...). An empty file is refused too,
+as DuckDB refuses it: it may be a cache cut short by a full disk, and layerscope never writes
+over a file it did not make; remove it to start a new cache there. Every connection is also
+opened with extension auto-install and auto-load off (:data:`OFFLINE`), so nothing is ever
+downloaded; the extensions layerscope uses (Parquet, JSON, ICU) are built into DuckDB's Python
+package. ``enable_external_access`` stays on: exports write Parquet and CSV through DuckDB into a
+private temporary folder, and doctor spills to one, which that setting would forbid.
+
 What DuckDB says when opening fails becomes one line of the cache's (:mod:`.errors`) with what
 to do (:func:`open_error`), and a write-ahead log DuckDB ignored is refused right after
 connecting, before a write could destroy it (:mod:`.write_ahead_log` tells damage from a log
@@ -45,6 +59,7 @@ from __future__ import annotations
 import contextlib
 import os
 import re
+import stat
 import threading
 import time
 from collections.abc import Callable, Iterator
@@ -71,7 +86,7 @@ from layerscope.analysis.cache.schema import (
 )
 from layerscope.analysis.cache.write_ahead_log import check_log_was_read, damaged_log_message
 
-__all__ = ["CacheFile", "NoFile", "default_db_path"]
+__all__ = ["OFFLINE", "CacheFile", "NoFile", "check_cache_path", "default_db_path"]
 
 DEFAULT_LOCK_TIMEOUT = 30.0
 DEFAULT_BLOCK_SIZE = 16384
@@ -79,6 +94,12 @@ DEFAULT_BLOCK_SIZE = 16384
 DEFAULT_WAL_CHECKPOINT = "8MB"
 _FIRST_BACKOFF = 0.01
 _MAX_BACKOFF = 0.5
+# Every connection's settings: DuckDB never installs or loads an extension on its own (it would
+# download it; see the module documentation).
+OFFLINE: dict[str, Any] = {
+    "autoinstall_known_extensions": False,
+    "autoload_known_extensions": False,
+}
 
 
 class NoFile(Exception):
@@ -127,6 +148,80 @@ def open_error(path: Path, error: duckdb.Error) -> CacheError:
             f"{path} is not a DuckDB file, so not a layerscope cache: use another --db"
         )
     return CacheError(f"{path}: {text}")
+
+
+_DUCKDB_MARK = (8, b"DUCK")  # offset and bytes of DuckDB's mark in a database file's header
+_SNIFFED_HEAD = 4096
+_FILE_KINDS = (
+    (stat.S_ISFIFO, "a FIFO (named pipe)"),
+    (stat.S_ISSOCK, "a socket"),
+    (stat.S_ISCHR, "a character device"),
+    (stat.S_ISBLK, "a block device"),
+)
+_MAGIC = (
+    (b"SQLite format 3\x00", "a SQLite database"),
+    (b"PAR1", "a Parquet file"),
+    (b"\x1f\x8b", "a gzip file"),
+    (b"PK\x03\x04", "a zip file"),
+    (b"\x93NUMPY", "a NumPy file"),
+)
+_TEXT_KINDS = {
+    ".csv": "a CSV file",
+    ".tsv": "a TSV file",
+    ".json": "a JSON file",
+    ".jsonl": "a JSON lines file",
+}
+
+
+def _content_kind(path: Path, head: bytes) -> str:
+    """What a file that is not a DuckDB database looks like, from its first bytes and name."""
+    for magic, kind in _MAGIC:
+        if head.startswith(magic):
+            return kind
+    text = head.decode("utf-8", errors="replace")
+    if "\x00" in text or text.count("\ufffd") > 3:
+        return "a file of another format"
+    by_name = _TEXT_KINDS.get(path.suffix.lower())
+    if by_name is not None:
+        return by_name
+    if text.lstrip()[:1] in ("{", "["):
+        return "a JSON file"
+    return "a text file"
+
+
+def check_cache_path(path: Path) -> bool:
+    """Whether a DuckDB file is at ``path``; False when nothing is there (a dangling symbolic
+    link included: a write creates the file it names). Anything else is a :class:`CacheError`
+    saying what it is (see the module documentation); a FIFO is never opened."""
+    try:
+        found = path.stat()
+    except (FileNotFoundError, NotADirectoryError):
+        return False
+    except OSError as error:
+        raise CacheError(f"{path}: cannot be examined: {error.strerror or error}") from None
+    if stat.S_ISDIR(found.st_mode):
+        shown = path if path.is_absolute() else f"{path} ({path.absolute()})"
+        raise CacheError(
+            f"{shown} is a folder, not a cache file: give --db (or $LAYERSCOPE_DB) a file name"
+        )
+    if not stat.S_ISREG(found.st_mode):
+        kind = next((k for test, k in _FILE_KINDS if test(found.st_mode)), "not a regular file")
+        raise CacheError(f"{path} is not a layerscope cache (not a DuckDB file): it is {kind}")
+    if found.st_size == 0:
+        raise CacheError(
+            f"{path} is an empty file, not a layerscope cache (not a DuckDB file): remove it to "
+            "start a new cache there, or use another file"
+        )
+    try:
+        with open(path, "rb") as handle:
+            head = handle.read(_SNIFFED_HEAD)
+    except OSError as error:
+        raise CacheError(f"{path}: cannot be read: {error.strerror or error}") from None
+    offset, mark = _DUCKDB_MARK
+    if head[offset : offset + len(mark)] == mark:
+        return True
+    kind = _content_kind(path, head)
+    raise CacheError(f"{path} is not a layerscope cache (not a DuckDB file): it is {kind}")
 
 
 def now() -> datetime:
@@ -208,18 +303,13 @@ class CacheFile:
 
     def open(self, write: bool) -> duckdb.DuckDBPyConnection:
         """Connect, retrying while another process holds a conflicting lock."""
-        if write:
+        if not check_cache_path(self.path):
+            if not write:
+                raise NoFile
             try:
                 self.path.parent.mkdir(parents=True, exist_ok=True)
             except OSError as error:
                 raise CacheError(f"{self.path}: cannot create its folder: {error}") from None
-        if self.path.is_dir():
-            shown = (
-                self.path if self.path.is_absolute() else f"{self.path} ({self.path.absolute()})"
-            )
-            raise CacheError(
-                f"{shown} is a folder, not a cache file: give --db (or $LAYERSCOPE_DB) a file name"
-            )
         deadline = time.monotonic() + self.lock_timeout
         delay = _FIRST_BACKOFF
         while True:
@@ -229,9 +319,9 @@ class CacheFile:
                 if write and not self.path.exists():
                     # Small blocks keep small runs small (the default 256 KiB block would be
                     # mostly empty for a table of a few hundred rows).
-                    config: dict[str, Any] = {"default_block_size": str(block_size())}
+                    config: dict[str, Any] = {**OFFLINE, "default_block_size": str(block_size())}
                     return duckdb.connect(str(self.path), config=config)
-                con = duckdb.connect(str(self.path), read_only=not write)
+                con = duckdb.connect(str(self.path), read_only=not write, config=OFFLINE)
             except duckdb.Error as error:
                 if not _is_lock_conflict(error):
                     raise open_error(self.path, error) from None

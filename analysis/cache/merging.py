@@ -29,7 +29,9 @@ The rules:
   provenance naming the shards it holds, so ``runs`` shows it as partial.
 
 Sources are opened read-only (never upgraded in place: a source of an older schema is refused
-with the command that upgrades it) and must not be the destination. SQL only with parameters.
+with the command that upgrades it) and must not be the destination. Before anything is copied,
+the destination must be nothing yet or a cache this layerscope reads, and every source a DuckDB
+file (:func:`~.connection.check_cache_path`). SQL only with parameters.
 
 This module applies the rules run by run; reading a run's samples back a chunk at a time is
 :mod:`.stored_samples`', and judging whether two copies of a sample agree is
@@ -54,6 +56,7 @@ from layerscope.analysis.base.records import BatchResult, SkippedSample
 from layerscope.analysis.cache.connection import (
     CacheFile,
     NoFile,
+    check_cache_path,
     default_lock_timeout,
     now,
     pid_alive,
@@ -354,6 +357,14 @@ def merge_caches(
     for path in paths:
         if path.exists() and target.path.exists() and path.resolve() == target.path.resolve():
             raise MergeError(f"{path} is the destination itself: give another {mention('into')}")
+    # Before anything is copied: the destination is nothing yet or a cache of ours (not a CSV
+    # file DuckDB would open as an empty database in memory, a FIFO, a newer schema, ...), and
+    # each source is at least a DuckDB file.
+    if check_cache_path(target.path):
+        with target.reading():
+            pass
+    for path in paths:
+        check_cache_path(path)
     results: list[RunMerge] = []
     for path in paths:
         source = _open_source(path, timeout)

@@ -219,8 +219,10 @@ def created_tables(version: int) -> set[str]:
 def _columns_by_version() -> dict[int, dict[str, set[str]]]:
     """Each version's tables with their columns, as its migrations leave an empty database
     (a version may change a table's columns without creating a table)."""
+    from layerscope.analysis.cache.connection import OFFLINE  # imports this module
+
     found = {}
-    with duckdb.connect() as con:  # in memory
+    with duckdb.connect(config=OFFLINE) as con:  # in memory, offline as every connection
         for version in sorted(MIGRATIONS):
             apply_migrations(con, version - 1, version)
             found[version] = table_columns(con)

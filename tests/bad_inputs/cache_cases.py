@@ -7,7 +7,9 @@ helpers that damage a file are also used by ``tests/test_doctor.py``.
 
 from __future__ import annotations
 
+import os
 import shutil
+import sqlite3
 from pathlib import Path
 
 import duckdb
@@ -94,6 +96,29 @@ def _import(world: World, db: Path) -> list[str | Path]:
         "--db",
         db,
     ]
+
+
+def _sqlite(world: World) -> Path:
+    path = world.root / "results.sqlite"
+    with sqlite3.connect(path) as con:
+        con.execute("CREATE TABLE runs (id TEXT)")
+    con.close()
+    return path
+
+
+def _csv(world: World) -> Path:
+    return world.file("results.csv", "run,layer,value\n1,0,0.5\n")
+
+
+def _fifo(world: World) -> Path:
+    path = world.root / "pipe"
+    if not path.exists():
+        os.mkfifo(path)
+    return path
+
+
+def _named(name: str):
+    return lambda w: str(w.root / name)
 
 
 def _damaged_name(world: World) -> str:
@@ -189,6 +214,55 @@ CASES: list[Case] = [
         lambda w: ["runs", "--db", w.file("notes.duckdb", "not a database\n")],
         1,
         (lambda w: str(w.root / "notes.duckdb"), "not a DuckDB file"),
+    ),
+    Case(
+        "cache-db-sqlite",
+        lambda w: ["runs", "--db", _sqlite(w)],
+        1,
+        (_named("results.sqlite"), "not a layerscope cache", "a SQLite database"),
+    ),
+    Case(
+        "cache-db-csv",
+        lambda w: ["show", w.computed_run, "--db", _csv(w)],
+        1,
+        (_named("results.csv"), "not a layerscope cache", "a CSV file"),
+    ),
+    Case(
+        "cache-db-fifo",
+        lambda w: ["runs", "--db", _fifo(w)],
+        1,
+        (_named("pipe"), "not a layerscope cache", "a FIFO"),
+    ),
+    Case(
+        "cache-db-empty-file",
+        lambda w: ["runs", "--db", w.file("empty.duckdb", b"")],
+        1,
+        (_named("empty.duckdb"), "is an empty file", "remove it"),
+    ),
+    Case(
+        "cache-import-into-csv",
+        lambda w: _import(w, _csv(w)),
+        1,
+        (_named("results.csv"), "a CSV file"),
+        prepare=_paper_file,
+    ),
+    Case(
+        "cache-merge-into-csv",
+        lambda w: ["merge", w.db, "--into", _csv(w)],
+        1,
+        (_named("results.csv"), "not a layerscope cache", "a CSV file"),
+    ),
+    Case(
+        "cache-merge-into-fifo",
+        lambda w: ["merge", w.db, "--into", _fifo(w)],
+        1,
+        (_named("pipe"), "a FIFO"),
+    ),
+    Case(
+        "cache-merge-from-sqlite",
+        lambda w: ["merge", w.db, _sqlite(w), "--into", w.root / "merged.duckdb"],
+        1,
+        (_named("results.sqlite"), "a SQLite database"),
     ),
     Case(
         "cache-not-layerscope",
