@@ -6,6 +6,7 @@ from __future__ import annotations
 import math
 import os
 import random
+import shutil
 import sqlite3
 import statistics
 import subprocess
@@ -459,6 +460,32 @@ def test_every_connection_is_offline(cache, tmp_path):
     new = CacheFile(tmp_path / "new.duckdb", 1)
     with new.connection(write=True) as con:
         assert con.execute(settings).fetchone() == (False, False)
+
+
+@pytest.mark.parametrize("removed", ["folder", "file"])
+def test_a_cache_removed_while_a_run_writes_is_not_created_again(tmp_path, removed):
+    folder = tmp_path / "study"
+    path = folder / "results.duckdb"
+    cache = ResultsCache(path, lock_timeout=1)
+    run_id = fill_run(cache, "r", 4, finish=None)
+    if removed == "folder":
+        shutil.rmtree(folder)
+        said = f"the folder {folder} disappeared while {path} in it was being written"
+    else:
+        path.unlink()
+        said = f"{path} disappeared while it was being written"
+    samples = make_samples(6)
+    with pytest.raises(CacheError) as caught:
+        cache.write_batch(run_id, batch([make_result(4), make_result(5)]), samples)
+    assert str(caught.value).startswith(said), caught.value
+    assert "no new cache is created" in str(caught.value)
+    with pytest.raises(CacheError, match="disappeared"):
+        cache.finish_run(run_id, "failed", "stopped")
+    assert folder.exists() == (removed == "file")
+    assert not path.exists()
+    # A new run begun afterwards creates a new cache (with its tables) as any first write does.
+    fill_run(cache, "again", 2)
+    assert [info.samples_done for info in cache.runs()] == [2]
 
 
 def test_a_lock_held_too_long_names_the_holder(tmp_path):

@@ -22,7 +22,7 @@ import pytest
 from test_runner import model_folder, write_dataset  # noqa: F401 (fixture)
 
 from layerscope.analysis.base.records import MATRIX_STATISTICS
-from layerscope.analysis.cache import ResultsCache, merging, stored_samples
+from layerscope.analysis.cache import CacheError, ResultsCache, merging, stored_samples
 from layerscope.app import cli
 
 
@@ -238,6 +238,18 @@ def test_a_destination_or_source_that_is_no_cache_is_refused_before_anything_is_
     status, out, err = run(capsys, "merge", computed["s0"], sqlite, "--into", merged)
     assert_one_line_error(status, err, str(sqlite), "a SQLite database")
     assert out == "" and not merged.exists()  # the good first source was not merged either
+
+
+def test_a_destination_removed_during_the_merge_is_not_created_again(computed, tmp_path):
+    folder = tmp_path / "merged"
+    destination = folder / "m.duckdb"
+
+    def remove(_merge):
+        shutil.rmtree(folder)
+
+    with pytest.raises(CacheError, match=f"the folder {folder} disappeared"):
+        merging.merge_caches([computed["full"]], destination, on_run=remove)
+    assert not folder.exists()
 
 
 def test_a_source_another_process_writes_is_named(capsys, computed, tmp_path, monkeypatch):

@@ -361,11 +361,13 @@ class ResultsCache:
         left alone, so no sample is ever stored twice. ``failed`` records samples whose
         computation raised; a sample that is stored later replaces its failure record.
         """
-        return writes.write_batch(self._file, run_id, batch, samples_by_index, failed)
+        with self._file.existing():  # the run was begun: a file gone now was removed
+            return writes.write_batch(self._file, run_id, batch, samples_by_index, failed)
 
     def finish_run(self, run_id: str, status: str, message: str = "") -> RunInfo:
         """Mark the run complete, cancelled or failed and close its current session."""
-        return writes.finish_run(self._file, run_id, status, message)
+        with self._file.existing():
+            return writes.finish_run(self._file, run_id, status, message)
 
     def store_complete_run(
         self,

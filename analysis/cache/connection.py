@@ -46,6 +46,10 @@ downloaded; the extensions layerscope uses (Parquet, JSON, ICU) are built into D
 package. ``enable_external_access`` stays on: exports write Parquet and CSV through DuckDB into a
 private temporary folder, and doctor spills to one, which that setting would forbid.
 
+A writer that stores into a run it began (:meth:`CacheFile.existing`) never creates the file: a
+cache (or its folder) removed while a run is writing to it is one line saying it disappeared,
+not a new empty cache in its place.
+
 What DuckDB says when opening fails becomes one line of the cache's (:mod:`.errors`) with what
 to do (:func:`open_error`), and a write-ahead log DuckDB ignored is refused right after
 connecting, before a write could destroy it (:mod:`.write_ahead_log` tells damage from a log
@@ -300,12 +304,39 @@ class CacheFile:
         self.path = path
         self.lock_timeout = lock_timeout
         self.schema_ready = False
+        self._existing = threading.local()
+
+    @contextlib.contextmanager
+    def existing(self) -> Iterator[None]:
+        """Inside the block, this thread's writes never create the file: they store into a run
+        that was begun in it, so a file (or folder) that is gone was removed while the run was
+        writing, and is said to be (one line) instead of replaced by an empty cache."""
+        before = getattr(self._existing, "on", False)
+        self._existing.on = True
+        try:
+            yield
+        finally:
+            self._existing.on = before
+
+    def _vanished(self) -> CacheError:
+        folder = self.path.parent
+        if not folder.is_dir():
+            return CacheError(
+                f"the folder {folder} disappeared while {self.path} in it was being written (it "
+                "was removed or moved): nothing more is stored, and no new cache is created there"
+            )
+        return CacheError(
+            f"{self.path} disappeared while it was being written (it was removed or moved): "
+            "nothing more is stored, and no new cache is created in its place"
+        )
 
     def open(self, write: bool) -> duckdb.DuckDBPyConnection:
         """Connect, retrying while another process holds a conflicting lock."""
         if not check_cache_path(self.path):
             if not write:
                 raise NoFile
+            if getattr(self._existing, "on", False):
+                raise self._vanished()
             try:
                 self.path.parent.mkdir(parents=True, exist_ok=True)
             except OSError as error:
@@ -313,14 +344,20 @@ class CacheFile:
         deadline = time.monotonic() + self.lock_timeout
         delay = _FIRST_BACKOFF
         while True:
-            if not write and not self.path.exists():
-                raise NoFile
+            if not self.path.exists():
+                if not write:
+                    raise NoFile
+                if getattr(self._existing, "on", False):
+                    raise self._vanished()
             try:
                 if write and not self.path.exists():
                     # Small blocks keep small runs small (the default 256 KiB block would be
                     # mostly empty for a table of a few hundred rows).
                     config: dict[str, Any] = {**OFFLINE, "default_block_size": str(block_size())}
-                    return duckdb.connect(str(self.path), config=config)
+                    con = duckdb.connect(str(self.path), config=config)
+                    # A new file has no schema, whatever an earlier file at this path had.
+                    self.schema_ready = False
+                    return con
                 con = duckdb.connect(str(self.path), read_only=not write, config=OFFLINE)
             except duckdb.Error as error:
                 if not _is_lock_conflict(error):

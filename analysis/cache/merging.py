@@ -31,7 +31,8 @@ The rules:
 Sources are opened read-only (never upgraded in place: a source of an older schema is refused
 with the command that upgrades it) and must not be the destination. Before anything is copied,
 the destination must be nothing yet or a cache this layerscope reads, and every source a DuckDB
-file (:func:`~.connection.check_cache_path`). SQL only with parameters.
+file (:func:`~.connection.check_cache_path`); once the destination holds runs, one removed
+during the merge is said to be gone, never created again. SQL only with parameters.
 
 This module applies the rules run by run; reading a run's samples back a chunk at a time is
 :mod:`.stored_samples`', and judging whether two copies of a sample agree is
@@ -40,6 +41,7 @@ This module applies the rules run by run; reading a run's samples back a chunk a
 
 from __future__ import annotations
 
+import contextlib
 import json
 import math
 import os
@@ -360,7 +362,8 @@ def merge_caches(
     # Before anything is copied: the destination is nothing yet or a cache of ours (not a CSV
     # file DuckDB would open as an empty database in memory, a FIFO, a newer schema, ...), and
     # each source is at least a DuckDB file.
-    if check_cache_path(target.path):
+    existed = check_cache_path(target.path)
+    if existed:
         with target.reading():
             pass
     for path in paths:
@@ -373,8 +376,11 @@ def merge_caches(
                 "SELECT run_no, id, dataset, response_type FROM runs ORDER BY run_no"
             ).fetchall()
             for source_no, run_id, dataset, response_type in runs:
+                # Once the destination holds runs, it is never created again: one removed
+                # while the merge writes is said to be gone.
+                stays = target.existing() if existed else contextlib.nullcontext()
                 try:
-                    with target.transaction() as con:
+                    with stays, target.transaction() as con:
                         merge = _merge_run(
                             con,
                             source,
@@ -386,6 +392,7 @@ def merge_caches(
                         )
                 except duckdb.Error as error:
                     raise CacheError(f"{path}: {one_line(error)}") from None
+                existed = True
                 results.append(merge)
                 if on_run is not None:
                     on_run(merge)
