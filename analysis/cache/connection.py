@@ -34,7 +34,7 @@ only a few milliseconds to replay a log of that size when they open the file.
 
 What is opened: only a path where nothing is yet (a read answers "nothing stored", a write
 creates the cache) or a regular file that carries DuckDB's mark (the bytes ``DUCK`` at offset 8
-of its header), checked before DuckDB sees the path (:func:`check_cache_path`). DuckDB itself
+of its header), checked before DuckDB sees the path (:func:`~layerscope.analysis.cache.cache_path.check_cache_path`). DuckDB itself
 would open many other things: a SQLite file through its ``sqlite`` extension (which it tries to
 download), a ``.csv`` path as an empty in-memory database (so a merge "into" it copies runs into
 memory and loses them), and a FIFO by blocking on it forever. Anything else is one line saying
@@ -63,7 +63,6 @@ from __future__ import annotations
 import contextlib
 import os
 import re
-import stat
 import threading
 import time
 from collections.abc import Callable, Iterator
@@ -76,6 +75,7 @@ import duckdb
 from layerscope.analysis.base.environment import integer_from_env, number_from_env, size_from_env
 from layerscope.analysis.base.errors import one_line
 from layerscope.analysis.base.locations import default_db_path as default_db_path
+from layerscope.analysis.cache.cache_path import check_cache_path
 from layerscope.analysis.cache.errors import (
     CacheError,
     CacheLockedError,
@@ -90,7 +90,7 @@ from layerscope.analysis.cache.schema import (
 )
 from layerscope.analysis.cache.write_ahead_log import check_log_was_read, damaged_log_message
 
-__all__ = ["OFFLINE", "CacheFile", "NoFile", "check_cache_path", "default_db_path"]
+__all__ = ["OFFLINE", "CacheFile", "NoFile", "default_db_path"]
 
 DEFAULT_LOCK_TIMEOUT = 30.0
 DEFAULT_BLOCK_SIZE = 16384
@@ -152,80 +152,6 @@ def open_error(path: Path, error: duckdb.Error) -> CacheError:
             f"{path} is not a DuckDB file, so not a layerscope cache: use another --db"
         )
     return CacheError(f"{path}: {text}")
-
-
-_DUCKDB_MARK = (8, b"DUCK")  # offset and bytes of DuckDB's mark in a database file's header
-_SNIFFED_HEAD = 4096
-_FILE_KINDS = (
-    (stat.S_ISFIFO, "a FIFO (named pipe)"),
-    (stat.S_ISSOCK, "a socket"),
-    (stat.S_ISCHR, "a character device"),
-    (stat.S_ISBLK, "a block device"),
-)
-_MAGIC = (
-    (b"SQLite format 3\x00", "a SQLite database"),
-    (b"PAR1", "a Parquet file"),
-    (b"\x1f\x8b", "a gzip file"),
-    (b"PK\x03\x04", "a zip file"),
-    (b"\x93NUMPY", "a NumPy file"),
-)
-_TEXT_KINDS = {
-    ".csv": "a CSV file",
-    ".tsv": "a TSV file",
-    ".json": "a JSON file",
-    ".jsonl": "a JSON lines file",
-}
-
-
-def _content_kind(path: Path, head: bytes) -> str:
-    """What a file that is not a DuckDB database looks like, from its first bytes and name."""
-    for magic, kind in _MAGIC:
-        if head.startswith(magic):
-            return kind
-    text = head.decode("utf-8", errors="replace")
-    if "\x00" in text or text.count("\ufffd") > 3:
-        return "a file of another format"
-    by_name = _TEXT_KINDS.get(path.suffix.lower())
-    if by_name is not None:
-        return by_name
-    if text.lstrip()[:1] in ("{", "["):
-        return "a JSON file"
-    return "a text file"
-
-
-def check_cache_path(path: Path) -> bool:
-    """Whether a DuckDB file is at ``path``; False when nothing is there (a dangling symbolic
-    link included: a write creates the file it names). Anything else is a :class:`CacheError`
-    saying what it is (see the module documentation); a FIFO is never opened."""
-    try:
-        found = path.stat()
-    except (FileNotFoundError, NotADirectoryError):
-        return False
-    except OSError as error:
-        raise CacheError(f"{path}: cannot be examined: {error.strerror or error}") from None
-    if stat.S_ISDIR(found.st_mode):
-        shown = path if path.is_absolute() else f"{path} ({path.absolute()})"
-        raise CacheError(
-            f"{shown} is a folder, not a cache file: give --db (or $LAYERSCOPE_DB) a file name"
-        )
-    if not stat.S_ISREG(found.st_mode):
-        kind = next((k for test, k in _FILE_KINDS if test(found.st_mode)), "not a regular file")
-        raise CacheError(f"{path} is not a layerscope cache (not a DuckDB file): it is {kind}")
-    if found.st_size == 0:
-        raise CacheError(
-            f"{path} is an empty file, not a layerscope cache (not a DuckDB file): remove it to "
-            "start a new cache there, or use another file"
-        )
-    try:
-        with open(path, "rb") as handle:
-            head = handle.read(_SNIFFED_HEAD)
-    except OSError as error:
-        raise CacheError(f"{path}: cannot be read: {error.strerror or error}") from None
-    offset, mark = _DUCKDB_MARK
-    if head[offset : offset + len(mark)] == mark:
-        return True
-    kind = _content_kind(path, head)
-    raise CacheError(f"{path} is not a layerscope cache (not a DuckDB file): it is {kind}")
 
 
 def now() -> datetime:

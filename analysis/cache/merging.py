@@ -31,7 +31,7 @@ The rules:
 Sources are opened read-only (never upgraded in place: a source of an older schema is refused
 with the command that upgrades it) and must not be the destination. Before anything is copied,
 the destination must be nothing yet or a cache this layerscope reads, and every source a DuckDB
-file (:func:`~.connection.check_cache_path`); once the destination holds runs, one removed
+file (:func:`~.cache_path.check_cache_path`); once the destination holds runs, one removed
 during the merge is said to be gone, never created again. SQL only with parameters.
 
 This module applies the rules run by run; reading a run's samples back a chunk at a time is
@@ -55,10 +55,10 @@ import duckdb
 
 from layerscope.analysis.base.errors import mention, one_line
 from layerscope.analysis.base.records import BatchResult, SkippedSample
+from layerscope.analysis.cache.cache_path import check_cache_path
 from layerscope.analysis.cache.connection import (
     CacheFile,
     NoFile,
-    check_cache_path,
     default_lock_timeout,
     now,
     pid_alive,
