@@ -17,10 +17,10 @@ from layerscope.analysis.base.errors import LayerscopeError, spell
 from layerscope.analysis.base.outputs import STDOUT
 from layerscope.analysis.base.records import ATTENTION_PROJECTIONS, MLP_PROJECTIONS
 from layerscope.analysis.base.settings import Setting, SettingError, Surface, offered, setting
+from layerscope.app.cli.exits import EXIT_INTERRUPTED as EXIT_INTERRUPTED
+from layerscope.app.cli.exits import PROG as PROG
 from layerscope.app.settings_presentation import flag, option_help, option_name, placeholder
 
-PROG = "layerscope"
-EXIT_INTERRUPTED = 130  # 128 + SIGINT, the shell's convention; a SIGTERM exits 143
 EXPORT_FORMATS = ("parquet", "csv", "paper-jsonl")
 PROGRESS_FORMATS = ("bars", "jsonl")
 MERGE_RTOL = 1e-5  # layerscope.analysis.cache.merging.DEFAULT_RTOL

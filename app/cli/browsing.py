@@ -13,7 +13,6 @@ from __future__ import annotations
 import argparse
 import contextlib
 import json
-import os
 import sys
 from collections.abc import Callable, Iterator, Sequence
 from dataclasses import asdict
@@ -22,7 +21,7 @@ from typing import TYPE_CHECKING
 from layerscope.analysis.base.outputs import OutputError, OutputExistsError, is_stdout
 from layerscope.analysis.cache import CacheError, ResultsCache
 from layerscope.app.cli import output
-from layerscope.app.cli.arguments import EXIT_INTERRUPTED, PROG, UsageError, projections
+from layerscope.app.cli.arguments import UsageError, projections
 
 if TYPE_CHECKING:
     from rich.console import Console
@@ -257,23 +256,17 @@ def cmd_import(args: argparse.Namespace) -> int:
     from layerscope.analysis.interchange.paper_ingest import import_paper_jsonl
 
     cache = ResultsCache(args.db)
-    try:
-        with _import_progress(args.file.name) as advance:
-            imported = import_paper_jsonl(
-                cache,
-                args.file,
-                model=args.model,
-                dataset=args.dataset,
-                response_type=args.response_type,
-                mode=args.mode,
-                progress=advance,
-            )
-    except KeyboardInterrupt:
-        if os.environ.get("LAYERSCOPE_DEBUG"):
-            raise
-        # The import is one transaction: an interrupt leaves no run, unlike a computation.
-        print(f"{PROG}: error: interrupted; nothing was imported", file=sys.stderr)
-        return EXIT_INTERRUPTED
+    # One transaction: an interrupt leaves no run (main says so), unlike a computation.
+    with _import_progress(args.file.name) as advance:
+        imported = import_paper_jsonl(
+            cache,
+            args.file,
+            model=args.model,
+            dataset=args.dataset,
+            response_type=args.response_type,
+            mode=args.mode,
+            progress=advance,
+        )
     info = imported.info
     print(info.id)
     print(
