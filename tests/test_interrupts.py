@@ -75,6 +75,21 @@ def test_ctrl_c_at_any_moment_is_one_line_and_status_130(
     assert not (tmp_path / "x.csv").exists()
 
 
+def test_a_command_that_ignores_ctrl_c_still_ignores_it_while_importing(cache):
+    """Started with SIGINT ignored (`layerscope runs &` in a script, nohup), as it was asked."""
+    db, run_id = cache
+    result = subprocess.run(
+        [sys.executable, "-m", "layerscope.app", "runs", "--db", str(db)],
+        capture_output=True,
+        text=True,
+        timeout=120,
+        env={**os.environ, cli.TEST_INTERRUPT: "import"},
+        preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_IGN),
+    )
+    assert result.returncode == 0, result.stderr
+    assert run_id[:12] in result.stdout
+
+
 def in_main_thread():
     if threading.current_thread() is not threading.main_thread():
         pytest.skip("signals reach the main thread only")

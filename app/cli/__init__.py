@@ -210,7 +210,8 @@ def _interrupts_held() -> Iterator[None]:
 
     if (
         threading.current_thread() is not threading.main_thread()
-        or signal.getsignal(signal.SIGINT) is None  # set outside Python: cannot be put back
+        # Ignored (a job started with `&` by a script, nohup) or another's handler: as it is.
+        or signal.getsignal(signal.SIGINT) is not signal.default_int_handler
     ):
         yield
         return
