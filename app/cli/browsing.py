@@ -50,7 +50,7 @@ def cmd_runs(args: argparse.Namespace) -> int:
         print(f"no runs in {cache.path}", file=sys.stderr)
         return 0
     console = output.console()
-    console.print(output.runs_table(infos, f"runs in {cache.path}", console.width))
+    console.print(output.runs_table(infos, f"runs in {cache.path}", console.width), crop=False)
     return 0
 
 
@@ -108,7 +108,7 @@ def report(
         raise CacheError(_no_samples(cache, infos, tokens))
     console = output.console()
     if metric == "loss":
-        console.print(output.loss_table(comparison, labels, console.width))
+        console.print(output.loss_table(comparison, labels, console.width), crop=False)
         _print_significance(console, comparison, labels)
         return 0
     heading = title + (f" (samples with {tokens[0]}-{tokens[1]} response tokens)" if tokens else "")
@@ -119,9 +119,9 @@ def report(
     for chart in charts:
         print(chart)
         print()
-    console.print(output.mad_table(comparison, labels, console.width))
+    console.print(output.mad_table(comparison, labels, console.width), crop=False)
     if comparison.relative:
-        console.print(output.relative_table(comparison, labels, console.width))
+        console.print(output.relative_table(comparison, labels, console.width), crop=False)
     _print_significance(console, comparison, labels)
     return 0
 
@@ -130,9 +130,10 @@ def _print_significance(console: Console, comparison: Comparison, labels: dict[s
     """Whether each compared run differs from its baseline: the table, then how it was tested."""
     if not comparison.significance:
         return
-    console.print(output.significance_table(comparison, labels, console.width))
+    console.print(output.significance_table(comparison, labels, console.width), crop=False)
     for line in output.significance_notes(comparison, labels):
-        console.print(line)
+        text = output.paragraph(line, console.width)  # labels whole, never markup
+        console.print(text, overflow="ignore", crop=False, markup=False)
 
 
 def show_spectra(cache: ResultsCache, infos: Sequence[RunInfo], args: argparse.Namespace) -> int:
@@ -349,5 +350,5 @@ def cmd_describe(args: argparse.Namespace) -> int:
     rows = [(str(t.layer), t.projection, t.parameter, f"{t.rows} x {t.cols}") for t in targets]
     title = f"{args.model}: {len(targets)} matrices in {layers} layers ({args.modules})"
     console = output.console()
-    console.print(output.fitted_table(title, columns, rows, console.width))
+    console.print(output.fitted_table(title, columns, rows, console.width), crop=False)
     return 0
