@@ -5,7 +5,7 @@ import sys
 try:
     from layerscope.app.cli import main
     from layerscope.app.cli.exits import EXIT_INTERRUPTED
-except KeyboardInterrupt:  # the 2 ms before main() guards the rest
+except KeyboardInterrupt:  # while the package itself loads (2 ms), before main() guards
     print("layerscope: error: interrupted; nothing was changed", file=sys.stderr)
     raise SystemExit(130) from None
 
