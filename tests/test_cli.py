@@ -396,7 +396,7 @@ def test_python_dash_m_works():
     [
         ("compute", "finished batches are stored"),
         ("export", "nothing was changed"),
-        ("import", "nothing was changed"),
+        ("import", "nothing was imported"),
     ],
 )
 def test_an_interrupt_says_what_was_kept(capsys, monkeypatch, tmp_path, command, said):

@@ -46,7 +46,9 @@ def test_runs_at_80_columns_shows_whole_ids_and_types(capsys, monkeypatch, two_t
     monkeypatch.setenv("COLUMNS", "80")
     status, out, err = run(capsys, "runs", "--db", db)
     assert status == 0, err
-    assert max(len(line) for line in out.splitlines()) <= 80
+    # every line fits, but the title's cache path, which is never cut (a temporary path under
+    # pytest-xdist is longer than 80 columns with its words)
+    assert max(len(line) for line in out.splitlines() if str(db) not in line) <= 80
     assert "…" not in out
     shown = re.findall(r"^\s*([0-9a-f]{12})\s", out, re.MULTILINE)
     assert shown == [run_id[:12] for run_id in ids]
@@ -66,6 +68,66 @@ def test_show_tables_at_80_columns_keep_run_labels_whole(capsys, monkeypatch, tw
     assert max(len(line) for line in tables.splitlines()) <= 80
     assert "…" not in tables
     assert re.search(r"\snone_cot_irrelevant\s", tables)
+
+
+# A response type of 62 characters: no table of the runs fits 80 columns with it whole.
+LONG_TYPE = "detailed_cot_with_irrelevant_context_and_a_long_descriptive_nm"
+
+
+@pytest.fixture
+def long_type(tmp_path):
+    db = tmp_path / "c.duckdb"
+    ids = [add_run(db, LONG_TYPE), add_run(db, "none_cot")]
+    return db, ids
+
+
+@pytest.mark.parametrize("columns", [200, 80, 40, 10])
+def test_runs_never_cut_an_id_or_a_type_at_any_width(capsys, monkeypatch, long_type, columns):
+    db, ids = long_type
+    assert len(LONG_TYPE) == 62
+    monkeypatch.setenv("COLUMNS", str(columns))
+    status, out, err = run(capsys, "runs", "--db", db)
+    assert status == 0, err
+    words = out.split()
+    assert [word for word in words if re.fullmatch(r"[0-9a-f]{12}", word)] == [
+        run_id[:12] for run_id in ids
+    ]
+    assert LONG_TYPE in words and "none_cot" in words
+    assert "…" not in out
+    if columns >= 40:  # wider than the terminal, for it to wrap: what cannot be cut alone
+        wide = [line for line in out.splitlines() if len(line) > columns]
+        assert all(LONG_TYPE in line or line == str(db) for line in wide), wide
+    for short_id in re.findall(r"\b[0-9a-f]{12}\b", out):  # as printed, what `show` accepts
+        status, _, err = run(capsys, "show", short_id, "--json", "--db", db)
+        assert status == 0, err
+
+
+def test_runs_too_wide_for_a_table_are_written_one_record_each(capsys, monkeypatch, long_type):
+    db, ids = long_type
+    monkeypatch.setenv("COLUMNS", "40")
+    status, out, err = run(capsys, "runs", "--db", db)
+    assert status == 0, err
+    records = [block.splitlines() for block in out.strip().split("\n\n")[1:]]
+    assert [record[0].split() for record in records] == [["id", i[:12]] for i in ids]
+    assert [record[3].split() for record in records] == [
+        ["type", LONG_TYPE],
+        ["type", "none_cot"],
+    ]
+    assert [line.split()[0] for line in records[0]] == [
+        "id", "model", "dataset", "type", "mode", "status", "samples", "layers", "started"
+    ]  # fmt: skip
+
+
+@pytest.mark.parametrize("columns", [80, 40, 10])
+def test_show_never_cuts_a_run_label_at_any_width(capsys, monkeypatch, long_type, columns):
+    db, ids = long_type
+    monkeypatch.setenv("COLUMNS", str(columns))
+    status, out, err = run(capsys, "show", ids[0], ids[1], "--proj", "q", "--db", db)
+    assert status == 0, err
+    tables = out[out.index("MAD of") :].split()
+    # the MAD, relative difference and significance tables, and the notes under them
+    assert tables.count(LONG_TYPE) == 3 and f"{LONG_TYPE}:" in tables
+    assert "…" not in out
 
 
 # ---- charts without colour --------------------------------------------------------------------

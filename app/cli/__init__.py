@@ -20,26 +20,28 @@ traceback: ``layerscope: error: ...`` for a layerscope error (a setting named by
 ``layerscope: internal error: ... (traceback written to FILE)`` for anything else (a bug, a
 failure inside torch: :mod:`layerscope.app.error_reports`). ``LAYERSCOPE_DEBUG=1`` lets the
 error propagate instead. Browsing commands (runs, show, export, import) never import torch.
+
+Why this module imports nothing but the standard library at its top: Ctrl-C can come at any
+moment, the first tenth of a second included, while DuckDB, Rich and the settings record are
+being imported; :func:`main` imports them inside its own handler, so that an interrupt there too
+ends with one line and status 130, never a traceback. DuckDB answers a Ctrl-C during a query with
+an error of its own instead of the KeyboardInterrupt; :func:`main` says it as an interrupt too.
 """
 
 from __future__ import annotations
 
-import argparse
-import importlib
+import contextlib
 import os
 import sys
-from collections.abc import Callable, Sequence
+from typing import TYPE_CHECKING
 
-from layerscope.analysis.base.errors import LayerscopeError, is_internal, one_line
-from layerscope.analysis.cache import ResultsCache
-from layerscope.app.cli.arguments import EXIT_INTERRUPTED, PROG, UsageError
-from layerscope.app.cli.grammar import build_parser
-from layerscope.app.settings_presentation import option_name
+from layerscope.app.cli.exits import EXIT_INTERRUPTED, EXIT_RUNTIME, EXIT_USAGE, PROG
+
+if TYPE_CHECKING:
+    import argparse
+    from collections.abc import Callable, Iterator, Sequence
 
 __all__ = ["build_parser", "main"]
-
-EXIT_RUNTIME = 1
-EXIT_USAGE = 2
 
 # Each command's function, "module:function" under layerscope.app.cli: a command imports only
 # its own module (``runs`` needs none of compute's, doctor's or the figures' imports).
@@ -64,9 +66,35 @@ COMMANDS: dict[str, str | Callable[[argparse.Namespace], int]] = {
 # connection, so that a compute can store batches meanwhile; they are not here.
 ONE_CONNECTION = frozenset({"runs", "show", "figure", "table", "select", "correlations"})
 
+# What an interrupted command leaves, said after "interrupted; ".
+KEPT_WHEN_INTERRUPTED = {
+    "compute": "finished batches are stored, run again to resume",
+    "check": "finished batches are stored, run again to resume",
+    # one transaction per run
+    "merge": "the runs merged so far are kept, run the same merge to continue",
+    # one transaction: a run whole or not at all
+    "import": "nothing was imported",
+}
+# Exports publish a file only when complete; the other commands only read.
+NOTHING_CHANGED = "nothing was changed"
+
+# The tests' Ctrl-C at a chosen moment: LAYERSCOPE_TEST_INTERRUPT=import (before the command
+# line's modules are imported), parse (before the arguments are parsed) or run (before the
+# command's function runs) makes :func:`main` send SIGINT to its own process at that point.
+TEST_INTERRUPT = "LAYERSCOPE_TEST_INTERRUPT"
+
+
+def build_parser() -> argparse.ArgumentParser:
+    """The command line's grammar (:func:`layerscope.app.cli.grammar.build_parser`)."""
+    from layerscope.app.cli.grammar import build_parser as grammar
+
+    return grammar()
+
 
 def command_function(name: str) -> Callable[[argparse.Namespace], int]:
     """The function that runs command ``name``, its module imported now."""
+    import importlib
+
     handler = COMMANDS[name]
     if isinstance(handler, str):
         module, function = handler.split(":")
@@ -75,62 +103,171 @@ def command_function(name: str) -> Callable[[argparse.Namespace], int]:
     return handler
 
 
-def _fail(message: str, status: int) -> int:
-    print(f"{PROG}: error: {one_line(message)}", file=sys.stderr)
-    return status
+def is_interruption(error: BaseException) -> bool:
+    """Whether ``error`` is how a Ctrl-C surfaced: a KeyboardInterrupt, or DuckDB's word for one.
+
+    DuckDB checks for signals while it runs a query and fails the query instead of letting the
+    KeyboardInterrupt through: ``RuntimeError('Query interrupted')`` from its Python client (the
+    message is all that tells it apart), ``duckdb.InterruptException`` when a connection is
+    interrupted. The cache wraps DuckDB's errors in its own (``raise ... from None`` keeps the
+    original as the context), so the errors this one was raised from count too.
+    """
+    duckdb = sys.modules.get("duckdb")  # not imported: no DuckDB error can have been raised
+    seen: set[int] = set()
+    current: BaseException | None = error
+    while current is not None and id(current) not in seen:
+        seen.add(id(current))
+        if isinstance(current, KeyboardInterrupt):
+            return True
+        if duckdb is not None and isinstance(current, duckdb.InterruptException):
+            return True
+        if type(current) is RuntimeError and str(current) == "Query interrupted":
+            return True
+        current = current.__cause__ or current.__context__
+    return False
 
 
-def _internal(error: BaseException, argv: Sequence[str] | None) -> int:
-    """A bug, or a failure beneath layerscope: said as one, its traceback kept in a file."""
-    from layerscope.app.error_reports import EXIT_SOFTWARE, command_context, internal_error
+def _say(message: str) -> None:
+    print(f"{PROG}: error: {message}", file=sys.stderr)
 
-    words = None if argv is None else list(argv)
-    line = internal_error(error, command_context(words))
-    print(f"{PROG}: internal error: {line}", file=sys.stderr)
-    return EXIT_SOFTWARE
+
+def _interrupted(command: str | None) -> int:
+    """Say in one line what an interrupted command left, and return 130. A second Ctrl-C while
+    the line is written is ignored (it would add a traceback under it)."""
+    import signal
+    import threading
+
+    main_thread = threading.current_thread() is threading.main_thread()
+    # None: a handler set outside Python, which cannot be put back; left as it is.
+    previous = signal.getsignal(signal.SIGINT) if main_thread else None
+    if previous is not None:
+        signal.signal(signal.SIGINT, signal.SIG_IGN)
+    try:
+        _say(f"interrupted; {KEPT_WHEN_INTERRUPTED.get(command or '', NOTHING_CHANGED)}")
+    finally:
+        if previous is not None:
+            signal.signal(signal.SIGINT, previous)
+    return EXIT_INTERRUPTED
+
+
+def _failed(error: Exception, argv: Sequence[str] | None) -> int:
+    """The exit status of a command that raised ``error``, said in one line."""
+    from layerscope.analysis.base.errors import LayerscopeError, is_internal, one_line
+    from layerscope.app.cli.arguments import UsageError
+    from layerscope.app.settings_presentation import option_name
+
+    if isinstance(error, UsageError):
+        _say(one_line(error.describe(option_name)))
+        return EXIT_USAGE
+    if is_internal(error):
+        # A bug, or a failure beneath layerscope: said as one, its traceback kept in a file.
+        from layerscope.app.error_reports import EXIT_SOFTWARE, command_context, internal_error
+
+        words = None if argv is None else list(argv)
+        line = internal_error(error, command_context(words))
+        print(f"{PROG}: internal error: {line}", file=sys.stderr)
+        return EXIT_SOFTWARE
+    if isinstance(error, OSError) and error.filename:  # a file the user named
+        _say(one_line(f"{error.filename}: {error.strerror or error}"))
+    elif isinstance(error, LayerscopeError):
+        _say(one_line(error.describe(option_name)))
+    else:
+        _say(one_line(error))  # an OSError of no file: a full disk
+    return EXIT_RUNTIME
 
 
 def main(argv: Sequence[str] | None = None) -> int:
     """Run the command line; returns the exit status (never raises, never prints a traceback
     unless LAYERSCOPE_DEBUG is set: an unexpected error's goes to a file)."""
+    test_interrupt = os.environ.get(TEST_INTERRUPT, "")
     debug = bool(os.environ.get("LAYERSCOPE_DEBUG"))
-    command: str | None = None
+    command: list[str] = []  # the command, once parsed: what an interrupt says was kept
     try:
-        args = build_parser().parse_args(argv)
-        args.argv = list(sys.argv[1:] if argv is None else argv)  # compute --nproc-per-node
-        command = args.command
-        if args.command is None:
+        try:
+            return _run(argv, command, test_interrupt)
+        except Exception as error:
+            if debug:
+                raise
+            if is_interruption(error):
+                return _interrupted(command[0] if command else None)
+            return _failed(error, argv)
+    except KeyboardInterrupt:  # while running, or while saying why it failed
+        if debug:
+            raise
+        return _interrupted(command[0] if command else None)
+
+
+@contextlib.contextmanager
+def _interrupts_held() -> Iterator[None]:
+    """Hold a Ctrl-C until the block ends, then raise it as a KeyboardInterrupt; a second
+    Ctrl-C meanwhile interrupts at once.
+
+    For imports, where a KeyboardInterrupt raised at an arbitrary point is not always one:
+    DuckDB's extension aborts the whole process ("Critical nanobind error") when it lands while
+    the extension makes its enums, or turns it into an ImportError; one that lands in a weak
+    reference's callback inside the import machinery is printed as "Exception ignored" and
+    lost. Held, it is raised here once the imports are done, a fraction of a second later.
+    """
+    import signal
+    import threading
+
+    if (
+        threading.current_thread() is not threading.main_thread()
+        # Ignored (a job started with `&` by a script, nohup) or another's handler: as it is.
+        or signal.getsignal(signal.SIGINT) is not signal.default_int_handler
+    ):
+        yield
+        return
+    held: list[int] = []
+
+    def hold(signum: int, _frame: object) -> None:
+        if held:
+            raise KeyboardInterrupt
+        held.append(signum)
+
+    previous = signal.signal(signal.SIGINT, hold)
+    try:
+        yield
+    finally:
+        signal.signal(signal.SIGINT, previous)
+    if held:
+        raise KeyboardInterrupt
+
+
+def _run(argv: Sequence[str] | None, command: list[str], test_interrupt: str) -> int:
+    """Import, parse and run: everything :func:`main` guards."""
+
+    def moment(phase: str) -> None:
+        if test_interrupt != phase:
+            return
+        if phase == "run":
+            # From code run as a string, as when Ctrl-C lands in a dataclass being made while
+            # the command imports torch or transformers (see __main__ for why that matters).
+            exec("import signal; signal.raise_signal(signal.SIGINT)")
+            return
+        import signal
+
+        signal.raise_signal(signal.SIGINT)
+
+    with _interrupts_held():
+        moment("import")
+        from layerscope.analysis.cache import ResultsCache
+        from layerscope.app.cli.grammar import build_parser as grammar
+
+    moment("parse")
+    args = grammar().parse_args(argv)
+    args.argv = list(sys.argv[1:] if argv is None else argv)  # compute --nproc-per-node
+    if args.command is None:
+        with _interrupts_held():
             from layerscope.app.tui import run_tui
 
-            return run_tui(model=args.model, dataset=args.dataset, db=args.db)
+        moment("run")
+        return run_tui(model=args.model, dataset=args.dataset, db=args.db)
+    with _interrupts_held():
         run = command_function(args.command)
-        if args.command in ONE_CONNECTION:
-            with ResultsCache(args.db).session():
-                return run(args)
-        return run(args)
-    except UsageError as error:
-        return _fail(error.describe(option_name), EXIT_USAGE)
-    except KeyboardInterrupt:
-        if debug:
-            raise
-        if command in ("compute", "check"):
-            return _fail(
-                "interrupted; finished batches are stored, run again to resume", EXIT_INTERRUPTED
-            )
-        if command == "merge":  # one transaction per run
-            return _fail(
-                "interrupted; the runs merged so far are kept, run the same merge to continue",
-                EXIT_INTERRUPTED,
-            )
-        # Exports publish a file only when complete, imports store a run whole or not at all.
-        return _fail("interrupted; nothing was changed", EXIT_INTERRUPTED)
-    except Exception as error:
-        if debug:
-            raise
-        if is_internal(error):
-            return _internal(error, argv)
-        if isinstance(error, OSError) and error.filename:  # a file the user named
-            return _fail(f"{error.filename}: {error.strerror or error}", EXIT_RUNTIME)
-        if isinstance(error, LayerscopeError):
-            return _fail(error.describe(option_name), EXIT_RUNTIME)
-        return _fail(one_line(error), EXIT_RUNTIME)  # an OSError of no file: a full disk
+    command.append(args.command)
+    moment("run")
+    if args.command in ONE_CONNECTION:
+        with ResultsCache(args.db).session():
+            return run(args)
+    return run(args)

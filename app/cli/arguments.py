@@ -22,10 +22,9 @@ from layerscope.analysis.base.outputs import STDOUT
 from layerscope.analysis.base.records import ATTENTION_PROJECTIONS, MLP_PROJECTIONS, name_problem
 from layerscope.analysis.base.setting_schema import Setting, SettingError, Surface
 from layerscope.analysis.base.settings import offered
+from layerscope.app.cli.exits import EXIT_INTERRUPTED as EXIT_INTERRUPTED
+from layerscope.app.cli.exits import PROG as PROG
 from layerscope.app.settings_presentation import flag, option_help, option_name, placeholder
-
-PROG = "layerscope"
-EXIT_INTERRUPTED = 130  # 128 + SIGINT, the shell's convention; a SIGTERM exits 143
 
 
 class UsageError(LayerscopeError):

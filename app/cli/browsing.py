@@ -13,7 +13,6 @@ from __future__ import annotations
 import argparse
 import contextlib
 import json
-import os
 import sys
 from collections.abc import Callable, Iterator, Sequence
 from dataclasses import asdict
@@ -22,7 +21,7 @@ from typing import TYPE_CHECKING
 from layerscope.analysis.base.outputs import OutputError, OutputExistsError, is_stdout
 from layerscope.analysis.cache import CacheError, ResultsCache
 from layerscope.app.cli import output
-from layerscope.app.cli.arguments import EXIT_INTERRUPTED, PROG, UsageError, projections
+from layerscope.app.cli.arguments import UsageError, projections
 
 if TYPE_CHECKING:
     from rich.console import Console
@@ -51,7 +50,7 @@ def cmd_runs(args: argparse.Namespace) -> int:
         print(f"no runs in {cache.path}", file=sys.stderr)
         return 0
     console = output.console()
-    console.print(output.runs_table(infos, f"runs in {cache.path}", console.width))
+    console.print(output.runs_table(infos, f"runs in {cache.path}", console.width), crop=False)
     return 0
 
 
@@ -109,7 +108,7 @@ def report(
         raise CacheError(_no_samples(cache, infos, tokens))
     console = output.console()
     if metric == "loss":
-        console.print(output.loss_table(comparison, labels, console.width))
+        console.print(output.loss_table(comparison, labels, console.width), crop=False)
         _print_significance(console, comparison, labels)
         return 0
     heading = title + (f" (samples with {tokens[0]}-{tokens[1]} response tokens)" if tokens else "")
@@ -120,9 +119,9 @@ def report(
     for chart in charts:
         print(chart)
         print()
-    console.print(output.mad_table(comparison, labels, console.width))
+    console.print(output.mad_table(comparison, labels, console.width), crop=False)
     if comparison.relative:
-        console.print(output.relative_table(comparison, labels, console.width))
+        console.print(output.relative_table(comparison, labels, console.width), crop=False)
     _print_significance(console, comparison, labels)
     return 0
 
@@ -131,9 +130,10 @@ def _print_significance(console: Console, comparison: Comparison, labels: dict[s
     """Whether each compared run differs from its baseline: the table, then how it was tested."""
     if not comparison.significance:
         return
-    console.print(output.significance_table(comparison, labels, console.width))
+    console.print(output.significance_table(comparison, labels, console.width), crop=False)
     for line in output.significance_notes(comparison, labels):
-        console.print(line)
+        text = output.paragraph(line, console.width)  # labels whole, never markup
+        console.print(text, overflow="ignore", crop=False, markup=False)
 
 
 def show_spectra(cache: ResultsCache, infos: Sequence[RunInfo], args: argparse.Namespace) -> int:
@@ -274,23 +274,17 @@ def cmd_import(args: argparse.Namespace) -> int:
     from layerscope.analysis.interchange.paper_ingest import import_paper_jsonl
 
     cache = ResultsCache(args.db)
-    try:
-        with _import_progress(args.file.name) as advance:
-            imported = import_paper_jsonl(
-                cache,
-                args.file,
-                model=args.model,
-                dataset=args.dataset,
-                response_type=args.response_type,
-                mode=args.mode,
-                progress=advance,
-            )
-    except KeyboardInterrupt:
-        if os.environ.get("LAYERSCOPE_DEBUG"):
-            raise
-        # The import is one transaction: an interrupt leaves no run, unlike a computation.
-        print(f"{PROG}: error: interrupted; nothing was imported", file=sys.stderr)
-        return EXIT_INTERRUPTED
+    # One transaction: an interrupt leaves no run (main says so), unlike a computation.
+    with _import_progress(args.file.name) as advance:
+        imported = import_paper_jsonl(
+            cache,
+            args.file,
+            model=args.model,
+            dataset=args.dataset,
+            response_type=args.response_type,
+            mode=args.mode,
+            progress=advance,
+        )
     info = imported.info
     print(info.id)
     print(
@@ -374,5 +368,5 @@ def cmd_describe(args: argparse.Namespace) -> int:
     rows = [(str(t.layer), t.projection, t.parameter, f"{t.rows} x {t.cols}") for t in targets]
     title = f"{args.model}: {len(targets)} matrices in {layers} layers ({args.modules})"
     console = output.console()
-    console.print(output.fitted_table(title, columns, rows, console.width))
+    console.print(output.fitted_table(title, columns, rows, console.width), crop=False)
     return 0

@@ -17,7 +17,7 @@ from dataclasses import asdict
 from typing import TYPE_CHECKING, Any
 
 from layerscope.analysis.curves.statistics import ci95
-from layerscope.app.cli.tables import Column, FittedTable, fitted_table
+from layerscope.app.cli.tables import Column, FittedTable, fitted_table, fold
 
 if TYPE_CHECKING:
     from rich.console import Console
@@ -399,6 +399,12 @@ def significance_table(
     alpha = comparison.significance[0].alpha if comparison.significance else 0.05
     title = f"is b different from a? layers with Benjamini-Hochberg q < {alpha:g}"
     return fitted_table(title, columns, rows, width)
+
+
+def paragraph(text: str, width: int) -> str:
+    """``text`` wrapped at spaces to ``width``, a word longer than that left whole (a run's
+    label is never cut): print it with ``overflow="ignore", crop=False``."""
+    return "\n".join(fold(text, width, cut=False))
 
 
 def significance_notes(comparison: Comparison, labels: Mapping[str, str]) -> list[str]:

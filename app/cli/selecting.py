@@ -167,7 +167,7 @@ def cmd_correlations(args: argparse.Namespace) -> int:
         output.Column("n", justify="right", whole=True),
     )
     title = f"Spearman correlations per sample, run {info.short_id} ({', '.join(chosen)}{where})"
-    console.print(output.fitted_table(title, columns, rows, console.width))
+    console.print(output.fitted_table(title, columns, rows, console.width), crop=False)
     console.print(f"* p < {MARKED_P}; the statistic is each sample's mean over layers")
     if args.scatter:
         from layerscope.app.charts import Points, render_scatter
