@@ -62,7 +62,9 @@ from layerscope.analysis.cache.errors import (
     CacheError,
     CacheLockedError,
     SchemaVersionError,
+    StorageError,
     UnknownRunError,
+    storage_errno,
 )
 from layerscope.analysis.cache.schema import SCHEMA_VERSION
 from layerscope.analysis.curves.significance import ProjectionSignificance
@@ -78,8 +80,10 @@ __all__ = [
     "RunInfo",
     "SampleRow",
     "SchemaVersionError",
+    "StorageError",
     "UnknownRunError",
     "default_db_path",
+    "storage_errno",
 ]
 
 
