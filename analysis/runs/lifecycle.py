@@ -15,6 +15,13 @@ one transaction, by ``ResultsCache.store_complete_run``):
   exception still propagates; :attr:`StoredRun.status` and :attr:`StoredRun.message` tell what
   was recorded.
 
+A disk that refuses a write (full, over quota, read-only: the cache's ``StorageError``, or an
+``OSError`` of the kind) stops the run at once: nothing more can be stored, so retrying samples
+would only record them as failed. The run is left ``cancelled`` (resumable, the refusal
+recorded as its message) when the disk still takes that much, else ``running`` under this
+process, which ``runs`` shows as interrupted once it has ended; either way the same command
+resumes it. The error propagates as a ``StorageError`` saying so.
+
 :func:`package_version` is the one way a run's provenance names the versions it was made with.
 """
 
@@ -23,6 +30,7 @@ from __future__ import annotations
 import threading
 from collections.abc import Mapping, Sequence
 from importlib.metadata import PackageNotFoundError, version
+from pathlib import Path
 from types import TracebackType
 from typing import TYPE_CHECKING
 
@@ -34,15 +42,24 @@ from layerscope.analysis.base.records import (
     Sample,
     SkippedSample,
 )
+from layerscope.analysis.cache import CacheError, StorageError, storage_errno
 
 if TYPE_CHECKING:
     from layerscope.analysis.cache import ResultsCache
 
-__all__ = ["CANCELLED", "INTERRUPTED", "StoredRun", "package_version"]
+__all__ = [
+    "CANCELLED",
+    "INTERRUPTED",
+    "RESUME",
+    "StoredRun",
+    "package_version",
+]
 
 # What a cancelled run's progress says (the run itself records no message for a cancel).
 CANCELLED = "cancelled; run the same command to resume"
 INTERRUPTED = "interrupted; run the same command to resume"
+# How a disk's refusal ends, said to whoever computes.
+RESUME = "and run the same command to resume (the batches stored so far are kept)"
 
 
 def package_version(package: str) -> str:
@@ -71,7 +88,10 @@ class StoredRun:
         self.message = ""
 
     def __enter__(self) -> StoredRun:
-        self.info = self.cache.begin_run(self.header)
+        try:
+            self.info = self.cache.begin_run(self.header)
+        except StorageError as refused:  # the runs before this one are stored
+            raise refused.then(RESUME) from refused.__cause__
         self.status = "failed"  # until the block says otherwise
         return self
 
@@ -94,6 +114,7 @@ class StoredRun:
         error: BaseException | None,
         traceback: TracebackType | None,
     ) -> None:
+        refused = storage_errno(error) if isinstance(error, Exception) else None
         if error is None:
             if self.cancel is not None and self.cancel.is_set():
                 self.status, self.message = "cancelled", CANCELLED
@@ -101,7 +122,22 @@ class StoredRun:
                 self.status, self.message = "complete", ""
         elif isinstance(error, (GeneratorExit, KeyboardInterrupt)):
             self.status, self.message = "cancelled", INTERRUPTED
+        elif refused is not None:  # nothing more can be stored: resumable, not failed
+            said = self._refusal(refused) if isinstance(error, CacheError) else error
+            self.status, self.message = "cancelled", one_line(said, with_type=said is error)
         else:
             self.status, self.message = "failed", one_line(error, with_type=True)
-        recorded = self.message if self.status == "failed" else ""
-        self.info = self.cache.finish_run(self.run_id, self.status, recorded)
+        recorded = self.message if self.status == "failed" or refused is not None else ""
+        try:
+            self.info = self.cache.finish_run(self.run_id, self.status, recorded)
+        except StorageError as finishing:
+            if refused is None:
+                raise finishing.then(RESUME) from error
+            # The disk takes not even the run's status: it stays running under this process.
+            self.status = "running"
+        if refused is not None and isinstance(error, CacheError):
+            raise self._refusal(refused) from error  # an OSError of another file goes on as is
+
+    def _refusal(self, number: int) -> StorageError:
+        """The disk's refusal as the runner says it: where, and that the same command resumes."""
+        return StorageError(number, Path(self.cache.path).absolute().parent, RESUME)

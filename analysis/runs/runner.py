@@ -18,7 +18,10 @@ Failures: a sample the engine skips (no response token left after truncation, ..
 as skipped with its reason and never retried. When computing a chunk raises, its samples are
 retried one at a time, so one bad sample cannot sink a run; a sample that fails alone (or runs
 out of memory even alone) is recorded as failed and retried on the next call. A chunk in which
-no sample succeeds stops the run as failed with the error.
+no sample succeeds stops the run as failed with the error. A disk that refuses a write (full,
+over quota, read-only) is no sample's failure: it stops the run at once, resumable, and the
+request with a ``StorageError`` naming the cache's folder (see
+:mod:`~layerscope.analysis.runs.lifecycle`).
 """
 
 from __future__ import annotations
@@ -91,9 +94,10 @@ def execute(
     first resolved from the device files, and only when something is missing does torch decide
     it (should the two differ, the request is planned again with torch's answer).
 
-    Raises DatasetError, ModelLoadError (both ValueError), CacheError or RunnerError with a
-    one-line message. Closing the generator (or KeyboardInterrupt) marks the current run
-    cancelled; its stored batches stay and the next call resumes after them.
+    Raises DatasetError, ModelLoadError (both ValueError), CacheError (StorageError when the
+    disk refuses a write) or RunnerError with a one-line message. Closing the generator (or
+    KeyboardInterrupt) marks the current run cancelled; its stored batches stay and the next
+    call resumes after them.
     """
     planned = plan_execution(request, db_path, on_stage)
     if on_plan is not None:
