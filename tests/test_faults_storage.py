@@ -1,8 +1,9 @@
-"""Faults of the disk under the cache.
+"""Faults of the disk under the cache, and runs stopped with all their samples stored.
 
 A disk that refuses a write (full, over quota, read-only, failing) stops a computation at once:
 no sample is retried or recorded as failed for it, the run stays resumable, the command says in
-one line what is wrong and where, and the same command resumes once there is room. The faults
+one line what is wrong and where, and the same command resumes once there is room. A run whose
+samples are all stored is complete, however late the signal that stopped it came. The faults
 are injected by monkeypatching the cache's writer; no test waits for time to pass.
 """
 
@@ -10,6 +11,7 @@ from __future__ import annotations
 
 import errno
 import os
+import threading
 from pathlib import Path
 
 import duckdb
@@ -26,7 +28,8 @@ from layerscope.analysis.base.records import RunHeader
 from layerscope.analysis.cache import CacheError, ResultsCache, StorageError, storage_errno
 from layerscope.analysis.cache import writes as cache_writes
 from layerscope.analysis.compute import engine
-from layerscope.analysis.runs.lifecycle import StoredRun
+from layerscope.analysis.models import loading
+from layerscope.analysis.runs.lifecycle import MARKED_COMPLETE, StoredRun, complete_if_stored
 from layerscope.analysis.runs.runner import execute
 from layerscope.app import cli
 
@@ -155,6 +158,48 @@ def test_a_disk_that_refuses_even_the_status_leaves_the_run_running(tmp_path, mo
     assert cache.run(run.run_id).status == "running"
 
 
+def test_a_cancel_that_stopped_nothing_completes_the_run(tmp_path):
+    cache = ResultsCache(tmp_path / "c.duckdb", lock_timeout=5)
+    cancel = threading.Event()
+    run = StoredRun(cache, header("late"), cancel, expected=[0, 1])
+    with run:
+        run.write(batch([make_result(0, 2), make_result(1, 2)]), make_samples(2))
+        cancel.set()  # during or after the last batch
+    assert (run.status, cache.run(run.run_id).status) == ("complete", "complete")
+
+    early = StoredRun(cache, header("early"), cancel, expected=[0, 1])
+    with early:
+        early.write(batch([make_result(0, 2)]), make_samples(1))
+    assert (early.status, cache.run(early.run_id).status) == ("cancelled", "cancelled")
+
+
+@pytest.mark.parametrize("left", ["cancelled", "failed"])
+def test_a_run_left_unfinished_with_every_sample_stored_is_marked_complete(tmp_path, left):
+    cache = ResultsCache(tmp_path / "c.duckdb", lock_timeout=5)
+    run = StoredRun(cache, header(left))
+    with run:
+        run.write(batch([make_result(0, 2), make_result(1, 2)]), make_samples(2))
+    cache.finish_run(run.run_id, left, "RuntimeError: boom" if left == "failed" else "")
+    sessions = cache.run(run.run_id).provenance["sessions"]
+    assert complete_if_stored(cache, run.run_id) is not None
+    info = cache.run(run.run_id)
+    assert info.status == "complete"
+    assert info.provenance["completed"]["was"] == left
+    assert "message" not in info.provenance
+    assert info.provenance["sessions"] == sessions  # each session as it ended
+    assert complete_if_stored(cache, run.run_id) is None  # nothing more to do
+    assert complete_if_stored(cache, run_id_for("no such run")) is None
+
+
+def test_a_run_being_computed_is_not_marked_complete(tmp_path):
+    cache = ResultsCache(tmp_path / "c.duckdb", lock_timeout=5)
+    run = StoredRun(cache, header("live"))
+    with run:
+        run.write(batch([make_result(0, 2)]), make_samples(1))
+        assert complete_if_stored(cache, run.run_id) is None  # this live process owns it
+        assert cache.run(run.run_id).status == "running"
+
+
 # ---- the runner ------------------------------------------------------------------------------
 
 
@@ -230,6 +275,53 @@ def test_a_full_disk_inside_the_computation_is_no_sample_failure(
     assert tried == [[0, 1, 2, 3, 4, 5]]
     info = ResultsCache(db).runs()[0]
     assert (info.status, info.samples_done, info.samples_failed) == ("cancelled", 0, 0)
+
+
+def test_a_cancel_during_the_last_batch_completes_the_run(
+    tmp_path,
+    model_folder,  # noqa: F811
+    data_file,
+    monkeypatch,
+):
+    db = tmp_path / "c.duckdb"
+    cancel = threading.Event()
+    real = ResultsCache.write_batch
+    written = []
+
+    def write_then_cancel(self, *args, **kwargs):
+        new = real(self, *args, **kwargs)
+        written.append(new)
+        if len(written) == 3:  # the last of 3 batches is stored
+            cancel.set()
+        return new
+
+    monkeypatch.setattr(ResultsCache, "write_batch", write_then_cancel)
+    updates = list(execute(request_for(model_folder, data_file), db, cancel))
+    assert (updates[-1].status, updates[-1].done, updates[-1].total) == ("complete", 6, 6)
+    assert ResultsCache(db).runs()[0].status == "complete"
+
+
+def test_a_cached_run_left_cancelled_is_marked_complete(
+    tmp_path,
+    model_folder,  # noqa: F811
+    data_file,
+    monkeypatch,
+):
+    db = tmp_path / "c.duckdb"
+    request = request_for(model_folder, data_file)
+    list(execute(request, db))
+    cache = ResultsCache(db)
+    run_id = cache.runs()[0].id
+    cache.finish_run(run_id, "cancelled")  # as a signal after the last batch used to leave it
+
+    def no_loading(*args, **kwargs):
+        raise AssertionError("the model must not be loaded when everything is cached")
+
+    monkeypatch.setattr(loading, "load_model", no_loading)
+    updates = list(execute(request, db))
+    assert [(u.status, u.message) for u in updates] == [("cached", MARKED_COMPLETE)]
+    assert cache.run(run_id).status == "complete"
+    assert [u.message for u in execute(request, db)] == [""]  # once
 
 
 # ---- the command line (the built-in tiny model) ----------------------------------------------

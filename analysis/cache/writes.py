@@ -57,6 +57,7 @@ from layerscope.analysis.cache.inserts import (
 
 __all__ = [
     "begin_run",
+    "complete_stored_run",
     "finish_run",
     "store_batch",
     "store_complete_run",
@@ -265,6 +266,34 @@ def finish_run(file: CacheFile, run_id: str, status: str, message: str = "") -> 
         with file.transaction() as con:
             run_no, _info = runs.resolve(con, file.path, run_id)
             info = _finish(con, run_no, status, message)
+        _fold_log(file)
+    return info
+
+
+def complete_stored_run(file: CacheFile, run_id: str) -> RunInfo:
+    """Mark complete a run whose samples are all stored but that was left cancelled, failed or
+    interrupted (see ``ResultsCache.complete_stored_run``)."""
+    with refused_storage(file.path):
+        with file.transaction() as con:
+            number = runs.run_no(con, run_id)
+            info = runs.info_by_number(con, number)
+            if info.status in ("complete", "running"):
+                # done, or a live process (or one on another host) is on it: it finishes the run
+                return info  # (a run whose process is gone reads as cancelled, interrupted)
+            row = con.execute("SELECT provenance FROM runs WHERE run_no = ?", [number]).fetchone()
+            provenance = json.loads(row[0]) if row else {}
+            provenance.pop("message", None)  # the last session's failure is no longer the run's
+            provenance["status"] = "complete"
+            provenance["completed"] = {
+                "at": now().isoformat() + "Z",
+                "was": "interrupted" if info.interrupted else info.status,
+            }
+            con.execute(
+                "UPDATE runs SET status = 'complete', finished_at = coalesce(finished_at, ?), "
+                "provenance = ?, owner_pid = NULL WHERE run_no = ?",
+                [now(), _json(provenance), number],
+            )
+            info = runs.info_by_number(con, number)
         _fold_log(file)
     return info
 

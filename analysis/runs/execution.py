@@ -45,7 +45,12 @@ from layerscope.analysis.base.records import (
 from layerscope.analysis.cache import ResultsCache, storage_errno
 from layerscope.analysis.compute.batching import memory_in_use
 from layerscope.analysis.datasets import DatasetError
-from layerscope.analysis.runs.lifecycle import StoredRun, package_version
+from layerscope.analysis.runs.lifecycle import (
+    MARKED_COMPLETE,
+    StoredRun,
+    complete_if_stored,
+    package_version,
+)
 from layerscope.analysis.runs.planning import (
     Job,
     PlannedRun,
@@ -67,6 +72,7 @@ __all__ = [
     "ExecutionPlan",
     "RunProgress",
     "Tally",
+    "cached_progress",
     "compute_with_retries",
     "first_batch_description",
     "load_model_for",
@@ -163,6 +169,13 @@ def plan_execution(
             dtype = checked
             jobs = plan_jobs(request, cache, identity, dtype)
     return ExecutionPlan(cache, identity, dtype, jobs)
+
+
+def cached_progress(plan: ExecutionPlan, job: Job) -> RunProgress:
+    """The progress of a run with nothing missing; a run an earlier call left cancelled,
+    failed or interrupted with every sample stored is marked complete now, and says so."""
+    marked = complete_if_stored(plan.cache, job.run_id)
+    return Tally(job).progress("cached", MARKED_COMPLETE if marked else "")
 
 
 # ---- loading ----------------------------------------------------------------------------------
