@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import errno
 import os
+import signal
 import threading
 from pathlib import Path
 
@@ -301,6 +302,34 @@ def test_a_cancel_during_the_last_batch_completes_the_run(
     assert ResultsCache(db).runs()[0].status == "complete"
 
 
+def test_a_cancel_during_a_batch_stores_that_batch_and_starts_no_other(
+    tmp_path,
+    model_folder,  # noqa: F811
+    data_file,
+    monkeypatch,
+):
+    """What Ctrl-C and SIGTERM say ("stopping once the batch in flight is stored") is so."""
+    db = tmp_path / "c.duckdb"
+    cancel = threading.Event()
+    real = engine._fast_batch
+    passes: list[list[int]] = []
+
+    def cancelled_during_the_second(loaded, targets, encoded, settings, timer):
+        passes.append([e.index for e in encoded])
+        if len(passes) == 2:
+            cancel.set()  # as the signal handler does, while this batch computes
+        return real(loaded, targets, encoded, settings, timer)
+
+    monkeypatch.setattr(engine, "_fast_batch", cancelled_during_the_second)
+    updates = list(execute(request_for(model_folder, data_file), db, cancel))
+    assert len(passes) == 2
+    assert (updates[-1].status, updates[-1].done) == ("cancelled", 4)
+    cache = ResultsCache(db)
+    info = cache.runs()[0]
+    assert (info.status, info.samples_done) == ("cancelled", 4)
+    assert cache.done_indices(info.id) == {i for p in passes for i in p}
+
+
 def test_a_cached_run_left_cancelled_is_marked_complete(
     tmp_path,
     model_folder,  # noqa: F811
@@ -363,3 +392,46 @@ def test_compute_on_a_full_disk_says_so_in_one_line_and_resumes(tmp_path, capsys
         exported.append(csv.read_text())
     assert exported[0] == exported[1]
     assert ResultsCache(db).run(run_id).status == "complete"
+
+
+def sigterm_after(monkeypatch, batches: int) -> None:
+    """SIGTERM to this process once ``batches`` batches are stored, as a scheduler sends it."""
+    if threading.current_thread() is not threading.main_thread():
+        pytest.skip("the command handles signals only in the main thread")
+    real = ResultsCache.write_batch
+    written = []
+
+    def write_then_signal(self, *args, **kwargs):
+        new = real(self, *args, **kwargs)
+        written.append(new)
+        if len(written) == batches:
+            os.kill(os.getpid(), signal.SIGTERM)  # handled in this (the main) thread
+        return new
+
+    monkeypatch.setattr(ResultsCache, "write_batch", write_then_signal)
+
+
+def test_sigterm_right_after_the_last_batch_leaves_the_run_complete(tmp_path, capsys, monkeypatch):
+    db = tmp_path / "c.duckdb"
+    sigterm_after(monkeypatch, 3)  # 6 samples, batches of 2
+    status = cli.main([*TINY, "--db", str(db)])
+    _out, err = capsys.readouterr()
+    assert "stopping once the batch in flight is stored" in err
+    assert "cancelled" not in err
+    assert status == 0  # nothing was left to do
+    info = ResultsCache(db).runs()[0]
+    assert (info.status, info.samples_done) == ("complete", 6)
+
+
+def test_sigterm_mid_run_stores_the_batch_in_flight_and_exits_143(tmp_path, capsys, monkeypatch):
+    db = tmp_path / "c.duckdb"
+    sigterm_after(monkeypatch, 1)
+    status = cli.main([*TINY, "--db", str(db)])
+    _out, err = capsys.readouterr()
+    assert status == 128 + signal.SIGTERM
+    assert "run the same command to resume" in err
+    info = ResultsCache(db).runs()[0]
+    assert (info.status, info.samples_done) == ("cancelled", 2)
+    monkeypatch.undo()
+    assert cli.main([*TINY, "--db", str(db)]) == 0
+    assert ResultsCache(db).run(info.id).status == "complete"
