@@ -154,7 +154,7 @@ def test_sigkill_mid_run_with_a_concurrent_reader_then_resume(tmp_path, model_fo
     assert len(info.provenance["sessions"]) == 2
 
 
-def test_sigterm_stops_after_the_batch_and_exits_143(tmp_path, model_folder):  # noqa: F811
+def test_sigterm_stores_the_batch_in_flight_and_exits_143(tmp_path, model_folder):  # noqa: F811
     """SIGTERM (what a batch scheduler sends) stops cleanly like Ctrl-C, with the shell's
     status for it: 128 + 15."""
     data = write_dataset(tmp_path / "data", SAMPLES)
@@ -179,7 +179,7 @@ def test_sigterm_stops_after_the_batch_and_exits_143(tmp_path, model_folder):  #
             writer.kill()
             writer.wait()
     assert writer.returncode == 128 + signal.SIGTERM, err
-    assert "stopping after the current batch" in err
+    assert "stopping once the batch in flight is stored" in err
     info = cache.runs()[0]
     assert info.status == "cancelled"
     assert out.split() == [info.id]

@@ -62,7 +62,9 @@ from layerscope.analysis.cache.errors import (
     CacheError,
     CacheLockedError,
     SchemaVersionError,
+    StorageError,
     UnknownRunError,
+    storage_errno,
 )
 from layerscope.analysis.cache.schema import SCHEMA_VERSION
 from layerscope.analysis.curves.significance import ProjectionSignificance
@@ -78,8 +80,10 @@ __all__ = [
     "RunInfo",
     "SampleRow",
     "SchemaVersionError",
+    "StorageError",
     "UnknownRunError",
     "default_db_path",
+    "storage_errno",
 ]
 
 
@@ -368,6 +372,14 @@ class ResultsCache:
         """Mark the run complete, cancelled or failed and close its current session."""
         with self._file.existing():
             return writes.finish_run(self._file, run_id, status, message)
+
+    def complete_stored_run(self, run_id: str) -> RunInfo:
+        """Mark complete a run whose samples are all stored (the caller found none missing) but
+        that was left cancelled, failed or interrupted: stopped once its last batch was stored.
+        Its sessions stay as they ended; the run's provenance says when it was completed and
+        what it was (``completed``). A complete run, or one a live process is computing, is left
+        as it is. Returns the run as it is now."""
+        return writes.complete_stored_run(self._file, run_id)
 
     def store_complete_run(
         self,

@@ -9,6 +9,12 @@ them import them from here without importing each other. The facade
 
 from __future__ import annotations
 
+import contextlib
+import errno
+import os
+from collections.abc import Iterator
+from pathlib import Path
+
 from layerscope.analysis.base.errors import LayerscopeError
 
 __all__ = [
@@ -16,7 +22,10 @@ __all__ = [
     "CacheLockedError",
     "DamagedLogError",
     "SchemaVersionError",
+    "StorageError",
     "UnknownRunError",
+    "refused_storage",
+    "storage_errno",
 ]
 
 
@@ -45,3 +54,68 @@ class UnknownRunError(CacheError, KeyError):
 
     def __str__(self) -> str:  # KeyError would quote the message
         return str(self.args[0]) if self.args else ""
+
+
+# The disk's refusals: nothing more can be written there until someone acts, so a writer stops
+# at once instead of retrying (each: what is wrong, what to do).
+_STORAGE_ERRNOS = {
+    errno.ENOSPC: ("the disk is full", "free some space"),
+    errno.EDQUOT: ("the disk quota is used up", "free some space"),
+    errno.EROFS: ("the disk is read-only", "make it writable"),
+    errno.EIO: ("the disk failed a write", "check the disk"),
+}
+
+
+class StorageError(CacheError):
+    """The disk holding the cache file refused a write (full, over quota, read-only, failing):
+    nothing more can be stored there until someone acts. ``errno`` says which, ``folder`` is
+    the cache file's folder; the message says both and what to do, ending with ``then``."""
+
+    def __init__(self, number: int, folder: Path, then: str = "and try again") -> None:
+        self.errno = number
+        self.folder = folder
+        what, act = _STORAGE_ERRNOS[number]
+        super().__init__(f"{what}: cannot write to {folder} ({os.strerror(number)}); {act} {then}")
+
+    def then(self, then: str) -> StorageError:
+        """The same refusal, ending with what the caller's user does next."""
+        return StorageError(self.errno, self.folder, then)
+
+
+def storage_errno(error: BaseException) -> int | None:
+    """The errno of the disk's refusal behind ``error`` (see ``_STORAGE_ERRNOS``), or None.
+
+    Looks along the chain of causes: an ``OSError`` with one of those errnos, or a message with
+    its words (DuckDB says "No space left on device" in an ``IOException`` or a fatal error,
+    and the cache's one-line error keeps those words).
+    """
+    seen: set[int] = set()
+    current: BaseException | None = error
+    while current is not None and id(current) not in seen:
+        seen.add(id(current))
+        if isinstance(current, StorageError):
+            return current.errno
+        if isinstance(current, OSError) and current.errno in _STORAGE_ERRNOS:
+            return current.errno
+        text = str(current).lower()
+        for number in _STORAGE_ERRNOS:
+            if os.strerror(number).lower() in text:
+                return number
+        current = current.__cause__ or current.__context__
+    return None
+
+
+@contextlib.contextmanager
+def refused_storage(path: Path) -> Iterator[None]:
+    """A write to the cache file ``path``: a refusal of its disk raised as :class:`StorageError`
+    (naming the file's folder) instead of the cache error it came as (an ``OSError`` passes:
+    inside a write it is the caller's, reading its own input)."""
+    try:
+        yield
+    except StorageError:
+        raise
+    except CacheError as error:
+        number = storage_errno(error)
+        if number is None:
+            raise
+        raise StorageError(number, path.absolute().parent) from error

@@ -8,7 +8,9 @@ sample is never stored twice: the writer skips, inside the transaction, the samp
 stored, so even two processes computing the same run cannot duplicate rows. Finishing records
 the session's counts and outcome in the run's provenance and checkpoints, so readers of a
 finished run replay no log. The runner does not call these directly but goes through
-:class:`layerscope.analysis.runs.lifecycle.StoredRun`, which guarantees the finish.
+:class:`layerscope.analysis.runs.lifecycle.StoredRun`, which guarantees the finish. A disk that
+refuses a write (full, over quota, read-only, failing) is raised as ``StorageError``, naming the
+cache file's folder: nothing more can be stored, and a writer must stop rather than retry.
 
 Why each step is a function of an open connection (``_begin``, :func:`store_batch`,
 ``_finish``) with the public functions as thin transactions around it: :func:`store_complete_run`
@@ -44,7 +46,7 @@ from layerscope.analysis.base.records import (
 )
 from layerscope.analysis.cache import runs
 from layerscope.analysis.cache.connection import CacheFile, now, pid_alive
-from layerscope.analysis.cache.errors import CacheError
+from layerscope.analysis.cache.errors import CacheError, refused_storage, storage_errno
 from layerscope.analysis.cache.inserts import (
     add_cosines,
     add_curve_sums,
@@ -53,7 +55,14 @@ from layerscope.analysis.cache.inserts import (
     insert_skipped,
 )
 
-__all__ = ["begin_run", "finish_run", "store_batch", "store_complete_run", "write_batch"]
+__all__ = [
+    "begin_run",
+    "complete_stored_run",
+    "finish_run",
+    "store_batch",
+    "store_complete_run",
+    "write_batch",
+]
 
 _RUN_ID = re.compile(r"[0-9a-f]{16,}")
 
@@ -145,7 +154,7 @@ def begin_run(file: CacheFile, header: RunHeader) -> RunInfo:
     """Create the run, or reopen it for more samples, and mark it running (see
     ``ResultsCache.begin_run``)."""
     _check_run_id(header.run_id)
-    with file.transaction() as con:
+    with refused_storage(file.path), file.transaction() as con:
         run_no = _begin(con, header)
         return runs.info_by_number(con, run_no)
 
@@ -200,8 +209,19 @@ def write_batch(
 ) -> int:
     """Store one batch in one transaction; returns how many samples were new (see
     ``ResultsCache.write_batch``)."""
-    with file.transaction() as con:
+    with refused_storage(file.path), file.transaction() as con:
         return store_batch(con, runs.run_no(con, run_id), batch, samples_by_index, failed)
+
+
+def _fold_log(file: CacheFile) -> None:
+    """Checkpoint after a run is finished, so that its readers replay no log. A disk that
+    refuses the checkpoint loses nothing (the log keeps every committed transaction and readers
+    replay it), so that refusal is left to the next write to report."""
+    try:
+        file.checkpoint()
+    except CacheError as error:
+        if storage_errno(error) is None:
+            raise
 
 
 def _check_status(status: str) -> None:
@@ -242,10 +262,39 @@ def _finish(con: duckdb.DuckDBPyConnection, run_no: int, status: str, message: s
 def finish_run(file: CacheFile, run_id: str, status: str, message: str = "") -> RunInfo:
     """Mark the run complete, cancelled or failed and close its current session."""
     _check_status(status)
-    with file.transaction() as con:
-        run_no, _info = runs.resolve(con, file.path, run_id)
-        info = _finish(con, run_no, status, message)
-    file.checkpoint()  # a finished run leaves no log for readers to replay
+    with refused_storage(file.path):
+        with file.transaction() as con:
+            run_no, _info = runs.resolve(con, file.path, run_id)
+            info = _finish(con, run_no, status, message)
+        _fold_log(file)
+    return info
+
+
+def complete_stored_run(file: CacheFile, run_id: str) -> RunInfo:
+    """Mark complete a run whose samples are all stored but that was left cancelled, failed or
+    interrupted (see ``ResultsCache.complete_stored_run``)."""
+    with refused_storage(file.path):
+        with file.transaction() as con:
+            number = runs.run_no(con, run_id)
+            info = runs.info_by_number(con, number)
+            if info.status in ("complete", "running"):
+                # done, or a live process (or one on another host) is on it: it finishes the run
+                return info  # (a run whose process is gone reads as cancelled, interrupted)
+            row = con.execute("SELECT provenance FROM runs WHERE run_no = ?", [number]).fetchone()
+            provenance = json.loads(row[0]) if row else {}
+            provenance.pop("message", None)  # the last session's failure is no longer the run's
+            provenance["status"] = "complete"
+            provenance["completed"] = {
+                "at": now().isoformat() + "Z",
+                "was": "interrupted" if info.interrupted else info.status,
+            }
+            con.execute(
+                "UPDATE runs SET status = 'complete', finished_at = coalesce(finished_at, ?), "
+                "provenance = ?, owner_pid = NULL WHERE run_no = ?",
+                [now(), _json(provenance), number],
+            )
+            info = runs.info_by_number(con, number)
+        _fold_log(file)
     return info
 
 
@@ -257,10 +306,11 @@ def store_complete_run(
     """Begin the run, store every batch and finish it complete, all in one transaction (see
     ``ResultsCache.store_complete_run``)."""
     _check_run_id(header.run_id)
-    with file.transaction() as con:
-        run_no = _begin(con, header)
-        for batch, samples_by_index in batches:
-            store_batch(con, run_no, batch, samples_by_index)
-        info = _finish(con, run_no, "complete", "")
-    file.checkpoint()  # a finished run leaves no log for readers to replay
+    with refused_storage(file.path):
+        with file.transaction() as con:
+            run_no = _begin(con, header)
+            for batch, samples_by_index in batches:
+                store_batch(con, run_no, batch, samples_by_index)
+            info = _finish(con, run_no, "complete", "")
+        _fold_log(file)
     return info

@@ -51,6 +51,7 @@ from layerscope.analysis.runs.execution import (
     ExecutionPlan,
     RunProgress,
     Tally,
+    cached_progress,
     load_model_for,
     plan_execution,
     run_header,
@@ -115,7 +116,7 @@ def coordinate(
         on_plan(planned.planned_runs())
     if not planned.missing:
         for job in planned.jobs:
-            yield Tally(job).progress("cached")
+            yield cached_progress(planned, job)
         return
     loaded = load_model_for(request, planned.dtype, on_stage)
     targets = loaded.targets(request.settings.modules)
@@ -159,7 +160,7 @@ def _store_all(
             for job in planned.jobs:
                 tally = Tally(job)
                 if not job.missing:
-                    yield tally.progress("cached")
+                    yield cached_progress(planned, job)
                     continue
                 header = run_header(request, planned, job, loaded, targets, world_size=world_size)
                 finish = every_run.enter_context(ExitStack())

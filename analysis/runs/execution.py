@@ -13,7 +13,8 @@ batch reaches the cache; everything else is here, once:
   map), after this process's CPU arithmetic is set (:func:`prepare_cpu`);
 * :func:`run_header`: what a run is begun with, its settings record and this session's
   provenance; the caller holds the run open as a :class:`~layerscope.analysis.runs.lifecycle.StoredRun`;
-* :func:`compute_with_retries`: the engine's batches, a failing batch retried sample by sample;
+* :func:`compute_with_retries`: the engine's batches, a failing batch retried sample by sample
+  (a disk that refuses a write is not retried: it stops the run);
 * :func:`store` and :class:`Tally`: each batch in its own transaction, counted into the
   :class:`RunProgress` every front end shows.
 """
@@ -41,10 +42,15 @@ from layerscope.analysis.base.records import (
     SkippedSample,
     TargetInfo,
 )
-from layerscope.analysis.cache import ResultsCache
+from layerscope.analysis.cache import ResultsCache, storage_errno
 from layerscope.analysis.compute.batching import memory_in_use
 from layerscope.analysis.datasets import DatasetError
-from layerscope.analysis.runs.lifecycle import StoredRun, package_version
+from layerscope.analysis.runs.lifecycle import (
+    MARKED_COMPLETE,
+    StoredRun,
+    complete_if_stored,
+    package_version,
+)
 from layerscope.analysis.runs.planning import (
     Job,
     PlannedRun,
@@ -66,6 +72,7 @@ __all__ = [
     "ExecutionPlan",
     "RunProgress",
     "Tally",
+    "cached_progress",
     "compute_with_retries",
     "first_batch_description",
     "load_model_for",
@@ -162,6 +169,13 @@ def plan_execution(
             dtype = checked
             jobs = plan_jobs(request, cache, identity, dtype)
     return ExecutionPlan(cache, identity, dtype, jobs)
+
+
+def cached_progress(plan: ExecutionPlan, job: Job) -> RunProgress:
+    """The progress of a run with nothing missing; a run an earlier call left cancelled,
+    failed or interrupted with every sample stored is marked complete now, and says so."""
+    marked = complete_if_stored(plan.cache, job.run_id)
+    return Tally(job).progress("cached", MARKED_COMPLETE if marked else "")
 
 
 # ---- loading ----------------------------------------------------------------------------------
@@ -328,7 +342,9 @@ def compute_with_retries(
 
     A sample that fails alone (or runs out of memory even alone) comes back as a
     :class:`SkippedSample`: a failure, recorded and retried on the next call. ChunkFailed
-    when no sample succeeded, the group's computation nor any sample's alone.
+    when no sample succeeded, the group's computation nor any sample's alone. A disk that
+    refuses a write (full, over quota, read-only: ``storage_errno``) is no sample's fault and
+    nothing could be stored after it: it propagates at once, unretried.
     """
     from layerscope.analysis.compute.engine import compute_statistics
 
@@ -342,6 +358,8 @@ def compute_with_retries(
     except (KeyboardInterrupt, GeneratorExit):
         raise
     except Exception as error:
+        if storage_errno(error) is not None:
+            raise
         group_error = error
     succeeded = bool(computed)
     one_at_a_time = replace(settings, batch_size=1)
@@ -355,6 +373,8 @@ def compute_with_retries(
         except (KeyboardInterrupt, GeneratorExit):
             raise
         except Exception as sample_error:
+            if storage_errno(sample_error) is not None:
+                raise
             yield SkippedSample(sample.index, one_line(sample_error, with_type=True))
     if not succeeded:
         raise ChunkFailed(group_error) from group_error

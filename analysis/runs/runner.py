@@ -18,7 +18,15 @@ Failures: a sample the engine skips (no response token left after truncation, ..
 as skipped with its reason and never retried. When computing a chunk raises, its samples are
 retried one at a time, so one bad sample cannot sink a run; a sample that fails alone (or runs
 out of memory even alone) is recorded as failed and retried on the next call. A chunk in which
-no sample succeeds stops the run as failed with the error.
+no sample succeeds stops the run as failed with the error. A disk that refuses a write (full,
+over quota, read-only) is no sample's failure: it stops the run at once, resumable, and the
+request with a ``StorageError`` naming the cache's folder (see
+:mod:`~layerscope.analysis.runs.lifecycle`).
+
+Cancelling (the ``threading.Event``) stops after the batch in flight: the engine finishes it and
+it is stored; no batch is started after the event is set. A run whose selected samples are all
+stored when it stops is complete, not cancelled, and a run an earlier call left cancelled with
+nothing missing is marked complete when a request finds it cached.
 """
 
 from __future__ import annotations
@@ -34,6 +42,7 @@ from layerscope.analysis.runs.execution import (
     ChunkFailed,
     RunProgress,
     Tally,
+    cached_progress,
     compute_with_retries,
     load_model_for,
     plan_execution,
@@ -91,9 +100,10 @@ def execute(
     first resolved from the device files, and only when something is missing does torch decide
     it (should the two differ, the request is planned again with torch's answer).
 
-    Raises DatasetError, ModelLoadError (both ValueError), CacheError or RunnerError with a
-    one-line message. Closing the generator (or KeyboardInterrupt) marks the current run
-    cancelled; its stored batches stay and the next call resumes after them.
+    Raises DatasetError, ModelLoadError (both ValueError), CacheError (StorageError when the
+    disk refuses a write) or RunnerError with a one-line message. Closing the generator (or
+    KeyboardInterrupt) marks the current run cancelled; its stored batches stay and the next
+    call resumes after them.
     """
     planned = plan_execution(request, db_path, on_stage)
     if on_plan is not None:
@@ -103,7 +113,7 @@ def execute(
     for job in planned.jobs:
         tally = Tally(job)
         if not job.missing:
-            yield tally.progress("cached")
+            yield cached_progress(planned, job)
             continue
         if cancel is not None and cancel.is_set():
             yield tally.progress("cancelled", "cancelled before it started")
@@ -112,7 +122,8 @@ def execute(
             loaded = load_model_for(request, planned.dtype, on_stage)
             targets = loaded.targets(request.settings.modules)
         header = run_header(request, planned, job, loaded, targets)
-        with StoredRun(planned.cache, header, cancel=cancel) as stored_run:
+        expected = [s.index for s in job.selected]  # all stored: complete, cancel or not
+        with StoredRun(planned.cache, header, cancel, expected) as stored_run:
             tally = Tally(job, loaded.device)  # rates from here: loading is not computing
             yield tally.progress("running")
             yield from _compute_job(request, stored_run, loaded, job, tally, cancel)

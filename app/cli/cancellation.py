@@ -1,5 +1,5 @@
-"""Stopping a computation from the shell: the first Ctrl-C or SIGTERM after the current batch,
-a second Ctrl-C at once.
+"""Stopping a computation from the shell: the first Ctrl-C or SIGTERM once the batch in flight
+is computed and stored, a second Ctrl-C at once (dropping that batch).
 
 Why its own module: every way the command line runs a computation stops the same way (with
 bars, with JSON lines, on a rank that only serves rank 0), and the stored batches stay either
@@ -18,8 +18,9 @@ from layerscope.app.cli.arguments import PROG
 
 
 class Cancellation:
-    """First Ctrl-C (or SIGTERM) asks the runner to stop after the current batch; a second
-    Ctrl-C interrupts at once. Either way the stored batches stay and a rerun resumes."""
+    """First Ctrl-C (or SIGTERM) asks the runner to stop: the batch in flight is finished and
+    stored, no other is started. A second Ctrl-C interrupts at once, dropping the batch in
+    flight. Either way the stored batches stay and a rerun resumes."""
 
     def __init__(self, announce: bool = True) -> None:
         self.announce = announce  # a worker rank stays silent: rank 0 speaks for the job
@@ -40,7 +41,8 @@ class Cancellation:
         self.event.set()
         if self.announce:
             print(
-                f"{PROG}: stopping after the current batch (Ctrl-C again to stop now)",
+                f"{PROG}: stopping once the batch in flight is stored "
+                "(Ctrl-C again to stop now and drop it)",
                 file=sys.stderr,
             )
 

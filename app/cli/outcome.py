@@ -7,6 +7,7 @@ where the output goes differing between them.
 
 from __future__ import annotations
 
+from collections.abc import Iterable
 from dataclasses import dataclass
 from typing import TYPE_CHECKING
 
@@ -20,13 +21,20 @@ if TYPE_CHECKING:
 class Outcome:
     """What a computing command ran: the final progress per run, how long each computed in
     this call, how long loading the model took (None when nothing was loaded), the whole
-    call's time, and the exit status a signal asks for (None when none cancelled it)."""
+    call's time, and the exit status a signal asks for (None when none cancelled it, or when
+    it came too late to leave any run unfinished)."""
 
     finals: list[RunProgress]
     computing: dict[str, float]
     loading: float | None
     total: float
     cancelled: int | None
+
+
+def stopped_early(finals: Iterable[RunProgress]) -> bool:
+    """Whether a cancelled call left a run unfinished: a signal that came during or after the
+    last batch stopped nothing (every run complete or cached), and the call succeeded."""
+    return any(final.status not in ("complete", "cached") for final in finals)
 
 
 def summary_lines(outcome: Outcome, full_ids: bool = False) -> list[str]:
@@ -39,6 +47,8 @@ def summary_lines(outcome: Outcome, full_ids: bool = False) -> list[str]:
             extra.append(f"{final.skipped} skipped")
         if final.failed:
             extra.append(f"{final.failed} failed")
+        if final.status == "cached" and final.message:  # an unfinished run found all stored
+            extra.append(final.message)
         suffix = f" ({', '.join(extra)})" if extra else ""
         seconds = outcome.computing.get(final.run_id)
         took = f" in {duration(seconds)}" if seconds is not None else ""

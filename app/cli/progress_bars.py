@@ -14,7 +14,7 @@ from typing import TYPE_CHECKING, Any
 
 from layerscope.app.cli import output
 from layerscope.app.cli.cancellation import Cancellation
-from layerscope.app.cli.outcome import Outcome
+from layerscope.app.cli.outcome import Outcome, stopped_early
 from layerscope.app.labels import duration
 
 if TYPE_CHECKING:
@@ -162,7 +162,8 @@ def execute_with_progress(request: RunRequest, db: str | None, quiet: bool) -> O
             if update.message and update.status == "running":
                 progress.console.print(f"{update.dataset}/{update.response_type}: {update.message}")
             finals[run_id] = update
-        cancelled = cancellation.exit_status if cancellation.event.is_set() else None
+        stopped = cancellation.event.is_set() and stopped_early(finals.values())
+        cancelled = cancellation.exit_status if stopped else None
     return Outcome(
         finals=list(finals.values()),
         computing=computing,

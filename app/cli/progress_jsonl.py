@@ -14,7 +14,7 @@ import time
 from typing import TYPE_CHECKING
 
 from layerscope.app.cli.cancellation import Cancellation
-from layerscope.app.cli.outcome import Outcome
+from layerscope.app.cli.outcome import Outcome, stopped_early
 
 if TYPE_CHECKING:
     from layerscope.analysis.base.records import LoadStage
@@ -66,7 +66,8 @@ def execute_jsonl(request: RunRequest, db: str | None) -> Outcome:
                 computing[update.run_id] = now - started[update.run_id]
             emit(ProgressEvent(update, now - began))
             finals[update.run_id] = update
-        cancelled = cancellation.exit_status if cancellation.event.is_set() else None
+        stopped = cancellation.event.is_set() and stopped_early(finals.values())
+        cancelled = cancellation.exit_status if stopped else None
     return Outcome(
         finals=list(finals.values()),
         computing=computing,
