@@ -49,8 +49,6 @@ from layerscope.analysis.base.records import (
 )
 from layerscope.analysis.runs.execution import (
     ExecutionPlan,
-    RunProgress,
-    Tally,
     cached_progress,
     load_model_for,
     plan_execution,
@@ -72,6 +70,7 @@ from layerscope.analysis.runs.rank_messages import (
     receive,
     send,
 )
+from layerscope.analysis.runs.tally import RunProgress, Tally
 
 if TYPE_CHECKING:
     from layerscope.analysis.models.loading import LoadedModel

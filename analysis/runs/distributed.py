@@ -39,7 +39,6 @@ from layerscope.analysis.runs import runner
 from layerscope.analysis.runs.coordinator import coordinate
 from layerscope.analysis.runs.execution import (
     ChunkFailed,
-    RunProgress,
     compute_with_retries,
     load_model_for,
 )
@@ -56,6 +55,7 @@ from layerscope.analysis.runs.rank_messages import (
     receive,
     send,
 )
+from layerscope.analysis.runs.tally import RunProgress
 
 if TYPE_CHECKING:
     from layerscope.analysis.models.loading import LoadedModel

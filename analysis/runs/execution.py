@@ -15,8 +15,9 @@ batch reaches the cache; everything else is here, once:
   provenance; the caller holds the run open as a :class:`~layerscope.analysis.runs.lifecycle.StoredRun`;
 * :func:`compute_with_retries`: the engine's batches, a failing batch retried sample by sample
   (a disk that refuses a write is not retried: it stops the run);
-* :func:`store` and :class:`Tally`: each batch in its own transaction, counted into the
-  :class:`RunProgress` every front end shows.
+* :func:`store`: each batch in its own transaction, counted by a
+  :class:`~layerscope.analysis.runs.tally.Tally` into the
+  :class:`~layerscope.analysis.runs.tally.RunProgress` every front end shows.
 """
 
 from __future__ import annotations
@@ -25,7 +26,6 @@ import platform
 import socket
 import sys
 import threading
-import time
 from collections.abc import Callable, Iterator, Mapping, Sequence
 from dataclasses import asdict, dataclass, replace
 from pathlib import Path
@@ -38,12 +38,10 @@ from layerscope.analysis.base.records import (
     LoadStage,
     RunHeader,
     Sample,
-    SampleResult,
     SkippedSample,
     TargetInfo,
 )
 from layerscope.analysis.cache import ResultsCache, storage_errno
-from layerscope.analysis.compute.batching import memory_in_use
 from layerscope.analysis.datasets import DatasetError
 from layerscope.analysis.runs.lifecycle import (
     MARKED_COMPLETE,
@@ -63,6 +61,7 @@ from layerscope.analysis.runs.planning import (
     planned_runs,
     resolve_dtype,
 )
+from layerscope.analysis.runs.tally import RunProgress, Tally
 
 if TYPE_CHECKING:
     from layerscope.analysis.models.loading import LoadedModel
@@ -70,8 +69,6 @@ if TYPE_CHECKING:
 __all__ = [
     "ChunkFailed",
     "ExecutionPlan",
-    "RunProgress",
-    "Tally",
     "cached_progress",
     "compute_with_retries",
     "first_batch_description",
@@ -82,40 +79,6 @@ __all__ = [
     "split_failures",
     "store",
 ]
-
-
-@dataclass
-class RunProgress:
-    """Where one run stands after a batch (or at its start and end).
-
-    ``status``: running, complete, cancelled, failed, or cached (nothing was missing).
-    ``done``/``total`` count this request's samples of the run (``--limit`` applies), cached
-    ones included. ``tokens_per_second``: prompt and response tokens of the samples computed
-    in this call per second of computing. ``memory_bytes``/``memory_peak_bytes``: what the
-    device holds now and at most (torch's allocated memory on CUDA, the process's resident
-    memory on a CPU: ``memory_kind`` "cuda" or "rss"); None before the model is loaded or where
-    the device cannot tell.
-    """
-
-    run_id: str
-    dataset: str
-    response_type: str
-    done: int
-    total: int
-    samples_per_second: float
-    eta_seconds: float | None
-    mean_loss: float | None
-    status: str
-    message: str = ""
-    skipped: int = 0
-    failed: int = 0
-    tokens_per_second: float = 0.0
-    memory_bytes: int | None = None
-    memory_peak_bytes: int | None = None
-    memory_kind: str = ""
-
-
-# ---- planning and keying ----------------------------------------------------------------------
 
 
 @dataclass
@@ -404,52 +367,3 @@ def store(
     run.write(kept, by_index, failed=failed)
     tally.add(kept.results, len(kept.skipped), len(failed))
     return tally.progress("running")
-
-
-class Tally:
-    """Counts and rates of one run's computation in this call."""
-
-    def __init__(self, job: Job, device: Any = None) -> None:
-        self.job = job
-        self.device = device  # the model's input device, once loaded: whose memory to report
-        self.tokens = 0
-        self.started = time.perf_counter()
-        self.handled = 0
-        self.skipped = 0
-        self.failed = 0
-        self.loss_sum = 0.0
-        self.loss_count = 0
-
-    def add(self, results: Sequence[SampleResult], skipped: int, failed: int) -> None:
-        self.handled += len(results) + skipped + failed
-        self.skipped += skipped
-        self.failed += failed
-        for result in results:
-            self.tokens += result.prompt_tokens + result.response_tokens
-            self.loss_sum += result.loss
-            self.loss_count += 1
-
-    def progress(self, status: str, message: str = "") -> RunProgress:
-        job = self.job
-        elapsed = max(time.perf_counter() - self.started, 1e-9)
-        rate = self.handled / elapsed if self.handled else 0.0
-        remaining = len(job.missing) - self.handled
-        memory = memory_in_use(self.device) if self.device is not None else None
-        return RunProgress(
-            run_id=job.run_id,
-            dataset=job.source.dataset,
-            response_type=job.source.response_type,
-            done=len(job.selected) - len(job.missing) + self.handled,
-            total=len(job.selected),
-            samples_per_second=rate,
-            eta_seconds=remaining / rate if rate > 0 else None,
-            mean_loss=self.loss_sum / self.loss_count if self.loss_count else None,
-            status=status,
-            message=message,
-            skipped=self.skipped,
-            failed=self.failed,
-            tokens_per_second=self.tokens / elapsed if self.tokens else 0.0,
-            memory_bytes=memory.current if memory else None,
-            memory_peak_bytes=memory.peak if memory else None,
-            memory_kind=memory.kind if memory else "",
-        )

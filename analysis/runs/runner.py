@@ -40,8 +40,6 @@ from layerscope.analysis.base.errors import is_internal, quoted
 from layerscope.analysis.base.records import LoadStage, TargetInfo
 from layerscope.analysis.runs.execution import (
     ChunkFailed,
-    RunProgress,
-    Tally,
     cached_progress,
     compute_with_retries,
     load_model_for,
@@ -61,6 +59,7 @@ from layerscope.analysis.runs.planning import (
     run_key,
     select_samples,
 )
+from layerscope.analysis.runs.tally import RunProgress, Tally
 
 if TYPE_CHECKING:
     from layerscope.analysis.models.loading import LoadedModel
