@@ -23,11 +23,11 @@ from layerscope.analysis.models.sources import TINY
 from layerscope.analysis.runs.runner import PlannedRun
 from layerscope.app.tui.app import LayerscopeApp
 from layerscope.app.tui.messages import LoadStageReached, RunStarted
-from layerscope.app.tui.widgets.comparison_table import ComparisonTable
-from layerscope.app.tui.widgets.layer_chart import LayerChart
-from layerscope.app.tui.widgets.log_panel import LogPanel
-from layerscope.app.tui.widgets.model_picker import ModelPicker
-from layerscope.app.tui.widgets.run_progress import RunProgressPanel
+from layerscope.app.tui.widgets.chart.comparison_table import ComparisonTable
+from layerscope.app.tui.widgets.chart.layer_chart import LayerChart
+from layerscope.app.tui.widgets.frame.log_panel import LogPanel
+from layerscope.app.tui.widgets.frame.run_progress import RunProgressPanel
+from layerscope.app.tui.widgets.setup.model_picker import ModelPicker
 
 SIZE = (100, 32)
 MODEL = TINY

@@ -29,12 +29,12 @@ from layerscope.analysis.runs.runner import PlannedRun as Planned
 from layerscope.analysis.runs.runner import RunProgress as Progress
 from layerscope.analysis.runs.runner import RunRequest as Request
 from layerscope.app.tui.app import LayerscopeApp
-from layerscope.app.tui.widgets.comparison_table import ComparisonTable
-from layerscope.app.tui.widgets.layer_chart import LayerChart
-from layerscope.app.tui.widgets.log_panel import LogPanel
-from layerscope.app.tui.widgets.progress_row import ProgressRow, stage_details
-from layerscope.app.tui.widgets.run_progress import RunProgressPanel
-from layerscope.app.tui.widgets.runs_browser import RunsBrowser
+from layerscope.app.tui.widgets.chart.comparison_table import ComparisonTable
+from layerscope.app.tui.widgets.chart.layer_chart import LayerChart
+from layerscope.app.tui.widgets.frame.log_panel import LogPanel
+from layerscope.app.tui.widgets.frame.progress_row import ProgressRow, stage_details
+from layerscope.app.tui.widgets.frame.run_progress import RunProgressPanel
+from layerscope.app.tui.widgets.runs.runs_browser import RunsBrowser
 
 SIZE = (100, 32)
 BATCH = 4
@@ -404,7 +404,7 @@ async def test_the_request_carries_the_settings_and_is_remembered(
 
 
 def test_progress_details_read_at_a_glance():
-    from layerscope.app.tui.widgets.progress_row import format_duration, progress_details
+    from layerscope.app.tui.widgets.frame.progress_row import format_duration, progress_details
 
     running = Progress("x", "math", "none_cot", 12, 40, 3.14, 9.2, 2.3456, "running")
     assert progress_details(running) == "12/40 · 3.1/s · ETA 9s · loss 2.346"

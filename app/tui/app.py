@@ -77,9 +77,9 @@ from layerscope.app.tui.state import (
     load_state,
     save_state,
 )
-from layerscope.app.tui.widgets.fitted_footer import FittedFooter
-from layerscope.app.tui.widgets.log_panel import LogPanel
-from layerscope.app.tui.widgets.run_progress import RunProgressPanel
+from layerscope.app.tui.widgets.frame.fitted_footer import FittedFooter
+from layerscope.app.tui.widgets.frame.log_panel import LogPanel
+from layerscope.app.tui.widgets.frame.run_progress import RunProgressPanel
 
 if TYPE_CHECKING:
     from collections.abc import Iterable
@@ -88,7 +88,7 @@ if TYPE_CHECKING:
 
     from layerscope.analysis.base.records import RunInfo
     from layerscope.analysis.runs.runner import RunRequest
-    from layerscope.app.tui.widgets.setup_view import SetupPane
+    from layerscope.app.tui.widgets.setup.setup_view import SetupPane
 
 
 class LayerscopeApp(App[None]):
@@ -173,7 +173,7 @@ class LayerscopeApp(App[None]):
                 raise
 
     async def _fill_tabs(self) -> None:
-        from layerscope.app.tui.widgets.setup_view import SetupPane
+        from layerscope.app.tui.widgets.setup.setup_view import SetupPane
 
         setup = SetupPane(
             self.ui_state.last,

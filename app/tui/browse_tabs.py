@@ -16,11 +16,11 @@ if TYPE_CHECKING:
     from textual.dom import DOMNode
 
     from layerscope.app.tui.services.cache_reader import CacheReader
-    from layerscope.app.tui.widgets.compare_view import ComparePane
-    from layerscope.app.tui.widgets.cosine_view import CosinePane
-    from layerscope.app.tui.widgets.runs_browser import RunsBrowser
-    from layerscope.app.tui.widgets.runs_pane import RunsPane
-    from layerscope.app.tui.widgets.samples_view import SamplesPane
+    from layerscope.app.tui.widgets.chart.compare_view import ComparePane
+    from layerscope.app.tui.widgets.cosines.cosine_view import CosinePane
+    from layerscope.app.tui.widgets.runs.runs_browser import RunsBrowser
+    from layerscope.app.tui.widgets.runs.runs_pane import RunsPane
+    from layerscope.app.tui.widgets.samples.samples_view import SamplesPane
 
 
 @dataclass(frozen=True)
@@ -35,11 +35,11 @@ class BrowseTabs:
 
     @classmethod
     def create(cls, reader: CacheReader, *, dark: bool, mono: bool) -> BrowseTabs:
-        from layerscope.app.tui.widgets.compare_view import ComparePane
-        from layerscope.app.tui.widgets.cosine_view import CosinePane
-        from layerscope.app.tui.widgets.runs_browser import RunsBrowser
-        from layerscope.app.tui.widgets.runs_pane import RunsPane
-        from layerscope.app.tui.widgets.samples_view import SamplesPane
+        from layerscope.app.tui.widgets.chart.compare_view import ComparePane
+        from layerscope.app.tui.widgets.cosines.cosine_view import CosinePane
+        from layerscope.app.tui.widgets.runs.runs_browser import RunsBrowser
+        from layerscope.app.tui.widgets.runs.runs_pane import RunsPane
+        from layerscope.app.tui.widgets.samples.samples_view import SamplesPane
 
         runs = RunsBrowser(id="runs-browser")
         return cls(

@@ -19,11 +19,11 @@ from textual.screen import Screen
 from textual.widget import Widget
 from textual.widgets import TabbedContent
 
-from layerscope.app.tui.widgets.compare_view import STATISTICS, ComparePane
-from layerscope.app.tui.widgets.cosine_view import CosinePane
-from layerscope.app.tui.widgets.log_panel import LogPanel
-from layerscope.app.tui.widgets.runs_browser import RunsBrowser
-from layerscope.app.tui.widgets.samples_view import SamplesPane
+from layerscope.app.tui.widgets.chart.compare_view import STATISTICS, ComparePane
+from layerscope.app.tui.widgets.cosines.cosine_view import CosinePane
+from layerscope.app.tui.widgets.frame.log_panel import LogPanel
+from layerscope.app.tui.widgets.runs.runs_browser import RunsBrowser
+from layerscope.app.tui.widgets.samples.samples_view import SamplesPane
 
 if TYPE_CHECKING:
     from layerscope.analysis.base.records import RunInfo

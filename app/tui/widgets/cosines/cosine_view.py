@@ -19,7 +19,7 @@ from textual.widgets import Static
 from layerscope.analysis.base.records import ATTENTION_PROJECTIONS, MLP_PROJECTIONS
 from layerscope.app.tui.errors import ReportsWorkerErrors, reported
 from layerscope.app.tui.messages import CosinesLoaded
-from layerscope.app.tui.widgets.cosine_heatmap import CosineHeatmap
+from layerscope.app.tui.widgets.cosines.cosine_heatmap import CosineHeatmap
 from layerscope.app.tui.widgets.run_choice import (
     OverlaidRunChoice,
     place,

@@ -44,8 +44,8 @@ from layerscope.app.tui.messages import (
     SignificanceTested,
     SpectraLoaded,
 )
-from layerscope.app.tui.widgets.comparison_table import ComparisonTable
-from layerscope.app.tui.widgets.layer_chart import (
+from layerscope.app.tui.widgets.chart.comparison_table import ComparisonTable
+from layerscope.app.tui.widgets.chart.layer_chart import (
     BAND_LABELS,
     BAND_MODES,
     BandMode,
@@ -53,7 +53,7 @@ from layerscope.app.tui.widgets.layer_chart import (
     Depth,
     LayerChart,
 )
-from layerscope.app.tui.widgets.spectrum_chart import SpectrumChart
+from layerscope.app.tui.widgets.chart.spectrum_chart import SpectrumChart
 
 if TYPE_CHECKING:
     from layerscope.analysis.base.records import LayerCurve, RunInfo

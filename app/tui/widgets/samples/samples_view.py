@@ -44,7 +44,7 @@ from layerscope.app.tui.widgets.run_choice import (
     run_choice_bindings,
     run_name,
 )
-from layerscope.app.tui.widgets.sample_scatter import SampleScatter
+from layerscope.app.tui.widgets.samples.sample_scatter import SampleScatter
 
 if TYPE_CHECKING:
     from layerscope.analysis.base.records import RunInfo, SampleRow
