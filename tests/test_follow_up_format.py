@@ -351,7 +351,7 @@ def test_the_adjacent_layer_cosine_curve_is_the_mean_of_matrix_i_i_plus_1(cache,
 
 def test_the_adjacent_layer_cosine_is_a_metric_by_name_and_alias(cache, tmp_path, lines):
     from layerscope.analysis.results.compare import resolve_metric
-    from layerscope.app.tui.widgets.chart.compare_view import STATISTICS
+    from layerscope.app.tui.widgets.chart.chart_view import STATISTICS
 
     assert resolve_metric("adjacent") == resolve_metric("adjacent-cosine") == "adjacent_cosine"
     assert "adjacent_cosine" in STATISTICS

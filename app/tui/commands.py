@@ -19,7 +19,8 @@ from textual.screen import Screen
 from textual.widget import Widget
 from textual.widgets import TabbedContent
 
-from layerscope.app.tui.widgets.chart.compare_view import STATISTICS, ComparePane
+from layerscope.app.tui.widgets.chart.chart_view import STATISTICS
+from layerscope.app.tui.widgets.chart.compare_view import ComparePane
 from layerscope.app.tui.widgets.cosines.cosine_view import CosinePane
 from layerscope.app.tui.widgets.frame.log_panel import LogPanel
 from layerscope.app.tui.widgets.runs.runs_browser import RunsBrowser
