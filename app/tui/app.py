@@ -15,11 +15,12 @@ Why it is built this way:
 * One owner per concern: the run controller (services/run_controller.py) computes, plans and
   cancels; the cache reader (services/cache_reader.py) does every read; the App owns what is
   shared between tabs (the runs in the cache, the overlaid runs, the response-length filter,
-  the theme) and pushes it into the widgets, which never read App attributes. Widgets ask for
-  screens by message (SampleOpened, LengthFilterRequested); the App opens them. The App's
-  handling of runs (picks, plan, progress, end) is run_handling.py's, what it keeps across
-  sessions kept_view.py's; export, help and the command palette live in commands.py, the
-  request rule in request_builder.py.
+  the theme): the run list and the filter flow into the panes' own reactives, bound to the
+  App's (one scan, one list, every tab), the rest it pushes; widgets never read App
+  attributes. Widgets ask for screens by message (SampleOpened, LengthFilterRequested); the
+  App opens them. The App's handling of runs (picks, plan, progress, end) is
+  run_handling.py's, what it keeps across sessions kept_view.py's; export, help and the
+  command palette live in commands.py, the request rule in request_builder.py.
 * Nothing a user does should end in a traceback: worker errors become a notification and a
   line in the log panel.
 """
@@ -32,6 +33,7 @@ from typing import TYPE_CHECKING, ClassVar
 
 from textual.app import App, ComposeResult, SystemCommand
 from textual.binding import BindingType
+from textual.reactive import var
 from textual.screen import Screen
 from textual.widgets import TabbedContent, TabPane
 from textual.worker import Worker, WorkerState
@@ -42,6 +44,7 @@ from layerscope.app.tui.errors import problem_line, reported
 from layerscope.app.tui.kept_view import KeptView
 from layerscope.app.tui.keys import APP_BINDINGS, POLL_SECONDS, TABS
 from layerscope.app.tui.messages import (
+    RUNS_NOT_READ,
     CacheScanned,
     ComparisonChanged,
     LengthFilterRequested,
@@ -60,7 +63,7 @@ from layerscope.app.tui.widgets.frame.log_panel import LogPanel
 from layerscope.app.tui.widgets.frame.run_progress import RunProgressPanel
 
 if TYPE_CHECKING:
-    from collections.abc import Iterable
+    from collections.abc import Iterable, Mapping
 
     from textual.theme import Theme
 
@@ -75,6 +78,13 @@ class LayerscopeApp(RunHandling, KeptView, App[None]):
     CSS_PATH: ClassVar[str] = str(Path(__file__).parent / "layerscope.tcss")
     TITLE = "layerscope"
     BINDINGS: ClassVar[list[BindingType]] = APP_BINDINGS
+
+    # What the tabs share, the App its one owner: the runs in the cache by id (in the cache's
+    # order) and the response-length filter flow into the panes' reactives bound to these
+    # (BrowseTabs.bind). Every scan pushes its list, unchanged or not (the tree of an empty
+    # cache says so once the cache is read).
+    runs_by_id: var[Mapping[str, RunInfo]] = var(RUNS_NOT_READ, init=False, always_update=True)
+    length_range: var[tuple[int, int] | None] = var(None, init=False)
 
     def __init__(
         self,
@@ -99,11 +109,9 @@ class LayerscopeApp(RunHandling, KeptView, App[None]):
         self.no_color = "NO_COLOR" in os.environ
         self.reader = CacheReader(self.db_path)
         self.run_controller = RunController(self, self.db_path)
-        # What the tabs share; the App is its one owner and pushes it into the widgets.
-        self.runs_by_id: dict[str, RunInfo] = {}
+        # What the tabs share besides the reactives above; the App pushes it into the widgets.
         self.comparison: list[str] = []
         self.focused_run: str | None = None
-        self.length_range: tuple[int, int] | None = None
         self._scans = self.reader.channel(self, "cache-scan", coalesce=True)
         self._scans.on_stale = self.scan_cache
         self.browse: BrowseTabs | None = None  # mounted after the first frame
@@ -158,6 +166,7 @@ class LayerscopeApp(RunHandling, KeptView, App[None]):
         self.setup_pane = setup
         browse = BrowseTabs.create(self.reader, dark=self.current_theme.dark, mono=self.no_color)
         await browse.mount_into(self)
+        browse.bind(LayerscopeApp.runs_by_id, LayerscopeApp.length_range)
         self.browse = browse
         browse.compare.restore_view(self.ui_state.chart.view)
         self.scan_cache()
@@ -187,21 +196,9 @@ class LayerscopeApp(RunHandling, KeptView, App[None]):
         if message.runs is None:
             self.report_problem("Cache unreadable", message.error or "unknown error", "warning")
             return
-        previous = self.runs_by_id
+        # Into every pane at once (the chart reads again when an overlaid run changed).
         self.runs_by_id = {run.id: run for run in message.runs}
-        browse = self.browse_tabs()
-        browse.compare.set_runs(self.runs_by_id)
-        browse.samples.set_runs(self.runs_by_id)
-        browse.cosines.set_runs(self.runs_by_id)
-        browse.runs.update_runs(message.runs)
-        self.restore_comparison()
-        changed = [
-            run_id
-            for run_id in self.comparison
-            if previous.get(run_id) != self.runs_by_id.get(run_id)
-        ]
-        if changed:
-            browse.compare.reload()
+        self.restore_comparison(self.runs_by_id)
 
     async def action_quit(self) -> None:
         self.run_controller.cancel()
@@ -270,9 +267,7 @@ class LayerscopeApp(RunHandling, KeptView, App[None]):
         def chosen(value: tuple[int, int] | bool | None) -> None:
             if value is False:
                 return
-            self.length_range = value if isinstance(value, tuple) else None
-            self.browse_tabs().compare.set_length_range(self.length_range)
-            self.browse_tabs().samples.set_length_range(self.length_range)
+            self.length_range = value if isinstance(value, tuple) else None  # into the panes
 
         self.push_screen(LengthFilterScreen(self.length_range), chosen)
 
@@ -356,7 +351,7 @@ class LayerscopeApp(RunHandling, KeptView, App[None]):
     def _theme_changed(self, theme: Theme) -> None:
         from layerscope.app.tui.screens.sample_detail import SampleDetailScreen
 
-        self.browse_tabs().compare.set_dark(theme.dark)
+        self.browse_tabs().compare.dark = theme.dark
         for screen in self.screen_stack:
             if isinstance(screen, SampleDetailScreen):
                 screen.set_dark(theme.dark)

@@ -9,7 +9,7 @@ imports it.
 
 from __future__ import annotations
 
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Iterable, Mapping
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Protocol, TypeVar
 
@@ -38,7 +38,7 @@ class Explorer(Protocol):
     shows, its cache file and its actions."""
 
     db_path: Path
-    runs_by_id: dict[str, RunInfo]
+    runs_by_id: Mapping[str, RunInfo]
 
     def query_one(self, selector: type[FoundWidget]) -> FoundWidget: ...
 

@@ -20,10 +20,9 @@ from layerscope.app.tui.state import ChartState, cache_key, save_state
 from layerscope.app.tui.widgets.frame.log_panel import LogPanel
 
 if TYPE_CHECKING:
-    from collections.abc import Mapping
+    from collections.abc import Collection
     from pathlib import Path
 
-    from layerscope.analysis.base.records import RunInfo
     from layerscope.app.tui.browse_tabs import BrowseTabs
     from layerscope.app.tui.state import UiState
 
@@ -37,7 +36,6 @@ class KeptView(App[None]):
         ui_state: UiState
         browse: BrowseTabs | None
         comparison: list[str]
-        runs_by_id: Mapping[str, RunInfo]
 
         def set_comparison(self, run_ids: list[str]) -> None: ...
 
@@ -49,14 +47,15 @@ class KeptView(App[None]):
         if self.ui_state.theme in (DARK_THEME, LIGHT_THEME):
             self.theme = self.ui_state.theme
 
-    def restore_comparison(self) -> None:
-        """After the first scan: overlay the runs of the last session still in the cache."""
+    def restore_comparison(self, stored: Collection[str]) -> None:
+        """After the first scan: overlay the runs of the last session still in the cache (the
+        ids `stored`)."""
         if self._runs_to_restore is None:
             return
         wanted, self._runs_to_restore = self._runs_to_restore, None
         if self.comparison:  # a run was started meanwhile: its runs are shown
             return
-        kept = [run_id for run_id in wanted if run_id in self.runs_by_id]
+        kept = [run_id for run_id in wanted if run_id in stored]
         if kept:
             self.set_comparison(kept)
         if len(kept) < len(wanted):

@@ -148,7 +148,7 @@ class RunHandling(App[None]):
         description = f"{request.model} on {Path(request.dataset).name}: {types}"
         self.query_one(LogPanel).record(f"run started: {description}")
         self.run_controller.start(request, description)
-        self.browse.compare.set_computing(True)
+        self.browse.compare.computing = True
         self.action_show_tab("chart")
 
     def on_button_pressed(self, event: Button.Pressed) -> None:
@@ -191,7 +191,7 @@ class RunHandling(App[None]):
         from layerscope.app.labels import duration
 
         self.run_controller.ended(message.request_id)
-        self.browse_tabs().compare.set_computing(self.run_controller.computing)
+        self.browse_tabs().compare.computing = self.run_controller.computing
         self.query_one(RunProgressPanel).request_ended(message.outcome)
         log = self.query_one(LogPanel)
         took = duration(message.elapsed)

@@ -15,10 +15,12 @@ from collections.abc import Mapping
 from typing import TYPE_CHECKING, Any, ClassVar
 
 from textual.binding import Binding, BindingType
+from textual.reactive import var
 from textual.widget import Widget
 
 from layerscope.analysis.base.records import ATTENTION_PROJECTIONS, MLP_PROJECTIONS
 from layerscope.app.tui.messages import (
+    RUNS_NOT_READ,
     ChartViewChanged,
     LengthFilterRequested,
     PaperTableRequested,
@@ -107,22 +109,25 @@ CHART_BINDINGS: list[BindingType] = [
 
 
 class ChartView(Widget):
-    """The chart's view and its keys; the pane below it in the MRO reads (`reload`) and draws
-    (`redraw`, `update_status`) it."""
+    """The chart's view as reactives, and its keys. What a read answers (the runs, the statistic,
+    the projections, the length filter) funnels into `reload`, which the pane (its subclass,
+    compare_view.py) makes one read of however many change in one go; what only changes the
+    drawing (interval, log scale, x axis), into `redraw`."""
 
     BINDINGS: ClassVar[list[BindingType]] = CHART_BINDINGS
 
-    def __init__(self, *, id: str | None = None) -> None:
-        super().__init__(id=id)
-        self.runs_by_id: Mapping[str, RunInfo] = {}
-        self.run_ids: list[str] = []
-        self.metric = "nuclear_norm"
-        self.shown_projections: set[str] = set(ATTENTION_PROJECTIONS)
-        self.band: BandMode = "none"
-        self.log_scale = False
-        self.depth: Depth = "layer"
-        self.length_range: tuple[int, int] | None = None
-        self.legend_settings = False
+    # What the App pushes in: the runs in the cache and the length filter are bound to the
+    # App's own (data_bind, browse_tabs.py); the overlaid runs come with `show_runs`.
+    runs_by_id: var[Mapping[str, RunInfo]] = var(RUNS_NOT_READ, init=False)
+    length_range: var[tuple[int, int] | None] = var(None, init=False)
+    run_ids: var[list[str]] = var(list, init=False, always_update=True)
+    # The user's choices.
+    metric: var[str] = var("nuclear_norm", init=False)
+    shown_projections: var[frozenset[str]] = var(frozenset(ATTENTION_PROJECTIONS), init=False)
+    band: var[BandMode] = var("none", init=False)
+    log_scale: var[bool] = var(False, init=False)
+    depth: var[Depth] = var("layer", init=False)
+    legend_settings: var[bool] = var(False, init=False)
 
     # what the pane does with the view (compare_view.py)
     def reload(self) -> None:
@@ -137,13 +142,49 @@ class ChartView(Widget):
     def export_paper_tables(self) -> dict[str, str]:
         raise NotImplementedError
 
+    # --- what a change of the view asks for -----------------------------------------------
+
+    def watch_runs_by_id(
+        self, before: Mapping[str, RunInfo], runs_by_id: Mapping[str, RunInfo]
+    ) -> None:
+        """A scan of the cache: read again when an overlaid run changed (it appeared, its
+        counts grew, its status changed); other runs only name what is drawn."""
+        if any(before.get(run_id) != runs_by_id.get(run_id) for run_id in self.run_ids):
+            self.reload()
+
+    def watch_length_range(
+        self, before: tuple[int, int] | None, length_range: tuple[int, int] | None
+    ) -> None:
+        if length_range != before:  # a bound value comes again unchanged with every push
+            self.reload()
+
+    def watch_run_ids(self) -> None:
+        self.reload()
+
+    def watch_metric(self) -> None:
+        self.reload()
+
+    def watch_shown_projections(self) -> None:
+        self.reload()
+
+    def watch_band(self) -> None:
+        self.redraw()
+
+    def watch_log_scale(self) -> None:
+        self.redraw()
+
+    def watch_depth(self) -> None:
+        self.redraw()
+
+    def watch_legend_settings(self, shown: bool) -> None:
+        self.query_one(LayerChart).show_legend_settings(shown)
+
     # --- the runs and the statistic -------------------------------------------------------
 
     def show_runs(self, run_ids: list[str]) -> None:
         """Overlay these runs (in this order; the first is the baseline)."""
         self.run_ids = list(run_ids)
         self._view_changed()
-        self.reload()
 
     def projection_order(self) -> list[str]:
         return [
@@ -157,7 +198,6 @@ class ChartView(Widget):
     def set_metric(self, metric: str) -> None:
         self.metric = metric
         self._view_changed()
-        self.reload()
 
     # --- projections ----------------------------------------------------------------------
 
@@ -166,26 +206,26 @@ class ChartView(Widget):
             if len(self.shown_projections) == 1:
                 self.notify("At least one projection stays shown.", severity="warning")
                 return
-            self.shown_projections.discard(projection)
+            self.shown_projections -= {projection}
         else:
-            self.shown_projections.add(projection)
+            self.shown_projections |= {projection}
         self._view_changed()
-        self.reload()
 
     def action_toggle_mlp(self) -> None:
-        if any(p in self.shown_projections for p in MLP_PROJECTIONS):
-            if self.shown_projections <= set(MLP_PROJECTIONS):
-                self.shown_projections |= set(ATTENTION_PROJECTIONS)
-            self.shown_projections -= set(MLP_PROJECTIONS)
+        shown = self.shown_projections
+        if any(p in shown for p in MLP_PROJECTIONS):
+            if shown <= set(MLP_PROJECTIONS):
+                shown |= set(ATTENTION_PROJECTIONS)
+            shown -= set(MLP_PROJECTIONS)
         else:
-            self.shown_projections |= set(MLP_PROJECTIONS)
+            shown |= set(MLP_PROJECTIONS)
             if not self._has_mlp():
                 self.notify(
                     "No MLP statistics in these runs: compute with module set 'mlp' or 'all'.",
                     severity="warning",
                 )
+        self.shown_projections = shown
         self._view_changed()
-        self.reload()
 
     def _has_mlp(self) -> bool:
         return any(
@@ -200,21 +240,17 @@ class ChartView(Widget):
         position = BAND_MODES.index(self.band)
         self.band = BAND_MODES[(position + 1) % len(BAND_MODES)]
         self._view_changed()
-        self.redraw()
 
     def action_toggle_log(self) -> None:
         self.log_scale = not self.log_scale
         self._view_changed()
-        self.redraw()
 
     def action_toggle_depth(self) -> None:
         self.depth = "normalised" if self.depth == "layer" else "layer"
         self._view_changed()
-        self.redraw()
 
     def action_toggle_legend_settings(self) -> None:
         self.legend_settings = not self.legend_settings
-        self.query_one(LayerChart).show_legend_settings(self.legend_settings)
 
     # --- what the App shows for the view ---------------------------------------------------
 
@@ -233,7 +269,8 @@ class ChartView(Widget):
         self.post_message(LengthFilterRequested())
 
     def _view_changed(self) -> None:
-        """The user changed the runs or the view: say so (the App keeps it for the next start)."""
+        """The user changed the runs or the view: say so (the App keeps it for the next start).
+        Only the actions say so: a reactive also changes when data arrives or is restored."""
         self.update_status()
         self.post_message(ChartViewChanged())
 
@@ -250,13 +287,14 @@ class ChartView(Widget):
         }
 
     def restore_view(self, view: Mapping[str, Any]) -> None:
-        """The view settings of an earlier session; a value not known here keeps its default."""
+        """The view settings of an earlier session; a value not known here keeps its default.
+        Read once whatever changed (the first read of the chart: nothing overlaid yet)."""
         if view.get("metric") in STATISTICS:
             self.metric = view["metric"]
         projections = view.get("projections")
         if isinstance(projections, list):
             known = {p for p in projections if p in (*ATTENTION_PROJECTIONS, *MLP_PROJECTIONS)}
-            self.shown_projections = known or self.shown_projections
+            self.shown_projections = frozenset(known) or self.shown_projections
         if view.get("band") in BAND_MODES:
             self.band = view["band"]
         if isinstance(view.get("log_scale"), bool):

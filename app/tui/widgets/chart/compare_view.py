@@ -1,11 +1,14 @@
 """The Chart tab: overlaid layer-wise curves of the selected runs, and their comparison table.
 
 Reads and draws the view (chart_view.py: the statistic, projections, interval, log scale, x
-axis, and what the App pushes in: the runs known, the runs overlaid, the response-length
-filter), with what else the App pushes: whether a computation is running and the theme's
-darkness. Curves are read through the cache reader's coalescing channel (a large cache must not
-freeze the keyboard, and a batch landing every second during a run only marks the view stale
-while a read is in flight). The w view of the spectra reads on its own (spectra_view.py).
+axis, and what comes from the App: the runs known, the runs overlaid, the response-length
+filter), with what else the App sets: whether a computation is running and the theme's
+darkness. Every change of what a read answers funnels into `reload`, which reads once for all
+the changes made in one go (a scan that brings new counts and the runs it overlays, say), and
+only from the runs the cache held at the last scan. Curves are read through the cache reader's
+coalescing channel (a large cache must not freeze the keyboard, and a batch landing every
+second during a run only marks the view stale while a read is in flight). The w view of the
+spectra reads on its own (spectra_view.py).
 
 The tests of significance behind the chart's marks and the table's "sig" column take longer
 than the curves on a big cache (paired tests read every shared sample), so the curves come
@@ -21,11 +24,11 @@ changes the runs or the view, not when new data is read.
 from __future__ import annotations
 
 import math
-from collections.abc import Mapping
 from typing import TYPE_CHECKING
 
 from textual.app import ComposeResult
 from textual.containers import Vertical
+from textual.reactive import var
 from textual.widgets import Static
 
 from layerscope.analysis.curves.statistics import ci95
@@ -40,7 +43,7 @@ from layerscope.app.tui.widgets.chart.spectra_view import SpectraView
 from layerscope.app.tui.widgets.chart.spectrum_chart import SpectrumChart
 
 if TYPE_CHECKING:
-    from layerscope.analysis.base.records import LayerCurve, RunInfo
+    from layerscope.analysis.base.records import LayerCurve
     from layerscope.analysis.cache import ResultsCache
     from layerscope.analysis.curves.significance import ProjectionSignificance
     from layerscope.app.tui.export import ChartFigure
@@ -57,6 +60,10 @@ def differing_layers(significance: list[ProjectionSignificance]) -> dict[str, li
 
 class ComparePane(ReportsWorkerErrors, SpectraView, Vertical):
     """Chart + comparison table for `run_ids`; keys (chart_view.py) change what is drawn."""
+
+    # What the App sets besides the view: they change only how the data is drawn.
+    computing: var[bool] = var(False, init=False)  # what an empty chart says
+    dark: var[bool] = var(True, init=False)  # the palette
 
     def __init__(
         self,
@@ -77,9 +84,9 @@ class ComparePane(ReportsWorkerErrors, SpectraView, Vertical):
         self._asked: tuple[object, ...] | None = None
         self._answered: tuple[object, ...] | None = None
         self._significance: list[ProjectionSignificance] | None = []  # None: being tested
-        self.dark = dark
+        self._read_asked = False  # a read is asked for and starts after the current handler
+        self.set_reactive(ComparePane.dark, dark)
         self.mono = mono  # NO_COLOR; runs are told apart by marker with colour or without
-        self.computing = False
         self.curves: list[LayerCurve] = []  # as last drawn (the figure export draws them)
         self.labels: dict[str, str] = {}
         self.colours: dict[str, str] = {}
@@ -94,33 +101,26 @@ class ComparePane(ReportsWorkerErrors, SpectraView, Vertical):
         self.query_one(SpectrumChart).display = False
         self.update_status()
 
-    # --- what the App pushes in ---------------------------------------------------------------
-
-    def set_runs(self, runs_by_id: Mapping[str, RunInfo]) -> None:
-        """The runs in the cache (labels, MLP check); the App reloads when overlaid ones change."""
-        self.runs_by_id = runs_by_id
-
-    def set_computing(self, computing: bool) -> None:
-        """Whether a computation is running (what an empty chart says)."""
-        if computing != self.computing:
-            self.computing = computing
-            self.redraw()
-
-    def set_dark(self, dark: bool) -> None:
-        """The theme changed: redraw with the palette for it."""
-        self.dark = dark
+    def watch_computing(self) -> None:
         self.redraw()
 
-    def set_length_range(self, length_range: tuple[int, int] | None) -> None:
-        """The response-length filter (owned by the App) changed."""
-        self.length_range = length_range
-        self.reload()
+    def watch_dark(self) -> None:
+        self.redraw()
 
     # --- loading ----------------------------------------------------------------------------
 
     def reload(self) -> None:
-        """Read the curves again (now, or as soon as the read in flight ends)."""
+        """Read the curves again, once for every change made in one go: the read starts after
+        the handler that asked (two keys' or a scan's changes in one handler make one read),
+        or as soon as the read in flight ends (the channel coalesces)."""
         self.update_status()
+        if not self._read_asked:
+            self._read_asked = True
+            self.call_later(self._read)
+
+    def _read(self) -> None:
+        """Start the read `reload` asked for, of the view as it is now."""
+        self._read_asked = False
         if self.showing_spectra:
             self.reload_spectra()
         if not self.run_ids:
@@ -129,18 +129,17 @@ class ComparePane(ReportsWorkerErrors, SpectraView, Vertical):
             self._loaded = self._answered = None
             self._show_empty()
             return
-        run_ids = list(self.run_ids)
         metric = self.metric
         projections = self.projection_order()
         length_range = self.length_range
+        # The runs the cache held at the last scan (a run of a request that has not started
+        # yet is not there: skipped); a scan that brings it reads again (watch_runs_by_id).
+        present = [run_id for run_id in self.run_ids if run_id in self.runs_by_id]
 
         def query(cache: ResultsCache) -> ChartLoaded:
             from layerscope.analysis.results.compare import compare_runs
             from layerscope.analysis.results.pair_significance import memoised_significance_rows
 
-            # Runs of a request that have not started yet are not in the cache: skip them.
-            stored = {run.id for run in cache.runs()}
-            present = [run_id for run_id in run_ids if run_id in stored]
             if not present:
                 return ChartLoaded(metric=metric, response_tokens=length_range)
             pairs = [(present[0], other) for other in present[1:]]
