@@ -208,8 +208,8 @@ EXPLORER = textwrap.dedent(
     started = time.perf_counter()
     cpu_started = time.process_time()
     from layerscope.app.tui.app import LayerscopeApp
-    from layerscope.app.tui.widgets.layer_chart import LayerChart
-    from layerscope.app.tui.widgets.runs_browser import RunsBrowser
+    from layerscope.app.tui.widgets.chart.layer_chart import LayerChart
+    from layerscope.app.tui.widgets.runs.runs_browser import RunsBrowser
 
     wanted = sys.argv[2:4]
 

@@ -172,7 +172,7 @@ def test_memory_in_use_on_a_cpu_is_the_process_resident_set():
 def test_runner_progress_tells_tokens_per_second_and_memory(tmp_path):
     from layerscope.analysis.runs.runner import execute
     from layerscope.app.cli.progress_bars import memory_text, throughput
-    from layerscope.app.tui.widgets.progress_row import progress_details
+    from layerscope.app.tui.widgets.frame.progress_row import progress_details
 
     model_folder = tmp_path / "small-llama"
     make_model("llama").save_pretrained(model_folder)

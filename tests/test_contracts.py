@@ -67,7 +67,17 @@ def test_the_tree_keeps_its_contracts(tmp_path):
         # the headless core never imports the UI
         ("analysis/results/compare.py", "import layerscope.app.labels", "analysis/ never imports"),
         # widgets never import screens (a widget posts a message; the App opens the screen)
-        ("app/tui/widgets/samples_view.py", "import layerscope.app.tui.screens.help", "Explorer"),
+        (
+            "app/tui/widgets/samples/samples_view.py",
+            "import layerscope.app.tui.screens.help",
+            "Explorer",
+        ),
+        # one tab's widgets never import another tab's: what two tabs share lies in widgets/
+        (
+            "app/tui/widgets/samples/samples_view.py",
+            "import layerscope.app.tui.widgets.chart.layer_chart",
+            "Widgets",
+        ),
         # the CLI reaches the explorer only to launch it
         ("app/cli/output.py", "import layerscope.app.tui.app", "The CLI never imports"),
         # a compatibility module wraps its library and nothing of layerscope

@@ -270,7 +270,7 @@ async def test_the_explorers_device_field_offers_each_gpu_with_its_free_memory(m
     from textual.app import App
     from textual.widgets import Select
 
-    from layerscope.app.tui.widgets.settings_form import SettingsForm
+    from layerscope.app.tui.widgets.setup.settings_form import SettingsForm
 
     monkeypatch.delenv("CUDA_VISIBLE_DEVICES", raising=False)
     monkeypatch.setattr(devices, "_import_nvml", lambda: FakeNvml())

@@ -181,8 +181,8 @@ async def test_explorer_chart_toggles_to_normalised_depth(cache_path, filled):
     from test_tui_browse import SIZE, settle
 
     from layerscope.app.tui.app import LayerscopeApp
-    from layerscope.app.tui.widgets.compare_view import ComparePane
-    from layerscope.app.tui.widgets.layer_chart import LayerChart
+    from layerscope.app.tui.widgets.chart.compare_view import ComparePane
+    from layerscope.app.tui.widgets.chart.layer_chart import LayerChart
 
     shallow = add_four_layer_run(cache_path)
     app = LayerscopeApp(poll_seconds=0)

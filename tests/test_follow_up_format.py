@@ -351,7 +351,7 @@ def test_the_adjacent_layer_cosine_curve_is_the_mean_of_matrix_i_i_plus_1(cache,
 
 def test_the_adjacent_layer_cosine_is_a_metric_by_name_and_alias(cache, tmp_path, lines):
     from layerscope.analysis.results.compare import resolve_metric
-    from layerscope.app.tui.widgets.compare_view import STATISTICS
+    from layerscope.app.tui.widgets.chart.chart_view import STATISTICS
 
     assert resolve_metric("adjacent") == resolve_metric("adjacent-cosine") == "adjacent_cosine"
     assert "adjacent_cosine" in STATISTICS
@@ -378,7 +378,7 @@ def synthetic_cache(tmp_path, monkeypatch):
 async def _chart_of_adjacent_cosines(app, pilot, chosen):
     from test_tui_browse import compare, settle
 
-    from layerscope.app.tui.widgets.layer_chart import LayerChart
+    from layerscope.app.tui.widgets.chart.layer_chart import LayerChart
 
     await settle(app, pilot)
     await compare(app, pilot, chosen)

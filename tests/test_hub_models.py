@@ -297,8 +297,8 @@ async def test_the_explorer_model_field_accepts_an_uncached_hub_id_without_askin
     from test_tui_pickers import check_line, settle, type_into
 
     from layerscope.app.tui.app import LayerscopeApp
-    from layerscope.app.tui.widgets.model_picker import ModelPicker
-    from layerscope.app.tui.widgets.settings_form import SettingsForm
+    from layerscope.app.tui.widgets.setup.model_picker import ModelPicker
+    from layerscope.app.tui.widgets.setup.settings_form import SettingsForm
 
     monkeypatch.setenv("LAYERSCOPE_STATE", str(tmp_path / "state.json"))
     app = LayerscopeApp(poll_seconds=0)

@@ -142,7 +142,7 @@ async def test_explorer_form_offers_exactly_the_records_settings_with_their_defa
     from textual.widgets import Input, Label, Select
 
     from layerscope.app.tui.state import first_start_values
-    from layerscope.app.tui.widgets.settings_form import SettingsForm
+    from layerscope.app.tui.widgets.setup.settings_form import SettingsForm
 
     class FormApp(App[None]):
         def compose(self):

@@ -195,9 +195,9 @@ async def test_chart_tab_w_shows_the_first_runs_spectra_by_layer(tmp_path, monke
     from test_tui_browse import compare, settle
 
     from layerscope.app.tui.app import LayerscopeApp
-    from layerscope.app.tui.widgets.compare_view import ComparePane
-    from layerscope.app.tui.widgets.layer_chart import LayerChart
-    from layerscope.app.tui.widgets.spectrum_chart import SpectrumChart
+    from layerscope.app.tui.widgets.chart.compare_view import ComparePane
+    from layerscope.app.tui.widgets.chart.layer_chart import LayerChart
+    from layerscope.app.tui.widgets.chart.spectrum_chart import SpectrumChart
 
     db = tmp_path / "results.duckdb"
     monkeypatch.setenv("LAYERSCOPE_DB", str(db))

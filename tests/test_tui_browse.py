@@ -24,13 +24,13 @@ from layerscope.app.tui.app import LayerscopeApp
 from layerscope.app.tui.screens.help import HelpScreen
 from layerscope.app.tui.screens.length_filter import LengthFilterScreen, parse_length_range
 from layerscope.app.tui.screens.sample_detail import SampleDetailScreen
-from layerscope.app.tui.widgets.comparison_table import ComparisonTable
-from layerscope.app.tui.widgets.cosine_heatmap import CosineHeatmap
-from layerscope.app.tui.widgets.layer_chart import LayerChart
-from layerscope.app.tui.widgets.log_panel import LogPanel
-from layerscope.app.tui.widgets.runs_browser import RunsBrowser
-from layerscope.app.tui.widgets.sample_chart import SampleChart
-from layerscope.app.tui.widgets.samples_view import SamplesPane
+from layerscope.app.tui.widgets.chart.comparison_table import ComparisonTable
+from layerscope.app.tui.widgets.chart.layer_chart import LayerChart
+from layerscope.app.tui.widgets.cosines.cosine_heatmap import CosineHeatmap
+from layerscope.app.tui.widgets.frame.log_panel import LogPanel
+from layerscope.app.tui.widgets.runs.runs_browser import RunsBrowser
+from layerscope.app.tui.widgets.samples.sample_chart import SampleChart
+from layerscope.app.tui.widgets.samples.samples_view import SamplesPane
 
 SIZE = (100, 32)
 
@@ -308,9 +308,9 @@ async def test_help_lists_every_key_and_closes(filled: dict[str, str]):
 
 
 async def test_every_binding_has_a_description_and_an_id():
-    from layerscope.app.tui.widgets.compare_view import ComparePane
-    from layerscope.app.tui.widgets.cosine_heatmap import CosineHeatmap as Heatmap
-    from layerscope.app.tui.widgets.cosine_view import CosinePane
+    from layerscope.app.tui.widgets.chart.compare_view import ComparePane
+    from layerscope.app.tui.widgets.cosines.cosine_heatmap import CosineHeatmap as Heatmap
+    from layerscope.app.tui.widgets.cosines.cosine_view import CosinePane
 
     owners = [LayerscopeApp, ComparePane, CosinePane, Heatmap, RunsBrowser, SamplesPane]
     owners += [SampleDetailScreen, HelpScreen, LengthFilterScreen]
@@ -359,8 +359,8 @@ def test_browsing_works_when_torch_cannot_be_imported(filled: dict[str, str], ca
 
         sys.meta_path.insert(0, Blocker())
         from layerscope.app.tui.app import LayerscopeApp
-        from layerscope.app.tui.widgets.layer_chart import LayerChart
-        from layerscope.app.tui.widgets.comparison_table import ComparisonTable
+        from layerscope.app.tui.widgets.chart.layer_chart import LayerChart
+        from layerscope.app.tui.widgets.chart.comparison_table import ComparisonTable
 
         async def main():
             app = LayerscopeApp(db={str(cache_path)!r}, poll_seconds=0)

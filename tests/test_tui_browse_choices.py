@@ -17,10 +17,10 @@ from textual.widgets import Static
 from layerscope.analysis.cache import ResultsCache
 from layerscope.app.tui.app import LayerscopeApp
 from layerscope.app.tui.screens.help import HelpScreen
-from layerscope.app.tui.widgets.cosine_heatmap import CosineHeatmap
-from layerscope.app.tui.widgets.cosine_view import CosinePane
-from layerscope.app.tui.widgets.runs_browser import RunsBrowser
-from layerscope.app.tui.widgets.samples_view import SamplesPane
+from layerscope.app.tui.widgets.cosines.cosine_heatmap import CosineHeatmap
+from layerscope.app.tui.widgets.cosines.cosine_view import CosinePane
+from layerscope.app.tui.widgets.runs.runs_browser import RunsBrowser
+from layerscope.app.tui.widgets.samples.samples_view import SamplesPane
 
 SIZE = (80, 24)
 

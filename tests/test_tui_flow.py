@@ -23,11 +23,12 @@ from layerscope.analysis.models.sources import TINY
 from layerscope.analysis.runs.runner import PlannedRun
 from layerscope.app.tui.app import LayerscopeApp
 from layerscope.app.tui.messages import LoadStageReached, RunStarted
-from layerscope.app.tui.widgets.comparison_table import ComparisonTable
-from layerscope.app.tui.widgets.layer_chart import LayerChart
-from layerscope.app.tui.widgets.log_panel import LogPanel
-from layerscope.app.tui.widgets.model_picker import ModelPicker
-from layerscope.app.tui.widgets.run_progress import RunProgressPanel
+from layerscope.app.tui.run_handling import RunHandling
+from layerscope.app.tui.widgets.chart.comparison_table import ComparisonTable
+from layerscope.app.tui.widgets.chart.layer_chart import LayerChart
+from layerscope.app.tui.widgets.frame.log_panel import LogPanel
+from layerscope.app.tui.widgets.frame.run_progress import RunProgressPanel
+from layerscope.app.tui.widgets.setup.model_picker import ModelPicker
 
 SIZE = (100, 32)
 MODEL = TINY
@@ -158,22 +159,22 @@ async def test_r_before_the_tabs_are_filled_runs_once_they_are(db: Path, monkeyp
 
 async def test_two_types_run_overlaid_with_the_mad_table(db: Path, monkeypatch: pytest.MonkeyPatch):
     plans: list[list[PlannedRun]] = []
-    handle_started = LayerscopeApp.on_run_started
+    handle_started = RunHandling.on_run_started
 
     def started(self: LayerscopeApp, message: RunStarted) -> None:
         plans.append(message.planned)
         handle_started(self, message)
 
-    monkeypatch.setattr(LayerscopeApp, "on_run_started", started)
+    monkeypatch.setattr(RunHandling, "on_run_started", started)
     stages: list[tuple[str, str]] = []  # step, what the loading row said
-    handle_stage = LayerscopeApp.on_load_stage_reached
+    handle_stage = RunHandling.on_load_stage_reached
 
     def reached(self: LayerscopeApp, message: LoadStageReached) -> None:
         handle_stage(self, message)
         row = self.query_one("#load-stage")
         stages.append((message.stage.step, str(row.query_one(".progress-details").render())))
 
-    monkeypatch.setattr(LayerscopeApp, "on_load_stage_reached", reached)
+    monkeypatch.setattr(RunHandling, "on_load_stage_reached", reached)
     app = LayerscopeApp(poll_seconds=0)
     async with app.run_test(size=SIZE) as pilot:
         await settle(app, pilot)

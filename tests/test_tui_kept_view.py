@@ -16,9 +16,9 @@ from tui_synthetic import add_run, fill_cache
 
 from layerscope.app.tui.app import LayerscopeApp
 from layerscope.app.tui.state import load_state
-from layerscope.app.tui.widgets.layer_chart import LayerChart
-from layerscope.app.tui.widgets.log_panel import LogPanel
-from layerscope.app.tui.widgets.runs_browser import RunsBrowser
+from layerscope.app.tui.widgets.chart.layer_chart import LayerChart
+from layerscope.app.tui.widgets.frame.log_panel import LogPanel
+from layerscope.app.tui.widgets.runs.runs_browser import RunsBrowser
 
 SIZE = (80, 24)
 

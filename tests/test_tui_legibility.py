@@ -24,14 +24,14 @@ from layerscope.app.tui.app import LayerscopeApp
 from layerscope.app.tui.commands import help_sections
 from layerscope.app.tui.export import write_exports
 from layerscope.app.tui.screens.sample_detail import SampleDetailScreen
-from layerscope.app.tui.widgets.check_list import CheckList
-from layerscope.app.tui.widgets.compare_view import ComparePane
-from layerscope.app.tui.widgets.comparison_table import ComparisonTable
-from layerscope.app.tui.widgets.cosine_heatmap import CosineHeatmap, cell_layout
-from layerscope.app.tui.widgets.fitted_footer import FittedFooter
-from layerscope.app.tui.widgets.layer_chart import LayerChart
-from layerscope.app.tui.widgets.marked_radio_button import MarkedRadioButton
-from layerscope.app.tui.widgets.sample_chart import SampleChart
+from layerscope.app.tui.widgets.chart.compare_view import ComparePane
+from layerscope.app.tui.widgets.chart.comparison_table import ComparisonTable
+from layerscope.app.tui.widgets.chart.layer_chart import LayerChart
+from layerscope.app.tui.widgets.cosines.cosine_heatmap import CosineHeatmap, cell_layout
+from layerscope.app.tui.widgets.frame.fitted_footer import FittedFooter
+from layerscope.app.tui.widgets.samples.sample_chart import SampleChart
+from layerscope.app.tui.widgets.setup.check_list import CheckList
+from layerscope.app.tui.widgets.setup.marked_radio_button import MarkedRadioButton
 
 SMALL = (80, 24)
 LARGE = (120, 40)

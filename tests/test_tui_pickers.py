@@ -14,9 +14,9 @@ import pytest
 from textual.worker import WorkerCancelled
 
 from layerscope.app.tui.app import LayerscopeApp
-from layerscope.app.tui.widgets.dataset_picker import DatasetPicker, run_count
-from layerscope.app.tui.widgets.model_picker import ModelPicker, human_size
-from layerscope.app.tui.widgets.runs_browser import type_sort_key
+from layerscope.app.tui.widgets.runs.runs_browser import type_sort_key
+from layerscope.app.tui.widgets.setup.dataset_picker import DatasetPicker, run_count
+from layerscope.app.tui.widgets.setup.model_picker import ModelPicker, human_size
 
 SIZE = (100, 32)
 
@@ -189,7 +189,7 @@ async def test_the_command_palette_lists_the_actions(env: Path):
 async def test_no_color_tells_runs_apart_by_marker(env: Path, monkeypatch: pytest.MonkeyPatch):
     from tui_synthetic import fill_cache
 
-    from layerscope.app.tui.widgets.layer_chart import LayerChart
+    from layerscope.app.tui.widgets.chart.layer_chart import LayerChart
 
     ids = fill_cache(env / "results.duckdb")
     monkeypatch.setenv("NO_COLOR", "1")
@@ -281,6 +281,6 @@ async def test_a_folder_of_several_datasets_lists_each_as_dataset_slash_type(env
 
 
 def _gsm8k_option_id() -> str:
-    from layerscope.app.tui.widgets.dataset_picker import _option_id
+    from layerscope.app.tui.widgets.setup.dataset_picker import _option_id
 
     return _option_id("gsm8k_train/none_cot")

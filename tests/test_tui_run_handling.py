@@ -29,12 +29,13 @@ from layerscope.analysis.runs.runner import PlannedRun as Planned
 from layerscope.analysis.runs.runner import RunProgress as Progress
 from layerscope.analysis.runs.runner import RunRequest as Request
 from layerscope.app.tui.app import LayerscopeApp
-from layerscope.app.tui.widgets.comparison_table import ComparisonTable
-from layerscope.app.tui.widgets.layer_chart import LayerChart
-from layerscope.app.tui.widgets.log_panel import LogPanel
-from layerscope.app.tui.widgets.progress_row import ProgressRow, stage_details
-from layerscope.app.tui.widgets.run_progress import RunProgressPanel
-from layerscope.app.tui.widgets.runs_browser import RunsBrowser
+from layerscope.app.tui.run_handling import RunHandling
+from layerscope.app.tui.widgets.chart.comparison_table import ComparisonTable
+from layerscope.app.tui.widgets.chart.layer_chart import LayerChart
+from layerscope.app.tui.widgets.frame.log_panel import LogPanel
+from layerscope.app.tui.widgets.frame.progress_row import ProgressRow, stage_details
+from layerscope.app.tui.widgets.frame.run_progress import RunProgressPanel
+from layerscope.app.tui.widgets.runs.runs_browser import RunsBrowser
 
 SIZE = (100, 32)
 BATCH = 4
@@ -404,7 +405,7 @@ async def test_the_request_carries_the_settings_and_is_remembered(
 
 
 def test_progress_details_read_at_a_glance():
-    from layerscope.app.tui.widgets.progress_row import format_duration, progress_details
+    from layerscope.app.tui.widgets.frame.progress_row import format_duration, progress_details
 
     running = Progress("x", "math", "none_cot", 12, 40, 3.14, 9.2, 2.3456, "running")
     assert progress_details(running) == "12/40 · 3.1/s · ETA 9s · loss 2.346"
@@ -512,7 +513,7 @@ async def test_loading_stages_show_in_order_in_the_progress_area_and_the_log(
 ):
     """Between r and the first batch there were only pulsing `waiting…` bars (issue 12)."""
     shown: list[tuple[str, str, float | None]] = []  # step, loading row text, bar total
-    handle_stage = LayerscopeApp.on_load_stage_reached
+    handle_stage = RunHandling.on_load_stage_reached
 
     def reached(self: LayerscopeApp, message: Any) -> None:
         handle_stage(self, message)
@@ -521,7 +522,7 @@ async def test_loading_stages_show_in_order_in_the_progress_area_and_the_log(
         text = str(row.query_one(".progress-details").render())
         shown.append((message.stage.step, text, row.query_one(ProgressBar).total))
 
-    monkeypatch.setattr(LayerscopeApp, "on_load_stage_reached", reached)
+    monkeypatch.setattr(RunHandling, "on_load_stage_reached", reached)
     app = LayerscopeApp(model=model, poll_seconds=0)
     async with app.run_test(size=SIZE) as pilot:
         await start(app, pilot, ["none_cot"])

@@ -14,8 +14,8 @@ from textual.widgets import DataTable
 from layerscope.analysis.cache import ResultsCache
 from layerscope.analysis.datasets import ResponseTypeSource, read_samples
 from layerscope.app.tui.app import LayerscopeApp
-from layerscope.app.tui.widgets.sample_scatter import MARKED_MARKER, SampleScatter
-from layerscope.app.tui.widgets.samples_view import MARK, SamplesPane
+from layerscope.app.tui.widgets.samples.sample_scatter import MARKED_MARKER, SampleScatter
+from layerscope.app.tui.widgets.samples.samples_view import MARK, SamplesPane
 
 SIZE = (100, 32)
 

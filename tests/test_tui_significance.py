@@ -27,8 +27,8 @@ from layerscope.analysis.results import pair_significance
 from layerscope.analysis.results.compare import compare_runs
 from layerscope.analysis.results.pair_significance import SIGNIFICANCE_MEMO
 from layerscope.app.tui.app import LayerscopeApp
-from layerscope.app.tui.widgets.comparison_table import COLUMNS, TESTING, ComparisonTable
-from layerscope.app.tui.widgets.layer_chart import LayerChart
+from layerscope.app.tui.widgets.chart.comparison_table import COLUMNS, TESTING, ComparisonTable
+from layerscope.app.tui.widgets.chart.layer_chart import LayerChart
 
 SIZE = (100, 32)
 PROJECTIONS = 4  # q k v o: the synthetic runs' projections, one test each

@@ -19,7 +19,7 @@ from tui_synthetic import fill_cache
 
 from layerscope.app import labels
 from layerscope.app.tui.app import LayerscopeApp
-from layerscope.app.tui.widgets.runs_browser import RunsBrowser
+from layerscope.app.tui.widgets.runs.runs_browser import RunsBrowser
 
 SIZE = (100, 32)
 

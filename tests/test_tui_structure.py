@@ -15,7 +15,7 @@ from pathlib import Path
 
 import layerscope.app.tui.widgets as widgets_package
 
-WIDGETS = sorted(Path(widgets_package.__file__).parent.glob("*.py"))
+WIDGETS = sorted(Path(widgets_package.__file__).parent.rglob("*.py"))
 
 
 def imported_modules(path: Path) -> set[str]:

@@ -31,7 +31,7 @@ from layerscope.app.tui.messages import (
 from layerscope.app.tui.services import gpus
 from layerscope.app.tui.services.run_controller import RunController
 from layerscope.app.tui.state import first_start_values
-from layerscope.app.tui.widgets.settings_form import SettingsForm
+from layerscope.app.tui.widgets.setup.settings_form import SettingsForm
 
 
 class Node:

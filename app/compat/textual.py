@@ -1,6 +1,6 @@
 """Textual's internals: the footer's parts and whether the app is quitting.
 
-Why each is needed: :class:`~layerscope.app.tui.widgets.fitted_footer.FittedFooter` hides the
+Why each is needed: :class:`~layerscope.app.tui.widgets.frame.fitted_footer.FittedFooter` hides the
 entries of the footer's row that do not fit, which needs the classes the row is made of
 (``FooterKey``, ``KeyGroup``, ``FooterLabel``), public only inside ``textual.widgets._footer``;
 and a screen update still queued while the app quits must be dropped, not fail on widgets

@@ -15,9 +15,12 @@ Why it is built this way:
 * One owner per concern: the run controller (services/run_controller.py) computes, plans and
   cancels; the cache reader (services/cache_reader.py) does every read; the App owns what is
   shared between tabs (the runs in the cache, the overlaid runs, the response-length filter,
-  the theme) and pushes it into the widgets, which never read App attributes. Widgets ask for
-  screens by message (SampleOpened, LengthFilterRequested); the App opens them. Export, help
-  and the command palette live in commands.py, the request rule in request_builder.py.
+  the theme): the run list and the filter flow into the panes' own reactives, bound to the
+  App's (one scan, one list, every tab), the rest it pushes; widgets never read App
+  attributes. Widgets ask for screens by message (SampleOpened, LengthFilterRequested); the
+  App opens them. The App's handling of runs (picks, plan, progress, end) is
+  run_handling.py's, what it keeps across sessions kept_view.py's; export, help and the
+  command palette live in commands.py, the request rule in request_builder.py.
 * Nothing a user does should end in a traceback: worker errors become a notification and a
   line in the log panel.
 """
@@ -30,74 +33,58 @@ from typing import TYPE_CHECKING, ClassVar
 
 from textual.app import App, ComposeResult, SystemCommand
 from textual.binding import BindingType
-from textual.css.query import NoMatches
+from textual.reactive import var
 from textual.screen import Screen
-from textual.widgets import Button, TabbedContent, TabPane
+from textual.widgets import TabbedContent, TabPane
 from textual.worker import Worker, WorkerState
 
 from layerscope.app.compat.textual import is_quitting
 from layerscope.app.tui.browse_tabs import BrowseTabs
 from layerscope.app.tui.errors import problem_line, reported
-from layerscope.app.tui.keys import (
-    APP_BINDINGS,
-    DARK_THEME,
-    LIGHT_THEME,
-    POLL_SECONDS,
-    PROGRESS_LINGER,
-    TABS,
-)
+from layerscope.app.tui.kept_view import KeptView
+from layerscope.app.tui.keys import APP_BINDINGS, POLL_SECONDS, TABS
 from layerscope.app.tui.messages import (
+    RUNS_NOT_READ,
     CacheScanned,
-    ChartViewChanged,
     ComparisonChanged,
-    DatasetChosen,
     LengthFilterRequested,
-    LoadStageReached,
     MarkedSamplesWriteRequested,
-    ModelChosen,
     PaperTableRequested,
-    PickerSettled,
-    PlanComputed,
     ProblemReported,
-    RunEnded,
     RunFocused,
-    RunProgressed,
-    RunStarted,
     SampleOpened,
-    SettingsChanged,
 )
-from layerscope.app.tui.request_builder import build_request
+from layerscope.app.tui.run_handling import RunHandling
 from layerscope.app.tui.services.cache_reader import CacheReader
 from layerscope.app.tui.services.run_controller import RunController
-from layerscope.app.tui.state import (
-    ChartState,
-    UiState,
-    cache_key,
-    default_state_path,
-    load_state,
-    save_state,
-)
-from layerscope.app.tui.widgets.fitted_footer import FittedFooter
-from layerscope.app.tui.widgets.log_panel import LogPanel
-from layerscope.app.tui.widgets.run_progress import RunProgressPanel
+from layerscope.app.tui.state import UiState, default_state_path, load_state
+from layerscope.app.tui.widgets.frame.fitted_footer import FittedFooter
+from layerscope.app.tui.widgets.frame.log_panel import LogPanel
+from layerscope.app.tui.widgets.frame.run_progress import RunProgressPanel
 
 if TYPE_CHECKING:
-    from collections.abc import Iterable
+    from collections.abc import Iterable, Mapping
 
     from textual.theme import Theme
 
     from layerscope.analysis.base.records import RunInfo
-    from layerscope.analysis.runs.runner import RunRequest
-    from layerscope.app.tui.widgets.setup_view import SetupPane
+    from layerscope.app.tui.widgets.setup.setup_view import SetupPane
 
 
-class LayerscopeApp(App[None]):
+class LayerscopeApp(RunHandling, KeptView, App[None]):
     """The explorer. `db` is the results cache file; `model`/`dataset` preselect the pickers."""
 
     # Absolute, so that subclasses defined elsewhere still find the styles.
     CSS_PATH: ClassVar[str] = str(Path(__file__).parent / "layerscope.tcss")
     TITLE = "layerscope"
     BINDINGS: ClassVar[list[BindingType]] = APP_BINDINGS
+
+    # What the tabs share, the App its one owner: the runs in the cache by id (in the cache's
+    # order) and the response-length filter flow into the panes' reactives bound to these
+    # (BrowseTabs.bind). Every scan pushes its list, unchanged or not (the tree of an empty
+    # cache says so once the cache is read).
+    runs_by_id: var[Mapping[str, RunInfo]] = var(RUNS_NOT_READ, init=False, always_update=True)
+    length_range: var[tuple[int, int] | None] = var(None, init=False)
 
     def __init__(
         self,
@@ -122,21 +109,15 @@ class LayerscopeApp(App[None]):
         self.no_color = "NO_COLOR" in os.environ
         self.reader = CacheReader(self.db_path)
         self.run_controller = RunController(self, self.db_path)
-        # What the tabs share; the App is its one owner and pushes it into the widgets.
-        self.runs_by_id: dict[str, RunInfo] = {}
+        # What the tabs share besides the reactives above; the App pushes it into the widgets.
         self.comparison: list[str] = []
         self.focused_run: str | None = None
-        self.length_range: tuple[int, int] | None = None
         self._scans = self.reader.channel(self, "cache-scan", coalesce=True)
         self._scans.on_stale = self.scan_cache
         self.browse: BrowseTabs | None = None  # mounted after the first frame
         self.setup_pane: SetupPane | None = None  # likewise
-        self._run_when_ready = False  # r was pressed before the tabs were filled
-        # The runs the chart overlaid when this cache was last open: overlaid again once the
-        # first scan says which are still there (None: done, or nothing to restore).
-        self._runs_to_restore: list[str] | None = self.ui_state.chart.runs_in(self.db_path)
-        if self.ui_state.theme in (DARK_THEME, LIGHT_THEME):
-            self.theme = self.ui_state.theme
+        self.run_when_ready = False  # r was pressed before the tabs were filled
+        self.init_kept_view()
 
     # --- layout ------------------------------------------------------------------------------
 
@@ -173,7 +154,7 @@ class LayerscopeApp(App[None]):
                 raise
 
     async def _fill_tabs(self) -> None:
-        from layerscope.app.tui.widgets.setup_view import SetupPane
+        from layerscope.app.tui.widgets.setup.setup_view import SetupPane
 
         setup = SetupPane(
             self.ui_state.last,
@@ -185,6 +166,7 @@ class LayerscopeApp(App[None]):
         self.setup_pane = setup
         browse = BrowseTabs.create(self.reader, dark=self.current_theme.dark, mono=self.no_color)
         await browse.mount_into(self)
+        browse.bind(LayerscopeApp.runs_by_id, LayerscopeApp.length_range)
         self.browse = browse
         browse.compare.restore_view(self.ui_state.chart.view)
         self.scan_cache()
@@ -192,11 +174,11 @@ class LayerscopeApp(App[None]):
             self.set_interval(self.poll_seconds, self.scan_cache)
         self.theme_changed_signal.subscribe(self, self._theme_changed)
         self._tab_shown(self.query_one(TabbedContent).active)
-        if self._run_when_ready:
-            self._run_when_ready = False
+        if self.run_when_ready:
+            self.run_when_ready = False
             self.action_run()
 
-    def _tabs(self) -> BrowseTabs:
+    def browse_tabs(self) -> BrowseTabs:
         """The browsing tabs; only called from what starts once they are mounted."""
         assert self.browse is not None, "browsing tabs not mounted yet"
         return self.browse
@@ -214,177 +196,9 @@ class LayerscopeApp(App[None]):
         if message.runs is None:
             self.report_problem("Cache unreadable", message.error or "unknown error", "warning")
             return
-        previous = self.runs_by_id
+        # Into every pane at once (the chart reads again when an overlaid run changed).
         self.runs_by_id = {run.id: run for run in message.runs}
-        browse = self._tabs()
-        browse.compare.set_runs(self.runs_by_id)
-        browse.samples.set_runs(self.runs_by_id)
-        browse.cosines.set_runs(self.runs_by_id)
-        browse.runs.update_runs(message.runs)
-        self._restore_comparison()
-        changed = [
-            run_id
-            for run_id in self.comparison
-            if previous.get(run_id) != self.runs_by_id.get(run_id)
-        ]
-        if changed:
-            browse.compare.reload()
-
-    # --- picking and planning ----------------------------------------------------------------
-
-    def on_picker_settled(self, message: PickerSettled) -> None:
-        setup = self.setup_pane
-        if self._run_when_ready and setup is not None and not setup.picks().checking:
-            self._run_when_ready = False
-            self.action_run()
-
-    def on_model_chosen(self, message: ModelChosen) -> None:
-        self.run_controller.schedule_plan(self._plan_request)
-
-    def on_dataset_chosen(self, message: DatasetChosen) -> None:
-        self.run_controller.schedule_plan(self._plan_request)
-
-    def on_settings_changed(self, message: SettingsChanged) -> None:
-        self.run_controller.schedule_plan(self._plan_request)
-
-    def _plan_request(self) -> RunRequest | None:
-        """The request the current picks make, types optional (None: picks incomplete)."""
-        try:
-            if self.setup_pane is None:
-                return None
-            request, _ = build_request(self.setup_pane.picks(), require_types=False)
-        except NoMatches:  # the app is closing
-            return None
-        except ValueError:  # picks incomplete: no cache status applies to what Setup shows
-            if self.setup_pane is not None:
-                self.setup_pane.set_cached({})
-            return None
-        return request
-
-    @reported
-    def on_plan_computed(self, message: PlanComputed) -> None:
-        if not self.run_controller.is_current(message):
-            return
-        if message.error:
-            self.query_one(LogPanel).record(f"cache status unknown: {message.error}", "warning")
-            return
-        cached = {
-            f"{item.dataset}/{item.response_type}": (
-                int(item.cached),
-                int(item.total),
-                item.cached >= item.total > 0,
-            )
-            for item in message.planned
-        }
-        if self.setup_pane is not None:
-            self.setup_pane.set_cached(cached)
-
-    # --- computing ---------------------------------------------------------------------------
-
-    def action_run(self) -> None:
-        if self.browse is None or self.setup_pane is None:
-            # Pressed in the moment before the tabs are filled: run as soon as they are, with
-            # what Setup then shows (a key press must not be lost on a busy machine).
-            self._run_when_ready = True
-            return
-        if self.run_controller.computing:
-            self.notify("A run is in progress: c cancels it.", severity="warning")
-            return
-        picks = self.setup_pane.picks()
-        if picks.checking:
-            # The fields are still being checked: run once they are, with what they then hold.
-            self._run_when_ready = True
-            self.query_one(LogPanel).record(
-                f"run waits for the {' and '.join(picks.checking)} check to finish"
-            )
-            return
-        try:
-            request, remembered = build_request(picks)
-        except ValueError as error:
-            self.report_problem("Cannot run", str(error), "warning")
-            self.action_show_tab("setup")
-            return
-        self.ui_state.remember(remembered.model, remembered.dataset)
-        self.ui_state.last = remembered
-        failure = save_state(self.state_path, self.ui_state)
-        if failure:
-            self.query_one(LogPanel).record(failure, "warning")
-        self.query_one(RunProgressPanel).reset()
-        types = ", ".join(request.types or ["all types"])
-        description = f"{request.model} on {Path(request.dataset).name}: {types}"
-        self.query_one(LogPanel).record(f"run started: {description}")
-        self.run_controller.start(request, description)
-        self.browse.compare.set_computing(True)
-        self.action_show_tab("chart")
-
-    def on_button_pressed(self, event: Button.Pressed) -> None:
-        if event.button.id == "run-button":
-            self.action_run()
-
-    @reported
-    def on_run_started(self, message: RunStarted) -> None:
-        if not message.run_ids:
-            return
-        total = sum(item.total for item in message.planned)
-        cached = sum(item.cached for item in message.planned)
-        runs = f"{len(message.planned)} run{'s' if len(message.planned) > 1 else ''}"
-        self.query_one(LogPanel).record(
-            f"planned {runs}: {total} samples, {total - cached} to compute"
-        )
-        self.query_one(RunProgressPanel).show_planned(message.planned)
-        self.set_comparison(message.run_ids)
-        self.focused_run = message.run_ids[0]
-        self.scan_cache()
-
-    @reported
-    def on_load_stage_reached(self, message: LoadStageReached) -> None:
-        from layerscope.app.labels import duration
-
-        self.query_one(RunProgressPanel).show_stage(message.stage, message.elapsed)
-        if message.begins:
-            self.query_one(LogPanel).record(
-                f"{message.stage.description} (at {duration(message.elapsed)})"
-            )
-
-    @reported
-    def on_run_progressed(self, message: RunProgressed) -> None:
-        self.query_one(RunProgressPanel).show_progress(message.progress)
-        # The scan finds the batch in the run's counts and redraws the chart once (reloading
-        # here too read every comparison twice per batch, significance tests included).
-        self.scan_cache()
-
-    def on_run_ended(self, message: RunEnded) -> None:
-        from layerscope.app.labels import duration
-
-        self.run_controller.ended(message.request_id)
-        self._tabs().compare.set_computing(self.run_controller.computing)
-        self.query_one(RunProgressPanel).request_ended(message.outcome)
-        log = self.query_one(LogPanel)
-        took = duration(message.elapsed)
-        loading = "" if message.loading is None else f" (loading {duration(message.loading)})"
-        if message.outcome == "complete":
-            self.notify(f"Run complete in {took}.", title="layerscope")
-            log.record(f"request done in {took}{loading or ' (all cached: nothing loaded)'}")
-            self.set_timer(PROGRESS_LINGER, self._hide_progress)
-        elif message.outcome == "cancelled":
-            self.notify("Cancelled: finished samples are kept; r resumes.", severity="warning")
-            log.record(f"run cancelled after {took}{loading}; finished samples kept", "warning")
-        else:
-            log.record(f"run failed after {took}: {message.message}", "error")
-        self.scan_cache()
-        self._tabs().compare.reload()
-        self.run_controller.schedule_plan(self._plan_request)
-
-    def _hide_progress(self) -> None:
-        """Give the chart its room back once a completed run's bars have been seen."""
-        if not self.run_controller.computing:
-            self.query_one(RunProgressPanel).display = False
-
-    def action_cancel(self) -> None:
-        if not self.run_controller.cancel():
-            self.notify("Nothing is running.")
-            return
-        self.notify("Cancelling after the current batch…")
+        self.restore_comparison(self.runs_by_id)
 
     async def action_quit(self) -> None:
         self.run_controller.cancel()
@@ -392,39 +206,7 @@ class LayerscopeApp(App[None]):
 
     def on_unmount(self) -> None:
         self.run_controller.cancel()
-        self._save_chart()
-
-    def _restore_comparison(self) -> None:
-        """After the first scan: overlay the runs of the last session still in the cache."""
-        if self._runs_to_restore is None:
-            return
-        wanted, self._runs_to_restore = self._runs_to_restore, None
-        if self.comparison:  # a run was started meanwhile: its runs are shown
-            return
-        kept = [run_id for run_id in wanted if run_id in self.runs_by_id]
-        if kept:
-            self.set_comparison(kept)
-        if len(kept) < len(wanted):
-            gone = len(wanted) - len(kept)
-            self.query_one(LogPanel).record(
-                f"{gone} run{'s' * (gone != 1)} overlaid in the last session "
-                f"{'are' if gone != 1 else 'is'} no longer in the cache"
-            )
-
-    def on_chart_view_changed(self, _message: ChartViewChanged) -> None:
-        self._save_chart()
-
-    def _save_chart(self) -> None:
-        """Keep the chart's runs and view for the next start with this cache: saved as they
-        change, so a dropped SSH session (SIGHUP, no clean exit) loses nothing."""
-        if self.browse is None:
-            return  # quit before the tabs were filled: keep what the file has
-        runs = self.comparison if self._runs_to_restore is None else self._runs_to_restore
-        chart = ChartState(cache_key(self.db_path), list(runs), self.browse.compare.view_settings())
-        if chart == self.ui_state.chart:
-            return
-        self.ui_state.chart = chart
-        save_state(self.state_path, self.ui_state)
+        self.save_chart()
 
     # --- problems ----------------------------------------------------------------------------
 
@@ -444,7 +226,7 @@ class LayerscopeApp(App[None]):
 
     def set_comparison(self, run_ids: list[str]) -> None:
         self.comparison = list(dict.fromkeys(run_ids))
-        self._tabs().runs.set_selected(self.comparison)
+        self.browse_tabs().runs.set_selected(self.comparison)
         self._show_comparison()
 
     def on_comparison_changed(self, message: ComparisonChanged) -> None:
@@ -453,7 +235,7 @@ class LayerscopeApp(App[None]):
 
     def _show_comparison(self) -> None:
         """The overlaid runs: drawn in the chart, chosen among in Samples and Cosines (n)."""
-        browse = self._tabs()
+        browse = self.browse_tabs()
         browse.compare.show_runs(self.comparison)
         browse.samples.set_overlaid(self.comparison)
         browse.cosines.set_overlaid(self.comparison)
@@ -485,9 +267,7 @@ class LayerscopeApp(App[None]):
         def chosen(value: tuple[int, int] | bool | None) -> None:
             if value is False:
                 return
-            self.length_range = value if isinstance(value, tuple) else None
-            self._tabs().compare.set_length_range(self.length_range)
-            self._tabs().samples.set_length_range(self.length_range)
+            self.length_range = value if isinstance(value, tuple) else None  # into the panes
 
         self.push_screen(LengthFilterScreen(self.length_range), chosen)
 
@@ -568,15 +348,10 @@ class LayerscopeApp(App[None]):
 
         self.push_screen(HelpScreen(commands.help_sections(self)))
 
-    def action_toggle_theme(self) -> None:
-        self.theme = LIGHT_THEME if self.current_theme.dark else DARK_THEME
-        self.ui_state.theme = self.theme
-        save_state(self.state_path, self.ui_state)
-
     def _theme_changed(self, theme: Theme) -> None:
         from layerscope.app.tui.screens.sample_detail import SampleDetailScreen
 
-        self._tabs().compare.set_dark(theme.dark)
+        self.browse_tabs().compare.dark = theme.dark
         for screen in self.screen_stack:
             if isinstance(screen, SampleDetailScreen):
                 screen.set_dark(theme.dark)

@@ -4,7 +4,9 @@ Why: the explorer opens on the Setup tab, and building these four tabs (a tree, 
 chart, a heatmap) and importing their modules took about half of the time to the first frame.
 The App composes their tab panes empty and mounts these widgets into them right after the first
 frame is painted; until then the App starts nothing that needs them (the cache scan starts once
-they are mounted). The App keeps the references, so it pushes data into them directly.
+they are mounted). What every tab shows of the cache, the App's one list of runs, and the
+response-length filter flow into the panes' own reactives, bound to the App's (`bind`); the
+App keeps the references for the rest (the overlaid runs, whether a run computes, the theme).
 """
 
 from __future__ import annotations
@@ -13,14 +15,18 @@ from dataclasses import dataclass
 from typing import TYPE_CHECKING
 
 if TYPE_CHECKING:
-    from textual.dom import DOMNode
+    from collections.abc import Mapping
 
+    from textual.dom import DOMNode
+    from textual.reactive import Reactive
+
+    from layerscope.analysis.base.records import RunInfo
     from layerscope.app.tui.services.cache_reader import CacheReader
-    from layerscope.app.tui.widgets.compare_view import ComparePane
-    from layerscope.app.tui.widgets.cosine_view import CosinePane
-    from layerscope.app.tui.widgets.runs_browser import RunsBrowser
-    from layerscope.app.tui.widgets.runs_pane import RunsPane
-    from layerscope.app.tui.widgets.samples_view import SamplesPane
+    from layerscope.app.tui.widgets.chart.compare_view import ComparePane
+    from layerscope.app.tui.widgets.cosines.cosine_view import CosinePane
+    from layerscope.app.tui.widgets.runs.runs_browser import RunsBrowser
+    from layerscope.app.tui.widgets.runs.runs_pane import RunsPane
+    from layerscope.app.tui.widgets.samples.samples_view import SamplesPane
 
 
 @dataclass(frozen=True)
@@ -35,11 +41,11 @@ class BrowseTabs:
 
     @classmethod
     def create(cls, reader: CacheReader, *, dark: bool, mono: bool) -> BrowseTabs:
-        from layerscope.app.tui.widgets.compare_view import ComparePane
-        from layerscope.app.tui.widgets.cosine_view import CosinePane
-        from layerscope.app.tui.widgets.runs_browser import RunsBrowser
-        from layerscope.app.tui.widgets.runs_pane import RunsPane
-        from layerscope.app.tui.widgets.samples_view import SamplesPane
+        from layerscope.app.tui.widgets.chart.compare_view import ComparePane
+        from layerscope.app.tui.widgets.cosines.cosine_view import CosinePane
+        from layerscope.app.tui.widgets.runs.runs_browser import RunsBrowser
+        from layerscope.app.tui.widgets.runs.runs_pane import RunsPane
+        from layerscope.app.tui.widgets.samples.samples_view import SamplesPane
 
         runs = RunsBrowser(id="runs-browser")
         return cls(
@@ -49,6 +55,19 @@ class BrowseTabs:
             cosines=CosinePane(reader, id="cosine-pane"),
             samples=SamplesPane(reader, id="samples-pane"),
         )
+
+    def bind(
+        self,
+        runs_by_id: Reactive[Mapping[str, RunInfo]],
+        length_range: Reactive[tuple[int, int] | None],
+    ) -> None:
+        """Bind the panes' run lists and length filters to the App's reactives: a change of the
+        App's flows into each pane's reactive (and its watcher). Called from an App handler,
+        after mounting: data_bind binds to the node whose message is being handled."""
+        for pane in (self.runs, self.compare, self.cosines, self.samples):
+            pane.data_bind(runs_by_id=runs_by_id)
+        for pane in (self.compare, self.samples):
+            pane.data_bind(length_range=length_range)
 
     async def mount_into(self, root: DOMNode) -> None:
         """Mount each widget into its (empty) tab pane under `root`: #runs, #chart, ..."""

@@ -9,7 +9,7 @@ imports it.
 
 from __future__ import annotations
 
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Iterable, Mapping
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Protocol, TypeVar
 
@@ -19,11 +19,12 @@ from textual.screen import Screen
 from textual.widget import Widget
 from textual.widgets import TabbedContent
 
-from layerscope.app.tui.widgets.compare_view import STATISTICS, ComparePane
-from layerscope.app.tui.widgets.cosine_view import CosinePane
-from layerscope.app.tui.widgets.log_panel import LogPanel
-from layerscope.app.tui.widgets.runs_browser import RunsBrowser
-from layerscope.app.tui.widgets.samples_view import SamplesPane
+from layerscope.app.tui.widgets.chart.chart_view import STATISTICS
+from layerscope.app.tui.widgets.chart.compare_view import ComparePane
+from layerscope.app.tui.widgets.cosines.cosine_view import CosinePane
+from layerscope.app.tui.widgets.frame.log_panel import LogPanel
+from layerscope.app.tui.widgets.runs.runs_browser import RunsBrowser
+from layerscope.app.tui.widgets.samples.samples_view import SamplesPane
 
 if TYPE_CHECKING:
     from layerscope.analysis.base.records import RunInfo
@@ -37,7 +38,7 @@ class Explorer(Protocol):
     shows, its cache file and its actions."""
 
     db_path: Path
-    runs_by_id: dict[str, RunInfo]
+    runs_by_id: Mapping[str, RunInfo]
 
     def query_one(self, selector: type[FoundWidget]) -> FoundWidget: ...
 

@@ -20,7 +20,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING
 
 if TYPE_CHECKING:
-    from layerscope.analysis.base.records import LayerCurve
+    from layerscope.analysis.base.records import LayerCurve, RunInfo
 
 FIGURE_FILES = ("png", "pdf")  # one to look at, one for a paper's LaTeX
 
@@ -135,3 +135,39 @@ def write_exports(
             raise OutputError(f"{error} (written before it: {done})") from None
         written.append(path)
     return written
+
+
+def paper_tables(
+    runs: Sequence[RunInfo],
+    curves: Sequence[LayerCurve],
+    metric: str,
+    projections: Sequence[str],
+    length_range: tuple[int, int] | None,
+) -> dict[str, str]:
+    """The paper's MAD table (rows model x mode, columns response types) of `curves`, one table
+    per projection that has curves, as Markdown and LaTeX: file name -> text. Empty when there
+    is nothing to tabulate, or when two runs would share a cell (same model, mode and type)."""
+    from layerscope.analysis.results.tables import paper_table, render_table
+    from layerscope.app.labels import short_model
+
+    curves = [c for c in curves if c.projection != "loss"]
+    drawn = {c.run_id for c in curves}
+    infos = [run for run in runs if run.id in drawn]
+    if not infos:
+        return {}
+    documents: dict[str, list[str]] = {"md": [], "tex": []}
+    try:
+        for projection in projections:
+            if not any(c.projection == projection for c in curves):
+                continue
+            having = [i for i in infos if any(
+                c.run_id == i.id and c.projection == projection for c in curves
+            )]  # fmt: skip
+            table = paper_table(having, curves, metric, projection, length_range)
+            documents["md"].append(render_table(table, "markdown", short_model))
+            documents["tex"].append(render_table(table, "latex", short_model))
+    except ValueError:
+        return {}
+    return {
+        f"table-{metric}.{kind}": "\n".join(texts) for kind, texts in documents.items() if texts
+    }

@@ -9,8 +9,10 @@ or a dataset reader (and costs nothing at start-up).
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
+from types import MappingProxyType
 from typing import TYPE_CHECKING
 
 from textual.message import Message
@@ -199,6 +201,11 @@ class CacheScanned(CacheRead):
     """The list of runs in the cache was read (None when the cache could not be read)."""
 
     runs: list[RunInfo] | None
+
+
+# The runs by id before the first CacheScanned: none known yet, and none said to be missing
+# (the runs browser stays empty rather than say "No runs yet" of a cache it has not read).
+RUNS_NOT_READ: Mapping[str, RunInfo] = MappingProxyType({})
 
 
 @dataclass(eq=False)

@@ -15,7 +15,7 @@ from layerscope.app.tui.state import LastPicks
 
 if TYPE_CHECKING:
     from layerscope.analysis.runs.runner import RunRequest
-    from layerscope.app.tui.widgets.setup_view import Picks
+    from layerscope.app.tui.widgets.setup.setup_view import Picks
 
 
 def _naming(field: str, problem: str) -> str:

@@ -20,8 +20,8 @@ from layerscope.analysis.base.records import ATTENTION_PROJECTIONS, MATRIX_STATI
 from layerscope.app.tui.errors import ReportsWorkerErrors, reported
 from layerscope.app.tui.format import number
 from layerscope.app.tui.messages import SampleCurveLoaded
-from layerscope.app.tui.widgets.fitted_footer import FittedFooter
-from layerscope.app.tui.widgets.sample_chart import SampleChart
+from layerscope.app.tui.widgets.frame.fitted_footer import FittedFooter
+from layerscope.app.tui.widgets.samples.sample_chart import SampleChart
 
 if TYPE_CHECKING:
     from layerscope.analysis.base.records import RunInfo, SampleRow

@@ -1,4 +1,5 @@
-"""A widget that draws a plotext figure, sized to itself.
+"""A widget that draws a plotext figure, sized to itself, and the legend and tick helpers every
+chart of the explorer draws with (the Chart tab's, the samples' scatter, the sample detail's).
 
 textual-plotext is not a dependency, so this is the small part of it we need: every widget owns
 its own plotext figure (plotext's module-level figure is shared global state), keeps the data it
@@ -13,11 +14,52 @@ start-up imports before any chart is shown.
 
 from __future__ import annotations
 
+import math
+from collections.abc import Iterable
 from typing import Any
 
 from rich.text import Text
 from textual.app import RenderResult
 from textual.widget import Widget
+
+from layerscope.app.palettes import rich_colour
+
+# What a legend shows for plotext's braille marker (two of the characters a curve is drawn with).
+BRAILLE_LEGEND = "⠤⠤"
+
+
+def marker_glyph(marker: str) -> str:
+    """What the legend shows for a plotext marker: two of the characters the curve is drawn with."""
+    return BRAILLE_LEGEND if marker == "braille" else marker * 2
+
+
+def marker_legend(entries: Iterable[tuple[str, str, str]], width: int | None = None) -> Text:
+    """One legend line of (marker, colour, label) entries, each label after its marker's
+    glyph (colour only adds to it), cut to `width` with an ellipsis when given."""
+    legend = Text(no_wrap=True, overflow="ellipsis")
+    for marker, colour, label in entries:
+        legend.append(f" {marker_glyph(marker)} ", style=rich_colour(colour))
+        legend.append(label)
+    if width is not None:
+        legend.truncate(width, overflow="ellipsis")
+    return legend
+
+
+def shorten(text: str, width: int) -> str:
+    """`text` cut to `width` characters, the cut marked with an ellipsis."""
+    if len(text) <= width:
+        return text
+    return text[: max(width - 1, 0)] + "…"
+
+
+def layer_ticks(layers: list[int], plot_width: int) -> list[int]:
+    """Every layer as an x tick when the labels fit side by side, else every n-th one."""
+    if not layers:
+        return []
+    label_width = max(len(str(layer)) for layer in layers) + 1
+    fitting = max(plot_width // label_width, 1)
+    step = max(1, math.ceil(len(layers) / fitting))
+    return layers[::step]
 
 
 class PlotextChart(Widget):

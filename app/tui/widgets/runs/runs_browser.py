@@ -1,23 +1,25 @@
 """The runs browser: every run in the cache as model > dataset > response type.
 
 Each leaf is one run with its status and counts, so a run started by `layerscope compute` in
-another terminal shows up (and its counts grow) while it is still running. Runs marked with a
-dot are overlaid in the chart; space toggles the mark, enter shows the chart. The Runs tab
-(runs_pane.py) shows the highlighted run's id and settings below the tree.
+another terminal shows up (and its counts grow) while it is still running: the tree follows
+the App's runs, bound into its reactive, and is rebuilt when a scan brings other records. Runs
+marked with a dot are overlaid in the chart; space toggles the mark, enter shows the chart. The
+Runs tab (runs_pane.py) shows the highlighted run's id and settings below the tree.
 """
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from typing import Any, ClassVar
 
 from rich.text import Text
 from textual.binding import Binding, BindingType
+from textual.reactive import var
 from textual.widgets import Tree
 from textual.widgets.tree import TreeNode
 
 from layerscope.app.labels import short_model
-from layerscope.app.tui.messages import ComparisonChanged, RunFocused
+from layerscope.app.tui.messages import RUNS_NOT_READ, ComparisonChanged, RunFocused
 
 STATUS_STYLES = {
     "complete": "green",
@@ -57,12 +59,19 @@ class RunsBrowser(Tree[str]):
         Binding("u", "clear_compare", "Uncheck all", id="runs.clear_compare"),
     ]
 
+    # The runs in the cache by id, bound to the App's (data_bind, browse_tabs.py).
+    runs_by_id: var[Mapping[str, Any]] = var(RUNS_NOT_READ, init=False)
+
     def __init__(self, *, id: str | None = None) -> None:
         super().__init__("Runs in the cache", id=id)
         self.show_root = False
         self.guide_depth = 3
         self.runs: list[Any] = []
         self.selected: list[str] = []
+
+    def watch_runs_by_id(self, runs_by_id: Mapping[str, Any]) -> None:
+        if runs_by_id is not RUNS_NOT_READ:  # before the first scan the tree stays empty
+            self.update_runs(list(runs_by_id.values()))
 
     def update_runs(self, runs: Sequence[Any]) -> None:
         """Rebuild the tree from RunInfo records, keeping the cursor on the same run."""

@@ -21,7 +21,7 @@ if TYPE_CHECKING:
     from textual.app import ComposeResult
 
     from layerscope.analysis.base.records import RunInfo
-    from layerscope.app.tui.widgets.runs_browser import RunsBrowser
+    from layerscope.app.tui.widgets.runs.runs_browser import RunsBrowser
 
 NO_RUN_HIGHLIGHTED = "Move the cursor onto a run to see its id and settings."
 

@@ -17,8 +17,7 @@ from typing import TYPE_CHECKING
 from rich.text import Text
 
 from layerscope.app.palettes import SERIES_COLOURS, SERIES_MARKERS
-from layerscope.app.tui.widgets.layer_chart import marker_legend, shorten
-from layerscope.app.tui.widgets.plotext_chart import PlotextChart
+from layerscope.app.tui.widgets.plotext_chart import PlotextChart, marker_legend, shorten
 
 if TYPE_CHECKING:
     from layerscope.analysis.results.spectra import LayerSpectrum

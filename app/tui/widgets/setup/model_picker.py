@@ -19,8 +19,8 @@ from textual.app import ComposeResult
 from textual.widgets import Input, RadioButton, RadioSet
 
 from layerscope.app.tui.messages import ModelChecked, ModelChosen, ModelsListed
-from layerscope.app.tui.widgets.list_or_path import ListOrPathPicker
-from layerscope.app.tui.widgets.marked_radio_button import MarkedRadioButton
+from layerscope.app.tui.widgets.setup.list_or_path import ListOrPathPicker
+from layerscope.app.tui.widgets.setup.marked_radio_button import MarkedRadioButton
 
 if TYPE_CHECKING:
     from layerscope.analysis.models.inspection import ModelCheck

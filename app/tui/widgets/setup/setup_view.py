@@ -16,9 +16,9 @@ from textual.widgets import Button, Input, Label
 
 from layerscope.app.tui.messages import SettingsChanged
 from layerscope.app.tui.state import LastPicks
-from layerscope.app.tui.widgets.dataset_picker import DatasetPicker
-from layerscope.app.tui.widgets.model_picker import ModelPicker
-from layerscope.app.tui.widgets.settings_form import SettingsForm
+from layerscope.app.tui.widgets.setup.dataset_picker import DatasetPicker
+from layerscope.app.tui.widgets.setup.model_picker import ModelPicker
+from layerscope.app.tui.widgets.setup.settings_form import SettingsForm
 
 
 @dataclass(frozen=True)

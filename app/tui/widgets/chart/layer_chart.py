@@ -13,15 +13,18 @@ their own: ``testing`` (the x axis label says "testing…") while they are compu
 from __future__ import annotations
 
 import math
-from collections.abc import Iterable
 from dataclasses import dataclass
 from typing import Literal
 
 from rich.text import Text
 from textual.reactive import reactive
 
-from layerscope.app.palettes import rich_colour
-from layerscope.app.tui.widgets.plotext_chart import PlotextChart
+from layerscope.app.tui.widgets.plotext_chart import (
+    PlotextChart,
+    layer_ticks,
+    marker_legend,
+    shorten,
+)
 
 BandMode = Literal["none", "band", "bars"]
 BAND_MODES: tuple[BandMode, ...] = ("none", "band", "bars")
@@ -29,8 +32,7 @@ BAND_LABELS = {"none": "no interval", "band": "95% CI band", "bars": "95% CI err
 
 # Every overlaid run has its own colour and marker (layerscope.app.palettes): colour is lost in
 # tmux without 256 colours, over plain SSH, with NO_COLOR and in the text export, so it is an
-# extra cue, never the only one.
-BRAILLE_LEGEND = "⠤⠤"
+# extra cue, never the only one (the legend names each marker: plotext_chart.marker_legend).
 SIGNIFICANCE_MARK = "*"
 # what the x axis label adds under a panel with marks, the longest that fits
 SIGNIFICANCE_LABELS = (
@@ -43,40 +45,6 @@ TESTING_LABELS = ("   testing significance…", "   testing…")
 # x axis: layer index, or normalised depth layer / (layers - 1) (analysis.compare.DEPTHS)
 Depth = Literal["layer", "normalised"]
 DEPTH_TICKS = (0.0, 0.25, 0.5, 0.75, 1.0)
-
-
-def marker_glyph(marker: str) -> str:
-    """What the legend shows for a plotext marker: two of the characters the curve is drawn with."""
-    return BRAILLE_LEGEND if marker == "braille" else marker * 2
-
-
-def marker_legend(entries: Iterable[tuple[str, str, str]], width: int | None = None) -> Text:
-    """One legend line of (marker, colour, label) entries, each label after its marker's
-    glyph (colour only adds to it), cut to `width` with an ellipsis when given."""
-    legend = Text(no_wrap=True, overflow="ellipsis")
-    for marker, colour, label in entries:
-        legend.append(f" {marker_glyph(marker)} ", style=rich_colour(colour))
-        legend.append(label)
-    if width is not None:
-        legend.truncate(width, overflow="ellipsis")
-    return legend
-
-
-def shorten(text: str, width: int) -> str:
-    """`text` cut to `width` characters, the cut marked with an ellipsis."""
-    if len(text) <= width:
-        return text
-    return text[: max(width - 1, 0)] + "…"
-
-
-def layer_ticks(layers: list[int], plot_width: int) -> list[int]:
-    """Every layer as an x tick when the labels fit side by side, else every n-th one."""
-    if not layers:
-        return []
-    label_width = max(len(str(layer)) for layer in layers) + 1
-    fitting = max(plot_width // label_width, 1)
-    step = max(1, math.ceil(len(layers) / fitting))
-    return layers[::step]
 
 
 def panel_grid(panels: int, width: int, height: int) -> tuple[int, int]:

@@ -14,8 +14,7 @@ from collections.abc import Sequence
 
 from rich.text import Text
 
-from layerscope.app.tui.widgets.layer_chart import marker_legend, shorten
-from layerscope.app.tui.widgets.plotext_chart import PlotextChart
+from layerscope.app.tui.widgets.plotext_chart import PlotextChart, marker_legend, shorten
 
 OTHER_MARKER = "•"
 MARKED_MARKER = "●"

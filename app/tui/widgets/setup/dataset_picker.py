@@ -21,8 +21,8 @@ from textual.widgets import Label, SelectionList, Static
 from textual.widgets.selection_list import Selection
 
 from layerscope.app.tui.messages import DatasetChosen, DatasetDiscovered
-from layerscope.app.tui.widgets.check_list import CheckList
-from layerscope.app.tui.widgets.list_or_path import ListOrPathPicker
+from layerscope.app.tui.widgets.setup.check_list import CheckList
+from layerscope.app.tui.widgets.setup.list_or_path import ListOrPathPicker
 
 if TYPE_CHECKING:
     from layerscope.analysis.datasets import ResponseTypeSource

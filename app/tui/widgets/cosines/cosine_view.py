@@ -2,8 +2,9 @@
 
 Blocks of layers whose gradients point the same way show up as warm squares; the heatmap is the
 mean over the run's samples, which the cache keeps as running sums (cheap to read). Reads go
-through the cache reader; the runs known (for the status line) and the runs overlaid in the
-chart (which n steps through, run_choice.py) are pushed in by the App.
+through the cache reader; the runs known (for the status line) are the App's, bound into this
+pane's reactive, and the runs overlaid in the chart (which n steps through, run_choice.py) are
+pushed in by the App.
 """
 
 from __future__ import annotations
@@ -14,12 +15,13 @@ from rich.text import Text
 from textual.app import ComposeResult
 from textual.binding import Binding, BindingType
 from textual.containers import Vertical
+from textual.reactive import var
 from textual.widgets import Static
 
 from layerscope.analysis.base.records import ATTENTION_PROJECTIONS, MLP_PROJECTIONS
 from layerscope.app.tui.errors import ReportsWorkerErrors, reported
-from layerscope.app.tui.messages import CosinesLoaded
-from layerscope.app.tui.widgets.cosine_heatmap import CosineHeatmap
+from layerscope.app.tui.messages import RUNS_NOT_READ, CosinesLoaded
+from layerscope.app.tui.widgets.cosines.cosine_heatmap import CosineHeatmap
 from layerscope.app.tui.widgets.run_choice import (
     OverlaidRunChoice,
     place,
@@ -28,6 +30,8 @@ from layerscope.app.tui.widgets.run_choice import (
 )
 
 if TYPE_CHECKING:
+    from collections.abc import Mapping
+
     from layerscope.analysis.base.records import RunInfo
     from layerscope.analysis.cache import ResultsCache
     from layerscope.app.tui.services.cache_reader import CacheReader
@@ -55,10 +59,13 @@ class CosinePane(ReportsWorkerErrors, OverlaidRunChoice, Vertical):
         *run_choice_bindings("cosines"),
     ]
 
+    # The runs in the cache (for the status line's name of the run), bound to the App's
+    # (data_bind, browse_tabs.py).
+    runs_by_id: var[Mapping[str, RunInfo]] = var(RUNS_NOT_READ, init=False)
+
     def __init__(self, reader: CacheReader, *, id: str | None = None) -> None:
         super().__init__(id=id)
         self._reads = reader.channel(self, "cosines-load")
-        self.runs_by_id: dict[str, RunInfo] = {}
         self.run_id: str | None = None
         self.overlaid: list[str] = []  # the chart's runs, which n steps through
         self.projection = "q"
@@ -69,10 +76,6 @@ class CosinePane(ReportsWorkerErrors, OverlaidRunChoice, Vertical):
 
     def on_mount(self) -> None:
         self._update_status()
-
-    def set_runs(self, runs_by_id: dict[str, RunInfo]) -> None:
-        """The runs in the cache (for the status line's name of the run)."""
-        self.runs_by_id = runs_by_id
 
     def show_run(self, run_id: str | None, refresh: bool = False) -> None:
         """Show this run's heatmap (read again when `refresh`: the run is still growing)."""

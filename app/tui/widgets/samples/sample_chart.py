@@ -12,8 +12,12 @@ import math
 
 from rich.text import Text
 
-from layerscope.app.tui.widgets.layer_chart import layer_ticks, marker_legend, shorten
-from layerscope.app.tui.widgets.plotext_chart import PlotextChart
+from layerscope.app.tui.widgets.plotext_chart import (
+    PlotextChart,
+    layer_ticks,
+    marker_legend,
+    shorten,
+)
 
 SAMPLE_MARKER = "braille"
 MEAN_MARKER = "•"

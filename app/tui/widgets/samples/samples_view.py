@@ -5,9 +5,10 @@ effective rank, response length, ...) and open one to read it and see its curve 
 mean. Sorting happens in the cache (SQL), so a run of thousands of samples sorts instantly and
 only the first rows are drawn. Each statistic column is one number per sample, the mean over the
 run's layers and projections; the caption says so, since a column named "nuclear_norm" alone
-reads like one matrix's norm. n steps through the runs overlaid in the chart (run_choice.py). Reads go through the cache reader; the runs known and the
-response-length filter are pushed in by the App, and opening a sample is a message (the App
-shows the detail screen: widgets do not import screens).
+reads like one matrix's norm. n steps through the runs overlaid in the chart (run_choice.py).
+Reads go through the cache reader; the runs known and the response-length filter are the App's,
+bound into this pane's reactives, and opening a sample is a message (the App shows the detail
+screen: widgets do not import screens).
 
 Samples are data too (the follow-up paper trains on the samples the gradients single out): m
 marks a sample and M every sample down to the cursor (sort by a statistic, move to row K, M: the
@@ -27,12 +28,14 @@ from rich.text import Text
 from textual.app import ComposeResult
 from textual.binding import Binding, BindingType
 from textual.containers import Vertical
+from textual.reactive import var
 from textual.widgets import DataTable, Static
 from textual.widgets.data_table import CellDoesNotExist
 
 from layerscope.app.tui.errors import ReportsWorkerErrors, reported
 from layerscope.app.tui.format import number
 from layerscope.app.tui.messages import (
+    RUNS_NOT_READ,
     MarkedSamplesWriteRequested,
     SampleOpened,
     SamplesLoaded,
@@ -44,9 +47,11 @@ from layerscope.app.tui.widgets.run_choice import (
     run_choice_bindings,
     run_name,
 )
-from layerscope.app.tui.widgets.sample_scatter import SampleScatter
+from layerscope.app.tui.widgets.samples.sample_scatter import SampleScatter
 
 if TYPE_CHECKING:
+    from collections.abc import Mapping
+
     from layerscope.analysis.base.records import RunInfo, SampleRow
     from layerscope.analysis.cache import ResultsCache
     from layerscope.app.tui.services.cache_reader import CacheReader
@@ -145,11 +150,14 @@ class SamplesPane(ReportsWorkerErrors, OverlaidRunChoice, Vertical):
         *run_choice_bindings("samples"),
     ]
 
+    # Bound to the App's (data_bind, browse_tabs.py): the runs in the cache (for the status line
+    # and the detail screen's title) and the response-length filter.
+    runs_by_id: var[Mapping[str, RunInfo]] = var(RUNS_NOT_READ, init=False)
+    length_range: var[tuple[int, int] | None] = var(None, init=False)
+
     def __init__(self, reader: CacheReader, *, id: str | None = None) -> None:
         super().__init__(id=id)
         self._reads = reader.channel(self, "samples-load")
-        self.runs_by_id: dict[str, RunInfo] = {}
-        self.length_range: tuple[int, int] | None = None
         self.run_id: str | None = None
         self.overlaid: list[str] = []  # the chart's runs, which n steps through
         self.sort_by = "loss"
@@ -194,16 +202,12 @@ class SamplesPane(ReportsWorkerErrors, OverlaidRunChoice, Vertical):
         if rows:
             table.move_cursor(row=0, column=column)
 
-    def set_runs(self, runs_by_id: dict[str, RunInfo]) -> None:
-        """The runs in the cache (for the status line and the detail screen's title)."""
-        self.runs_by_id = runs_by_id
-
-    def set_length_range(self, length_range: tuple[int, int] | None) -> None:
-        """The response-length filter (owned by the App): read again when it changed."""
-        if length_range == self.length_range:
-            return
-        self.length_range = length_range
-        if self.run_id is not None:
+    def watch_length_range(
+        self, before: tuple[int, int] | None, length_range: tuple[int, int] | None
+    ) -> None:
+        """The response-length filter (owned by the App): read again when it changed (a bound
+        value comes again unchanged with every push)."""
+        if length_range != before and self.run_id is not None:
             self.reload()
 
     def show_run(self, run_id: str | None, refresh: bool = False) -> None:

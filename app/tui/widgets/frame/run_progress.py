@@ -13,7 +13,7 @@ from typing import Any
 from textual.app import ComposeResult
 from textual.containers import Vertical
 
-from layerscope.app.tui.widgets.progress_row import ProgressRow
+from layerscope.app.tui.widgets.frame.progress_row import ProgressRow
 
 TICK_SECONDS = 1.0  # how often running rows redraw their elapsed time
 
