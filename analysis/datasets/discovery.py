@@ -11,14 +11,14 @@ from pathlib import Path
 
 from layerscope.analysis.datasets.manifests import sources_from_manifest
 from layerscope.analysis.datasets.sources import (
-    _MAX_FOLDER_DEPTH,
-    _SKIPPED_FOLDERS,
-    _TYPE_ORDER,
     DATA_SUFFIXES,
     IRRELEVANT_SUFFIX,
     MANIFEST_SUFFIX,
+    MAX_FOLDER_DEPTH,
     PAPER_RESPONSE_TYPES,
     SHUFFLE_FOLDER_SUFFIX,
+    SKIPPED_FOLDERS,
+    TYPE_ORDER,
     DatasetError,
     FieldMap,
     Relevance,
@@ -68,7 +68,7 @@ def _sort_key(source: ResponseTypeSource) -> tuple[str, int, str, int, str]:
     base = source.base_type
     return (
         source.dataset,
-        _TYPE_ORDER.get(base, len(_TYPE_ORDER)),
+        TYPE_ORDER.get(base, len(TYPE_ORDER)),
         base,
         0 if source.relevance == "correct" else 1,
         str(source.path),
@@ -166,11 +166,11 @@ def _folder_sources(folder: Path, fields: FieldMap | None, depth: int) -> list[R
             return _dataset_folder_sources(sibling, fields)
     if _holds_data(folder):
         return _dataset_folder_sources(folder, fields)
-    if depth >= _MAX_FOLDER_DEPTH:
+    if depth >= MAX_FOLDER_DEPTH:
         return []
     sources: list[ResponseTypeSource] = []
     for child in _visible_children(folder):
-        if not child.is_dir() or child.name in _SKIPPED_FOLDERS:
+        if not child.is_dir() or child.name in SKIPPED_FOLDERS:
             continue
         if _is_shuffle_folder(child) and _holds_data(_correct_sibling(child)):
             continue  # attached to its correct sibling, which the loop visits

@@ -31,11 +31,11 @@ PAPER_RESPONSE_TYPES = (
     ("_no_cot", "none_cot"),
 )
 # Fast thinking first, then slower and slower; other response types after them.
-_TYPE_ORDER = {"none_cot": 0, "simplified_cot": 1, "detailed_cot": 2}
+TYPE_ORDER = {"none_cot": 0, "simplified_cot": 1, "detailed_cot": 2}
 # How deep a folder of folders is searched for dataset folders (a user pointing at their home
 # folder must get an error, not a minute-long walk).
-_MAX_FOLDER_DEPTH = 3
-_SKIPPED_FOLDERS = {"__pycache__"}
+MAX_FOLDER_DEPTH = 3
+SKIPPED_FOLDERS = {"__pycache__"}
 
 
 class DatasetError(LayerscopeError, ValueError):

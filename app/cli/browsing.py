@@ -54,7 +54,7 @@ def cmd_runs(args: argparse.Namespace) -> int:
     return 0
 
 
-def _no_samples(
+def no_samples_message(
     cache: ResultsCache, infos: Sequence[RunInfo], tokens: tuple[int, int] | None
 ) -> str:
     """Why there is nothing to show, in one line."""
@@ -70,7 +70,7 @@ def _no_samples(
     return f"no measured samples in run(s) {ids}"
 
 
-def _check_projections(infos: Sequence[RunInfo], chosen: Sequence[str] | None) -> None:
+def check_projections(infos: Sequence[RunInfo], chosen: Sequence[str] | None) -> None:
     """Refuse a --proj a run did not measure, saying what it did measure."""
     for info in infos:
         missing = [p for p in chosen or () if p not in info.projections]
@@ -96,7 +96,7 @@ def report(
 
     metric = metric_name(args.metric)
     chosen = projections(args.proj)
-    _check_projections(infos, chosen)
+    check_projections(infos, chosen)
     tokens = getattr(args, "tokens", None)
     comparison = compare_runs(cache, [i.id for i in infos], metric, chosen, tokens, pairs)
     labels = run_labels(infos)
@@ -105,7 +105,7 @@ def report(
         print(json.dumps(record, indent=2, default=str))
         return 0
     if not comparison.curves:
-        raise CacheError(_no_samples(cache, infos, tokens))
+        raise CacheError(no_samples_message(cache, infos, tokens))
     console = output.console()
     if metric == "loss":
         console.print(output.loss_table(comparison, labels, console.width), crop=False)
@@ -143,7 +143,7 @@ def show_spectra(cache: ResultsCache, infos: Sequence[RunInfo], args: argparse.N
     from layerscope.app.labels import run_labels
 
     chosen = projections(args.proj)
-    _check_projections(infos, chosen)
+    check_projections(infos, chosen)
     labels = run_labels(infos)
     found = []
     for info in infos:

@@ -16,7 +16,7 @@ from pathlib import Path
 from layerscope.analysis.base.outputs import OutputError, OutputExistsError, is_stdout
 from layerscope.analysis.cache import CacheError, ResultsCache
 from layerscope.app.cli.arguments import UsageError, projections
-from layerscope.app.cli.browsing import _check_projections, _no_samples, metric_name
+from layerscope.app.cli.browsing import check_projections, metric_name, no_samples_message
 
 
 def _layered_metric(name: str) -> str:
@@ -64,7 +64,7 @@ def cmd_figure(args: argparse.Namespace) -> int:
         cache, [i.id for i in infos], metric, measured, args.tokens, significance=False
     )
     if not comparison.curves:
-        raise CacheError(_no_samples(cache, infos, args.tokens))
+        raise CacheError(no_samples_message(cache, infos, args.tokens))
     figure = paper_figure(
         comparison.curves,
         run_labels(infos),
@@ -100,13 +100,13 @@ def cmd_table(args: argparse.Namespace) -> int:
         raise UsageError(f"--proj {args.proj}: give one projection, e.g. q")
     cache = ResultsCache(args.db)
     infos = [cache.run(run) for run in args.runs]
-    _check_projections(infos, chosen)
+    check_projections(infos, chosen)
     comparison = compare_runs(
         cache, [i.id for i in infos], metric, chosen, args.tokens, significance=False
     )
     empty = [i for i in infos if all(c.run_id != i.id for c in comparison.curves)]
     if empty:
-        raise CacheError(_no_samples(cache, empty, args.tokens))
+        raise CacheError(no_samples_message(cache, empty, args.tokens))
     table = paper_table(infos, comparison.curves, metric, chosen[0], args.tokens)
     sys.stdout.write(render_table(table, args.format, short_model))
     return 0

@@ -18,6 +18,7 @@ from textual.reactive import var
 from textual.widgets import Tree
 from textual.widgets.tree import TreeNode
 
+from layerscope.analysis.datasets.sources import TYPE_ORDER
 from layerscope.app.labels import short_model
 from layerscope.app.tui.messages import RUNS_NOT_READ, ComparisonChanged, RunFocused
 
@@ -27,14 +28,13 @@ STATUS_STYLES = {
     "cancelled": "magenta",
     "failed": "bold red",
 }
-_TYPE_ORDER = {"none_cot": 0, "simplified_cot": 1, "detailed_cot": 2}
 
 
 def type_sort_key(response_type: str) -> tuple[int, str, str]:
     """Paper order (none, simplified, detailed), correct before irrelevant, then by name."""
     irrelevant = response_type.endswith("_irrelevant")
     base = response_type.removesuffix("_irrelevant")
-    return (_TYPE_ORDER.get(base, 9), base, "1" if irrelevant else "0")
+    return (TYPE_ORDER.get(base, 9), base, "1" if irrelevant else "0")
 
 
 def run_counts(run: Any) -> str:
