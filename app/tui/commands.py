@@ -215,7 +215,9 @@ def help_sections(app: Explorer) -> list[tuple[str, list[Binding]]]:
 def palette_commands(app: Explorer, tabs: Iterable[tuple[str, str]]) -> Iterable[SystemCommand]:
     """The explorer's own entries of the command palette (after Textual's)."""
     yield SystemCommand("Run", "Compute the checked response types (r)", app.action_run)
-    yield SystemCommand("Cancel run", "Stop after the current batch (c)", app.action_cancel)
+    yield SystemCommand(
+        "Cancel run", "Stop once the batch in flight is stored (c)", app.action_cancel
+    )
     yield SystemCommand("Export", "Write what is on screen to files (e)", app.action_export)
     yield SystemCommand("Help", "Keys and what each tab is for (?)", app.action_help)
     yield SystemCommand(

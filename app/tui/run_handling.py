@@ -218,4 +218,4 @@ class RunHandling(App[None]):
         if not self.run_controller.cancel():
             self.notify("Nothing is running.")
             return
-        self.notify("Cancelling after the current batch…")
+        self.notify("Cancelling once the batch in flight is stored…")
