@@ -38,7 +38,7 @@ APP_BINDINGS: list[BindingType] = [
         "c",
         "cancel",
         "Cancel",
-        tooltip="Stop the run once the batch in flight is stored (finished samples are kept)",
+        tooltip="Stop once the batch in flight is stored (finished samples kept)",
         id="app.cancel",
     ),
     *(
