@@ -13,9 +13,11 @@ Why it is built this way:
   too), so keys are answered while the GPU works. Cancelling sets an Event the engine checks
   between batches; every finished sample is already in the cache, so running again resumes.
 * One owner per concern: the run controller (services/run_controller.py) computes, plans and
-  cancels; the cache reader (services/cache_reader.py) does every read; the App owns what is
-  shared between tabs (the runs in the cache, the overlaid runs, the response-length filter,
-  the theme) and pushes it into the widgets, which never read App attributes. Widgets ask for
+  cancels; the cache reader (services/cache_reader.py) does every read; the significance pool
+  (services/significance_pool.py) computes the chart's tests in a process of its own, made at
+  the first test and ended when the explorer closes; the App owns what is shared between tabs
+  (the runs in the cache, the overlaid runs, the response-length filter, the theme) and pushes
+  it into the widgets, which never read App attributes. Widgets ask for
   screens by message (SampleOpened, LengthFilterRequested); the App opens them. Export, help
   and the command palette live in commands.py, the request rule in request_builder.py.
 * Nothing a user does should end in a traceback: worker errors become a notification and a
@@ -69,6 +71,7 @@ from layerscope.app.tui.messages import (
 from layerscope.app.tui.request_builder import build_request
 from layerscope.app.tui.services.cache_reader import CacheReader
 from layerscope.app.tui.services.run_controller import RunController
+from layerscope.app.tui.services.significance_pool import ExecutorFactory, SignificancePool
 from layerscope.app.tui.state import (
     ChartState,
     UiState,
@@ -105,7 +108,10 @@ class LayerscopeApp(App[None]):
         dataset: str | None = None,
         db: str | Path | None = None,
         poll_seconds: float = POLL_SECONDS,
+        significance_executor: ExecutorFactory | None = None,
     ) -> None:
+        """`significance_executor` makes the executor the chart's tests of significance are
+        computed in (default: one spawned process; tests pass a thread pool's)."""
         super().__init__()
         from layerscope.analysis.locations import default_db_path
 
@@ -122,6 +128,7 @@ class LayerscopeApp(App[None]):
         self.no_color = "NO_COLOR" in os.environ
         self.reader = CacheReader(self.db_path)
         self.run_controller = RunController(self, self.db_path)
+        self.significance = SignificancePool(self.db_path, significance_executor)
         # What the tabs share; the App is its one owner and pushes it into the widgets.
         self.runs_by_id: dict[str, RunInfo] = {}
         self.comparison: list[str] = []
@@ -183,7 +190,9 @@ class LayerscopeApp(App[None]):
         )
         await self.query_one("#setup", TabPane).mount(setup)
         self.setup_pane = setup
-        browse = BrowseTabs.create(self.reader, dark=self.current_theme.dark, mono=self.no_color)
+        browse = BrowseTabs.create(
+            self.reader, self.significance, dark=self.current_theme.dark, mono=self.no_color
+        )
         await browse.mount_into(self)
         self.browse = browse
         browse.compare.restore_view(self.ui_state.chart.view)
@@ -392,6 +401,7 @@ class LayerscopeApp(App[None]):
 
     def on_unmount(self) -> None:
         self.run_controller.cancel()
+        self.significance.shutdown()  # no tests' process outlives the explorer
         self._save_chart()
 
     def _restore_comparison(self) -> None:
