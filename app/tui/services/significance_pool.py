@@ -91,7 +91,8 @@ def start_child(setup: Callable[..., object] | None, setup_args: tuple[object, .
 @dataclass(frozen=True)
 class ComputedTests:
     """What the child hands back: the tests, the process they were computed in and the CPU
-    seconds the computation took there (the benchmark reports them)."""
+    seconds the computation took there, as that process counts them (the benchmark reports
+    them; in a thread pool, the count is the whole process's, every thread's)."""
 
     significance: list[ProjectionSignificance]
     pid: int
