@@ -5,13 +5,15 @@ samples) of 28-42 layers; a lab keeps it in one cache file and browses it for we
 benchmark builds that cache (300 runs of 500 samples, 30 layers, 4 projections, every default
 statistic, per-sample cosines) and times what a user does with it, each in a fresh process as a
 user runs it: ``runs``, ``show`` of 2 runs, ``table`` over 10 runs, ``doctor``, and the explorer's
-first frame and its chart after Enter on 2 runs (driven by Pilot). It prints the wall time, the
-CPU time and the peak resident memory of each, for the code in this checkout and, with
-``--baseline REV``, side by side for the code of an older commit (checked out into a temporary
-git worktree and imported from there), with the ratio.
+first frame and its chart after Enter on 2 runs (driven by Pilot; the explorer computes the
+pair's tests of significance in a process of its own, whose CPU is reported on a row of its
+own). It prints the wall time, the CPU time and the peak resident memory of each, for the code
+in this checkout and, with ``--baseline REV``, side by side for the code of an older commit
+(checked out into a temporary git worktree and imported from there), with the ratio.
 
     python benchmarks/bench_cache.py --baseline 5acfd73 --keep       # the study, before/after
     python benchmarks/bench_cache.py --runs 30 --keep                # 15,000 samples, quicker
+    python benchmarks/bench_cache.py --keep --dir DIR --only-explorer  # a kept file, explorer
 
 How the cache is built, the fastest honest way: one run of 500 samples is written through the
 cache's own write path (``ResultsCache.store_complete_run``: the same rows, arrays and sums a
@@ -55,6 +57,10 @@ PROJECTIONS = ("q", "k", "v", "o")
 # and of one whose tests the cache kept (before schema 5, every show computes them)
 SHOW_COMPUTED = "show 2 runs, tests computed"
 SHOW_KEPT = "show 2 runs, tests kept"
+# the explorer's tests of significance, in a process of their own: its CPU, and what the tests'
+# computation alone took there (as the process itself counts it)
+TESTS_PROCESS = "tests process"
+TESTS_COMPUTATION = "tests computation in the tests process"
 GOALS = {  # issue 19: CPU seconds (doctor: wall seconds and resident memory)
     "runs": 0.3,
     SHOW_COMPUTED: 0.5,
@@ -266,11 +272,21 @@ EXPLORER = textwrap.dedent(
                 raise SystemExit("the pair's tests drew no marks")
             report["tests drawn after Enter"] = (time.perf_counter() - enter,
                                                     time.process_time() - enter_cpu)
+            # what the tests' computation took in the process that ran it (the explorer's
+            # tests process; none before the tests moved there)
+            pool = getattr(app, "significance", None)
+            report["tests computation in the tests process"] = getattr(pool, "cpu_seconds", 0.0)
         return report
 
     report = asyncio.run(main())
     usage = resource.getrusage(resource.RUSAGE_SELF)
     report["peak_mb"] = usage.ru_maxrss / 1024
+    # The tests process, whole (start-up and imports too): the explorer ends and reaps it when
+    # it closes, so its CPU is now the reaped children's. Its wall: while the tests were drawn.
+    children = resource.getrusage(resource.RUSAGE_CHILDREN)
+    report["tests process"] = (report["tests drawn after Enter"][0],
+                               children.ru_utime + children.ru_stime)
+    report["tests process peak_mb"] = children.ru_maxrss / 1024
     with open(os.environ["BENCH_REPORT"], "w") as out:
         json.dump(report, out)
     """
@@ -468,6 +484,11 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--repeats", type=int, default=3, help="median over this many (3)")
     parser.add_argument("--no-doctor", action="store_true", help="skip doctor (slow before)")
     parser.add_argument("--no-explorer", action="store_true")
+    parser.add_argument(
+        "--only-explorer",
+        action="store_true",
+        help="time the explorer only (not runs, show, table, doctor, nor the same-output check)",
+    )
     parser.add_argument("--json", type=Path, help="also write the results here")
     options = parser.parse_args(argv)
     if options.runs < 10:
@@ -523,6 +544,8 @@ def main(argv: list[str] | None = None) -> int:
             }
             if not options.no_doctor:
                 commands["doctor"] = ["doctor", "--db", str(db)]
+            if options.only_explorer:
+                commands = {}
             for name, args in commands.items():
                 repeats = 1 if name == "doctor" else options.repeats
                 samples = []
@@ -542,16 +565,29 @@ def main(argv: list[str] | None = None) -> int:
                 for _ in range(options.repeats):
                     forget_kept_tests(db)  # the pair's tests are computed, as the first time
                     runs.append(explore(code, db, pair, scratch))
-                for key in ("first frame", "chart after Enter", "tests drawn after Enter"):
+                # each row the explorer's (UI) process, but "tests process": the process the
+                # tests ran in (none before they moved there), start-up included, wall = the
+                # tests drawn; "computation" is the tests' own CPU there
+                for key in (
+                    "first frame",
+                    "chart after Enter",
+                    "tests drawn after Enter",
+                    TESTS_PROCESS,
+                ):
+                    peak = "tests process peak_mb" if key == TESTS_PROCESS else "peak_mb"
                     row[f"explorer {key}"] = {
-                        "wall": statistics.median(r[key][0] for r in runs),
-                        "cpu": statistics.median(r[key][1] for r in runs),
-                        "peak_mb": statistics.median(r["peak_mb"] for r in runs),
+                        "wall": statistics.median(r.get(key, (0.0, 0.0))[0] for r in runs),
+                        "cpu": statistics.median(r.get(key, (0.0, 0.0))[1] for r in runs),
+                        "peak_mb": statistics.median(r.get(peak, 0.0) for r in runs),
                     }
+                    if key == TESTS_PROCESS:
+                        row[f"explorer {key}"]["computation_cpu"] = statistics.median(
+                            r.get(TESTS_COMPUTATION, 0.0) for r in runs
+                        )
                     print(f"[{code.label}] explorer {key}: {row[f'explorer {key}']}", flush=True)
             results[code.label] = row
             files[code.label] = db
-        if options.baseline:
+        if options.baseline and not options.only_explorer:
             print("[same output] both versions on a copy of the baseline's file ...", flush=True)
             same = same_output(versions[0], versions[1], files["before"], pair, table_runs, scratch)
     finally:
@@ -586,8 +622,19 @@ def main(argv: list[str] | None = None) -> int:
         line = f"| {name} | " + " | ".join(cells) + f" | {peaks} |"
         if len(labels) == 2:
             before, after = results[labels[0]][name]["cpu"], results[labels[1]][name]["cpu"]
-            line += f" {before / after:.1f}x |" if after > 0 else " |"
+            line += f" {before / after:.1f}x |" if after > 0 and before > 0 else " |"
         print(line)
+    if f"explorer {TESTS_PROCESS}" in results[labels[-1]]:
+        print(
+            "\nexplorer rows: wall and CPU of the explorer's own (UI) process, but the tests "
+            "process's: the CPU of the process the tests of significance ran in, start-up and "
+            "imports included (its wall: until the tests were drawn; 0 where they ran in the UI "
+            "process); the tests' computation alone there: "
+            + ", ".join(
+                f"{label} {results[label][f'explorer {TESTS_PROCESS}']['computation_cpu']:.2f} s"
+                for label in labels
+            )
+        )
     goals = results[labels[-1]]
     print("\ngoals (after):")
     for name, limit in GOALS.items():

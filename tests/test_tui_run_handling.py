@@ -19,6 +19,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+from significance_children import in_thread
 from textual.widgets import ProgressBar, TabbedContent
 from textual.worker import WorkerCancelled
 from tui_synthetic import begin, run_id_for, write
@@ -263,7 +264,8 @@ async def test_a_batch_reads_the_chart_once_and_tests_only_the_pair_it_changed(
 
     monkeypatch.setattr(analysis_compare, "compare_runs", counted_reads)
     monkeypatch.setattr(pair_significance, "pair_tests", counted_tests)
-    app = LayerscopeApp(model=model, poll_seconds=0)
+    # the tests in a thread of this process (the explorer's own process is out of reach)
+    app = LayerscopeApp(model=model, poll_seconds=0, significance_executor=in_thread)
     async with app.run_test(size=SIZE) as pilot:
         await start(app, pilot, ["none_cot", "detailed_cot"])
         await until(app, pilot, lambda: len(progress_rows(app)) == 2, "planned rows")

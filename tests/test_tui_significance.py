@@ -4,19 +4,28 @@ verdict, and a star under each layer that differs on the chart, legible without 
 The tests take longer than the curves on a big cache, so the curves come first and the marks
 follow ("testing…" meanwhile); each pair is tested once for what its runs stored, so a redraw
 (another statistic and back, log scale, interval, x axis) never tests again. Here the tests are
-held on a gate the test opens, and counted.
+held on a gate the test opens, and counted: in a thread pool the App is given in place of
+the tests' own process (the same code path but for the process boundary). The tests that cross
+it run the real spawned process: its tests held on a multiprocessing gate, failing, or dying.
 """
 
 from __future__ import annotations
 
 import contextlib
+import functools
+import multiprocessing
+import os
 import threading
 import time
 from collections.abc import Callable
+from concurrent.futures import Executor
 from pathlib import Path
 
+import duckdb
 import pytest
+import significance_children
 from cache_helpers import forget_kept_tests
+from significance_children import in_thread
 from test_tui_browse import compare, settle
 from textual.worker import WorkerCancelled
 from tui_synthetic import LAYERS, fill_cache
@@ -27,6 +36,7 @@ from layerscope.analysis.results import pair_significance
 from layerscope.analysis.results.compare import compare_runs
 from layerscope.analysis.results.pair_significance import SIGNIFICANCE_MEMO
 from layerscope.app.tui.app import LayerscopeApp
+from layerscope.app.tui.services.significance_pool import spawn_process
 from layerscope.app.tui.widgets.chart.comparison_table import COLUMNS, TESTING, ComparisonTable
 from layerscope.app.tui.widgets.chart.layer_chart import LayerChart
 
@@ -43,6 +53,18 @@ def filled(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> dict[str, str]:
     SIGNIFICANCE_MEMO.clear()
     yield fill_cache(db)
     SIGNIFICANCE_MEMO.clear()
+
+
+def kept_tests(path: Path) -> int:
+    """The pairs' tests the cache file keeps (rows of kept_tests)."""
+    with duckdb.connect(str(path), read_only=True) as con:
+        row = con.execute("SELECT count(*) FROM kept_tests").fetchone()
+    return int(row[0]) if row else 0
+
+
+def assert_no_tests_process_left() -> None:
+    """The explorer closed: its tests' process is gone (ended and reaped)."""
+    assert multiprocessing.active_children() == []
 
 
 class Tally:
@@ -108,10 +130,14 @@ async def test_comparison_table_and_chart_mark_the_layers_that_differ(filled: di
         for row in compare_runs(ResultsCache(), [a, b], "nuclear_norm").significance
     }
     assert any(row.differing for row in expected.values())
+    SIGNIFICANCE_MEMO.clear()
+    forget_kept_tests(ResultsCache().path)  # computed by the explorer's own tests process
     app = LayerscopeApp(poll_seconds=0)
     async with app.run_test(size=SIZE) as pilot:
         await settle(app, pilot)
         await compare(app, pilot, [a, b])
+        pids = set(app.significance.pids)
+        assert len(pids) == 1 and os.getpid() not in pids  # another process computed them
         table = app.query_one(ComparisonTable)
         header = table.csv_rows[0]
         assert header == list(COLUMNS)
@@ -135,6 +161,7 @@ async def test_comparison_table_and_chart_mark_the_layers_that_differ(filled: di
         # a star row along the bottom of each panel, at the differing layers' x
         star_rows = [line for line in drawn.splitlines() if line.count("*") >= LAYERS]
         assert star_rows, drawn
+    assert_no_tests_process_left()
 
 
 async def test_a_single_run_has_no_marks_and_no_verdict(filled: dict[str, str]):
@@ -161,7 +188,7 @@ async def test_the_curves_come_first_and_the_marks_when_the_tests_end(
     SIGNIFICANCE_MEMO.clear()
     forget_kept_tests(ResultsCache().path)  # as for a pair never compared
     tests = Tally(monkeypatch, held=True)
-    app = LayerscopeApp(poll_seconds=0)
+    app = LayerscopeApp(poll_seconds=0, significance_executor=in_thread)
     try:
         async with app.run_test(size=SIZE) as pilot:
             await settle(app, pilot)
@@ -207,7 +234,7 @@ async def test_redraws_and_coming_back_to_a_statistic_do_not_test_again(
 ):
     a, b = filled["none_cot"], filled["detailed_cot"]
     tests = Tally(monkeypatch)
-    app = LayerscopeApp(poll_seconds=0)
+    app = LayerscopeApp(poll_seconds=0, significance_executor=in_thread)
     async with app.run_test(size=SIZE) as pilot:
         await settle(app, pilot)
         await compare(app, pilot, [a, b])
@@ -230,3 +257,129 @@ async def test_redraws_and_coming_back_to_a_statistic_do_not_test_again(
         await settle(app, pilot)
         assert chart.marks == marks and not chart.log_scale
         assert tests.take() == (0, 0)
+
+
+def expected_marks(a: str, b: str) -> dict[str, list[int]]:
+    """The layers the tests mark, computed here; then forgotten, as for a pair never compared."""
+    tests = compare_runs(ResultsCache(), [a, b], "nuclear_norm").significance
+    marks = {row.projection: row.differing for row in tests}
+    assert any(marks.values())
+    SIGNIFICANCE_MEMO.clear()
+    forget_kept_tests(ResultsCache().path)
+    return marks
+
+
+async def test_the_tests_run_in_a_process_of_their_own_after_the_curves(filled: dict[str, str]):
+    """The spawned process computes the tests (held there until the test opens the gate) while
+    the chart shows the curves and answers keys; the marks come from it, and the tests it kept
+    in the file are its own (this process computed none). Closing the explorer ends it."""
+    a, b = filled["none_cot"], filled["detailed_cot"]
+    expected = expected_marks(a, b)
+    assert kept_tests(ResultsCache().path) == 0
+    gate = multiprocessing.get_context("spawn").Semaphore(0)
+    held = functools.partial(spawn_process, significance_children.hold, (gate,))
+    app = LayerscopeApp(poll_seconds=0, significance_executor=held)
+    try:
+        async with app.run_test(size=SIZE) as pilot:
+            await settle(app, pilot)
+            await compare(app, pilot, [a, b], settled=False)
+            await settle_reads(app, pilot)
+            chart = app.query_one(LayerChart)
+            await until(
+                pilot, lambda: {s.label for s in chart.series} == {"none_cot", "detailed_cot"},
+                "the curves",
+            )  # fmt: skip
+            assert chart.testing and chart.marks == {}
+            assert "testing significance…" in chart.as_text(100, 24)
+            await pilot.press("l")
+            await pilot.pause()
+            assert chart.log_scale and chart.testing
+            gate.release()
+            await settle(app, pilot)
+            assert not chart.testing
+            assert chart.marks == expected
+            pids = set(app.significance.pids)
+            assert len(pids) == 1 and os.getpid() not in pids
+            assert app.significance.cpu_seconds > 0
+            assert len(SIGNIFICANCE_MEMO) == 0  # not computed (nor found) in this process
+            assert kept_tests(ResultsCache().path) == 1  # one pair, kept by the child
+    finally:
+        gate.release()
+    assert_no_tests_process_left()
+
+
+async def test_a_tests_process_that_raises_gives_the_failed_tests_state(filled: dict[str, str]):
+    a, b = filled["none_cot"], filled["detailed_cot"]
+    expected_marks(a, b)
+    failing = functools.partial(spawn_process, significance_children.fail)
+    app = LayerscopeApp(poll_seconds=0, significance_executor=failing)
+    async with app.run_test(size=SIZE) as pilot:
+        await settle(app, pilot)
+        await compare(app, pilot, [a, b])
+        chart = app.query_one(LayerChart)
+        assert {s.label for s in chart.series} == {"none_cot", "detailed_cot"}
+        assert not chart.testing and chart.marks == {}
+        assert "testing significance…" not in chart.as_text(100, 24)
+        table = app.query_one(ComparisonTable)
+        header = table.csv_rows[0]
+        rows = {(r[0], r[1]): dict(zip(header, r, strict=True)) for r in table.csv_rows[1:]}
+        assert rows[("detailed_cot", "q")]["verdict"] == ""
+        told = [str(n.message) for n in app._notifications]
+        assert f"Could not test significance: {significance_children.FAILURE}" in told
+    assert_no_tests_process_left()
+
+
+async def test_a_tests_process_that_dies_is_replaced_at_the_next_test(filled: dict[str, str]):
+    """A child that dies (killed, out of memory) fails its tests in one line; the next test
+    starts a fresh process, which draws the marks."""
+    a, b = filled["none_cot"], filled["detailed_cot"]
+    expected = expected_marks(a, b)
+    pools: list[Executor] = []
+
+    def dying_first() -> Executor:
+        pools.append(spawn_process(significance_children.die) if not pools else spawn_process())
+        return pools[-1]
+
+    app = LayerscopeApp(poll_seconds=0, significance_executor=dying_first)
+    async with app.run_test(size=SIZE) as pilot:
+        await settle(app, pilot)
+        await compare(app, pilot, [a, b])
+        chart = app.query_one(LayerChart)
+        assert not chart.testing and chart.marks == {}
+        told = [str(n.message) for n in app._notifications]
+        assert any(
+            m.startswith("Could not test significance: the process computing them ended")
+            for m in told
+        ), told
+        assert len(pools) == 1 and not app.significance.pids
+        await pilot.press("s")  # another statistic, and back: the pair is tested again
+        await settle(app, pilot)
+        await pilot.press("S")
+        await settle(app, pilot)
+        assert chart.metric == "nuclear_norm" and not chart.testing
+        assert chart.marks == expected
+        assert len(pools) == 2  # a fresh pool
+        assert len(app.significance.pids) == 1 and os.getpid() not in app.significance.pids
+    assert_no_tests_process_left()
+
+
+async def test_closing_the_explorer_while_it_tests_ends_the_tests_process(
+    filled: dict[str, str],
+):
+    """Quitting does not wait for the tests (held in the child until the gate, which the test
+    never opens): what is pending is cancelled and the child ended, none left behind."""
+    a, b = filled["none_cot"], filled["detailed_cot"]
+    expected_marks(a, b)
+    gate = multiprocessing.get_context("spawn").Semaphore(0)
+    held = functools.partial(spawn_process, significance_children.hold, (gate,))
+    app = LayerscopeApp(poll_seconds=0, significance_executor=held)
+    async with app.run_test(size=SIZE) as pilot:
+        await settle(app, pilot)
+        await compare(app, pilot, [a, b], settled=False)
+        await settle_reads(app, pilot)
+        await until(pilot, lambda: len(multiprocessing.active_children()) == 1, "the child")
+        assert app.query_one(LayerChart).testing
+        closing = time.monotonic()
+    assert time.monotonic() - closing < 30  # the child's gate waits 60 s
+    assert_no_tests_process_left()
+    assert kept_tests(ResultsCache().path) == 0

@@ -13,7 +13,9 @@ Why it is built this way:
   too), so keys are answered while the GPU works. Cancelling sets an Event the engine checks
   between batches; every finished sample is already in the cache, so running again resumes.
 * One owner per concern: the run controller (services/run_controller.py) computes, plans and
-  cancels; the cache reader (services/cache_reader.py) does every read; the App owns what is
+  cancels; the cache reader (services/cache_reader.py) does every read; the significance pool
+  (services/significance_pool.py) computes the chart's tests in a process of its own, made at
+  the first test and ended when the explorer closes; the App owns what is
   shared between tabs (the runs in the cache, the overlaid runs, the response-length filter,
   the theme): the run list and the filter flow into the panes' own reactives, bound to the
   App's (one scan, one list, every tab), the rest it pushes; widgets never read App
@@ -57,6 +59,7 @@ from layerscope.app.tui.messages import (
 from layerscope.app.tui.run_handling import RunHandling
 from layerscope.app.tui.services.cache_reader import CacheReader
 from layerscope.app.tui.services.run_controller import RunController
+from layerscope.app.tui.services.significance_pool import ExecutorFactory, SignificancePool
 from layerscope.app.tui.state import UiState, default_state_path, load_state
 from layerscope.app.tui.widgets.frame.fitted_footer import FittedFooter
 from layerscope.app.tui.widgets.frame.log_panel import LogPanel
@@ -92,7 +95,10 @@ class LayerscopeApp(RunHandling, KeptView, App[None]):
         dataset: str | None = None,
         db: str | Path | None = None,
         poll_seconds: float = POLL_SECONDS,
+        significance_executor: ExecutorFactory | None = None,
     ) -> None:
+        """`significance_executor` makes the executor the chart's tests of significance are
+        computed in (default: one spawned process; tests pass a thread pool's)."""
         super().__init__()
         from layerscope.analysis.base.locations import default_db_path
 
@@ -109,6 +115,7 @@ class LayerscopeApp(RunHandling, KeptView, App[None]):
         self.no_color = "NO_COLOR" in os.environ
         self.reader = CacheReader(self.db_path)
         self.run_controller = RunController(self, self.db_path)
+        self.significance = SignificancePool(self.db_path, significance_executor)
         # What the tabs share besides the reactives above; the App pushes it into the widgets.
         self.comparison: list[str] = []
         self.focused_run: str | None = None
@@ -164,7 +171,9 @@ class LayerscopeApp(RunHandling, KeptView, App[None]):
         )
         await self.query_one("#setup", TabPane).mount(setup)
         self.setup_pane = setup
-        browse = BrowseTabs.create(self.reader, dark=self.current_theme.dark, mono=self.no_color)
+        browse = BrowseTabs.create(
+            self.reader, self.significance, dark=self.current_theme.dark, mono=self.no_color
+        )
         await browse.mount_into(self)
         browse.bind(LayerscopeApp.runs_by_id, LayerscopeApp.length_range)
         self.browse = browse
@@ -206,6 +215,7 @@ class LayerscopeApp(RunHandling, KeptView, App[None]):
 
     def on_unmount(self) -> None:
         self.run_controller.cancel()
+        self.significance.shutdown()  # no tests' process outlives the explorer
         self.save_chart()
 
     # --- problems ----------------------------------------------------------------------------

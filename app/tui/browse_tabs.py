@@ -22,6 +22,7 @@ if TYPE_CHECKING:
 
     from layerscope.analysis.base.records import RunInfo
     from layerscope.app.tui.services.cache_reader import CacheReader
+    from layerscope.app.tui.services.significance_pool import SignificancePool
     from layerscope.app.tui.widgets.chart.compare_view import ComparePane
     from layerscope.app.tui.widgets.cosines.cosine_view import CosinePane
     from layerscope.app.tui.widgets.runs.runs_browser import RunsBrowser
@@ -40,7 +41,9 @@ class BrowseTabs:
     samples: SamplesPane
 
     @classmethod
-    def create(cls, reader: CacheReader, *, dark: bool, mono: bool) -> BrowseTabs:
+    def create(
+        cls, reader: CacheReader, significance: SignificancePool, *, dark: bool, mono: bool
+    ) -> BrowseTabs:
         from layerscope.app.tui.widgets.chart.compare_view import ComparePane
         from layerscope.app.tui.widgets.cosines.cosine_view import CosinePane
         from layerscope.app.tui.widgets.runs.runs_browser import RunsBrowser
@@ -51,7 +54,7 @@ class BrowseTabs:
         return cls(
             runs=runs,
             runs_pane=RunsPane(runs, id="runs-pane"),
-            compare=ComparePane(reader, dark=dark, mono=mono, id="compare-pane"),
+            compare=ComparePane(reader, significance, dark=dark, mono=mono, id="compare-pane"),
             cosines=CosinePane(reader, id="cosine-pane"),
             samples=SamplesPane(reader, id="samples-pane"),
         )

@@ -84,21 +84,31 @@ class ReadChannel:
 
         Returns False when the request was only marked stale (coalescing, a read in flight).
         """
+        db_path = self.reader.db_path
+
+        def read() -> Result:
+            from layerscope.analysis.cache import ResultsCache
+
+            with ResultsCache(db_path) as cache:
+                return query(cache)
+
+        return self.submit(read, failed)
+
+    def submit(self, job: Callable[[], Result], failed: Callable[[], Result]) -> bool:
+        """As `request`, for a job that opens no cache here: it reads through something else
+        (the tests of significance, computed in another process, which opens the file itself).
+        """
         if self.coalesce and self._in_flight is not None:
             self._stale = True
             return False
         self.token += 1
         self._stale = False
         self._in_flight = token = self.token
-        db_path = self.reader.db_path
         node = self.node
 
-        def read() -> None:
-            from layerscope.analysis.cache import ResultsCache
-
+        def run() -> None:
             try:
-                with ResultsCache(db_path) as cache:
-                    message = query(cache)
+                message = job()
             except Exception as error:  # a bug or a strange file too: reported, never fatal
                 message = failed()
                 message.error = problem_line(error)
@@ -108,7 +118,7 @@ class ReadChannel:
             node.post_message(message)
 
         node.run_worker(
-            read, thread=True, group=self.group, exclusive=self.exclusive, exit_on_error=False
+            run, thread=True, group=self.group, exclusive=self.exclusive, exit_on_error=False
         )
         return True
 

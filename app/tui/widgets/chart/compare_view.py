@@ -14,8 +14,10 @@ The tests of significance behind the chart's marks and the table's "sig" column 
 than the curves on a big cache (paired tests read every shared sample), so the curves come
 first: the chart read hands the tests over only when they are already known for what the runs
 have stored (:func:`~layerscope.analysis.results.pair_significance.memoised_significance_rows`), else the curves
-are drawn with "testing…" and a second coalescing channel computes the tests (once per pair
-and stored counts: the analysis layer keeps them) and fills in the marks when they arrive.
+are drawn with "testing…" and a second coalescing channel has the tests computed (once per
+pair and stored counts: the analysis layer keeps them) and fills in the marks when they arrive.
+They are computed in a process of their own (the significance pool the App passes in,
+services/significance_pool.py): in a thread here they held the GIL, and the curves waited.
 What only changes how the data is drawn (interval, log scale, x axis, theme, computing or not)
 is redrawn from the data held, without a read; ``ChartViewChanged`` is posted when the user
 changes the runs or the view, not when new data is read.
@@ -43,6 +45,7 @@ from layerscope.app.tui.widgets.chart.spectra_view import SpectraView
 from layerscope.app.tui.widgets.chart.spectrum_chart import SpectrumChart
 
 if TYPE_CHECKING:
+    from layerscope.app.tui.services.significance_pool import SignificancePool
     from layerscope.analysis.base.records import LayerCurve
     from layerscope.analysis.cache import ResultsCache
     from layerscope.analysis.curves.significance import ProjectionSignificance
@@ -68,6 +71,7 @@ class ComparePane(ReportsWorkerErrors, SpectraView, Vertical):
     def __init__(
         self,
         reader: CacheReader,
+        significance: SignificancePool,
         *,
         dark: bool = True,
         mono: bool = False,
@@ -78,6 +82,7 @@ class ComparePane(ReportsWorkerErrors, SpectraView, Vertical):
         self._reads.on_stale = self.reload
         self._tests = reader.channel(self, "chart-tests", coalesce=True)
         self._tests.on_stale = self._test_again
+        self._tester = significance  # computes the tests in a process of its own
         self._loaded: ChartLoaded | None = None  # the data drawn (redrawn without a read)
         # what the read asked last and what the data held answers: runs, statistic,
         # projections and length range (`_question()`)
@@ -137,6 +142,11 @@ class ComparePane(ReportsWorkerErrors, SpectraView, Vertical):
         present = [run_id for run_id in self.run_ids if run_id in self.runs_by_id]
 
         def query(cache: ResultsCache) -> ChartLoaded:
+            # one connection for the whole load (each costs about 20 ms of CPU to open)
+            with cache.session():
+                return read(cache)
+
+        def read(cache: ResultsCache) -> ChartLoaded:
             from layerscope.analysis.results.compare import compare_runs
             from layerscope.analysis.results.pair_significance import memoised_significance_rows
 
@@ -193,16 +203,17 @@ class ComparePane(ReportsWorkerErrors, SpectraView, Vertical):
             self.call_after_refresh(self._test, message)
 
     def _test(self, loaded: ChartLoaded) -> None:
-        """Compute the tests of the curves drawn (a pair's are computed once and kept)."""
+        """Compute the tests of the curves drawn (a pair's are computed once and kept), in the
+        tests' own process: the worker here only waits for them, so the UI thread keeps the GIL
+        (services/significance_pool.py)."""
         curves, pairs = list(loaded.curves), list(loaded.pairs)
         metric, length_range = loaded.metric, loaded.response_tokens
+        tester = self._tester
 
-        def query(cache: ResultsCache) -> SignificanceTested:
-            from layerscope.analysis.results.pair_significance import significance_rows
+        def compute() -> SignificanceTested:
+            return SignificanceTested(tester.compute(curves, pairs, metric, length_range))
 
-            return SignificanceTested(significance_rows(cache, curves, pairs, metric, length_range))
-
-        self._tests.request(query, SignificanceTested)
+        self._tests.submit(compute, SignificanceTested)
 
     def _test_again(self) -> None:
         """Curves came while tests were computed: test the newest ones (often known by now)."""
