@@ -214,8 +214,12 @@ EXPLORER = textwrap.dedent(
     started = time.perf_counter()
     cpu_started = time.process_time()
     from layerscope.app.tui.app import LayerscopeApp
-    from layerscope.app.tui.widgets.chart.layer_chart import LayerChart
-    from layerscope.app.tui.widgets.runs.runs_browser import RunsBrowser
+    try:  # the widgets by tab (after issue 20), else the flat folder of older code
+        from layerscope.app.tui.widgets.chart.layer_chart import LayerChart
+        from layerscope.app.tui.widgets.runs.runs_browser import RunsBrowser
+    except ImportError:
+        from layerscope.app.tui.widgets.layer_chart import LayerChart
+        from layerscope.app.tui.widgets.runs_browser import RunsBrowser
 
     wanted = sys.argv[2:4]
 

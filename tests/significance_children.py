@@ -9,8 +9,8 @@ import os
 from concurrent.futures import Executor, ThreadPoolExecutor
 from typing import Any
 
-from layerscope.analysis.results import pair_significance
 from layerscope.analysis.base.errors import QueryError
+from layerscope.analysis.results import pair_significance
 
 FAILURE = "the tests failed on purpose"
 

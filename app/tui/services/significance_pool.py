@@ -109,8 +109,8 @@ def compute_tests(
     """In the tests' process: the tests of each pair, read from the cache file at `db_path`
     (and kept there for next time)."""
     started = time.process_time()
-    from layerscope.analysis.results import pair_significance
     from layerscope.analysis.cache import ResultsCache
+    from layerscope.analysis.results import pair_significance
 
     with ResultsCache(db_path) as cache:
         rows = pair_significance.significance_rows(cache, curves, pairs, metric, response_tokens)

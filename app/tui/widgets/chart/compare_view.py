@@ -45,12 +45,12 @@ from layerscope.app.tui.widgets.chart.spectra_view import SpectraView
 from layerscope.app.tui.widgets.chart.spectrum_chart import SpectrumChart
 
 if TYPE_CHECKING:
-    from layerscope.app.tui.services.significance_pool import SignificancePool
     from layerscope.analysis.base.records import LayerCurve
     from layerscope.analysis.cache import ResultsCache
     from layerscope.analysis.curves.significance import ProjectionSignificance
     from layerscope.app.tui.export import ChartFigure
     from layerscope.app.tui.services.cache_reader import CacheReader
+    from layerscope.app.tui.services.significance_pool import SignificancePool
 
 
 def differing_layers(significance: list[ProjectionSignificance]) -> dict[str, list[int]]:
