@@ -279,19 +279,29 @@ def test_statistics_compared_are_every_stored_one():
     assert all(f'"{name}"' in stored_samples._STATISTICS_QUERY for name in MATRIX_STATISTICS)
 
 
-def test_a_run_being_computed_into_the_destination_is_not_merged(capsys, computed, tmp_path):
+def test_a_run_being_computed_into_the_destination_is_left_out_and_the_others_merged(
+    capsys, computed, tmp_path
+):
     import os
     import socket
 
     merged = tmp_path / "m.duckdb"
     shutil.copy(computed["s0"], merged)
     con = duckdb.connect(str(merged))
+    busy_id, idle_id = (
+        con.execute("SELECT id FROM runs WHERE response_type = ?", [name]).fetchone()[0]
+        for name in ("none_cot", "toy_detailed_cot")
+    )
     con.execute(
-        "UPDATE runs SET status = 'running', owner_pid = ?, owner_host = ?",
-        [os.getppid(), socket.gethostname()],  # a live process that is not this one
+        "UPDATE runs SET status = 'running', owner_pid = ?, owner_host = ? WHERE id = ?",
+        [os.getppid(), socket.gethostname(), busy_id],  # a live process that is not this one
     )
     con.close()
-    before = merged.read_bytes()
-    status, _out, err = run(capsys, "merge", computed["s1"], "--into", merged)
-    assert_one_line_error(status, err, "is being computed into the destination by PID")
-    assert merged.read_bytes() == before
+    busy_before = rows(merged, busy_id)
+    status, out, err = run(capsys, "merge", computed["s1"], "--into", merged)
+    assert status == 1
+    errors = [line for line in err.splitlines() if line.startswith("layerscope: error:")]
+    assert len(errors) == 1 and "1 run(s) left out" in errors[0] and busy_id[:12] in errors[0]
+    assert f"{busy_id[:12]}  toy/none_cot  left out: being computed" in out
+    assert rows(merged, busy_id) == busy_before  # the busy run: untouched
+    assert rows(merged, idle_id) == rows(computed["full"], idle_id)  # the other: merged whole

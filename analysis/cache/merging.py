@@ -103,8 +103,11 @@ class RunMerge:
     status: str = ""
     held: int = 0  # samples the destination run holds afterwards (stored + skipped)
     requested: int | None = None  # what the whole request asked for, where a shard says
+    left_out: str = ""  # why nothing of this run was merged (a process computes it right now)
 
     def line(self) -> str:
+        if self.left_out:
+            return f"{self.run_id[:12]}  {self.label}  left out: {self.left_out}"
         of = f"/{self.requested}" if self.requested else ""
         new = ", new run" if self.created else ""
         return (
@@ -279,10 +282,12 @@ def _merge_run(
             and owner_host == socket.gethostname()
             and pid_alive(int(owner_pid))
         ):
-            raise MergeError(
-                f"run {run_id[:12]} is being computed into the destination by PID {owner_pid} "
-                "right now; wait for it or stop it first"
+            # this run only: the others of the source are merged (nobody computes them)
+            merge.left_out = (
+                f"being computed into the destination by PID {owner_pid} right now; merge "
+                "again once it ends"
             )
+            return merge
     source_row = source.execute(
         "SELECT status, provenance, samples_total FROM runs WHERE run_no = ?", [source_no]
     ).fetchone()

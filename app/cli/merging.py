@@ -5,7 +5,8 @@ of the same runs; the user copies them back and merges them, and must learn of a
 caches hold with different values instead of getting one of them silently. The rules (match by
 run key and sample index, compare every stored number, one transaction per run) are
 :mod:`layerscope.analysis.cache.merging`'s; this module prints its per-run summary (stdout) and the
-conflicts (stderr, one line each) and sets the exit status.
+conflicts (stderr, one line each), the runs left out because a process computes them into
+the destination right now, and sets the exit status.
 """
 
 from __future__ import annotations
@@ -35,11 +36,18 @@ def cmd_merge(args: argparse.Namespace) -> int:
         f"{copied} sample(s) copied, {conflicts} conflict(s)",
         file=sys.stderr,
     )
+    left_out = [m for m in merges if m.left_out]
     if conflicts:
         print(
             f"{PROG}: error: {conflicts} sample(s) differ between the caches; the destination "
             "kept its values (see the conflict lines above)",
             file=sys.stderr,
         )
-        return EXIT_CONFLICTS
-    return 0
+    if left_out:
+        print(
+            f"{PROG}: error: {len(left_out)} run(s) left out, being computed into the "
+            f"destination right now ({', '.join(m.run_id[:12] for m in left_out)}); the others "
+            "are merged: merge the same caches again once those runs end",
+            file=sys.stderr,
+        )
+    return EXIT_CONFLICTS if conflicts or left_out else 0
