@@ -305,3 +305,29 @@ def test_a_run_being_computed_into_the_destination_is_left_out_and_the_others_me
     assert f"{busy_id[:12]}  toy/none_cot  left out: being computed" in out
     assert rows(merged, busy_id) == busy_before  # the busy run: untouched
     assert rows(merged, idle_id) == rows(computed["full"], idle_id)  # the other: merged whole
+
+
+def test_a_checkpoint_the_disk_refuses_after_a_merge_is_no_error(
+    capsys, computed, tmp_path, monkeypatch
+):
+    """Every run is committed before the merge folds the log into the file: a full disk at
+    that last step loses nothing (readers replay the log), so the merge says what it merged
+    and exits 0, and the destination holds the runs."""
+    import errno
+    import os
+
+    from layerscope.analysis.cache.connection import CacheFile
+
+    def refused(self):
+        raise CacheError(f"{self.path}: {os.strerror(errno.ENOSPC)}") from OSError(
+            errno.ENOSPC, os.strerror(errno.ENOSPC)
+        )
+
+    monkeypatch.setattr(CacheFile, "checkpoint", refused)
+    merged = tmp_path / "merged.duckdb"
+    status, out, err = run(capsys, "merge", computed["s0"], computed["s1"], "--into", merged)
+    assert status == 0, err
+    assert "error" not in err
+    for run_id in {line.split()[0] for line in out.splitlines()}:
+        full_id = ResultsCache(merged).run(run_id).id
+        assert rows(merged, full_id) == rows(computed["full"], full_id)

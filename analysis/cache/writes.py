@@ -59,6 +59,7 @@ __all__ = [
     "begin_run",
     "complete_stored_run",
     "finish_run",
+    "fold_log",
     "store_batch",
     "store_complete_run",
     "write_batch",
@@ -213,7 +214,7 @@ def write_batch(
         return store_batch(con, runs.run_no(con, run_id), batch, samples_by_index, failed)
 
 
-def _fold_log(file: CacheFile) -> None:
+def fold_log(file: CacheFile) -> None:
     """Checkpoint after a run is finished, so that its readers replay no log. A disk that
     refuses the checkpoint loses nothing (the log keeps every committed transaction and readers
     replay it), so that refusal is left to the next write to report."""
@@ -266,7 +267,7 @@ def finish_run(file: CacheFile, run_id: str, status: str, message: str = "") -> 
         with file.transaction() as con:
             run_no, _info = runs.resolve(con, file.path, run_id)
             info = _finish(con, run_no, status, message)
-        _fold_log(file)
+        fold_log(file)
     return info
 
 
@@ -294,7 +295,7 @@ def complete_stored_run(file: CacheFile, run_id: str) -> RunInfo:
                 [now(), _json(provenance), number],
             )
             info = runs.info_by_number(con, number)
-        _fold_log(file)
+        fold_log(file)
     return info
 
 
@@ -312,5 +313,5 @@ def store_complete_run(
             for batch, samples_by_index in batches:
                 store_batch(con, run_no, batch, samples_by_index)
             info = _finish(con, run_no, "complete", "")
-        _fold_log(file)
+        fold_log(file)
     return info
