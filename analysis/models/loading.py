@@ -34,6 +34,7 @@ from layerscope.analysis.models.inspection import (
     config_num_layers,
     inspect_model_path,
     needs_remote_code,
+    read_config,
 )
 from layerscope.analysis.models.placement import (
     dispatch_random,
@@ -43,6 +44,7 @@ from layerscope.analysis.models.placement import (
     resolve_device,
 )
 from layerscope.analysis.models.sources import ModelLoadError, resolve_model_spec
+from layerscope.analysis.models.weight_shapes import check_config_against_weights
 
 if TYPE_CHECKING:
     import torch
@@ -220,6 +222,8 @@ def load_model(
             f"model {spec!r} ships its own code (auto_map in config.json); layerscope runs it "
             f"only when asked to trust remote code ({mention('trust_remote_code')})"
         )
+    # before transformers builds what the config says (10,000,000 layers took minutes and GBs)
+    check_config_against_weights(source.path, read_config(source.path))
     from transformers import AutoModelForCausalLM, AutoTokenizer
 
     tell(LoadStage("tokenizer", "loading the tokenizer"))
@@ -348,6 +352,7 @@ def describe_targets(
             raise ModelLoadError(download_failure(spec, revision, error)) from error
     else:
         where = resolve_model_spec(spec, revision, offline).path
+        check_config_against_weights(where, read_config(where))
         config = AutoConfig.from_pretrained(where, trust_remote_code=trust_remote_code)
     with torch.device("meta"):
         model = AutoModelForCausalLM.from_config(config, trust_remote_code=trust_remote_code)

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import json
+
 from bad_inputs import Case, World
 
 
@@ -169,4 +171,34 @@ CASES += [
         1,
         ("truncated", "failed to load"),
     ),
+]
+
+
+def _absurd_depth(world: World) -> str:
+    """A config asking for more layers than the weights hold (10,000,000: transformers built
+    them for minutes, growing past 6 GB, before reading a weight)."""
+    folder = world.model_copy("absurd-depth")
+    config = json.loads((folder / "config.json").read_text())
+    config["num_hidden_layers"] = 10_000_000
+    (folder / "config.json").write_text(json.dumps(config))
+    return str(folder)
+
+
+def _negative_width(world: World) -> str:
+    folder = world.model_copy("negative-width")
+    config = json.loads((folder / "config.json").read_text())
+    config["hidden_size"] = -5
+    (folder / "config.json").write_text(json.dumps(config))
+    return str(folder)
+
+
+CASES += [
+    *_model_case(
+        "absurd-depth",
+        _absurd_depth,
+        "absurd-depth",
+        "config.json",
+        "num_hidden_layers is 10000000",
+    ),
+    *_model_case("negative-width", _negative_width, "config.json", "hidden_size is -5"),
 ]
