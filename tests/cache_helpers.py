@@ -33,6 +33,21 @@ def run_id_for(name: str) -> str:
     return hashlib.sha256(name.encode()).hexdigest()
 
 
+def small_header(name: str) -> RunHeader:
+    """The header of a small synthetic run (3 samples, 2 layers) named ``name``."""
+    return RunHeader(
+        run_id_for(name),
+        model="synthetic",
+        dataset="math",
+        response_type="none_cot",
+        mode="base",
+        samples_total=3,
+        targets=targets(2),
+        settings={"max_length": 1024},
+        provenance={"layerscope": "test"},
+    )
+
+
 def targets(layers: int, projections: Sequence[str] = PROJECTIONS) -> list[TargetInfo]:
     names = {"q": "q_proj", "k": "k_proj", "v": "v_proj", "o": "o_proj"}
     return [

@@ -17,7 +17,7 @@ from pathlib import Path
 
 import duckdb
 import pytest
-from cache_helpers import batch, make_result, make_samples, run_id_for, targets
+from cache_helpers import batch, make_result, make_samples, run_id_for, small_header
 from test_runner import (  # noqa: F401 (fixture)
     EngineSpy,
     model_folder,
@@ -25,7 +25,6 @@ from test_runner import (  # noqa: F401 (fixture)
     write_dataset,
 )
 
-from layerscope.analysis.base.records import RunHeader
 from layerscope.analysis.cache import CacheError, ResultsCache, StorageError, storage_errno
 from layerscope.analysis.cache import writes as cache_writes
 from layerscope.analysis.compute import engine
@@ -98,7 +97,7 @@ def test_other_errors_are_no_refusal_of_the_disk(error):
 
 def test_the_cache_says_a_full_disk_and_its_folder(tmp_path, monkeypatch):
     cache = ResultsCache(tmp_path / "c.duckdb", lock_timeout=5)
-    run = StoredRun(cache, header("full"))
+    run = StoredRun(cache, small_header("full"))
     with run:
         run.write(batch([make_result(0, 2)]), make_samples(1))
         refuse_writes(monkeypatch, cache.path, after=0)
@@ -114,23 +113,9 @@ def test_the_cache_says_a_full_disk_and_its_folder(tmp_path, monkeypatch):
 # ---- the lifecycle ---------------------------------------------------------------------------
 
 
-def header(name: str) -> RunHeader:
-    return RunHeader(
-        run_id_for(name),
-        model="synthetic",
-        dataset="math",
-        response_type="none_cot",
-        mode="base",
-        samples_total=3,
-        targets=targets(2),
-        settings={"max_length": 1024},
-        provenance={"layerscope": "test"},
-    )
-
-
 def test_a_full_disk_leaves_the_run_cancelled_and_resumable(tmp_path, monkeypatch):
     cache = ResultsCache(tmp_path / "c.duckdb", lock_timeout=5)
-    run = StoredRun(cache, header("full"))
+    run = StoredRun(cache, small_header("full"))
     with pytest.raises(StorageError) as refused, run:
         run.write(batch([make_result(0, 2)]), make_samples(1))
         refuse_writes(monkeypatch, cache.path, after=0)
@@ -145,7 +130,7 @@ def test_a_disk_that_refuses_even_the_status_leaves_the_run_running(tmp_path, mo
     """Nothing can be written: the run stays as begun (running under this process, which
     `runs` shows as interrupted once the process has ended), and the refusal is what is said."""
     cache = ResultsCache(tmp_path / "c.duckdb", lock_timeout=5)
-    run = StoredRun(cache, header("full"))
+    run = StoredRun(cache, small_header("full"))
     with pytest.raises(StorageError, match="the disk is full"), run:
         run.write(batch([make_result(0, 2)]), make_samples(1))
         refuse_writes(monkeypatch, cache.path, after=0)
@@ -162,13 +147,13 @@ def test_a_disk_that_refuses_even_the_status_leaves_the_run_running(tmp_path, mo
 def test_a_cancel_that_stopped_nothing_completes_the_run(tmp_path):
     cache = ResultsCache(tmp_path / "c.duckdb", lock_timeout=5)
     cancel = threading.Event()
-    run = StoredRun(cache, header("late"), cancel, expected=[0, 1])
+    run = StoredRun(cache, small_header("late"), cancel, expected=[0, 1])
     with run:
         run.write(batch([make_result(0, 2), make_result(1, 2)]), make_samples(2))
         cancel.set()  # during or after the last batch
     assert (run.status, cache.run(run.run_id).status) == ("complete", "complete")
 
-    early = StoredRun(cache, header("early"), cancel, expected=[0, 1])
+    early = StoredRun(cache, small_header("early"), cancel, expected=[0, 1])
     with early:
         early.write(batch([make_result(0, 2)]), make_samples(1))
     assert (early.status, cache.run(early.run_id).status) == ("cancelled", "cancelled")
@@ -177,7 +162,7 @@ def test_a_cancel_that_stopped_nothing_completes_the_run(tmp_path):
 @pytest.mark.parametrize("left", ["cancelled", "failed"])
 def test_a_run_left_unfinished_with_every_sample_stored_is_marked_complete(tmp_path, left):
     cache = ResultsCache(tmp_path / "c.duckdb", lock_timeout=5)
-    run = StoredRun(cache, header(left))
+    run = StoredRun(cache, small_header(left))
     with run:
         run.write(batch([make_result(0, 2), make_result(1, 2)]), make_samples(2))
     cache.finish_run(run.run_id, left, "RuntimeError: boom" if left == "failed" else "")
@@ -194,7 +179,7 @@ def test_a_run_left_unfinished_with_every_sample_stored_is_marked_complete(tmp_p
 
 def test_a_run_being_computed_is_not_marked_complete(tmp_path):
     cache = ResultsCache(tmp_path / "c.duckdb", lock_timeout=5)
-    run = StoredRun(cache, header("live"))
+    run = StoredRun(cache, small_header("live"))
     with run:
         run.write(batch([make_result(0, 2)]), make_samples(1))
         assert complete_if_stored(cache, run.run_id) is None  # this live process owns it

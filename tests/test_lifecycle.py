@@ -5,9 +5,8 @@ from __future__ import annotations
 import threading
 
 import pytest
-from cache_helpers import batch, make_result, make_samples, run_id_for, targets
+from cache_helpers import batch, make_result, make_samples, small_header
 
-from layerscope.analysis.base.records import RunHeader
 from layerscope.analysis.cache import ResultsCache
 from layerscope.analysis.runs.lifecycle import StoredRun, package_version
 
@@ -18,18 +17,7 @@ def cache(tmp_path):
 
 
 def stored_run(cache, name: str, cancel: threading.Event | None = None) -> StoredRun:
-    header = RunHeader(
-        run_id_for(name),
-        model="synthetic",
-        dataset="math",
-        response_type="none_cot",
-        mode="base",
-        samples_total=3,
-        targets=targets(2),
-        settings={"max_length": 1024},
-        provenance={"layerscope": "test"},
-    )
-    return StoredRun(cache, header, cancel=cancel)
+    return StoredRun(cache, small_header(name), cancel=cancel)
 
 
 def test_a_block_that_ends_normally_completes_the_run(cache):
