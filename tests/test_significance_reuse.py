@@ -24,9 +24,11 @@ from layerscope.analysis.results import pair_significance
 from layerscope.analysis.results.compare import compare_runs
 from layerscope.analysis.results.pair_significance import (
     SIGNIFICANCE_MEMO,
+    RunsChanged,
     SignificanceMemo,
     memoised_significance_rows,
     significance_rows,
+    stored_state,
 )
 
 LAYERS = 4
@@ -205,6 +207,28 @@ def test_known_tests_are_handed_out_without_computing(cache: ResultsCache, count
     assert repr(known) == repr(computed)
     # a single run has no pair: nothing to test, known at once
     assert memoised_significance_rows(cache, curves, [], "nuclear_norm") == []
+
+
+def test_curves_read_before_a_batch_are_not_tested_against_the_samples_after_it(
+    cache: ResultsCache, counts: Counts
+):
+    """The explorer reads its curves, then has them tested by another connection: a batch that
+    lands in between would have the tests mix two states of the run (the curves of one, the
+    per-sample values of the next), kept under a key no later read asks for. Such tests are
+    refused, and the curves of the new state are tested."""
+    runs = ids(*NAMES[:2])
+    pairs = [(runs[0], runs[1])]
+    curves = cache.curves(runs, "nuclear_norm")
+    stored = {run_id: stored_state(cache.run(run_id)) for run_id in runs}
+    add_samples(cache, "simplified_cot", range(SAMPLES, SAMPLES + 50))
+    with pytest.raises(RunsChanged, match=runs[1]):
+        significance_rows(cache, curves, pairs, "nuclear_norm", stored=stored)
+    assert counts.take() == (0, 0)
+    curves = cache.curves(runs, "nuclear_norm")
+    stored = {run_id: stored_state(cache.run(run_id)) for run_id in runs}
+    tested = significance_rows(cache, curves, pairs, "nuclear_norm", stored=stored)
+    assert counts.take() == (len(PROJECTIONS), 2)
+    assert repr(tested) == repr(significance_rows(cache, curves, pairs, "nuclear_norm"))
 
 
 def test_threads_share_the_memo(cache: ResultsCache, counts: Counts):

@@ -39,9 +39,10 @@ import hashlib
 import threading
 from array import array
 from collections import OrderedDict
-from collections.abc import Callable, Hashable, Sequence
+from collections.abc import Callable, Hashable, Mapping, Sequence
 from typing import TYPE_CHECKING
 
+from layerscope.analysis.base.errors import LayerscopeError
 from layerscope.analysis.base.records import LayerCurve, RunInfo
 from layerscope.analysis.curves.significance import (
     PERMUTATIONS,
@@ -58,11 +59,30 @@ if TYPE_CHECKING:
 __all__ = [
     "SIGNIFICANCE_MEMO",
     "TESTS_FORMAT",
+    "RunsChanged",
     "SignificanceMemo",
+    "StoredState",
     "memoised_significance_rows",
     "pair_tests",
     "significance_rows",
+    "stored_state",
 ]
+
+
+# What a run has stored, as far as its tests are concerned (see :func:`stored_state`).
+StoredState = tuple[int, str | None]
+
+
+class RunsChanged(LayerscopeError):
+    """A run stored more samples after its curves were read: tests of those curves would mix
+    two states of the run (the curves of one, the per-sample values of the next)."""
+
+
+def stored_state(info: RunInfo) -> StoredState:
+    """What a run has stored, cheaply: its count of stored samples and when it was begun (the
+    cache only adds samples to a run; see the module docstring)."""
+    started = info.started_at.isoformat() if info.started_at is not None else None
+    return info.samples_done, started
 
 
 def significance_rows(
@@ -74,15 +94,27 @@ def significance_rows(
     *,
     permutations: int = PERMUTATIONS,
     seed: int = SEED,
+    stored: Mapping[str, StoredState] | None = None,
 ) -> list[ProjectionSignificance]:
     """The layer-wise tests of b against a for each (a, b) pair of full run ids, projection by
     projection (in a's order) where both have the curve over the same layers: paired tests
     when the two runs stored the same questions, else Welch's t from the curves' sums.
 
     Each pair's tests are computed once for what the runs have stored and then reused (see
-    the module docstring, "Reuse of the tests")."""
+    the module docstring, "Reuse of the tests"). `stored`: each run's :func:`stored_state`
+    when `curves` were read, for curves read earlier than now (the explorer's, read by another
+    connection): raises :class:`RunsChanged` when a run has stored more since, instead of
+    testing a mix of the two states."""
     rows = _significance(
-        cache, curves, pairs, metric, response_tokens, permutations, seed, compute=True
+        cache,
+        curves,
+        pairs,
+        metric,
+        response_tokens,
+        permutations,
+        seed,
+        compute=True,
+        stored=stored,
     )
     assert rows is not None
     return rows
@@ -148,13 +180,6 @@ TESTS_FORMAT = 1
 SIGNIFICANCE_MEMO = SignificanceMemo()
 
 
-def _stored(info: RunInfo) -> tuple[int, str | None]:
-    """What a run has stored, cheaply: its count of stored samples and when it was begun (the
-    cache only adds samples to a run; see the module docstring)."""
-    started = info.started_at.isoformat() if info.started_at is not None else None
-    return info.samples_done, started
-
-
 def _curve_digest(curves: Sequence[LayerCurve]) -> str:
     """A digest of the curves' projections, layers, counts, means and standard deviations
     (by their bytes: NaN equals NaN here, as it must for a key)."""
@@ -186,6 +211,7 @@ def _significance(
     seed: int,
     *,
     compute: bool,
+    stored: Mapping[str, StoredState] | None = None,
 ) -> list[ProjectionSignificance] | None:
     """Each pair's tests from the memo, or (``compute``) computed and kept; None when a pair's
     are not known and ``compute`` is False."""
@@ -217,10 +243,16 @@ def _significance(
         if not compared:
             continue
         info_a, info_b = info(a), info(b)
+        if stored is not None:
+            for run_id, run in ((a, info_a), (b, info_b)):
+                if stored.get(run_id) != stored_state(run):
+                    raise RunsChanged(
+                        f"run {run_id} stored more samples since its curves were read"
+                    )
         settings = _digest(TESTS_FORMAT, metric, response_tokens, permutations, seed)
         state = _digest(
-            _stored(info_a),
-            _stored(info_b),
+            stored_state(info_a),
+            stored_state(info_b),
             _curve_digest([curve for both in compared for curve in both]),
         )
         key = (str(cache.path), a, b, settings, state)

@@ -267,7 +267,8 @@ class ChartLoaded(CacheRead):
     `significance` holds the tests of each run against the first when they were already
     known for what the runs have stored, else None: they are being computed, and come in a
     `SignificanceTested` of their own (the curves are shown first). `pairs`, `metric` and
-    `response_tokens` are what the tests compare.
+    `response_tokens` are what the tests compare; `stored`, each run's stored state as the
+    curves were read (the tests refuse a run that has stored more since).
     """
 
     curves: list[LayerCurve] = field(default_factory=list)
@@ -278,14 +279,16 @@ class ChartLoaded(CacheRead):
     pairs: list[tuple[str, str]] = field(default_factory=list)
     metric: str = ""
     response_tokens: tuple[int, int] | None = None
+    stored: dict[str, tuple[int, str | None]] = field(default_factory=dict)
 
 
 @dataclass(eq=False)
 class SignificanceTested(CacheRead):
     """The layer-wise tests of the chart's runs against the first were computed (or found:
-    each pair is tested once for what its runs have stored)."""
+    each pair is tested once for what its runs have stored), or (`significance` None) were
+    not, because a run stored more after the curves were read: they are read again."""
 
-    significance: list[ProjectionSignificance] = field(default_factory=list)
+    significance: list[ProjectionSignificance] | None = field(default_factory=list)
 
 
 @dataclass(eq=False)

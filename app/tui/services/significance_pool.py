@@ -18,6 +18,10 @@ the pair finds them. The child's function, :func:`compute_tests`, lives here at 
 and this module imports nothing but the standard library at import, so the child imports no
 more than the analysis layer needs (never torch, never Textual).
 
+Tests are asked for curves the explorer read earlier, by another connection: when a run has
+stored more samples since, the child answers None (nothing tested) rather than test a mix of
+the two states, and the chart reads its curves again.
+
 A child that raises hands its error back (the chart says the tests failed, in one line); a
 child that dies breaks the pool, which is dropped, so the next test starts a fresh one. The
 executor is made by a factory the App may be given: tests pass one that makes a
@@ -40,6 +44,8 @@ from typing import TYPE_CHECKING
 from layerscope.analysis.base.errors import LayerscopeError
 
 if TYPE_CHECKING:
+    from collections.abc import Mapping
+
     from layerscope.analysis.base.records import LayerCurve
     from layerscope.analysis.curves.significance import ProjectionSignificance
 
@@ -90,11 +96,12 @@ def start_child(setup: Callable[..., object] | None, setup_args: tuple[object, .
 
 @dataclass(frozen=True)
 class ComputedTests:
-    """What the child hands back: the tests, the process they were computed in and the CPU
-    seconds the computation took there, as that process counts them (the benchmark reports
-    them; in a thread pool, the count is the whole process's, every thread's)."""
+    """What the child hands back: the tests (None: a run stored more since its curves were
+    read), the process they were computed in and the CPU seconds the computation took there,
+    as that process counts them (the benchmark reports them; in a thread pool, the count is the
+    whole process's, every thread's)."""
 
-    significance: list[ProjectionSignificance]
+    significance: list[ProjectionSignificance] | None
     pid: int
     cpu_seconds: float
 
@@ -105,15 +112,22 @@ def compute_tests(
     pairs: Sequence[tuple[str, str]],
     metric: str,
     response_tokens: tuple[int, int] | None,
+    stored: Mapping[str, tuple[int, str | None]] | None = None,
 ) -> ComputedTests:
     """In the tests' process: the tests of each pair, read from the cache file at `db_path`
-    (and kept there for next time)."""
+    (and kept there for next time); None when a run's stored state is no longer `stored`."""
     started = time.process_time()
     from layerscope.analysis.cache import ResultsCache
     from layerscope.analysis.results import pair_significance
 
+    rows: list[ProjectionSignificance] | None
     with ResultsCache(db_path) as cache:
-        rows = pair_significance.significance_rows(cache, curves, pairs, metric, response_tokens)
+        try:
+            rows = pair_significance.significance_rows(
+                cache, curves, pairs, metric, response_tokens, stored=stored
+            )
+        except pair_significance.RunsChanged:
+            rows = None
     return ComputedTests(rows, os.getpid(), time.process_time() - started)
 
 
@@ -148,9 +162,11 @@ class SignificancePool:
         pairs: Sequence[tuple[str, str]],
         metric: str,
         response_tokens: tuple[int, int] | None,
-    ) -> list[ProjectionSignificance]:
+        stored: Mapping[str, tuple[int, str | None]] | None = None,
+    ) -> list[ProjectionSignificance] | None:
         """The tests of b against a for each (a, b) of `pairs`, computed in the pool's process
-        (an error there is raised here)."""
+        (an error there is raised here); None when a run stored more than `stored` (each run's
+        stored state when `curves` were read) says."""
         with self._lock:  # no shutdown while a process starts: it would miss that one
             executor = self._current()
             try:
@@ -161,6 +177,7 @@ class SignificancePool:
                     list(pairs),
                     metric,
                     response_tokens,
+                    dict(stored) if stored is not None else None,
                 )
             except RuntimeError as error:  # found broken (BrokenExecutor is a RuntimeError)
                 self._executor = None

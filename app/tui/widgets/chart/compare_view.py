@@ -148,7 +148,10 @@ class ComparePane(ReportsWorkerErrors, SpectraView, Vertical):
 
         def read(cache: ResultsCache) -> ChartLoaded:
             from layerscope.analysis.results.compare import compare_runs
-            from layerscope.analysis.results.pair_significance import memoised_significance_rows
+            from layerscope.analysis.results.pair_significance import (
+                memoised_significance_rows,
+                stored_state,
+            )
 
             if not present:
                 return ChartLoaded(metric=metric, response_tokens=length_range)
@@ -165,6 +168,8 @@ class ComparePane(ReportsWorkerErrors, SpectraView, Vertical):
             known = memoised_significance_rows(
                 cache, comparison.curves, pairs, metric, length_range
             )
+            # in this connection, so of the very state the curves were read from
+            stored = {run_id: stored_state(cache.run(run_id)) for pair in pairs for run_id in pair}
             return ChartLoaded(
                 comparison.curves,
                 comparison.mad,
@@ -173,6 +178,7 @@ class ComparePane(ReportsWorkerErrors, SpectraView, Vertical):
                 pairs=pairs,
                 metric=metric,
                 response_tokens=length_range,
+                stored=stored,
             )
 
         if self._reads.request(query, ChartLoaded):
@@ -207,11 +213,11 @@ class ComparePane(ReportsWorkerErrors, SpectraView, Vertical):
         tests' own process: the worker here only waits for them, so the UI thread keeps the GIL
         (services/significance_pool.py)."""
         curves, pairs = list(loaded.curves), list(loaded.pairs)
-        metric, length_range = loaded.metric, loaded.response_tokens
+        metric, length_range, stored = loaded.metric, loaded.response_tokens, loaded.stored
         tester = self._tester
 
         def compute() -> SignificanceTested:
-            return SignificanceTested(tester.compute(curves, pairs, metric, length_range))
+            return SignificanceTested(tester.compute(curves, pairs, metric, length_range, stored))
 
         self._tests.submit(compute, SignificanceTested)
 
@@ -224,6 +230,11 @@ class ComparePane(ReportsWorkerErrors, SpectraView, Vertical):
     def on_significance_tested(self, message: SignificanceTested) -> None:
         message.stop()
         if not self._tests.accept(message) or self._loaded is None:
+            return
+        if message.significance is None:
+            # a run stored more since these curves were read: read them again (their tests
+            # follow), "testing…" meanwhile
+            self.reload()
             return
         if message.error:
             self.notify(f"Could not test significance: {message.error}", severity="warning")
