@@ -3,6 +3,7 @@ file-level guarantees (schema versions, locks, proportionate size)."""
 
 from __future__ import annotations
 
+import dataclasses
 import math
 import os
 import random
@@ -22,6 +23,7 @@ from cache_helpers import (
     make_samples,
     nuclear,
     run_id_for,
+    small_header,
     targets,
 )
 
@@ -516,3 +518,33 @@ def test_a_lock_held_too_long_names_the_holder(tmp_path):
         holder.kill()
         holder.wait()
     assert ResultsCache(path, lock_timeout=0.3).runs() == []
+
+
+def test_per_sample_values_are_each_stored_value_with_nan_where_not_finite(cache):
+    """The paired tests read each sample's values by layer: every stored value in its place,
+    NaN for a value stored as infinite or NaN, only the projections asked for, and the
+    response-length filter applied (checked against the stored rows, read one by one)."""
+    run_id = run_id_for("none_cot")
+    cache.begin_run(dataclasses.replace(small_header("none_cot"), targets=targets(4)))
+    odd = {
+        (1, "q"): {"nuclear_norm": math.inf},
+        (2, "k"): {"nuclear_norm": math.nan},
+        (0, "v"): {"nuclear_norm": -math.inf},
+    }
+    results = [make_result(i, overrides=odd if i in (3, 5) else None) for i in range(8)]
+    cache.write_batch(run_id, batch(results), make_samples(8))
+    values = cache.sample_values(run_id, "nuclear_norm", ["q", "k", "v"])
+    assert list(values) == ["q", "k", "v"]
+    for projection, by_sample in values.items():
+        assert sorted(by_sample) == list(range(8))
+        for index, by_layer in by_sample.items():
+            assert len(by_layer) == 4
+            for layer, value in enumerate(by_layer):
+                if index in (3, 5) and (layer, projection) in odd:
+                    assert math.isnan(value)
+                else:
+                    assert value == nuclear(index, layer, projection)
+    # response tokens are 20 + index: the samples 2 to 4
+    short = cache.sample_values(run_id, "nuclear_norm", ["o"], response_tokens=(22, 24))
+    assert list(short) == ["o"] and sorted(short["o"]) == [2, 3, 4]
+    assert short["o"][4] == [nuclear(4, layer, "o") for layer in range(4)]

@@ -21,8 +21,11 @@ from layerscope.analysis.cache import ResultsCache
 from layerscope.analysis.curves.significance import (
     PAIRED,
     WELCH,
+    PairedValues,
     benjamini_hochberg,
     decide_pairing,
+    paired_tests,
+    paired_tests_of_projections,
     sign_flip_p_values,
     welch_tests,
 )
@@ -292,3 +295,34 @@ def test_length_control_restricts_the_pairs_to_samples_in_the_range(cache):
     reference = stats.ttest_rel(b[:6], a[:6], axis=0)
     assert [t.p_value for t in row.layers] == pytest.approx(list(reference.pvalue))
     assert row.permutation == "exact, all 2^6 sign patterns"
+
+
+def test_projections_tested_together_give_each_projection_its_own_numbers():
+    """A pair's projections share their pass over the sign patterns: every number is the one
+    the projection gets tested alone, with as many pairs (Monte Carlo and exact), with fewer
+    pairs (a sample not finite in one projection) and with too few."""
+    rng = np.random.default_rng(7)
+
+    def values(n: int, shift: float) -> dict[int, list[float]]:
+        return {i: list(rng.normal(10 + shift, 1, size=6)) for i in range(n)}
+
+    a = {p: values(40, 0) for p in "qkvo"}
+    b = {p: values(40, 0.4) for p in "qkvo"}
+    b["k"][3][2] = math.nan  # k has 39 pairs, the others 40
+    small_a, small_b = values(12, 0), values(12, 0.5)  # exact: all 2^12 patterns
+    together = [PairedValues(p, a[p], b[p], [0, 2, 4]) for p in "qkvo"]
+    together += [
+        PairedValues("loss", small_a, small_b),
+        PairedValues("x", {0: [1.0] * 6}, {0: [2.0] * 6}),  # one pair: too few
+        PairedValues("y", {**small_a}, {**small_b}, [1, 5]),
+    ]
+    rows = paired_tests_of_projections("a", "b", together, "paired")
+    alone = [
+        paired_tests("a", "b", p.projection, p.values_a, p.values_b, "paired", p.layers)
+        for p in together
+    ]
+    assert repr(rows) == repr(alone)
+    assert rows[1].layers[0].n_a == 39 and rows[0].layers[0].n_a == 40
+    assert rows[5].permutation == "too few pairs"
+    assert rows[4].permutation.startswith("exact")
+    assert rows[0].permutation.startswith("Monte Carlo")

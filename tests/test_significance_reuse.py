@@ -110,18 +110,18 @@ class Counts:
     def __init__(self, monkeypatch: pytest.MonkeyPatch) -> None:
         self.tests: list[tuple[str, str, str]] = []
         self.reads: list[str] = []
-        paired_tests = pair_significance.paired_tests
+        paired_tests = pair_significance.paired_tests_of_projections
         sample_values = ResultsCache.sample_values
 
-        def counted_tests(run_a, run_b, projection, *args, **kwargs):
-            self.tests.append((run_a, run_b, projection))
-            return paired_tests(run_a, run_b, projection, *args, **kwargs)
+        def counted_tests(run_a, run_b, projections, *args, **kwargs):
+            self.tests.extend((run_a, run_b, p.projection) for p in projections)
+            return paired_tests(run_a, run_b, projections, *args, **kwargs)
 
         def counted_reads(cache_self, run_id, *args, **kwargs):
             self.reads.append(run_id)
             return sample_values(cache_self, run_id, *args, **kwargs)
 
-        monkeypatch.setattr(pair_significance, "paired_tests", counted_tests)
+        monkeypatch.setattr(pair_significance, "paired_tests_of_projections", counted_tests)
         monkeypatch.setattr(ResultsCache, "sample_values", counted_reads)
 
     def take(self) -> tuple[int, int]:

@@ -78,20 +78,21 @@ class Tally:
         self._gate = threading.Event()
         if not held:
             self._gate.set()
-        paired_tests, compare_runs = pair_significance.paired_tests, analysis_compare.compare_runs
+        paired_tests = pair_significance.paired_tests_of_projections
+        compare_runs = analysis_compare.compare_runs
 
-        def gated(run_a, run_b, projection, *args, **kwargs):
+        def gated(run_a, run_b, projections, *args, **kwargs):
             self.entered.set()
             if not self._gate.wait(timeout=60):
                 raise TimeoutError("the test never released the significance tests")
-            self.run.append((run_a, run_b, projection))
-            return paired_tests(run_a, run_b, projection, *args, **kwargs)
+            self.run.extend((run_a, run_b, p.projection) for p in projections)
+            return paired_tests(run_a, run_b, projections, *args, **kwargs)
 
         def counted(*args, **kwargs):
             self.reads += 1
             return compare_runs(*args, **kwargs)
 
-        monkeypatch.setattr(pair_significance, "paired_tests", gated)
+        monkeypatch.setattr(pair_significance, "paired_tests_of_projections", gated)
         monkeypatch.setattr(analysis_compare, "compare_runs", counted)
 
     def release(self) -> None:

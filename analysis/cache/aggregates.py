@@ -283,16 +283,37 @@ def sample_values(
             "low": low,
             "high": high,
         }
-        rows = con.execute(query, params).fetchall()
+        columns = con.execute(query, params).fetchnumpy()
+    return _by_projection_and_sample(columns, info.layers)
+
+
+def _by_projection_and_sample(
+    columns: dict[str, Any], layers: int
+) -> dict[str, dict[int, list[float]]]:
+    """Rows of (projection, sample, layer, value) as each projection's per-sample values by
+    layer, NaN where not stored or not finite. In numpy: a study's pair reads 120,000 rows,
+    and a loop over them in Python was a seventh of a first ``show``'s CPU."""
+    import numpy as np  # the cache's reads need it only here
+
+    projection, index, layer, stored = columns.values()
+    # a NULL value comes as a masked entry
+    value = np.where(np.ma.getmaskarray(stored), np.nan, np.ma.getdata(stored)).astype(np.float64)
+    projection = np.asarray(projection)
+    index = np.asarray(index)
+    value[~np.isfinite(value)] = np.nan
+    layer = np.asarray(layer, dtype=np.int64)
+    inside = (layer >= 0) & (layer < layers)
     result: dict[str, dict[int, list[float]]] = {}
-    for projection, index, layer, value in rows:
-        per_sample = result.setdefault(projection, {})
-        values = per_sample.get(int(index))
-        if values is None:
-            values = per_sample[int(index)] = [math.nan] * info.layers
-        if 0 <= layer < info.layers:
-            values[int(layer)] = _finite_or_nan(value)
-    return {p: result[p] for p in PROJECTIONS if p in result}
+    for name in PROJECTIONS:
+        rows = projection == name
+        if not rows.any():
+            continue
+        samples, position = np.unique(np.asarray(index[rows], dtype=np.int64), return_inverse=True)
+        matrix = np.full((len(samples), layers), np.nan)
+        kept = inside[rows]
+        matrix[position[kept], layer[rows][kept]] = value[rows][kept]
+        result[name] = dict(zip(samples.tolist(), matrix.tolist(), strict=True))
+    return result
 
 
 def _finite_or_nan(value: Any) -> float:

@@ -47,9 +47,10 @@ from layerscope.analysis.base.records import LayerCurve, RunInfo
 from layerscope.analysis.curves.significance import (
     PERMUTATIONS,
     SEED,
+    PairedValues,
     ProjectionSignificance,
     decide_pairing,
-    paired_tests,
+    paired_tests_of_projections,
     welch_tests,
 )
 
@@ -174,7 +175,7 @@ class SignificanceMemo:
 
 # The format of the tests and their records: kept tests of another format are computed anew
 # (raise it when a test, its inputs or LayerTest / ProjectionSignificance change).
-TESTS_FORMAT = 1
+TESTS_FORMAT = 2
 
 # The process's memo of tests (the explorer's chart reads and a CLI command share it).
 SIGNIFICANCE_MEMO = SignificanceMemo()
@@ -288,26 +289,20 @@ def pair_tests(
         _data_digest(info_b.settings),
         *cache.shared_samples(a, b),
     )
-    rows = []
-    for curve_a, curve_b in compared:
-        if not pairing.paired:
-            rows.append(welch_tests(curve_a, curve_b, pairing.reason))
-            continue
-        projection = curve_a.projection
-        rows.append(
-            paired_tests(
-                a,
-                b,
-                projection,
-                sample_values(a).get(projection, {}),
-                sample_values(b).get(projection, {}),
-                pairing.reason,
-                curve_a.layers,
-                permutations=permutations,
-                seed=seed,
-            )
+    if not pairing.paired:
+        return [welch_tests(curve_a, curve_b, pairing.reason) for curve_a, curve_b in compared]
+    projections = [
+        PairedValues(
+            curve_a.projection,
+            sample_values(a).get(curve_a.projection, {}),
+            sample_values(b).get(curve_a.projection, {}),
+            curve_a.layers,
         )
-    return rows
+        for curve_a, _curve_b in compared
+    ]
+    return paired_tests_of_projections(
+        a, b, projections, pairing.reason, permutations=permutations, seed=seed
+    )
 
 
 def _data_digest(settings: dict) -> str | None:
