@@ -434,7 +434,7 @@ def printed(code: Code, args: list[str]) -> str:
 
 def same_output(
     before: Code, after: Code, db: Path, pair: list[str], table_runs: list[str], scratch: Path
-) -> dict[str, bool]:
+) -> dict[str, str]:
     """Whether both versions print the same curves, tables and tests from the same file: the
     baseline's file, copied (the newer code upgrades it in place, after the baseline read it)."""
     copy = scratch / "same-output.duckdb"
@@ -451,13 +451,43 @@ def same_output(
         ],
     }
     outputs = {name: printed(before, [*args, "--db", str(copy)]) for name, args in commands.items()}
-    same = {
-        name: printed(after, [*args, "--db", str(copy)]) == outputs[name]
-        for name, args in commands.items()
-    }
+    same = {}
+    for name, args in commands.items():
+        output = printed(after, [*args, "--db", str(copy)])
+        same[name] = "identical" if output == outputs[name] else "DIFFERENT"
+        if output != outputs[name] and "--json" in args:
+            same[name] = json_difference(outputs[name], output)
     copy.unlink()
     Path(f"{copy}.wal").unlink(missing_ok=True)
     return same
+
+
+def json_difference(before: str, after: str) -> str:
+    """How two JSON outputs differ: "DIFFERENT" unless only numbers do, then the worst relative
+    difference of each field that differs (the rounding of a formula computed another way)."""
+    worst: dict[str, float] = {}
+
+    def walk(a: object, b: object, field: str) -> bool:
+        if isinstance(a, dict) and isinstance(b, dict):
+            return a.keys() == b.keys() and all(walk(a[k], b[k], k) for k in a)
+        if isinstance(a, list) and isinstance(b, list):
+            return len(a) == len(b) and all(walk(x, y, field) for x, y in zip(a, b, strict=True))
+        if isinstance(a, float) and isinstance(b, float) and a != b:
+            if math.isnan(a) or math.isnan(b):
+                return math.isnan(a) and math.isnan(b)
+            relative = abs(a - b) / max(abs(a), abs(b))
+            worst[field] = max(worst.get(field, 0.0), relative)
+            return True
+        return a == b
+
+    try:
+        equal = walk(json.loads(before.split("\n", 1)[1]), json.loads(after.split("\n", 1)[1]), "")
+    except ValueError:
+        return "DIFFERENT"
+    if not equal:
+        return "DIFFERENT"
+    fields = ", ".join(f"{field} {value:.0e}" for field, value in sorted(worst.items()))
+    return f"the same but for rounding (worst relative difference: {fields})"
 
 
 def forget_kept_tests(db: Path) -> None:
@@ -522,7 +552,7 @@ def main(argv: list[str] | None = None) -> int:
     ]
     results: dict[str, dict[str, dict[str, float]]] = {}
     files: dict[str, Path] = {}
-    same: dict[str, bool] = {}
+    same: dict[str, str] = {}
     try:
         for code in versions:
             version = code.schema_version()
@@ -662,8 +692,8 @@ def main(argv: list[str] | None = None) -> int:
     )
     if same:
         print("\nsame output, before and after, from one file:")
-        for name, identical in same.items():
-            print(f"  {name}: {'identical' if identical else 'DIFFERENT'}")
+        for name, verdict in same.items():
+            print(f"  {name}: {verdict}")
     if options.json:
         options.json.write_text(json.dumps({**results, "same output": same}, indent=2))
     return 0
