@@ -6,9 +6,12 @@ expected means by hand.
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import math
-from collections.abc import Sequence
+import subprocess
+import sys
+from collections.abc import Iterator, Sequence
 from pathlib import Path
 
 import duckdb
@@ -23,6 +26,7 @@ from layerscope.analysis.base.records import (
     SkippedSample,
     TargetInfo,
 )
+from layerscope.analysis.cache import liveness
 from layerscope.analysis.cache.health.stray_rows import RUN_TABLES
 from layerscope.analysis.cache.schema import table_names
 
@@ -234,3 +238,39 @@ def forget_kept_tests(path: Path) -> None:
 
     with duckdb.connect(str(path)) as con:
         con.execute("DELETE FROM kept_tests")
+
+
+def ended(db: Path, run_id: str) -> None:
+    """As if the process that began the run had ended: its claim on the run (the lock a live
+    compute holds, cache/liveness.py) is let go of. A run begun in the test's own process is
+    held by the test's process until then."""
+    liveness.release_run(Path(db), run_id)
+
+
+_CLAIMING = """
+import sys
+from pathlib import Path
+from layerscope.analysis.cache import liveness
+print(liveness.claim_run(Path(sys.argv[1]), sys.argv[2]), flush=True)
+sys.stdin.read()
+"""
+
+
+@contextlib.contextmanager
+def computing_elsewhere(db: Path, run_id: str) -> Iterator[int]:
+    """A live process that holds the run as a compute does (until the block ends, or it is
+    killed): yields its PID."""
+    child = subprocess.Popen(
+        [sys.executable, "-c", _CLAIMING, str(db), run_id],
+        stdin=subprocess.PIPE,
+        stdout=subprocess.PIPE,
+        text=True,
+    )
+    try:
+        assert child.stdout is not None
+        answer = child.stdout.readline().strip()
+        assert answer == "True", f"the other process could not claim the run: {answer!r}"
+        yield child.pid
+    finally:
+        child.kill()
+        child.wait()

@@ -18,6 +18,8 @@ import duckdb
 import pytest
 from cache_helpers import (
     batch,
+    computing_elsewhere,
+    ended,
     fill_run,
     make_result,
     make_samples,
@@ -288,16 +290,13 @@ def test_resuming_a_run_keeps_session_history_and_refuses_a_live_owner(cache):
     )
     assert info.status == "running"
     assert [s["batch_size"] for s in info.provenance["sessions"]] == [4, 8]
-    other = subprocess.Popen([sys.executable, "-c", "import time; time.sleep(30)"])
-    try:
+    ended(cache.path, run_id)
+    with computing_elsewhere(cache.path, run_id) as other:
         with duckdb.connect(str(cache.path)) as con:
-            con.execute("UPDATE runs SET owner_pid = ? WHERE id = ?", [other.pid, run_id])
+            con.execute("UPDATE runs SET owner_pid = ? WHERE id = ?", [other, run_id])
         assert cache.run(run_id).status == "running"
-        with pytest.raises(CacheError, match=f"being computed by PID {other.pid}"):
+        with pytest.raises(CacheError, match=f"being computed by PID {other}"):
             fill_run(cache, "r", 2, layers=1)
-    finally:
-        other.kill()
-        other.wait()
     # Its owner is gone (killed): reported as cancelled, and resumable.
     assert cache.run(run_id).status == "cancelled"
     fill_run(cache, "r", 2, layers=1)

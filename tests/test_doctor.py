@@ -20,7 +20,9 @@ import pytest
 from bad_inputs.cache_cases import corrupt_log, leave_in_log, set_schema_version
 from cache_helpers import (
     batch,
+    computing_elsewhere,
     copy_run,
+    ended,
     fill_run,
     make_result,
     make_samples,
@@ -107,6 +109,8 @@ def open_run_in_log(path: Path, monkeypatch, count: int = 12, owner: int | None 
         cache.write_batch(run_id, batch(results), samples)
     monkeypatch.delenv("LAYERSCOPE_WAL_CHECKPOINT")
     assert path.with_name(path.name + ".wal").stat().st_size > 0
+    if owner is not None:
+        ended(path, run_id)  # this process began it for ``owner``
     return run_id
 
 
@@ -392,6 +396,7 @@ def test_checks_made_in_parts_find_what_whole_tables_show(
 def test_an_interrupted_run_is_named_and_resumes(db, capsys):
     cache = ResultsCache(db)
     run_id = fill_run(cache, "killed", 12, finish=None)
+    ended(db, run_id)
     with duckdb.connect(str(db)) as con:
         con.execute("DELETE FROM samples WHERE sample_index >= 8 AND run_no = 3")
         con.execute("DELETE FROM statistics WHERE sample_index >= 8 AND run_no = 3")
@@ -416,18 +421,15 @@ def test_an_interrupted_run_is_named_and_resumes(db, capsys):
 
 
 def test_a_run_being_computed_is_a_note(db, capsys):
-    other = subprocess.Popen([sys.executable, "-c", "import time; time.sleep(60)"])
-    try:
-        run_id = fill_run(ResultsCache(db), "live", 4, finish=None)
+    run_id = fill_run(ResultsCache(db), "live", 4, finish=None)
+    ended(db, run_id)
+    with computing_elsewhere(db, run_id) as other:
         with duckdb.connect(str(db)) as con:
-            con.execute("UPDATE runs SET owner_pid = ? WHERE id = ?", [other.pid, run_id])
+            con.execute("UPDATE runs SET owner_pid = ? WHERE id = ?", [other, run_id])
         status, lines, _err = doctor(capsys, "--db", db)
-    finally:
-        other.kill()
-        other.wait()
     assert status == 0, lines
     [note] = findings(lines, "note", "interrupted")
-    assert f"being computed by PID {other.pid} right now (4 of 4 samples stored)" in note
+    assert f"being computed by PID {other} right now (4 of 4 samples stored)" in note
 
 
 # ---- the write-ahead log ----------------------------------------------------------------------
@@ -518,6 +520,30 @@ def test_a_truncated_log_loses_its_last_batch_and_the_run_resumes(db, monkeypatc
     info = ResultsCache(db).run(run_id)
     assert (info.status, info.samples_done) == ("complete", 12)
     assert doctor(capsys, "--db", db)[0] == 0
+
+
+def test_the_log_of_a_compute_running_now_is_no_damage(db, monkeypatch, capsys):
+    """A compute writing its batch when doctor reads finds the log's last entry incomplete:
+    that is the entry being written, not damage. Doctor knows a writer is live by the lock
+    every compute holds (cache/liveness.py), says so, and finds nothing to repair; once the
+    writer is gone, the same log is damage again."""
+    run_id = open_run_in_log(db, monkeypatch)
+    ended(db, run_id)  # another process computes it (the log is left as it is)
+    wal = db.with_name(db.name + ".wal")
+    wal.write_bytes(wal.read_bytes()[:-1])  # its entry half written
+    with computing_elsewhere(db, run_id):
+        status, lines, _err = doctor(capsys, "--db", db)
+        assert status == 0, lines
+        [note] = findings(lines, "note", "wal")
+        assert "is being written by a compute running now" in note
+        [running] = findings(lines, "note", "interrupted")
+        assert "right now (8 of 12 samples stored)" in running
+        assert not [line for line in lines if line.startswith("problem")]
+    # the writer killed: the same log is an incomplete entry, the run interrupted
+    status, lines, _err = doctor(capsys, "--db", db)
+    assert status == 1
+    assert "ends in an incomplete entry" in findings(lines, "problem", "wal")[0]
+    assert findings(lines, "problem", "interrupted")
 
 
 # ---- environment variables --------------------------------------------------------------------

@@ -19,6 +19,7 @@ import textwrap
 
 import duckdb
 import pytest
+from cache_helpers import computing_elsewhere
 from test_runner import model_folder, write_dataset  # noqa: F401 (fixture)
 
 from layerscope.analysis.base.records import MATRIX_STATISTICS
@@ -282,7 +283,6 @@ def test_statistics_compared_are_every_stored_one():
 def test_a_run_being_computed_into_the_destination_is_left_out_and_the_others_merged(
     capsys, computed, tmp_path
 ):
-    import os
     import socket
 
     merged = tmp_path / "m.duckdb"
@@ -292,13 +292,14 @@ def test_a_run_being_computed_into_the_destination_is_left_out_and_the_others_me
         con.execute("SELECT id FROM runs WHERE response_type = ?", [name]).fetchone()[0]
         for name in ("none_cot", "toy_detailed_cot")
     )
-    con.execute(
-        "UPDATE runs SET status = 'running', owner_pid = ?, owner_host = ? WHERE id = ?",
-        [os.getppid(), socket.gethostname(), busy_id],  # a live process that is not this one
-    )
-    con.close()
-    busy_before = rows(merged, busy_id)
-    status, out, err = run(capsys, "merge", computed["s1"], "--into", merged)
+    with computing_elsewhere(merged, busy_id) as other:
+        con.execute(
+            "UPDATE runs SET status = 'running', owner_pid = ?, owner_host = ? WHERE id = ?",
+            [other, socket.gethostname(), busy_id],
+        )
+        con.close()
+        busy_before = rows(merged, busy_id)
+        status, out, err = run(capsys, "merge", computed["s1"], "--into", merged)
     assert status == 1
     errors = [line for line in err.splitlines() if line.startswith("layerscope: error:")]
     assert len(errors) == 1 and "1 run(s) left out" in errors[0] and busy_id[:12] in errors[0]

@@ -45,7 +45,6 @@ import contextlib
 import json
 import math
 import os
-import socket
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -55,13 +54,13 @@ import duckdb
 
 from layerscope.analysis.base.errors import mention, one_line
 from layerscope.analysis.base.records import BatchResult, SkippedSample
+from layerscope.analysis.cache import liveness
 from layerscope.analysis.cache.cache_path import check_cache_path
 from layerscope.analysis.cache.connection import (
     CacheFile,
     NoFile,
     default_lock_timeout,
     now,
-    pid_alive,
 )
 from layerscope.analysis.cache.errors import CacheError
 from layerscope.analysis.cache.merge_conflicts import Conflict, compare_samples
@@ -258,6 +257,7 @@ def _finish_status(
 
 def _merge_run(
     con: duckdb.DuckDBPyConnection,
+    destination: Path,
     source: duckdb.DuckDBPyConnection,
     source_path: Path,
     source_no: int,
@@ -276,11 +276,9 @@ def _merge_run(
     else:
         run_no, status, owner_pid, owner_host = int(row[0]), row[1], row[2], row[3]
         if (
-            status == "running"
-            and owner_pid is not None
+            owner_pid is not None
             and owner_pid != os.getpid()
-            and owner_host == socket.gethostname()
-            and pid_alive(int(owner_pid))
+            and liveness.computing(destination, run_id, status, int(owner_pid), owner_host) is True
         ):
             # this run only: the others of the source are merged (nobody computes them)
             merge.left_out = (
@@ -388,6 +386,7 @@ def merge_caches(
                     with stays, target.transaction() as con:
                         merge = _merge_run(
                             con,
+                            target.path,
                             source,
                             path,
                             int(source_no),

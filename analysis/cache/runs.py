@@ -4,16 +4,14 @@ Why one module: every read and every write starts by turning a run id into the r
 number, and three places had their own copy of that SQL. Here is the one column list that
 becomes a :class:`~layerscope.analysis.base.records.RunInfo`, the one prefix rule users rely on
 (``show 3fa9`` works while it is unambiguous), the "unknown run" messages, and the rule that a
-run left "running" by a process that no longer exists (same host) is reported as "cancelled"
-and ``interrupted`` (``runs`` shows it so: nobody cancelled it, and the same command resumes it).
+run left "running" by a process that no longer exists (:func:`~layerscope.analysis.cache.liveness.computing`
+says so) is reported as "cancelled" and ``interrupted`` (``runs`` shows it so: nobody cancelled it, and the same command resumes it).
 """
 
 from __future__ import annotations
 
 import json
-import os
 import re
-import socket
 from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
@@ -21,7 +19,8 @@ from typing import Any
 import duckdb
 
 from layerscope.analysis.base.records import RunInfo
-from layerscope.analysis.cache.connection import CacheFile, aware, pid_alive, session_memo
+from layerscope.analysis.cache import liveness
+from layerscope.analysis.cache.connection import CacheFile, aware, session_memo
 from layerscope.analysis.cache.errors import UnknownRunError
 
 __all__ = ["find", "info_by_number", "list_runs", "resolve", "run_no"]
@@ -40,7 +39,8 @@ _BY_PREFIX = f"SELECT {RUN_COLUMNS} FROM runs r WHERE starts_with(r.id, ?) ORDER
 _ALL = f"SELECT {RUN_COLUMNS} FROM runs r ORDER BY r.started_at NULLS LAST, r.run_no"  # noqa: S608 (constant column list)
 
 
-def run_from_row(row: Sequence[Any]) -> RunInfo:
+def run_from_row(path: Path, row: Sequence[Any]) -> RunInfo:
+    """A row of ``RUN_COLUMNS`` from the cache ``path`` as a run."""
     (
         _run_no,
         run_id,
@@ -62,12 +62,11 @@ def run_from_row(row: Sequence[Any]) -> RunInfo:
         skipped,
         failed,
     ) = row
+    owner = int(owner_pid) if owner_pid is not None else None
     interrupted = (
         status == "running"
-        and owner_pid is not None
-        and owner_host == socket.gethostname()
-        and owner_pid != os.getpid()
-        and not pid_alive(int(owner_pid))
+        and owner is not None
+        and liveness.computing(path, run_id, status, owner, owner_host) is False
     )
     if interrupted:
         status = "cancelled"  # its process is gone (killed): resumable
@@ -111,7 +110,7 @@ def resolve(con: duckdb.DuckDBPyConnection | None, path: Path, run_id: str) -> t
     if len(rows) > 1 and rows[0][1] != prefix:
         shown = ", ".join(r[1][:12] for r in rows[:5])
         raise UnknownRunError(f"run id prefix {run_id!r} is ambiguous: matches {shown}")
-    found = int(rows[0][0]), run_from_row(rows[0])
+    found = int(rows[0][0]), run_from_row(path, rows[0])
     if memo is not None:
         memo[key] = found
     return found
@@ -125,10 +124,10 @@ def run_no(con: duckdb.DuckDBPyConnection, run_id: str) -> int:
     return int(row[0])
 
 
-def info_by_number(con: duckdb.DuckDBPyConnection, number: int) -> RunInfo:
+def info_by_number(con: duckdb.DuckDBPyConnection, path: Path, number: int) -> RunInfo:
     row = con.execute(_BY_NUMBER, [number]).fetchone()
     assert row is not None
-    return run_from_row(row)
+    return run_from_row(path, row)
 
 
 def find(file: CacheFile, run_id: str) -> RunInfo:
@@ -143,7 +142,7 @@ def list_runs(file: CacheFile) -> list[RunInfo]:
         if con is None:
             return []
         rows = con.execute(_ALL).fetchall()
-    return [run_from_row(row) for row in rows]
+    return [run_from_row(file.path, row) for row in rows]
 
 
 def run_rows(

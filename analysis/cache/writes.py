@@ -1,8 +1,8 @@
 """Writing a run: begin it, store its batches, finish it; or all three at once.
 
 Why these together: they are the whole of a run's life in the file and share its rules.
-A run is created or reopened (never computed by two live processes on one host at once), each
-batch is one transaction, so a process killed at any moment (Ctrl-C, SIGKILL, OOM) leaves either
+A run is created or reopened (never computed by two live processes at once: the process that
+begins it holds its lock until it is finished, :mod:`.liveness`), each batch is one transaction, so a process killed at any moment (Ctrl-C, SIGKILL, OOM) leaves either
 the whole batch or none of it: DuckDB's write-ahead log replays only committed transactions. A
 sample is never stored twice: the writer skips, inside the transaction, the samples already
 stored, so even two processes computing the same run cannot duplicate rows. Finishing records
@@ -26,11 +26,13 @@ before it opens the cache, so what is left inside the transaction is re-reading 
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import re
 import socket
-from collections.abc import Iterable, Mapping, Sequence
+from collections.abc import Iterable, Iterator, Mapping, Sequence
+from pathlib import Path
 from typing import Any
 
 import duckdb
@@ -44,8 +46,8 @@ from layerscope.analysis.base.records import (
     Sample,
     SkippedSample,
 )
-from layerscope.analysis.cache import runs
-from layerscope.analysis.cache.connection import CacheFile, now, pid_alive
+from layerscope.analysis.cache import liveness, runs
+from layerscope.analysis.cache.connection import CacheFile, now
 from layerscope.analysis.cache.errors import CacheError, refused_storage, storage_errno
 from layerscope.analysis.cache.inserts import (
     add_cosines,
@@ -77,8 +79,13 @@ def _check_run_id(run_id: str) -> None:
         raise ValueError(f"run id must be a hexadecimal content hash, got {run_id!r}")
 
 
-def _begin(con: duckdb.DuckDBPyConnection, header: RunHeader) -> int:
-    """Create or reopen the run on an open transaction; returns its row number."""
+def _begin(
+    con: duckdb.DuckDBPyConnection, header: RunHeader, path: Path, claimed: bool | None
+) -> int:
+    """Create or reopen the run on an open transaction; returns its row number. ``claimed``:
+    what :func:`~layerscope.analysis.cache.liveness.claim_run` answered for this process
+    (False: another live process computes the run; None: no locks here, the stored PID
+    decides)."""
     run_id, model, dataset = header.run_id, header.model, header.dataset
     response_type, mode, samples_total = header.response_type, header.mode, header.samples_total
     targets, settings, provenance = header.targets, header.settings, header.provenance
@@ -129,16 +136,16 @@ def _begin(con: duckdb.DuckDBPyConnection, header: RunHeader) -> int:
             )
         return run_no
     run_no, status, owner_pid, owner_host, old_provenance = row
-    if (
-        status == "running"
+    live_elsewhere = claimed is False or (
+        claimed is None
         and owner_pid is not None
         and owner_pid != os.getpid()
-        and owner_host == host
-        and pid_alive(int(owner_pid))
-    ):
+        and liveness.computing(path, run_id, status, int(owner_pid), owner_host) is True
+    )
+    if live_elsewhere:
+        who = f"PID {owner_pid}" if owner_pid is not None else "another process"
         raise CacheError(
-            f"run {run_id[:12]} is being computed by PID {owner_pid} right now; "
-            "wait for it or stop it first"
+            f"run {run_id[:12]} is being computed by {who} right now; wait for it or stop it first"
         )
     history = json.loads(old_provenance).get("sessions", [])
     stored_provenance = {**session, "sessions": [*history, session]}
@@ -155,9 +162,28 @@ def begin_run(file: CacheFile, header: RunHeader) -> RunInfo:
     """Create the run, or reopen it for more samples, and mark it running (see
     ``ResultsCache.begin_run``)."""
     _check_run_id(header.run_id)
-    with refused_storage(file.path), file.transaction() as con:
-        run_no = _begin(con, header)
-        return runs.info_by_number(con, run_no)
+    # claimed once the file is known to be a cache (no lock file beside anything else)
+    with (
+        refused_storage(file.path),
+        file.transaction() as con,
+        _claimed(file, header.run_id) as claimed,
+    ):
+        run_no = _begin(con, header, file.path, claimed)
+        return runs.info_by_number(con, file.path, run_no)
+
+
+@contextlib.contextmanager
+def _claimed(file: CacheFile, run_id: str) -> Iterator[bool | None]:
+    """Claim the run for this process (liveness.py), and let go of it again if the block fails:
+    yields the claim's answer (see :func:`_begin`); the claim is kept when the block ends
+    normally (the run is computed now) until :func:`finish_run`."""
+    answer = liveness.claim_run(file.path, run_id)
+    try:
+        yield answer
+    except BaseException:
+        if answer:
+            liveness.release_run(file.path, run_id)
+        raise
 
 
 def store_batch(
@@ -230,7 +256,9 @@ def _check_status(status: str) -> None:
         raise ValueError(f"unknown run status {status!r}")
 
 
-def _finish(con: duckdb.DuckDBPyConnection, run_no: int, status: str, message: str) -> RunInfo:
+def _finish(
+    con: duckdb.DuckDBPyConnection, path: Path, run_no: int, status: str, message: str
+) -> RunInfo:
     """Mark the run finished on an open transaction and close its current session."""
     finished = now()
     row = con.execute("SELECT provenance FROM runs WHERE run_no = ?", [run_no]).fetchone()
@@ -257,7 +285,7 @@ def _finish(con: duckdb.DuckDBPyConnection, run_no: int, status: str, message: s
         "WHERE run_no = ?",
         [status, finished, _json(provenance), run_no],
     )
-    return runs.info_by_number(con, run_no)
+    return runs.info_by_number(con, path, run_no)
 
 
 def finish_run(file: CacheFile, run_id: str, status: str, message: str = "") -> RunInfo:
@@ -266,7 +294,8 @@ def finish_run(file: CacheFile, run_id: str, status: str, message: str = "") -> 
     with refused_storage(file.path):
         with file.transaction() as con:
             run_no, _info = runs.resolve(con, file.path, run_id)
-            info = _finish(con, run_no, status, message)
+            info = _finish(con, file.path, run_no, status, message)
+        liveness.release_run(file.path, info.id)  # finished: no longer computed
         fold_log(file)
     return info
 
@@ -277,7 +306,7 @@ def complete_stored_run(file: CacheFile, run_id: str) -> RunInfo:
     with refused_storage(file.path):
         with file.transaction() as con:
             number = runs.run_no(con, run_id)
-            info = runs.info_by_number(con, number)
+            info = runs.info_by_number(con, file.path, number)
             if info.status in ("complete", "running"):
                 # done, or a live process (or one on another host) is on it: it finishes the run
                 return info  # (a run whose process is gone reads as cancelled, interrupted)
@@ -294,7 +323,7 @@ def complete_stored_run(file: CacheFile, run_id: str) -> RunInfo:
                 "provenance = ?, owner_pid = NULL WHERE run_no = ?",
                 [now(), _json(provenance), number],
             )
-            info = runs.info_by_number(con, number)
+            info = runs.info_by_number(con, file.path, number)
         fold_log(file)
     return info
 
@@ -308,10 +337,11 @@ def store_complete_run(
     ``ResultsCache.store_complete_run``)."""
     _check_run_id(header.run_id)
     with refused_storage(file.path):
-        with file.transaction() as con:
-            run_no = _begin(con, header)
+        with file.transaction() as con, _claimed(file, header.run_id) as claimed:
+            run_no = _begin(con, header, file.path, claimed)
             for batch, samples_by_index in batches:
                 store_batch(con, run_no, batch, samples_by_index)
-            info = _finish(con, run_no, "complete", "")
+            info = _finish(con, file.path, run_no, "complete", "")
+        liveness.release_run(file.path, header.run_id)
         fold_log(file)
     return info

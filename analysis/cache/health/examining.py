@@ -105,7 +105,7 @@ def _rows(
 ) -> None:
     runs = examined_runs(con, tables)
     check_counts(report, runs)
-    check_interrupted(report, runs)
+    check_interrupted(report, path, runs)
     if {"curve_sums", "statistics"} <= tables:
         check_sums(report, con, path, runs)
     check_orphans(report, con, path, tables)

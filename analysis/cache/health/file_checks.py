@@ -16,6 +16,7 @@ from pathlib import Path
 import duckdb
 
 from layerscope.analysis.base.environment import EnvironmentVariableError, text_from_env
+from layerscope.analysis.cache import liveness
 from layerscope.analysis.cache.connection import (
     DEFAULT_LOCK_TIMEOUT,
     block_size,
@@ -71,6 +72,15 @@ def check_log(report: HealthReport, con: duckdb.DuckDBPyConnection, path: Path) 
             "ok",
             f"{wal} ({size_text(size)}) replays completely; it is folded into the file at the next "
             "checkpoint",
+        )
+        return
+    if liveness.writer_is_live(path) is liveness.Claim.HELD:
+        # a compute writes the log right now: its last entry is being written, not damaged
+        report.add(
+            "wal",
+            "note",
+            f"{wal} ({size_text(size)}) is being written by a compute running now (about "
+            f"{size_text(low)} of it replays so far); ask again when it ends",
         )
         return
     report.add(

@@ -9,14 +9,13 @@ findings by; the checks of sums and rows take them from here.
 from __future__ import annotations
 
 import json
-import os
-import socket
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Any
 
 import duckdb
 
-from layerscope.analysis.cache.connection import pid_alive
+from layerscope.analysis.cache import liveness
 from layerscope.analysis.cache.health.report import HealthReport, plural
 
 __all__ = ["ExaminedRun", "check_counts", "check_interrupted", "examined_runs"]
@@ -119,16 +118,17 @@ def check_counts(report: HealthReport, runs: dict[int, ExaminedRun]) -> None:
         )
 
 
-def check_interrupted(report: HealthReport, runs: dict[int, ExaminedRun]) -> None:
-    """Tell runs still being computed from runs whose process is gone (those resume)."""
-    host = socket.gethostname()
+def check_interrupted(report: HealthReport, path: Path, runs: dict[int, ExaminedRun]) -> None:
+    """Tell runs still being computed from runs whose process is gone (those resume): by the
+    locks a live compute holds (cache/liveness.py), else by the stored PID."""
     found = False
     for run in runs.values():
         if run.status != "running":
             continue
         found = True
         progress = f"{run.stored} of {run.samples_total} samples stored"
-        if run.owner_host not in (None, host):
+        live = liveness.computing(path, run.id, run.status, run.owner_pid, run.owner_host)
+        if live is None:
             report.add(
                 "interrupted",
                 "note",
@@ -136,9 +136,7 @@ def check_interrupted(report: HealthReport, runs: dict[int, ExaminedRun]) -> Non
                 f"interrupted there ({progress}); this host cannot tell",
                 run.id,
             )
-        elif run.owner_pid is not None and (
-            run.owner_pid == os.getpid() or pid_alive(run.owner_pid)
-        ):
+        elif live:
             report.add(
                 "interrupted",
                 "note",
