@@ -519,6 +519,51 @@ def test_a_lock_held_too_long_names_the_holder(tmp_path):
     assert ResultsCache(path, lock_timeout=0.3).runs() == []
 
 
+def test_a_writer_waits_while_the_holder_works_and_not_while_it_idles(tmp_path):
+    """A long import holds the cache for one transaction: a compute that gave up after its
+    lock timeout (reading its plan or storing a batch) lost its run. An open keeps waiting
+    while the holder gains CPU time (here a holder that works for three of the writer's timeouts, then lets go), and
+    stops waiting after one timeout when the holder idles (a shell left open on the file)."""
+    path = tmp_path / "busy.duckdb"
+    ResultsCache(path).upgrade()
+    timeout = 1.0
+    holder_code = textwrap.dedent(
+        f"""
+        import duckdb, sys, time
+        con = duckdb.connect({str(path)!r})
+        con.begin()
+        print("locked", flush=True)
+        if sys.argv[1] == "works":
+            while time.process_time() < {3 * timeout}:
+                pass  # the import's inserts
+            con.commit()
+            con.close()
+            print("done", flush=True)
+        sys.stdin.read()
+        """
+    )
+    for kind in ("works", "idles"):
+        holder = subprocess.Popen(
+            [sys.executable, "-c", holder_code, kind],
+            stdin=subprocess.PIPE,
+            stdout=subprocess.PIPE,
+            text=True,
+        )
+        try:
+            assert holder.stdout.readline().strip() == "locked"
+            writer = ResultsCache(path, lock_timeout=timeout)
+            if kind == "works":
+                writer.begin_run(small_header("waited"))  # waits for the holder's commit
+                assert holder.stdout.readline().strip() == "done"
+                assert writer.run(run_id_for("waited")).status == "running"
+            else:
+                with pytest.raises(CacheLockedError, match=f"PID {holder.pid}"):
+                    writer.begin_run(small_header("gave up"))
+        finally:
+            holder.kill()
+            holder.wait()
+
+
 def test_per_sample_values_are_each_stored_value_with_nan_where_not_finite(cache):
     """The paired tests read each sample's values by layer: every stored value in its place,
     NaN for a value stored as infinite or NaN, only the projections asked for, and the

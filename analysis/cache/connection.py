@@ -13,7 +13,8 @@ Users run ``layerscope compute`` in tmux and look at the results from the TUI or
   backoff (10 ms doubling to 0.5 s) for up to ``lock_timeout`` seconds (default 30, or
   ``$LAYERSCOPE_LOCK_TIMEOUT``). Only a lock that outlasts that, say an interactive ``duckdb``
   shell left open on the file, becomes a :class:`CacheLockedError` naming the holder's PID as
-  DuckDB reports it;
+  DuckDB reports it. The wait is longer while the holder works (a long import is one
+  transaction): see :mod:`.lock_wait`;
 * within one process (the TUI computes in a worker thread while its screens read) all operations
   on one file are serialised by a per-file lock, because DuckDB refuses two connections to the same
   file with different read-only settings in one process;
@@ -82,6 +83,7 @@ from layerscope.analysis.cache.errors import (
     DamagedLogError,
     SchemaVersionError,
 )
+from layerscope.analysis.cache.lock_wait import LockWait
 from layerscope.analysis.cache.migrations import apply_migrations
 from layerscope.analysis.cache.schema import (
     SCHEMA_VERSION,
@@ -267,7 +269,7 @@ class CacheFile:
                 self.path.parent.mkdir(parents=True, exist_ok=True)
             except OSError as error:
                 raise CacheError(f"{self.path}: cannot create its folder: {error}") from None
-        deadline = time.monotonic() + self.lock_timeout
+        wait = LockWait(self.lock_timeout)
         delay = _FIRST_BACKOFF
         while True:
             if not self.path.exists():
@@ -288,9 +290,10 @@ class CacheFile:
             except duckdb.Error as error:
                 if not _is_lock_conflict(error):
                     raise open_error(self.path, error) from None
-                if time.monotonic() >= deadline:
-                    match = _PID_PATTERN.search(str(error))
-                    pid = int(match.group(1)) if match else None
+                match = _PID_PATTERN.search(str(error))
+                pid = int(match.group(1)) if match else None
+                wait.holder(pid)
+                if wait.over():
                     holder = f"process {pid}" if pid is not None else "another process"
                     raise CacheLockedError(
                         f"{self.path} is locked by {holder} (PID {pid if pid else '?'}); "
@@ -305,7 +308,7 @@ class CacheFile:
                     con.close()
                     raise
                 return con
-            time.sleep(min(delay, max(0.0, deadline - time.monotonic())))
+            time.sleep(min(delay, wait.left()))
             delay = min(delay * 2, _MAX_BACKOFF)
 
     @contextlib.contextmanager
