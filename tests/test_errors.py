@@ -25,8 +25,13 @@ from layerscope.analysis.base.errors import (
     quoted,
 )
 
-# Not errors: a signal the cache raises and catches itself (an empty file, nothing stored yet).
-SIGNALS = {"layerscope.analysis.cache.connection.NoFile"}
+# Not errors: a signal the cache raises and catches itself (an empty file, nothing stored yet),
+# and Ctrl-C or SIGTERM before the first batch (a KeyboardInterrupt: it must pass every
+# `except Exception` on its way out).
+SIGNALS = {
+    "layerscope.analysis.cache.connection.NoFile",
+    "layerscope.app.cli.cancellation.StoppedWhileLoading",
+}
 
 
 def defined_exceptions() -> dict[str, type[BaseException]]:

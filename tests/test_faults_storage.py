@@ -420,3 +420,33 @@ def test_sigterm_mid_run_stores_the_batch_in_flight_and_exits_143(tmp_path, caps
     monkeypatch.undo()
     assert cli.main([*TINY, "--db", str(db)]) == 0
     assert ResultsCache(db).run(info.id).status == "complete"
+
+
+@pytest.mark.parametrize("signum", [signal.SIGINT, signal.SIGTERM])
+def test_a_signal_while_the_model_loads_stops_at_once(tmp_path, capsys, monkeypatch, signum):
+    """Before the first batch nothing is in flight and nothing would be lost: Ctrl-C or SIGTERM
+    while the weights load (minutes on a large checkpoint) stops the command at once, with the
+    signal's exit status, instead of saying it will stop "once the batch in flight is stored"
+    and loading on."""
+    if threading.current_thread() is not threading.main_thread():
+        pytest.skip("the command handles signals only in the main thread")
+    from transformers import AutoModelForCausalLM
+
+    finished: list[bool] = []
+
+    def slow_load(*_args, **_kwargs):
+        os.kill(os.getpid(), signum)  # handled in this (the main) thread, here
+        # a load that takes minutes: the signal must end it (the handler raises in this loop)
+        for _ in range(6000):
+            threading.Event().wait(0.01)
+        finished.append(True)
+        raise AssertionError("the signal did not stop the load")
+
+    monkeypatch.setattr(AutoModelForCausalLM, "from_pretrained", slow_load)
+    db = tmp_path / "c.duckdb"
+    status = cli.main([*TINY, "--db", str(db)])
+    _out, err = capsys.readouterr()
+    assert status == 128 + signum and not finished
+    assert "stopping once the batch in flight" not in err
+    assert err.strip().splitlines()[-1].startswith("layerscope: error: interrupted;")
+    assert all(info.samples_done == 0 for info in ResultsCache(db).runs())

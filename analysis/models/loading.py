@@ -259,6 +259,9 @@ def load_model(
     except Exception as error:  # any loader failure becomes one line for the user
         remove_offload(offload)
         raise ModelLoadError(f"model {spec!r} failed to load: {one_line(error)}") from error
+    except BaseException:  # stopped while loading (Ctrl-C): no offloaded layers left behind
+        remove_offload(offload)
+        raise
     if tokenizer.pad_token_id is None:
         tokenizer.pad_token = tokenizer.eos_token or tokenizer.unk_token
     if device_map is None:

@@ -131,9 +131,23 @@ def _say(message: str) -> None:
     print(f"{PROG}: error: {message}", file=sys.stderr)
 
 
-def _interrupted(command: str | None) -> int:
-    """Say in one line what an interrupted command left, and return 130. A second Ctrl-C while
-    the line is written is ignored (it would add a traceback under it)."""
+def _signal_status(error: BaseException) -> int:
+    """The exit status an interruption asks for: a signal's (143 for SIGTERM) when it stopped
+    the command before its first batch, else 130 (Ctrl-C)."""
+    seen: set[int] = set()
+    current: BaseException | None = error
+    while current is not None and id(current) not in seen:
+        seen.add(id(current))
+        status = getattr(current, "exit_status", None)
+        if isinstance(current, KeyboardInterrupt) and isinstance(status, int):
+            return status
+        current = current.__cause__ or current.__context__
+    return EXIT_INTERRUPTED
+
+
+def _interrupted(command: str | None, status: int = EXIT_INTERRUPTED) -> int:
+    """Say in one line what an interrupted command left, and return ``status`` (130). A second
+    Ctrl-C while the line is written is ignored (it would add a traceback under it)."""
     import signal
     import threading
 
@@ -147,7 +161,7 @@ def _interrupted(command: str | None) -> int:
     finally:
         if previous is not None:
             signal.signal(signal.SIGINT, previous)
-    return EXIT_INTERRUPTED
+    return status
 
 
 def _failed(error: Exception, argv: Sequence[str] | None) -> int:
@@ -189,12 +203,13 @@ def main(argv: Sequence[str] | None = None) -> int:
             if debug:
                 raise
             if is_interruption(error):
-                return _interrupted(command[0] if command else None)
+                return _interrupted(command[0] if command else None, _signal_status(error))
             return _failed(error, argv)
-    except KeyboardInterrupt:  # while running, or while saying why it failed
+    except KeyboardInterrupt as interrupt:  # while running, or while saying why it failed
         if debug:
             raise
-        return _interrupted(command[0] if command else None)
+        # a signal before the first batch stops at once with its own status (143: SIGTERM)
+        return _interrupted(command[0] if command else None, _signal_status(interrupt))
 
 
 @contextlib.contextmanager

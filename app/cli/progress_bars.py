@@ -134,7 +134,12 @@ def execute_with_progress(request: RunRequest, db: str | None, quiet: bool) -> O
             progress if bars else None, err if not quiet and not err.is_terminal else None
         )
         tasks: dict[str, Any] = {}
-        for update in execute(request, db_path=db, cancel=cancellation.event, on_stage=stages):
+
+        def staged(stage: LoadStage) -> None:
+            cancellation.stage(stage)
+            stages(stage)
+
+        for update in execute(request, db_path=db, cancel=cancellation.event, on_stage=staged):
             run_id = update.run_id
             if update.status == "running" and run_id not in started:
                 started[run_id] = (time.perf_counter(), update.done)

@@ -50,12 +50,15 @@ def execute_jsonl(request: RunRequest, db: str | None) -> Outcome:
     def planned(runs: list[PlannedRun]) -> None:
         emit(PlanEvent(tuple(runs)))
 
+    cancellation = Cancellation()
+
     def staged(stage: LoadStage) -> None:
+        cancellation.stage(stage)
         if stage.step == "first batch" and not loaded_at:
             loaded_at.append(time.perf_counter() - began)
         emit(StageEvent(stage, time.perf_counter() - began))
 
-    with Cancellation() as cancellation:
+    with cancellation:
         for update in execute(
             request, db_path=db, cancel=cancellation.event, on_plan=planned, on_stage=staged
         ):

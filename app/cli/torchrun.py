@@ -86,7 +86,7 @@ def serve_rank(request: RunRequest) -> int:
     """A rank other than 0: compute what rank 0 hands out, print nothing unless it fails."""
     from layerscope.analysis.runs.distributed import serve
 
-    with Cancellation(announce=False) as cancellation:
+    with Cancellation(announce=False, at_once_while_loading=False) as cancellation:
         try:
             serve(request, cancellation.event)
         except KeyboardInterrupt:
