@@ -450,3 +450,27 @@ def test_a_signal_while_the_model_loads_stops_at_once(tmp_path, capsys, monkeypa
     assert "stopping once the batch in flight" not in err
     assert err.strip().splitlines()[-1].startswith("layerscope: error: interrupted;")
     assert all(info.samples_done == 0 for info in ResultsCache(db).runs())
+
+
+def test_sigterm_while_a_batch_computes_stores_that_batch(tmp_path, capsys, monkeypatch):
+    """The message says the batch in flight is stored: a SIGTERM that lands while the second
+    batch is being computed (not between batches) leaves that batch stored, 4 of 6."""
+    if threading.current_thread() is not threading.main_thread():
+        pytest.skip("the command handles signals only in the main thread")
+    real = engine._fast_batch_splitting
+    calls: list[int] = []
+
+    def signalled_mid_batch(*args, **kwargs):
+        calls.append(1)
+        if len(calls) == 2:
+            os.kill(os.getpid(), signal.SIGTERM)  # handled here, before the batch is computed
+        return real(*args, **kwargs)
+
+    monkeypatch.setattr(engine, "_fast_batch_splitting", signalled_mid_batch)
+    db = tmp_path / "c.duckdb"
+    status = cli.main([*TINY, "--db", str(db)])
+    _out, err = capsys.readouterr()
+    assert status == 128 + signal.SIGTERM
+    assert "stopping once the batch in flight is stored" in err
+    info = ResultsCache(db).runs()[0]
+    assert (info.status, info.samples_done) == ("cancelled", 4)
