@@ -126,3 +126,27 @@ def test_without_locks_the_stored_pid_decides(db, monkeypatch):
     assert ResultsCache(db).run(run_id).status == "running"
     with pytest.raises(CacheError, match=f"being computed by PID {os.getppid()}"):
         fill_run(ResultsCache(db), "pid", 4)
+
+
+def test_doctor_repair_makes_a_claim_by_pid_alone_stop_counting(db, tmp_path, capsys):
+    """A cache that never had a lock file (computed by a layerscope before the locks) can only
+    be judged by its stored PIDs, and one an unrelated process has now reads as live. Doctor
+    says whose PID it is; ``--repair`` creates the lock file, after which the run is
+    interrupted (no process holds it) and resumes."""
+    run_id = fill_run(ResultsCache(db), "old", 12, finish=None)
+    ended(db, run_id)
+    with duckdb.connect(str(db)) as con:
+        con.execute("UPDATE runs SET owner_pid = ? WHERE id = ?", [os.getppid(), run_id])
+    old = tmp_path / "old" / "results.duckdb"  # the same file where no lock file ever was
+    old.parent.mkdir()
+    old.write_bytes(db.read_bytes())
+    assert cli.main(["doctor", "--db", str(old)]) == 0
+    assert f"being computed by PID {os.getppid()} right now" in capsys.readouterr().out
+    assert cli.main(["doctor", "--repair", "--db", str(old)]) == 1  # the run: interrupted
+    out = capsys.readouterr().out
+    assert f"created {old.name}.live beside the cache" in out
+    assert "interrupted: 12 of 12 samples stored; the same command resumes" in out
+    fill_run(ResultsCache(old), "old", 12)
+    assert ResultsCache(old).run(run_id).status == "complete"
+    assert cli.main(["doctor", "--repair", "--db", str(old)]) == 0
+    assert ".live" not in capsys.readouterr().out  # created once

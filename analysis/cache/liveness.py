@@ -46,6 +46,7 @@ __all__ = [
     "Claim",
     "claim_run",
     "computing",
+    "ensure_lock_file",
     "live_path",
     "release_run",
     "run_claim",
@@ -226,5 +227,20 @@ def _pid_alive(pid: int) -> bool:
     except PermissionError:
         return True
     except OSError:
+        return False
+    return True
+
+
+def ensure_lock_file(db: Path) -> bool:
+    """Create the lock file of ``db`` if it has none (``doctor --repair``): from then on a run
+    is being computed only while a process holds its lock, and a claim by a stored PID alone
+    (which an unrelated process may have now) no longer counts. True when it was created."""
+    path = live_path(db)
+    if path.exists() or fcntl is None:
+        return False
+    flags = os.O_RDWR | os.O_CREAT | os.O_EXCL | os.O_CLOEXEC | getattr(os, "O_NOFOLLOW", 0)
+    try:
+        os.close(os.open(path, flags, 0o666))
+    except FileExistsError:
         return False
     return True

@@ -27,6 +27,7 @@ from datetime import datetime, timezone
 from pathlib import Path
 
 from layerscope.analysis.base.environment import EnvironmentVariableError
+from layerscope.analysis.cache import liveness
 from layerscope.analysis.cache.connection import (
     DEFAULT_LOCK_TIMEOUT,
     CacheFile,
@@ -234,4 +235,10 @@ def repair(path: Path | str) -> HealthReport:
             rebuild_curve_sums(con)
             report.actions.append("recomputed every run's curve sums from its statistics rows")
     file.checkpoint()
+    if liveness.ensure_lock_file(path):
+        report.actions.append(
+            f"created {liveness.live_path(path).name} beside the cache: a run is being computed "
+            "only while its compute holds its lock there (a claim by a stored PID alone, which "
+            "another process may have now, no longer keeps a run from resuming)"
+        )
     return examine(path, report)
