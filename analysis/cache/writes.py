@@ -295,8 +295,10 @@ def finish_run(file: CacheFile, run_id: str, status: str, message: str = "") -> 
         with file.transaction() as con:
             run_no, _info = runs.resolve(con, file.path, run_id)
             info = _finish(con, file.path, run_no, status, message)
-        liveness.release_run(file.path, info.id)  # finished: no longer computed
-        fold_log(file)
+        try:
+            fold_log(file)
+        finally:  # finished, its log folded: no longer computed (doctor reads a quiet log)
+            liveness.release_run(file.path, info.id)
     return info
 
 
@@ -342,6 +344,8 @@ def store_complete_run(
             for batch, samples_by_index in batches:
                 store_batch(con, run_no, batch, samples_by_index)
             info = _finish(con, file.path, run_no, "complete", "")
-        liveness.release_run(file.path, header.run_id)
-        fold_log(file)
+        try:
+            fold_log(file)
+        finally:
+            liveness.release_run(file.path, header.run_id)
     return info
