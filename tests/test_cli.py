@@ -232,6 +232,18 @@ def test_check_profiles_a_model(capsys, tmp_path, model_folder):  # noqa: F811
         ("none_cot", "none_cot_irrelevant"),
         ("detailed_cot", "detailed_cot_irrelevant"),
     }
+    # the profile draws one statistic: cosines and the entries' mean/max/min are not computed
+    cache = ResultsCache(tmp_path / "c.duckdb")
+    for info in cache.runs():
+        assert info.settings["cosines"] is False and info.settings["entry_statistics"] is False
+        assert not cache.layer_cosines(info.id, "q")
+    # unless the profile shows an entry statistic
+    status, out, err = run(
+        capsys, "check", model_folder, "--limit", "2", "--metric", "max", "--proj", "q",
+        "--max-length", "512", "--db", tmp_path / "c.duckdb", "--quiet",
+    )  # fmt: skip
+    assert status == 0, err
+    assert "max by layer" in out
 
 
 # ---- errors ---------------------------------------------------------------------------------

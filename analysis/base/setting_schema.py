@@ -65,6 +65,9 @@ class Setting:
     # What a quick look uses instead of ``default`` (the explorer's first start and ``check``):
     # a newcomer's first run should take seconds, not an hour.
     quick_default: Any = None
+    # What ``check`` computes with, where it does not offer the setting: its profile draws one
+    # statistic's curves, so what it never shows (cosines, entry statistics) is not computed.
+    profile_value: Any = None
     # A text setting's grammar: (regular expression of the whole value, what it allows).
     pattern: tuple[str, str] | None = None
 

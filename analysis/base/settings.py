@@ -44,6 +44,7 @@ __all__ = [
     "SETTINGS",
     "keyed_names",
     "offered",
+    "profile_values",
     "setting",
 ]
 
@@ -211,6 +212,7 @@ SETTINGS: tuple[Setting, ...] = (
         "compute",
         _COMPUTE,
         keyed=True,
+        profile_value=False,
     ),
     Setting(
         "cosines",
@@ -221,6 +223,7 @@ SETTINGS: tuple[Setting, ...] = (
         "compute",
         _COMPUTE,
         keyed=True,
+        profile_value=False,
     ),
     Setting(
         "init",
@@ -364,6 +367,15 @@ DEFAULTS: dict[str, Any] = {s.name: s.default for s in SETTINGS}
 def setting(name: str) -> Setting:
     """The setting called ``name`` (KeyError for a name that is not a setting)."""
     return _BY_NAME[name]
+
+
+def profile_values() -> dict[str, Any]:
+    """What ``check`` sets of the settings it does not offer (see ``Setting.profile_value``)."""
+    return {
+        s.name: s.profile_value
+        for s in SETTINGS
+        if s.profile_value is not None and "check" not in s.surfaces
+    }
 
 
 def offered(surface: Surface) -> tuple[Setting, ...]:

@@ -21,7 +21,7 @@ from layerscope.analysis.base.errors import LayerscopeError, spell
 from layerscope.analysis.base.outputs import STDOUT
 from layerscope.analysis.base.records import ATTENTION_PROJECTIONS, MLP_PROJECTIONS, name_problem
 from layerscope.analysis.base.setting_schema import Setting, SettingError, Surface
-from layerscope.analysis.base.settings import offered
+from layerscope.analysis.base.settings import offered, profile_values
 from layerscope.app.cli.exits import EXIT_INTERRUPTED as EXIT_INTERRUPTED
 from layerscope.app.cli.exits import PROG as PROG
 from layerscope.app.settings_presentation import flag, option_help, option_name, placeholder
@@ -157,5 +157,9 @@ def add_settings(parser: argparse.ArgumentParser, surface: Surface) -> None:
 
 
 def setting_values(args: argparse.Namespace, surface: Surface) -> dict[str, Any]:
-    """The values of the settings a command offers, by setting name."""
-    return {item.name: getattr(args, item.name) for item in offered(surface)}
+    """The values of the settings a command offers, by setting name (and, for ``check``, what
+    it computes with of the others: only what its profile shows)."""
+    values = {item.name: getattr(args, item.name) for item in offered(surface)}
+    if surface == "check":
+        values.update(profile_values())
+    return values

@@ -173,7 +173,9 @@ def cmd_compute(args: argparse.Namespace) -> int:
 
 
 def cmd_check(args: argparse.Namespace) -> int:
-    from layerscope.analysis.base.records import ATTENTION_PROJECTIONS
+    from dataclasses import replace
+
+    from layerscope.analysis.base.records import ATTENTION_PROJECTIONS, ENTRY_STATISTICS
     from layerscope.analysis.cache import ResultsCache
     from layerscope.analysis.results.profiles import ProfileError, check_pairs, check_types
     from layerscope.analysis.runs.distributed import detect
@@ -188,6 +190,8 @@ def cmd_check(args: argparse.Namespace) -> int:
     projections(args.proj)
     check_instruct(args.model, args.mode)
     request = build_request(args, "check")
+    if metric in ENTRY_STATISTICS:  # the profile shows them: computed after all
+        request.settings = replace(request.settings, entry_statistics=True)
     available = [source.response_type for source in resolve_sources(request)]
     try:
         request.types = check_types(available, args.dataset)
