@@ -236,7 +236,8 @@ async def test_chart_tab_w_shows_the_first_runs_spectra_by_layer(tmp_path, monke
         pane.show_runs([without, with_spectra])
         await settle(app, pilot)
         assert chart.spectra == []
-        assert "No spectra in run" in chart.as_text() and "--spectra" in chart.as_text()
+        assert "No spectra in run" in chart.as_text() and "computed without them" in chart.as_text()
+        assert "layerscope compute --spectra" in chart.as_text() and "Setup" not in chart.as_text()
         await pilot.press("w")
         await settle(app, pilot)
         assert app.query_one(LayerChart).display and not chart.display
