@@ -284,3 +284,34 @@ def _gsm8k_option_id() -> str:
     from layerscope.app.tui.widgets.setup.dataset_picker import _option_id
 
     return _option_id("gsm8k_train/none_cot")
+
+
+async def test_a_settings_field_never_turns_typed_text_into_a_number(env: Path):
+    """A path typed while the seed field had focus silently became 5008 (an integer input drops
+    what is not a digit). The text stays as typed, the field is marked invalid and says why
+    once, and Run refuses, naming the field."""
+    from textual.widgets import Input
+
+    from layerscope.analysis.base.settings import setting
+    from layerscope.app.settings_presentation import form_id
+
+    app = LayerscopeApp(poll_seconds=0)
+    async with app.run_test(size=SIZE) as pilot:
+        await settle(app, pilot)
+        selector = f"#{form_id(setting('init_seed'))}"
+        await type_into(app, pilot, selector, "/data/run5008")
+        field = app.query_one(selector, Input)
+        assert field.value == "/data/run5008"
+        assert field.has_class("-invalid")
+        said = [str(n.message) for n in app._notifications]
+        assert len([m for m in said if "seed" in m]) == 1, said
+        app.set_focus(None)  # in a text field, r is a letter
+        before = len(app._notifications)
+        await pilot.press("r")
+        await settle(app, pilot)
+        assert not app.run_controller.computing
+        refused = [str(n.message) for n in list(app._notifications)[before:]]
+        assert any("seed" in message for message in refused), refused
+        # a number again: valid, and nothing more is said
+        await type_into(app, pilot, selector, "7")
+        assert field.value == "7" and not field.has_class("-invalid")

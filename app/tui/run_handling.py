@@ -68,7 +68,13 @@ class RunHandling(App[None]):
 
     def on_picker_settled(self, message: PickerSettled) -> None:
         setup = self.setup_pane
-        if self.run_when_ready and setup is not None and not setup.picks().checking:
+        if not self.run_when_ready or setup is None:
+            return
+        try:
+            checking = setup.picks().checking
+        except ValueError:  # a settings field that does not parse: the run says so
+            checking = ()
+        if not checking:
             self.run_when_ready = False
             self.action_run()
 
@@ -124,7 +130,12 @@ class RunHandling(App[None]):
         if self.run_controller.computing:
             self.notify("A run is in progress: c cancels it.", severity="warning")
             return
-        picks = self.setup_pane.picks()
+        try:
+            picks = self.setup_pane.picks()
+        except ValueError as error:  # a settings field that does not parse: it names itself
+            self.report_problem("Cannot run", str(error), "warning")
+            self.action_show_tab("setup")
+            return
         if picks.checking:
             # The fields are still being checked: run once they are, with what they then hold.
             self.run_when_ready = True

@@ -20,6 +20,7 @@ from typing import Any
 
 from textual.app import ComposeResult
 from textual.containers import Grid
+from textual.validation import ValidationResult, Validator
 from textual.widget import Widget
 from textual.widgets import Input, Label, Select
 
@@ -51,6 +52,21 @@ def _choices(item: Setting, gpus: int) -> list[tuple[str, str]]:
     return [(choice, choice) for choice in item.choices]
 
 
+class ParsedBy(Validator):
+    """Valid when the setting parses the text (its own check: whole numbers, bounds, grammar)."""
+
+    def __init__(self, item: Setting) -> None:
+        super().__init__()
+        self.item = item
+
+    def validate(self, value: str) -> ValidationResult:
+        try:
+            self.item.parse(value)
+        except SettingError as error:
+            return self.failure(error.describe(form_name))
+        return self.success()
+
+
 class SettingsForm(Grid):
     """A two-column grid of labels and compact inputs, one row per offered setting."""
 
@@ -65,6 +81,7 @@ class SettingsForm(Grid):
         self._initial = {
             item.name: values.get(item.name, item.default_for("form")) for item in self.settings
         }
+        self._invalid: set[str] = set()  # ids of the inputs whose text does not parse
 
     def compose(self) -> ComposeResult:
         for item in self.settings:
@@ -86,13 +103,17 @@ class SettingsForm(Grid):
                 compact=True,
                 tooltip=form_help(item),
             )
+        # A text input for numbers too: an integer input drops what is not a digit as it is
+        # typed (a path typed into the seed became 5008); the value is checked instead, and a
+        # field that does not parse is marked invalid with the setting's own message.
         return Input(
             "" if value is None else str(value),
             placeholder=placeholder(item),
-            type="integer" if item.kind == "int" else "text",
             id=form_id(item),
             compact=True,
             tooltip=form_help(item),
+            validators=[ParsedBy(item)],
+            validate_on=["changed", "submitted"],
         )
 
     def read(self) -> dict[str, Any]:
@@ -114,6 +135,14 @@ class SettingsForm(Grid):
 
     def on_input_changed(self, event: Input.Changed) -> None:
         event.stop()
+        # said once as a field turns invalid (marked while it stays so), not at every key
+        result, name = event.validation_result, event.input.id or ""
+        if result is not None and not result.is_valid:
+            if name not in self._invalid:
+                self._invalid.add(name)
+                self.notify(result.failure_descriptions[0], severity="warning", timeout=4)
+        else:
+            self._invalid.discard(name)
         self.post_message(SettingsChanged())
 
     def on_select_changed(self, event: Select.Changed) -> None:
