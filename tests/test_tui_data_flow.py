@@ -146,3 +146,39 @@ async def test_a_scan_that_changes_an_overlaid_run_reads_the_chart_once_and_keep
         app.scan_cache()
         await settle(app, pilot)
         assert (counts.reads, counts.view_changes) == (1, 0)
+
+
+async def test_a_read_in_flight_says_so_and_an_empty_answer_says_why(db: Path, monkeypatch):
+    """While the chart's first read is on its way it says it is reading (it said "Select runs
+    to compare", and after a restart said so for seconds while the header counted 2 runs); a
+    length range that holds no sample of the runs says so, not "no data"."""
+    import threading
+
+    runs = fill_cache(db)
+    gate = threading.Event()
+    compare_runs = analysis_compare.compare_runs
+
+    def held(*args, **kwargs):
+        if not gate.wait(timeout=60):
+            raise TimeoutError("the test never let the chart read")
+        return compare_runs(*args, **kwargs)
+
+    monkeypatch.setattr(analysis_compare, "compare_runs", held)
+    app = LayerscopeApp(poll_seconds=0)
+    async with app.run_test(size=SIZE) as pilot:
+        await settle(app, pilot)
+        await compare(app, pilot, [runs["none_cot"], runs["detailed_cot"]], settled=False)
+        chart = app.query_one(LayerChart)
+        for _ in range(200):
+            if chart.placeholder.startswith("Reading the curves of 2 runs"):
+                break
+            await pilot.pause()
+        assert chart.placeholder == "Reading the curves of 2 runs…"
+        assert not chart.series and "Reading the curves" in chart.empty_message()
+        gate.set()
+        await settle(app, pilot)
+        assert {s.label for s in chart.series} == {"none_cot", "detailed_cot"}
+        app.length_range = (100_000, 200_000)  # longer than any stored response
+        await settle(app, pilot)
+        assert not chart.series
+        assert chart.placeholder.startswith("No samples of these runs in the length range")

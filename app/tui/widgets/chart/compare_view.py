@@ -181,6 +181,10 @@ class ComparePane(ReportsWorkerErrors, SpectraView, Vertical):
                 stored=stored,
             )
 
+        chart = self.query_one(LayerChart)
+        if not chart.series:  # nothing drawn: a read is on its way, not "select runs"
+            chart.placeholder = f"Reading the curves of {len(self.run_ids)} runs…"
+            chart.replot()
         if self._reads.request(query, ChartLoaded):
             self._asked = self._question()
 
@@ -302,13 +306,21 @@ class ComparePane(ReportsWorkerErrors, SpectraView, Vertical):
             chart.placeholder = "Select runs to compare (Runs tab, space) or start a run (r)."
         elif self.computing:
             chart.placeholder = "Computing: the curves appear here as batches land."
+        elif any(run_id not in self.runs_by_id for run_id in self.run_ids):
+            # restored or chosen before the cache was scanned: its runs are being read
+            chart.placeholder = f"Reading the cache for {len(self.run_ids)} runs…"
         elif self.metric == "adjacent_cosine":
             chart.placeholder = (
                 "No per-sample cosines in these runs: computed with --no-cosines, imported "
                 "without cosine_sim, or stored before cache schema 3 (s: next statistic)."
             )
+        elif self.length_range is not None:
+            chart.placeholder = (
+                f"No samples of these runs in the length range "
+                f"{format_length_range(self.length_range)} (f: change or clear it)."
+            )
         else:
-            chart.placeholder = "No data for these runs (or none in this length range)."
+            chart.placeholder = "No data for these runs: no samples stored yet."
         chart.show(
             series,
             self.projection_order(),

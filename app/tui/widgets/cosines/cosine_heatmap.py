@@ -72,7 +72,7 @@ class CosineHeatmap(Widget, can_focus=True):
         super().__init__(id=id, classes=classes)
         self.matrix: list[list[float]] = []
         self.title = ""
-        self.placeholder = "No cosine matrix: select a run computed with cosines."
+        self.placeholder = "No run chosen: pick one in the Runs tab (h)."
 
     def show(self, matrix: list[list[float]], title: str) -> None:
         self.matrix = matrix

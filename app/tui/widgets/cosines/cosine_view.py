@@ -103,6 +103,9 @@ class CosinePane(ReportsWorkerErrors, OverlaidRunChoice, Vertical):
         def query(cache: ResultsCache) -> CosinesLoaded:
             return CosinesLoaded(run_id, projection, cache.layer_cosines(run_id, projection))
 
+        if not heatmap.matrix:  # nothing drawn: say a read is on its way, not "no matrix"
+            heatmap.placeholder = f"Reading the layer cosines of projection {projection}…"
+            heatmap.refresh()
         self._reads.request(query, lambda: CosinesLoaded(run_id, projection))
 
     @reported
