@@ -652,7 +652,7 @@ def test_doctor_memory_does_not_grow_with_the_runs(tmp_path):
 
     Between a cache of 4 runs and one of 24 (6,000 samples, 720,000 statistics rows), the peak
     may grow by the file's growth, the blocks of it DuckDB keeps (capped at
-    :data:`~layerscope.analysis.cache.health.examining.MEMORY_LIMIT`, far above these files), and
+    :data:`~layerscope.analysis.cache.health.examining.MEMORY_LIMIT`), and
     a margin; nothing else may grow with the cache. Before, it grew by about 180 MiB here, nine
     times the file's growth."""
     small = tmp_path / "small.duckdb"
