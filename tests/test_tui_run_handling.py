@@ -421,6 +421,41 @@ def test_progress_details_read_at_a_glance():
     assert isinstance(ProgressRow("t"), ProgressRow)
 
 
+async def test_the_eta_runs_down_between_batches(monkeypatch):
+    """A batch can take long: the ETA stood at its last value ("ETA 10s" at 12.6 s and at
+    21.6 s) until the next batch landed. It runs down with the clock, to 0, until then."""
+    from textual.app import App
+    from textual.widgets import Static
+
+    from layerscope.app.tui.widgets.frame import progress_row
+
+    clock = [1000.0]
+    monkeypatch.setattr(progress_row, "clock", lambda: clock[0])
+
+    class OneRow(App[None]):
+        def compose(self):
+            yield ProgressRow("math/none_cot", id="row")
+
+    app = OneRow()
+    async with app.run_test() as pilot:
+        row = app.query_one(ProgressRow)
+        details = row.query_one(".progress-details", Static)
+        row.show(Progress("x", "math", "none_cot", 12, 40, 3.14, 10.0, 2.0, "running"))
+        await pilot.pause()
+        assert "ETA 10s" in str(details.render())
+        clock[0] += 4.0
+        row.tick()
+        await pilot.pause()
+        assert "ETA 6s" in str(details.render())
+        clock[0] += 30.0  # overdue: not negative
+        row.tick()
+        await pilot.pause()
+        assert "ETA 0s" in str(details.render())
+        row.show(Progress("x", "math", "none_cot", 16, 40, 3.0, 8.0, 2.0, "running"))
+        await pilot.pause()
+        assert "ETA 8s" in str(details.render())  # the next batch measures it again
+
+
 async def type_into(app: LayerscopeApp, pilot, selector: str, text: str) -> None:
     """Replace a path field's text as pasting does, then wait for its check."""
     path_field = app.query_one(selector)

@@ -30,6 +30,11 @@ STATUS_TEXT = {
 ENDED = ("complete", "cancelled", "failed")
 
 
+def clock() -> float:
+    """The rows' clock (monotonic seconds): one name a test can set, not the event loop's."""
+    return time.monotonic()
+
+
 def format_duration(seconds: float | None) -> str:
     """12s, 3m04s, 1h02m: an ETA that reads at a glance."""
     if seconds is None or not math.isfinite(seconds) or seconds < 0:
@@ -42,8 +47,11 @@ def format_duration(seconds: float | None) -> str:
     return f"{seconds // 3600}h{(seconds % 3600) // 60:02d}m"
 
 
-def progress_details(progress: Any, elapsed: float | None = None) -> str:
-    """'12/40 in 4.1 s · 3.1/s · ETA 9s · loss 2.310' from a RunProgress (and its elapsed time).
+def progress_details(
+    progress: Any, elapsed: float | None = None, eta_seconds: float | None = None
+) -> str:
+    """'12/40 in 4.1 s · 3.1/s · ETA 9s · loss 2.310' from a RunProgress (and its elapsed time;
+    ``eta_seconds``: the time left now, when it has run down since the progress was measured).
 
     The elapsed time and how the run ended ('40/40 in 9.8 s · done · loss ...') come first: at
     80 columns the end of the line is cut, and without colour the words are all there is.
@@ -58,7 +66,8 @@ def progress_details(progress: Any, elapsed: float | None = None) -> str:
             tokens = getattr(progress, "tokens_per_second", 0.0)
             # Tokens per second say the throughput when lengths vary; samples/s when unknown.
             parts.append(token_rate(tokens) if tokens else f"{progress.samples_per_second:.1f}/s")
-            parts.append(f"ETA {format_duration(progress.eta_seconds)}")
+            left = progress.eta_seconds if eta_seconds is None else eta_seconds
+            parts.append(f"ETA {format_duration(left)}")
             memory = memory_text(progress)
             if memory:
                 parts.append(memory)
@@ -112,6 +121,7 @@ class ProgressRow(Horizontal):
         self.progress: Any = None
         self.stage: Any = None
         self._started: float | None = None  # monotonic time the run (or request) began
+        self._measured: float | None = None  # monotonic time the progress shown arrived
         self._ended_after: float | None = None  # seconds it took, once it ended
 
     def compose(self) -> ComposeResult:
@@ -132,19 +142,20 @@ class ProgressRow(Horizontal):
 
     def show(self, progress: Any) -> None:
         """Show this progress now, or as soon as the row is mounted."""
-        now = time.monotonic()
+        now = clock()
         if progress.status == "running" and self._started is None:
             self._started = now
         elif progress.status in ENDED and self._started is not None:
             self._ended_after = self._ended_after or now - self._started
         self.progress = progress
+        self._measured = now
         self.stage = None
         if self.is_mounted and self.children:
             self._apply()
 
     def show_stage(self, stage: Any, elapsed: float) -> None:
         """Show a loading stage reached `elapsed` seconds after the request began."""
-        self._started = time.monotonic() - elapsed
+        self._started = clock() - elapsed
         self.stage = stage
         if self.is_mounted and self.children:
             self._apply()
@@ -176,10 +187,18 @@ class ProgressRow(Horizontal):
         if self.running and self.is_mounted and self.children:
             self._apply()
 
+    def _eta_now(self) -> float | None:
+        """The time left, run down every second since the progress was measured (a batch can
+        take long: the ETA froze at its last value until the next one landed); never below 0."""
+        eta = getattr(self.progress, "eta_seconds", None)
+        if eta is None or self._measured is None or self.progress.status != "running":
+            return None
+        return max(0.0, eta - (clock() - self._measured))
+
     def _elapsed(self) -> float | None:
         if self._ended_after is not None:
             return self._ended_after
-        return None if self._started is None else time.monotonic() - self._started
+        return None if self._started is None else clock() - self._started
 
     def _apply(self) -> None:
         bar = self.query_one(ProgressBar)
@@ -194,7 +213,7 @@ class ProgressRow(Horizontal):
             return
         progress = self.progress
         bar.update(total=max(progress.total, 1), progress=progress.done)
-        text = progress_details(progress, self._elapsed())
+        text = progress_details(progress, self._elapsed(), self._eta_now())
         details.update(text)
         details.tooltip = text  # the whole line where 80 columns cut its end
         self.set_class(progress.status == "failed", "-failed")
