@@ -289,7 +289,7 @@ def _gsm8k_option_id() -> str:
 async def test_a_settings_field_never_turns_typed_text_into_a_number(env: Path):
     """A path typed while the seed field had focus silently became 5008 (an integer input drops
     what is not a digit). The text stays as typed, the field is marked invalid and says why
-    once, and Run refuses, naming the field."""
+    once, and Run (ctrl+r, from the field itself) refuses, naming the field."""
     from textual.widgets import Input
 
     from layerscope.analysis.base.settings import setting
@@ -305,9 +305,10 @@ async def test_a_settings_field_never_turns_typed_text_into_a_number(env: Path):
         assert field.has_class("-invalid")
         said = [str(n.message) for n in app._notifications]
         assert len([m for m in said if "seed" in m]) == 1, said
-        app.set_focus(None)  # in a text field, r is a letter
+        # in a text field r is a letter; ctrl+r runs from there
+        assert app.focused is field
         before = len(app._notifications)
-        await pilot.press("r")
+        await pilot.press("ctrl+r")
         await settle(app, pilot)
         assert not app.run_controller.computing
         refused = [str(n.message) for n in list(app._notifications)[before:]]

@@ -34,6 +34,16 @@ APP_BINDINGS: list[BindingType] = [
         id="app.help",
     ),
     Binding("r", "run", "Run", tooltip="Compute the checked response types", id="app.run"),
+    # r is a letter in a text field: ctrl+r runs from anywhere, a path field included
+    Binding(
+        "ctrl+r",
+        "run",
+        "Run (also from a text field)",
+        show=False,
+        priority=True,
+        tooltip="Compute the checked response types, whatever has focus",
+        id="app.run_anywhere",
+    ),
     Binding(
         "c",
         "cancel",
