@@ -62,7 +62,6 @@ read through :mod:`layerscope.analysis.base.environment` when they are used, nev
 from __future__ import annotations
 
 import contextlib
-import os
 import re
 import threading
 import time
@@ -164,19 +163,6 @@ def now() -> datetime:
 def aware(value: datetime | None) -> datetime | None:
     """A stored (naive UTC) timestamp as an aware datetime."""
     return value.replace(tzinfo=timezone.utc) if value is not None else None
-
-
-def pid_alive(pid: int) -> bool:
-    """Whether a process with this id exists on this host (to tell a live run from a killed one)."""
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return False
-    except PermissionError:
-        return True
-    except OSError:
-        return False
-    return True
 
 
 _FILE_LOCKS: dict[str, threading.RLock] = {}
