@@ -12,6 +12,7 @@ Nothing here imports plotext, rich or Textual.
 from __future__ import annotations
 
 __all__ = [
+    "BAND_MARKERS",
     "RUN_COLOURS_DARK",
     "RUN_COLOURS_LIGHT",
     "RUN_MARKERS",
@@ -32,6 +33,9 @@ RUN_COLOURS_LIGHT = ("blue", "red", "green", "magenta", "cyan", "orange", "gray"
 # The first run keeps braille (the finest line); the others are drawn with one character each,
 # which the legend shows in front of the run's name.
 RUN_MARKERS = ("braille", "•", "x", "+", "*", "o", "#", "%")
+# The edges of each run's 95% CI band, in the same order: without colour (NO_COLOR) the bands of
+# different runs were the same dots; the legend names each run's band character.
+BAND_MARKERS = ("·", "'", ",", ":", ";", "`", "^", "~")
 
 # plotext's base ANSI colour names and their codes 0-15.
 _ANSI_CODES = {

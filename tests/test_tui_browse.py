@@ -148,6 +148,13 @@ async def test_chart_keys_switch_statistic_projections_scale_and_interval(
         await settle(app, pilot)
         assert chart.band == "band"
         assert "95% CI band" in str(app.query_one("#chart-status").render())
+        # each run's band has its own character, named in the legend (NO_COLOR: no colour)
+        assert [s.band_marker for s in chart.series if s.projection == "v"] == ["·", "'"]
+        legend = chart.header(200)
+        assert legend is not None
+        assert "none_cot (· CI)" in legend.plain and "simplified_cot (' CI)" in legend.plain
+        drawn = chart.as_text(100, 24)
+        assert "'" in drawn and "·" in drawn
         # "mean" has negative values: log scale is refused instead of failing.
         while chart.metric != "mean":
             await pilot.press("s")

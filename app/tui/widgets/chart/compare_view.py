@@ -35,7 +35,7 @@ from textual.widgets import Static
 
 from layerscope.analysis.curves.statistics import ci95
 from layerscope.app.labels import run_labels, run_settings
-from layerscope.app.palettes import RUN_MARKERS, run_colours
+from layerscope.app.palettes import BAND_MARKERS, RUN_MARKERS, run_colours
 from layerscope.app.tui.errors import ReportsWorkerErrors, reported
 from layerscope.app.tui.format import format_length_range
 from layerscope.app.tui.messages import ChartLoaded, SignificanceTested
@@ -282,9 +282,11 @@ class ComparePane(ReportsWorkerErrors, SpectraView, Vertical):
         palette = run_colours(self.dark)
         self.colours = {}
         markers: dict[str, str] = {}
+        band_markers: dict[str, str] = {}
         for position, run_id in enumerate(self.run_ids):
             self.colours[run_id] = palette[position % len(palette)]
             markers[run_id] = RUN_MARKERS[position % len(RUN_MARKERS)]
+            band_markers[run_id] = BAND_MARKERS[position % len(BAND_MARKERS)]
         series = [
             ChartSeries(
                 label=self.labels.get(curve.run_id, curve.run_id[:8]),
@@ -297,6 +299,7 @@ class ComparePane(ReportsWorkerErrors, SpectraView, Vertical):
                 ci95=ci95(curve) if self.band != "none" else [math.nan] * len(curve.mean),
                 colour=self.colours.get(curve.run_id, palette[0]),
                 marker=markers.get(curve.run_id, "braille"),
+                band_marker=band_markers.get(curve.run_id, BAND_MARKERS[0]),
                 settings=run_settings(runs[curve.run_id]) if curve.run_id in runs else "",
             )
             for curve in curves

@@ -13,7 +13,7 @@ their own: ``testing`` (the x axis label says "testing…") while they are compu
 from __future__ import annotations
 
 import math
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from typing import Literal
 
 from rich.text import Text
@@ -78,6 +78,7 @@ class ChartSeries:
     colour: str
     marker: str = "braille"
     settings: str = ""  # how the run was computed (app.labels.run_settings), for the legend
+    band_marker: str = "·"  # the edges of its CI band (palettes.BAND_MARKERS)
 
 
 class LayerChart(PlotextChart):
@@ -256,6 +257,8 @@ class LayerChart(PlotextChart):
         for item in self.series:
             if all(item.label != seen.label for seen in runs):
                 runs.append(item)
+        if self.band == "band" and len(runs) > 1:  # which band is whose, colour or not
+            runs = [replace(i, label=f"{i.label} ({i.band_marker} CI)") for i in runs]
         if not self.legend_settings:
             return marker_legend(((i.marker, i.colour, i.label) for i in runs), width)
         lines = []
@@ -284,8 +287,8 @@ class LayerChart(PlotextChart):
             lower = [m - c for m, c in zip(means, intervals, strict=True)]
             if use_log:
                 lower = [value if value > 0 else m for value, m in zip(lower, means, strict=True)]
-            panel.plot(layers, upper, color=item.colour, marker="·")  # type: ignore[attr-defined]
-            panel.plot(layers, lower, color=item.colour, marker="·")  # type: ignore[attr-defined]
+            panel.plot(layers, upper, color=item.colour, marker=item.band_marker)  # type: ignore[attr-defined]
+            panel.plot(layers, lower, color=item.colour, marker=item.band_marker)  # type: ignore[attr-defined]
         elif self.band == "bars" and any(intervals):
             panel.error(layers, means, yerr=intervals, color=item.colour)  # type: ignore[attr-defined]
         panel.plot(layers, means, color=item.colour, marker=item.marker)  # type: ignore[attr-defined]
