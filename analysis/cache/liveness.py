@@ -19,8 +19,9 @@ through it, and never asks about a byte it holds (it knows). A claim tried while
 process asks (holding the byte for an instant) is tried again for a moment before it is refused.
 
 :func:`computing` is the one rule every reader applies (``runs``, a compute about to resume,
-``merge``, ``doctor``). Where the locks cannot be had (no ``fcntl``; a folder that cannot be written and no lock file
-yet), the answer is :data:`UNKNOWN`, and the callers fall back on the stored PID as before.
+``merge``, ``doctor``). Where the locks cannot be had (no ``fcntl``; a folder that cannot be
+written and no lock file yet), the answer is ``Claim.UNKNOWN``, and the callers fall back on the
+stored PID as before.
 Runs begun by a layerscope older than these locks hold none: while such a compute still runs,
 its run reads as interrupted to this version.
 """

@@ -4,8 +4,9 @@ Why one module: every read and every write starts by turning a run id into the r
 number, and three places had their own copy of that SQL. Here is the one column list that
 becomes a :class:`~layerscope.analysis.base.records.RunInfo`, the one prefix rule users rely on
 (``show 3fa9`` works while it is unambiguous), the "unknown run" messages, and the rule that a
-run left "running" by a process that no longer exists (:func:`~layerscope.analysis.cache.liveness.computing`
-says so) is reported as "cancelled" and ``interrupted`` (``runs`` shows it so: nobody cancelled it, and the same command resumes it).
+run left "running" by a process that no longer exists (as
+:func:`~layerscope.analysis.cache.liveness.computing` tells) is reported as "cancelled" and
+``interrupted`` (``runs`` shows it so: nobody cancelled it, and the same command resumes it).
 """
 
 from __future__ import annotations

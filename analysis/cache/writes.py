@@ -2,8 +2,9 @@
 
 Why these together: they are the whole of a run's life in the file and share its rules.
 A run is created or reopened (never computed by two live processes at once: the process that
-begins it holds its lock until it is finished, :mod:`.liveness`), each batch is one transaction, so a process killed at any moment (Ctrl-C, SIGKILL, OOM) leaves either
-the whole batch or none of it: DuckDB's write-ahead log replays only committed transactions. A
+begins it holds its lock until it is finished, :mod:`.liveness`), each batch is one
+transaction, so a process killed at any moment (Ctrl-C, SIGKILL, OOM) leaves either the whole
+batch or none of it: DuckDB's write-ahead log replays only committed transactions. A
 sample is never stored twice: the writer skips, inside the transaction, the samples already
 stored, so even two processes computing the same run cannot duplicate rows. Finishing records
 the session's counts and outcome in the run's provenance and checkpoints, so readers of a

@@ -153,12 +153,18 @@ class RunsBrowser(Tree[str]):
         if event.node.data:
             self.post_message(RunFocused(event.node.data))
 
-    def action_toggle_compare(self) -> None:
+    def _run_or_toggle(self) -> str | None:
+        """The run under the cursor; on a group (model, dataset) it opens or closes instead."""
         run_id = self.current_run()
         if run_id is None:
             node = self.cursor_node
             if node is not None and node.allow_expand:
                 node.toggle()
+        return run_id
+
+    def action_toggle_compare(self) -> None:
+        run_id = self._run_or_toggle()
+        if run_id is None:
             return
         if run_id in self.selected:
             self.selected.remove(run_id)
@@ -173,11 +179,8 @@ class RunsBrowser(Tree[str]):
         self.post_message(ComparisonChanged([]))
 
     def _open(self, tab: str) -> None:
-        run_id = self.current_run()
+        run_id = self._run_or_toggle()
         if run_id is None:
-            node = self.cursor_node
-            if node is not None and node.allow_expand:
-                node.toggle()
             return
         if tab == "chart" and run_id not in self.selected:
             self.selected.append(run_id)
