@@ -638,7 +638,7 @@ def test_per_type_fields_override_the_manifest_fields(tmp_path: Path) -> None:
         ),
         (
             ('file = "sub/long.json"', 'file = "sub/long.csv"'),
-            "types.detailed_cot.file: 'sub/long.csv' is not a .json or .jsonl data file",
+            "types.detailed_cot.file: 'sub/long.csv' is not data (.json, .jsonl, .parquet, .arrow or a save_to_disk folder)",
         ),
         (
             ('file = "sub/long.json"', "file = 3"),

@@ -91,6 +91,9 @@ class Sample:
     # The record's own numbers besides its text (quality scores: ifd_gpt2, reward, ...); the
     # cache keeps them per sample so gradients can be related to them.
     numeric_fields: Mapping[str, float] = field(default_factory=dict, hash=False)
+    # A chat record's turns before its response, as (role, text): instruct mode writes them
+    # through the chat template (the instruction is then their texts, one per line).
+    turns: tuple[tuple[str, str], ...] = ()
 
     @property
     def prompt(self) -> str:

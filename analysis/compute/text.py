@@ -7,9 +7,10 @@ comparable with the paper's released files, even where a BPE merge straddles the
 
 Base mode: ``prompt + "\n" + response`` (prompt = instruction, plus ``"\n" + input``).
 Instruct mode: the tokenizer's chat template with a system message (dropped when the template
-rejects a system role) and the generation prompt, then the response. Special tokens: base mode
-lets the tokenizer add them (BOS) as the paper's scripts do; instruct mode does not, since the
-chat template writes its own.
+rejects a system role) and the generation prompt, then the response; a chat record's turns go
+through the template as they are (its own system turn replaces the setting's). Special tokens:
+base mode lets the tokenizer add them (BOS) as the paper's scripts do; instruct mode does not,
+since the chat template writes its own.
 
 Why texts are cut by characters before they are tokenized: only the first ``max_length`` tokens
 are measured, but tokenizing a 20 MB record whole takes gigabytes (a fast tokenizer keeps ids,
@@ -62,16 +63,22 @@ def prompt_text(sample: Sample, tokenizer: Any, settings: ComputeSettings) -> st
         return sample.prompt + "\n"
     if not getattr(tokenizer, "chat_template", None):
         raise SampleSkipped("instruct mode needs a chat template; this tokenizer has none")
-    user = {"role": "user", "content": sample.prompt}
-    messages = [{"role": "system", "content": settings.system_prompt}, user]
-    if not settings.system_prompt:
-        messages = [user]
+    turns = [{"role": role, "content": text} for role, text in sample.turns]
+    if not turns:
+        turns = [{"role": "user", "content": sample.prompt}]
+    system = [{"role": "system", "content": settings.system_prompt}]
+    if not settings.system_prompt or turns[0]["role"] == "system":
+        system = []  # a chat record's own system turn stands
     try:
-        text = tokenizer.apply_chat_template(messages, tokenize=False, add_generation_prompt=True)
-    except Exception:  # templates raise their own error types for a system role
-        if len(messages) == 1:
+        text = tokenizer.apply_chat_template(
+            system + turns, tokenize=False, add_generation_prompt=True
+        )
+    except Exception as error:  # templates raise their own error types for a system role
+        if not system:
+            if sample.turns:  # a conversation this template cannot write (its roles, order)
+                raise SampleSkipped(f"the chat template refused the turns: {error}") from None
             raise
-        text = tokenizer.apply_chat_template([user], tokenize=False, add_generation_prompt=True)
+        text = tokenizer.apply_chat_template(turns, tokenize=False, add_generation_prompt=True)
     return str(text)
 
 

@@ -23,10 +23,10 @@ from layerscope.analysis.datasets.discovery import discover_sources
 from layerscope.analysis.datasets.reading import (
     count_samples,
     file_sha256,
-    numeric_fields,
     read_records,
     read_samples,
 )
+from layerscope.analysis.datasets.records import numeric_fields
 from layerscope.analysis.datasets.sources import (
     BUNDLED_DATASETS,
     DATA_SUFFIXES,

@@ -9,8 +9,10 @@ from __future__ import annotations
 
 from pathlib import Path
 
+from layerscope.analysis.datasets.columnar import is_saved_dataset, saved_splits
 from layerscope.analysis.datasets.manifests import sources_from_manifest
 from layerscope.analysis.datasets.sources import (
+    DATA_KINDS,
     DATA_SUFFIXES,
     IRRELEVANT_SUFFIX,
     MANIFEST_SUFFIX,
@@ -33,8 +35,9 @@ def discover_sources(path: str | Path, fields: FieldMap | None = None) -> list[R
     """All response-type sources under `path`, sorted: dataset, then none_cot, simplified_cot,
     detailed_cot, other types, each correct source before its irrelevant counterpart.
 
-    `path` is a .json/.jsonl data file, a folder in the paper's layout, a folder of such folders
-    or a .toml manifest. `fields` maps record keys; for a manifest it replaces the manifest's own
+    `path` is a data file (.json, .jsonl, .parquet, .arrow), a folder a ``datasets``
+    ``save_to_disk`` wrote (one split, or each split of a dataset dict), a folder in the paper's
+    layout, a folder of such folders or a .toml manifest. `fields` maps record keys; for a manifest it replaces the manifest's own
     [fields] table. Only names are looked at: files are not opened (except manifests).
     """
     root = Path(path).expanduser().absolute()
@@ -50,13 +53,15 @@ def discover_sources(path: str | Path, fields: FieldMap | None = None) -> list[R
             raise DatasetError(
                 root,
                 f"unsupported file type {root.suffix or '(no extension)'!r} "
-                "(expected .json, .jsonl or a .toml manifest)",
+                f"(expected {DATA_KINDS} or a .toml manifest)",
             )
+    elif is_saved_dataset(root):
+        sources = [_file_source(root, fields or FieldMap())]
     elif root.is_dir():
         sources = _folder_sources(root, fields, depth=0)
         if not sources:
             raise DatasetError(
-                root, "no data files (.json, .jsonl or .toml manifests) in this folder"
+                root, f"no data files ({DATA_KINDS}; or .toml manifests) in this folder"
             )
     else:
         raise DatasetError(root, "not a regular file or folder")
@@ -109,6 +114,11 @@ def _paper_name(stem: str, folder_dataset: str) -> tuple[str, str]:
     return folder_dataset, stem
 
 
+def _stem(path: Path) -> str:
+    """A data source's name: a file's stem, a saved dataset folder's name."""
+    return path.name if path.is_dir() else path.stem
+
+
 def _folder_dataset_name(folder: Path) -> str:
     if _is_shuffle_folder(folder):
         return _correct_sibling(folder).name
@@ -126,8 +136,9 @@ def _typed_source(
 
 
 def _file_source(path: Path, fields: FieldMap) -> ResponseTypeSource:
-    """A single data file: dataset from its folder (or paper file name), type from its stem."""
-    dataset, response_type = _paper_name(path.stem, _folder_dataset_name(path.parent))
+    """A single data file (or saved dataset folder): dataset from its folder (or paper file
+    name), type from its stem (or folder name)."""
+    dataset, response_type = _paper_name(_stem(path), _folder_dataset_name(path.parent))
     return _typed_source(dataset, response_type, path, _is_shuffle_folder(path.parent), fields)
 
 
@@ -140,10 +151,17 @@ def _visible_children(folder: Path) -> list[Path]:
 
 
 def _data_files(folder: Path) -> list[Path]:
+    """The folder's data files and saved datasets (the splits of a saved dataset dict are the
+    data of the folder that holds them); none inside a saved dataset (its Arrow shards)."""
+    if is_saved_dataset(folder):
+        return []
+    splits = saved_splits(folder)
+    if splits:
+        return splits
     return [
         child
         for child in _visible_children(folder)
-        if child.is_file() and child.suffix.lower() in DATA_SUFFIXES
+        if (child.is_file() and child.suffix.lower() in DATA_SUFFIXES) or is_saved_dataset(child)
     ]
 
 
@@ -194,13 +212,13 @@ def _dataset_folder_sources(folder: Path, fields: FieldMap | None) -> list[Respo
         dataset_name = _correct_sibling(folder).name
         for path in _data_files(folder):
             if path not in claimed:
-                dataset, response_type = _paper_name(path.stem, dataset_name)
+                dataset, response_type = _paper_name(_stem(path), dataset_name)
                 sources.append(_typed_source(dataset, response_type, path, True, field_map))
         return sources
 
     correct_files = [path for path in _data_files(folder) if path not in claimed]
     for path in correct_files:
-        dataset, response_type = _paper_name(path.stem, dataset_name)
+        dataset, response_type = _paper_name(_stem(path), dataset_name)
         sources.append(_typed_source(dataset, response_type, path, False, field_map))
 
     shuffle = _shuffle_sibling(folder)
@@ -208,6 +226,6 @@ def _dataset_folder_sources(folder: Path, fields: FieldMap | None) -> list[Respo
         for path in _data_files(shuffle):
             if path in claimed:
                 continue
-            dataset, response_type = _paper_name(path.stem, dataset_name)
+            dataset, response_type = _paper_name(_stem(path), dataset_name)
             sources.append(_typed_source(dataset, response_type, path, True, field_map))
     return sources

@@ -12,7 +12,9 @@ from collections.abc import Iterable, Mapping
 from pathlib import Path
 from typing import Any
 
+from layerscope.analysis.datasets.columnar import is_saved_dataset
 from layerscope.analysis.datasets.sources import (
+    DATA_KINDS,
     DATA_SUFFIXES,
     IRRELEVANT_SUFFIX,
     DatasetError,
@@ -152,8 +154,10 @@ def _manifest_file(manifest: Path, key: str, table: Mapping[str, object]) -> Pat
     path = Path(value).expanduser()
     if not path.is_absolute():
         path = manifest.parent / path
+    if is_saved_dataset(path):
+        return path
     if path.suffix.lower() not in DATA_SUFFIXES:
-        raise DatasetError(manifest, f"{key}.file: {value!r} is not a .json or .jsonl data file")
+        raise DatasetError(manifest, f"{key}.file: {value!r} is not data ({DATA_KINDS})")
     if not path.is_file():
         raise DatasetError(manifest, f"{key}.file: no such file {value!r} (looked at {path})")
     return path

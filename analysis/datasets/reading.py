@@ -1,4 +1,5 @@
-"""Reading samples from JSON and JSON-lines files; counting and hashing them.
+"""Reading samples from data files (JSON and JSON lines here, columnar formats through
+:mod:`~layerscope.analysis.datasets.columnar`); counting and hashing them.
 
 Why strict: a record with a missing or mis-typed field must stop with `FILE:LINE` or
 `FILE: record N`, never become an empty instruction. The same goes for values Python's JSON
@@ -19,7 +20,6 @@ from __future__ import annotations
 
 import hashlib
 import json
-import math
 import re
 import sys
 import threading
@@ -28,6 +28,13 @@ from pathlib import Path
 from typing import Any
 
 from layerscope.analysis.base.records import Sample
+from layerscope.analysis.datasets.columnar import (
+    columnar_records,
+    content_sha256,
+    content_stamp,
+    is_columnar,
+)
+from layerscope.analysis.datasets.records import json_kind, record_problem, to_sample
 from layerscope.analysis.datasets.sources import DatasetError, FieldMap, ResponseTypeSource
 
 # A JSON document (not JSON lines) is parsed whole, taking a few times its size in memory;
@@ -57,19 +64,6 @@ def read_records(source: ResponseTypeSource) -> list[dict[str, Any]]:
     return [record for record, _sample in _read(source)]
 
 
-def numeric_fields(record: dict[str, Any], fields: FieldMap) -> dict[str, float]:
-    """A record's own finite numbers besides the text fields (booleans are not numbers)."""
-    text = {fields.instruction, fields.input, fields.output}
-    return {
-        str(key): float(value)
-        for key, value in record.items()
-        if key not in text
-        and isinstance(value, int | float)
-        and not isinstance(value, bool)
-        and math.isfinite(value)
-    }
-
-
 Parsed = list[tuple[dict[str, Any], Sample]]
 
 
@@ -78,8 +72,11 @@ def _read(source: ResponseTypeSource) -> Parsed:
 
 
 def _records(source: ResponseTypeSource) -> Iterator[tuple[dict[str, Any], Sample]]:
-    """The file's (record, sample) pairs, one at a time for JSON lines."""
+    """The file's (record, sample) pairs, one at a time for JSON lines and columnar data."""
     path = Path(source.path)
+    if is_columnar(path):
+        yield from _read_columnar(path, source.fields)
+        return
     if path.suffix.lower() == ".jsonl":
         yield from _read_json_lines(path, _file_lines(path), source.fields)
         return
@@ -98,6 +95,17 @@ def _records(source: ResponseTypeSource) -> Iterator[tuple[dict[str, Any], Sampl
     if not text.strip():
         raise DatasetError(path, "no samples (the file is empty)")
     yield from _read_json_document(path, text, source.fields)
+
+
+def _read_columnar(path: Path, fields: FieldMap) -> Iterator[tuple[dict[str, Any], Sample]]:
+    count = 0
+    for count, record in enumerate(columnar_records(path), start=1):
+        problem = record_problem(record, fields)
+        if problem is not None:
+            raise DatasetError(path, problem, record=count)
+        yield record, to_sample(count - 1, record, fields)
+    if not count:
+        raise DatasetError(path, "no samples (no rows)")
 
 
 def _file_size(path: Path) -> int:
@@ -259,19 +267,19 @@ def _read_json_document(path: Path, text: str, fields: FieldMap) -> Parsed:
         line = text[: len(text) - len(text.lstrip())].count("\n") + 1
         raise DatasetError(
             path,
-            f"expected a JSON array of records, found {_json_kind(document)}",
+            f"expected a JSON array of records, found {json_kind(document)}",
             line=line,
         )
     if not document:
         raise DatasetError(path, "no samples (empty JSON array)")
     samples: Parsed = []
     for index, record in enumerate(document):
-        problem = _record_problem(record, fields)
+        problem = record_problem(record, fields)
         if problem is not None:
             raise DatasetError(
                 path, problem, record=index + 1, line=_array_record_line(text, index)
             )
-        samples.append((record, _to_sample(index, record, fields)))
+        samples.append((record, to_sample(index, record, fields)))
     return samples
 
 
@@ -288,85 +296,13 @@ def _read_json_lines(
         if not line.strip():
             continue
         record = _load(path, line, line_number)
-        problem = _record_problem(record, fields)
+        problem = record_problem(record, fields)
         if problem is not None:
             raise DatasetError(path, problem, line=line_number)
-        yield record, _to_sample(count, record, fields)
+        yield record, to_sample(count, record, fields)
         count += 1
     if not count:
         raise DatasetError(path, "no samples (the file is empty)")
-
-
-def _json_kind(value: object) -> str:
-    if isinstance(value, dict):
-        return "an object"
-    if isinstance(value, list):
-        return "an array"
-    if isinstance(value, str):
-        return "a string"
-    if isinstance(value, bool):
-        return "a boolean"
-    if value is None:
-        return "null"
-    return "a number"
-
-
-def _record_problem(record: object, fields: FieldMap) -> str | None:
-    """Why `record` is not a usable sample, or None."""
-    if not isinstance(record, dict):
-        return f"expected a JSON object, found {_json_kind(record)}"
-    for role, name in (("instruction", fields.instruction), ("output", fields.output)):
-        if name not in record:
-            present = ", ".join(repr(key) for key in list(record)[:8]) or "none"
-            return (
-                f"missing {role} field {name!r} (field map: {fields.describe()}; "
-                f"the record has: {present})"
-            )
-        if not isinstance(record[name], str):
-            return f"{role} field {name!r} must be a string, found {_json_kind(record[name])}"
-    value = record.get(fields.input)
-    if value is not None and not isinstance(value, str):
-        return f"input field {fields.input!r} must be a string, found {_json_kind(value)}"
-    if not record[fields.output].strip():
-        return f"empty output (field {fields.output!r}): there is no response to measure"
-    for role, name in (
-        ("instruction", fields.instruction),
-        ("input", fields.input),
-        ("output", fields.output),
-    ):
-        surrogate = _SURROGATE.search(record.get(name) or "")
-        if surrogate is not None:
-            return (
-                f"{role} field {name!r} holds a lone surrogate "
-                f"\\u{ord(surrogate.group()):04x} at character {surrogate.start() + 1}, which is "
-                "not Unicode text (no tokenizer reads it)"
-            )
-    text = {fields.instruction, fields.input, fields.output}
-    for key, value in record.items():
-        if key not in text and isinstance(value, int) and not isinstance(value, bool):
-            try:
-                float(value)  # what numeric_fields keeps of it
-            except OverflowError:
-                return (
-                    f"field {key!r} is an integer of {len(str(abs(value)))} digits, beyond the "
-                    "range of a number layerscope keeps (a float, about 1.8e308)"
-                )
-    return None
-
-
-# JSON can spell these ("\\ud800"); they are not characters, and no text column or tokenizer
-# takes them.
-_SURROGATE = re.compile("[\ud800-\udfff]")
-
-
-def _to_sample(index: int, record: dict[str, Any], fields: FieldMap) -> Sample:
-    return Sample(
-        index=index,
-        instruction=record[fields.instruction],
-        output=record[fields.output],
-        input=record.get(fields.input) or "",
-        numeric_fields=numeric_fields(record, fields),
-    )
 
 
 _WHITESPACE = re.compile(r"[ \t\n\r]*")
@@ -394,22 +330,18 @@ def _array_record_line(text: str, index: int) -> int | None:
 # Counting, hashing, bundled data
 
 _COUNT_CACHE_SIZE = 512
-_count_cache: dict[tuple[str, int, int, FieldMap], int] = {}
+_count_cache: dict[tuple[str, tuple[tuple[str, int, int], ...], FieldMap], int] = {}
 _count_lock = threading.Lock()
 
 
 def count_samples(source: ResponseTypeSource) -> int:
-    """How many samples read_samples(source) returns; cached by (path, mtime, size, fields).
+    """How many samples read_samples(source) returns; cached by (path, mtime and size of its files, fields).
 
     It validates like read_samples (so a listing can flag a broken file before a run starts)
     and raises the same DatasetError.
     """
     path = Path(source.path)
-    try:
-        stat = path.stat()
-    except OSError:
-        raise DatasetError(path, "no such file") from None
-    key = (str(path), stat.st_mtime_ns, stat.st_size, source.fields)
+    key = (str(path), content_stamp(path), source.fields)
     with _count_lock:
         cached = _count_cache.get(key)
     if cached is not None:
@@ -423,7 +355,10 @@ def count_samples(source: ResponseTypeSource) -> int:
 
 
 def file_sha256(path: str | Path) -> str:
-    """Hex SHA-256 of a file's bytes: identifies a dataset file's content in the cache."""
+    """Hex SHA-256 of a file's bytes (of a saved dataset folder's shards): identifies a dataset
+    file's content in the cache."""
+    if Path(path).is_dir():
+        return content_sha256(Path(path))
     digest = hashlib.sha256()
     try:
         with Path(path).open("rb") as stream:

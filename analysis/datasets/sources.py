@@ -18,7 +18,9 @@ from layerscope.analysis.base.errors import LayerscopeError
 Relevance = Literal["correct", "irrelevant"]
 
 BUNDLED_DATASETS = ("math", "knowledge")
-DATA_SUFFIXES = (".json", ".jsonl")
+DATA_SUFFIXES = (".json", ".jsonl", ".parquet", ".arrow")
+# What a data source can be, for messages.
+DATA_KINDS = ".json, .jsonl, .parquet, .arrow or a save_to_disk folder"
 MANIFEST_SUFFIX = ".toml"
 SHUFFLE_FOLDER_SUFFIX = "_wrong_answer_shuffle"
 IRRELEVANT_SUFFIX = "_irrelevant"

@@ -95,7 +95,8 @@ def build_parser() -> argparse.ArgumentParser:
     compute.add_argument(
         "--dataset",
         required=True,
-        help="a data file, a folder in the paper's layout, a .toml manifest, or math/knowledge",
+        help="a data file (.json, .jsonl, .parquet, .arrow), a save_to_disk folder, a folder in "
+        "the paper's layout, a .toml manifest, or math/knowledge",
     )
     compute.add_argument(
         "--types",

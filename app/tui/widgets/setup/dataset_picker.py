@@ -1,7 +1,7 @@
 """Pick the dataset and its response types.
 
-The bundled samples, recently used datasets and a path field (a .json/.jsonl file, a folder in
-the paper's layout, or a .toml manifest), validated as you type with the dataset reader's own
+The bundled samples, recently used datasets and a path field (a .json, .jsonl, .parquet or
+.arrow file, a save_to_disk folder, a folder in the paper's layout, or a .toml manifest), validated as you type with the dataset reader's own
 one-line errors. Response types are a multi-select list with their sample counts and, for the
 chosen model and settings, whether they are already in the cache (complete or partial): a user
 sees before pressing a key what will be computed and what is only read. Reading a dataset runs
