@@ -337,6 +337,17 @@ SETTINGS: tuple[Setting, ...] = (
         optional=True,
     ),
     Setting(
+        "adapter",
+        "adapter",
+        "a PEFT/LoRA adapter folder (adapter_config.json), merged into the model's weights: "
+        "the adapted model is measured, and the adapter's fingerprint enters the run key",
+        "text",
+        None,
+        "request",
+        _COMMANDS,
+        optional=True,
+    ),
+    Setting(
         "offline",
         "offline",
         "never download: a hub model must already be in the local cache (also HF_HUB_OFFLINE=1)",

@@ -14,6 +14,7 @@ import os
 from pathlib import Path
 from typing import Any
 
+from layerscope.analysis.models.adapters import adapter_identity
 from layerscope.analysis.models.inspection import inspect_model_path, read_config
 from layerscope.analysis.models.sources import (
     WEIGHT_SUFFIXES,
@@ -24,7 +25,7 @@ from layerscope.analysis.models.sources import (
 _FINGERPRINT_CHUNK = 1 << 20
 
 
-def _file_fingerprint(path: Path) -> str:
+def file_fingerprint(path: Path) -> str:
     """A fingerprint of a weights file that does not read all of a multi-GB file.
 
     Files in the Hugging Face cache are links to blobs named by their content hash, which is
@@ -48,10 +49,13 @@ def _file_fingerprint(path: Path) -> str:
     return digest.hexdigest()
 
 
-def model_identity(spec: str, revision: str | None = None, offline: bool = False) -> dict[str, Any]:
+def model_identity(
+    spec: str, revision: str | None = None, offline: bool = False, adapter: str | None = None
+) -> dict[str, Any]:
     """The model's identity for cache keys: name, config hash, weights fingerprint and, for a
     hub model, the commit of its snapshot (no torch, no network: a hub id that is not cached
-    raises ModelNotCached)."""
+    raises ModelNotCached). With an ``adapter`` (a PEFT adapter folder) the adapter's identity
+    is part of it and the name is ``base+adapter``; without, it is what it always was."""
     check = inspect_model_path(spec, revision, offline)  # "not a model folder" first
     if not check.ok:
         raise check.refusal()
@@ -62,15 +66,19 @@ def model_identity(spec: str, revision: str | None = None, offline: bool = False
         raise ModelLoadError(f"{source.path / 'config.json'}: unreadable ({error})") from error
     config_hash = hashlib.sha256(json.dumps(config, sort_keys=True).encode()).hexdigest()
     weights = {
-        p.name: _file_fingerprint(p)
+        p.name: file_fingerprint(p)
         for p in sorted(source.path.iterdir())
         if p.suffix in WEIGHT_SUFFIXES and p.is_file()
     }
     weights_hash = hashlib.sha256(json.dumps(weights, sort_keys=True).encode()).hexdigest()
-    return {
+    identity: dict[str, Any] = {
         "name": source.name,
         "model_type": config.get("model_type"),
         "revision": source.revision,
         "config_sha256": config_hash,
         "weights_fingerprint": weights_hash,
     }
+    if adapter is not None:
+        identity["adapter"] = adapter_identity(adapter, file_fingerprint)
+        identity["name"] = f"{source.name}+{identity['adapter']['name']}"
+    return identity

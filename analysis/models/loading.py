@@ -24,6 +24,7 @@ from typing import TYPE_CHECKING, Any
 from layerscope.analysis.base.choices import DTYPES
 from layerscope.analysis.base.errors import mention, one_line
 from layerscope.analysis.base.records import Init, LoadStage, ModuleSet, TargetInfo
+from layerscope.analysis.models.adapters import apply_adapter
 from layerscope.analysis.models.downloads import (
     StageCallback,
     download_failure,
@@ -185,6 +186,7 @@ def load_model(
     max_memory: dict[int | str, int | str] | None = None,
     revision: str | None = None,
     offline: bool = False,
+    adapter: str | None = None,
 ) -> LoadedModel:
     """Load a causal LM and its tokenizer through the ordinary transformers path.
 
@@ -202,6 +204,9 @@ def load_model(
     initialised weights instead (``AutoModelForCausalLM.from_config`` under
     ``torch.manual_seed(init_seed)``, on the CPU so that a seed gives the same weights on every
     machine; the global random state is left as it was): the follow-up paper's baseline.
+
+    ``adapter`` (a PEFT adapter folder) is loaded onto the weights and merged into them (see
+    :mod:`~layerscope.analysis.models.adapters`); the model is then named ``base+adapter``.
     """
     tell = on_stage or (lambda _stage: None)
     if device_map == "none":
@@ -214,7 +219,7 @@ def load_model(
     check = inspect_model_path(spec, revision, offline)
     if not check.ok:
         raise check.refusal()
-    identity = model_identity(spec, revision, offline)
+    identity = model_identity(spec, revision, offline, adapter)
     torch_device = resolve_device(device)
     torch_dtype = _torch_dtype(dtype, torch_device)
     if not trust_remote_code and needs_remote_code(source.path):
@@ -256,6 +261,12 @@ def load_model(
                     trust_remote_code=trust_remote_code,
                     **placement,
                 )
+        if adapter is not None:
+            tell(LoadStage("weights", f"merging adapter {identity['adapter']['name']}"))
+            model = apply_adapter(model, adapter)
+    except ModelLoadError:
+        remove_offload(offload)
+        raise
     except Exception as error:  # any loader failure becomes one line for the user
         remove_offload(offload)
         raise ModelLoadError(f"model {spec!r} failed to load: {one_line(error)}") from error
@@ -280,7 +291,7 @@ def load_model(
     loaded = LoadedModel(
         model=model,
         tokenizer=tokenizer,
-        name=source.name,
+        name=identity["name"],
         identity=identity,
         device=input_device,
         dtype=torch_dtype,

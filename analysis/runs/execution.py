@@ -56,9 +56,9 @@ from layerscope.analysis.runs.planning import (
     RunRequest,
     check_device,
     ensure_model,
-    model_identity,
     plan_jobs,
     planned_runs,
+    request_identity,
     resolve_dtype,
 )
 from layerscope.analysis.runs.tally import RunProgress, Tally
@@ -119,7 +119,7 @@ def plan_execution(
     check_device(request.device, request.device_map, request.max_memory)
     cache = ResultsCache(db_path)
     ensure_model(request, on_stage)
-    identity = model_identity(request.model, request.revision, request.offline)
+    identity = request_identity(request)
     dtype = resolve_dtype(request.dtype, request.device, allow_torch=False)
     jobs = plan_jobs(request, cache, identity, dtype)
     if not jobs:
@@ -194,6 +194,7 @@ def load_model_for(
         max_memory=parse_max_memory(request.max_memory),
         revision=request.revision,
         offline=request.offline,
+        adapter=request.adapter,
     )
     if request.settings.method == "reference" and loaded.offloaded_to_disk:
         raise RunnerError(

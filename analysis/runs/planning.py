@@ -56,10 +56,10 @@ __all__ = [
     "RunnerError",
     "check_device",
     "ensure_model",
-    "model_identity",
     "plan",
     "plan_jobs",
     "planned_runs",
+    "request_identity",
     "resolve_dtype",
     "resolve_sources",
     "run_key",
@@ -94,6 +94,7 @@ class RunRequest:
     max_memory: str | None = DEFAULTS["max_memory"]
     revision: str | None = DEFAULTS["revision"]
     offline: bool = DEFAULTS["offline"]
+    adapter: str | None = DEFAULTS["adapter"]  # keyed via its fingerprint in the identity
     gpus: int = DEFAULTS["gpus"]  # the explorer: more than one computes in a torchrun job
     # (I, N): only shard I of N of each run's selected samples (``compute --shard``; not a
     # setting: it splits the work of one request, see :mod:`~layerscope.analysis.runs.sharding`)
@@ -288,14 +289,13 @@ def plan_jobs(
     return found
 
 
-def model_identity(
-    model: str, revision: str | None = None, offline: bool = False
-) -> dict[str, Any]:
-    """The model's identity for the key (a hub model's holds its snapshot's commit); no
-    network: a hub id that is not cached raises ModelNotCached ("will be downloaded")."""
+def request_identity(request: RunRequest) -> dict[str, Any]:
+    """The request's model's identity for the key (a hub model's holds its snapshot's commit,
+    an adapter's fingerprint is part of it); no network: a hub id that is not cached raises
+    ModelNotCached ("will be downloaded")."""
     from layerscope.analysis.models.identity import model_identity
 
-    return model_identity(model, revision, offline)
+    return model_identity(request.model, request.revision, request.offline, request.adapter)
 
 
 def ensure_model(request: RunRequest, on_stage: Any = None) -> None:
@@ -309,7 +309,7 @@ def ensure_model(request: RunRequest, on_stage: Any = None) -> None:
 def plan(request: RunRequest, db_path: Path | str | None = None) -> list[PlannedRun]:
     """The runs ``execute`` would touch and how much of each is cached (no torch imported)."""
     cache = ResultsCache(db_path)
-    identity = model_identity(request.model, request.revision, request.offline)
+    identity = request_identity(request)
     dtype = resolve_dtype(request.dtype, request.device, allow_torch=False)
     return planned_runs(plan_jobs(request, cache, identity, dtype))
 
