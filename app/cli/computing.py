@@ -113,6 +113,8 @@ def cmd_compute(args: argparse.Namespace) -> int:
 
     environment = detect()
     if args.nproc_per_node is not None:
+        if args.dry_run:
+            raise UsageError("--dry-run: runs in one process, not with --nproc-per-node")
         if environment is not None:
             raise UsageError("--nproc-per-node: already running under torchrun")
         return launch_ranks(args)
@@ -132,6 +134,12 @@ def cmd_compute(args: argparse.Namespace) -> int:
             request.shard = parse_shard(args.shard)
         except ShardError as error:
             raise UsageError(error.message) from None  # its option named by main
+    if args.dry_run:
+        if environment is not None:
+            raise UsageError("--dry-run: runs in one process, not under torchrun")
+        from layerscope.app.cli.dry_run import dry_run
+
+        return dry_run(request, args.db, args.progress_format == "jsonl", args.quiet)
     if environment is not None:
         request.device = replica_device(environment, request.device, args.gpus_per_replica)
         if (args.gpus_per_replica or 1) > 1 and request.device_map == "none":

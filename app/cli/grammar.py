@@ -123,6 +123,12 @@ def build_parser() -> argparse.ArgumentParser:
         help="bars: progress bars on stderr; jsonl: one JSON object per line on stdout per "
         "plan, loading stage and progress update, for a program to follow (default: bars)",
     )
+    compute.add_argument(
+        "--dry-run",
+        action="store_true",
+        help="compute and store nothing: print each run's samples to do, tokens and an "
+        "estimate of time and peak memory from a few batches timed on the device",
+    )
     compute.epilog = COMPUTE_OUTPUT
 
     merge = command(
