@@ -127,7 +127,8 @@ def build_parser() -> argparse.ArgumentParser:
         "--dry-run",
         action="store_true",
         help="compute and store nothing: print each run's samples to do, tokens and an "
-        "estimate of time and peak memory from a few batches timed on the device",
+        "estimate of time and peak memory from a few batches timed on the device (with "
+        "--progress-format jsonl: the stages, then one 'estimate' line)",
     )
     compute.epilog = COMPUTE_OUTPUT
 
