@@ -150,6 +150,7 @@ def fill_run(
     dataset: str = "math",
     response_type: str = "none_cot",
     finish: str | None = "complete",
+    mode: str = "base",
 ) -> str:
     """Create a complete synthetic run of ``count`` samples; returns its id."""
     run_id = run_id_for(name)
@@ -159,7 +160,7 @@ def fill_run(
             model=model,
             dataset=dataset,
             response_type=response_type,
-            mode="base",
+            mode=mode,
             samples_total=count,
             targets=targets(layers),
             settings={"max_length": 1024, "spectra": spectra},

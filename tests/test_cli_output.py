@@ -312,7 +312,11 @@ def test_other_commands_keep_stdout_to_their_data(capsys, tmp_path, two_types, m
     status, out, err = run(capsys, "runs", "--json", "--db", db)
     assert [record["id"] for record in json.loads(out)] == ids
     status, out, err = run(capsys, "export", ids[0], "--format", "csv", "--output", "-", "--db", db)
-    assert status == 0 and out.startswith("sample_index,loss,") and "wrote" in err
+    assert (
+        status == 0
+        and out.startswith("run_id,model,dataset,response_type,mode,sample_index,loss,")
+        and "wrote" in err
+    )
     assert "wrote" not in out
     status, out, err = run(capsys, "runs", "--db", tmp_path / "empty.duckdb")
     assert status == 0 and out == "" and "no runs in" in err

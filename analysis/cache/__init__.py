@@ -328,18 +328,26 @@ class ResultsCache:
         return exports.iter_sample_statistics(self._file, run_id)
 
     def export_table(
-        self, run_id: str, path: Path | str, file_format: str, *, force: bool = False
+        self,
+        run_ids: str | Sequence[str],
+        path: Path | str,
+        file_format: str,
+        *,
+        force: bool = False,
     ) -> int:
-        """Write the run's statistics, one row per sample and matrix, as Parquet or CSV.
+        """Write one run's statistics, or several runs' as one tidy table, as Parquet or CSV.
 
-        Columns: sample_index, loss, prompt_tokens, response_tokens, layer, projection,
-        parameter and one per statistic. Returns the number of rows written. ``path`` is a file
-        or :data:`~layerscope.analysis.base.outputs.STDOUT` (CSV only). The cache's own files are
+        One row per run, sample and matrix. Columns: run_id, model, dataset, response_type and
+        mode (so that rows of several runs stay apart), sample_index, loss, prompt_tokens,
+        response_tokens, layer, projection, parameter and one per statistic. The runs are
+        read in one snapshot and written in the order given (a run given twice once). Returns
+        the number of rows written. ``path`` is a file or
+        :data:`~layerscope.analysis.base.outputs.STDOUT` (CSV only). The cache's own files are
         refused, an existing file is replaced only with ``force``, and a file appears only when
         complete (:func:`~layerscope.analysis.base.outputs.open_output`: refusals and write errors
         are an ``OutputError``). No user-supplied text is ever spliced into SQL.
         """
-        return exports.export_table(self._file, run_id, path, file_format, force=force)
+        return exports.export_table(self._file, run_ids, path, file_format, force=force)
 
     # ---- writing (the runner through layerscope.analysis.runs.lifecycle.StoredRun) ---------------
 

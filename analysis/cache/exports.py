@@ -1,5 +1,9 @@
-"""Getting a run's rows out of the cache: tables (Parquet, CSV) and the per-sample stream that
+"""Getting runs' rows out of the cache: tables (Parquet, CSV) and the per-sample stream that
 the paper-format export writes.
+
+Why every row of a table names its run (id, model, dataset, response type, mode): several runs
+export as one tidy table that pandas, R or DuckDB group by those columns directly, and a file
+of one run still says where its numbers came from once it is copied away from the cache.
 
 Why apart from the reads: exports touch every row of a run, so they must not keep a writer
 waiting. The table is copied in one short read into a private temporary folder and then written
@@ -7,14 +11,14 @@ to the user's destination through :func:`layerscope.analysis.base.outputs.open_o
 the cache's own files (:func:`cache_files`) and an existing file unless asked, and publishes a
 file only when it is complete; the stream reads in chunks of :data:`SCAN_CHUNK` samples, one
 short connection each. No user-supplied text is ever spliced into SQL: the query takes the run
-number as a parameter and DuckDB's relation API takes the file name as an argument.
+numbers as a list parameter and DuckDB's relation API takes the file name as an argument.
 """
 
 from __future__ import annotations
 
 import shutil
 import tempfile
-from collections.abc import Iterator
+from collections.abc import Iterator, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -27,6 +31,7 @@ from layerscope.analysis.cache.reads import as_count, as_float
 from layerscope.analysis.cache.runs import resolve
 
 __all__ = [
+    "RUN_COLUMNS",
     "SCAN_CHUNK",
     "TABLE_FORMATS",
     "SampleCosines",
@@ -40,17 +45,22 @@ SCAN_CHUNK = 2000
 TABLE_FORMATS = ("parquet", "csv")
 
 _STAT_COLUMNS = ", ".join(f't."{s}"' for s in MATRIX_STATISTICS)
+# The columns that name a row's run, first in every exported table.
+RUN_COLUMNS = ("run_id", "model", "dataset", "response_type", "mode")
 _TABLE_QUERY = f"""
-    SELECT t.sample_index, s.loss, s.prompt_tokens, s.response_tokens,
+    SELECT r.id AS run_id, r.model, r.dataset, r.response_type, r.mode,
+           t.sample_index, s.loss, s.prompt_tokens, s.response_tokens,
            t.layer, t.projection::VARCHAR AS projection, g.parameter,
            {_STAT_COLUMNS}
     FROM statistics t
+    JOIN runs r ON r.run_no = t.run_no
     JOIN samples s ON s.run_no = t.run_no AND s.sample_index = t.sample_index
     LEFT JOIN targets g ON g.run_no = t.run_no AND g.layer = t.layer
                        AND g.projection = t.projection
-    WHERE t.run_no = ?
-    ORDER BY t.sample_index, t.layer, t.projection
-"""  # noqa: S608 (identifiers from MATRIX_STATISTICS, the run number a parameter)
+    WHERE list_contains($runs, t.run_no)
+    ORDER BY list_position($runs, t.run_no), t.sample_index, t.layer, t.projection
+"""  # noqa: S608 (identifiers from MATRIX_STATISTICS, the run numbers a parameter)
+_COUNT_QUERY = "SELECT count(*) FROM statistics WHERE list_contains($runs, run_no)"
 _SAMPLES_QUERY = (
     "SELECT sample_index, loss, prompt_tokens, response_tokens, instruction, input, output "
     "FROM samples WHERE run_no = ? AND sample_index > ? ORDER BY sample_index LIMIT ?"
@@ -86,30 +96,41 @@ def cache_files(path: Path) -> dict[Path, str]:
 
 
 def export_table(
-    file: CacheFile, run_id: str, path: Path | str, file_format: str, *, force: bool = False
+    file: CacheFile,
+    run_ids: str | Sequence[str],
+    path: Path | str,
+    file_format: str,
+    *,
+    force: bool = False,
 ) -> int:
-    """Write the run's statistics, one row per sample and matrix, as Parquet or CSV; returns
-    the number of rows written (see ``ResultsCache.export_table``)."""
+    """Write the runs' statistics as one table, one row per run, sample and matrix, as Parquet
+    or CSV; returns the number of rows written (see ``ResultsCache.export_table``). The runs
+    come in the order given, a run given twice once."""
     if file_format not in TABLE_FORMATS:
         raise QueryError(f"unknown table format {file_format!r}: parquet or csv")
     if file_format == "parquet" and is_stdout(path):
         raise QueryError("Parquet is a binary file format: give a file name, not standard output")
+    wanted = [run_ids] if isinstance(run_ids, str) else list(run_ids)
+    if not wanted:
+        raise QueryError("no run to export")
     protected = cache_files(file.path)
     check_destination(path, protected, force=force)  # refused before any work
     scratch = Path(tempfile.mkdtemp(prefix="layerscope-export-"))
     temporary = scratch / f"export.{file_format}"
     try:
-        with file.reading() as con:
-            run_no, _info = resolve(con, file.path, run_id)
+        with file.reading() as con:  # one snapshot: every run as it stood at the same moment
+            numbers: list[int] = []
+            for run_id in wanted:
+                run_no, _info = resolve(con, file.path, run_id)
+                if run_no not in numbers:
+                    numbers.append(run_no)
             assert con is not None
-            relation = con.sql(_TABLE_QUERY, params=[run_no])
+            relation = con.sql(_TABLE_QUERY, params={"runs": numbers})
             if file_format == "parquet":
                 relation.write_parquet(str(temporary))
             else:
                 relation.write_csv(str(temporary), header=True)
-            count = con.execute(
-                "SELECT count(*) FROM statistics WHERE run_no = ?", [run_no]
-            ).fetchone()
+            count = con.execute(_COUNT_QUERY, {"runs": numbers}).fetchone()
         with open_output(path, protected, force=force) as handle, open(temporary, "rb") as table:
             shutil.copyfileobj(table, handle, 1 << 20)
     finally:

@@ -196,26 +196,37 @@ def cmd_export(args: argparse.Namespace) -> int:
     to_stdout = is_stdout(args.output)
     if to_stdout and args.format == "parquet":
         raise UsageError("--output -: Parquet is a binary file format; give a file name")
+    if args.format == "paper-jsonl" and len(args.runs) > 1:
+        raise UsageError(
+            "--format paper-jsonl: one run per file (the paper's format has no run column); "
+            "parquet and csv take several"
+        )
     destination = args.output if to_stdout else args.output.expanduser()
     if not to_stdout and destination.is_dir():
         raise UsageError(f"--output {destination} is a folder; give a file name")
     cache = ResultsCache(args.db)
-    info = cache.run(args.run)
+    infos: list[RunInfo] = []
+    for run in args.runs:  # a run named twice (by two prefixes) is written once
+        info = cache.run(run)
+        if all(info.id != kept.id for kept in infos):
+            infos.append(info)
     try:
         if args.format == "paper-jsonl":
             from layerscope.analysis.interchange.paper_export import write_paper_jsonl
 
-            written = write_paper_jsonl(cache, info.id, destination, force=args.force)
+            written = write_paper_jsonl(cache, infos[0].id, destination, force=args.force)
             what = f"{written} samples"
         else:
-            written = cache.export_table(info.id, destination, args.format, force=args.force)
+            ids = [info.id for info in infos]
+            written = cache.export_table(ids, destination, args.format, force=args.force)
             what = f"{written} rows"
     except OutputExistsError as error:
         raise OutputError(f"--output {error}; use --force to replace it, or another name") from None
     except OutputError as error:
         raise OutputError(f"--output {error}") from None
     where = "standard output" if to_stdout else destination
-    print(f"wrote {what} of run {info.short_id} to {where}", file=sys.stderr)
+    runs = f"run {infos[0].short_id}" if len(infos) == 1 else f"{len(infos)} runs"
+    print(f"wrote {what} of {runs} to {where}", file=sys.stderr)
     return 0
 
 

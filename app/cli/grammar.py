@@ -220,10 +220,20 @@ def build_parser() -> argparse.ArgumentParser:
     )
     _add_tokens(table)
 
-    export = command("export", "write a run as Parquet, CSV or the paper's JSON lines")
-    export.add_argument("run", metavar="RUN")
+    export = command(
+        "export",
+        "write runs as one Parquet or CSV table, or a run as the paper's JSON lines",
+    )
+    export.add_argument(
+        "runs",
+        nargs="+",
+        metavar="RUN",
+        help="run ids or unique id prefixes (paper-jsonl: one run)",
+    )
     export.add_argument("--format", required=True, choices=EXPORT_FORMATS)
     export.epilog = (
+        "Parquet and CSV: one row per run, sample and matrix; every row starts with its run's "
+        "run_id, model, dataset, response_type and mode, so several runs make one tidy table. "
         "With --output -, standard output carries only the data (CSV or JSON lines) and the "
         "summary line goes to stderr. An existing file is replaced only with --force (through a "
         "symbolic link: its target); the cache and its write-ahead log never are."
