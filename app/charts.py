@@ -62,19 +62,23 @@ def render_curves(
     height: int = 18,
     color: bool = False,
     xlabel: str = "layer",
+    log_y: bool = False,
 ) -> str:
     """The curves overlaid in one chart, as text (ANSI colours only with ``color`` and no
     ``NO_COLOR`` in the environment); series ``n`` is drawn with ``SERIES_MARKERS[n]`` either way.
     Whole-number x values get a tick per layer (or every n-th); fractional ones (normalised
-    depth) get ticks at 0, 0.25, ..., 1."""
+    depth) get ticks at 0, 0.25, ..., 1. With ``log_y`` the y axis is logarithmic (ticks at
+    powers of ten when the values span two decades) and values <= 0, which it cannot show, are
+    left out: callers that must not lose points silently check first (``show --log-y`` does)."""
     color = _new_figure(width, height, color)
     drawn = 0
     layers: set[float] = set()
+    shown: list[float] = []
     for number, curve in enumerate(series):
         points = [
             (layer, value)
             for layer, value in zip(curve.layers, curve.values, strict=False)
-            if value is not None and math.isfinite(value)
+            if value is not None and math.isfinite(value) and (value > 0 or not log_y)
         ]
         if not points:
             continue
@@ -88,6 +92,12 @@ def render_curves(
         )
         drawn += 1
         layers.update(xs)
+        shown.extend(ys)
+    if log_y and drawn:
+        plotext.yscale("log")
+        decades = decade_ticks(shown)
+        if decades:
+            plotext.yticks(*decades)
     _title(title, width)
     plotext.xlabel(xlabel)
     if layers and all(float(x).is_integer() for x in layers):
@@ -100,7 +110,9 @@ def render_curves(
     if ylabel:
         plotext.ylabel(ylabel)
     if drawn == 0:
-        return f"{title}: no finite values to plot" if title else "no finite values to plot"
+        plotext.clear_figure()
+        what = "positive" if log_y else "finite"
+        return f"{title}: no {what} values to plot" if title else f"no {what} values to plot"
     return _built(color)
 
 

@@ -78,13 +78,19 @@ def paper_figure(
     depth: str = "layer",
     band: bool = False,
     title: str = "",
+    log_y: bool = False,
 ) -> Figure:
     """Four panels (q, k, v, o), each run's curve of ``metric`` overlaid in the order of
     ``curves``; with ``band`` the 95% interval of the mean as a shaded band. ``depth``
     ``normalised`` draws x = layer / (layers - 1), ``layers`` from ``layer_counts`` by run id
-    (default: the curve's own last layer + 1), so that models of different depths overlay."""
+    (default: the curve's own last layer + 1), so that models of different depths overlay.
+    The legend gives each run's sample count (``n=6``). With ``log_y`` the y axes are
+    logarithmic; means <= 0 are then left out (the command line refuses them first), and a
+    band reaching below 0 is cut at the axis, matplotlib's clipping."""
     from matplotlib.figure import Figure
     from matplotlib.ticker import MaxNLocator
+
+    from layerscope.app.labels import counted_labels
 
     runs: list[str] = []
     for curve in curves:
@@ -94,6 +100,7 @@ def paper_figure(
         run_id: (MARKERS[n % len(MARKERS)], LINE_STYLES[n % len(LINE_STYLES)], f"C{n % 10}")
         for n, run_id in enumerate(runs)
     }
+    legend = counted_labels(labels, curves)
     figure = Figure(figsize=SIZE_INCHES, layout="constrained")
     axes = figure.subplots(2, 2, sharex=True)
     handles: dict[str, Line2D] = {}
@@ -107,6 +114,8 @@ def paper_figure(
             panel.set_xlabel(DEPTH_LABELS.get(depth, depth))
         if depth != "normalised":
             panel.xaxis.set_major_locator(MaxNLocator(integer=True))  # layers are whole
+        if log_y:
+            panel.set_yscale("log")
         drawn = False
         for curve in curves:
             if curve.projection != projection:
@@ -114,7 +123,7 @@ def paper_figure(
             points = [
                 (layer, mean, ci)
                 for layer, mean, ci in zip(curve.layers, curve.mean, ci95(curve), strict=False)
-                if math.isfinite(mean)
+                if math.isfinite(mean) and (mean > 0 or not log_y)
             ]
             if not points:
                 continue
@@ -134,7 +143,7 @@ def paper_figure(
                 color=colour,
                 markersize=4,
                 linewidth=1.2,
-                label=labels.get(curve.run_id, curve.run_id[:8]),
+                label=legend[curve.run_id],
             )
             handles.setdefault(curve.run_id, line)
             if band:
@@ -154,7 +163,7 @@ def paper_figure(
     if handles:
         figure.legend(
             list(handles.values()),
-            [labels.get(run_id, run_id[:8]) for run_id in handles],
+            [legend[run_id] for run_id in handles],
             loc="outside lower center",
             ncols=min(len(handles), 4),
             frameon=False,

@@ -2,15 +2,19 @@
 
 A legend that repeats "tiny / math / base" on every line hides what differs. Labels keep only
 the parts that tell the overlaid runs apart (model, dataset, response type, mode), falling back
-to the run id prefix when two runs differ only in settings.
+to the run id prefix when two runs differ only in settings. Legends add each run's sample
+count (:func:`counted_labels`), which tables give in a column of their own.
 """
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Iterable, Mapping, Sequence
 from datetime import datetime
 from pathlib import PurePath
-from typing import Any
+from typing import TYPE_CHECKING, Any
+
+if TYPE_CHECKING:
+    from layerscope.analysis.base.records import LayerCurve
 
 ID_PREFIX = 8
 
@@ -125,3 +129,26 @@ def run_settings(run: Any) -> str:
     if seconds is not None:
         parts.append(f"computed in {duration(seconds)}")
     return ", ".join(parts)
+
+
+def sample_count(curves: Iterable[LayerCurve]) -> str:
+    """``n=6``: how many samples a run's curves stand on (the most at any layer, as the MAD
+    table's ``samples``); ``n=5-6`` when its curves differ, a projection having lost samples to
+    non-finite values. Legends say it because a mean over 6 samples and one over 600 look
+    the same as lines."""
+    counts = sorted({max(curve.count, default=0) for curve in curves})
+    if not counts:
+        return "n=0"
+    return f"n={counts[0]}" if len(counts) == 1 else f"n={counts[0]}-{counts[-1]}"
+
+
+def counted_labels(labels: Mapping[str, str], curves: Sequence[LayerCurve]) -> dict[str, str]:
+    """Each run of ``curves`` -> its label (or id prefix) followed by its sample count,
+    ``base none_cot (n=6)``, for a legend."""
+    by_run: dict[str, list[LayerCurve]] = {}
+    for curve in curves:
+        by_run.setdefault(curve.run_id, []).append(curve)
+    return {
+        run_id: f"{labels.get(run_id, run_id[:ID_PREFIX])} ({sample_count(own)})"
+        for run_id, own in by_run.items()
+    }

@@ -77,7 +77,8 @@ def test_figure_draws_the_stored_curves_each_run_told_apart_without_colour(two_d
     assert [panel.get_title() for panel in panels] == ["q_proj", "k_proj", "v_proj", "o_proj"]
     for panel, projection in zip(panels, "qkvo", strict=True):
         lines = panel.get_lines()
-        assert [line.get_label() for line in lines] == list(runs)
+        # each run's label with its sample count (tests/test_tables.py's SAMPLES)
+        assert [line.get_label() for line in lines] == [f"{name} (n=5)" for name in runs]
         for line, run_id in zip(lines, ids, strict=True):
             [curve] = [c for c in curves if c.run_id == run_id and c.projection == projection]
             assert list(line.get_ydata()) == pytest.approx(curve.mean, rel=1e-12)
@@ -99,7 +100,7 @@ def test_figure_draws_the_stored_curves_each_run_told_apart_without_colour(two_d
     assert ticks and all(float(t).is_integer() for t in ticks)  # layers, not 0.5 steps
     assert by_layer.axes[2].get_lines()[2].get_xdata()[-1] == 41
     legend_texts = [t.get_text() for t in figure.legends[0].get_texts()]
-    assert legend_texts == list(runs)
+    assert legend_texts == [f"{name} (n=5)" for name in runs]
 
 
 def test_figure_refuses_to_overwrite_or_to_write_the_cache(capsys, tmp_path, two_depths):  # noqa: F811

@@ -20,7 +20,7 @@ from typing import TYPE_CHECKING
 
 from layerscope.analysis.base.outputs import OutputError, OutputExistsError, is_stdout
 from layerscope.analysis.cache import CacheError, ResultsCache
-from layerscope.app.cli import output
+from layerscope.app.cli import charting, output
 from layerscope.app.cli.arguments import UsageError, projections
 
 if TYPE_CHECKING:
@@ -113,8 +113,12 @@ def report(
         return 0
     heading = title + (f" (samples with {tokens[0]}-{tokens[1]} response tokens)" if tokens else "")
     counts = {i.id: i.layers for i in infos} if getattr(args, "depth", "") == "normalised" else None
-    charts = output.charts(
-        comparison, labels, heading, args.width, args.height, layer_counts=counts
+    log_y = getattr(args, "log_y", False)  # check has no --log-y
+    problem = charting.log_axis_problem(comparison.curves, labels, metric) if log_y else None
+    if problem:
+        raise UsageError(problem)
+    charts = charting.charts(
+        comparison, labels, heading, args.width, args.height, layer_counts=counts, log_y=log_y
     )
     for chart in charts:
         print(chart)
@@ -173,7 +177,7 @@ def show_spectra(cache: ResultsCache, infos: Sequence[RunInfo], args: argparse.N
             f"{labels.get(info.id, info.short_id)} · {projection} · mean σ by rank"
             f" ({samples} samples{thinned})"
         )
-        print(output.spectrum_chart(drawn, title, args.width, args.height))
+        print(charting.spectrum_chart(drawn, title, args.width, args.height))
         print()
     return 0
 
@@ -183,6 +187,8 @@ def cmd_show(args: argparse.Namespace) -> int:
     projections(args.proj)
     if args.layers and not args.spectra:
         raise UsageError("--layers: only with --spectra (curves always show every layer)")
+    if args.log_y and metric == "loss" and not args.json:
+        raise UsageError("--log-y: --metric loss is a table, not a chart")
     cache = ResultsCache(args.db)
     infos = [cache.run(run) for run in args.runs]
     if args.spectra:

@@ -40,6 +40,11 @@ DEPTH_HELP = (
     "x axis: layer index, or normalised depth layer / (layers - 1) in 0..1, so that models "
     "of different depths overlay (default: layer)"
 )
+LOG_Y_HELP = (
+    "a logarithmic y axis (for curves that span decades); a statistic with a mean <= 0 "
+    "somewhere (mean, min, ...) is refused with one line saying where, as a log axis cannot "
+    "show it"
+)
 DB_HELP = "results cache file (default: $LAYERSCOPE_DB or ~/.cache/layerscope/results.duckdb)"
 
 
@@ -175,6 +180,11 @@ def build_parser() -> argparse.ArgumentParser:
         metavar="A-B",
         help="with --spectra: 0-based layers A..B (default: all; 8 at most, evenly spread)",
     )
+    show.add_argument(
+        "--log-y",
+        action="store_true",
+        help=LOG_Y_HELP + " (--spectra is always log-log; --json and --metric loss have no axis)",
+    )
     _add_chart_options(show)
 
     figure = command(
@@ -195,6 +205,7 @@ def build_parser() -> argparse.ArgumentParser:
         "--band", action="store_true", help="shade the 95%% confidence interval of each mean"
     )
     figure.add_argument("--depth", choices=DEPTH_CHOICES, default="layer", help=DEPTH_HELP)
+    figure.add_argument("--log-y", action="store_true", help=LOG_Y_HELP)
     _add_tokens(figure)
     figure.add_argument("--title", default="", help="a title above the panels (default: none)")
     figure.add_argument(

@@ -25,7 +25,6 @@ if TYPE_CHECKING:
     from layerscope.analysis.base.records import LayerCurve, RunInfo
     from layerscope.analysis.curves.significance import ProjectionSignificance
     from layerscope.analysis.results.compare import Comparison, MadRow, RelativeDifferenceRow
-    from layerscope.analysis.results.spectra import LayerSpectrum
 
 
 def console(stderr: bool = False) -> Console:
@@ -228,72 +227,6 @@ def runs_table(infos: Sequence[RunInfo], title: str, width: int) -> FittedTable:
             started,
         ))  # fmt: skip
     return fitted_table(title, RUNS_COLUMNS, rows, width)
-
-
-def charts(
-    comparison: Comparison,
-    labels: Mapping[str, str],
-    title: str,
-    width: int | None,
-    height: int,
-    *,
-    layer_counts: Mapping[str, int] | None = None,
-) -> list[str]:
-    """One text chart per projection, the runs overlaid; with ``layer_counts`` (run id ->
-    the model's layers) against normalised depth, layer / (layers - 1), instead of layer."""
-    from layerscope.analysis.results.compare import normalised_depth
-    from layerscope.app.charts import Series, render_curves
-
-    color = sys.stdout.isatty() and "NO_COLOR" not in os.environ
-    by_projection: dict[str, list[LayerCurve]] = {}
-    for curve in comparison.curves:
-        by_projection.setdefault(curve.projection, []).append(curve)
-    rendered = []
-    for projection, curves in by_projection.items():
-        series = [
-            Series(
-                labels.get(c.run_id, c.run_id[:8]),
-                c.layers
-                if layer_counts is None
-                else normalised_depth(c.layers, layer_counts.get(c.run_id)),
-                c.mean,
-            )
-            for c in curves
-        ]
-        chart = render_curves(
-            series,
-            title=f"{title} · {projection}",
-            width=chart_width(width),
-            height=height,
-            color=color,
-            xlabel="layer" if layer_counts is None else "normalised depth",
-        )
-        marks = [
-            significance_mark(r, labels)
-            for r in comparison.significance
-            if r.projection == projection
-        ]
-        rendered.append("\n".join([chart, *marks]))
-    return rendered
-
-
-def spectrum_chart(
-    spectra: Sequence[LayerSpectrum], title: str, width: int | None, height: int
-) -> str:
-    """One projection's layers as log-log series: mean singular value against rank, each
-    layer with its own marker, the legend naming the layers."""
-    from layerscope.app.charts import Series, render_log_log
-
-    color = sys.stdout.isatty() and "NO_COLOR" not in os.environ
-    series = [Series(f"layer {s.layer}", [float(r) for r in s.ranks], s.means) for s in spectra]
-    return render_log_log(
-        series,
-        title=title,
-        xlabel="rank",
-        width=chart_width(width),
-        height=height,
-        color=color,
-    )
 
 
 def mad_table(comparison: Comparison, labels: Mapping[str, str], width: int) -> FittedTable:

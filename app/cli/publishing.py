@@ -17,6 +17,7 @@ from layerscope.analysis.base.outputs import OutputError, OutputExistsError, is_
 from layerscope.analysis.cache import CacheError, ResultsCache
 from layerscope.app.cli.arguments import UsageError, projections
 from layerscope.app.cli.browsing import check_projections, metric_name, no_samples_message
+from layerscope.app.cli.charting import log_axis_problem
 
 
 def _layered_metric(name: str) -> str:
@@ -65,14 +66,19 @@ def cmd_figure(args: argparse.Namespace) -> int:
     )
     if not comparison.curves:
         raise CacheError(no_samples_message(cache, infos, args.tokens))
+    labels = run_labels(infos)
+    problem = log_axis_problem(comparison.curves, labels, metric) if args.log_y else None
+    if problem:
+        raise UsageError(problem)
     figure = paper_figure(
         comparison.curves,
-        run_labels(infos),
+        labels,
         metric,
         layer_counts={info.id: info.layers for info in infos},
         depth=args.depth,
         band=args.band,
         title=args.title,
+        log_y=args.log_y,
     )
     try:
         chosen = save_figure(figure, destination, cache.files, force=args.force)
