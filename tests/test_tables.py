@@ -154,7 +154,8 @@ def test_table_command_writes_markdown_latex_and_csv(capsys, two_depths):
     ):
         for segment, value in reference_mads(runs[name][1]["q"]).items():
             assert float(row[f"{column} {segment}"]) == pytest.approx(value, rel=1e-12)
-    assert rows[1]["detailed_cot all"] == ""
+        assert row[f"{column} n"] == str(SAMPLES)  # each run's sample count
+    assert rows[1]["detailed_cot all"] == "" and rows[1]["detailed_cot n"] == ""
 
     status, out, err = run_cli(capsys, "table", *ids, "--format", "markdown", "--db", db)
     assert status == 0, err
@@ -162,20 +163,24 @@ def test_table_command_writes_markdown_latex_and_csv(capsys, two_depths):
     assert lines[0].startswith("MAD over layers of nuclear_norm, q projection")
     header = [cell.strip() for cell in lines[2].strip("|").split("|")]
     assert header[:4] == ["model", "mode", "layers", "none_cot all"]
-    assert len(header) == 3 + 2 * 4
+    assert header[4:8] == ["none_cot early", "none_cot middle", "none_cot late", "none_cot n"]
+    assert len(header) == 3 + 2 * 5
     deep = [cell.strip() for cell in lines[5].strip("|").split("|")]
     expected = reference_mads(runs["deep fast"][1]["q"])
     assert deep[:3] == ["deep-9B", "base", "42"]
     assert float(deep[3]) == pytest.approx(expected["all"], rel=1e-3)  # 4 significant digits
-    assert deep[7:] == ["", "", "", ""]
+    assert deep[7] == str(SAMPLES)
+    assert deep[8:] == ["", "", "", "", ""]
+    assert "n: samples per run" in lines[0]
 
     status, out, err = run_cli(capsys, "table", *ids, "--format", "latex", "--db", db)
     assert status == 0, err
-    assert r"\multicolumn{4}{c}{none\_cot} & \multicolumn{4}{c}{detailed\_cot} \\" in out
-    assert r"\cmidrule(lr){4-7} \cmidrule(lr){8-11}" in out
+    assert r"\multicolumn{5}{c}{none\_cot} & \multicolumn{5}{c}{detailed\_cot} \\" in out
+    assert r"\cmidrule(lr){4-8} \cmidrule(lr){9-13}" in out
     body = [line for line in out.splitlines() if line.startswith("deep-9B")]
-    assert len(body) == 1 and body[0].count("&") == 3 + 8 - 1  # 11 fields
+    assert len(body) == 1 and body[0].count("&") == 3 + 10 - 1  # 13 fields
     assert body[0].split(" & ")[3] == f"{expected['all']:.4g}"
+    assert body[0].split(" & ")[7] == str(SAMPLES)
 
 
 def test_table_refuses_two_runs_for_one_cell_and_bad_options(capsys, tmp_path):
@@ -312,3 +317,21 @@ def test_table_leaves_the_tests_of_significance_out(capsys, two_depths, monkeypa
     status, _, err = run_cli(capsys, "show", *ids[:2], "--proj", "q", "--db", db)
     assert status == 0, err
     assert len(calls) == 1
+
+
+def test_table_gives_each_runs_own_sample_count(capsys, tmp_path):
+    """n is per run, not per table: a run of 3 samples and one of 2 side by side."""
+    from cache_helpers import fill_run
+
+    db = tmp_path / "c.duckdb"
+    cache = ResultsCache(db)
+    a = fill_run(cache, "a", 3, layers=4, response_type="none_cot")
+    b = fill_run(cache, "b", 2, layers=4, response_type="detailed_cot")
+    status, out, err = run_cli(capsys, "table", a, b, "--format", "csv", "--db", db)
+    assert status == 0, err
+    [row] = list(csv.DictReader(io.StringIO(out)))
+    assert (row["none_cot n"], row["detailed_cot n"]) == ("3", "2")
+    status, out, err = run_cli(capsys, "table", a, b, "--tokens", "0-1000000", "--db", db)
+    assert status == 0, err
+    cells = [cell.strip() for cell in out.splitlines()[4].strip("|").split("|")]
+    assert (cells[7], cells[12]) == ("3", "2")

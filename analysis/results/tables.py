@@ -7,8 +7,10 @@ tables compare fast and slow thinking, base and instruct, model by model), and t
 :func:`~layerscope.analysis.results.compare.mad_row`'s, so a table cell is exactly what ``show`` prints
 for that run; each model's layers are split by its own depth
 (:func:`~layerscope.analysis.results.compare.layer_splits`), which is what lets a 28-layer and a
-42-layer model share one table. The renderings (Markdown, LaTeX, CSV) are plain text, for a
-paper's source or a spreadsheet, with no UI in them.
+42-layer model share one table. Each run's cells end with ``n``, the samples its curve stands
+on (the most at any layer, as ``show``'s MAD table says): a MAD over 6 samples and one over 600
+read alike otherwise. The renderings (Markdown, LaTeX, CSV) are plain text, for a paper's source
+or a spreadsheet, with no UI in them.
 """
 
 from __future__ import annotations
@@ -28,6 +30,7 @@ if TYPE_CHECKING:
     from layerscope.analysis.cache import ResultsCache
 
 __all__ = [
+    "COLUMN_CELLS",
     "SEGMENTS",
     "TABLE_FORMATS",
     "PaperTable",
@@ -38,6 +41,7 @@ __all__ = [
 ]
 
 SEGMENTS = ("all", "early", "middle", "late")
+COLUMN_CELLS = (*SEGMENTS, "n")  # per response type: its run's MADs, then its sample count
 TABLE_FORMATS = ("markdown", "latex", "csv")
 
 
@@ -50,6 +54,7 @@ class PaperTableRow:
     layers: int
     cells: dict[str, MadRow] = field(default_factory=dict)  # column -> MADs (absent: no run)
     run_ids: dict[str, str] = field(default_factory=dict)  # column -> run id
+    samples: dict[str, int] = field(default_factory=dict)  # column -> samples of its curve
 
 
 @dataclass(frozen=True)
@@ -97,6 +102,7 @@ def paper_table(
             )
         row.cells[column] = mad_row(curve)
         row.run_ids[column] = info.id
+        row.samples[column] = max(curve.count, default=0)
     return PaperTable(metric, projection, columns, list(rows.values()), response_tokens)
 
 
@@ -121,7 +127,7 @@ def caption(table: PaperTable) -> str:
     """What the numbers are, in one line."""
     text = (
         f"MAD over layers of {table.metric}, {table.projection} projection "
-        "(all layers; early, middle, late thirds)"
+        "(all layers; early, middle, late thirds); n: samples per run"
     )
     if table.response_tokens:
         low, high = table.response_tokens
@@ -135,16 +141,22 @@ def _number(value: float) -> str | None:
 
 def _header(table: PaperTable) -> list[str]:
     return ["model", "mode", "layers"] + [
-        f"{column} {segment}" for column in table.columns for segment in SEGMENTS
+        f"{column} {cell}" for column in table.columns for cell in COLUMN_CELLS
     ]
 
 
-def _cells(row: PaperTableRow, columns: Sequence[str]) -> list[float | None]:
-    values: list[float | None] = []
+def _cells(row: PaperTableRow, columns: Sequence[str], number: Callable[[float], str]) -> list[str]:
+    """The row's cells after model, mode and layers: per column its MADs written by
+    ``number``, then its sample count; all empty where the column has no run."""
+    texts: list[str] = []
     for column in columns:
         cell = row.cells.get(column)
-        values.extend(getattr(cell, s) if cell else None for s in SEGMENTS)
-    return values
+        if cell is None:
+            texts.extend([""] * len(COLUMN_CELLS))
+            continue
+        texts.extend(number(getattr(cell, segment)) for segment in SEGMENTS)
+        texts.append(str(row.samples[column]))
+    return texts
 
 
 def _markdown(table: PaperTable, model_name: Callable[[str], str]) -> str:
@@ -156,7 +168,7 @@ def _markdown(table: PaperTable, model_name: Callable[[str], str]) -> str:
         "| " + " | ".join(["---"] * 3 + ["---:"] * (len(header) - 3)) + " |",
     ]
     for row in table.rows:
-        numbers = ["" if v is None else _number(v) or "–" for v in _cells(row, table.columns)]
+        numbers = _cells(row, table.columns, lambda v: _number(v) or "–")
         fields = [model_name(row.model).replace("|", "\\|"), row.mode, str(row.layers), *numbers]
         lines.append("| " + " | ".join(fields) + " |")
     return "\n".join(lines) + "\n"
@@ -174,7 +186,7 @@ def _latex_escape(text: str) -> str:
 
 
 def _latex(table: PaperTable, model_name: Callable[[str], str]) -> str:
-    width = len(SEGMENTS)
+    width = len(COLUMN_CELLS)
     groups = " & ".join(
         rf"\multicolumn{{{width}}}{{c}}{{{_latex_escape(column)}}}" for column in table.columns
     )
@@ -182,7 +194,7 @@ def _latex(table: PaperTable, model_name: Callable[[str], str]) -> str:
         rf"\cmidrule(lr){{{4 + i * width}-{3 + (i + 1) * width}}}"
         for i in range(len(table.columns))
     )
-    segments = " & ".join(list(SEGMENTS) * len(table.columns))
+    segments = " & ".join(list(COLUMN_CELLS) * len(table.columns))
     lines = [
         r"% needs \usepackage{booktabs}",
         rf"% {_latex_escape(caption(table))}",
@@ -194,7 +206,7 @@ def _latex(table: PaperTable, model_name: Callable[[str], str]) -> str:
         r"\midrule",
     ]
     for row in table.rows:
-        numbers = ["" if v is None else _number(v) or "--" for v in _cells(row, table.columns)]
+        numbers = _cells(row, table.columns, lambda v: _number(v) or "--")
         fields = [_latex_escape(model_name(row.model)), _latex_escape(row.mode), str(row.layers)]
         lines.append(" & ".join(fields + numbers) + r" \\")
     lines += [r"\bottomrule", r"\end{tabular}"]
@@ -206,10 +218,7 @@ def _csv(table: PaperTable, model_name: Callable[[str], str]) -> str:
     writer = csv.writer(buffer, lineterminator="\n")
     writer.writerow(_header(table))
     for row in table.rows:
-        numbers = [
-            repr(v) if v is not None and math.isfinite(v) else ""
-            for v in _cells(row, table.columns)
-        ]
+        numbers = _cells(row, table.columns, lambda v: repr(v) if math.isfinite(v) else "")
         writer.writerow([model_name(row.model), row.mode, row.layers, *numbers])
     return buffer.getvalue()
 
@@ -218,8 +227,9 @@ def render_table(
     table: PaperTable, table_format: str, model_name: Callable[[str], str] = str
 ) -> str:
     """The table as Markdown, LaTeX (booktabs) or CSV text; ``model_name`` shortens the
-    models' names. A cell without a run is empty; a MAD that is undefined (a segment of one
-    layer) is a dash, and empty in CSV, which keeps full precision."""
+    models' names. Each run's MADs are followed by its sample count (``TYPE n``). A cell
+    without a run is empty; a MAD that is undefined (a segment of one layer) is a dash, and
+    empty in CSV, which keeps full precision."""
     if table_format == "markdown":
         return _markdown(table, model_name)
     if table_format == "latex":
