@@ -219,9 +219,15 @@ def test_check_profiles_a_model(capsys, tmp_path, model_folder):  # noqa: F811
     )  # fmt: skip
     assert status == 0, err
     assert "nuclear_norm by layer" in out
+    rows = {line.split()[0]: line for line in out.splitlines() if line.split()[:1]}
     for label in ("none_cot", "detailed_cot", "none_cot_irrelevant", "detailed_cot_irrelevant"):
-        assert label in out
-    assert "relative difference" in out
+        assert label in rows  # a row of the profile's table
+    pairs = [line.split()[:3] for line in out.splitlines() if " vs " in line][1:]  # header
+    assert pairs == [
+        ["detailed_cot", "vs", "none_cot"],
+        ["none_cot_irrelevant", "vs", "none_cot"],
+        ["detailed_cot_irrelevant", "vs", "detailed_cot"],
+    ]
     status, out, err = run(
         capsys, "check", model_folder, "--limit", "2", "--json", "--max-length", "512",
         "--db", tmp_path / "c.duckdb", "--quiet",

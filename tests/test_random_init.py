@@ -150,5 +150,5 @@ def test_check_with_a_random_init_says_so_in_its_title(tmp_path, capsys, monkeyp
     command = ["check", "tiny", "--init", "random", "--seed", "2", "--limit", "2", "--db", str(db)]
     assert cli.main(command) == 0
     out = capsys.readouterr().out
-    assert "nuclear_norm by layer, tiny, ≤2/type, random init, seed 2" in out
+    assert "nuclear_norm by layer, tiny, 2/type, random init, seed 2" in out
     assert all(run.settings["init_seed"] == 2 for run in ResultsCache(db).runs())

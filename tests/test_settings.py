@@ -28,6 +28,7 @@ from layerscope.app.settings_presentation import (
 NOT_SETTINGS = {"help", "db", "model", "dataset", "types", "quiet", "metric", "proj", "json"}
 NOT_SETTINGS |= {"width", "height"}
 NOT_SETTINGS |= {"shard", "progress_format"}  # how one request is run, not what it computes
+NOT_SETTINGS |= {"dry_run", "budget"}  # what a command does with the request
 # torchrun's options, passed on by `compute --nproc-per-node` (not settings of a run)
 NOT_SETTINGS |= {"nproc_per_node", "nnodes", "node_rank", "rdzv_backend", "rdzv_endpoint"}
 NOT_SETTINGS |= {"rdzv_id", "master_addr", "master_port", "gpus_per_replica"}

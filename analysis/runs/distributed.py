@@ -247,6 +247,9 @@ def execute(
     on_plan: Callable[[list[PlannedRun]], None] | None = None,
     on_stage: Callable[[LoadStage], None] | None = None,
     compute_on_coordinator: bool = True,
+    *,
+    model: LoadedModel | None = None,
+    on_model: Callable[[LoadedModel], None] | None = None,
 ) -> Iterator[RunProgress]:
     """:func:`layerscope.analysis.runs.runner.execute`, over all ranks when run under torchrun.
 
@@ -257,8 +260,12 @@ def execute(
     """
     environment = detect()
     if environment is None:
-        yield from runner.execute(request, db_path, cancel, on_plan, on_stage)
+        yield from runner.execute(
+            request, db_path, cancel, on_plan, on_stage, model=model, on_model=on_model
+        )
         return
+    if model is not None or on_model is not None:
+        raise RunnerError("a model loaded beforehand is for one process, not a torchrun job")
     if not environment.coordinator:
         raise RunnerError(f"rank {environment.rank} serves rank 0; only rank 0 executes")
     yield from coordinate(

@@ -37,7 +37,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING
 
 from layerscope.analysis.base.errors import is_internal, quoted
-from layerscope.analysis.base.records import LoadStage, TargetInfo
+from layerscope.analysis.base.records import LoadStage
 from layerscope.analysis.runs.execution import (
     ChunkFailed,
     cached_progress,
@@ -87,8 +87,14 @@ def execute(
     cancel: threading.Event | None = None,
     on_plan: Callable[[list[PlannedRun]], None] | None = None,
     on_stage: Callable[[LoadStage], None] | None = None,
+    *,
+    model: LoadedModel | None = None,
+    on_model: Callable[[LoadedModel], None] | None = None,
 ) -> Iterator[RunProgress]:
     """Compute every missing sample of the request's runs, yielding progress per batch.
+
+    ``model`` is the request's model already loaded (by an earlier call for the same model and
+    settings, handed out through ``on_model`` when it loaded it): ``check``'s rounds load it once.
 
     ``on_plan`` receives the runs this call touches (as :func:`plan` would return them, from
     the same reading of the data and the cache) before anything is computed, so a caller that
@@ -107,8 +113,8 @@ def execute(
     planned = plan_execution(request, db_path, on_stage)
     if on_plan is not None:
         on_plan(planned.planned_runs())
-    loaded: LoadedModel | None = None
-    targets: list[TargetInfo] = []
+    loaded = model
+    targets = [] if loaded is None else loaded.targets(request.settings.modules)
     for job in planned.jobs:
         tally = Tally(job)
         if not job.missing:
@@ -120,6 +126,8 @@ def execute(
         if loaded is None:
             loaded = load_model_for(request, planned.dtype, on_stage)
             targets = loaded.targets(request.settings.modules)
+            if on_model is not None:
+                on_model(loaded)
         header = run_header(request, planned, job, loaded, targets)
         expected = [s.index for s in job.selected]  # all stored: complete, cancel or not
         with StoredRun(planned.cache, header, cancel, expected) as stored_run:

@@ -52,7 +52,7 @@ COMMANDS: dict[str, str | Callable[[argparse.Namespace], int]] = {
     "export": "browsing:cmd_export",
     "import": "browsing:cmd_import",
     "describe": "browsing:cmd_describe",
-    "check": "computing:cmd_check",
+    "check": "checking:cmd_check",
     "doctor": "doctor:cmd_doctor",
     "devices": "computing:cmd_devices",
     "figure": "publishing:cmd_figure",

@@ -14,6 +14,7 @@ cannot drift apart in names, choices or defaults; this module only turns each
 from __future__ import annotations
 
 import argparse
+import math
 from pathlib import Path
 from typing import Any
 
@@ -163,3 +164,24 @@ def setting_values(args: argparse.Namespace, surface: Surface) -> dict[str, Any]
     if surface == "check":
         values.update(profile_values())
     return values
+
+
+_DURATION_UNITS = {"s": 1.0, "m": 60.0, "h": 3600.0}
+
+
+def duration(text: str) -> float:
+    """Seconds from ``90``, ``90s``, ``2m``, ``1.5h``; ``none`` is no limit (infinity)."""
+    word = text.strip().lower()
+    if word in ("none", "off", "inf"):
+        return math.inf
+    unit = _DURATION_UNITS.get(word[-1:])
+    number = word[:-1] if unit is not None else word
+    try:
+        value = float(number) * (unit or 1.0)
+    except ValueError:
+        raise argparse.ArgumentTypeError(
+            f"expected a time such as 90s, 2m or 1h (or none), got {text!r}"
+        ) from None
+    if not math.isfinite(value) or value <= 0:
+        raise argparse.ArgumentTypeError(f"expected a positive time, got {text!r}")
+    return value

@@ -22,13 +22,12 @@ from typing import TYPE_CHECKING, Any
 
 from layerscope.analysis.base.setting_schema import SettingError, Surface
 from layerscope.app.cli import output
-from layerscope.app.cli.arguments import PROG, UsageError, names, projections, setting_values
+from layerscope.app.cli.arguments import PROG, UsageError, names, setting_values
 from layerscope.app.cli.grammar import LAUNCHER_OPTIONS
 from layerscope.app.cli.outcome import summary_lines
 from layerscope.app.cli.progress_bars import execute_with_progress
 from layerscope.app.cli.progress_jsonl import execute_jsonl
 from layerscope.app.cli.torchrun import launch_ranks, serve_rank
-from layerscope.app.labels import initialisation
 from layerscope.app.settings_presentation import option_name
 
 if TYPE_CHECKING:
@@ -178,46 +177,3 @@ def cmd_compute(args: argparse.Namespace) -> int:
         )
         return outcome.cancelled
     return 0
-
-
-def cmd_check(args: argparse.Namespace) -> int:
-    from dataclasses import replace
-
-    from layerscope.analysis.base.records import ATTENTION_PROJECTIONS, ENTRY_STATISTICS
-    from layerscope.analysis.cache import ResultsCache
-    from layerscope.analysis.results.profiles import ProfileError, check_pairs, check_types
-    from layerscope.analysis.runs.distributed import detect
-    from layerscope.analysis.runs.runner import resolve_sources
-    from layerscope.app.cli.browsing import metric_name, report
-    from layerscope.app.labels import short_model
-
-    if detect() is not None:
-        raise UsageError("check runs in one process; use compute under torchrun")
-    quiet_loading(args.quiet)
-    metric = metric_name(args.metric)
-    projections(args.proj)
-    check_instruct(args.model, args.mode)
-    request = build_request(args, "check")
-    if metric in ENTRY_STATISTICS:  # the profile shows them: computed after all
-        request.settings = replace(request.settings, entry_statistics=True)
-    available = [source.response_type for source in resolve_sources(request)]
-    try:
-        request.types = check_types(available, args.dataset)
-    except ProfileError as error:
-        raise UsageError(str(error)) from None
-    outcome = execute_with_progress(request, args.db, args.quiet)
-    err = output.console(stderr=True)
-    for line in summary_lines(outcome):  # stdout is the profile's; runs are told on stderr
-        err.print(line)
-    if outcome.cancelled is not None:
-        print(f"{PROG}: cancelled; run the same command to resume", file=sys.stderr)
-        return outcome.cancelled
-    cache = ResultsCache(args.db)
-    by_type = {final.response_type: final.run_id for final in outcome.finals}
-    infos = [cache.run(by_type[t]) for t in request.types if t in by_type]
-    if not args.proj:
-        args.proj = ",".join(p for p in ATTENTION_PROJECTIONS if p in infos[0].projections)
-    title = f"{metric} by layer, {short_model(infos[0].model)}, ≤{args.limit}/type"
-    if initialisation(infos[0]):
-        title += f", {initialisation(infos[0])}"
-    return report(cache, infos, args, check_pairs(by_type), title)

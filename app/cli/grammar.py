@@ -18,6 +18,7 @@ from layerscope.app.cli.arguments import (
     UsageError,
     add_setting,
     add_settings,
+    duration,
     layer_range,
     output_path,
     positive_int,
@@ -58,9 +59,10 @@ COMPUTE_OUTPUT = (
     "stages and the progress bars (in a log file: one line per stage, no bars)."
 )
 CHECK_OUTPUT = (
-    "Output: standard output carries the profile (charts and tables, or JSON with --json); "
-    "standard error the loading stages, the progress bars and one summary line per run with "
-    "its id and time."
+    "Output: standard output carries the profile on one screen (a chart of the statistic "
+    "averaged over the projections, a table of each projection's mean and the layers where a "
+    "type differs from its baseline), or JSON with --json; standard error what it will do, "
+    "the loading stages, the progress bars and each round's time."
 )
 
 
@@ -317,6 +319,14 @@ def build_parser() -> argparse.ArgumentParser:
         "--quiet", action="store_true", help="no loading stages and no progress bars"
     )
     check.add_argument("--json", action="store_true", help="the profile as JSON")
+    check.add_argument(
+        "--budget",
+        type=duration,
+        metavar="TIME",
+        help="time for the whole check, loading included, e.g. 90s, 2m, none (default: 2m on "
+        "a CPU, none on a GPU): samples are taken in rounds of 2, 4, 8, ... per type, and a "
+        "round begins only when the rate so far says it fits",
+    )
     check.epilog = CHECK_OUTPUT
     _add_chart_options(check)
 

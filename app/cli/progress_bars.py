@@ -10,6 +10,7 @@ the same computation through :mod:`.progress_jsonl` instead.
 from __future__ import annotations
 
 import time
+from collections.abc import Callable
 from typing import TYPE_CHECKING, Any
 
 from layerscope.app.cli import output
@@ -22,6 +23,7 @@ if TYPE_CHECKING:
     from rich.progress import Progress, Task
 
     from layerscope.analysis.base.records import LoadStage
+    from layerscope.analysis.models.loading import LoadedModel
     from layerscope.analysis.runs.runner import RunProgress, RunRequest
 
 
@@ -89,8 +91,16 @@ class StageReport:
         self.task = None
 
 
-def execute_with_progress(request: RunRequest, db: str | None, quiet: bool) -> Outcome:
-    """Run a request with its loading stages and progress bars on stderr."""
+def execute_with_progress(
+    request: RunRequest,
+    db: str | None,
+    quiet: bool,
+    *,
+    model: LoadedModel | None = None,
+    on_model: Callable[[LoadedModel], None] | None = None,
+) -> Outcome:
+    """Run a request with its loading stages and progress bars on stderr (``model`` and
+    ``on_model``: see the runner's ``execute``)."""
     from rich.progress import (
         BarColumn,
         MofNCompleteColumn,
@@ -139,7 +149,15 @@ def execute_with_progress(request: RunRequest, db: str | None, quiet: bool) -> O
             cancellation.stage(stage)
             stages(stage)
 
-        for update in execute(request, db_path=db, cancel=cancellation.event, on_stage=staged):
+        updates = execute(
+            request,
+            db_path=db,
+            cancel=cancellation.event,
+            on_stage=staged,
+            model=model,
+            on_model=on_model,
+        )
+        for update in updates:
             run_id = update.run_id
             if update.status == "running" and run_id not in started:
                 started[run_id] = (time.perf_counter(), update.done)
