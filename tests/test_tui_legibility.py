@@ -283,3 +283,20 @@ async def test_cosine_heatmap_uses_the_room_at_120x40(runs: dict[str, str]):
         height = heatmap.content_size.height
         assert len(lines) <= height
         assert len(lines) >= height * 0.75  # the map fills most of the panel's height
+
+
+@pytest.mark.parametrize(
+    ("low", "high", "most", "ticks"),
+    [
+        (0.0, 1.0, 5, [0.0, 0.5, 1.0]),
+        (0.013, 0.0917, 4, [0.02, 0.04, 0.06, 0.08]),
+        (-3.2, 2.7, 4, [-2.0, 0.0, 2.0]),
+        (5.0, 5.0, 4, [5.0]),
+    ],
+)
+def test_the_y_ticks_stop_at_the_data_above_the_stars_gutter(low, high, most, ticks):
+    from layerscope.app.tui.widgets.chart.layer_chart import gutter_ticks
+
+    found = gutter_ticks(low, high, most)
+    assert found == pytest.approx(ticks)
+    assert len(found) <= most and min(found) >= low and max(found) <= high

@@ -162,6 +162,10 @@ async def test_comparison_table_and_chart_mark_the_layers_that_differ(filled: di
         # a star row along the bottom of each panel, at the differing layers' x
         star_rows = [line for line in drawn.splitlines() if line.count("*") >= LAYERS]
         assert star_rows, drawn
+        # in a gutter of their own: no y tick (no value such as 0.0) is written on their row
+        for row in star_rows:
+            for panel in row.split("│ │"):
+                assert not any(c.isdigit() for c in panel.split("│")[0]), row
     assert_no_tests_process_left()
 
 

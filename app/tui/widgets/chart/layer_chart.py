@@ -47,6 +47,20 @@ Depth = Literal["layer", "normalised"]
 DEPTH_TICKS = (0.0, 0.25, 0.5, 0.75, 1.0)
 
 
+def gutter_ticks(low: float, high: float, most: int) -> list[float]:
+    """At most ``most`` round y ticks from ``low`` to ``high`` (1, 2 or 5 times a power of
+    ten apart), none below ``low``: the row beneath is the stars' gutter."""
+    if not high > low:
+        return [low]
+    for factor in (1.0, 2.0, 5.0, 10.0, 20.0, 50.0):
+        step = factor * 10 ** math.floor(math.log10((high - low) / most))
+        first = math.ceil(low / step - 1e-9) * step
+        ticks = [first + i * step for i in range(int((high - first) / step + 1e-9) + 1)]
+        if len(ticks) <= most:
+            return [round(t, 12) for t in ticks] or [low]
+    return [low, high]
+
+
 def panel_grid(panels: int, width: int, height: int) -> tuple[int, int]:
     """Rows and columns of panels that keep each panel most readable.
 
@@ -209,19 +223,14 @@ class LayerChart(PlotextChart):
         return next((text for text in labels if len(text) <= room), "")
 
     def _draw_marks(self, panel: object, projection: str, panel_height: int) -> None:
-        """A star at the bottom of the panel above each layer that differs significantly."""
+        """A star above each layer that differs significantly, in a gutter of its own: one
+        plot row below everything drawn, where no y tick is labelled (the ticks stop at the
+        data), so that the stars never read as a series at some value (such as 0.0)."""
         layers = self.marks.get(projection)
-        values = [
-            value
-            for item in self.series
-            if item.projection == projection
-            for value in item.mean
-            if math.isfinite(value) and (value > 0 or not self.log_scale)
-        ]
+        values = self._drawn_values(projection)
         if not layers or not values:
             return
-        # one plot row below the lowest curve, so that the stars get a row of their own (the
-        # panel's rows less title, frame, ticks and label; the extra row widens the range)
+        # the panel's rows less title, frame, ticks and label; the extra row widens the range
         plot_rows = max(panel_height - 5, 3)
         share = 1.05 / (plot_rows - 2) if plot_rows > 2 else 0.5
         low, high = min(values), max(values)
@@ -229,9 +238,23 @@ class LayerChart(PlotextChart):
             bottom = low / (high / low) ** share if high > low else low / 2
         else:
             bottom = low - ((high - low) or abs(low) or 1.0) * share
-            if low >= 0:  # a non-negative statistic: no negative tick for the stars' row
-                bottom = max(bottom, 0.0)
+            ticks = gutter_ticks(low, high, max(2, min(5, plot_rows // 2)))
+            panel.yticks(ticks, [f"{tick:.4g}" for tick in ticks])  # type: ignore[attr-defined]
         panel.scatter(layers, [bottom] * len(layers), marker=SIGNIFICANCE_MARK)  # type: ignore[attr-defined]
+
+    def _drawn_values(self, projection: str) -> list[float]:
+        """Every y value the panel draws: the means, and the bands' ends when bands show."""
+        log = self.log_scale and not self.log_refused
+        values = []
+        for item in self.series:
+            if item.projection != projection:
+                continue
+            for mean, ci in zip(item.mean, item.ci95 or [0.0] * len(item.mean), strict=False):
+                if not math.isfinite(mean):
+                    continue
+                spread = ci if self.band != "none" and math.isfinite(ci) else 0.0
+                values += [mean - spread, mean + spread] if spread else [mean]
+        return [v for v in values if v > 0 or not log]
 
     def _plot_loss(self) -> None:
         """Loss has no layers: one bar per run (mean loss), interval as error bars."""
