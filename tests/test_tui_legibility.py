@@ -300,3 +300,31 @@ def test_the_y_ticks_stop_at_the_data_above_the_stars_gutter(low, high, most, ti
     found = gutter_ticks(low, high, most)
     assert found == pytest.approx(ticks)
     assert len(found) <= most and min(found) >= low and max(found) <= high
+
+
+async def test_p_shows_one_projection_at_a_time_on_the_whole_width_at_80x24(
+    runs: dict[str, str],
+):
+    app = LayerscopeApp(poll_seconds=0)
+    async with app.run_test(size=SMALL) as pilot:
+        chart = await chart_of(app, pilot, [runs["none_cot"], runs["detailed_cot"]])
+        pane = app.query_one(ComparePane)
+        table = app.query_one(ComparisonTable)
+        assert table.row_count == 8  # 2 runs x 4 projections
+        seen = []
+        for _ in range(5):
+            await pilot.press("p")
+            await settle(app, pilot)
+            seen.append(pane.projection_order())
+            drawn = chart.as_text(chart.content_size.width, chart.content_size.height)
+            titles = [p for p in "qkvo" if f"{p}: nuclear" in drawn]
+            assert titles == seen[-1], drawn
+        assert seen == [["q"], ["k"], ["v"], ["o"], ["q", "k", "v", "o"]]
+        await pilot.press("p")
+        await settle(app, pilot)
+        assert table.row_count == 2  # the table follows: one projection's rows
+        drawn = chart.as_text(chart.content_size.width, chart.content_size.height)
+        tick_line = next(line for line in drawn.splitlines() if re.search(r"\b0 +1 +2\b", line))
+        # one panel across the width: the layer ticks spread over nearly all of it
+        assert tick_line.rstrip().endswith(str(LAYERS - 1))
+        assert len(tick_line.rstrip()) >= chart.content_size.width - 6

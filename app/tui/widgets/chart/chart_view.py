@@ -65,6 +65,14 @@ CHART_BINDINGS: list[BindingType] = [
         for p in ATTENTION_PROJECTIONS
     ),
     Binding(
+        "p",
+        "one_projection",
+        "One",
+        tooltip="One projection at a time, on the whole width: p again shows the next, after "
+        "the last all of them again",
+        id="chart.one_projection",
+    ),
+    Binding(
         "m", "toggle_mlp", "MLP", tooltip="Show/hide MLP gate, up, down", id="chart.toggle_mlp"
     ),
     Binding("b", "cycle_band", "CI", tooltip="95% CI: band, error bars, none", id="chart.band"),
@@ -128,6 +136,8 @@ class ChartView(Widget):
     log_scale: var[bool] = var(False, init=False)
     depth: var[Depth] = var("layer", init=False)
     legend_settings: var[bool] = var(False, init=False)
+    # what `p` (one projection at a time) cycles through and then shows again
+    _all_projections: list[str] | None = None
 
     # what the pane does with the view (compare_view.py)
     def reload(self) -> None:
@@ -209,6 +219,21 @@ class ChartView(Widget):
             self.shown_projections -= {projection}
         else:
             self.shown_projections |= {projection}
+        self._view_changed()
+
+    def action_one_projection(self) -> None:
+        """All shown -> the first alone -> the next alone -> ... -> all of them again."""
+        order = self.projection_order()
+        if len(order) > 1:
+            self._all_projections = order
+            self.shown_projections = frozenset(order[:1])
+        else:
+            cycle = self._all_projections or list(ATTENTION_PROJECTIONS)
+            position = cycle.index(order[0]) + 1 if order and order[0] in cycle else 0
+            if position < len(cycle):
+                self.shown_projections = frozenset(cycle[position : position + 1])
+            else:
+                self.shown_projections = frozenset(cycle)
         self._view_changed()
 
     def action_toggle_mlp(self) -> None:
