@@ -154,17 +154,23 @@ async def test_explorer_form_offers_exactly_the_records_settings_with_their_defa
         form = app.query_one(SettingsForm)
         # GPUs is offered only where several GPUs are visible (tests/test_tui_subprocess_run.py)
         offered = [item for item in record.offered("form") if item.name != "gpus" or form.gpus > 1]
+        offered.sort(key=lambda item: item.kind == "flag")  # the record's order, flags last
         labels = [str(label.render()) for label in form.query(Label)]
         assert labels == [form_label(item) for item in offered]
         fields = [w for w in form.children if isinstance(w, (Input, Select))]
         assert [w.id for w in fields] == [form_id(item) for item in offered]
         for item, widget in zip(offered, fields, strict=True):
             default = item.default_for("form")
-            if isinstance(widget, Select):
+            if isinstance(widget, Select) and item.kind == "flag":
+                assert widget.value == ("on" if default else "off")  # never Python's "False"
+            elif isinstance(widget, Select):
                 assert widget.value == default
             else:
                 assert widget.value == ("" if default is None else str(default))
         assert form.read() == {item.name: item.default_for("form") for item in offered}
+        assert "spectra" in [item.name for item in offered]  # what `w` without spectra points to
+        form.query_one("#setting-spectra", Select).value = "on"
+        assert form.read()["spectra"] is True
         form.query_one("#setting-max-length", Input).value = "0"
         with pytest.raises(ValueError, match=r"^max length: must be at least 1, got 0$"):
             form.read()

@@ -200,7 +200,7 @@ SETTINGS: tuple[Setting, ...] = (
         "flag",
         False,
         "compute",
-        _COMPUTE,
+        _COMPUTE_FORM,
         keyed=True,
     ),
     Setting(

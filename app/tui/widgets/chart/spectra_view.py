@@ -79,7 +79,6 @@ class SpectraView(ChartView):
             message.spectra,
             f"{label} · {message.projection} · mean σ by rank ({samples} samples{layers})",
             f"No spectra in run {label} for {message.projection}: it was computed without "
-            "them. Keeping every singular value is a command-line option: `layerscope compute "
-            "--spectra` with this run's model, dataset and type; or import a file with S_list "
-            "(w: the curves).",
+            "them. Compute it again with spectra on (Setup: spectra; `layerscope compute "
+            "--spectra`), or import a file with S_list (w: the curves).",
         )

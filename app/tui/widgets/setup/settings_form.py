@@ -49,7 +49,14 @@ def _choices(item: Setting, gpus: int) -> list[tuple[str, str]]:
         from layerscope.analysis.base.devices import list_gpus
 
         return device_choices(DEVICE_SUGGESTIONS, list_gpus())
+    if item.kind == "flag":
+        return list(FLAG_CHOICES)
     return [(choice, choice) for choice in item.choices]
+
+
+# A flag is a choice of two words, one compact line like the other fields (a checkbox takes
+# three rows, and a text field showed Python's "False").
+FLAG_CHOICES = (("on", "on"), ("off", "off"))
 
 
 class ParsedBy(Validator):
@@ -75,8 +82,13 @@ class SettingsForm(Grid):
     ) -> None:
         super().__init__(id=id)
         self.gpus = visible_gpu_count() if gpus is None else gpus
+        # the record's order, flags last: their on/off fields close the grid (two columns of
+        # fields, so a setting that came earlier would move every later one across)
         self.settings = tuple(
-            item for item in offered("form") if item.name != "gpus" or self.gpus > 1
+            sorted(
+                (item for item in offered("form") if item.name != "gpus" or self.gpus > 1),
+                key=lambda item: item.kind == "flag",
+            )
         )
         self._initial = {
             item.name: values.get(item.name, item.default_for("form")) for item in self.settings
@@ -84,8 +96,8 @@ class SettingsForm(Grid):
         self._invalid: set[str] = set()  # ids of the inputs whose text does not parse
 
     def compose(self) -> ComposeResult:
-        for item in self.settings:
-            yield Label(form_label(item))
+        for position, item in enumerate(self.settings):
+            yield Label(form_label(item), classes="second-column" if position % 2 else "")
             yield self._field(item, self._initial[item.name])
 
     def _field(self, item: Setting, value: Any) -> Widget:
@@ -94,6 +106,8 @@ class SettingsForm(Grid):
             default = item.default_for("form")
             if item.kind == "int":
                 value, default = str(value), str(default)
+            elif item.kind == "flag":
+                value, default = ("on" if value else "off"), ("on" if default else "off")
             values = [choice for _label, choice in choices]
             return Select(
                 choices,
@@ -122,7 +136,9 @@ class SettingsForm(Grid):
         for item in self.settings:
             field = self.query_one(f"#{form_id(item)}")
             try:
-                if isinstance(field, Select) and item.kind == "int":
+                if isinstance(field, Select) and item.kind == "flag":
+                    values[item.name] = field.value == "on"
+                elif isinstance(field, Select) and item.kind == "int":
                     values[item.name] = item.parse(str(field.value))
                 elif isinstance(field, Select):
                     values[item.name] = item.check(str(field.value))
