@@ -274,6 +274,21 @@ class RunInfo:
     def samples_missing(self) -> int:
         return max(0, self.samples_total - self.samples_done - self.samples_skipped)
 
+    @property
+    def samples_handled(self) -> int:
+        """Samples that need no computing: stored, or deliberately skipped."""
+        return self.samples_done + self.samples_skipped
+
+    @property
+    def samples_requested(self) -> int:
+        """The samples the run is to hold: what its last request asked for (``requested`` in
+        its provenance, ``--limit`` applied; a sharded request's whole count), or all
+        ``samples_total`` of the data file where that was not recorded (older runs, imports).
+        Never fewer than it holds: an earlier request may have asked for more."""
+        requested = self.provenance.get("requested") if self.provenance else None
+        target = requested if isinstance(requested, int) and requested > 0 else self.samples_total
+        return max(target, self.samples_handled)
+
 
 @dataclass(frozen=True)
 class LayerSums:

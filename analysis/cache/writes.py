@@ -8,7 +8,8 @@ batch or none of it: DuckDB's write-ahead log replays only committed transaction
 sample is never stored twice: the writer skips, inside the transaction, the samples already
 stored, so even two processes computing the same run cannot duplicate rows. Finishing records
 the session's counts and outcome in the run's provenance and checkpoints, so readers of a
-finished run replay no log. The runner does not call these directly but goes through
+finished run replay no log. Each session records what the run held when it began
+(``handled_at_start``), so that a reader can tell how fast a live run grows. The runner does not call these directly but goes through
 :class:`layerscope.analysis.runs.lifecycle.StoredRun`, which guarantees the finish. A disk that
 refuses a write (full, over quota, read-only, failing) is raised as ``StorageError``, naming the
 cache file's folder: nothing more can be stored, and a writer must stop rather than retry.
@@ -102,6 +103,7 @@ def _begin(
     if row is None:
         next_no = con.execute("SELECT coalesce(max(run_no), 0) + 1 FROM runs").fetchone()
         run_no = int(next_no[0]) if next_no else 1
+        session["handled_at_start"] = 0
         stored_provenance = {**session, "sessions": [session]}
         con.execute(
             "INSERT INTO runs VALUES (?, ?, ?, ?, ?, ?, 'running', ?, ?, ?, ?, ?, ?, NULL, ?, ?)",
@@ -148,6 +150,13 @@ def _begin(
         raise CacheError(
             f"run {run_id[:12]} is being computed by {who} right now; wait for it or stop it first"
         )
+    # What this session starts from, so that a reader can tell its pace (analysis/runs/pace.py).
+    held = con.execute(
+        "SELECT (SELECT count(*) FROM samples WHERE run_no = $r) + "
+        "(SELECT count(*) FROM skipped WHERE run_no = $r AND kind = 'skipped')",
+        {"r": run_no},
+    ).fetchone()
+    session["handled_at_start"] = int(held[0]) if held else 0
     history = json.loads(old_provenance).get("sessions", [])
     stored_provenance = {**session, "sessions": [*history, session]}
     con.execute(

@@ -219,7 +219,9 @@ def run_header(
     **provenance: Any,
 ) -> RunHeader:
     """The header a run is begun (or resumed) with: its settings record, and this session's
-    provenance with ``provenance`` added (``world_size`` under torchrun)."""
+    provenance with ``provenance`` added (``world_size`` under torchrun). The provenance says
+    how many samples the request asked for (``requested``: ``--limit`` applied; a shard's
+    record gives the whole request's), so that whoever reads the run knows its target."""
     return RunHeader(
         job.run_id,
         model=loaded.name,
@@ -231,6 +233,7 @@ def run_header(
         settings=_settings_record(request, job, plan.identity, plan.dtype),
         provenance={
             **_provenance(request, loaded, plan.dtype),
+            "requested": len(job.selected),
             **job.shard_record,
             **provenance,
         },
