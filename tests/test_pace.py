@@ -45,6 +45,9 @@ def test_the_target_is_what_was_requested_else_the_file():
     assert run_info(3, requested="16").samples_requested == 40
     # an earlier request asked for more than the last one: never fewer than it holds
     assert run_info(20, requested=16).samples_requested == 20
+    # a shard counts to its share; merged (no shard any more), to the whole request
+    assert run_info(2, requested=5, shard="1/2", shard_requested=2).samples_requested == 2
+    assert run_info(2, requested=5, shard_requested=2).samples_requested == 5
 
 
 def test_pace_between_two_counts():

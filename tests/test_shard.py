@@ -105,6 +105,7 @@ def test_a_sharded_run_computes_its_shard_and_says_so(capsys, tmp_path, model_fo
     stored = sorted(s.index for s in ResultsCache(db).samples(run["id"]))
     assert stored == expected
     assert ResultsCache(db).run(run["id"]).provenance["requested"] == 5
+    assert ResultsCache(db).run(run["id"]).samples_requested == len(expected)  # its share
     assert cli.main(["runs", "--db", str(db)]) == 0
     assert "complete, shard 1/2" in capsys.readouterr().out
 

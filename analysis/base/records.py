@@ -282,10 +282,13 @@ class RunInfo:
     @property
     def samples_requested(self) -> int:
         """The samples the run is to hold: what its last request asked for (``requested`` in
-        its provenance, ``--limit`` applied; a sharded request's whole count), or all
-        ``samples_total`` of the data file where that was not recorded (older runs, imports).
-        Never fewer than it holds: an earlier request may have asked for more."""
-        requested = self.provenance.get("requested") if self.provenance else None
+        its provenance, ``--limit`` applied; a shard not merged yet: its share,
+        ``shard_requested``), or all ``samples_total`` of the data file where that was not
+        recorded (older runs, imports). Never fewer than it holds: an earlier request may
+        have asked for more."""
+        provenance = self.provenance or {}
+        key = "shard_requested" if provenance.get("shard") else "requested"
+        requested = provenance.get(key)
         target = requested if isinstance(requested, int) and requested > 0 else self.samples_total
         return max(target, self.samples_handled)
 

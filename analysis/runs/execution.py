@@ -221,7 +221,9 @@ def run_header(
     """The header a run is begun (or resumed) with: its settings record, and this session's
     provenance with ``provenance`` added (``world_size`` under torchrun). The provenance says
     how many samples the request asked for (``requested``: ``--limit`` applied; a shard's
-    record gives the whole request's), so that whoever reads the run knows its target."""
+    record gives the whole request's, and ``shard_requested`` its share), so that whoever
+    reads the run knows its target."""
+    share = {"shard_requested": len(job.selected)} if job.shard_record else {}
     return RunHeader(
         job.run_id,
         model=loaded.name,
@@ -234,6 +236,7 @@ def run_header(
         provenance={
             **_provenance(request, loaded, plan.dtype),
             "requested": len(job.selected),
+            **share,
             **job.shard_record,
             **provenance,
         },
