@@ -93,8 +93,10 @@ def begin(
     dataset: str = "math",
     mode: str = "base",
     samples: int = SAMPLES,
+    requested: int | None = None,
 ) -> str:
-    """Create (or reopen) a run and mark it running; returns its id."""
+    """Create (or reopen) a run and mark it running; returns its id. `requested`: the samples
+    its request asked for, as a compute records it (none recorded: all `samples`)."""
     run_id = run_id_for(model, dataset, response_type, mode)
     targets = [
         TargetInfo(layer, p, f"model.layers.{layer}.self_attn.{p}_proj", 64, 64)
@@ -111,7 +113,8 @@ def begin(
             samples_total=samples,
             targets=targets,
             settings={**SETTINGS, "mode": mode},
-            provenance={"source": "synthetic test data"},
+            provenance={"source": "synthetic test data"}
+            | ({"requested": requested} if requested is not None else {}),
         )
     )
     return run_id

@@ -1,4 +1,4 @@
-"""Formatting shared by widgets and screens: table numbers and length ranges.
+"""Formatting shared by widgets and screens: table numbers, length ranges, ETAs and rates.
 
 Why a module of its own: these small rules used to live inside a widget (comparison_table)
 or a screen (length_filter), so a screen importing a number format pulled in a
@@ -46,3 +46,24 @@ def format_length_range(value: tuple[int, int] | None) -> str:
         return ""
     low, high = value
     return f"{low if low else ''}-{high if high < UNBOUNDED else ''}"
+
+
+def format_duration(seconds: float | None) -> str:
+    """12s, 3m04s, 1h02m: an ETA that reads at a glance."""
+    if seconds is None or not math.isfinite(seconds) or seconds < 0:
+        return "?"
+    seconds = round(seconds)
+    if seconds < 60:
+        return f"{seconds}s"
+    if seconds < 3600:
+        return f"{seconds // 60}m{seconds % 60:02d}s"
+    return f"{seconds // 3600}h{(seconds % 3600) // 60:02d}m"
+
+
+def sample_rate(samples_per_second: float) -> str:
+    """'3.1/s', '12/s', or '1.5/min' for a run slower than one sample every ten seconds."""
+    if samples_per_second < 0.1:
+        return f"{samples_per_second * 60:.1f}/min"
+    if samples_per_second >= 10:
+        return f"{samples_per_second:.0f}/s"
+    return f"{samples_per_second:.1f}/s"

@@ -19,6 +19,7 @@ from textual.containers import Horizontal
 from textual.widgets import Label, ProgressBar, Static
 
 from layerscope.app.labels import duration
+from layerscope.app.tui.format import format_duration
 
 STATUS_TEXT = {
     "running": "",
@@ -33,18 +34,6 @@ ENDED = ("complete", "cancelled", "failed")
 def clock() -> float:
     """The rows' clock (monotonic seconds): one name a test can set, not the event loop's."""
     return time.monotonic()
-
-
-def format_duration(seconds: float | None) -> str:
-    """12s, 3m04s, 1h02m: an ETA that reads at a glance."""
-    if seconds is None or not math.isfinite(seconds) or seconds < 0:
-        return "?"
-    seconds = round(seconds)
-    if seconds < 60:
-        return f"{seconds}s"
-    if seconds < 3600:
-        return f"{seconds // 60}m{seconds % 60:02d}s"
-    return f"{seconds // 3600}h{(seconds % 3600) // 60:02d}m"
 
 
 def progress_details(

@@ -2,14 +2,19 @@
 
 Each leaf is one run with its status and counts, so a run started by `layerscope compute` in
 another terminal shows up (and its counts grow) while it is still running: the tree follows
-the App's runs, bound into its reactive, and is rebuilt when a scan brings other records. Runs
-marked with a dot are overlaid in the chart; space toggles the mark, enter shows the chart. The
-Runs tab (runs_pane.py) shows the highlighted run's id and settings below the tree.
+the App's runs, bound into its reactive, and is rebuilt when a scan brings other records. The
+counts are of what the run's request asked for (`--limit 16`: 12/16), not of the data file's
+size, which only the detail line says. A running run's rate and ETA come from the successive
+scans themselves (a PaceTracker, analysis/runs/pace.py), since its computing process reports
+its progress to itself alone. Runs marked with a dot are overlaid in the chart; space toggles
+the mark, enter shows the chart. The Runs tab (runs_pane.py) shows the highlighted run's id,
+settings and counts below the tree.
 """
 
 from __future__ import annotations
 
 from collections.abc import Mapping, Sequence
+from datetime import datetime, timezone
 from typing import Any, ClassVar
 
 from rich.text import Text
@@ -19,7 +24,9 @@ from textual.widgets import Tree
 from textual.widgets.tree import TreeNode
 
 from layerscope.analysis.datasets.sources import TYPE_ORDER
+from layerscope.analysis.runs.pace import Pace, PaceTracker
 from layerscope.app.labels import short_model
+from layerscope.app.tui.format import format_duration, sample_rate
 from layerscope.app.tui.messages import RUNS_NOT_READ, ComparisonChanged, RunFocused
 
 STATUS_STYLES = {
@@ -37,15 +44,25 @@ def type_sort_key(response_type: str) -> tuple[int, str, str]:
     return (TYPE_ORDER.get(base, 9), base, "1" if irrelevant else "0")
 
 
-def run_counts(run: Any) -> str:
-    """'12/40' (samples handled of total) plus skipped/failed counts when there are any."""
-    text = f"{run.samples_done + run.samples_skipped}/{run.samples_total}"
+def run_counts(run: Any, pace: Pace | None = None, *, of_file: bool = False) -> str:
+    """'12/16' (samples handled of those requested) plus skipped/failed counts when there are
+    any, 'of 40 in the file' (`of_file`) when fewer were requested than the file holds, and a
+    running run's rate and ETA ('· 0.8/s · ETA 5s') when its `pace` is known."""
+    requested = run.samples_requested
+    text = f"{run.samples_handled}/{requested}"
     extra = []
+    if of_file and requested < run.samples_total:
+        extra.append(f"of {run.samples_total} in the file")
     if run.samples_skipped:
         extra.append(f"{run.samples_skipped} skipped")
     if run.samples_failed:
         extra.append(f"{run.samples_failed} failed")
-    return text + (f" ({', '.join(extra)})" if extra else "")
+    text += f" ({', '.join(extra)})" if extra else ""
+    if pace is not None:
+        text += f" · {sample_rate(pace.rate)}"
+        if pace.eta_seconds is not None:
+            text += f" · ETA {format_duration(pace.eta_seconds)}"
+    return text
 
 
 class RunsBrowser(Tree[str]):
@@ -68,23 +85,35 @@ class RunsBrowser(Tree[str]):
         self.guide_depth = 3
         self.runs: list[Any] = []
         self.selected: list[str] = []
+        # The running runs' rates and ETAs, told by the successive scans (analysis/runs/pace.py).
+        self.tracker = PaceTracker()
+        self.paces: dict[str, Pace] = {}
 
     def watch_runs_by_id(self, runs_by_id: Mapping[str, Any]) -> None:
-        if runs_by_id is not RUNS_NOT_READ:  # before the first scan the tree stays empty
-            self.update_runs(list(runs_by_id.values()))
+        if runs_by_id is RUNS_NOT_READ:  # before the first scan the tree stays empty
+            return
+        runs = list(runs_by_id.values())
+        paces = self.tracker.observe(runs, datetime.now(timezone.utc))
+        paces_changed, self.paces = paces != self.paces, paces
+        if not self.update_runs(runs) and paces_changed:
+            self._relabel()
+            node = self.cursor_node
+            if node is not None and node.data in paces:  # the detail line shows the pace too
+                self.post_message(self.NodeHighlighted(node))
 
-    def update_runs(self, runs: Sequence[Any]) -> None:
-        """Rebuild the tree from RunInfo records, keeping the cursor on the same run."""
+    def update_runs(self, runs: Sequence[Any]) -> bool:
+        """Rebuild the tree from RunInfo records, keeping the cursor on the same run; False
+        when they are the records it shows already."""
         runs = list(runs)
         if runs == self.runs and self.root.children:
-            return
+            return False
         # The selection keeps ids not stored yet: runs of a request that has not reached them.
         self.runs = runs
         current = self.cursor_node.data if self.cursor_node is not None else None
         self.clear()
         if not runs:
             self.root.add_leaf(Text("No runs yet: start one on the Setup tab (r).", style="italic"))
-            return
+            return True
         by_model: dict[str, dict[str, list[Any]]] = {}
         for run in runs:
             by_model.setdefault(run.model, {}).setdefault(run.dataset, []).append(run)
@@ -110,6 +139,7 @@ class RunsBrowser(Tree[str]):
         target = target or first_leaf
         if target is not None:
             self.call_after_refresh(self._highlight, target)
+        return True
 
     def _highlight(self, node: TreeNode[str]) -> None:
         """Put the cursor on `node` of the rebuilt tree, and say so even when its line is the
@@ -126,7 +156,7 @@ class RunsBrowser(Tree[str]):
         label.append(f"{run.response_type:<26} ")
         label.append(f"{run.mode:<8} ")
         label.append(f"{run.status:<9} ", style=STATUS_STYLES.get(run.status, ""))
-        label.append(run_counts(run), style="dim")
+        label.append(run_counts(run, self.paces.get(run.id)), style="dim")
         return label
 
     def _relabel(self) -> None:

@@ -4,7 +4,9 @@ Why a detail line: two runs of the same model, data and response type differ onl
 were computed (dtype, sample limit, max length, modules, device), and the tree's one line per
 run has no room for that at 80 columns; nor for the full id a user copies into
 `layerscope export`. The line follows the tree's cursor, and is redrawn when a scan of the cache
-brings new counts or a finished run's computing time.
+brings new counts or a finished run's computing time. Its counts are of what the run's request
+asked for, and say how many the data file holds when that is more (`--limit`), with a running
+run's rate and ETA as the browser tells them from its scans.
 """
 
 from __future__ import annotations
@@ -16,18 +18,21 @@ from textual.containers import Vertical
 from textual.widgets import Static, Tree
 
 from layerscope.app.labels import full_label, run_settings
+from layerscope.app.tui.widgets.runs.runs_browser import run_counts
 
 if TYPE_CHECKING:
     from textual.app import ComposeResult
 
     from layerscope.analysis.base.records import RunInfo
+    from layerscope.analysis.runs.pace import Pace
     from layerscope.app.tui.widgets.runs.runs_browser import RunsBrowser
 
 NO_RUN_HIGHLIGHTED = "Move the cursor onto a run to see its id and settings."
 
 
-def run_detail(run: RunInfo | None) -> Text:
-    """Three lines: the run's full name, its id (whole, to copy), how it was computed."""
+def run_detail(run: RunInfo | None, pace: Pace | None = None) -> Text:
+    """Four lines: the run's full name, its id (whole, to copy), how it was computed, and its
+    samples (of those requested, of the file's, and a running run's `pace`)."""
     if run is None:
         return Text(NO_RUN_HIGHLIGHTED, style="italic")
     text = Text()
@@ -36,7 +41,9 @@ def run_detail(run: RunInfo | None) -> Text:
     text.append("id ", style="dim")
     text.append(f"{run.id}\n")
     text.append("settings: ", style="dim")
-    text.append(run_settings(run) or "not recorded")
+    text.append((run_settings(run) or "not recorded") + "\n")
+    text.append("samples: ", style="dim")
+    text.append(run_counts(run, pace, of_file=True))
     return text
 
 
@@ -55,4 +62,5 @@ class RunsPane(Vertical):
         # Not stopped: the App hears of the focused run too (the browser posts RunFocused).
         run_id = event.node.data
         run = next((run for run in self.browser.runs if run_id and run.id == run_id), None)
-        self.query_one("#run-detail", Static).update(run_detail(run))
+        pace = self.browser.paces.get(run.id) if run is not None else None
+        self.query_one("#run-detail", Static).update(run_detail(run, pace))
