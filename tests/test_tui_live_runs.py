@@ -1,4 +1,4 @@
-"""The Runs tab's counts: of what a run's request asked for (`--limit`), not of the data file's
+"""The Runs tab's counts (and `layerscope runs`'): of what a run's request asked for (`--limit`), not of the data file's
 size, and a run computed by another process followed live, its rate and ETA told by the
 explorer's successive scans of the cache.
 
@@ -9,6 +9,7 @@ Tests wait on conditions (a scan handled), never on time.
 
 from __future__ import annotations
 
+import json
 from pathlib import Path
 
 from test_runner import model_folder, write_dataset  # noqa: F401 (fixture)
@@ -63,6 +64,7 @@ async def test_a_run_computed_elsewhere_grows_with_a_rate_and_an_eta(cache_path:
 
 
 def test_compute_with_a_limit_stores_it_and_the_runs_tab_counts_to_it(
+    capsys,
     cache_path: Path,
     model_folder,  # noqa: F811
     tmp_path: Path,
@@ -76,6 +78,12 @@ def test_compute_with_a_limit_stores_it_and_the_runs_tab_counts_to_it(
     [run] = ResultsCache(cache_path).runs()
     assert (run.samples_total, run.provenance["requested"], run.samples_requested) == (8, 3, 3)
     assert [s["requested"] for s in run.provenance["sessions"]] == [3]
+    capsys.readouterr()
+    assert cli.main(["runs", "--db", str(cache_path), "--json"]) == 0
+    [record] = json.loads(capsys.readouterr().out)
+    assert (record["samples"], record["samples_requested"], record["samples_total"]) == (3, 3, 8)
+    assert cli.main(["runs", "--db", str(cache_path)]) == 0
+    assert "3/3" in capsys.readouterr().out
 
     async def browse() -> None:
         app = LayerscopeApp(poll_seconds=0)

@@ -71,6 +71,7 @@ def run_record(info: RunInfo) -> dict[str, Any]:
         "shards": info.provenance.get("shards"),
         "samples": info.samples_done,
         "samples_total": info.samples_total,
+        "samples_requested": info.samples_requested,
         "skipped": info.samples_skipped,
         "failed": info.samples_failed,
         "layers": info.layers,
@@ -209,7 +210,7 @@ def runs_table(infos: Sequence[RunInfo], title: str, width: int) -> FittedTable:
 
     rows = []
     for info in infos:
-        samples = f"{info.samples_done}/{info.samples_total}"
+        samples = f"{info.samples_done}/{info.samples_requested}"  # --limit: of those asked for
         if info.samples_skipped:
             samples += f" ({info.samples_skipped} skipped)"
         if info.samples_failed:
