@@ -328,3 +328,41 @@ async def test_p_shows_one_projection_at_a_time_on_the_whole_width_at_80x24(
         # one panel across the width: the layer ticks spread over nearly all of it
         assert tick_line.rstrip().endswith(str(LAYERS - 1))
         assert len(tick_line.rstrip()) >= chart.content_size.width - 6
+
+
+async def test_a_statistic_the_runs_were_computed_without_is_said_not_drawn_empty(
+    runs: dict[str, str], tmp_path: Path
+):
+    """`check` stores no entry statistics: charting `max` of its runs said nothing at all
+    (four empty panels and a table of dashes)."""
+    import os
+
+    from tui_synthetic import batch, begin, sample_text
+
+    from layerscope.analysis.base.records import ENTRY_STATISTICS, BatchResult, MatrixStatistics
+    from layerscope.analysis.cache import ResultsCache
+
+    db = Path(os.environ["LAYERSCOPE_DB"])
+    run_id = begin(db, "none_cot", model="checked")
+    full = batch("none_cot", [0, 1, 2], 3)
+    for result in full.results:
+        result.matrices = [
+            MatrixStatistics(m.layer, m.projection, {
+                k: v for k, v in m.values.items() if k not in ENTRY_STATISTICS
+            })
+            for m in result.matrices
+        ]  # fmt: skip
+    texts = {i: sample_text("none_cot", i) for i in range(3)}
+    ResultsCache(db).write_batch(run_id, BatchResult(full.results, [], 3, 3), texts)
+    ResultsCache(db).finish_run(run_id, "complete")
+    app = LayerscopeApp(poll_seconds=0)
+    async with app.run_test(size=SMALL) as pilot:
+        chart = await chart_of(app, pilot, [run_id])
+        app.query_one(ComparePane).set_metric("max")
+        await settle(app, pilot)
+        drawn = chart.as_text(chart.content_size.width, chart.content_size.height)
+        assert "No max in these runs: they were computed without entry statistics" in drawn
+        app.query_one(ComparePane).set_metric("nuclear_norm")
+        await settle(app, pilot)
+        drawn = chart.as_text(chart.content_size.width, chart.content_size.height)
+        assert "q: nuclear_norm" in drawn

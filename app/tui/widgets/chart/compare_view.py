@@ -33,6 +33,7 @@ from textual.containers import Vertical
 from textual.reactive import var
 from textual.widgets import Static
 
+from layerscope.analysis.base.records import ENTRY_STATISTICS
 from layerscope.analysis.curves.statistics import ci95
 from layerscope.app.labels import run_labels, run_settings
 from layerscope.app.palettes import BAND_MARKERS, RUN_MARKERS, run_colours
@@ -303,9 +304,16 @@ class ComparePane(ReportsWorkerErrors, SpectraView, Vertical):
                 settings=run_settings(runs[curve.run_id]) if curve.run_id in runs else "",
             )
             for curve in curves
+            if any(math.isfinite(value) for value in curve.mean)  # else nothing to draw
         ]
         chart = self.query_one(LayerChart)
-        if not self.run_ids:
+        if curves and not series:  # stored samples, none with this statistic
+            kept = "entry statistics" if self.metric in ENTRY_STATISTICS else "it"
+            chart.placeholder = (
+                f"No {self.metric} in these runs: they were computed without {kept} "
+                "(s: next statistic)."
+            )
+        elif not self.run_ids:
             chart.placeholder = "Select runs to compare (Runs tab, space) or start a run (r)."
         elif self.computing:
             chart.placeholder = "Computing: the curves appear here as batches land."
