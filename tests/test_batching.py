@@ -3,6 +3,7 @@ same per-sample numbers as one sample at a time; the default budget from free me
 
 from __future__ import annotations
 
+import re
 from dataclasses import replace
 
 import pytest
@@ -186,7 +187,7 @@ def test_runner_progress_tells_tokens_per_second_and_memory(tmp_path):
     # Each sample is "What is i + (i+1)?" with its answer: about 10 to 16 tokens.
     assert 8 * last.samples_per_second < last.tokens_per_second < 20 * last.samples_per_second
     assert last.memory_kind == "rss" and 0 < last.memory_bytes <= last.memory_peak_bytes
-    assert "samples/s" in throughput(last) and "tok/s" in throughput(last)
+    assert re.fullmatch(r"\d+\.\d\d/s \S+ tok/s", throughput(last)), throughput(last)
     assert memory_text(last).startswith("rss ") and memory_text(last).endswith("G")
     line = progress_details(last)
     assert "tok/s · ETA" in line and " · rss " in line

@@ -3,6 +3,7 @@ colour, stdout kept to what ``--help`` promises, and the stages of loading a mod
 
 from __future__ import annotations
 
+import io
 import json
 import os
 import pty
@@ -431,3 +432,20 @@ def test_keeping_tests_never_waits_for_a_lock_nor_fails(two_types):
     cache.keep_tests(ids[0], ids[1], "settings", "state", rows)
     assert cache.kept_tests(ids[0], ids[1], "settings", "state") == rows
     assert cache.kept_tests(ids[0], ids[1], "settings", "another state") is None
+
+
+def test_a_stage_that_cannot_count_does_not_show_the_weights_count():
+    """'computing the first batch 0/272' stood for minutes: the weights' count, carried over."""
+    from rich.console import Console
+    from rich.progress import Progress
+
+    from layerscope.analysis.base.records import LoadStage
+    from layerscope.app.cli.progress_bars import StageReport
+
+    progress = Progress(console=Console(file=io.StringIO(), width=80))
+    report = StageReport(progress, None)
+    report(LoadStage("weights", "loading weights", done=100, total=272))
+    report(LoadStage("weights", "loading weights", done=272, total=272))
+    report(LoadStage("first batch", "computing the first batch"))
+    (task,) = progress.tasks
+    assert (task.description, task.total) == ("computing the first batch", None)

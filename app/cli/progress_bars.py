@@ -62,6 +62,11 @@ class StageReport:
         counted = stage.total is not None and stage.done is not None
         total = stage.total if counted else None
         completed = (stage.done or 0) if counted else 0
+        if self.task is not None and total is None and self._counted_task():
+            # Rich reads total=None as "unchanged": a stage that cannot count would show the
+            # weights' count (0/272) for as long as it lasts; it gets a line of its own
+            self.progress.remove_task(self.task)
+            self.task = None
         if self.task is None:
             self.task = self.progress.add_task(
                 stage.description, total=total, completed=completed, rate="", loss=""
@@ -70,6 +75,11 @@ class StageReport:
             self.progress.update(
                 self.task, description=stage.description, total=total, completed=completed
             )
+
+    def _counted_task(self) -> bool:
+        """Whether the stage line shows a count (of an earlier stage, when this one has none)."""
+        assert self.progress is not None
+        return any(task.id == self.task and task.total is not None for task in self.progress.tasks)
 
     def _previous(self, now: float) -> str:
         previous = self.current
@@ -105,9 +115,10 @@ def execute_with_progress(
         BarColumn,
         MofNCompleteColumn,
         Progress,
+        ProgressColumn,
         TextColumn,
-        TimeRemainingColumn,
     )
+    from rich.table import Column
     from rich.text import Text
 
     from layerscope.analysis.runs.distributed import execute  # the runner's, unless under torchrun
@@ -118,17 +129,32 @@ def execute_with_progress(
         def render(self, task: Task) -> Text:
             return Text("") if task.total is None else super().render(task)
 
+    class EtaColumn(ProgressColumn):
+        """The runner's ETA (from the run's measured throughput), counted down between
+        batches: 'ETA 1m05s'; nothing before the first batch."""
+
+        def render(self, task: Task) -> Text:
+            eta, at = task.fields.get("eta"), task.fields.get("eta_at")
+            if eta is None or at is None or task.finished:
+                return Text("")
+            return Text(f"ETA {duration(max(0.0, eta - (time.perf_counter() - at)))}")
+
     began = time.perf_counter()
     finals: dict[str, RunProgress] = {}
     started: dict[str, tuple[float, int]] = {}  # run id -> when it started computing, done then
     computing: dict[str, float] = {}
+    # At 80 columns the whole line shows: a short bar, the count never cut (the type's name
+    # gives way first, with an ellipsis), a compact rate and a countdown.
     columns = (
-        TextColumn("{task.description}"),
-        BarColumn(),
-        CountColumn(),
-        TextColumn("{task.fields[rate]}"),
-        TimeRemainingColumn(),
-        TextColumn("{task.fields[loss]}"),
+        TextColumn(
+            "{task.description}",
+            table_column=Column(no_wrap=True, overflow="ellipsis", min_width=12),
+        ),
+        BarColumn(bar_width=6),
+        CountColumn(table_column=Column(no_wrap=True, min_width=5)),
+        TextColumn("{task.fields[rate]}", table_column=Column(no_wrap=True)),
+        EtaColumn(table_column=Column(no_wrap=True)),
+        TextColumn("{task.fields[loss]}", table_column=Column(no_wrap=True)),
     )
     err = output.console(stderr=True)
     # Bars only where someone watches them: redirected to a file, Rich would write one final
@@ -173,6 +199,8 @@ def execute_with_progress(
                     total=update.total,
                     rate="",
                     loss="",
+                    eta=None,
+                    eta_at=None,
                 )
             if run_id in tasks:
                 rate = throughput(update)
@@ -180,7 +208,13 @@ def execute_with_progress(
                 if update.status == "running" and update.memory_bytes is not None:
                     loss = f"{loss} {memory_text(update)}".strip()
                 progress.update(
-                    tasks[run_id], completed=update.done, total=update.total, rate=rate, loss=loss
+                    tasks[run_id],
+                    completed=update.done,
+                    total=update.total,
+                    rate=rate,
+                    loss=loss,
+                    eta=update.eta_seconds if update.status == "running" else None,
+                    eta_at=time.perf_counter(),
                 )
             if update.message and update.status == "running":
                 progress.console.print(f"{update.dataset}/{update.response_type}: {update.message}")
@@ -204,10 +238,10 @@ def token_rate(tokens_per_second: float) -> str:
 
 
 def throughput(update: RunProgress) -> str:
-    """'2.10 samples/s 1.2k tok/s' (empty before the first batch)."""
+    """'2.10/s 1.2k tok/s': samples and tokens per second (empty before the first batch)."""
     if not update.samples_per_second:
         return ""
-    rate = f"{update.samples_per_second:.2f} samples/s"
+    rate = f"{update.samples_per_second:.2f}/s"
     if update.tokens_per_second:
         rate += f" {token_rate(update.tokens_per_second)}"
     return rate
