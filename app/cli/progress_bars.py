@@ -131,13 +131,16 @@ def execute_with_progress(
 
     class EtaColumn(ProgressColumn):
         """The runner's ETA (from the run's measured throughput), counted down between
-        batches: 'ETA 1m05s'; nothing before the first batch."""
+        batches (to a tenth of it at most): 'ETA 1m05s'; nothing before the first batch."""
 
         def render(self, task: Task) -> Text:
             eta, at = task.fields.get("eta"), task.fields.get("eta_at")
             if eta is None or at is None or task.finished:
                 return Text("")
-            return Text(f"ETA {duration(max(0.0, eta - (time.perf_counter() - at)))}")
+            # counted down, but never below a tenth of the estimate: a batch slower than the
+            # rate so far would otherwise show "ETA 0.0 s" until it lands
+            left = max(eta / 10, eta - (time.perf_counter() - at))
+            return Text(f"ETA {duration(left)}")
 
     began = time.perf_counter()
     finals: dict[str, RunProgress] = {}
