@@ -72,6 +72,13 @@ def cmd_check(args: argparse.Namespace) -> int:
     model_check = inspect_model_path(request.model, request.revision, request.offline)
     if not model_check.ok:  # said before what the check will do
         raise model_check.refusal()
+    if not model_check.download:  # and what loading would refuse once the wait began
+        from layerscope.analysis.models.inspection import read_config
+        from layerscope.analysis.models.sources import resolve_model_spec
+        from layerscope.analysis.models.weight_shapes import check_config_against_weights
+
+        folder = resolve_model_spec(request.model, request.revision, request.offline).path
+        check_config_against_weights(folder, read_config(folder))
     budget = args.budget if args.budget is not None else default_budget(request)
     outcome, per_type = _in_rounds(request, args, budget, began, _limit(request, sources))
     if outcome.cancelled is not None:
