@@ -231,14 +231,12 @@ def test_cached_compute_imports_no_torch_and_says_nothing_was_missing(tmp_path, 
     assert "…" not in result.stderr  # no loading stage began
 
 
-def test_compute_in_a_terminal_shows_stages_live_and_no_loader_bar(tmp_path, model_folder):  # noqa: F811
-    """stderr a terminal, stdout a pipe: the stages are drawn on the terminal, transformers'
-    own "Loading weights" bar never is, and stdout still holds only the ids."""
-    data = write_dataset(tmp_path / "d", 2)
-    argv = [str(a) for a in compute_argv(model_folder, data, tmp_path / "c.duckdb")]
+def in_a_terminal(argv: list[str], columns: int) -> tuple[str, str]:
+    """Run the CLI with stderr a terminal of ``columns`` and stdout a pipe: (what the
+    terminal received, stdout)."""
     code = f"import sys; from layerscope.app.cli import main; sys.exit(main({argv!r}))"
     primary, secondary = pty.openpty()
-    env = {**os.environ, "COLUMNS": "100", "TERM": "xterm"}
+    env = {**os.environ, "COLUMNS": str(columns), "TERM": "xterm"}
     env.pop("HF_HUB_DISABLE_PROGRESS_BARS", None)
     process = subprocess.Popen(
         [sys.executable, "-c", code], stdout=subprocess.PIPE, stderr=secondary, env=env
@@ -256,7 +254,15 @@ def test_compute_in_a_terminal_shows_stages_live_and_no_loader_bar(tmp_path, mod
     stdout = process.stdout.read().decode()
     assert process.wait(timeout=120) == 0, terminal.decode(errors="replace")
     os.close(primary)
-    screen = terminal.decode(errors="replace")
+    return terminal.decode(errors="replace"), stdout
+
+
+def test_compute_in_a_terminal_shows_stages_live_and_no_loader_bar(tmp_path, model_folder):  # noqa: F811
+    """stderr a terminal, stdout a pipe: the stages are drawn on the terminal, transformers'
+    own "Loading weights" bar never is, and stdout still holds only the ids."""
+    data = write_dataset(tmp_path / "d", 2)
+    argv = [str(a) for a in compute_argv(model_folder, data, tmp_path / "c.duckdb")]
+    screen, stdout = in_a_terminal(argv, 100)
     assert "loading weights" in screen and "Loading weights" not in screen
     assert [len(line) for line in stdout.splitlines()] == [64]
     assert re.search(r"done in [\d.]+ s \(loading [\d.]+ s\)", screen)
@@ -449,3 +455,22 @@ def test_a_stage_that_cannot_count_does_not_show_the_weights_count():
     report(LoadStage("first batch", "computing the first batch"))
     (task,) = progress.tasks
     assert (task.description, task.total) == ("computing the first batch", None)
+
+
+def test_the_progress_line_fits_80_columns_with_its_count_rate_eta_and_memory(
+    tmp_path,
+    model_folder,  # noqa: F811
+):
+    """At 80 columns the count was cut and Rich's ETA showed '-:--:…': every part whole."""
+    data = write_dataset(tmp_path / "d", 6)
+    argv = [str(a) for a in compute_argv(model_folder, data, tmp_path / "c.duckdb")]
+    argv[argv.index("--limit") + 1] = "6"
+    screen, _stdout = in_a_terminal([*argv, "--batch-size", "1"], 80)
+    plain = re.sub(r"\x1b\[[0-9;]*m", "", screen)  # colours go, cursor moves split frames
+    frames = re.split(r"\r|\x1b\[[0-9;?]*[A-Za-z]", plain)
+    lines = [f for f in frames if re.search(r"\b[1-5]/6\b", f) and "ETA" in f]
+    assert lines, screen
+    line = lines[-1]
+    assert len(line.rstrip()) <= 80, line
+    assert re.search(r"\b[1-5]/6 +\d+\.\d\d/s \S+ tok/s ETA \S+", line), line
+    assert re.search(r"rss \d+\.\d/\d+\.\dG", line), line  # the process's resident memory
