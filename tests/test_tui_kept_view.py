@@ -12,6 +12,7 @@ from pathlib import Path
 
 import pytest
 from test_tui_browse import compare, leaf_labels, settle
+from textual.widgets import TabbedContent
 from tui_synthetic import add_run, fill_cache
 
 from layerscope.app.tui.app import LayerscopeApp
@@ -54,6 +55,7 @@ async def test_overlaid_runs_and_view_settings_come_back(state_path: Path, tmp_p
     async with app.run_test(size=SIZE) as pilot:
         await settle(app, pilot)
         assert app.comparison == overlaid
+        assert app.query_one(TabbedContent).active == "chart"  # where the last session ended
         await pilot.press("3")
         await settle(app, pilot)
         chart = app.query_one(LayerChart)
@@ -154,3 +156,38 @@ async def test_the_chart_is_kept_as_it_changes_not_only_at_a_clean_exit(
         assert saved.runs == overlaid
         assert saved.view == app.browse.compare.view_settings()
         assert saved.view != {}
+
+
+async def test_asking_for_a_model_opens_on_setup_even_with_a_chart_to_restore(
+    state_path: Path, tmp_path: Path
+):
+    db = tmp_path / "results.duckdb"
+    runs = fill_cache(db)
+    await first_session(db, [runs["detailed_cot"], runs["none_cot"]])
+    app = LayerscopeApp(model="tiny", db=db, poll_seconds=0)
+    async with app.run_test(size=SIZE) as pilot:
+        await settle(app, pilot)
+        assert len(app.comparison) == 2  # restored, not shown
+        assert app.query_one(TabbedContent).active == "setup"
+
+
+async def test_a_typed_dataset_is_remembered_without_a_run(state_path: Path, tmp_path: Path):
+    from layerscope.app.tui.widgets.setup.dataset_picker import DatasetPicker
+
+    data = tmp_path / "mine" / "answers.jsonl"
+    data.parent.mkdir()
+    data.write_text('{"instruction": "q", "output": "a"}\n')
+    db = tmp_path / "results.duckdb"
+    app = LayerscopeApp(db=db, poll_seconds=0)
+    async with app.run_test(size=SIZE) as pilot:
+        await settle(app, pilot)
+        picker = app.query_one(DatasetPicker)
+        picker.query_one("Input").value = str(data)
+        for _ in range(100):  # the path is checked in a worker
+            await settle(app, pilot)
+            if app.setup_pane is not None and app.setup_pane.picks().dataset_ok:
+                break
+        assert app.setup_pane is not None and app.setup_pane.picks().dataset == str(data)
+        await pilot.press("ctrl+q")
+    assert load_state(state_path).last.dataset == str(data)
+    assert load_state(state_path).recent_datasets[0] == str(data)

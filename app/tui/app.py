@@ -60,7 +60,7 @@ from layerscope.app.tui.run_handling import RunHandling
 from layerscope.app.tui.services.cache_reader import CacheReader
 from layerscope.app.tui.services.run_controller import RunController
 from layerscope.app.tui.services.significance_pool import ExecutorFactory, SignificancePool
-from layerscope.app.tui.state import UiState, default_state_path, load_state
+from layerscope.app.tui.state import LastPicks, UiState, default_state_path, load_state, save_state
 from layerscope.app.tui.widgets.frame.fitted_footer import FittedFooter
 from layerscope.app.tui.widgets.frame.log_panel import LogPanel
 from layerscope.app.tui.widgets.frame.run_progress import RunProgressPanel
@@ -124,6 +124,8 @@ class LayerscopeApp(RunHandling, KeptView, App[None]):
         self.browse: BrowseTabs | None = None  # mounted after the first frame
         self.setup_pane: SetupPane | None = None  # likewise
         self.run_when_ready = False  # r was pressed before the tabs were filled
+        # --model/--dataset ask for the Setup tab; else a restored chart is shown at once
+        self.opened_for_setup = bool(model or dataset)
         self.init_kept_view()
 
     # --- layout ------------------------------------------------------------------------------
@@ -182,7 +184,11 @@ class LayerscopeApp(RunHandling, KeptView, App[None]):
         if self.poll_seconds > 0:
             self.set_interval(self.poll_seconds, self.scan_cache)
         self.theme_changed_signal.subscribe(self, self._theme_changed)
-        self._tab_shown(self.query_one(TabbedContent).active)
+        tabs = self.query_one(TabbedContent)
+        if tabs.active != self.first_tab():
+            tabs.active = self.first_tab()  # its activation shows it
+        else:
+            self._tab_shown(tabs.active)
         if self.run_when_ready:
             self.run_when_ready = False
             self.action_run()
@@ -211,12 +217,32 @@ class LayerscopeApp(RunHandling, KeptView, App[None]):
 
     async def action_quit(self) -> None:
         self.run_controller.cancel()
+        self.keep_picks()  # while the Setup tab is still there to read
         self.exit()
 
     def on_unmount(self) -> None:
         self.run_controller.cancel()
         self.significance.shutdown()  # no tests' process outlives the explorer
         self.save_chart()
+
+    def keep_picks(self) -> None:
+        """Remember a model and dataset the user picked or typed even when no run started:
+        what the Setup tab shows, if its fields check out, is the next start's."""
+
+        if self.setup_pane is None:
+            return
+        try:
+            picks = self.setup_pane.picks()
+        except ValueError:  # a settings field that does not parse: keep the last good picks
+            return
+        usable = picks.model_ok and picks.dataset_ok and not picks.checking
+        if not usable or picks.model_problem or picks.dataset_problem:
+            return
+        kept = LastPicks(picks.model, picks.dataset, picks.types, dict(picks.values))
+        if kept != self.ui_state.last:
+            self.ui_state.remember(kept.model, kept.dataset)
+            self.ui_state.last = kept
+            save_state(self.state_path, self.ui_state)
 
     # --- problems ----------------------------------------------------------------------------
 

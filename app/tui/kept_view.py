@@ -13,6 +13,7 @@ from __future__ import annotations
 from typing import TYPE_CHECKING
 
 from textual.app import App
+from textual.widgets import TabbedContent
 
 from layerscope.app.tui.keys import DARK_THEME, LIGHT_THEME
 from layerscope.app.tui.messages import ChartViewChanged
@@ -36,8 +37,11 @@ class KeptView(App[None]):
         ui_state: UiState
         browse: BrowseTabs | None
         comparison: list[str]
+        opened_for_setup: bool
 
         def set_comparison(self, run_ids: list[str]) -> None: ...
+
+        def action_show_tab(self, tab: str) -> None: ...
 
     def init_kept_view(self) -> None:
         """Before the first scan: which runs to overlay again, and the theme of last time."""
@@ -46,6 +50,11 @@ class KeptView(App[None]):
         self._runs_to_restore: list[str] | None = self.ui_state.chart.runs_in(self.db_path)
         if self.ui_state.theme in (DARK_THEME, LIGHT_THEME):
             self.theme = self.ui_state.theme
+
+    def first_tab(self) -> str:
+        """The tab the explorer opens on: the chart of the last session when there is one to
+        restore (unless --model or --dataset asked for Setup)."""
+        return "chart" if self._runs_to_restore and not self.opened_for_setup else "setup"
 
     def restore_comparison(self, stored: Collection[str]) -> None:
         """After the first scan: overlay the runs of the last session still in the cache (the
@@ -58,6 +67,8 @@ class KeptView(App[None]):
         kept = [run_id for run_id in wanted if run_id in stored]
         if kept:
             self.set_comparison(kept)
+        elif self.query_one(TabbedContent).active == "chart" and not self.opened_for_setup:
+            self.action_show_tab("setup")  # opened on the chart to restore: nothing is left
         if len(kept) < len(wanted):
             gone = len(wanted) - len(kept)
             self.query_one(LogPanel).record(
