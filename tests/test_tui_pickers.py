@@ -316,3 +316,29 @@ async def test_a_settings_field_never_turns_typed_text_into_a_number(env: Path):
         # a number again: valid, and nothing more is said
         await type_into(app, pilot, selector, "7")
         assert field.value == "7" and not field.has_class("-invalid")
+
+
+async def test_tab_goes_from_the_model_to_the_dataset_then_the_settings(env: Path):
+    """Tab reached the dataset field after 15 presses (every settings field came first)."""
+    parts = ("model-picker", "dataset-picker", "settings-form", "run-button")
+
+    def part(widget) -> str | None:
+        return next((a.id for a in widget.ancestors_with_self if a.id in parts), None)
+
+    app = LayerscopeApp(poll_seconds=0)
+    async with app.run_test(size=SIZE) as pilot:
+        await settle(app, pilot)
+        app.query_one("#model-list").focus()
+        visited = []
+        for _ in range(25):
+            await pilot.press("tab")
+            assert app.focused is not None
+            visited.append(app.focused)
+            if app.focused.id == "run-button":
+                break
+        ids = [widget.id for widget in visited]
+        assert "dataset-list" in ids[:3], ids  # after the model's path field and its mode
+        # each part whole, in this order: model, dataset (and its types), settings, Run
+        assert list(dict.fromkeys(part(w) for w in visited)) == list(parts), ids
+        await pilot.press("shift+tab")
+        assert app.focused is not None and part(app.focused) == "settings-form"
