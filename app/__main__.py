@@ -4,7 +4,7 @@ import sys
 
 try:
     from layerscope.app.cli import main
-    from layerscope.app.cli.exits import EXIT_INTERRUPTED
+    from layerscope.app.cli.exits import EXIT_INTERRUPTED, finish
 except KeyboardInterrupt:  # while the package itself loads (2 ms), before main() guards
     print("layerscope: error: interrupted; nothing was changed", file=sys.stderr)
     raise SystemExit(130) from None
@@ -16,4 +16,4 @@ if status == EXIT_INTERRUPTED:
     # makes while its module is imported, even one caught since. Running code from a string
     # clears that mark; the explorer, which runs `compute` this way, expects 130.
     exec("")
-raise SystemExit(status)
+finish(status)

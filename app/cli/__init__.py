@@ -33,7 +33,7 @@ from __future__ import annotations
 import contextlib
 import os
 import sys
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, NoReturn
 
 from layerscope.app.cli.exits import EXIT_INTERRUPTED, EXIT_RUNTIME, EXIT_USAGE, PROG
 
@@ -41,7 +41,7 @@ if TYPE_CHECKING:
     import argparse
     from collections.abc import Callable, Iterator, Sequence
 
-__all__ = ["build_parser", "main"]
+__all__ = ["build_parser", "main", "run"]
 
 # Each command's function, "module:function" under layerscope.app.cli: a command imports only
 # its own module (``runs`` needs none of compute's, doctor's or the figures' imports).
@@ -188,6 +188,14 @@ def _failed(error: Exception, argv: Sequence[str] | None) -> int:
     else:
         _say(one_line(error))  # an OSError of no file: a full disk
     return EXIT_RUNTIME
+
+
+def run() -> NoReturn:
+    """The ``layerscope`` command: :func:`main`, then the process ends (quickly after a
+    computation; see :func:`~layerscope.app.cli.exits.finish`)."""
+    from layerscope.app.cli.exits import finish
+
+    finish(main())
 
 
 def main(argv: Sequence[str] | None = None) -> int:
