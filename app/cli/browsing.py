@@ -83,14 +83,14 @@ def check_projections(infos: Sequence[RunInfo], chosen: Sequence[str] | None) ->
             )
 
 
-def report(
+def compared(
     cache: ResultsCache,
     infos: Sequence[RunInfo],
     args: argparse.Namespace,
     pairs: Sequence[tuple[str, str]],
-    title: str,
-) -> int:
-    """Charts, MAD and relative differences of runs (``show`` and ``check``)."""
+) -> tuple[str, Comparison, dict[str, str]]:
+    """The statistic ``--metric`` names, the runs' comparison of it over the ``--proj``
+    projections (within ``--tokens``, where the command has it) and the runs' labels."""
     from layerscope.analysis.results.compare import compare_runs
     from layerscope.app.labels import run_labels
 
@@ -99,7 +99,19 @@ def report(
     check_projections(infos, chosen)
     tokens = getattr(args, "tokens", None)
     comparison = compare_runs(cache, [i.id for i in infos], metric, chosen, tokens, pairs)
-    labels = run_labels(infos)
+    return metric, comparison, run_labels(infos)
+
+
+def report(
+    cache: ResultsCache,
+    infos: Sequence[RunInfo],
+    args: argparse.Namespace,
+    pairs: Sequence[tuple[str, str]],
+    title: str,
+) -> int:
+    """Charts, MAD and relative differences of runs (``show``; ``check``'s JSON and loss)."""
+    metric, comparison, labels = compared(cache, infos, args, pairs)
+    tokens = getattr(args, "tokens", None)
     if args.json:
         record = output.comparison_record(comparison, infos, labels)
         print(json.dumps(record, indent=2, default=str))

@@ -19,7 +19,6 @@ from dataclasses import replace
 from typing import TYPE_CHECKING
 
 from layerscope.app.cli import charting
-from layerscope.app.cli.arguments import projections
 
 if TYPE_CHECKING:
     from layerscope.analysis.cache import ResultsCache
@@ -36,18 +35,12 @@ def report_profile(
     title: str,
 ) -> int:
     """Print the profile of ``infos`` (one chart, one table), or ``show``'s JSON record."""
-    from layerscope.analysis.results.compare import compare_runs
     from layerscope.analysis.results.profiles import projection_means
-    from layerscope.app.cli.browsing import check_projections, metric_name, report
-    from layerscope.app.labels import run_labels
+    from layerscope.app.cli.browsing import compared, metric_name, report
 
-    metric = metric_name(args.metric)
-    if args.json or metric == "loss":
+    if args.json or metric_name(args.metric) == "loss":
         return report(cache, infos, args, pairs, title)
-    chosen = projections(args.proj)
-    check_projections(infos, chosen)
-    comparison = compare_runs(cache, [i.id for i in infos], metric, chosen, None, pairs)
-    labels = run_labels(infos)
+    _metric, comparison, labels = compared(cache, infos, args, pairs)
     names = list(dict.fromkeys(c.projection for c in comparison.curves))
     averaged = replace(
         comparison, curves=projection_means(comparison.curves, f"mean of {'+'.join(names)}")
@@ -66,7 +59,7 @@ def profile_table(comparison: Comparison, labels: Mapping[str, str], names: Sequ
     means: dict[tuple[str, str], float] = {}
     counts: dict[str, int] = {}
     for curve in comparison.curves:
-        values = [v for v in curve.mean if v == v]
+        values = [v for v in curve.mean if not math.isnan(v)]
         means[curve.run_id, curve.projection] = sum(values) / len(values) if values else math.nan
         counts[curve.run_id] = max(counts.get(curve.run_id, 0), max(curve.count, default=0))
     runs = list(dict.fromkeys(c.run_id for c in comparison.curves))
